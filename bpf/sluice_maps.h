@@ -1,0 +1,153 @@
+/* The one definition of every BPF map key and value, and of the constants the
+ * BPF programs and the C++ side (decision core, agent, sluicectl) agree on.
+ * Plain C with fixed-width kernel types so that it compiles unchanged as BPF C
+ * (clang -target bpf) and as C++20: never keep a second copy of these structs.
+ *
+ * Byte order: addresses are stored as bytes in network order (so bpftool
+ * prints them as dotted bytes), ports in host order (bpftool prints numbers).
+ */
+#pragma once
+
+#include <linux/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Istio's defaults: the proxy marks its sockets 0x539 (1337) and runs as
+ * uid/gid 1337; outbound traffic is redirected to port 15001. */
+#define SLUICE_DEFAULT_MARK 0x539
+#define SLUICE_DEFAULT_UID 1337
+#define SLUICE_DEFAULT_GID 1337
+#define SLUICE_DEFAULT_PROXY_PORT 15001
+
+/* getsockopt(SOL_IP, SO_ORIGINAL_DST) and getsockopt(SOL_IPV6,
+ * IP6T_SO_ORIGINAL_DST) share the option number 80. */
+#define SLUICE_SO_ORIGINAL_DST 80
+
+/* Address families as the kernel numbers them (AF_INET, AF_INET6). */
+#define SLUICE_AF_INET 2
+#define SLUICE_AF_INET6 10
+
+/* Capacities. Ranges have no limit besides these; raising them needs an
+ * uninstall (the pinned maps keep the size they were created with). */
+#define SLUICE_MAX_RANGES 16384
+#define SLUICE_MAX_PORTS 4096
+/* Connections between connect() and the client's ESTABLISHED callback. */
+#define SLUICE_MAX_PENDING 65536
+/* Connections established to the proxy and not yet closed by it. */
+#define SLUICE_MAX_TUPLES 262144
+
+/* sluice_config.flags */
+enum sluice_config_flag {
+	/* Set last, after every other map is filled: until then the programs
+	 * leave every connection alone. */
+	SLUICE_F_ENABLED = 1u << 0,
+	SLUICE_F_PROXY4 = 1u << 1,           /* proxy_ip4 is set: intercept IPv4 */
+	SLUICE_F_PROXY6 = 1u << 2,           /* proxy_ip6 is set: intercept IPv6 */
+	SLUICE_F_INCLUDE_ALL_PORTS = 1u << 3, /* includeOutboundPorts contains "*" */
+	SLUICE_F_EXCLUDE_ALL_PORTS = 1u << 4, /* excludeOutboundPorts contains "*" */
+	SLUICE_F_MATCH_MARK = 1u << 5,       /* sockets with SO_MARK == mark are the proxy's */
+	SLUICE_F_MATCH_UID = 1u << 6,        /* processes with uid == uid are the proxy */
+	SLUICE_F_MATCH_GID = 1u << 7,        /* processes with gid == gid are the proxy */
+};
+
+/* The single entry (key 0) of the `config` ARRAY map. */
+struct sluice_config {
+	__u32 flags;      /* enum sluice_config_flag */
+	__u32 mark;
+	__u32 uid;
+	__u32 gid;
+	__u8 proxy_ip4[4];
+	__u16 proxy_port4;
+	__u16 proxy_port6;
+	__u8 proxy_ip6[16];
+};
+
+/* Keys of the LPM_TRIE maps include_v4 / exclude_v4 and include_v6 /
+ * exclude_v6 (prefixlen first, as the trie requires). IPv4-mapped IPv6
+ * ranges (::ffff:a.b.c.d/n, n >= 96) are stored in the v4 tries. */
+struct sluice_lpm_v4 {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct sluice_lpm_v6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* Keys of the HASH maps include_ports / exclude_ports. */
+struct sluice_port_key {
+	__u16 port;
+};
+
+/* Value of the range and port maps: which configured entry put it there
+ * (0-based position in includeIPRanges etc.), for explaining decisions. */
+struct sluice_rule_ref {
+	__u32 index;
+};
+
+/* Why connect() was or was not redirected: the precedence of Istio's
+ * istio-iptables, in order. The C++ decision core returns the same values. */
+enum sluice_rule {
+	SLUICE_RULE_EXCLUDED_PORT = 0,  /* excludeOutboundPorts */
+	SLUICE_RULE_OWN_MARK = 1,       /* the socket carries the proxy's mark */
+	SLUICE_RULE_OWN_UID = 2,        /* opened by the proxy's uid */
+	SLUICE_RULE_OWN_GID = 3,        /* opened by the proxy's gid */
+	SLUICE_RULE_LOOPBACK = 4,       /* 127.0.0.0/8, ::1 */
+	SLUICE_RULE_PROXY_ADDRESS = 5,  /* straight to the proxy's own address:port */
+	SLUICE_RULE_EXCLUDED_RANGE = 6, /* excludeIPRanges */
+	SLUICE_RULE_INCLUDED_PORT = 7,  /* includeOutboundPorts: redirected */
+	SLUICE_RULE_INCLUDED_RANGE = 8, /* includeIPRanges: redirected */
+	SLUICE_RULE_NOT_INCLUDED = 9,   /* in no include list */
+	SLUICE_RULE_NO_PROXY_FAMILY = 10, /* would be redirected, but no proxy address of that family */
+	SLUICE_RULE_COUNT = 11,
+};
+
+/* Index of the per-CPU `counters` ARRAY map (__u64 per CPU). */
+enum sluice_counter {
+	SLUICE_CTR_INTERCEPTED = 0,      /* connect() redirected to the proxy */
+	SLUICE_CTR_EXCLUDED_PORT = 1,
+	SLUICE_CTR_OWN_TRAFFIC = 2,      /* mark, uid or gid of the proxy */
+	SLUICE_CTR_LOOPBACK = 3,
+	SLUICE_CTR_EXCLUDED_RANGE = 4,
+	SLUICE_CTR_NOT_INCLUDED = 5,
+	SLUICE_CTR_ORIGDST_ANSWERED = 6, /* SO_ORIGINAL_DST answered from a record */
+	SLUICE_CTR_ORIGDST_MISS = 7,     /* SO_ORIGINAL_DST asked, no record: refused */
+	SLUICE_CTR_PROXY_ADDRESS = 8,
+	SLUICE_CTR_NO_PROXY_FAMILY = 9,
+	SLUICE_CTR_RECORD_FAILED = 10,   /* could not store the original destination: connect() refused */
+	SLUICE_CTR_TUPLE_FAILED = 11,    /* could not store the 4-tuple record at ESTABLISHED */
+	SLUICE_CTR_COUNT = 12,
+};
+
+/* A connection's destination before it was rewritten. Value of the
+ * orig_by_cookie and orig_by_tuple LRU maps. v4 addresses use addr[0..3]. */
+struct sluice_orig_dst {
+	__u16 family;     /* SLUICE_AF_INET or SLUICE_AF_INET6 */
+	__u16 port;
+	__u8 addr[16];
+	__u32 rule;       /* enum sluice_rule that redirected it */
+	__u32 pid;        /* tgid that called connect() */
+	__u32 uid;
+};
+
+/* Key of orig_by_tuple: the client socket's view of the redirected
+ * connection, which is the accepted socket's view mirrored. IPv4 (also
+ * IPv4-mapped IPv6) uses addr[0..3], the rest zero. netns is the network
+ * namespace cookie when the proxy address is loopback (sidecar placement:
+ * identical loopback 4-tuples exist in every pod), else 0. */
+struct sluice_tuple_key {
+	__u16 family;
+	__u16 client_port;
+	__u16 proxy_port;
+	__u16 pad;
+	__u8 client_addr[16];
+	__u8 proxy_addr[16];
+	__u64 netns;
+};
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,401 @@
+#!/usr/bin/env bash
+# End-to-end test of the egress walkthrough (shared seed
+# egress-walkthrough.md) with the real programs: sluice-agent's BPF programs
+# on a cgroup this test creates, sluice-proxy, nginx as "edition.cnn.com"
+# in a test "internet" namespace, and curl in the workload.
+#
+#   proxy_walkthrough_test.sh PLACEMENT
+#     workload  the proxy runs in the workload's netns on 127.0.0.1:15001
+#     node      the proxy runs in a "node" netns (198.51.100.1:15001), the
+#               workload in its own netns
+#
+# Topology (all in namespaces this test creates; root namespace untouched):
+#   W (workload) 198.51.100.2 --veth-- 198.51.100.1 N (node, routes) 192.0.2.1
+#       --veth-- 192.0.2.2 I ("internet": 203.0.113.10 nginx as
+#       edition.cnn.com on :80 and :443; 203.0.113.20:9000 a byte-counting
+#       TCP server)
+# /etc/netns/<ns>/hosts maps edition.cnn.com -> 203.0.113.10 and
+# resolv.conf points at 127.0.0.1, so no name lookup leaves the machine.
+#
+# Environment (meson sets it): SLUICE_AGENT, SLUICE_PROXY, SLUICE_PYTHON,
+# SLUICE_CONFIGS (the repository's configs/). CI=true turns a missing
+# capability into a failure instead of a skip (77).
+set -u -o pipefail
+
+PLACEMENT=${1:?usage: proxy_walkthrough_test.sh workload|node}
+AGENT=${SLUICE_AGENT:?}
+PROXY=${SLUICE_PROXY:?}
+CONFIGS=${SLUICE_CONFIGS:?}
+PY=${SLUICE_PYTHON:-/usr/bin/python3}
+
+ID="p$$"
+NS_W="sluice-${ID}-w"
+NS_N="sluice-${ID}-n"
+NS_I="sluice-${ID}-i"
+PIN="/sys/fs/bpf/sluice-test-${ID}"
+TMP=$(mktemp -d "/tmp/sluice-walkthrough-${ID}.XXXXXX")
+CG=""
+PIDS=()
+
+log() { echo "[$PLACEMENT] $*"; }
+fail() {
+	echo "[$PLACEMENT] FAIL: $*" >&2
+	for f in proxy.err agent.log nginx/error.log access.log; do
+		[ -f "$TMP/$f" ] && { echo "--- $f" >&2; tail -40 "$TMP/$f" >&2; }
+	done
+	exit 1
+}
+skip_or_fail() {
+	if [ "${CI:-}" = "true" ]; then
+		echo "[$PLACEMENT] FAIL (CI=true, not skipping): $*" >&2
+		exit 1
+	fi
+	echo "[$PLACEMENT] SKIP: $*"
+	exit 77
+}
+
+cleanup() {
+	local rc=$?
+	set +e
+	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+	if [ -d "$PIN" ]; then
+		"$AGENT" uninstall --pin-dir "$PIN" >/dev/null 2>&1
+		for l in "$PIN"/link_*; do
+			[ -e "$l" ] || continue
+			id=$(bpftool -j link show pinned "$l" 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["id"])' 2>/dev/null)
+			[ -n "$id" ] && bpftool link detach id "$id" 2>/dev/null
+		done
+		rm -rf "$PIN"
+	fi
+	if [ -n "$CG" ] && [ -d "$CG" ]; then
+		for sub in "$CG"/*/; do
+			[ -f "$sub/cgroup.kill" ] && echo 1 >"$sub/cgroup.kill"
+		done
+		sleep 0.1
+		for sub in "$CG"/*/; do rmdir "$sub" 2>/dev/null; done
+		rmdir "$CG" 2>/dev/null
+	fi
+	for ns in "$NS_W" "$NS_N" "$NS_I"; do
+		ip netns del "$ns" 2>/dev/null
+		rm -rf "/etc/netns/$ns"
+	done
+	rm -rf "$TMP"
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ------------------------------------------------------------ preconditions
+[ "$(id -u)" = 0 ] || skip_or_fail "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)"
+[ -x "$AGENT" ] || fail "agent not built: $AGENT"
+[ -x "$PROXY" ] || fail "proxy not built: $PROXY"
+for tool in bpftool nginx curl openssl; do
+	command -v "$tool" >/dev/null || skip_or_fail "$tool not installed"
+done
+CG2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+[ -n "$CG2" ] || skip_or_fail "no cgroup v2 mount"
+if ! grep -q " /sys/fs/bpf bpf " /proc/self/mounts; then
+	mount -t bpf bpf /sys/fs/bpf || skip_or_fail "cannot mount bpffs at /sys/fs/bpf"
+fi
+ip netns add "$NS_W" 2>/dev/null || skip_or_fail "cannot create network namespaces"
+
+# ------------------------------------------------------------ topology
+CG="$CG2/sluice-test-${ID}"
+mkdir -p "$CG/workload" "$CG/proxy" "$CG/other"
+ip netns add "$NS_N"
+ip netns add "$NS_I"
+nsw() { ip netns exec "$NS_W" "$@"; }
+nsn() { ip netns exec "$NS_N" "$@"; }
+nsi() { ip netns exec "$NS_I" "$@"; }
+for ns in "$NS_W" "$NS_N" "$NS_I"; do ip netns exec "$ns" ip link set lo up; done
+nsw ip link add vw type veth peer name vn netns "$NS_N"
+nsw ip addr add 198.51.100.2/24 dev vw
+nsw ip link set vw up
+nsw ip route add default via 198.51.100.1
+nsn ip addr add 198.51.100.1/24 dev vn
+nsn ip link set vn up
+nsn ip link add vi type veth peer name vx netns "$NS_I"
+nsn ip addr add 192.0.2.1/24 dev vi
+nsn ip link set vi up
+nsn ip route add 203.0.113.0/24 via 192.0.2.2
+nsn sysctl -qw net.ipv4.ip_forward=1
+nsi ip addr add 192.0.2.2/24 dev vx
+nsi ip link set vx up
+nsi ip route add default via 192.0.2.1
+nsi ip addr add 203.0.113.10/32 dev lo
+nsi ip addr add 203.0.113.20/32 dev lo
+for ns in "$NS_W" "$NS_N"; do
+	mkdir -p "/etc/netns/$ns"
+	printf '127.0.0.1 localhost\n::1 localhost\n203.0.113.10 edition.cnn.com\n' >"/etc/netns/$ns/hosts"
+	printf 'nameserver 127.0.0.1\n' >"/etc/netns/$ns/resolv.conf"
+done
+
+# Runs a command in cgroup $1 and namespace $2 with the namespace's
+# /etc/hosts (cgroup first: `ip netns exec` remounts /sys).
+in_cg_ns() {
+	local cg=$1 ns=$2
+	shift 2
+	sh -c 'echo $$ > "$0/cgroup.procs" && exec ip netns exec "$@"' "$CG/$cg" "$ns" "$@"
+}
+
+# ------------------------------------------------------------ edition.cnn.com
+mkdir -p "$TMP/nginx"
+(
+	cd "$TMP/nginx" || exit 1
+	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=Sluice test CA ${ID}" \
+		-keyout ca.key -out ca.pem &&
+	openssl req -newkey rsa:2048 -nodes -subj "/CN=edition.cnn.com" -keyout server.key -out server.csr &&
+	printf 'subjectAltName=DNS:edition.cnn.com\n' >san.ext &&
+	openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+		-extfile san.ext -out server.pem
+) >"$TMP/openssl.log" 2>&1 || { cat "$TMP/openssl.log" >&2; fail "cannot make the test certificates"; }
+export CURL_CA_BUNDLE="$TMP/nginx/ca.pem"
+
+cat >"$TMP/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log;
+events { worker_connections 64; }
+http {
+    access_log $TMP/nginx/access.log;
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    server {
+        listen 203.0.113.10:80;
+        server_name edition.cnn.com;
+        location = /politics { return 301 https://edition.cnn.com/politics; }
+    }
+    server {
+        listen 203.0.113.10:443 ssl;
+        server_name edition.cnn.com;
+        ssl_certificate $TMP/nginx/server.pem;
+        ssl_certificate_key $TMP/nginx/server.key;
+        location = /politics { return 200 "politics\n"; }
+    }
+}
+NGINX
+in_cg_ns other "$NS_I" nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" \
+	>"$TMP/nginx/stdout.log" 2>&1 &
+PIDS+=($!)
+
+# A TCP server that records how many bytes each connection delivered.
+cat >"$TMP/count_server.py" <<'PYEOF'
+import socket, sys, threading
+log = open(sys.argv[2], "a", buffering=1)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+host, port = sys.argv[1].rsplit(":", 1)
+s.bind((host, int(port)))
+s.listen(16)
+open(sys.argv[3], "w").close()
+def serve(c):
+    n = 0
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        n += len(b)
+    log.write("BYTES %d\n" % n)
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+PYEOF
+in_cg_ns other "$NS_I" "$PY" "$TMP/count_server.py" 203.0.113.20:9000 "$TMP/count.log" "$TMP/count.ready" \
+	>"$TMP/count.out" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do
+	[ -f "$TMP/nginx/nginx.pid" ] && [ -f "$TMP/count.ready" ] && break
+	sleep 0.05
+done
+[ -f "$TMP/nginx/nginx.pid" ] || fail "nginx did not start: $(cat "$TMP/nginx/stdout.log")"
+[ -f "$TMP/count.ready" ] || fail "count server did not start: $(cat "$TMP/count.out")"
+
+# ------------------------------------------------------------ config, agent, proxy
+mkdir -p "$TMP/config"
+cp "$CONFIGS/mesh/istio-configmap-allow-any.yaml" "$TMP/config/istio-configmap.yaml"
+cat >"$TMP/values.yaml" <<'EOF2'
+global:
+  proxy:
+    includeIPRanges: "*"
+EOF2
+
+if [ "$PLACEMENT" = node ]; then
+	PROXY_NS=$NS_N
+	PROXY_LISTEN=(--listen 198.51.100.1:15001)
+	AGENT_PROXY=(--proxy-ipv4 198.51.100.1 --proxy-ipv6 none)
+else
+	PROXY_NS=$NS_W
+	PROXY_LISTEN=(--listen 127.0.0.1:15001 --listen '[::1]:15001')
+	AGENT_PROXY=()
+fi
+
+"$AGENT" --pin-dir "$PIN" --cgroup "$CG/workload" --cgroup "$CG/proxy" --poll-interval-ms 200 \
+	--config "$TMP/values.yaml" "${AGENT_PROXY[@]}" >>"$TMP/agent.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do
+	[ -e "$PIN/link_$(stat -c %i "$CG/proxy")_sluice_getsockopt" ] && break
+	sleep 0.05
+done
+[ -e "$PIN/link_$(stat -c %i "$CG/proxy")_sluice_getsockopt" ] || fail "agent did not attach"
+
+in_cg_ns proxy "$PROXY_NS" "$PROXY" --config "$TMP/config" "${PROXY_LISTEN[@]}" --workers 2 \
+	--access-log "$TMP/access.log" --detection-timeout 1000 >"$TMP/proxy.out" 2>"$TMP/proxy.err" &
+PROXY_PID=$!
+PIDS+=($PROXY_PID)
+for _ in $(seq 100); do
+	grep -q "listening on" "$TMP/proxy.err" 2>/dev/null && break
+	sleep 0.05
+done
+grep -q "listening on" "$TMP/proxy.err" || fail "proxy did not start"
+# $! is the backgrounded shell function; the proxy is the only process in
+# the test's proxy cgroup.
+PROXY_PID=$(head -1 "$CG/proxy/cgroup.procs")
+[ "$(cat "/proc/$PROXY_PID/comm" 2>/dev/null)" = sluice-proxy ] || fail "cannot find the proxy's pid"
+PIDS+=("$PROXY_PID")
+log "proxy: $(grep -m1 'config generation' "$TMP/proxy.err" | sed 's/.*info: //')"
+
+# The walkthrough's command, from the workload.
+walkthrough_curl() {
+	in_cg_ns workload "$NS_W" env CURL_CA_BUNDLE="$CURL_CA_BUNDLE" \
+		curl -sL -o /dev/null -D - --max-time 10 http://edition.cnn.com/politics
+}
+# raw_tcp HOST PORT: sends 16 bytes, half-closes, prints "SENT n GOT m" or "CLOSED".
+raw_tcp() {
+	in_cg_ns workload "$NS_W" "$PY" -c '
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+try:
+    s.sendall(b"\x00\x01raw-tcp-bytes!")
+    s.shutdown(socket.SHUT_WR)
+    got = s.recv(100)
+    print("SENT 16 GOT %d" % len(got))
+except OSError as e:
+    print("CLOSED %s" % e.__class__.__name__)
+' "$1" "$2"
+}
+count_bytes() { awk '{ n += $2 } END { print n + 0 }' "$TMP/count.log" 2>/dev/null || echo 0; }
+wait_generation() {  # N: waits up to 2 s for "config generation N"
+	for _ in $(seq 40); do
+		grep -q "config generation $1 " "$TMP/proxy.err" && return 0
+		sleep 0.05
+	done
+	fail "the proxy did not load config generation $1"
+}
+
+# ------------------------------------------------------------ (1) ALLOW_ANY
+out=$(walkthrough_curl)
+rc=$?
+[ "$rc" = 0 ] || fail "(1) ALLOW_ANY: curl exit $rc: $out"
+grep -q "^HTTP/1.1 301" <<<"$out" && grep -q "^HTTP/1.1 200" <<<"$out" || fail "(1) ALLOW_ANY: got $out"
+sleep 0.2
+grep -q '"GET /politics HTTP/1.1" 301 .* PassthroughCluster ' "$TMP/access.log" ||
+	fail "(1) no HTTP access log line for the redirect"
+grep -q '"- - -" 0 .* PassthroughCluster .* edition.cnn.com ' "$TMP/access.log" ||
+	fail "(1) no TCP access log line with SNI edition.cnn.com"
+grep -q "GET /politics" "$TMP/nginx/access.log" || fail "(1) nginx did not see the request"
+out=$(raw_tcp 203.0.113.20 9000)
+sleep 0.3
+[ "$(count_bytes)" = 16 ] || fail "(1) raw TCP under ALLOW_ANY: server got $(count_bytes) bytes ($out)"
+log "ok (1) ALLOW_ANY: 301 then 200; access log:"
+sed "s/^/[$PLACEMENT]     /" "$TMP/access.log"
+
+# ------------------------------------------------------------ (2) REGISTRY_ONLY
+sed 's/mode: ALLOW_ANY/mode: REGISTRY_ONLY/g' "$TMP/config/istio-configmap.yaml" >"$TMP/cm.new"
+mv "$TMP/cm.new" "$TMP/config/istio-configmap.yaml"   # replaced, as `kubectl replace` does
+t0=$(date +%s%N)
+wait_generation 2
+t1=$(date +%s%N)
+log "REGISTRY_ONLY picked up in $(((t1 - t0) / 1000000)) ms (after the replace was written)"
+out=$(in_cg_ns workload "$NS_W" env CURL_CA_BUNDLE="$CURL_CA_BUNDLE" \
+	curl -s -o /dev/null -D - --max-time 10 https://edition.cnn.com/politics)
+rc=$?
+[ "$rc" = 35 ] || fail "(2) https under REGISTRY_ONLY: expected curl exit 35, got $rc: $out"
+out=$(walkthrough_curl)
+rc=$?
+[ "$rc" != 0 ] && ! grep -q "^HTTP/1.1 200" <<<"$out" || fail "(2) walkthrough curl under REGISTRY_ONLY: exit $rc: $out"
+kill -0 "$PROXY_PID" || fail "(2) the proxy is gone"
+grep -q 'BlackHoleCluster' "$TMP/access.log" || fail "(2) no BlackHoleCluster line"
+grep -q ' UH ' "$TMP/access.log" || fail "(2) no UH flag"
+log "ok (2) REGISTRY_ONLY without restart: https exits 35, the walkthrough command exits $rc (blackholed: no ServiceEntry declares port 80 yet)"
+
+# ------------------------------------------------------------ (3) ServiceEntry cnn
+cat >"$TMP/config/serviceentry-cnn.yaml" <<'EOF2'
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata:
+  name: cnn
+spec:
+  hosts:
+  - edition.cnn.com
+  ports:
+  - number: 80
+    name: http-port
+    protocol: HTTP
+  - number: 443
+    name: https
+    protocol: HTTPS
+  resolution: DNS
+EOF2
+wait_generation 3
+out=$(walkthrough_curl)
+rc=$?
+[ "$rc" = 0 ] && grep -q "^HTTP/1.1 200" <<<"$out" || fail "(3) with ServiceEntry cnn: exit $rc: $out"
+sleep 0.2
+grep -q '"GET /politics HTTP/1.1" 301 .* outbound|80||edition.cnn.com ' "$TMP/access.log" ||
+	fail "(3) no outbound|80||edition.cnn.com line"
+grep -q 'outbound|443||edition.cnn.com .* edition.cnn.com ' "$TMP/access.log" ||
+	fail "(3) no outbound|443||edition.cnn.com line"
+log "ok (3) ServiceEntry cnn: 200 again, routed via outbound|80|| and outbound|443||edition.cnn.com"
+
+# ------------------------------------------------------------ (4) unknown destinations
+code=$(in_cg_ns workload "$NS_W" curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
+	-H 'Host: unknown.example.org' http://203.0.113.20/)
+[ "$code" = 502 ] || fail "(4) HTTP to an undeclared host: expected 502, got $code"
+grep -q '"GET / HTTP/1.1" 502 - direct_response .* BlackHoleCluster .* block_all' "$TMP/access.log" ||
+	fail "(4) no block_all 502 line"
+before=$(count_bytes)
+out=$(raw_tcp 203.0.113.20 9000)
+sleep 0.3
+case "$out" in "SENT 16 GOT 0"|CLOSED*) ;; *) fail "(4) raw TCP to an undeclared IP:port: $out" ;; esac
+[ "$(count_bytes)" = "$before" ] || fail "(4) the server received $(( $(count_bytes) - before )) bytes"
+log "ok (4) plain HTTP to an undeclared host: 502; raw TCP to 203.0.113.20:9000 closed, server received 0 bytes"
+
+# ------------------------------------------------------------ (5) includeIPRanges
+sed -i 's|includeIPRanges: "\*"|includeIPRanges: "10.244.0.0/16,10.240.0.0/16"|' "$TMP/values.yaml"
+ok=""
+for _ in $(seq 40); do
+	out=$(raw_tcp 203.0.113.20 9000)
+	[ "$out" = "SENT 16 GOT 0" ] && [ "$(count_bytes)" -gt "$before" ] && { ok=1; break; }
+	sleep 0.1
+done
+[ -n "$ok" ] || fail "(5) includeIPRanges change not applied by the agent: $out"
+lines=$(wc -l <"$TMP/access.log")   # probes before the agent's update went through the proxy
+before=$(count_bytes)
+out=$(raw_tcp 203.0.113.20 9000)
+sleep 0.3
+[ "$(count_bytes)" = $((before + 16)) ] || fail "(5) raw TCP outside includeIPRanges: $out, server got $(( $(count_bytes) - before ))"
+out=$(walkthrough_curl)
+rc=$?
+[ "$rc" = 0 ] && grep -q "^HTTP/1.1 200" <<<"$out" || fail "(5) direct curl: exit $rc: $out"
+sleep 0.2
+[ "$(wc -l <"$TMP/access.log")" = "$lines" ] || fail "(5) the proxy saw traffic outside includeIPRanges"
+log "ok (5) includeIPRanges 10.244.0.0/16,10.240.0.0/16: direct (raw TCP delivered, curl 200), proxy access log unchanged"
+
+# ------------------------------------------------------------ no open relay
+if [ "$PLACEMENT" = node ]; then
+	out=$(in_cg_ns other "$NS_W" curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://198.51.100.1:15001/)
+else
+	out=$(in_cg_ns other "$NS_W" curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://127.0.0.1:15001/)
+fi
+[ "$out" = 000 ] || fail "a direct connection to the proxy got HTTP $out"
+kill -USR1 "$PROXY_PID"
+sleep 0.2
+grep -q "no_original_dst=[1-9]" "$TMP/proxy.err" || fail "no_original_dst not counted"
+log "ok: a direct connection to the proxy is refused; $(grep 'counters:' "$TMP/proxy.err" | tail -1 | sed 's/.*counters: //')"
+log "PASS"

@@ -1,0 +1,88 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "userspace-proxy/engine/connection_stats.h"
+#include "userspace-proxy/engine/socket_address.h"
+#include "userspace-proxy/engine/verdict.h"
+
+namespace sluice::engine {
+
+// The handler's view of one connection. Valid from on_accept until on_close
+// returns; only touched from the worker thread that owns it.
+class Connection {
+ public:
+  virtual uint64_t id() const = 0;
+  virtual uint32_t worker() const = 0;
+  // The accepted socket: for getsockopt(SO_ORIGINAL_DST) and the like. Do not
+  // read, write or close it; the ring owns its I/O.
+  virtual int downstream_fd() const = 0;
+  // One word of handler state (an index or a pointer the handler owns and
+  // frees in on_close).
+  virtual uint64_t context() const = 0;
+  virtual void set_context(uint64_t value) = 0;
+
+ protected:
+  ~Connection() = default;
+};
+
+// What is known at accept time. Addresses are resolved on first use (one
+// syscall each), so a handler that only wants SO_ORIGINAL_DST pays nothing.
+class AcceptInfo {
+ public:
+  explicit AcceptInfo(int fd) : fd_(fd) {}
+  int fd() const { return fd_; }
+  const SocketAddress& local() const {
+    if (!local_.valid()) SocketAddress::local_of(fd_, &local_);
+    return local_;
+  }
+  const SocketAddress& peer() const {
+    if (!peer_.valid()) SocketAddress::peer_of(fd_, &peer_);
+    return peer_;
+  }
+
+ private:
+  int fd_;
+  mutable SocketAddress local_;
+  mutable SocketAddress peer_;
+};
+
+// Decides what happens to each accepted connection. One instance per worker
+// (made by the factory in EngineConfig), so implementations need no locking;
+// callbacks run on the worker thread and must not block.
+class ConnectionHandler {
+ public:
+  virtual ~ConnectionHandler() = default;
+
+  // Right after accept. Return need_more() to wait for the first bytes
+  // (sniffing), connect() for server-first/opaque protocols, close() to deny.
+  virtual Verdict on_accept(Connection& conn, const AcceptInfo& info) = 0;
+
+  // New downstream bytes arrived while the previous verdict was need_more().
+  // `pending` is everything read so far (contiguous, at most
+  // EngineConfig::max_sniff_bytes).
+  virtual Verdict on_downstream_data(Connection& conn, std::span<const uint8_t> pending) = 0;
+
+  // The detection timeout of the last need_more() passed without a decision
+  // (e.g. a server-first protocol). The default gives up.
+  virtual Verdict on_detection_timeout(Connection& /*conn*/, std::span<const uint8_t> /*pending*/) {
+    return Verdict::close();
+  }
+
+  // Downstream sent FIN before any decision was made. The default closes.
+  virtual Verdict on_downstream_eof(Connection& /*conn*/, std::span<const uint8_t> /*pending*/) {
+    return Verdict::close();
+  }
+
+  // The upstream connect succeeded (for logging/metrics; optional).
+  virtual void on_upstream_connected(Connection& /*conn*/, const SocketAddress& /*upstream*/) {}
+
+  // Last call for this connection: the sockets are closed. Free context here.
+  virtual void on_close(Connection& conn, const ConnectionStats& stats) = 0;
+};
+
+using ConnectionHandlerPtr = std::unique_ptr<ConnectionHandler>;
+
+}  // namespace sluice::engine

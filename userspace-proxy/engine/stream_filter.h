@@ -1,0 +1,57 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+namespace sluice::engine {
+
+enum class Direction : uint8_t {
+  kDownstreamToUpstream = 0,
+  kUpstreamToDownstream = 1,
+};
+
+// Where a StreamFilter puts its output. Output is emitted in call order, so a
+// filter can edit a stream: forward(10); inject("X-Header: v\r\n"); forward(rest).
+class FilterOutput {
+ public:
+  virtual ~FilterOutput() = default;
+  // Passes the next `n` not-yet-consumed bytes of the current chunk through
+  // unchanged. A forward() that starts at the beginning of the chunk is
+  // zero-copy; later ones are copied. Returns 0 or -EINVAL/-ENOBUFS.
+  virtual int forward(size_t n) = 0;
+  // Drops the next `n` bytes of the current chunk.
+  virtual void skip(size_t n) = 0;
+  // Copies bytes into the output of direction `dir` (the filter's own
+  // direction or the opposite one: TLS writes handshake records back to the
+  // sender). Returns 0, or -ENOBUFS when the worker's local buffer pool is
+  // exhausted (the filter should then close).
+  virtual int inject(Direction dir, std::span<const uint8_t> bytes) = 0;
+};
+
+enum class FilterStatus : uint8_t {
+  kContinue,  // keep relaying
+  kClose,     // flush what was output, then close both sides gracefully
+  kReset,     // abort both sides with RST now
+};
+
+// L7 mode: a per-connection object that sees every chunk read from either
+// side before it is queued for the other. Bytes of the chunk neither forwarded
+// nor skipped when on_data returns are dropped (a filter that needs to buffer
+// keeps its own copy, as an OpenSSL memory BIO does). Without a filter the
+// engine relays opaquely; the only cost of this hook is one null check per
+// chunk.
+class StreamFilter {
+ public:
+  virtual ~StreamFilter() = default;
+  virtual FilterStatus on_data(Direction dir, std::span<const uint8_t> chunk, FilterOutput& out) = 0;
+  // The reading side of `dir` sent FIN. Output may still be injected.
+  virtual FilterStatus on_end_stream(Direction /*dir*/, FilterOutput& /*out*/) {
+    return FilterStatus::kContinue;
+  }
+};
+
+using StreamFilterPtr = std::unique_ptr<StreamFilter>;
+
+}  // namespace sluice::engine

@@ -1,0 +1,1123 @@
+#include "userspace-proxy/engine/worker.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <future>
+
+namespace sluice::engine {
+
+namespace {
+
+// user_data: a ConnectionImpl pointer (16-byte aligned) with the operation in
+// the low bits, or a small constant for worker-level operations.
+constexpr uint64_t kTagRecv0 = 0;  // kTagRecv0 + side
+constexpr uint64_t kTagSend0 = 2;  // kTagSend0 + side
+constexpr uint64_t kTagConnect = 4;
+constexpr uint64_t kTagMask = 15;
+constexpr uint64_t kUdIgnore = 1;  // cancels, link timeouts: nothing to do
+constexpr uint64_t kUdAccept = 2;
+constexpr uint64_t kUdWake = 3;
+constexpr uint64_t kUdSpecialLimit = 4096;
+
+uint64_t ud(ConnectionImpl* c, uint64_t tag) { return reinterpret_cast<uint64_t>(c) | tag; }
+
+int64_t monotonic_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+int64_t realtime_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+int64_t to_ns(std::chrono::milliseconds ms) { return static_cast<int64_t>(ms.count()) * 1000000; }
+
+bool is_reset_error(int err) { return err == ECONNRESET || err == EPIPE || err == ECONNABORTED; }
+
+CloseReason reset_reason(int s) { return s == 0 ? CloseReason::kDownstreamReset : CloseReason::kUpstreamReset; }
+
+}  // namespace
+
+// FilterOutput over the chunk being filtered: forward() of a prefix keeps the
+// ring buffer (zero-copy); everything else is copied into local buffers.
+class Worker::Output final : public FilterOutput {
+ public:
+  Output(Worker* w, ConnectionImpl* c, int s, uint32_t bid, uint32_t len)
+      : w_(w), c_(c), s_(s), bid_(bid), len_(len) {}
+
+  int forward(size_t n) override {
+    if (n > len_ - consumed_) return -EINVAL;
+    if (n == 0) return 0;
+    if (consumed_ == 0) {
+      // The ring buffer itself joins the queue; later copies from it stay valid
+      // because it is not coalesced away (and not sent before we return).
+      w_->enqueue(c_->side[1 - s_].out, bid_, 0, static_cast<uint32_t>(n), /*coalesce=*/false);
+      buffer_kept_ = true;
+      consumed_ = static_cast<uint32_t>(n);
+      return 0;
+    }
+    int rc = w_->enqueue_copy(c_->side[1 - s_].out, {w_->buf_addr(bid_) + consumed_, n});
+    if (rc < 0) return rc;
+    consumed_ += static_cast<uint32_t>(n);
+    return 0;
+  }
+  void skip(size_t n) override { consumed_ += static_cast<uint32_t>(std::min<size_t>(n, len_ - consumed_)); }
+  int inject(Direction dir, std::span<const uint8_t> bytes) override {
+    int target = dir == Direction::kDownstreamToUpstream ? 1 : 0;
+    return w_->enqueue_copy(c_->side[target].out, bytes);
+  }
+  bool buffer_kept() const { return buffer_kept_; }
+
+ private:
+  Worker* w_;
+  ConnectionImpl* c_;
+  int s_;
+  uint32_t bid_;
+  uint32_t len_;
+  uint32_t consumed_ = 0;
+  bool buffer_kept_ = false;
+};
+
+Worker::Worker(const EngineConfig& config, uint32_t index, int listen_fd)
+    : config_(config), index_(index), listen_fd_(listen_fd) {
+  starved_head_.prev = starved_head_.next = &starved_head_;
+}
+
+Worker::~Worker() {
+  join();
+  if (listen_fd_ >= 0) close(listen_fd_);
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+int Worker::start(std::string* error) {
+  std::promise<std::pair<int, std::string>> ready;
+  auto fut = ready.get_future();
+  thread_ = std::thread([this, &ready] {
+    std::string err;
+    int rc = setup(&err);
+    ready.set_value({rc, err});
+    if (rc == 0) run();
+    teardown();
+  });
+  auto [rc, err] = fut.get();
+  if (rc < 0) {
+    *error = err;
+    join();
+  }
+  return rc;
+}
+
+void Worker::request_stop(std::chrono::milliseconds drain) {
+  int64_t expected = -1;
+  drain_ns_.compare_exchange_strong(expected, std::max<int64_t>(0, to_ns(drain)));
+  if (wake_fd_ >= 0) {
+    uint64_t one = 1;
+    ssize_t n = write(wake_fd_, &one, sizeof(one));
+    (void)n;
+  }
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+// ---------------------------------------------------------------- setup
+
+int Worker::setup_ring(std::string* error) {
+  struct Attempt {
+    RingMode mode;
+    unsigned flags;
+    const char* name;
+  };
+  const Attempt attempts[] = {
+      {RingMode::kDeferTaskrun, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, "defer_taskrun"},
+      {RingMode::kCoopTaskrun, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+       "coop_taskrun+single_issuer"},
+      {RingMode::kCoopTaskrun, IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, "coop_taskrun"},
+      {RingMode::kPlain, 0, "plain"},
+  };
+  int rc = -EINVAL;
+  for (const auto& a : attempts) {
+    bool wanted = config_.ring_mode == RingMode::kAuto || config_.ring_mode == a.mode ||
+                  (config_.ring_mode == RingMode::kDeferTaskrun && a.mode != RingMode::kDeferTaskrun) ||
+                  (config_.ring_mode == RingMode::kCoopTaskrun && a.mode == RingMode::kPlain);
+    // A forced mode is the first attempt; weaker modes remain fallbacks.
+    if (!wanted) continue;
+    io_uring_params p{};
+    p.flags = a.flags | IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
+    p.cq_entries = config_.ring_entries * 4;
+    rc = io_uring_queue_init_params(config_.ring_entries, &ring_, &p);
+    if (rc == 0) {
+      ring_mode_name_ = a.name;
+      multishot_recv_ = config_.recv_multishot && (a.flags & IORING_SETUP_DEFER_TASKRUN) != 0;
+      ring_ready_ = true;
+      // Saves an fd-table lookup on every io_uring_enter; optional (5.18+).
+      io_uring_register_ring_fd(&ring_);
+      if (!(p.features & IORING_FEAT_EXT_ARG)) {
+        *error = "io_uring lacks IORING_FEAT_EXT_ARG (kernel < 5.11); need >= 6.0";
+        return -ENOSYS;
+      }
+      return 0;
+    }
+    if (rc != -EINVAL) break;
+  }
+  *error = std::string("io_uring_queue_init_params: ") + strerror(-rc);
+  return rc;
+}
+
+int Worker::setup_buffers(std::string* error) {
+  const uint32_t n = config_.buffer_count;
+  if (n == 0 || n > 32768 || (n & (n - 1)) != 0) {
+    *error = "buffer_count must be a power of two in [1, 32768], got " + std::to_string(n);
+    return -EINVAL;
+  }
+  if (config_.buffer_size < 512) {
+    *error = "buffer_size must be >= 512";
+    return -EINVAL;
+  }
+  const uint32_t total = n + config_.local_buffer_count;
+  buffers_bytes_ = static_cast<size_t>(total) * config_.buffer_size;
+  void* mem = mmap(nullptr, buffers_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    *error = "mmap buffers: " + std::string(strerror(errno));
+    return -errno;
+  }
+  buffers_ = static_cast<uint8_t*>(mem);
+  buf_ring_bytes_ = static_cast<size_t>(n) * sizeof(io_uring_buf);
+  mem = mmap(nullptr, buf_ring_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    *error = "mmap buffer ring: " + std::string(strerror(errno));
+    return -errno;
+  }
+  buf_ring_ = static_cast<io_uring_buf_ring*>(mem);
+  io_uring_buf_reg reg{};
+  reg.ring_addr = reinterpret_cast<uint64_t>(buf_ring_);
+  reg.ring_entries = n;
+  reg.bgid = 0;
+  int rc = io_uring_register_buf_ring(&ring_, &reg, 0);
+  if (rc < 0) {
+    *error = "io_uring_register_buf_ring: " + std::string(strerror(-rc)) + " (needs kernel >= 5.19)";
+    return rc;
+  }
+  io_uring_buf_ring_init(buf_ring_);
+  const int mask = io_uring_buf_ring_mask(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    io_uring_buf_ring_add(buf_ring_, buf_addr(i), config_.buffer_size, static_cast<unsigned short>(i), mask,
+                          static_cast<int>(i));
+  }
+  io_uring_buf_ring_advance(buf_ring_, static_cast<int>(n));
+  seg_next_.assign(total, kNoBuffer);
+  seg_off_.assign(total, 0);
+  seg_len_.assign(total, 0);
+  local_free_.reserve(config_.local_buffer_count);
+  for (uint32_t i = total; i > n; --i) local_free_.push_back(i - 1);
+  scratch_.resize(config_.max_sniff_bytes);
+  return 0;
+}
+
+int Worker::setup(std::string* error) {
+  std::string prefix = "worker " + std::to_string(index_) + ": ";
+  int rc = setup_ring(error);
+  if (rc == 0) rc = setup_buffers(error);
+  if (rc == 0) {
+    wake_fd_ = eventfd(0, EFD_CLOEXEC);
+    if (wake_fd_ < 0) {
+      rc = -errno;
+      *error = "eventfd: " + std::string(strerror(errno));
+    }
+  }
+  if (rc == 0 && config_.handler_factory) handler_ = config_.handler_factory(index_);
+  if (rc == 0 && !handler_) {
+    rc = -EINVAL;
+    *error = "handler_factory returned no handler";
+  }
+  if (rc < 0) {
+    *error = prefix + *error;
+    return rc;
+  }
+  now_ns_ = monotonic_ns();
+  int64_t tick = std::max<int64_t>(1000000, to_ns(config_.timer_tick));
+  wheel_ = std::make_unique<TimerWheel>(tick, 1024, now_ns_);
+  int64_t ct = std::max<int64_t>(1, to_ns(config_.connect_timeout));
+  connect_ts_.tv_sec = ct / 1000000000;
+  connect_ts_.tv_nsec = ct % 1000000000;
+  arm_accept();
+  arm_wake();
+  rc = io_uring_submit(&ring_);
+  if (rc < 0) {
+    *error = prefix + "io_uring_submit: " + strerror(-rc);
+    return rc;
+  }
+  return 0;
+}
+
+void Worker::teardown() {
+  if (ring_ready_) {
+    if (buf_ring_) io_uring_unregister_buf_ring(&ring_, 0);
+    io_uring_queue_exit(&ring_);
+    ring_ready_ = false;
+  }
+  if (buf_ring_) munmap(buf_ring_, buf_ring_bytes_);
+  if (buffers_) munmap(buffers_, buffers_bytes_);
+  buf_ring_ = nullptr;
+  buffers_ = nullptr;
+  handler_.reset();  // wake_fd_ stays open until ~Worker: request_stop may race with exit
+}
+
+// ---------------------------------------------------------------- loop
+
+io_uring_sqe* Worker::get_sqe() {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  while (sqe == nullptr) {
+    // SQ full: flush it now rather than queue work in userspace.
+    io_uring_submit(&ring_);
+    sqe = io_uring_get_sqe(&ring_);
+  }
+  return sqe;
+}
+
+void Worker::arm_accept() {
+  if (listen_fd_ < 0 || accept_armed_) return;
+  io_uring_sqe* sqe = get_sqe();
+  io_uring_prep_multishot_accept(sqe, listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+  io_uring_sqe_set_data64(sqe, kUdAccept);
+  accept_armed_ = true;
+}
+
+void Worker::arm_wake() {
+  io_uring_sqe* sqe = get_sqe();
+  io_uring_prep_read(sqe, wake_fd_, &wake_buf_, sizeof(wake_buf_), 0);
+  io_uring_sqe_set_data64(sqe, kUdWake);
+  wake_armed_ = true;
+}
+
+void Worker::run() {
+  for (;;) {
+    counters_.loop_iterations.add();
+    if (draining_) {
+      if (conns_active_ == 0 && !accept_armed_) break;
+      if (now_ns_ >= drain_deadline_ns_) {
+        for (auto& slab : slabs_) {
+          for (uint32_t i = 0; i < slab_size_; ++i) {
+            ConnectionImpl* c = &slab[i];
+            if (c->phase != Phase::kFree && c->phase != Phase::kClosing) {
+              counters_.drain_aborted.add();
+              begin_close(c, CloseReason::kDrainDeadline, 0, true, true);
+              settle(c);
+            }
+          }
+        }
+        drain_deadline_ns_ = INT64_MAX;  // abort once; then wait for cancels to land
+      }
+    }
+    int64_t wake_at = wheel_->next_tick_ns();
+    if (draining_) wake_at = std::min(wake_at, drain_deadline_ns_);
+    if (accept_retry_) wake_at = std::min(wake_at, now_ns_ + to_ns(config_.timer_tick));
+    __kernel_timespec ts{};
+    __kernel_timespec* tsp = nullptr;
+    if (wake_at != INT64_MAX) {
+      int64_t d = std::max<int64_t>(0, wake_at - now_ns_);
+      ts.tv_sec = d / 1000000000;
+      ts.tv_nsec = d % 1000000000;
+      tsp = &ts;
+    }
+    io_uring_cqe* cqe = nullptr;
+    counters_.sqe_submitted.add(io_uring_sq_ready(&ring_));
+    // One syscall per iteration: submit everything queued, wait for one CQE or the next tick.
+    int rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
+    if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+      counters_.ring_errors.add();
+    }
+    now_ns_ = monotonic_ns();
+    unsigned head;
+    unsigned seen = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      process_cqe(cqe);
+      ++seen;
+    }
+    io_uring_cq_advance(&ring_, seen);
+    if (starved_head_.next != &starved_head_) rearm_starved();
+    if (accept_retry_ && !draining_) {
+      accept_retry_ = false;
+      arm_accept();
+    }
+    wheel_->advance(now_ns_, [this](TimerNode* n) { on_timer(static_cast<ConnectionImpl*>(n->owner)); });
+    int64_t drain = drain_ns_.load(std::memory_order_relaxed);
+    if (drain >= 0 && !draining_) {
+      drain_deadline_ns_ = now_ns_ + drain;
+      begin_drain();
+    }
+  }
+  // Final submit so queued closes/cancels reach the kernel before exit.
+  io_uring_submit(&ring_);
+}
+
+void Worker::begin_drain() {
+  draining_ = true;
+  if (accept_armed_) {
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_cancel64(sqe, kUdAccept, 0);
+    io_uring_sqe_set_data64(sqe, kUdIgnore);
+  }
+  // The in-flight accept holds its own file reference; closing now removes
+  // this worker from the SO_REUSEPORT group as soon as the cancel lands.
+  if (listen_fd_ >= 0) close(listen_fd_);
+  listen_fd_ = -1;
+}
+
+void Worker::process_cqe(const io_uring_cqe* cqe) {
+  const uint64_t data = cqe->user_data;
+  if (data < kUdSpecialLimit) {
+    if (data == kUdAccept) on_accept_cqe(cqe);
+    else if (data == kUdWake) on_wake_cqe(cqe);
+    return;
+  }
+  auto* c = reinterpret_cast<ConnectionImpl*>(data & ~kTagMask);
+  const uint64_t tag = data & kTagMask;
+  if (tag == kTagConnect) {
+    on_connect_cqe(c, cqe->res);
+  } else if (tag < kTagSend0) {
+    on_recv_cqe(c, static_cast<int>(tag - kTagRecv0), cqe->res, cqe->flags);
+  } else {
+    on_send_cqe(c, static_cast<int>(tag - kTagSend0), cqe->res);
+  }
+  settle(c);
+}
+
+void Worker::on_accept_cqe(const io_uring_cqe* cqe) {
+  if (!(cqe->flags & IORING_CQE_F_MORE)) {
+    accept_armed_ = false;
+    if (!draining_) {
+      counters_.accept_rearms.add();
+      if (cqe->res < 0) accept_retry_ = true;  // EMFILE & co.: back off one tick
+      else arm_accept();
+    }
+  }
+  if (cqe->res < 0) {
+    if (cqe->res != -ECANCELED) counters_.accept_errors.add();
+    return;
+  }
+  accept_conn(cqe->res);
+}
+
+void Worker::on_wake_cqe(const io_uring_cqe* cqe) {
+  (void)cqe;
+  wake_armed_ = false;
+  // The stop request itself is read from drain_ns_ at the end of the iteration.
+  if (drain_ns_.load(std::memory_order_relaxed) < 0) arm_wake();
+}
+
+void Worker::on_timer(ConnectionImpl* c) {
+  if (c->phase == Phase::kFree || c->phase == Phase::kClosing) return;
+  int64_t deadline = conn_deadline(c);
+  if (deadline > now_ns_) {
+    wheel_->schedule(&c->timer, deadline);
+    return;
+  }
+  if (c->phase == Phase::kSniffing && c->phase_deadline_ns <= now_ns_) {
+    counters_.detection_timeouts.add();
+    Verdict v = handler_->on_detection_timeout(*c, pending_downstream(c));
+    apply_verdict(c, std::move(v), CloseReason::kDetectionTimeout);
+  } else if (c->phase == Phase::kLingering) {
+    begin_close(c, CloseReason::kLocalClose, 0, false, false);
+  } else {
+    counters_.idle_timeouts.add();
+    begin_close(c, CloseReason::kIdleTimeout, 0, false, false);
+  }
+  if (c->phase != Phase::kClosing && !c->timer.linked()) reschedule_timer(c);
+  settle(c);
+}
+
+int64_t Worker::conn_deadline(const ConnectionImpl* c) const {
+  const int64_t idle = c->last_activity_ns + to_ns(config_.idle_timeout);
+  switch (c->phase) {
+    case Phase::kSniffing: return std::min(idle, c->phase_deadline_ns);
+    case Phase::kLingering: return c->last_activity_ns + to_ns(config_.linger_timeout);
+    case Phase::kConnecting:
+    case Phase::kRelaying: return idle;
+    default: return INT64_MAX;
+  }
+}
+
+void Worker::reschedule_timer(ConnectionImpl* c) {
+  int64_t d = conn_deadline(c);
+  if (d == INT64_MAX) wheel_->cancel(&c->timer);
+  else wheel_->schedule(&c->timer, d);
+}
+
+// ---------------------------------------------------------------- buffers
+
+void Worker::enqueue(SendQueue& q, uint32_t bid, uint32_t off, uint32_t len, bool coalesce) {
+  // Small reads are folded into the tail buffer's free room, so a trickle of
+  // small writes (or a slow-sniffed header) does not pin one buffer per packet.
+  if (coalesce && q.tail != kNoBuffer) {
+    uint32_t t = q.tail;
+    uint32_t end = seg_off_[t] + seg_len_[t];
+    if (len <= config_.buffer_size / 8 && end + len <= config_.buffer_size) {
+      std::memcpy(buf_addr(t) + end, buf_addr(bid) + off, len);
+      seg_len_[t] += len;
+      q.bytes += len;
+      release_buffer(bid);
+      return;
+    }
+  }
+  seg_next_[bid] = kNoBuffer;
+  seg_off_[bid] = off;
+  seg_len_[bid] = len;
+  if (q.tail == kNoBuffer) q.head = bid;
+  else seg_next_[q.tail] = bid;
+  q.tail = bid;
+  q.count++;
+  q.bytes += len;
+  counters_.queued_bytes_peak.max(q.bytes);
+}
+
+int Worker::enqueue_copy(SendQueue& q, std::span<const uint8_t> bytes) {
+  while (!bytes.empty()) {
+    uint32_t t = q.tail;
+    if (t != kNoBuffer && t >= config_.buffer_count) {
+      uint32_t end = seg_off_[t] + seg_len_[t];
+      uint32_t room = config_.buffer_size - end;
+      if (room > 0) {
+        uint32_t n = static_cast<uint32_t>(std::min<size_t>(room, bytes.size()));
+        std::memcpy(buf_addr(t) + end, bytes.data(), n);
+        seg_len_[t] += n;
+        q.bytes += n;
+        bytes = bytes.subspan(n);
+        continue;
+      }
+    }
+    if (local_free_.empty()) {
+      counters_.local_buffers_exhausted.add();
+      return -ENOBUFS;
+    }
+    uint32_t bid = local_free_.back();
+    local_free_.pop_back();
+    seg_next_[bid] = kNoBuffer;
+    seg_off_[bid] = 0;
+    seg_len_[bid] = 0;
+    if (q.tail == kNoBuffer) q.head = bid;
+    else seg_next_[q.tail] = bid;
+    q.tail = bid;
+    q.count++;
+  }
+  counters_.queued_bytes_peak.max(q.bytes);
+  return 0;
+}
+
+void Worker::release_buffer(uint32_t bid) {
+  if (bid >= config_.buffer_count) {
+    local_free_.push_back(bid);
+    return;
+  }
+  io_uring_buf_ring_add(buf_ring_, buf_addr(bid), config_.buffer_size, static_cast<unsigned short>(bid),
+                        io_uring_buf_ring_mask(config_.buffer_count), 0);
+  io_uring_buf_ring_advance(buf_ring_, 1);
+  ring_buffers_held_--;
+  counters_.buffers_in_use.set(ring_buffers_held_);
+}
+
+void Worker::release_queue(SendQueue& q) {
+  uint32_t b = q.head;
+  while (b != kNoBuffer) {
+    uint32_t next = seg_next_[b];
+    release_buffer(b);
+    b = next;
+  }
+  q = SendQueue{};
+}
+
+void Worker::starved_push(ConnectionImpl* c, int s) {
+  TimerNode* n = &c->side[s].starved;
+  n->owner = c;
+  n->deadline_ns = s;
+  n->prev = starved_head_.prev;
+  n->next = &starved_head_;
+  starved_head_.prev->next = n;
+  starved_head_.prev = n;
+}
+
+void Worker::starved_remove(ConnectionImpl* c, int s) {
+  TimerNode* n = &c->side[s].starved;
+  if (!n->linked()) return;
+  n->prev->next = n->next;
+  n->next->prev = n->prev;
+  n->prev = n->next = nullptr;
+}
+
+void Worker::rearm_starved() {
+  // Re-arm only with real headroom, and no more sides than there are free
+  // buffers, or the starved recvs just fail again (-ENOBUFS churn).
+  const uint32_t threshold = std::max<uint32_t>(1, config_.buffer_count / 16);
+  uint32_t free_buffers = config_.buffer_count - ring_buffers_held_;
+  if (free_buffers < threshold) return;
+  while (starved_head_.next != &starved_head_ && free_buffers > 0) {
+    TimerNode* n = starved_head_.next;
+    auto* c = static_cast<ConnectionImpl*>(n->owner);
+    int s = static_cast<int>(n->deadline_ns);
+    starved_remove(c, s);
+    c->side[s].recv = RecvState::kIdle;
+    maybe_arm_recv(c, s);
+    if (c->side[s].recv == RecvState::kArmed) --free_buffers;
+  }
+}
+
+// ---------------------------------------------------------------- connections
+
+ConnectionImpl* Worker::alloc_conn() {
+  if (free_list_ == nullptr) {
+    if (conns_allocated_ >= config_.max_connections_per_worker) return nullptr;
+    auto slab = std::make_unique<ConnectionImpl[]>(slab_size_);
+    for (uint32_t i = slab_size_; i > 0; --i) {
+      slab[i - 1].next_free = free_list_;
+      free_list_ = &slab[i - 1];
+    }
+    conns_allocated_ += slab_size_;
+    slabs_.push_back(std::move(slab));
+  }
+  ConnectionImpl* c = free_list_;
+  free_list_ = c->next_free;
+  c->next_free = nullptr;
+  return c;
+}
+
+void Worker::accept_conn(int fd) {
+  if (conns_active_ >= config_.max_connections_per_worker) {
+    counters_.pool_exhausted.add();
+    close(fd);
+    return;
+  }
+  ConnectionImpl* c = alloc_conn();
+  if (c == nullptr) {
+    counters_.pool_exhausted.add();
+    close(fd);
+    return;
+  }
+  counters_.accepted.add();
+  conns_active_++;
+  counters_.active_connections.set(conns_active_);
+  c->phase = Phase::kSniffing;
+  c->upstream_count = c->upstream_next = 0;
+  c->last_connect_timed_out = 0;
+  c->inflight_ops = 0;
+  c->ctx = 0;
+  c->last_activity_ns = now_ns_;
+  c->phase_deadline_ns = INT64_MAX;
+  for (auto& side : c->side) {
+    side.fd = -1;
+    side.recv = RecvState::kIdle;
+    side.read_eof = side.write_shut = side.send_inflight = side.reset_on_close = false;
+    side.multishot = multishot_recv_;
+    side.paused = false;
+    side.out = SendQueue{};
+    side.starved.prev = side.starved.next = nullptr;
+  }
+  c->side[0].fd = fd;
+  c->timer.owner = c;
+  c->stats = ConnectionStats{};
+  c->stats.id = (static_cast<uint64_t>(index_) << 48) | next_conn_seq_++;
+  c->stats.worker = index_;
+  c->stats.start_monotonic_ns = now_ns_;
+  c->stats.start_realtime_ns = realtime_ns();
+
+  AcceptInfo info(fd);
+  Verdict v = handler_->on_accept(*c, info);
+  apply_verdict(c, std::move(v), CloseReason::kLocalClose);
+  if (c->phase != Phase::kClosing) {
+    maybe_arm_recv(c, 0);
+    reschedule_timer(c);
+  }
+  settle(c);
+}
+
+std::span<const uint8_t> Worker::pending_downstream(ConnectionImpl* c) {
+  const SendQueue& q = c->side[1].out;
+  if (q.head == kNoBuffer) return {};
+  if (q.head == q.tail) {
+    return {buf_addr(q.head) + seg_off_[q.head], std::min<size_t>(seg_len_[q.head], config_.max_sniff_bytes)};
+  }
+  size_t n = 0;
+  for (uint32_t b = q.head; b != kNoBuffer && n < scratch_.size(); b = seg_next_[b]) {
+    size_t take = std::min<size_t>(seg_len_[b], scratch_.size() - n);
+    std::memcpy(scratch_.data() + n, buf_addr(b) + seg_off_[b], take);
+    n += take;
+  }
+  return {scratch_.data(), n};
+}
+
+void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reason) {
+  switch (v.kind()) {
+    case Verdict::Kind::kNeedMore: {
+      if (c->side[1].out.bytes >= config_.max_sniff_bytes) {
+        begin_close(c, CloseReason::kSniffLimit, 0, false, false);
+        return;
+      }
+      if (c->side[0].read_eof) {
+        // Nothing more will come; the handler had its chance in on_downstream_eof.
+        begin_close(c, close_reason, 0, false, false);
+        return;
+      }
+      c->phase_deadline_ns = v.detection_timeout().count() > 0 ? now_ns_ + to_ns(v.detection_timeout()) : INT64_MAX;
+      reschedule_timer(c);
+      return;
+    }
+    case Verdict::Kind::kClose: {
+      release_queue(c->side[1].out);
+      if (!v.response().empty()) {
+        counters_.local_responses.add();
+        if (enqueue_copy(c->side[0].out, v.response()) < 0) {
+          begin_close(c, CloseReason::kResourceExhausted, ENOBUFS, true, false);
+          return;
+        }
+      }
+      c->stats.reason = close_reason;
+      enter_lingering(c);
+      return;
+    }
+    case Verdict::Kind::kConnect: {
+      auto ups = v.upstreams();
+      if (ups.empty()) {
+        begin_close(c, CloseReason::kUpstreamConnectFailed, EDESTADDRREQ, false, false);
+        return;
+      }
+      std::copy(ups.begin(), ups.end(), c->upstreams.begin());
+      c->upstream_count = static_cast<uint8_t>(ups.size());
+      c->upstream_next = 0;
+      c->filter = v.take_filter();
+      c->phase = Phase::kConnecting;
+      reschedule_timer(c);
+      start_connect(c);
+      return;
+    }
+  }
+}
+
+void Worker::enter_lingering(ConnectionImpl* c) {
+  c->phase = Phase::kLingering;
+  c->last_activity_ns = now_ns_;
+  reschedule_timer(c);
+  if (c->side[0].out.count > 0) kick_send(c, 0);
+  else maybe_shutdown_write(c, 0);
+  maybe_arm_recv(c, 0);
+}
+
+void Worker::start_connect(ConnectionImpl* c) {
+  int err = EHOSTUNREACH;
+  while (c->upstream_next < c->upstream_count) {
+    const SocketAddress& addr = c->upstreams[c->upstream_next++];
+    int fd = socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      err = errno;
+      continue;
+    }
+    if (config_.upstream_mark != 0) {
+      uint32_t mark = config_.upstream_mark;
+      if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0) {
+        // Without CAP_NET_ADMIN the mark is unavailable; interception must
+        // then exempt the proxy by uid/cgroup instead. Counted, not fatal.
+        if (errno == EPERM) counters_.so_mark_eperm.add();
+      }
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    const auto& src = addr.family() == AF_INET ? config_.upstream_source_v4 : config_.upstream_source_v6;
+    if (src && src->valid()) {
+      setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+      if (bind(fd, src->sa(), src->len()) != 0) {
+        err = errno;
+        close(fd);
+        continue;
+      }
+    }
+    c->side[1].fd = fd;
+    c->stats.upstream = addr;
+    c->stats.connect_attempts++;
+    counters_.connect_attempts.add();
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_connect(sqe, fd, c->upstreams[c->upstream_next - 1].sa(), addr.len());
+    io_uring_sqe_set_data64(sqe, ud(c, kTagConnect));
+    sqe->flags |= IOSQE_IO_LINK;
+    sqe = get_sqe();
+    io_uring_prep_link_timeout(sqe, &connect_ts_, 0);
+    io_uring_sqe_set_data64(sqe, kUdIgnore);
+    c->inflight_ops++;
+    return;
+  }
+  c->stats.upstream = SocketAddress();
+  begin_close(c, c->last_connect_timed_out ? CloseReason::kUpstreamConnectTimeout : CloseReason::kUpstreamConnectFailed,
+              c->last_connect_timed_out ? ETIMEDOUT : err, false, false);
+}
+
+void Worker::on_connect_cqe(ConnectionImpl* c, int res) {
+  c->inflight_ops--;
+  if (c->phase == Phase::kClosing) return;
+  if (res < 0) {
+    // -ECANCELED here means the linked timeout fired (closing was handled above).
+    bool timed_out = res == -ECANCELED || res == -ETIME;
+    if (timed_out) counters_.connect_timeouts.add();
+    else counters_.connect_failures.add();
+    c->last_connect_timed_out = timed_out;
+    close(c->side[1].fd);
+    c->side[1].fd = -1;
+    if (c->upstream_next < c->upstream_count) {
+      start_connect(c);
+    } else {
+      begin_close(c, timed_out ? CloseReason::kUpstreamConnectTimeout : CloseReason::kUpstreamConnectFailed,
+                  timed_out ? ETIMEDOUT : -res, false, false);
+    }
+    return;
+  }
+  c->phase = Phase::kRelaying;
+  c->stats.upstream_connected_monotonic_ns = now_ns_;
+  c->last_activity_ns = now_ns_;
+  handler_->on_upstream_connected(*c, c->stats.upstream);
+  if (c->side[1].out.count > 0) kick_send(c, 1);
+  else maybe_shutdown_write(c, 1);
+  maybe_arm_recv(c, 1);
+  maybe_arm_recv(c, 0);
+}
+
+void Worker::arm_recv(ConnectionImpl* c, int s) {
+  Side& side = c->side[s];
+  io_uring_sqe* sqe = get_sqe();
+  if (side.multishot) io_uring_prep_recv_multishot(sqe, side.fd, nullptr, 0, 0);
+  else io_uring_prep_recv(sqe, side.fd, nullptr, config_.buffer_size, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = 0;
+  io_uring_sqe_set_data64(sqe, ud(c, kTagRecv0 + static_cast<uint64_t>(s)));
+  side.recv = RecvState::kArmed;
+  side.paused = false;
+  c->inflight_ops++;
+}
+
+void Worker::maybe_arm_recv(ConnectionImpl* c, int s) {
+  Side& side = c->side[s];
+  if (side.recv != RecvState::kIdle || side.read_eof || side.fd < 0) return;
+  switch (c->phase) {
+    case Phase::kSniffing:
+    case Phase::kLingering: break;  // sniffing is bounded by max_sniff_bytes; lingering discards
+    case Phase::kConnecting:
+      if (s == 1) return;
+      [[fallthrough]];
+    case Phase::kRelaying:
+      // Multishot resumes at the low watermark; single-shot keeps the queue
+      // topped up to the high one (it cannot overshoot).
+      if (side.multishot ? c->side[1 - s].out.count > config_.max_queued_buffers / 2
+                         : c->side[1 - s].out.count >= config_.max_queued_buffers) {
+        if (!side.paused) counters_.backpressure_pauses.add();
+        side.paused = true;
+        return;
+      }
+      break;
+    default: return;
+  }
+  arm_recv(c, s);
+}
+
+void Worker::cancel_recv(ConnectionImpl* c, int s) {
+  Side& side = c->side[s];
+  if (side.recv == RecvState::kStarved) {
+    starved_remove(c, s);
+    side.recv = RecvState::kIdle;
+    return;
+  }
+  if (side.recv != RecvState::kArmed) return;
+  io_uring_sqe* sqe = get_sqe();
+  io_uring_prep_cancel64(sqe, ud(c, kTagRecv0 + static_cast<uint64_t>(s)), 0);
+  io_uring_sqe_set_data64(sqe, kUdIgnore);
+  side.recv = RecvState::kCancelling;
+}
+
+void Worker::on_recv_cqe(ConnectionImpl* c, int s, int res, uint32_t flags) {
+  Side& side = c->side[s];
+  const bool more = flags & IORING_CQE_F_MORE;
+  if (!more) {
+    c->inflight_ops--;
+    if (side.recv != RecvState::kStarved) side.recv = RecvState::kIdle;
+  }
+  uint32_t bid = kNoBuffer;
+  if (flags & IORING_CQE_F_BUFFER) {
+    bid = flags >> IORING_CQE_BUFFER_SHIFT;
+    ring_buffers_held_++;
+    counters_.buffers_in_use.set(ring_buffers_held_);
+    counters_.buffers_in_use_peak.max(ring_buffers_held_);
+  }
+  if (res > 0 && bid != kNoBuffer) {
+    if (!side.multishot && multishot_recv_ && static_cast<uint32_t>(res) < config_.buffer_size) side.multishot = true;
+    if (c->phase == Phase::kClosing || side.read_eof || c->phase == Phase::kLingering) {
+      // Discarded: closing, told to stop reading, or lingering. Discards do
+      // not count as activity, so a client that keeps sending cannot hold a
+      // lingering connection open.
+      release_buffer(bid);
+    } else {
+      on_bytes(c, s, bid, static_cast<uint32_t>(res));
+    }
+  } else {
+    if (bid != kNoBuffer) release_buffer(bid);
+    if (c->phase == Phase::kClosing) return;
+    if (res == 0) {
+      if (!side.read_eof) on_eof(c, s);
+    } else if (res == -ENOBUFS) {
+      counters_.recv_enobufs.add();
+      if (!more && side.recv == RecvState::kIdle && !side.read_eof) {
+        side.recv = RecvState::kStarved;
+        starved_push(c, s);
+      }
+      return;
+    } else if (res == -ECANCELED) {
+      // Our backpressure cancel landed; re-armed from the send path below.
+    } else if (res < 0) {
+      if (c->phase == Phase::kLingering) {
+        begin_close(c, CloseReason::kLocalClose, -res, false, false);
+      } else if (is_reset_error(-res)) {
+        begin_close(c, reset_reason(s), -res, s == 1, s == 0);
+      } else {
+        begin_close(c, CloseReason::kInternalError, -res, true, true);
+      }
+      return;
+    }
+  }
+  if (!more && c->phase != Phase::kClosing && side.recv == RecvState::kIdle && !side.read_eof) {
+    if (res > 0 && side.multishot) counters_.recv_rearms.add();
+    maybe_arm_recv(c, s);
+  }
+}
+
+void Worker::on_bytes(ConnectionImpl* c, int s, uint32_t bid, uint32_t len) {
+  c->last_activity_ns = now_ns_;
+  if (s == 0) {
+    c->stats.bytes_from_downstream += len;
+  } else {
+    c->stats.bytes_from_upstream += len;
+  }
+  if (c->filter && c->phase == Phase::kRelaying) {
+    run_filter(c, s, bid, len);
+    if (c->phase == Phase::kClosing) return;
+  } else {
+    enqueue(c->side[1 - s].out, bid, 0, len);
+  }
+  if (c->phase == Phase::kSniffing) {
+    Verdict v = handler_->on_downstream_data(*c, pending_downstream(c));
+    apply_verdict(c, std::move(v), CloseReason::kLocalClose);
+    return;
+  }
+  Side& dst = c->side[1 - s];
+  if (c->phase == Phase::kRelaying) kick_send(c, 1 - s);
+  if (dst.out.count >= config_.max_queued_buffers && c->side[s].recv == RecvState::kArmed) {
+    counters_.backpressure_pauses.add();
+    c->side[s].paused = true;
+    c->side[s].multishot = false;
+    cancel_recv(c, s);
+  }
+}
+
+void Worker::run_filter(ConnectionImpl* c, int s, uint32_t bid, uint32_t len) {
+  Output out(this, c, s, bid, len);
+  Direction dir = s == 0 ? Direction::kDownstreamToUpstream : Direction::kUpstreamToDownstream;
+  FilterStatus st = c->filter->on_data(dir, {buf_addr(bid), len}, out);
+  if (!out.buffer_kept()) release_buffer(bid);
+  if (c->side[s].out.count > 0) kick_send(c, s);  // output injected back toward the sender
+  filter_status(c, st);
+}
+
+void Worker::filter_status(ConnectionImpl* c, FilterStatus st) {
+  if (st == FilterStatus::kContinue) return;
+  if (st == FilterStatus::kReset) {
+    begin_close(c, CloseReason::kFilterClose, 0, true, true);
+    return;
+  }
+  // kClose: flush both queues, then FIN both ways through the half-close path.
+  if (c->stats.reason == CloseReason::kNone) c->stats.reason = CloseReason::kFilterClose;
+  for (int s = 0; s < 2; ++s) stop_reading(c, s);
+  for (int s = 0; s < 2; ++s) maybe_shutdown_write(c, s);
+}
+
+void Worker::stop_reading(ConnectionImpl* c, int s) {
+  c->side[s].read_eof = true;
+  cancel_recv(c, s);
+}
+
+void Worker::on_eof(ConnectionImpl* c, int s) {
+  c->side[s].read_eof = true;
+  c->last_activity_ns = now_ns_;
+  switch (c->phase) {
+    case Phase::kSniffing: {
+      Verdict v = handler_->on_downstream_eof(*c, pending_downstream(c));
+      apply_verdict(c, std::move(v), CloseReason::kLocalClose);
+      return;
+    }
+    case Phase::kLingering:
+      begin_close(c, CloseReason::kLocalClose, 0, false, false);
+      return;
+    case Phase::kConnecting:
+      return;  // the FIN is forwarded once connected and the queue is flushed
+    case Phase::kRelaying:
+      if (c->filter) {
+        Output out(this, c, s, kNoBuffer, 0);
+        Direction dir = s == 0 ? Direction::kDownstreamToUpstream : Direction::kUpstreamToDownstream;
+        FilterStatus st = c->filter->on_end_stream(dir, out);
+        if (c->side[s].out.count > 0) kick_send(c, s);
+        if (c->side[1 - s].out.count > 0) kick_send(c, 1 - s);
+        filter_status(c, st);
+        if (c->phase == Phase::kClosing) return;
+      }
+      maybe_shutdown_write(c, 1 - s);
+      return;
+    default:
+      return;
+  }
+}
+
+// Send FIN to side `s` once everything queued for it is written and its
+// source has ended; close when both directions are done.
+void Worker::maybe_shutdown_write(ConnectionImpl* c, int s) {
+  Side& dst = c->side[s];
+  if (dst.write_shut || dst.send_inflight || dst.out.count > 0 || dst.fd < 0) return;
+  const bool source_done = c->phase == Phase::kLingering ? s == 0 : c->side[1 - s].read_eof;
+  if (!source_done) return;
+  if (c->phase != Phase::kRelaying && c->phase != Phase::kLingering) return;
+  shutdown(dst.fd, SHUT_WR);
+  dst.write_shut = true;
+  if (c->phase == Phase::kRelaying && c->side[0].write_shut && c->side[1].write_shut && c->side[0].read_eof &&
+      c->side[1].read_eof) {
+    begin_close(c, CloseReason::kCompleted, 0, false, false);
+  }
+}
+
+void Worker::kick_send(ConnectionImpl* c, int s) {
+  Side& dst = c->side[s];
+  if (dst.send_inflight || dst.out.count == 0 || dst.fd < 0 || dst.write_shut) return;
+  if (s == 1 && c->phase != Phase::kRelaying) return;
+  io_uring_sqe* sqe = get_sqe();
+  uint32_t b = dst.out.head;
+  if (dst.out.count == 1) {
+    io_uring_prep_send(sqe, dst.fd, buf_addr(b) + seg_off_[b], seg_len_[b], MSG_NOSIGNAL);
+  } else {
+    int n = 0;
+    for (; b != kNoBuffer && n < kMaxSendIov; b = seg_next_[b], ++n) {
+      dst.iov[n].iov_base = buf_addr(b) + seg_off_[b];
+      dst.iov[n].iov_len = seg_len_[b];
+    }
+    std::memset(&dst.msg, 0, sizeof(dst.msg));
+    dst.msg.msg_iov = dst.iov;
+    dst.msg.msg_iovlen = static_cast<size_t>(n);
+    io_uring_prep_sendmsg(sqe, dst.fd, &dst.msg, MSG_NOSIGNAL);
+  }
+  io_uring_sqe_set_data64(sqe, ud(c, kTagSend0 + static_cast<uint64_t>(s)));
+  dst.send_inflight = true;
+  c->inflight_ops++;
+}
+
+void Worker::on_send_cqe(ConnectionImpl* c, int s, int res) {
+  Side& dst = c->side[s];
+  c->inflight_ops--;
+  dst.send_inflight = false;
+  if (c->phase == Phase::kClosing) return;
+  if (res <= 0) {
+    int err = res == 0 ? EPIPE : -res;
+    if (c->phase == Phase::kLingering) {
+      begin_close(c, CloseReason::kLocalClose, err, false, false);
+    } else {
+      // The side we write to is gone: it was reset, so reset the other one too.
+      begin_close(c, is_reset_error(err) ? reset_reason(s) : CloseReason::kInternalError, err, s == 1, s == 0);
+    }
+    return;
+  }
+  c->last_activity_ns = now_ns_;
+  uint64_t sent = static_cast<uint64_t>(res);
+  if (s == 1) {
+    c->stats.bytes_to_upstream += sent;
+    counters_.bytes_downstream_to_upstream.add(sent);
+  } else {
+    c->stats.bytes_to_downstream += sent;
+    counters_.bytes_upstream_to_downstream.add(sent);
+  }
+  SendQueue& q = dst.out;
+  q.bytes -= sent;
+  while (sent > 0 && q.head != kNoBuffer) {
+    uint32_t b = q.head;
+    if (sent >= seg_len_[b]) {
+      sent -= seg_len_[b];
+      q.head = seg_next_[b];
+      if (q.head == kNoBuffer) q.tail = kNoBuffer;
+      q.count--;
+      release_buffer(b);
+    } else {
+      seg_off_[b] += static_cast<uint32_t>(sent);
+      seg_len_[b] -= static_cast<uint32_t>(sent);
+      sent = 0;
+    }
+  }
+  if (q.count > 0) kick_send(c, s);
+  else maybe_shutdown_write(c, s);
+  if (c->phase == Phase::kClosing) return;
+  if (c->phase != Phase::kLingering) maybe_arm_recv(c, 1 - s);
+}
+
+void Worker::begin_close(ConnectionImpl* c, CloseReason reason, int error, bool rst_down, bool rst_up) {
+  if (c->phase == Phase::kClosing || c->phase == Phase::kFree) return;
+  c->phase = Phase::kClosing;
+  // The first reason wins: a local close or filter close that ends in a clean
+  // FIN exchange stays a local close.
+  if (c->stats.reason == CloseReason::kNone) c->stats.reason = reason;
+  if (c->stats.error == 0) c->stats.error = error;
+  c->stats.end_monotonic_ns = now_ns_;
+  wheel_->cancel(&c->timer);
+  bool rst[2] = {rst_down, rst_up};
+  for (int s = 0; s < 2; ++s) {
+    Side& side = c->side[s];
+    starved_remove(c, s);
+    if (side.fd < 0) continue;
+    if (rst[s]) {
+      linger lg{1, 0};
+      setsockopt(side.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+      side.reset_on_close = true;
+      counters_.resets_sent.add();
+    }
+  }
+  if (c->inflight_ops > 0) {
+    // In-flight requests hold file references, so close() alone would neither
+    // stop them nor send the RST; cancel everything on both sockets first.
+    for (int s = 0; s < 2; ++s) {
+      if (c->side[s].fd < 0) continue;
+      io_uring_sqe* sqe = get_sqe();
+      io_uring_prep_cancel_fd(sqe, c->side[s].fd, IORING_ASYNC_CANCEL_ALL);
+      io_uring_sqe_set_data64(sqe, kUdIgnore);
+    }
+  }
+}
+
+void Worker::settle(ConnectionImpl* c) {
+  if (c->phase == Phase::kClosing && c->inflight_ops == 0) finalize(c);
+}
+
+void Worker::finalize(ConnectionImpl* c) {
+  for (auto& side : c->side) {
+    if (side.fd >= 0) close(side.fd);
+    side.fd = -1;
+    release_queue(side.out);
+  }
+  if (c->stats.end_monotonic_ns == 0) c->stats.end_monotonic_ns = now_ns_;
+  handler_->on_close(*c, c->stats);
+  c->filter.reset();
+  c->phase = Phase::kFree;
+  c->next_free = free_list_;
+  free_list_ = c;
+  conns_active_--;
+  counters_.active_connections.set(conns_active_);
+  counters_.closed.add();
+}
+
+}  // namespace sluice::engine

@@ -1,0 +1,209 @@
+#pragma once
+
+// Internal to the engine: one thread, one io_uring, one buffer ring, one
+// listener. Not part of the public interface (see engine.h).
+
+#include <liburing.h>
+#include <sys/uio.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "userspace-proxy/engine/connection_handler.h"
+#include "userspace-proxy/engine/engine_config.h"
+#include "userspace-proxy/engine/timer_wheel.h"
+#include "userspace-proxy/engine/worker_counters.h"
+
+namespace sluice::engine {
+
+class Worker;
+
+inline constexpr uint32_t kNoBuffer = UINT32_MAX;
+inline constexpr int kMaxSendIov = 8;
+
+// Buffers waiting to be written to one socket, as a FIFO linked through the
+// worker's per-buffer segment table: no allocation, bounded by the buffers
+// that exist.
+struct SendQueue {
+  uint32_t head = kNoBuffer;
+  uint32_t tail = kNoBuffer;
+  uint32_t count = 0;
+  uint64_t bytes = 0;
+};
+
+enum class RecvState : uint8_t {
+  kIdle,        // no recv armed
+  kArmed,       // multishot recv in flight
+  kCancelling,  // cancel sent (backpressure or stop reading); terminal CQE pending
+  kStarved,     // ended with -ENOBUFS; on the worker's starved list
+};
+
+struct Side {
+  int fd = -1;
+  RecvState recv = RecvState::kIdle;
+  bool read_eof = false;       // no more reading from this side (FIN or told to stop)
+  bool write_shut = false;     // we sent FIN to this side
+  bool send_inflight = false;
+  bool reset_on_close = false; // close with SO_LINGER{1,0}
+  // Multishot recv drains the whole socket receive queue into the shared ring
+  // before a cancel lands. After a backpressure pause the side reads one
+  // buffer per (single-shot) recv until a short read shows the socket is
+  // drained, so one slow peer cannot take the whole ring.
+  bool multishot = true;
+  bool paused = false;         // recv held back by the peer's full queue
+  SendQueue out;               // bytes to write to this side
+  TimerNode starved;           // link on the worker's starved list (prev/next only)
+  iovec iov[kMaxSendIov];
+  msghdr msg;
+};
+
+enum class Phase : uint8_t { kFree, kSniffing, kConnecting, kRelaying, kLingering, kClosing };
+
+class alignas(16) ConnectionImpl final : public Connection {
+ public:
+  uint64_t id() const override { return stats.id; }
+  uint32_t worker() const override { return stats.worker; }
+  int downstream_fd() const override { return side[0].fd; }
+  uint64_t context() const override { return ctx; }
+  void set_context(uint64_t v) override { ctx = v; }
+
+  Phase phase = Phase::kFree;
+  uint8_t upstream_count = 0;
+  uint8_t upstream_next = 0;
+  uint8_t last_connect_timed_out = 0;
+  int inflight_ops = 0;  // SQEs whose final CQE has not arrived
+  uint64_t ctx = 0;
+  int64_t last_activity_ns = 0;
+  int64_t phase_deadline_ns = 0;  // detection (sniffing) or linger deadline
+  Side side[2];                   // [0] downstream, [1] upstream
+  TimerNode timer;
+  StreamFilterPtr filter;
+  std::array<SocketAddress, Verdict::kMaxUpstreams> upstreams;
+  ConnectionStats stats;
+  ConnectionImpl* next_free = nullptr;
+};
+
+class Worker {
+ public:
+  Worker(const EngineConfig& config, uint32_t index, int listen_fd);
+  ~Worker();
+
+  // Starts the thread; returns once it accepts (0) or failed (-errno).
+  int start(std::string* error);
+  void request_stop(std::chrono::milliseconds drain);
+  void join();
+
+  const WorkerCounters& counters() const { return counters_; }
+  const char* ring_mode_name() const { return ring_mode_name_; }
+
+ private:
+  class Output;
+  friend class Output;
+
+  // Setup and loop.
+  int setup(std::string* error);
+  void run();
+  void teardown();
+  int setup_ring(std::string* error);
+  int setup_buffers(std::string* error);
+  io_uring_sqe* get_sqe();
+  void arm_accept();
+  void arm_wake();
+  void process_cqe(const io_uring_cqe* cqe);
+  void on_accept_cqe(const io_uring_cqe* cqe);
+  void on_wake_cqe(const io_uring_cqe* cqe);
+  void begin_drain();
+  void on_timer(ConnectionImpl* c);
+  void rearm_starved();
+
+  // Connection lifecycle.
+  ConnectionImpl* alloc_conn();
+  void accept_conn(int fd);
+  void apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reason);
+  void start_connect(ConnectionImpl* c);
+  void on_connect_cqe(ConnectionImpl* c, int res);
+  void on_recv_cqe(ConnectionImpl* c, int s, int res, uint32_t flags);
+  void on_send_cqe(ConnectionImpl* c, int s, int res);
+  void on_bytes(ConnectionImpl* c, int s, uint32_t bid, uint32_t len);
+  void on_eof(ConnectionImpl* c, int s);
+  void run_filter(ConnectionImpl* c, int s, uint32_t bid, uint32_t len);
+  void filter_status(ConnectionImpl* c, FilterStatus st);
+  void stop_reading(ConnectionImpl* c, int s);
+  void arm_recv(ConnectionImpl* c, int s);
+  void maybe_arm_recv(ConnectionImpl* c, int s);
+  void cancel_recv(ConnectionImpl* c, int s);
+  void kick_send(ConnectionImpl* c, int s);
+  void maybe_shutdown_write(ConnectionImpl* c, int s);
+  void enter_lingering(ConnectionImpl* c);
+  void begin_close(ConnectionImpl* c, CloseReason reason, int error, bool rst_down, bool rst_up);
+  void settle(ConnectionImpl* c);  // finalize if closing and nothing in flight
+  void finalize(ConnectionImpl* c);
+  void reschedule_timer(ConnectionImpl* c);
+  int64_t conn_deadline(const ConnectionImpl* c) const;
+  std::span<const uint8_t> pending_downstream(ConnectionImpl* c);
+
+  // Buffers.
+  uint8_t* buf_addr(uint32_t bid) const { return buffers_ + static_cast<size_t>(bid) * config_.buffer_size; }
+  void enqueue(SendQueue& q, uint32_t bid, uint32_t off, uint32_t len, bool coalesce = true);
+  int enqueue_copy(SendQueue& q, std::span<const uint8_t> bytes);  // into local buffers
+  void release_buffer(uint32_t bid);
+  void release_queue(SendQueue& q);
+  void starved_push(ConnectionImpl* c, int s);
+  void starved_remove(ConnectionImpl* c, int s);
+
+  EngineConfig config_;
+  uint32_t index_;
+  int listen_fd_;
+  int wake_fd_ = -1;
+  uint64_t wake_buf_ = 0;
+  std::atomic<int64_t> drain_ns_{-1};
+  std::thread thread_;
+  ConnectionHandlerPtr handler_;
+
+  io_uring ring_{};
+  bool ring_ready_ = false;
+  const char* ring_mode_name_ = "none";
+  // Multishot recv only with DEFER_TASKRUN: completions then run inside our
+  // own io_uring_enter, after the cancels we submit in it, so a burst before a
+  // backpressure cancel lands is bounded (the kernel retries a multishot recv
+  // at most 32 times per run). With COOP/no taskrun flags they run
+  // asynchronously and one multishot recv could take the whole ring.
+  bool multishot_recv_ = false;
+  io_uring_buf_ring* buf_ring_ = nullptr;
+  size_t buf_ring_bytes_ = 0;
+  uint8_t* buffers_ = nullptr;
+  size_t buffers_bytes_ = 0;
+  std::vector<uint32_t> seg_next_;  // per buffer id: next in its SendQueue
+  std::vector<uint32_t> seg_off_;
+  std::vector<uint32_t> seg_len_;
+  std::vector<uint32_t> local_free_;  // stack of free local buffer ids
+  uint32_t ring_buffers_held_ = 0;
+  std::vector<uint8_t> scratch_;      // linearized sniff bytes
+  __kernel_timespec connect_ts_{};
+
+  std::vector<std::unique_ptr<ConnectionImpl[]>> slabs_;
+  uint32_t slab_size_ = 256;
+  uint32_t conns_allocated_ = 0;
+  uint32_t conns_active_ = 0;
+  ConnectionImpl* free_list_ = nullptr;
+  uint64_t next_conn_seq_ = 1;
+
+  std::unique_ptr<TimerWheel> wheel_;
+  TimerNode starved_head_;  // circular list of Side::starved nodes
+  int64_t now_ns_ = 0;
+
+  bool accept_armed_ = false;
+  bool accept_retry_ = false;  // re-arm accept on the next tick (after EMFILE & co.)
+  bool wake_armed_ = false;
+  bool draining_ = false;
+  int64_t drain_deadline_ns_ = 0;
+  bool exiting_ = false;
+  WorkerCounters counters_;
+};
+
+}  // namespace sluice::engine

@@ -1,0 +1,22 @@
+#include "userspace-proxy/proxy/proxy_counters.h"
+
+namespace sluice::proxy {
+
+std::string ProxyCounters::summary() const {
+  auto v = [](const Counter& c) { return std::to_string(c.load(std::memory_order_relaxed)); };
+  std::string out = "accepted=" + v(accepted) + " no_original_dst=" + v(no_original_dst) +
+                    " http_requests=" + v(http_requests) + " upstream_changed=" + v(upstream_changed) +
+                    " dns_failures=" + v(dns_failures) + " protocol_errors=" + v(protocol_errors);
+  static constexpr policy::Action kActions[] = {policy::Action::kRoute, policy::Action::kPassthrough,
+                                                policy::Action::kLocalReply502, policy::Action::kBlackhole};
+  for (policy::Action a : kActions) out += std::string(" ") + policy::to_string(a) + "=" + v(actions[static_cast<size_t>(a)]);
+  for (size_t i = 1; i < close_reasons.size(); ++i) {
+    uint64_t n = close_reasons[i].load(std::memory_order_relaxed);
+    if (n == 0) continue;
+    out += " close." + std::string(engine::close_reason_name(static_cast<engine::CloseReason>(i))) + "=" +
+           std::to_string(n);
+  }
+  return out;
+}
+
+}  // namespace sluice::proxy

@@ -1,0 +1,37 @@
+// Process-wide counters of sluice-proxy (relaxed atomics: workers add, the
+// main thread prints them on exit and on SIGUSR1).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "core/policy/outbound_policy.h"
+#include "userspace-proxy/engine/connection_stats.h"
+
+namespace sluice::proxy {
+
+struct ProxyCounters {
+  using Counter = std::atomic<uint64_t>;
+  Counter accepted{0};
+  Counter no_original_dst{0};   // reached the proxy without a redirect record: refused
+  Counter http_requests{0};
+  Counter upstream_changed{0};  // a later request on a keep-alive connection wanted another upstream
+  Counter dns_failures{0};
+  Counter protocol_errors{0};
+  std::array<Counter, 4> actions{};          // by policy::Action
+  std::array<Counter, 16> close_reasons{};   // by engine::CloseReason
+
+  void count(policy::Action a) { actions[static_cast<size_t>(a)].fetch_add(1, std::memory_order_relaxed); }
+  void count(engine::CloseReason r) {
+    size_t i = static_cast<size_t>(r);
+    if (i < close_reasons.size()) close_reasons[i].fetch_add(1, std::memory_order_relaxed);
+  }
+  // "accepted=3 no_original_dst=1 route=1 passthrough=2 ... close.completed=2 ..."
+  std::string summary() const;
+};
+
+inline void bump(std::atomic<uint64_t>& c) { c.fetch_add(1, std::memory_order_relaxed); }
+
+}  // namespace sluice::proxy

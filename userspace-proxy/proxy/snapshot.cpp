@@ -1,0 +1,28 @@
+#include "userspace-proxy/proxy/snapshot.h"
+
+#include "core/config/loader.h"
+#include "core/config/validation.h"
+
+namespace sluice::proxy {
+
+Snapshot::Snapshot(config::ConfigSet loaded, uint64_t gen)
+    : config(std::move(loaded)), registry(config), generation(gen) {}
+
+config::OutboundTrafficPolicyMode Snapshot::mode() const {
+  if (config.mesh.file.empty() && config.install.outbound_traffic_policy) {
+    return *config.install.outbound_traffic_policy;
+  }
+  return config.mesh.outbound_traffic_policy;
+}
+
+SnapshotLoad load_snapshot(const std::vector<std::string>& paths, uint64_t generation) {
+  config::LoadResult loaded = config::load_paths(paths);
+  SnapshotLoad out;
+  out.diagnostics = std::move(loaded.diagnostics);
+  out.diagnostics.append(config::validate(loaded.config));
+  if (out.diagnostics.has_errors()) return out;
+  out.snapshot = std::make_shared<const Snapshot>(std::move(loaded.config), generation);
+  return out;
+}
+
+}  // namespace sluice::proxy
