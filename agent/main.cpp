@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -14,6 +15,8 @@
 
 #include <cerrno>
 #include <charconv>
+#include <chrono>
+#include <memory>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -24,6 +27,7 @@
 #include "agent/config_source.h"
 #include "agent/installation.h"
 #include "agent/log.h"
+#include "agent/proxy_supervisor.h"
 #include "agent/system_mounts.h"
 #include "core/decision/map_contents.h"
 
@@ -42,6 +46,9 @@ struct Flags {
   std::string gid = "1337";
   bool once = false;
   unsigned poll_ms = 1000;
+  std::string proxy_binary;             // empty: the proxy is started by someone else
+  std::vector<std::string> proxy_args;
+  std::string proxy_cgroup;             // where the supervised proxy runs
   bool verbose = false;
 };
 
@@ -193,6 +200,24 @@ int run(const Flags& flags) {
   }
   if (flags.once) return kExitOk;
 
+  // Supervised proxy: started once interception is attached, restarted with
+  // backoff when it dies, stopped (SIGTERM, 5 s drain) when the agent stops.
+  std::unique_ptr<ProxySupervisor> proxy_child;
+  if (!flags.proxy_binary.empty()) {
+    SupervisorOptions so;
+    so.binary = flags.proxy_binary;
+    so.args = flags.proxy_args;
+    if (!flags.proxy_cgroup.empty()) {
+      CgroupTarget t;
+      if (auto err = resolve_cgroup(*cgroup2, flags.proxy_cgroup, t)) {
+        log_error(*err);
+        return kExitUsage;
+      }
+      so.cgroup_dir = t.path;
+    }
+    proxy_child = std::make_unique<ProxySupervisor>(so);
+  }
+
   // Watch: poll the files' fingerprint; SIGHUP forces a reload; SIGTERM and
   // SIGINT end the agent and leave interception running.
   sigset_t mask;
@@ -200,6 +225,7 @@ int run(const Flags& flags) {
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGHUP);
+  sigaddset(&mask, SIGCHLD);
   sigprocmask(SIG_BLOCK, &mask, nullptr);
   int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
   if (sfd < 0) {
@@ -209,19 +235,35 @@ int run(const Flags& flags) {
   log_info("watching " + std::to_string(flags.config.paths.size()) + " config paths every " +
            std::to_string(flags.poll_ms) + " ms; interception stays installed when the agent exits");
 
+  if (proxy_child) {
+    if (std::string err = proxy_child->start(); !err.empty()) {
+      log_error(err);
+      close(sfd);
+      return kExitUsage;
+    }
+  }
   std::string seen = fingerprint(flags.config.paths);
   std::string settling = seen;
   std::string last_errors;
   for (;;) {
     pollfd p{sfd, POLLIN, 0};
-    int n = poll(&p, 1, static_cast<int>(flags.poll_ms));
+    int timeout_ms = static_cast<int>(flags.poll_ms);
+    if (proxy_child) timeout_ms = static_cast<int>(proxy_child->until_due(std::chrono::milliseconds(flags.poll_ms)).count());
+    int n = poll(&p, 1, timeout_ms);
     bool force = false;
     if (n > 0) {
       signalfd_siginfo si{};
       if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
-        if (si.ssi_signo == SIGHUP) {
+        if (si.ssi_signo == SIGCHLD) {
+          if (proxy_child) proxy_child->reap();
+          else while (waitpid(-1, nullptr, WNOHANG) > 0) {}
+        } else if (si.ssi_signo == SIGHUP) {
           force = true;
         } else {
+          if (proxy_child) {
+            log_info("stopping the proxy (pid " + std::to_string(proxy_child->pid()) + ")");
+            proxy_child->stop(std::chrono::seconds(6));
+          }
           log_info("exiting on signal " + std::to_string(si.ssi_signo) + "; pins under " +
                    flags.pin_dir + " keep interception running");
           close(sfd);
@@ -229,6 +271,7 @@ int run(const Flags& flags) {
         }
       }
     }
+    if (proxy_child) proxy_child->tick();
     std::string now = fingerprint(flags.config.paths);
     if (!force) {
       if (now == seen) continue;
@@ -300,6 +343,16 @@ int main(int argc, char** argv) {
   app.add_option("--uid", flags.uid, "uid of the proxy (its connections are never redirected), or none");
   app.add_option("--gid", flags.gid, "gid of the proxy, or none");
   app.add_flag("--once", flags.once, "install or update, then exit (leaving everything pinned)");
+  app.add_option("--proxy-binary", flags.proxy_binary,
+                 "start and supervise this sluice-proxy (restarted with backoff if it dies; stopped "
+                 "when the agent stops)");
+  app.add_option("--proxy-arg", flags.proxy_args,
+                 "one argument for the supervised proxy (repeatable, in order), e.g. "
+                 "--proxy-arg=--config --proxy-arg=/etc/istio/config")
+      ->allow_extra_args(false);
+  app.add_option("--proxy-cgroup", flags.proxy_cgroup,
+                 "cgroup v2 directory to run the supervised proxy in (one of the --cgroup ones, so "
+                 "SO_ORIGINAL_DST answers it)");
   app.add_option("--poll-interval-ms", flags.poll_ms, "how often to check the config files")
       ->check(CLI::Range(50u, 3600000u));
   app.add_flag("-v,--verbose", flags.verbose, "debug logging (also libbpf's)");
@@ -312,6 +365,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (flags.verbose) set_log_level(LogLevel::kDebug);
+  if (flags.once && !flags.proxy_binary.empty()) {
+    log_error("--once and --proxy-binary do not go together: --once exits, nobody would supervise the proxy");
+    return kExitUsage;
+  }
   libbpf_set_print(libbpf_log);
 
   if (uninstall_cmd->parsed()) {

@@ -78,8 +78,7 @@ class DirectoryWalk {
       }
       if (fs::is_directory(status)) {
         walk(entry, depth + 1);
-      } else if (fs::is_regular_file(status) &&
-                 (configmap_volume || has_config_extension(entry))) {
+      } else if (fs::is_regular_file(status) && (configmap_volume || has_config_extension(entry))) {
         std::optional<FileId> file = file_id(entry);
         if (!file) {
           problem(entry, std::error_code(errno, std::generic_category()));

@@ -6,9 +6,12 @@ namespace sluice::config::detail {
 namespace {
 
 constexpr EnumName<SimpleLB> kSimpleLB[] = {
-    {"UNSPECIFIED", SimpleLB::kUnspecified}, {"ROUND_ROBIN", SimpleLB::kRoundRobin},
-    {"LEAST_REQUEST", SimpleLB::kLeastRequest}, {"LEAST_CONN", SimpleLB::kLeastConn},
-    {"RANDOM", SimpleLB::kRandom},           {"PASSTHROUGH", SimpleLB::kPassthrough},
+    {"UNSPECIFIED", SimpleLB::kUnspecified},
+    {"ROUND_ROBIN", SimpleLB::kRoundRobin},
+    {"LEAST_REQUEST", SimpleLB::kLeastRequest},
+    {"LEAST_CONN", SimpleLB::kLeastConn},
+    {"RANDOM", SimpleLB::kRandom},
+    {"PASSTHROUGH", SimpleLB::kPassthrough},
 };
 
 constexpr EnumName<ClientTLSMode> kClientTLSModes[] = {
@@ -40,7 +43,8 @@ void decode_consistent_hash(const Field& f, ConsistentHashLB& h) {
 void decode_load_balancer(const Field& f, LoadBalancerSettings& lb) {
   f.read_object({
       {"simple", [&](Field& v) { v.read_enum(lb.simple, kSimpleLB); }},
-      {"consistentHash", [&](Field& v) { read_optional(v, lb.consistent_hash, decode_consistent_hash); }},
+      {"consistentHash",
+       [&](Field& v) { read_optional(v, lb.consistent_hash, decode_consistent_hash); }},
       {"localityLbSetting", warn_unsupported},
       {"warmupDurationSecs", warn_unsupported},
   });
@@ -153,7 +157,8 @@ void decode_traffic_policy(const Field& f, TrafficPolicy& p) {
 void decode_destination_rule_spec(const Field& spec, DestinationRule& dr) {
   spec.read_object({
       {"host", [&](Field& v) { v.read(dr.host); }},
-      {"trafficPolicy", [&](Field& v) { read_optional(v, dr.traffic_policy, decode_traffic_policy); }},
+      {"trafficPolicy",
+       [&](Field& v) { read_optional(v, dr.traffic_policy, decode_traffic_policy); }},
       {"subsets",
        [&](Field& v) {
          v.read_list([&](Field& item) {

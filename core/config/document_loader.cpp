@@ -5,6 +5,7 @@
 
 #include "core/config/resource_decoders.h"
 #include "core/config/text_screen.h"
+#include "core/config/yaml_parse.h"
 
 namespace sluice::config::detail {
 
@@ -49,8 +50,7 @@ bool ends_with(std::string_view s, std::string_view suffix) {
 }  // namespace
 
 DocumentLoader::DocumentLoader(LoadResult& into, const LoadOptions& options,
-                               const std::string& file, std::string_view text,
-                               uint32_t first_line)
+                               const std::string& file, std::string_view text, uint32_t first_line)
     : into_(into), options_(options), file_(file), text_(text) {
   map_.file = file;
   map_.line_offset = first_line;
@@ -103,16 +103,17 @@ bool DocumentLoader::load(const YAML::Node& root) {
 bool DocumentLoader::load_at_depth(const YAML::Node& root, int list_depth) {
   if (!root.IsDefined() || root.IsNull()) return false;  // empty document
   if (!root.IsMap()) {
-    file_error(root.Mark(), "expected a Kubernetes resource (a mapping with apiVersion and kind), found " +
-                                describe(root));
+    file_error(root.Mark(),
+               "expected a Kubernetes resource (a mapping with apiVersion and kind), found " +
+                   describe(root));
     return false;
   }
   auto kind_kv = lookup(root, "kind");
   auto api_kv = lookup(root, "apiVersion");
   for (const auto* kv : {&kind_kv, &api_kv}) {
     if (*kv && !(*kv)->second.IsScalar() && !(*kv)->second.IsNull()) {
-      file_error((*kv)->second.Mark(), (*kv)->first.Scalar() + " must be a string, found " +
-                                           describe((*kv)->second));
+      file_error((*kv)->second.Mark(),
+                 (*kv)->first.Scalar() + " must be a string, found " + describe((*kv)->second));
       return false;
     }
   }
@@ -148,12 +149,16 @@ bool DocumentLoader::load_at_depth(const YAML::Node& root, int list_depth) {
       return false;
     }
     if (kind == "ServiceEntry")
-      return load_resource(root, kind, api, into_.config.service_entries, decode_service_entry_spec);
+      return load_resource(root, kind, api, into_.config.service_entries,
+                           decode_service_entry_spec);
     if (kind == "VirtualService")
-      return load_resource(root, kind, api, into_.config.virtual_services, decode_virtual_service_spec);
+      return load_resource(root, kind, api, into_.config.virtual_services,
+                           decode_virtual_service_spec);
     if (kind == "DestinationRule")
-      return load_resource(root, kind, api, into_.config.destination_rules, decode_destination_rule_spec);
-    if (kind == "Gateway") return load_resource(root, kind, api, into_.config.gateways, decode_gateway_spec);
+      return load_resource(root, kind, api, into_.config.destination_rules,
+                           decode_destination_rule_spec);
+    if (kind == "Gateway")
+      return load_resource(root, kind, api, into_.config.gateways, decode_gateway_spec);
   } else if (ours && api.empty()) {
     Diagnostic d;
     d.severity = Severity::kError;
@@ -186,7 +191,8 @@ bool DocumentLoader::load_list(const YAML::Node& root, const std::string& kind, 
   auto items = lookup(root, "items");
   if (!items || items->second.IsNull()) return false;
   if (!items->second.IsSequence()) {
-    file_error(items->second.Mark(), kind + " items must be a list, found " + describe(items->second));
+    file_error(items->second.Mark(),
+               kind + " items must be a list, found " + describe(items->second));
     return false;
   }
   if (list_depth >= kMaxListDepth) {
@@ -285,9 +291,10 @@ bool DocumentLoader::load_config_map(const YAML::Node& root) {
     return false;
   }
   if (!found_mesh) {
-    file_warning(root.Mark(),
-                 "ConfigMap has no data.mesh key (only Istio's mesh ConfigMap is understood), ignored",
-                 "ConfigMap", ctx.namespace_, ctx.name);
+    file_warning(
+        root.Mark(),
+        "ConfigMap has no data.mesh key (only Istio's mesh ConfigMap is understood), ignored",
+        "ConfigMap", ctx.namespace_, ctx.name);
     return false;
   }
   if (!mesh_ok || ctx.error_count() != 0) return false;
@@ -297,10 +304,12 @@ bool DocumentLoader::load_config_map(const YAML::Node& root) {
   return true;
 }
 
-bool DocumentLoader::load_embedded_mesh(const Field& value, DecodeContext& outer, MeshConfig& mesh) {
+bool DocumentLoader::load_embedded_mesh(const Field& value, DecodeContext& outer,
+                                        MeshConfig& mesh) {
   if (value.null()) return true;  // `mesh:` empty: Istio's defaults
   if (!value.is_scalar()) {
-    value.error("data.mesh must be a string holding MeshConfig YAML, found " + describe(value.node()));
+    value.error("data.mesh must be a string holding MeshConfig YAML, found " +
+                describe(value.node()));
     return false;
   }
   const std::string& text = value.node().Scalar();
@@ -323,7 +332,8 @@ bool DocumentLoader::load_embedded_mesh(const Field& value, DecodeContext& outer
         if (end == std::string_view::npos) end = text_.size();
         std::string_view content = text_.substr(line, end - line);
         size_t indent = content.find_first_not_of(' ');
-        if (indent != std::string_view::npos && content.find_first_not_of(" \t\r") != std::string_view::npos) {
+        if (indent != std::string_view::npos &&
+            content.find_first_not_of(" \t\r") != std::string_view::npos) {
           inner.fixed.reset();
           inner.line_offset = map_.line_offset + mark.line + 1;
           inner.column_offset = static_cast<int64_t>(indent);
@@ -337,22 +347,20 @@ bool DocumentLoader::load_embedded_mesh(const Field& value, DecodeContext& outer
   auto inner_error = [&](const SourceLocation& where, std::string message) {
     outer.error(where, "data.mesh", std::move(message));
   };
-  if (auto over = find_excessive_nesting(text, options_.max_depth)) {
-    SourceLocation at = location_at(text, *over, file_);
+  if (auto problem = check_yaml_structure(text, options_.max_depth)) {
+    SourceLocation at = location_at(text, problem->offset, file_);
     YAML::Mark m;
     m.line = static_cast<int>(at.line) - 1;
     m.column = static_cast<int>(at.column) - 1;
-    inner_error(inner.locate(m), "MeshConfig nesting is deeper than " +
-                                     std::to_string(options_.max_depth) + " levels");
+    inner_error(inner.locate(m), "MeshConfig: " + problem->message);
     return false;
   }
-  std::vector<YAML::Node> documents;
-  try {
-    documents = YAML::LoadAll(text);
-  } catch (const YAML::Exception& e) {
-    inner_error(inner.locate(e.mark), "MeshConfig is not valid YAML: " + e.msg);
+  ParsedDocuments parsed = parse_documents(text);
+  if (!parsed.ok) {
+    inner_error(inner.locate(parsed.error_mark), "MeshConfig is not valid YAML: " + parsed.error);
     return false;
   }
+  std::vector<YAML::Node>& documents = parsed.documents;
   documents.erase(std::remove_if(documents.begin(), documents.end(),
                                  [](const YAML::Node& n) { return n.IsNull(); }),
                   documents.end());
@@ -465,8 +473,9 @@ bool DocumentLoader::load_bare(const YAML::Node& root) {
   // The `istio` ConfigMap's other key, mounted next to `mesh`; nothing in
   // it concerns egress.
   if (only_networks) return false;
-  file_warning(root.Mark(),
-               "document has no apiVersion or kind and is neither a MeshConfig nor Helm values; ignored");
+  file_warning(
+      root.Mark(),
+      "document has no apiVersion or kind and is neither a MeshConfig nor Helm values; ignored");
   return false;
 }
 

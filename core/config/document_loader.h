@@ -3,10 +3,10 @@
 // and adds it to a LoadResult. Internal to the loader.
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <string>
 #include <string_view>
-
-#include <yaml-cpp/yaml.h>
 
 #include "core/config/loader.h"
 #include "core/config/yaml_reader.h"

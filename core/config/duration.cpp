@@ -45,8 +45,10 @@ DurationParse parse_duration(std::string_view text) {
     bool digits = false;
     bool overflow = false;
     while (!s.empty() && s.front() >= '0' && s.front() <= '9') {
-      if (whole > (kMax - 9) / 10) overflow = true;
-      else whole = whole * 10 + (s.front() - '0');
+      if (whole > (kMax - 9) / 10)
+        overflow = true;
+      else
+        whole = whole * 10 + (s.front() - '0');
       digits = true;
       s.remove_prefix(1);
     }
@@ -74,8 +76,8 @@ DurationParse parse_duration(std::string_view text) {
         return {std::nullopt, "missing unit in duration " + quoted +
                                   " (use ns, us, ms, s, m or h, e.g. \"10s\")"};
       }
-      return {std::nullopt, "unknown unit in duration " + quoted +
-                                " (use ns, us, ms, s, m or h, e.g. \"10s\")"};
+      return {std::nullopt,
+              "unknown unit in duration " + quoted + " (use ns, us, ms, s, m or h, e.g. \"10s\")"};
     }
     s.remove_prefix(unit->suffix.size());
     if (overflow || whole > kMax / unit->nanoseconds) {

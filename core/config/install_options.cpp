@@ -31,53 +31,56 @@ void read_helm_list(Field& f, std::vector<std::string>& out) {
   if (f.read(text)) out = split_install_list(text);
 }
 
+// Helm values files hold the whole chart's settings; only these concern
+// egress, the rest is skipped without a word.
+constexpr auto kLenient = UnknownFields::kIgnore;
+
+void decode_proxy_values(const Field& proxy, InstallOptions& out) {
+  proxy.read_object(
+      {
+          {"includeIPRanges", [&](Field& v) { read_helm_list(v, out.include_ip_ranges); }},
+          {"excludeIPRanges", [&](Field& v) { read_helm_list(v, out.exclude_ip_ranges); }},
+          {"includeOutboundPorts",
+           [&](Field& v) { read_helm_list(v, out.include_outbound_ports); }},
+          {"excludeOutboundPorts",
+           [&](Field& v) { read_helm_list(v, out.exclude_outbound_ports); }},
+      },
+      kLenient);
+}
+
+void decode_global_values(const Field& global, InstallOptions& out) {
+  auto mode = [&](Field& v) {
+    OutboundTrafficPolicyMode value = OutboundTrafficPolicyMode::kAllowAny;
+    if (v.read_enum(value, kOutboundModes)) out.outbound_traffic_policy = value;
+  };
+  global.read_object(
+      {
+          {"proxy", [&](Field& v) { decode_proxy_values(v, out); }},
+          {"outboundTrafficPolicy",
+           [&](Field& v) {
+             v.read_object({{"mode", mode}}, kLenient);
+           }},
+          {"istioNamespace", [&](Field& v) { v.read(out.istio_namespace); }},
+      },
+      kLenient);
+}
+
+void decode_gateway_values(const Field& gateways, InstallOptions& out) {
+  auto enabled = [&](Field& v) { v.read(out.egress_gateway_enabled); };
+  gateways.read_object({{"istio-egressgateway",
+                         [&](Field& v) {
+                           v.read_object({{"enabled", enabled}}, kLenient);
+                         }}},
+                       kLenient);
+}
+
 }  // namespace
 
 void decode_helm_values(const Field& root, InstallOptions& out, MeshConfig& mesh, bool& mesh_set) {
-  constexpr auto lenient = UnknownFields::kIgnore;
   root.read_object(
       {
-          {"global",
-           [&](Field& global) {
-             global.read_object(
-                 {
-                     {"proxy",
-                      [&](Field& proxy) {
-                        proxy.read_object(
-                            {
-                                {"includeIPRanges", [&](Field& v) { read_helm_list(v, out.include_ip_ranges); }},
-                                {"excludeIPRanges", [&](Field& v) { read_helm_list(v, out.exclude_ip_ranges); }},
-                                {"includeOutboundPorts",
-                                 [&](Field& v) { read_helm_list(v, out.include_outbound_ports); }},
-                                {"excludeOutboundPorts",
-                                 [&](Field& v) { read_helm_list(v, out.exclude_outbound_ports); }},
-                            },
-                            lenient);
-                      }},
-                     {"outboundTrafficPolicy",
-                      [&](Field& policy) {
-                        policy.read_object(
-                            {{"mode",
-                              [&](Field& v) {
-                                OutboundTrafficPolicyMode mode = OutboundTrafficPolicyMode::kAllowAny;
-                                if (v.read_enum(mode, kOutboundModes)) out.outbound_traffic_policy = mode;
-                              }}},
-                            lenient);
-                      }},
-                     {"istioNamespace", [&](Field& v) { v.read(out.istio_namespace); }},
-                 },
-                 lenient);
-           }},
-          {"gateways",
-           [&](Field& gateways) {
-             gateways.read_object(
-                 {{"istio-egressgateway",
-                   [&](Field& egress) {
-                     egress.read_object({{"enabled", [&](Field& v) { v.read(out.egress_gateway_enabled); }}},
-                                        lenient);
-                   }}},
-                 lenient);
-           }},
+          {"global", [&](Field& v) { decode_global_values(v, out); }},
+          {"gateways", [&](Field& v) { decode_gateway_values(v, out); }},
           {"meshConfig",
            [&](Field& v) {
              decode_mesh_config(v, mesh);
@@ -86,7 +89,7 @@ void decode_helm_values(const Field& root, InstallOptions& out, MeshConfig& mesh
           // `values:` wraps the same keys in IstioOperator-style files.
           {"values", [&](Field& v) { decode_helm_values(v, out, mesh, mesh_set); }},
       },
-      lenient);
+      kLenient);
 }
 
 void decode_istio_operator_spec(const Field& spec, InstallOptions& out, MeshConfig& mesh,
@@ -148,8 +151,8 @@ std::optional<OutboundTrafficPolicyMode> parse_mode(std::string_view s) {
 // istioctl keys Sluice has no use for but that are valid and common in the
 // commands people paste; they pass without a warning.
 constexpr std::string_view kIgnoredKeys[] = {
-    "profile",    "hub", "tag", "revision", "namespace", "global.hub", "global.tag",
-    "gateways.istio-ingressgateway.enabled",
+    "profile",   "hub",        "tag",        "revision",
+    "namespace", "global.hub", "global.tag", "gateways.istio-ingressgateway.enabled",
 };
 
 }  // namespace
@@ -179,34 +182,43 @@ void apply_set_flag(const std::string& assignment, LoadResult& into, const std::
     // "meshConfig..."); Istio 1.4's manifest apply also took bare Helm paths.
     std::string_view path = strip_prefix(key, "spec.");
     const bool mesh_key = path.substr(0, 11) == "meshConfig.";
-    if (mesh_key) path.remove_prefix(11);
-    else path = strip_prefix(path, "values.");
+    if (mesh_key)
+      path.remove_prefix(11);
+    else
+      path = strip_prefix(path, "values.");
 
     InstallOptions& install = into.config.install;
     MeshConfig& mesh = into.config.mesh;
     auto bad_value = [&](const std::string& allowed) {
       report(Severity::kError, key,
-             "invalid value \"" + std::string(value) + "\" for " + key + "; allowed values: " + allowed);
+             "invalid value \"" + std::string(value) + "\" for " + key +
+                 "; allowed values: " + allowed);
     };
 
     if (mesh_key) {
       if (path == "outboundTrafficPolicy.mode") {
-        if (auto mode = parse_mode(value)) mesh.outbound_traffic_policy = *mode;
-        else bad_value("ALLOW_ANY, REGISTRY_ONLY");
+        if (auto mode = parse_mode(value))
+          mesh.outbound_traffic_policy = *mode;
+        else
+          bad_value("ALLOW_ANY, REGISTRY_ONLY");
       } else if (path == "accessLogFile") {
         mesh.access_log_file = value;
       } else if (path == "accessLogFormat") {
         mesh.access_log_format = value;
       } else if (path == "accessLogEncoding") {
-        if (value == "TEXT" || value == "JSON") mesh.access_log_encoding = value;
-        else bad_value("TEXT, JSON");
+        if (value == "TEXT" || value == "JSON")
+          mesh.access_log_encoding = value;
+        else
+          bad_value("TEXT, JSON");
       } else if (path == "trustDomain") {
         mesh.trust_domain = value;
       } else if (path == "rootNamespace") {
         mesh.root_namespace = value;
       } else if (path == "enableAutoMtls") {
-        if (auto b = parse_bool(value)) mesh.enable_auto_mtls = *b;
-        else bad_value("true, false");
+        if (auto b = parse_bool(value))
+          mesh.enable_auto_mtls = *b;
+        else
+          bad_value("true, false");
       } else {
         report(Severity::kWarning, key, "unknown install option \"" + key + "\", ignored");
       }
@@ -222,13 +234,17 @@ void apply_set_flag(const std::string& assignment, LoadResult& into, const std::
     } else if (path == "global.proxy.excludeOutboundPorts") {
       install.exclude_outbound_ports = split_install_list(value);
     } else if (path == "global.outboundTrafficPolicy.mode") {
-      if (auto mode = parse_mode(value)) install.outbound_traffic_policy = *mode;
-      else bad_value("ALLOW_ANY, REGISTRY_ONLY");
+      if (auto mode = parse_mode(value))
+        install.outbound_traffic_policy = *mode;
+      else
+        bad_value("ALLOW_ANY, REGISTRY_ONLY");
     } else if (path == "global.istioNamespace") {
       install.istio_namespace = value;
     } else if (path == "gateways.istio-egressgateway.enabled") {
-      if (auto b = parse_bool(value)) install.egress_gateway_enabled = *b;
-      else bad_value("true, false");
+      if (auto b = parse_bool(value))
+        install.egress_gateway_enabled = *b;
+      else
+        bad_value("true, false");
     } else if (std::find(std::begin(kIgnoredKeys), std::end(kIgnoredKeys), path) ==
                std::end(kIgnoredKeys)) {
       report(Severity::kWarning, key, "unknown install option \"" + key + "\", ignored");

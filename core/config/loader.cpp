@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -14,12 +15,11 @@
 #include <filesystem>
 #include <new>
 
-#include <yaml-cpp/yaml.h>
-
 #include "core/config/config_directory.h"
 #include "core/config/document_loader.h"
 #include "core/config/document_split.h"
 #include "core/config/text_screen.h"
+#include "core/config/yaml_parse.h"
 
 namespace sluice::config {
 
@@ -34,12 +34,11 @@ std::string describe_limit(size_t bytes) {
 std::string too_large_message(uint64_t size, size_t limit) {
   char buffer[64];
   std::snprintf(buffer, sizeof buffer, "%.1f MB", static_cast<double>(size) / (1024.0 * 1024.0));
-  return std::string("file is ") + buffer + ", larger than the " + describe_limit(limit) +
-         " limit";
+  return std::string("file is ") + buffer + ", larger than the " + describe_limit(limit) + " limit";
 }
 
-void file_error(LoadResult& into, const std::string& file, std::string message,
-                uint32_t line = 0, uint32_t column = 0) {
+void file_error(LoadResult& into, const std::string& file, std::string message, uint32_t line = 0,
+                uint32_t column = 0) {
   into.diagnostics.error({file, line, column}, std::move(message));
 }
 
@@ -76,7 +75,8 @@ std::optional<std::string> read_file(const std::string& path, const LoadOptions&
     return std::nullopt;
   }
   if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) > options.max_file_bytes) {
-    file_error(into, path, too_large_message(static_cast<uint64_t>(st.st_size), options.max_file_bytes));
+    file_error(into, path,
+               too_large_message(static_cast<uint64_t>(st.st_size), options.max_file_bytes));
     return std::nullopt;
   }
 
@@ -94,8 +94,8 @@ std::optional<std::string> read_file(const std::string& path, const LoadOptions&
     if (n == 0) break;
     text.append(buffer, static_cast<size_t>(n));
     if (text.size() > options.max_file_bytes) {
-      file_error(into, path, "file is larger than the " + describe_limit(options.max_file_bytes) +
-                                 " limit");
+      file_error(into, path,
+                 "file is larger than the " + describe_limit(options.max_file_bytes) + " limit");
       return std::nullopt;
     }
   }
@@ -113,32 +113,31 @@ void load_text_unguarded(std::string_view text, const std::string& filename, Loa
     file_error(into, filename, problem->message, at.line, at.column);
     return;
   }
-  // yaml-cpp recurses once per level; a few kilobytes of `[[[[` would
-  // otherwise exhaust the stack before it notices.
-  if (auto over = find_excessive_nesting(text, options.max_depth)) {
-    SourceLocation at = location_at(text, *over, filename);
-    file_error(into, filename,
-               "YAML nesting is deeper than " + std::to_string(options.max_depth) +
-                   " levels; refusing to parse it",
-               at.line, at.column);
+  // What yaml-cpp cannot be trusted with: it recurses once per nesting
+  // level, and loops forever on a stray top-level ','.
+  if (auto problem = check_yaml_structure(text, options.max_depth)) {
+    SourceLocation at = location_at(text, problem->offset, filename);
+    file_error(into, filename, problem->message, at.line, at.column);
     return;
   }
 
+  // yaml-cpp skips a byte-order mark without counting it in its positions;
+  // dropping it here keeps those positions aligned with the text.
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
+
   bool contributed = false;
   for (const DocumentText& document : split_documents(text)) {
-    std::vector<YAML::Node> nodes;
-    try {
-      nodes = YAML::LoadAll(std::string(document.text));
-    } catch (const YAML::Exception& e) {
+    ParsedDocuments parsed = parse_documents(document.text);
+    if (!parsed.ok) {
       detail::LocationMap map;
       map.file = filename;
       map.line_offset = document.first_line;
-      SourceLocation at = map.locate(e.mark);
-      file_error(into, filename, "invalid YAML: " + e.msg, at.line, at.column);
+      SourceLocation at = map.locate(parsed.error_mark);
+      file_error(into, filename, "invalid YAML: " + parsed.error, at.line, at.column);
       continue;
     }
     detail::DocumentLoader loader(into, options, filename, document.text, document.first_line);
-    for (const YAML::Node& node : nodes) contributed |= loader.load(node);
+    for (const YAML::Node& node : parsed.documents) contributed |= loader.load(node);
   }
   if (contributed &&
       (into.config.source_files.empty() || into.config.source_files.back() != filename)) {

@@ -105,7 +105,9 @@ void decode_mesh_config(const Field& root, MeshConfig& mesh) {
           {"accessLogFile", [&](Field& v) { v.read(mesh.access_log_file); }},
           {"accessLogFormat", [&](Field& v) { v.read(mesh.access_log_format); }},
           {"accessLogEncoding",
-           [&](Field& v) { v.read_enum_string(mesh.access_log_encoding, {"TEXT", "JSON"}); }},
+           [&](Field& v) {
+             v.read_enum_string(mesh.access_log_encoding, {"TEXT", "JSON"});
+           }},
           {"rootNamespace", [&](Field& v) { v.read(mesh.root_namespace); }},
           {"enableAutoMtls", [&](Field& v) { v.read(mesh.enable_auto_mtls); }},
           {"connectTimeout", [&](Field& v) { v.read_duration(mesh.connect_timeout); }},

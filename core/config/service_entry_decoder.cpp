@@ -51,7 +51,9 @@ void decode_service_entry_spec(const Field& spec, ServiceEntry& se) {
       {"hosts", [&](Field& v) { v.read(se.hosts); }},
       {"addresses", [&](Field& v) { v.read(se.addresses); }},
       {"ports",
-       [&](Field& v) { v.read_list([&](Field& item) { decode_port(item, se.ports.emplace_back()); }); }},
+       [&](Field& v) {
+         v.read_list([&](Field& item) { decode_port(item, se.ports.emplace_back()); });
+       }},
       {"location", [&](Field& v) { v.read_enum(se.location, kLocations); }},
       {"resolution", [&](Field& v) { v.read_enum(se.resolution, kResolutions); }},
       {"endpoints",

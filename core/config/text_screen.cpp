@@ -18,12 +18,12 @@ size_t utf8_sequence_length(std::string_view text, size_t i) {
     length = 2;
   } else if (b0 >= 0xE0 && b0 <= 0xEF) {
     length = 3;
-    if (b0 == 0xE0) min1 = 0xA0;   // overlong
-    if (b0 == 0xED) max1 = 0x9F;   // UTF-16 surrogates
+    if (b0 == 0xE0) min1 = 0xA0;  // overlong
+    if (b0 == 0xED) max1 = 0x9F;  // UTF-16 surrogates
   } else if (b0 >= 0xF0 && b0 <= 0xF4) {
     length = 4;
-    if (b0 == 0xF0) min1 = 0x90;   // overlong
-    if (b0 == 0xF4) max1 = 0x8F;   // past U+10FFFF
+    if (b0 == 0xF0) min1 = 0x90;  // overlong
+    if (b0 == 0xF4) max1 = 0x8F;  // past U+10FFFF
   } else {
     return 0;
   }
@@ -66,12 +66,14 @@ namespace {
 
 bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r'; }
 
-// State of the nesting estimate while walking the text line by line.
-class NestingScanner {
- public:
-  NestingScanner(std::string_view text, size_t max_depth) : text_(text), max_depth_(max_depth) {}
+bool is_flow_indicator(char c) { return c == ',' || c == '[' || c == ']' || c == '{' || c == '}'; }
 
-  std::optional<size_t> run() {
+// State of the structure scan while walking the text line by line.
+class StructureScanner {
+ public:
+  StructureScanner(std::string_view text, size_t max_depth) : text_(text), max_depth_(max_depth) {}
+
+  std::optional<TextProblem> run() {
     size_t start = 0;
     while (start < text_.size()) {
       size_t end = text_.find('\n', start);
@@ -87,12 +89,19 @@ class NestingScanner {
 
   size_t depth() const { return indents_.size() + flow_; }
 
-  std::optional<size_t> check(size_t at) const {
-    if (depth() > max_depth_) return at;
+  std::optional<TextProblem> check(size_t at) const {
+    if (depth() > max_depth_) {
+      return TextProblem{at, "YAML nesting is deeper than " + std::to_string(max_depth_) +
+                                 " levels; refusing to parse it"};
+    }
     return std::nullopt;
   }
 
-  std::optional<size_t> line(size_t start, size_t end) {
+  static TextProblem stray_comma(size_t at) {
+    return TextProblem{at, "unexpected ',' outside a flow collection ([...] or {...})"};
+  }
+
+  std::optional<TextProblem> line(size_t start, size_t end) {
     size_t indent = 0;
     while (start + indent < end && text_[start + indent] == ' ') ++indent;
     const bool blank = [&] {
@@ -110,8 +119,23 @@ class NestingScanner {
 
     size_t pos = start;
     bool node_start = true;
+    std::string_view whole = text_.substr(start, end - start);
+    if ((whole.substr(0, 3) == "---" || whole.substr(0, 3) == "...") &&
+        (whole.size() == 3 || is_blank(whole[3]))) {
+      // A document marker ends whatever the previous document left open,
+      // as document_split.h cuts the stream there too.
+      flow_ = 0;
+      quote_ = Quote::kNone;
+      block_scalar_parent_ = -1;
+      plain_open_ = false;
+      after_token_ = false;
+    }
     if (flow_ == 0 && quote_ == Quote::kNone) {
-      if (blank || text_[start + indent] == '#') return std::nullopt;
+      if (blank) return std::nullopt;  // blank lines may sit inside a plain scalar
+      if (text_[start + indent] == '#') {
+        plain_open_ = false;  // ...comment lines end it
+        return std::nullopt;
+      }
       std::string_view rest = text_.substr(start, end - start);
       if (indent == 0 && (rest.substr(0, 3) == "---" || rest.substr(0, 3) == "...") &&
           (rest.size() == 3 || is_blank(rest[3]))) {
@@ -131,24 +155,45 @@ class NestingScanner {
     return scan(pos, end, node_start);
   }
 
-  std::optional<size_t> scan(size_t pos, size_t end, bool node_start) {
+  std::optional<TextProblem> scan(size_t pos, size_t end, bool node_start) {
+    // The first non-blank character of an indented line may continue a
+    // multi-line plain scalar begun on an earlier line; a ',' there is text.
+    bool first_on_line = true;
+    const bool continues_plain = plain_open_;
     for (; pos < end; ++pos) {
       const char c = text_[pos];
       if (quote_ == Quote::kDouble) {
-        if (c == '\\') ++pos;
-        else if (c == '"') quote_ = Quote::kNone;
-        continue;
-      }
-      if (quote_ == Quote::kSingle) {
-        if (c == '\'') {
-          if (pos + 1 < end && text_[pos + 1] == '\'') ++pos;  // '' is an escaped quote
-          else quote_ = Quote::kNone;
+        if (c == '\\') {
+          ++pos;
+        } else if (c == '"') {
+          quote_ = Quote::kNone;
+          after_token_ = flow_ == 0;
         }
         continue;
       }
-      if (c == '#' && (pos == 0 || is_blank(text_[pos - 1]) || text_[pos - 1] == '\n')) break;
+      if (quote_ == Quote::kSingle) {
+        if (c == '\'' && pos + 1 < end && text_[pos + 1] == '\'') {
+          ++pos;  // '' is an escaped quote
+        } else if (c == '\'') {
+          quote_ = Quote::kNone;
+          after_token_ = flow_ == 0;
+        }
+        continue;
+      }
+      if (c == '#' && (pos == line_begin_ || is_blank(text_[pos - 1]))) {
+        plain_open_ = false;
+        break;
+      }
+      if (is_blank(c)) continue;
+      const bool continuation = first_on_line && line_indent_ > 0 && continues_plain;
+      first_on_line = false;
+      if (flow_ == 0 && c == ',' && (after_token_ || (node_start && !continuation))) {
+        return stray_comma(pos);
+      }
+      after_token_ = false;
+      if (continuation) node_start = false;  // still the same plain scalar
       if (node_start) {
-        if (is_blank(c)) continue;
+        plain_open_ = false;
         if (c == '[' || c == '{') {
           ++flow_;
           if (auto over = check(pos)) return over;
@@ -176,11 +221,20 @@ class NestingScanner {
           if (auto over = check(pos)) return over;
           continue;
         }
-        if (c == '&' || c == '!') {  // anchor or tag before the node itself
-          while (pos + 1 < end && !is_blank(text_[pos + 1])) ++pos;
+        if (c == '&' || c == '!' || c == '*') {
+          // Anchor or tag before a node, or an alias standing for one. Their
+          // names end at a blank or a flow indicator, as yaml-cpp scans them.
+          while (pos + 1 < end && !is_blank(text_[pos + 1]) && !is_flow_indicator(text_[pos + 1])) {
+            ++pos;
+          }
+          if (c == '*') {
+            node_start = false;
+            after_token_ = flow_ == 0;
+          }
           continue;
         }
         node_start = false;
+        plain_open_ = flow_ == 0;
       }
       if (flow_ > 0) {
         if (c == '[' || c == '{') {
@@ -188,11 +242,13 @@ class NestingScanner {
           if (auto over = check(pos)) return over;
         } else if (c == ']' || c == '}') {
           --flow_;
+          after_token_ = flow_ == 0;
         } else if (c == ',' || c == ':') {
           node_start = true;
         }
       } else if (c == ':' && (pos + 1 == end || is_blank(text_[pos + 1]))) {
         node_start = true;
+        plain_open_ = false;
       }
     }
     return std::nullopt;
@@ -206,12 +262,17 @@ class NestingScanner {
   long block_scalar_parent_ = -1;
   long line_indent_ = 0;
   size_t line_begin_ = 0;
+  // Just past a quoted scalar or flow collection that ended outside any
+  // flow collection: only `:`, a comment or the end of the line may follow.
+  bool after_token_ = false;
+  // Inside a plain scalar in block context that the next line may continue.
+  bool plain_open_ = false;
 };
 
 }  // namespace
 
-std::optional<size_t> find_excessive_nesting(std::string_view text, size_t max_depth) {
-  return NestingScanner(text, max_depth).run();
+std::optional<TextProblem> check_yaml_structure(std::string_view text, size_t max_depth) {
+  return StructureScanner(text, max_depth).run();
 }
 
 SourceLocation location_at(std::string_view text, size_t offset, const std::string& file) {

@@ -23,11 +23,15 @@ struct TextProblem {
 // sign of a binary file).
 std::optional<TextProblem> check_text_encoding(std::string_view text);
 
-// Estimates the nesting depth yaml-cpp would recurse to: flow collections
-// (`[`, `{`) plus block indentation levels, skipping quoted strings, comments
-// and block scalars. Returns the offset where `max_depth` is first exceeded.
-// It may overestimate on odd input but never misses deep flow nesting.
-std::optional<size_t> find_excessive_nesting(std::string_view text, size_t max_depth);
+// Structural problems yaml-cpp 0.7 does not survive, found by a light scan
+// that skips quoted strings, comments and block scalars:
+//  - nesting deeper than `max_depth`: flow collections (`[`, `{`) plus block
+//    indentation levels, which yaml-cpp recurses into. The estimate may run
+//    high on odd input but never misses deep flow nesting.
+//  - a `,` outside any flow collection where a token starts (`{a: b},` or a
+//    line starting with `,`): yaml-cpp's LoadAll loops forever on it,
+//    allocating an empty document per turn.
+std::optional<TextProblem> check_yaml_structure(std::string_view text, size_t max_depth);
 
 // 1-based line and column (in bytes) of `offset` inside `text`.
 SourceLocation location_at(std::string_view text, size_t offset, const std::string& file);

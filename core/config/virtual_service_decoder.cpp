@@ -125,7 +125,8 @@ void decode_fault(const Field& f, HTTPFaultInjection& fault) {
          read_optional(v, fault.delay, [](const Field& d, HTTPFaultInjection::Delay& delay) {
            d.read_object({
                {"fixedDelay", [&](Field& x) { x.read_duration(delay.fixed_delay); }},
-               {"percentage", [&](Field& x) { read_optional(x, delay.percentage, decode_percent); }},
+               {"percentage",
+                [&](Field& x) { read_optional(x, delay.percentage, decode_percent); }},
                {"exponentialDelay", warn_unsupported},
                {"percent", warn_unsupported},
            });
@@ -136,7 +137,8 @@ void decode_fault(const Field& f, HTTPFaultInjection& fault) {
          read_optional(v, fault.abort, [](const Field& a, HTTPFaultInjection::Abort& abort) {
            a.read_object({
                {"httpStatus", [&](Field& x) { x.read(abort.http_status); }},
-               {"percentage", [&](Field& x) { read_optional(x, abort.percentage, decode_percent); }},
+               {"percentage",
+                [&](Field& x) { read_optional(x, abort.percentage, decode_percent); }},
                {"grpcStatus", warn_unsupported},
                {"http2Error", warn_unsupported},
            });
@@ -233,14 +235,14 @@ void decode_virtual_service_spec(const Field& spec, VirtualService& vs) {
        [&](Field& v) {
          v.read_list([&](Field& item) {
            decode_l4_route<TLSRoute, TLSMatchAttributes>(item, vs.tls.emplace_back(),
-                                                          decode_tls_match);
+                                                         decode_tls_match);
          });
        }},
       {"tcp",
        [&](Field& v) {
          v.read_list([&](Field& item) {
            decode_l4_route<TCPRoute, L4MatchAttributes>(item, vs.tcp.emplace_back(),
-                                                         decode_l4_match);
+                                                        decode_l4_match);
          });
        }},
       {"exportTo", [&](Field& v) { v.read(vs.export_to); }},

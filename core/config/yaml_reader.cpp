@@ -69,8 +69,8 @@ void DecodeContext::warning(const SourceLocation& where, const std::string& path
   report(Severity::kWarning, where, path, std::move(message));
 }
 
-void DecodeContext::report(Severity severity, const SourceLocation& where,
-                           const std::string& path, std::string message) {
+void DecodeContext::report(Severity severity, const SourceLocation& where, const std::string& path,
+                           std::string message) {
   if (severity == Severity::kError) ++errors_;
   if (reported_ == limits_.max_diagnostics) {
     // The same mistake repeated through aliases or a generated file: the
@@ -96,8 +96,9 @@ void DecodeContext::report(Severity severity, const SourceLocation& where,
   d.kind = kind;
   d.namespace_ = namespace_;
   d.name = name;
-  d.field = path.empty() ? (field_prefix.empty() ? "" : field_prefix.substr(0, field_prefix.size() - 1))
-                         : field_prefix + path;
+  d.field = path.empty()
+                ? (field_prefix.empty() ? "" : field_prefix.substr(0, field_prefix.size() - 1))
+                : field_prefix + path;
   out_.add(std::move(d));
 }
 
@@ -105,11 +106,15 @@ void DecodeContext::report(Severity severity, const SourceLocation& where,
 
 std::string describe(const YAML::Node& node) {
   switch (node.Type()) {
-    case YAML::NodeType::Map: return "a mapping";
-    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    case YAML::NodeType::Sequence:
+      return "a list";
     case YAML::NodeType::Null:
-    case YAML::NodeType::Undefined: return "nothing";
-    case YAML::NodeType::Scalar: break;
+    case YAML::NodeType::Undefined:
+      return "nothing";
+    case YAML::NodeType::Scalar:
+      break;
   }
   std::string text = node.Scalar();
   if (text.size() > 40) text = text.substr(0, 37) + "...";
@@ -127,11 +132,11 @@ SourceLocation Field::value_where() const {
   return at.known() ? at : where_;
 }
 
-void Field::error(std::string message) const { ctx_->error(value_where(), path_, std::move(message)); }
-
-void Field::warning(std::string message) const {
-  ctx_->warning(where_, path_, std::move(message));
+void Field::error(std::string message) const {
+  ctx_->error(value_where(), path_, std::move(message));
 }
+
+void Field::warning(std::string message) const { ctx_->warning(where_, path_, std::move(message)); }
 
 void Field::report_wrong_type(const char* expected) const {
   error(std::string("expected ") + expected + ", found " + describe(node_));
@@ -289,8 +294,10 @@ bool Field::read(std::vector<std::string>& out) const {
   bool ok = true;
   read_list([&](Field& item) {
     std::string value;
-    if (item.read(value)) items.push_back(std::move(value));
-    else if (!item.null()) ok = false;
+    if (item.read(value))
+      items.push_back(std::move(value));
+    else if (!item.null())
+      ok = false;
   });
   out = std::move(items);
   return ok;
@@ -306,14 +313,17 @@ bool Field::read(Labels& out) const {
   bool ok = true;
   read_map([&](const std::string& key, Field& value) {
     std::string text;
-    if (value.read(text) || value.null()) labels[key] = std::move(text);
-    else ok = false;
+    if (value.read(text) || value.null())
+      labels[key] = std::move(text);
+    else
+      ok = false;
   });
   out = std::move(labels);
   return ok;
 }
 
-bool Field::read_enum_string(std::string& out, std::initializer_list<std::string_view> names) const {
+bool Field::read_enum_string(std::string& out,
+                             std::initializer_list<std::string_view> names) const {
   std::string text;
   if (!scalar_text(text, "an enum name")) return false;
   for (std::string_view n : names) {
@@ -329,6 +339,13 @@ bool Field::read_enum_string(std::string& out, std::initializer_list<std::string
   }
   report_bad_value(text, allowed);
   return false;
+}
+
+void Field::report_merge_key(const Field& merge) const {
+  // kubectl applies YAML merge keys; yaml-cpp does not. Ignoring one would
+  // load a resource that differs from what the cluster has, so refuse it.
+  ctx_->error(merge.where(), merge.path(),
+              "YAML merge keys (<<) are not supported; write the merged fields out");
 }
 
 Field Field::make_child(const YAML::Node& key, const YAML::Node& value,
@@ -359,6 +376,10 @@ void Field::read_object(std::initializer_list<FieldHandler> handlers, UnknownFie
     }
     const std::string& name = key.Scalar();
     Field child = make_child(key, kv.second, name);
+    if (name == "<<" && key.Tag() == "?") {
+      report_merge_key(child);
+      continue;
+    }
     if (!seen.insert(name)) {
       ctx_->error(child.where(), child.path(), "duplicate field \"" + name + "\"");
       continue;
@@ -416,6 +437,10 @@ void Field::read_map(FunctionRef<void(const std::string&, Field&)> entry) const 
     }
     const std::string& name = key.Scalar();
     Field child = make_child(key, kv.second, name);
+    if (name == "<<" && key.Tag() == "?") {
+      report_merge_key(child);
+      continue;
+    }
     if (!seen.insert(name)) {
       ctx_->error(child.where(), child.path(), "duplicate key \"" + name + "\"");
       continue;

@@ -10,6 +10,8 @@
 // Internal to the loader (namespace detail): nothing here is part of the API.
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -19,8 +21,6 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
-
-#include <yaml-cpp/yaml.h>
 
 #include "core/config/diagnostic.h"
 #include "core/config/model.h"
@@ -54,8 +54,7 @@ class FunctionRef;
 template <typename R, typename... Args>
 class FunctionRef<R(Args...)> {
  public:
-  template <typename F,
-            typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, FunctionRef>>>
+  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, FunctionRef>>>
   FunctionRef(F&& f)  // NOLINT: implicit on purpose, like std::function
       : object_(const_cast<void*>(static_cast<const void*>(&f))),
         call_([](void* o, Args... args) -> R {
@@ -212,6 +211,7 @@ class Field {
   bool scalar_text(std::string& out, const char* expected) const;
   void report_wrong_type(const char* expected) const;
   void report_bad_value(const std::string& text, const std::string& allowed) const;
+  void report_merge_key(const Field& merge) const;
   Field make_child(const YAML::Node& key, const YAML::Node& value, const std::string& name) const;
 
   DecodeContext* ctx_;

@@ -28,7 +28,8 @@ void check(bool ok, const char* what) {
 std::string transcript(const LoadResult& r) {
   std::string out;
   for (const Diagnostic& d : r.diagnostics.items()) out += d.format() + "\n";
-  out += std::to_string(r.config.resource_count()) + " " + to_string(r.config.mesh.outbound_traffic_policy);
+  out += std::to_string(r.config.resource_count()) + " " +
+         to_string(r.config.mesh.outbound_traffic_policy);
   for (const std::string& range : r.config.install.include_ip_ranges) out += " " + range;
   return out;
 }

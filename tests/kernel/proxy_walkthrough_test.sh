@@ -8,6 +8,9 @@
 #     workload  the proxy runs in the workload's netns on 127.0.0.1:15001
 #     node      the proxy runs in a "node" netns (198.51.100.1:15001), the
 #               workload in its own netns
+#     supervised  sluice-agent --proxy-binary starts the proxy (in the
+#               workload's netns and the proxy cgroup); step (1), then the
+#               proxy is killed and must come back
 #
 # Topology (all in namespaces this test creates; root namespace untouched):
 #   W (workload) 198.51.100.2 --veth-- 198.51.100.1 N (node, routes) 192.0.2.1
@@ -22,7 +25,7 @@
 # capability into a failure instead of a skip (77).
 set -u -o pipefail
 
-PLACEMENT=${1:?usage: proxy_walkthrough_test.sh workload|node}
+PLACEMENT=${1:?usage: proxy_walkthrough_test.sh workload|node|supervised}
 AGENT=${SLUICE_AGENT:?}
 PROXY=${SLUICE_PROXY:?}
 CONFIGS=${SLUICE_CONFIGS:?}
@@ -225,6 +228,7 @@ global:
     includeIPRanges: "*"
 EOF2
 
+case "$PLACEMENT" in workload | node | supervised) ;; *) fail "unknown placement $PLACEMENT" ;; esac
 if [ "$PLACEMENT" = node ]; then
 	PROXY_NS=$NS_N
 	PROXY_LISTEN=(--listen 198.51.100.1:15001)
@@ -235,29 +239,51 @@ else
 	AGENT_PROXY=()
 fi
 
-"$AGENT" --pin-dir "$PIN" --cgroup "$CG/workload" --cgroup "$CG/proxy" --poll-interval-ms 200 \
-	--config "$TMP/values.yaml" "${AGENT_PROXY[@]}" >>"$TMP/agent.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do
-	[ -e "$PIN/link_$(stat -c %i "$CG/proxy")_sluice_getsockopt" ] && break
-	sleep 0.05
-done
-[ -e "$PIN/link_$(stat -c %i "$CG/proxy")_sluice_getsockopt" ] || fail "agent did not attach"
-
-in_cg_ns proxy "$PROXY_NS" "$PROXY" --config "$TMP/config" "${PROXY_LISTEN[@]}" --workers 2 \
-	--access-log "$TMP/access.log" --detection-timeout 1000 >"$TMP/proxy.out" 2>"$TMP/proxy.err" &
-PROXY_PID=$!
-PIDS+=($PROXY_PID)
-for _ in $(seq 100); do
-	grep -q "listening on" "$TMP/proxy.err" 2>/dev/null && break
-	sleep 0.05
-done
-grep -q "listening on" "$TMP/proxy.err" || fail "proxy did not start"
-# $! is the backgrounded shell function; the proxy is the only process in
-# the test's proxy cgroup.
-PROXY_PID=$(head -1 "$CG/proxy/cgroup.procs")
-[ "$(cat "/proc/$PROXY_PID/comm" 2>/dev/null)" = sluice-proxy ] || fail "cannot find the proxy's pid"
-PIDS+=("$PROXY_PID")
+wait_attached() {
+	for _ in $(seq 100); do
+		[ -e "$PIN/link_$(stat -c %i "$CG/proxy")_sluice_getsockopt" ] && break
+		sleep 0.05
+	done
+	[ -e "$PIN/link_$(stat -c %i "$CG/proxy")_sluice_getsockopt" ] || fail "agent did not attach"
+}
+wait_proxy() {  # waits for a sluice-proxy in the proxy cgroup other than pid $1; sets PROXY_PID
+	local pid
+	for _ in $(seq 200); do
+		pid=$(head -1 "$CG/proxy/cgroup.procs" 2>/dev/null)
+		if [ -n "$pid" ] && [ "$pid" != "$1" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = sluice-proxy ] &&
+			[ "$(grep -c "listening on" "$TMP/proxy.err" 2>/dev/null)" -gt "$2" ]; then
+			PROXY_PID=$pid
+			return 0
+		fi
+		sleep 0.05
+	done
+	fail "no proxy is running in the proxy cgroup"
+}
+PROXY_ARGS=(--config "$TMP/config" "${PROXY_LISTEN[@]}" --workers 2 --access-log "$TMP/access.log"
+	--detection-timeout 1000)
+if [ "$PLACEMENT" = supervised ]; then
+	# The agent starts the proxy (in the proxy cgroup) and restarts it. The
+	# agent runs in the workload's netns (nsenter: /sys stays visible), so
+	# the proxy it starts listens there.
+	ln -s agent.log "$TMP/proxy.err"
+	nsenter --net="/run/netns/$NS_W" "$AGENT" --pin-dir "$PIN" --cgroup "$CG/workload" --cgroup "$CG/proxy" \
+		--poll-interval-ms 200 --config "$TMP/values.yaml" --proxy-binary "$PROXY" --proxy-cgroup "$CG/proxy" \
+		"${PROXY_ARGS[@]/#/--proxy-arg=}" >>"$TMP/agent.log" 2>&1 &
+	AGENT_PID=$!
+	PIDS+=("$AGENT_PID")
+	wait_attached
+	wait_proxy "" 0
+else
+	"$AGENT" --pin-dir "$PIN" --cgroup "$CG/workload" --cgroup "$CG/proxy" --poll-interval-ms 200 \
+		--config "$TMP/values.yaml" "${AGENT_PROXY[@]}" >>"$TMP/agent.log" 2>&1 &
+	PIDS+=($!)
+	wait_attached
+	in_cg_ns proxy "$PROXY_NS" "$PROXY" "${PROXY_ARGS[@]}" >"$TMP/proxy.out" 2>"$TMP/proxy.err" &
+	PIDS+=($!)
+	# $! is the backgrounded shell function; the proxy is the only process
+	# in the test's proxy cgroup.
+	wait_proxy "" 0
+fi
 log "proxy: $(grep -m1 'config generation' "$TMP/proxy.err" | sed 's/.*info: //')"
 
 # The walkthrough's command, from the workload.
@@ -305,13 +331,53 @@ sleep 0.3
 log "ok (1) ALLOW_ANY: 301 then 200; access log:"
 sed "s/^/[$PLACEMENT]     /" "$TMP/access.log"
 
+if [ "$PLACEMENT" = supervised ]; then
+	old=$PROXY_PID
+	kill -9 "$PROXY_PID"
+	wait_proxy "$old" 1
+	grep -q "proxy pid $old killed by signal.*restarting in" "$TMP/agent.log" || fail "the agent did not report the proxy's death"
+	out=$(walkthrough_curl)
+	rc=$?
+	[ "$rc" = 0 ] && grep -q "^HTTP/1.1 200" <<<"$out" || fail "after the restart: exit $rc: $out"
+	log "ok: proxy killed (pid $old), restarted by the agent (pid $PROXY_PID) in $CG/proxy; curl 200 again"
+	kill -TERM "$AGENT_PID"
+	wait "$AGENT_PID" 2>/dev/null
+	[ ! -e "/proc/$PROXY_PID" ] || [ "$(cat "/proc/$PROXY_PID/comm" 2>/dev/null)" != sluice-proxy ] ||
+		fail "the proxy outlived the agent's SIGTERM"
+	log "ok: SIGTERM to the agent stopped the proxy it supervises"
+	log "PASS"
+	exit 0
+fi
+
 # ------------------------------------------------------------ (2) REGISTRY_ONLY
+# A connection established under ALLOW_ANY keeps going after the switch:
+# 20 bytes before, 20 after, the server must count 40 on one connection.
+in_cg_ns workload "$NS_W" "$PY" -c '
+import os, socket, sys, time
+s = socket.create_connection(("203.0.113.20", 9000), timeout=10)
+s.sendall(b"\x00" + b"b" * 19)
+open(sys.argv[1], "w").close()
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.02)
+s.sendall(b"a" * 20)
+s.shutdown(socket.SHUT_WR)
+s.recv(1)
+' "$TMP/long.open" "$TMP/long.go" >"$TMP/long.out" 2>&1 &
+LONG_PID=$!
+PIDS+=("$LONG_PID")
+for _ in $(seq 100); do [ -f "$TMP/long.open" ] && break; sleep 0.05; done
+[ -f "$TMP/long.open" ] || fail "(2) the long-lived connection did not open: $(cat "$TMP/long.out")"
 sed 's/mode: ALLOW_ANY/mode: REGISTRY_ONLY/g' "$TMP/config/istio-configmap.yaml" >"$TMP/cm.new"
 mv "$TMP/cm.new" "$TMP/config/istio-configmap.yaml"   # replaced, as `kubectl replace` does
 t0=$(date +%s%N)
 wait_generation 2
 t1=$(date +%s%N)
 log "REGISTRY_ONLY picked up in $(((t1 - t0) / 1000000)) ms (after the replace was written)"
+touch "$TMP/long.go"
+wait "$LONG_PID" || fail "(2) the established connection failed after the switch: $(cat "$TMP/long.out")"
+sleep 0.2
+grep -q "^BYTES 40$" "$TMP/count.log" || fail "(2) the established connection did not deliver all 40 bytes: $(cat "$TMP/count.log")"
+log "ok (2) a connection established under ALLOW_ANY delivered all its bytes after the switch"
 out=$(in_cg_ns workload "$NS_W" env CURL_CA_BUNDLE="$CURL_CA_BUNDLE" \
 	curl -s -o /dev/null -D - --max-time 10 https://edition.cnn.com/politics)
 rc=$?

@@ -902,7 +902,10 @@ void Worker::on_bytes(ConnectionImpl* c, int s, uint32_t bid, uint32_t len) {
   } else {
     c->stats.bytes_from_upstream += len;
   }
-  if (c->filter && c->phase == Phase::kRelaying) {
+  // Bytes that arrive while the upstream connect is in flight go through the
+  // filter too: an L7 filter (per-request policy) must see every byte after
+  // the sniffed ones, not only those read once relaying has started.
+  if (c->filter && (c->phase == Phase::kRelaying || c->phase == Phase::kConnecting)) {
     run_filter(c, s, bid, len);
     if (c->phase == Phase::kClosing) return;
   } else {

@@ -152,6 +152,10 @@ class HttpRequestGuard final : public engine::StreamFilter {
   HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::span<const uint8_t> first)
       : info_(std::move(info)) {
     advance(first, nullptr);
+    // A later request cut off at the end of the first read is already on
+    // its way upstream (the engine forwards sniffed bytes as read) and cannot
+    // be checked: refuse the connection rather than let it through.
+    if (state_ == State::kHead && !held_.empty()) first_ok_ = false;
   }
 
   // Runs the framing over `first` without output; returns false if `first`
@@ -367,7 +371,7 @@ class EgressHandler final : public engine::ConnectionHandler {
       case sniff::SniffMode::kTlsClientHello: raw->tls = std::make_unique<sniff::ClientHelloSniffer>(); break;
       case sniff::SniffMode::kNone:
         // Opaque TCP (server-first protocols work): decide on IP:port now.
-        return decide_and_act(*raw, Traffic::kTcp, "", {}, nullptr);
+        return decide_and_act(*raw, Traffic::kTcp, "", {});
       default: raw->detector = std::make_unique<sniff::ProtocolDetector>(); break;
     }
     return Verdict::need_more(o_.detection_timeout);
@@ -390,10 +394,10 @@ class EgressHandler final : public engine::ConnectionHandler {
         if (st == sniff::TlsSniffStatus::kNeedMore) return Verdict::need_more(o_.detection_timeout);
         if (st == sniff::TlsSniffStatus::kDone) {
           c.info->sni = c.tls->client_hello().sni;
-          return decide_and_act(c, Traffic::kTls, c.info->sni, pending, nullptr);
+          return decide_and_act(c, Traffic::kTls, c.info->sni, pending);
         }
         // Not TLS, or malformed: no SNI; by destination IP:port, as Envoy does.
-        return decide_and_act(c, Traffic::kTcp, "", pending, nullptr);
+        return decide_and_act(c, Traffic::kTcp, "", pending);
       }
       default: {
         sniff::Detection d = c.detector->feed(fresh);
@@ -406,7 +410,7 @@ class EgressHandler final : public engine::ConnectionHandler {
     EgressConnection& c = state(conn);
     if (c.decided) return resume_dns(c, pending);
     if (c.detector) return on_detection(c, c.detector->on_timeout(), pending);
-    if (c.tls) return decide_and_act(c, Traffic::kTcp, "", pending, nullptr);
+    if (c.tls) return decide_and_act(c, Traffic::kTcp, "", pending);
     // A declared HTTP port that never sent a complete request head.
     return protocol_error(c, 408);
   }
@@ -415,7 +419,7 @@ class EgressHandler final : public engine::ConnectionHandler {
     EgressConnection& c = state(conn);
     if (c.decided) return resume_dns(c, pending);
     if (c.detector) return on_detection(c, c.detector->on_timeout(), pending);
-    if (c.tls) return decide_and_act(c, Traffic::kTcp, "", pending, nullptr);
+    if (c.tls) return decide_and_act(c, Traffic::kTcp, "", pending);
     return Verdict::close();
   }
 
@@ -475,7 +479,7 @@ class EgressHandler final : public engine::ConnectionHandler {
       case sniff::DetectedProtocol::kNeedMore: return Verdict::need_more(o_.detection_timeout);
       case sniff::DetectedProtocol::kTls:
         c.info->sni = c.detector->tls().client_hello().sni;
-        return decide_and_act(c, Traffic::kTls, c.info->sni, pending, nullptr);
+        return decide_and_act(c, Traffic::kTls, c.info->sni, pending);
       case sniff::DetectedProtocol::kHttp1:
         if (c.detector->http().status() == sniff::HttpParseStatus::kDone) {
           return decide_http(c, c.detector->http().head(), pending);
@@ -483,7 +487,7 @@ class EgressHandler final : public engine::ConnectionHandler {
         return protocol_error(c, c.detector->http().error().status);
       case sniff::DetectedProtocol::kHttp2:  // h2c prior knowledge: no per-request checks yet
       case sniff::DetectedProtocol::kOpaque:
-        return decide_and_act(c, Traffic::kTcp, "", pending, nullptr);
+        return decide_and_act(c, Traffic::kTcp, "", pending);
     }
     return Verdict::close();
   }
@@ -512,8 +516,7 @@ class EgressHandler final : public engine::ConnectionHandler {
     return act(c, std::move(d), Traffic::kHttp, std::string(head.host), pending);
   }
 
-  Verdict decide_and_act(EgressConnection& c, Traffic traffic, std::string host, std::span<const uint8_t> pending,
-                         const sniff::HttpRequestHead* /*unused*/) {
+  Verdict decide_and_act(EgressConnection& c, Traffic traffic, std::string host, std::span<const uint8_t> pending) {
     OutboundDecision d = decide(*c.info->snapshot, c.info->original_ip, c.info->original_dst.port(), traffic, host);
     return act(c, std::move(d), traffic, std::move(host), pending);
   }
@@ -541,11 +544,10 @@ class EgressHandler final : public engine::ConnectionHandler {
         return Verdict::close(bytes_of(c.reply));
       }
       case Action::kBlackhole:
-        if (!ci.pending_requests.empty()) {
-          ci.pending_requests.front().entry.bytes_received = pending.size();
-          ci.flush_requests();
-          c.logged = true;
-        }
+        // Istio has no HTTP listener on this port: its TCP proxy to
+        // BlackHoleCluster logs a TCP line ("- - -" 0 UH), written in on_close.
+        ci.pending_requests.clear();
+        ci.http = false;
         return Verdict::close();
       case Action::kPassthrough:
         c.plan = policy::plan_passthrough(ci.original_ip, ci.original_dst.port());

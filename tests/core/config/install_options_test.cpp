@@ -57,8 +57,7 @@ TEST(SetFlagTest, WalkthroughIncludeIPRangesAsTyped) {
     LoadResult each;
     apply_set_flag(form, each);
     EXPECT_TRUE(each.diagnostics.empty()) << form << "\n" << dump(each.diagnostics);
-    EXPECT_EQ(each.config.install.include_ip_ranges,
-              (Strings{"10.244.0.0/16", "10.240.0.0/16"}))
+    EXPECT_EQ(each.config.install.include_ip_ranges, (Strings{"10.244.0.0/16", "10.240.0.0/16"}))
         << form;
   }
 }
@@ -128,7 +127,8 @@ TEST(SetFlagTest, Problems) {
   ASSERT_EQ(r.diagnostics.items().size(), 4u) << dump(r.diagnostics);
   const auto& d = r.diagnostics.items();
   EXPECT_EQ(d[0].severity, Severity::kWarning);
-  EXPECT_EQ(d[0].message, "unknown install option \"values.global.proxy.inclideIPRanges\", ignored");
+  EXPECT_EQ(d[0].message,
+            "unknown install option \"values.global.proxy.inclideIPRanges\", ignored");
   EXPECT_EQ(d[0].location.file, "--set");
   EXPECT_EQ(d[1].severity, Severity::kError);
   EXPECT_EQ(d[1].message,
@@ -253,7 +253,8 @@ spec:
     gateways:
       istio-egressgateway:
         enabled: true
-)", "operator.yaml");
+)",
+                      "operator.yaml");
   ASSERT_TRUE(r.diagnostics.empty()) << dump(r.diagnostics);
   EXPECT_EQ(r.config.install.include_ip_ranges, (Strings{"10.244.0.0/16", "10.240.0.0/16"}));
   EXPECT_TRUE(r.config.install.egress_gateway_enabled);
@@ -271,7 +272,8 @@ metadata: {name: op, namespace: istio-system}
 spec:
   meshConfig:
     outboundTrafficPolicy: {mode: registry_only}
-)", "operator.yaml");
+)",
+                      "operator.yaml");
   ASSERT_EQ(r.diagnostics.items().size(), 1u) << dump(r.diagnostics);
   const Diagnostic& d = r.diagnostics.items()[0];
   EXPECT_EQ(d.kind, "IstioOperator");

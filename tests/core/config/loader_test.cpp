@@ -290,10 +290,10 @@ TEST(WalkthroughTest, ConfigMapErrorsPointIntoTheBlockScalar) {
 }
 
 TEST(WalkthroughTest, AllFiveResourcesTogether) {
-  LoadResult r = load_paths({testdata("istio-configmap.yaml"),
-                             testdata("walkthrough-serviceentry-cnn.yaml"),
-                             testdata("walkthrough-gateway-destinationrule.yaml"),
-                             testdata("walkthrough-virtualservice.yaml")});
+  LoadResult r =
+      load_paths({testdata("istio-configmap.yaml"), testdata("walkthrough-serviceentry-cnn.yaml"),
+                  testdata("walkthrough-gateway-destinationrule.yaml"),
+                  testdata("walkthrough-virtualservice.yaml")});
   ASSERT_TRUE(r.diagnostics.empty()) << dump(r.diagnostics);
   EXPECT_EQ(r.config.resource_count(), 4u);
   EXPECT_EQ(r.config.source_files.size(), 4u);
@@ -344,7 +344,8 @@ data:
   ASSERT_EQ(r.diagnostics.error_count(), 1u) << dump(r.diagnostics);
   // The flow sequence that never ends starts on line 6 of the outer file.
   EXPECT_EQ(r.diagnostics.items()[0].location.line, 6u) << dump(r.diagnostics);
-  EXPECT_NE(r.diagnostics.items()[0].message.find("MeshConfig is not valid YAML"), std::string::npos);
+  EXPECT_NE(r.diagnostics.items()[0].message.find("MeshConfig is not valid YAML"),
+            std::string::npos);
   EXPECT_EQ(r.config.mesh.access_log_file, "");
 }
 
@@ -361,7 +362,8 @@ outboundTrafficPolicy:
   mode: REGISTRY_ONLY
 defaultConfig:
   discoveryAddress: istiod.istio-system.svc:15012
-)", "mesh");
+)",
+                      "mesh");
   ASSERT_TRUE(r.diagnostics.empty()) << dump(r.diagnostics);
   const MeshConfig& mesh = r.config.mesh;
   EXPECT_EQ(mesh.outbound_traffic_policy, OutboundTrafficPolicyMode::kRegistryOnly);
@@ -383,6 +385,21 @@ TEST(MeshConfigTest, MeshNetworksAndUnknownBareDocuments) {
   ASSERT_EQ(r.diagnostics.items().size(), 1u);
   EXPECT_EQ(r.diagnostics.items()[0].severity, Severity::kWarning);
   EXPECT_EQ(r.diagnostics.items()[0].location.str(), "test.yaml:1:1");
+}
+
+TEST(MeshConfigTest, ByteOrderMarkAndWindowsLineEndings) {
+  std::string text = "\xEF\xBB\xBF" + read_file(testdata("istio-configmap.yaml"));
+  text.replace(text.find("mode: ALLOW_ANY"), 15, "mode: ALLOW_ALL");
+  std::string crlf;
+  for (char c : text) {
+    if (c == '\n') crlf += '\r';
+    crlf += c;
+  }
+  for (const std::string& variant : {text, crlf}) {
+    LoadResult r = load(variant, "istio.yaml");
+    ASSERT_EQ(r.diagnostics.items().size(), 1u) << dump(r.diagnostics);
+    EXPECT_EQ(r.diagnostics.items()[0].location.str(), "istio.yaml:72:13");
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -537,7 +554,8 @@ TEST(StreamTest, JsonInput) {
 	"ports": [{"number": 443, "name": "tls", "protocol": "tls"}],
 	"resolution": "NONE"
   }
-})", "se.json");
+})",
+                      "se.json");
   ASSERT_TRUE(r.diagnostics.empty()) << dump(r.diagnostics);
   ASSERT_EQ(r.config.service_entries.size(), 1u);
   const ServiceEntry& se = r.config.service_entries[0];
@@ -685,17 +703,17 @@ TEST(DurationTest, GoDurationGrammar) {
     const char* text;
     int64_t ms;
   };
-  for (const Case& c : {Case{"10s", 10'000}, Case{"1.5s", 1'500}, Case{"100ms", 100},
-                        Case{"1m", 60'000}, Case{"2h", 7'200'000}, Case{"1h30m", 5'400'000},
-                        Case{"1m0s", 60'000}, Case{"0", 0}, Case{"0s", 0}, Case{".5s", 500},
-                        Case{"500us", 1}, Case{"1500us", 2}, Case{"2000000ns", 2},
-                        Case{"-1s", -1'000}, Case{"+3s", 3'000}, Case{"1\xC2\xB5s", 1}}) {
+  for (const Case& c :
+       {Case{"10s", 10'000}, Case{"1.5s", 1'500}, Case{"100ms", 100}, Case{"1m", 60'000},
+        Case{"2h", 7'200'000}, Case{"1h30m", 5'400'000}, Case{"1m0s", 60'000}, Case{"0", 0},
+        Case{"0s", 0}, Case{".5s", 500}, Case{"500us", 1}, Case{"1500us", 2}, Case{"2000000ns", 2},
+        Case{"-1s", -1'000}, Case{"+3s", 3'000}, Case{"1\xC2\xB5s", 1}}) {
     DurationParse p = parse_duration(c.text);
     ASSERT_TRUE(p.value.has_value()) << c.text << ": " << p.error;
     EXPECT_EQ(p.value->count(), c.ms) << c.text;
   }
-  for (const char* bad : {"", "s", "10", "1.5", "10 s", "1d", "1s2", ".s", "-", "99999999999999999999h",
-                          "9223372037s"}) {
+  for (const char* bad : {"", "s", "10", "1.5", "10 s", "1d", "1s2", ".s", "-",
+                          "99999999999999999999h", "9223372037s"}) {
     EXPECT_FALSE(parse_duration(bad).value.has_value()) << bad;
   }
 }
@@ -724,6 +742,24 @@ spec:
   EXPECT_EQ(r.diagnostics.items()[0].message, "duplicate key \"istio\"");
   EXPECT_EQ(r.diagnostics.items()[1].message, "duplicate field \"servers\"");
   EXPECT_EQ(r.diagnostics.items()[1].location.str(), "test.yaml:7:3");
+}
+
+TEST(DiagnosticsTest, MergeKeysAreRefused) {
+  LoadResult r = load(R"(apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: x}
+spec:
+  host: a.example.com
+  subsets:
+  - &v1 {name: v1, labels: {version: v1}}
+  - <<: *v1
+    name: v2
+  - {name: v3, labels: {"<<": quoted-is-a-label}}
+)");
+  ASSERT_EQ(r.diagnostics.items().size(), 1u) << dump(r.diagnostics);
+  EXPECT_EQ(r.diagnostics.items()[0].message,
+            "YAML merge keys (<<) are not supported; write the merged fields out");
+  EXPECT_EQ(r.diagnostics.items()[0].location.str(), "test.yaml:8:5");
 }
 
 TEST(DiagnosticsTest, NonMappingDocumentsAndMissingPieces) {
@@ -1308,10 +1344,12 @@ TEST(DirectoryTest, ThousandResourcesLoadQuickly) {
     dir.write(name, R"(apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata:
-  name: se-)" + std::to_string(i) + R"(
+  name: se-)" + std::to_string(i) +
+                        R"(
   namespace: egress
 spec:
-  hosts: [host-)" + std::to_string(i) + R"(.example.com]
+  hosts: [host-)" + std::to_string(i) +
+                        R"(.example.com]
   ports:
   - {number: 443, name: https, protocol: HTTPS}
   resolution: DNS
@@ -1319,15 +1357,18 @@ spec:
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
-  name: vs-)" + std::to_string(i) + R"(
+  name: vs-)" + std::to_string(i) +
+                        R"(
   namespace: egress
 spec:
-  hosts: [host-)" + std::to_string(i) + R"(.example.com]
+  hosts: [host-)" + std::to_string(i) +
+                        R"(.example.com]
   http:
   - match:
     - uri: {prefix: /api}
     route:
-    - destination: {host: host-)" + std::to_string(i) + R"(.example.com, port: {number: 443}}
+    - destination: {host: host-)" +
+                        std::to_string(i) + R"(.example.com, port: {number: 443}}
       weight: 100
 )");
   }

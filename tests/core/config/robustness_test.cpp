@@ -14,6 +14,7 @@
 #include <string>
 
 #include "core/config/loader.h"
+#include "core/config/yaml_parse.h"
 
 namespace sluice::config {
 namespace {
@@ -118,18 +119,19 @@ TEST(RobustnessTest, BinaryGarbage) {
 
 TEST(RobustnessTest, NotUtf8) {
   // Latin-1 "café" in a host name.
-  std::string text = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x}\n"
-                     "spec:\n  hosts: [caf\xE9.example.com]\n";
+  std::string text =
+      "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x}\n"
+      "spec:\n  hosts: [caf\xE9.example.com]\n";
   const Diagnostic d = only_error(load(text));
   EXPECT_EQ(d.message.rfind("file is not valid UTF-8 at byte offset 93", 0), 0u) << d.message;
   EXPECT_EQ(d.location.str(), "bad.yaml:5:14");
 
   // Valid multi-byte UTF-8 is fine; overlong forms and surrogates are not.
   EXPECT_TRUE(load("accessLogFile: /var/log/caf\xC3\xA9\n").diagnostics.empty());
-  only_error(load("a: \xC0\xAF\n"));        // overlong '/'
-  only_error(load("a: \xED\xA0\x80\n"));    // UTF-16 surrogate
-  only_error(load("a: \xF4\x90\x80\x80\n")); // past U+10FFFF
-  only_error(load("a: \xE2\x82"));          // truncated sequence at end of file
+  only_error(load("a: \xC0\xAF\n"));          // overlong '/'
+  only_error(load("a: \xED\xA0\x80\n"));      // UTF-16 surrogate
+  only_error(load("a: \xF4\x90\x80\x80\n"));  // past U+10FFFF
+  only_error(load("a: \xE2\x82"));            // truncated sequence at end of file
 }
 
 TEST(RobustnessTest, DeepFlowNesting) {
@@ -156,11 +158,51 @@ TEST(RobustnessTest, DeepBlockNesting) {
 }
 
 TEST(RobustnessTest, DeepNestingInsideTheMeshConfigMap) {
-  std::string text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio}\ndata:\n  mesh: |\n    a: " +
-                     std::string(1000, '[') + "\n";
+  std::string text =
+      "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio}\ndata:\n  mesh: |\n    a: " +
+      std::string(1000, '[') + "\n";
   const Diagnostic d = only_error(load(text));
   EXPECT_EQ(d.location.line, 6u);
   EXPECT_EQ(d.field, "data.mesh");
+}
+
+TEST(RobustnessTest, StrayTopLevelCommaDoesNotHangYamlCpp) {
+  // yaml-cpp 0.7's LoadAll loops forever, allocating, on each of these.
+  for (const char* text :
+       {"{a: b},\n", "{\"apiVersion\": \"v1\"},\"spec\": {}\n", ",\n", "[a],[b]\n", "\"a\",\n",
+        "'a' ,\n", "&x ,\n", "!t ,\n", "--- ,\n", "{a: b}\n\n,\n", "- \"a\", b\n", "a: [b],\n",
+        "!tag.example.com, b\n", "&anchor, b\n", "a: &x 1\n---\n*x, b\n", "  , n   tls:\n    o\n",
+        "a: b\n# note\n  , c\n", "{[\n---\n    a: 1\n,\n"}) {
+    const auto start = Clock::now();
+    const Diagnostic d = only_error(load(text));
+    EXPECT_EQ(d.message, "unexpected ',' outside a flow collection ([...] or {...})") << text;
+    EXPECT_LT(elapsed_ms(start), 1000) << text;
+  }
+  // Commas that are only text.
+  for (const char* text :
+       {"a: b, c\n", "a: this is long\n  , continued\n", "a: this is long\n\n  , continued\n",
+        "a: \"x,\" # ,\n", "a: [b, c]\n", "a: |\n  ,\n", "{a: b}: c\n"}) {
+    EXPECT_EQ(load(text).diagnostics.error_count(), 0u) << text;
+  }
+}
+
+TEST(RobustnessTest, ParserGuardStopsWhatTheScreenMisses) {
+  // Straight to the parser, past the structure check: still terminates.
+  for (const char* text :
+       {"{a: b},\n", "\"a\",\n", "--- [a],[b]\n", "{a: 1}\n...\n,\n", "- a\n,\n", "- a: 1\n,\n",
+        "    a: 1\n    b\n,x\n", "a: 1\n---\n- c\n,\n", "a: 1\n%x\n---\n- c\n,\n"}) {
+    const auto start = Clock::now();
+    ParsedDocuments parsed = parse_documents(text);
+    EXPECT_FALSE(parsed.ok) << text;
+    EXPECT_EQ(parsed.error, "unexpected text after the end of a document") << text;
+    EXPECT_LT(elapsed_ms(start), 1000) << text;
+  }
+  ParsedDocuments json = parse_documents("{\"a\": 1}\n{\"b\": 2}\n");
+  ASSERT_TRUE(json.ok);
+  EXPECT_EQ(json.documents.size(), 2u);
+  ParsedDocuments ends = parse_documents("a: 1\n...\nb: 2\n...\n");
+  ASSERT_TRUE(ends.ok) << ends.error;
+  EXPECT_EQ(ends.documents.size(), 2u);
 }
 
 TEST(RobustnessTest, ModerateNestingIsFine) {
@@ -243,15 +285,17 @@ TEST(RobustnessTest, AliasBomb) {
 TEST(RobustnessTest, AliasBombWithALowBudget) {
   LoadOptions options;
   options.max_nodes_per_document = 50;
-  std::string text = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x}\n"
-                     "spec:\n  hosts: &h [a, b, c, d, e, f, g, h, i, j]\n  addresses: *h\n"
-                     "  subjectAltNames: *h\n  exportTo: *h\n  x: *h\n";
+  std::string text =
+      "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x}\n"
+      "spec:\n  hosts: &h [a, b, c, d, e, f, g, h, i, j]\n  addresses: *h\n"
+      "  subjectAltNames: *h\n  exportTo: *h\n  x: *h\n";
   only_error(load(text, options));
 }
 
 TEST(RobustnessTest, FloodOfProblemsIsCapped) {
-  std::string text = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x}\nspec:\n"
-                     "  ports:\n";
+  std::string text =
+      "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x}\nspec:\n"
+      "  ports:\n";
   for (int i = 0; i < 1000; ++i) text += "  - {number: bad}\n";
   LoadResult r = load(text);
   EXPECT_EQ(r.diagnostics.items().size(), 101u);
@@ -262,8 +306,9 @@ TEST(RobustnessTest, FloodOfProblemsIsCapped) {
 TEST(RobustnessTest, ScalarsAndOddDocuments) {
   only_error(load("just a sentence\n"));
   only_error(load("42\n"));
-  only_error(load("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x}\n"
-                  "spec: {hosts: {a: b}}\n"));
+  only_error(
+      load("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x}\n"
+           "spec: {hosts: {a: b}}\n"));
   only_error(load("%YAML 1.2\n---\napiVersion: [\n"));
   only_error(load("\t- tab indented\n"));
   only_error(load("a: *undefined_alias\n"));

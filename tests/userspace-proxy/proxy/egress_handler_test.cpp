@@ -1,0 +1,392 @@
+// The sidecar handler's decisions without sockets: a fake Connection, an
+// injected SO_ORIGINAL_DST, a fake DNS resolver, and HttpRequestGuard driven
+// through a fake FilterOutput.
+#include "userspace-proxy/proxy/egress_handler.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/config/loader.h"
+#include "tests/userspace-proxy/sniff/tls_test_util.h"
+
+namespace sluice::proxy {
+namespace {
+
+using engine::Verdict;
+
+class FakeConnection final : public engine::Connection {
+ public:
+  uint64_t id() const override { return 1; }
+  uint32_t worker() const override { return 0; }
+  int downstream_fd() const override { return -1; }
+  uint64_t context() const override { return ctx_; }
+  void set_context(uint64_t v) override { ctx_ = v; }
+
+ private:
+  uint64_t ctx_ = 0;
+};
+
+class FakeDns final : public DnsResolver {
+ public:
+  bool lookup_cached(const std::string& name, DnsAnswer* out) const override {
+    auto it = answers_.find(name);
+    if (it == answers_.end()) return false;
+    *out = it->second;
+    return true;
+  }
+  void resolve(const std::string& name, Callback) override { asked.push_back(name); }
+  uint64_t queries_started() const override { return asked.size(); }
+  void answer(const std::string& name, const std::string& ip) {
+    answers_[name].addresses.push_back(*decision::IpAddress::parse(ip));
+  }
+  std::vector<std::string> asked;
+
+ private:
+  std::map<std::string, DnsAnswer> answers_;
+};
+
+class FakeOutput final : public engine::FilterOutput {
+ public:
+  explicit FakeOutput(std::string_view chunk) : chunk_(chunk) {}
+  int forward(size_t n) override {
+    upstream += std::string(chunk_.substr(pos_, n));
+    pos_ += n;
+    return 0;
+  }
+  void skip(size_t n) override { pos_ += n; }
+  int inject(engine::Direction dir, std::span<const uint8_t> b) override {
+    (dir == engine::Direction::kDownstreamToUpstream ? upstream : downstream)
+        .append(reinterpret_cast<const char*>(b.data()), b.size());
+    return 0;
+  }
+  std::string upstream, downstream;
+
+ private:
+  std::string_view chunk_;
+  size_t pos_ = 0;
+};
+
+constexpr const char* kAllowAny = R"(
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    outboundTrafficPolicy:
+      mode: ALLOW_ANY
+)";
+
+constexpr const char* kRegistryOnly = R"(
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    outboundTrafficPolicy:
+      mode: REGISTRY_ONLY
+)";
+
+constexpr const char* kCnn = R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  ports:
+  - {number: 80, name: http-port, protocol: HTTP}
+  - {number: 443, name: https, protocol: HTTPS}
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: db}
+spec:
+  hosts: [db.internal]
+  addresses: [192.0.2.50]
+  ports:
+  - {number: 5432, name: tcp-pg, protocol: TCP}
+  resolution: NONE
+)";
+
+std::span<const uint8_t> bytes(const std::string& s) { return {reinterpret_cast<const uint8_t*>(s.data()), s.size()}; }
+std::string text(std::span<const uint8_t> b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
+
+class EgressHandlerTest : public ::testing::Test {
+ protected:
+  void load(std::initializer_list<const char*> docs) {
+    config::LoadResult r;
+    int i = 0;
+    for (const char* d : docs) config::load_text(d, "test" + std::to_string(i++) + ".yaml", r);
+    ASSERT_FALSE(r.diagnostics.has_errors());
+    store_.publish(std::make_shared<const Snapshot>(std::move(r.config), ++generation_));
+  }
+  engine::ConnectionHandlerPtr handler(std::string original) {
+    EgressOptions o;
+    o.snapshots = &store_;
+    o.dns = &dns_;
+    o.access_log = log_.get();
+    o.counters = &counters_;
+    o.dns_wait = std::chrono::milliseconds(60000);
+    o.lookup_original_dst = [original](int, engine::SocketAddress* out) {
+      if (original.empty()) return -ENOENT;
+      return engine::SocketAddress::parse(original, out) ? 0 : -EINVAL;
+    };
+    return make_egress_handler(o);
+  }
+  void close(engine::ConnectionHandler& h, engine::Connection& c, engine::CloseReason r) {
+    engine::ConnectionStats st;
+    st.reason = r;
+    h.on_close(c, st);
+  }
+
+  SnapshotStore store_;
+  uint64_t generation_ = 0;
+  FakeDns dns_;
+  std::unique_ptr<AccessLogSink> log_ = AccessLogSink::memory();
+  ProxyCounters counters_;
+  engine::AcceptInfo info_{-1};
+};
+
+TEST_F(EgressHandlerTest, WithoutOriginalDestinationTheConnectionIsRefused) {
+  load({kAllowAny});
+  auto h = handler("");
+  FakeConnection c;
+  Verdict v = h->on_accept(c, info_);
+  EXPECT_EQ(v.kind(), Verdict::Kind::kClose);
+  EXPECT_TRUE(v.response().empty());
+  EXPECT_EQ(counters_.no_original_dst.load(), 1u);
+  close(*h, c, engine::CloseReason::kLocalClose);
+}
+
+TEST_F(EgressHandlerTest, AllowAnyPassesUnknownHttpToTheOriginalDestination) {
+  load({kAllowAny});
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);  // port 80 undeclared: detect
+  std::string req = "GET /politics HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  Verdict v = h->on_downstream_data(c, bytes(req));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+  ASSERT_EQ(v.upstreams().size(), 1u);
+  EXPECT_EQ(v.upstreams()[0].to_string(), "203.0.113.10:80");
+  EXPECT_NE(v.take_filter(), nullptr);  // later requests are checked
+  close(*h, c, engine::CloseReason::kCompleted);
+  EXPECT_NE(log_->lines().find("\"GET /politics HTTP/1.1\""), std::string::npos);
+  EXPECT_NE(log_->lines().find("PassthroughCluster"), std::string::npos);
+}
+
+TEST_F(EgressHandlerTest, RegistryOnlyAnswersUnknownHttpWith502OnAnHttpPort) {
+  load({kRegistryOnly, kCnn});
+  auto h = handler("203.0.113.20:80");
+  FakeConnection c;
+  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict v = h->on_downstream_data(c, bytes("GET / HTTP/1.1\r\nHost: unknown.example.org\r\n\r\n"));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kClose);
+  std::string reply = text(v.response());
+  EXPECT_EQ(reply.rfind("HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n", 0), 0u) << reply;
+  EXPECT_NE(reply.find("server: sluice\r\n"), std::string::npos);
+  close(*h, c, engine::CloseReason::kLocalClose);
+  EXPECT_NE(log_->lines().find("502 - direct_response"), std::string::npos) << log_->lines();
+  EXPECT_NE(log_->lines().find("block_all"), std::string::npos);
+}
+
+TEST_F(EgressHandlerTest, RegistryOnlyBlackholesUnknownSni) {
+  load({kRegistryOnly, kCnn});
+  auto h = handler("203.0.113.10:443");
+  FakeConnection c;
+  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+  using namespace sniff::testing;
+  std::string hello =
+      record(handshake_message(client_hello_body(extension(0, server_name_data({{0, "www.google.com"}})))));
+  Verdict v = h->on_downstream_data(c, bytes(hello));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kClose);
+  EXPECT_TRUE(v.response().empty());
+  close(*h, c, engine::CloseReason::kLocalClose);
+  EXPECT_NE(log_->lines().find(" UH "), std::string::npos) << log_->lines();
+  EXPECT_NE(log_->lines().find("BlackHoleCluster"), std::string::npos);
+  EXPECT_NE(log_->lines().find("www.google.com"), std::string::npos);
+}
+
+TEST_F(EgressHandlerTest, RegistryOnlyBlackholesHttpOnAPortWithoutHttpListener) {
+  load({kRegistryOnly});
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict v = h->on_downstream_data(c, bytes("GET /politics HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kClose);
+  EXPECT_TRUE(v.response().empty());  // nothing sent: curl sees an empty reply
+  close(*h, c, engine::CloseReason::kLocalClose);
+  // Istio's TCP proxy to BlackHoleCluster logs a TCP line.
+  EXPECT_NE(log_->lines().find("\"- - -\" 0 UH "), std::string::npos) << log_->lines();
+  EXPECT_NE(log_->lines().find("BlackHoleCluster"), std::string::npos);
+}
+
+TEST_F(EgressHandlerTest, KnownHostWaitsForDnsThenConnectsToTheResolvedAddress) {
+  load({kRegistryOnly, kCnn});
+  auto h = handler("203.0.113.99:443");  // the client's IP is never used for resolution DNS
+  FakeConnection c;
+  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+  using namespace sniff::testing;
+  std::string hello =
+      record(handshake_message(client_hello_body(extension(0, server_name_data({{0, "edition.cnn.com"}})))));
+  Verdict v = h->on_downstream_data(c, bytes(hello));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kNeedMore);
+  EXPECT_EQ(dns_.asked, std::vector<std::string>{"edition.cnn.com"});
+  dns_.answer("edition.cnn.com", "203.0.113.10");
+  v = h->on_detection_timeout(c, bytes(hello));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+  EXPECT_EQ(v.upstreams()[0].to_string(), "203.0.113.10:443");
+  EXPECT_EQ(v.take_filter(), nullptr);  // TLS: opaque relay
+  close(*h, c, engine::CloseReason::kCompleted);
+  EXPECT_NE(log_->lines().find("outbound|443||edition.cnn.com"), std::string::npos) << log_->lines();
+}
+
+TEST_F(EgressHandlerTest, DeclaredTcpPortConnectsAtAcceptWithoutWaitingForBytes) {
+  load({kRegistryOnly, kCnn});
+  auto h = handler("192.0.2.50:5432");
+  FakeConnection c;
+  Verdict v = h->on_accept(c, info_);
+  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);  // server-first protocols work
+  EXPECT_EQ(v.upstreams()[0].to_string(), "192.0.2.50:5432");
+  close(*h, c, engine::CloseReason::kCompleted);
+  FakeConnection c2;
+  auto h2 = handler("192.0.2.51:5432");
+  EXPECT_EQ(h2->on_accept(c2, info_).kind(), Verdict::Kind::kClose);  // not in addresses
+  close(*h2, c2, engine::CloseReason::kLocalClose);
+}
+
+TEST_F(EgressHandlerTest, OpaqueAfterDetectionTimeout) {
+  load({kRegistryOnly, kCnn});
+  auto h = handler("203.0.113.10:9000");
+  FakeConnection c;
+  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+  EXPECT_EQ(h->on_detection_timeout(c, {}).kind(), Verdict::Kind::kClose);  // unknown TCP: blackhole
+  close(*h, c, engine::CloseReason::kLocalClose);
+  load({kAllowAny});
+  auto h2 = handler("203.0.113.10:9000");
+  FakeConnection c2;
+  ASSERT_EQ(h2->on_accept(c2, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict v = h2->on_detection_timeout(c2, {});
+  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+  EXPECT_EQ(v.upstreams()[0].to_string(), "203.0.113.10:9000");
+  close(*h2, c2, engine::CloseReason::kCompleted);
+}
+
+TEST_F(EgressHandlerTest, EachKeepAliveRequestIsCheckedOnItsOwn) {
+  load({kRegistryOnly, kCnn});
+  dns_.answer("edition.cnn.com", "203.0.113.10");
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+  std::string first = "POST /a HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 5\r\n\r\nhel";
+  Verdict v = h->on_downstream_data(c, bytes(first));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+  engine::StreamFilterPtr f = v.take_filter();
+  ASSERT_NE(f, nullptr);
+
+  // The rest of the body, then a second request for the same host (split
+  // across chunks): forwarded.
+  std::string chunk = "loGET /b HTTP/1.1\r\nHost: edition.cnn.com\r\n";
+  FakeOutput out1(chunk);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(chunk), out1), engine::FilterStatus::kContinue);
+  EXPECT_EQ(out1.upstream, "lo");  // the incomplete head is held back
+  std::string chunk2 = "\r\n";
+  FakeOutput out2(chunk2);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(chunk2), out2), engine::FilterStatus::kContinue);
+  EXPECT_EQ(out2.upstream, "GET /b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n");
+
+  // Chunked body, then a request for an unknown host: a local 502, closed,
+  // nothing of it forwarded.
+  std::string chunk3 =
+      "POST /c HTTP/1.1\r\nHost: edition.cnn.com\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+      "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n";
+  FakeOutput out3(chunk3);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(chunk3), out3), engine::FilterStatus::kClose);
+  EXPECT_EQ(out3.upstream.find("evil.example"), std::string::npos);
+  EXPECT_NE(out3.upstream.find("0\r\n\r\n"), std::string::npos);
+  EXPECT_EQ(out3.downstream.rfind("HTTP/1.1 502 Bad Gateway", 0), 0u);
+  close(*h, c, engine::CloseReason::kFilterClose);
+  EXPECT_EQ(counters_.http_requests.load(), 4u);
+}
+
+TEST_F(EgressHandlerTest, ALaterRequestForAnotherUpstreamIsNotForwarded) {
+  load({kAllowAny, kCnn});
+  dns_.answer("edition.cnn.com", "203.0.113.10");
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict v = h->on_downstream_data(c, bytes("GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+  auto f = v.take_filter();
+  // Allowed under ALLOW_ANY, but it would be passthrough to the original
+  // IP, not the cnn cluster: it must not ride on this connection.
+  std::string later = "GET / HTTP/1.1\r\nHost: other.example\r\n\r\n";
+  FakeOutput out(later);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(later), out), engine::FilterStatus::kClose);
+  EXPECT_TRUE(out.upstream.empty());
+  EXPECT_TRUE(out.downstream.empty());
+  EXPECT_EQ(counters_.upstream_changed.load(), 1u);
+  close(*h, c, engine::CloseReason::kFilterClose);
+  EXPECT_NE(log_->lines().find("upstream_changed_connection_closed"), std::string::npos) << log_->lines();
+}
+
+TEST_F(EgressHandlerTest, PipelinedRequestsInTheFirstReadAreCheckedBeforeAnythingIsForwarded) {
+  load({kRegistryOnly, kCnn});
+  dns_.answer("edition.cnn.com", "203.0.113.10");
+  const std::string ok = "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  struct Case {
+    std::string later;
+    Verdict::Kind want;
+  } cases[] = {
+      {ok, Verdict::Kind::kConnect},                                            // same upstream
+      {"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n", Verdict::Kind::kClose},  // blocked
+      {"GET / HTTP/1.1\r\nHost: edition.c", Verdict::Kind::kClose},             // cannot be checked yet
+  };
+  for (const Case& c : cases) {
+    auto h = handler("203.0.113.10:80");
+    FakeConnection conn;
+    ASSERT_EQ(h->on_accept(conn, info_).kind(), Verdict::Kind::kNeedMore);
+    std::string first = ok + c.later;
+    Verdict v = h->on_downstream_data(conn, bytes(first));
+    EXPECT_EQ(v.kind(), c.want) << c.later;
+    EXPECT_TRUE(v.response().empty());
+    close(*h, conn, engine::CloseReason::kLocalClose);
+  }
+}
+
+TEST_F(EgressHandlerTest, UpgradeSwitchesToOpaque) {
+  load({kAllowAny});
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict v = h->on_downstream_data(
+      c, bytes("GET /ws HTTP/1.1\r\nHost: a.example\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+  auto f = v.take_filter();
+  std::string frames = "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n";  // websocket payload, not a request
+  FakeOutput out(frames);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(frames), out), engine::FilterStatus::kContinue);
+  EXPECT_EQ(out.upstream, frames);
+  close(*h, c, engine::CloseReason::kCompleted);
+}
+
+TEST_F(EgressHandlerTest, AConnectionKeepsTheSnapshotItStartedWith) {
+  load({kAllowAny});
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+  load({kRegistryOnly});  // switched while the connection is sniffing
+  EXPECT_EQ(h->on_downstream_data(c, bytes("GET / HTTP/1.1\r\nHost: x.example\r\n\r\n")).kind(),
+            Verdict::Kind::kConnect);
+  close(*h, c, engine::CloseReason::kCompleted);
+  FakeConnection c2;
+  ASSERT_EQ(h->on_accept(c2, info_).kind(), Verdict::Kind::kNeedMore);
+  EXPECT_EQ(h->on_downstream_data(c2, bytes("GET / HTTP/1.1\r\nHost: x.example\r\n\r\n")).kind(),
+            Verdict::Kind::kClose);
+  close(*h, c2, engine::CloseReason::kLocalClose);
+}
+
+}  // namespace
+}  // namespace sluice::proxy
