@@ -6,14 +6,14 @@
 #   new-conn     the same with `Connection: close` (one TCP connection per request)
 #   bulk         iperf3, one stream, client -> server
 #
-#   bench/engine.sh [BUILD_DIR]        (default: build-engine)
+#   bench/engine.sh [BUILD_DIR]        (default: build)
 # Env: DURATION seconds per run (5), CONNECTIONS (50), ROUNDS (1), WORKERS (1).
 # Starts its own nginx, iperf3, haproxy and relay_demo on free high ports and
 # stops exactly those on exit. Prints absolute numbers and ratios to direct.
 set -u -o pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${1:-$ROOT/build-engine}
+BUILD=${1:-$ROOT/build}
 RELAY=$BUILD/userspace-proxy/engine/relay_demo
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-50}
@@ -31,7 +31,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-[ -x "$RELAY" ] || die "build it first: meson setup build-engine && ninja -C build-engine userspace-proxy/engine/relay_demo"
+[ -x "$RELAY" ] || die "build it first: scripts/setup"
 for tool in wrk nginx iperf3 haproxy python3; do command -v "$tool" >/dev/null || die "$tool is not installed"; done
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -13,13 +13,13 @@
 # runs in its own network namespace (so conntrack is only active for the
 # iptables one), rounds are interleaved, and the median is reported.
 #
-#   sudo bench/interception.sh [BUILD_DIR]     (default: build-bpf)
+#   sudo bench/interception.sh [BUILD_DIR]     (default: build)
 # Env: ROUNDS (3), DURATION seconds per run (5), CONNECTIONS (16), THREADS (1).
 # Uses only namespaces and a cgroup it creates; removes them on exit.
 set -u -o pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${1:-$ROOT/build-bpf}
+BUILD=${1:-$ROOT/build}
 AGENT=$BUILD/agent/sluice-agent
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
@@ -52,7 +52,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 [ "$(id -u)" = 0 ] || die "needs root"
-[ -x "$AGENT" ] || die "build the agent first: meson setup build-bpf && ninja -C build-bpf"
+[ -x "$AGENT" ] || die "build the agent first: scripts/setup"
 [ -n "$CG2" ] || die "no cgroup v2 mount"
 for tool in wrk nginx iptables; do command -v "$tool" >/dev/null || die "$tool is not installed"; done
 grep -q " /sys/fs/bpf bpf " /proc/self/mounts || mount -t bpf bpf /sys/fs/bpf
