@@ -5,7 +5,7 @@
 
 #include <gtest/gtest.h>
 
-#include "core/config/loader.h"
+#include "tests/support/config_fixtures.h"
 
 namespace sluice::policy {
 namespace {
@@ -13,23 +13,10 @@ namespace {
 using config::OutboundTrafficPolicyMode;
 using decision::IpAddress;
 
-const char* kCnn = R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: ServiceEntry
-metadata: {name: cnn}
-spec:
-  hosts: [edition.cnn.com]
-  ports:
-  - {number: 80, name: http-port, protocol: HTTP}
-  - {number: 443, name: https, protocol: HTTPS}
-  resolution: DNS
-)";
-
 class OutboundPolicy : public ::testing::Test {
  protected:
   void SetUp() override {
-    config::load_text(kCnn, "cnn.yaml", loaded_);
-    ASSERT_FALSE(loaded_.diagnostics.has_errors());
+    sluice::test_support::load_documents({sluice::test_support::kCnnServiceEntry}, loaded_);
     registry_ = std::make_unique<Registry>(loaded_.config);
   }
   OutboundDecision decide(OutboundTrafficPolicyMode mode, Traffic t, const char* ip, uint16_t port,

@@ -4,31 +4,19 @@
 
 #include <gtest/gtest.h>
 
-#include "core/config/loader.h"
+#include "tests/support/config_fixtures.h"
 
 namespace sluice::policy {
 namespace {
 
 using decision::IpAddress;
 
-config::ConfigSet load(const std::string& yaml) {
-  config::LoadResult r;
-  config::load_text(yaml, "test.yaml", r);
-  EXPECT_FALSE(r.diagnostics.has_errors());
-  return r.config;
-}
 
+using sluice::test_support::kCnnServiceEntry;
+using sluice::test_support::load_config;
+
+// Besides the walkthrough's `cnn`.
 const char* kEntries = R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: ServiceEntry
-metadata: {name: cnn}
-spec:
-  hosts: [edition.cnn.com]
-  ports:
-  - {number: 80, name: http-port, protocol: HTTP}
-  - {number: 443, name: https, protocol: HTTPS}
-  resolution: DNS
----
 apiVersion: networking.istio.io/v1alpha3
 kind: ServiceEntry
 metadata: {name: wikipedia}
@@ -92,7 +80,7 @@ TEST(Registry, ClassifiesIstioProtocols) {
 }
 
 TEST(Registry, DeclaredProtocolPerPort) {
-  auto cfg = load(kEntries);
+  auto cfg = load_config({kCnnServiceEntry, kEntries});
   Registry reg(cfg);
   EXPECT_TRUE(reg.has_http_listener(80));
   EXPECT_FALSE(reg.has_http_listener(443));
@@ -102,7 +90,7 @@ TEST(Registry, DeclaredProtocolPerPort) {
 }
 
 TEST(Registry, HttpHostExactMatchIgnoresOtherPorts) {
-  auto cfg = load(kEntries);
+  auto cfg = load_config({kCnnServiceEntry, kEntries});
   Registry reg(cfg);
   auto ref = reg.find_http(80, "edition.cnn.com");
   ASSERT_TRUE(ref);
@@ -116,7 +104,7 @@ TEST(Registry, HttpHostExactMatchIgnoresOtherPorts) {
 }
 
 TEST(Registry, SniLongestWildcardWins) {
-  auto cfg = load(kEntries);
+  auto cfg = load_config({kCnnServiceEntry, kEntries});
   Registry reg(cfg);
   auto a = reg.find_tls(443, "www.wikipedia.org");
   ASSERT_TRUE(a);
@@ -133,7 +121,7 @@ TEST(Registry, SniLongestWildcardWins) {
 }
 
 TEST(Registry, TcpByAddressAndCatchAllPort) {
-  auto cfg = load(kEntries);
+  auto cfg = load_config({kCnnServiceEntry, kEntries});
   Registry reg(cfg);
   auto db = reg.find_tcp(*IpAddress::parse("198.51.100.42"), 5432);
   ASSERT_TRUE(db);
@@ -150,7 +138,7 @@ TEST(Registry, TcpByAddressAndCatchAllPort) {
 }
 
 TEST(Registry, KubernetesAliases) {
-  auto cfg = load(kEntries);
+  auto cfg = load_config({kCnnServiceEntry, kEntries});
   Registry reg(cfg);
   EXPECT_TRUE(reg.find_http(9080, "reviews.shop.svc.cluster.local"));
   EXPECT_TRUE(reg.find_http(9080, "reviews.shop.svc"));
@@ -159,7 +147,7 @@ TEST(Registry, KubernetesAliases) {
 }
 
 TEST(Registry, HttpHostMayBeAnEntryAddress) {
-  auto cfg = load(R"(
+  auto cfg = load_config({R"(
 apiVersion: networking.istio.io/v1alpha3
 kind: ServiceEntry
 metadata: {name: api}
@@ -171,7 +159,7 @@ spec:
   resolution: STATIC
   endpoints:
   - address: 203.0.113.10
-)");
+)"});
   Registry reg(cfg);
   auto ref = reg.find_http(8080, "203.0.113.10");
   ASSERT_TRUE(ref);

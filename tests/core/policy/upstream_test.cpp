@@ -3,7 +3,7 @@
 
 #include <gtest/gtest.h>
 
-#include "core/config/loader.h"
+#include "tests/support/config_fixtures.h"
 
 namespace sluice::policy {
 namespace {
@@ -14,8 +14,7 @@ struct Fixture {
   config::LoadResult loaded;
   std::unique_ptr<Registry> registry;
   explicit Fixture(const char* yaml) {
-    config::load_text(yaml, "t.yaml", loaded);
-    EXPECT_FALSE(loaded.diagnostics.has_errors());
+    sluice::test_support::load_documents({yaml}, loaded);
     registry = std::make_unique<Registry>(loaded.config);
   }
 };

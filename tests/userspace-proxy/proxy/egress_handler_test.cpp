@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/config_fixtures.h"
+
 #include <map>
 #include <string>
 #include <vector>
@@ -89,17 +91,9 @@ data:
       mode: REGISTRY_ONLY
 )";
 
-constexpr const char* kCnn = R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: ServiceEntry
-metadata: {name: cnn}
-spec:
-  hosts: [edition.cnn.com]
-  ports:
-  - {number: 80, name: http-port, protocol: HTTP}
-  - {number: 443, name: https, protocol: HTTPS}
-  resolution: DNS
----
+using sluice::test_support::kCnnServiceEntry;
+
+constexpr const char* kDb = R"(
 apiVersion: networking.istio.io/v1alpha3
 kind: ServiceEntry
 metadata: {name: db}
@@ -118,8 +112,7 @@ class EgressHandlerTest : public ::testing::Test {
  protected:
   void load(std::initializer_list<const char*> docs) {
     config::LoadResult r;
-    int i = 0;
-    for (const char* d : docs) config::load_text(d, "test" + std::to_string(i++) + ".yaml", r);
+    sluice::test_support::load_documents(docs, r);
     ASSERT_FALSE(r.diagnostics.has_errors());
     store_.publish(std::make_shared<const Snapshot>(std::move(r.config), ++generation_));
   }
@@ -178,7 +171,7 @@ TEST_F(EgressHandlerTest, AllowAnyPassesUnknownHttpToTheOriginalDestination) {
 }
 
 TEST_F(EgressHandlerTest, RegistryOnlyAnswersUnknownHttpWith502OnAnHttpPort) {
-  load({kRegistryOnly, kCnn});
+  load({kRegistryOnly, kCnnServiceEntry, kDb});
   auto h = handler("203.0.113.20:80");
   FakeConnection c;
   ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
@@ -193,7 +186,7 @@ TEST_F(EgressHandlerTest, RegistryOnlyAnswersUnknownHttpWith502OnAnHttpPort) {
 }
 
 TEST_F(EgressHandlerTest, RegistryOnlyBlackholesUnknownSni) {
-  load({kRegistryOnly, kCnn});
+  load({kRegistryOnly, kCnnServiceEntry, kDb});
   auto h = handler("203.0.113.10:443");
   FakeConnection c;
   ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
@@ -224,7 +217,7 @@ TEST_F(EgressHandlerTest, RegistryOnlyBlackholesHttpOnAPortWithoutHttpListener) 
 }
 
 TEST_F(EgressHandlerTest, KnownHostWaitsForDnsThenConnectsToTheResolvedAddress) {
-  load({kRegistryOnly, kCnn});
+  load({kRegistryOnly, kCnnServiceEntry, kDb});
   auto h = handler("203.0.113.99:443");  // the client's IP is never used for resolution DNS
   FakeConnection c;
   ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
@@ -244,7 +237,7 @@ TEST_F(EgressHandlerTest, KnownHostWaitsForDnsThenConnectsToTheResolvedAddress) 
 }
 
 TEST_F(EgressHandlerTest, DeclaredTcpPortConnectsAtAcceptWithoutWaitingForBytes) {
-  load({kRegistryOnly, kCnn});
+  load({kRegistryOnly, kCnnServiceEntry, kDb});
   auto h = handler("192.0.2.50:5432");
   FakeConnection c;
   Verdict v = h->on_accept(c, info_);
@@ -258,7 +251,7 @@ TEST_F(EgressHandlerTest, DeclaredTcpPortConnectsAtAcceptWithoutWaitingForBytes)
 }
 
 TEST_F(EgressHandlerTest, OpaqueAfterDetectionTimeout) {
-  load({kRegistryOnly, kCnn});
+  load({kRegistryOnly, kCnnServiceEntry, kDb});
   auto h = handler("203.0.113.10:9000");
   FakeConnection c;
   ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
@@ -275,7 +268,7 @@ TEST_F(EgressHandlerTest, OpaqueAfterDetectionTimeout) {
 }
 
 TEST_F(EgressHandlerTest, EachKeepAliveRequestIsCheckedOnItsOwn) {
-  load({kRegistryOnly, kCnn});
+  load({kRegistryOnly, kCnnServiceEntry, kDb});
   dns_.answer("edition.cnn.com", "203.0.113.10");
   auto h = handler("203.0.113.10:80");
   FakeConnection c;
@@ -312,7 +305,7 @@ TEST_F(EgressHandlerTest, EachKeepAliveRequestIsCheckedOnItsOwn) {
 }
 
 TEST_F(EgressHandlerTest, ALaterRequestForAnotherUpstreamIsNotForwarded) {
-  load({kAllowAny, kCnn});
+  load({kAllowAny, kCnnServiceEntry, kDb});
   dns_.answer("edition.cnn.com", "203.0.113.10");
   auto h = handler("203.0.113.10:80");
   FakeConnection c;
@@ -333,7 +326,7 @@ TEST_F(EgressHandlerTest, ALaterRequestForAnotherUpstreamIsNotForwarded) {
 }
 
 TEST_F(EgressHandlerTest, PipelinedRequestsInTheFirstReadAreCheckedBeforeAnythingIsForwarded) {
-  load({kRegistryOnly, kCnn});
+  load({kRegistryOnly, kCnnServiceEntry, kDb});
   dns_.answer("edition.cnn.com", "203.0.113.10");
   const std::string ok = "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   struct Case {
