@@ -4,8 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "core/config/loader.h"
 
@@ -32,6 +34,25 @@ inline void load_documents(std::initializer_list<const char*> docs, config::Load
   for (const auto& diagnostic : into.diagnostics.items()) {
     if (diagnostic.severity == config::Severity::kError) ADD_FAILURE() << diagnostic.format();
   }
+}
+
+// A path in the source tree (meson's test_env sets SLUICE_SOURCE_ROOT).
+inline std::string repo_path(const std::string& rel) {
+  const char* root = std::getenv("SLUICE_SOURCE_ROOT");
+  return std::string(root ? root : ".") + "/" + rel;
+}
+
+// Loads files/directories of the source tree (e.g. "configs/walkthrough");
+// any error, or nothing loaded, fails the current test.
+inline config::ConfigSet load_repo_paths(const std::vector<std::string>& rels) {
+  std::vector<std::string> paths;
+  for (const auto& r : rels) paths.push_back(repo_path(r));
+  config::LoadResult r = config::load_paths(paths);
+  for (const auto& d : r.diagnostics.items()) {
+    if (d.severity == config::Severity::kError) ADD_FAILURE() << d.format();
+  }
+  EXPECT_GT(r.config.resource_count(), 0u);
+  return std::move(r.config);
 }
 
 inline config::ConfigSet load_config(std::initializer_list<const char*> docs) {

@@ -10,6 +10,27 @@
 
 namespace sluice::engine {
 
+// A thread-safe, copyable handle to one connection: wake() asks the owning
+// worker to call ConnectionHandler::on_wake for it. Harmless if the
+// connection is gone, not deferred (yet or any more), or its slot now holds
+// another connection (ignored: wakes name connections by their unique id),
+// and after the worker or the whole Engine is gone (no-op). wake() takes a
+// mutex and, for the first wake queued since the worker last looked, writes
+// an eventfd; it never blocks on the worker. Made only by the engine
+// (Connection::waker()).
+class Waker {
+ public:
+  Waker() = default;
+  Waker(std::shared_ptr<void> mailbox, uint64_t connection_id)
+      : mailbox_(std::move(mailbox)), id_(connection_id) {}
+  void wake() const;  // engine/worker.cpp
+  explicit operator bool() const { return mailbox_ != nullptr; }
+
+ private:
+  std::shared_ptr<void> mailbox_;
+  uint64_t id_ = 0;
+};
+
 // The handler's view of one connection. Valid from on_accept until on_close
 // returns; only touched from the worker thread that owns it.
 class Connection {
@@ -23,6 +44,8 @@ class Connection {
   // frees in on_close).
   virtual uint64_t context() const = 0;
   virtual void set_context(uint64_t value) = 0;
+  // For Verdict::defer(): hand this to the thread that will finish the work.
+  virtual Waker waker() = 0;
 
  protected:
   ~Connection() = default;
@@ -73,6 +96,12 @@ class ConnectionHandler {
 
   // Downstream sent FIN before any decision was made. The default closes.
   virtual Verdict on_downstream_eof(Connection& /*conn*/, std::span<const uint8_t> /*pending*/) {
+    return Verdict::close();
+  }
+
+  // After Verdict::defer(): Waker::wake() was called. `pending` as in
+  // on_downstream_data. The default closes.
+  virtual Verdict on_wake(Connection& /*conn*/, std::span<const uint8_t> /*pending*/) {
     return Verdict::close();
   }
 

@@ -41,7 +41,8 @@ struct EngineConfig {
   // io_uring_enter. false = single-shot buffer-select recvs everywhere: one
   // SQE per buffer, but the watermark is then exact per direction.
   bool recv_multishot = true;
-  // Most bytes the handler may ask to see before deciding.
+  // Most bytes the handler may ask to see before deciding (the filter's
+  // output when need_more() installed one), and most held while deferred.
   uint32_t max_sniff_bytes = 16 * 1024;
 
   uint32_t max_connections_per_worker = 65536;

@@ -50,6 +50,26 @@ class StreamFilter {
   virtual FilterStatus on_end_stream(Direction /*dir*/, FilterOutput& /*out*/) {
     return FilterStatus::kContinue;
   }
+
+  // Held bytes: what is queued toward the upstream when the connect verdict
+  // is applied — the sniffed bytes the handler decided on or, for a filter
+  // installed by Verdict::need_more(timeout, filter), this filter's own
+  // downstream->upstream output so far (e.g. decrypted plaintext).
+  //
+  // A filter that returns false (the default) leaves them alone: the engine
+  // sends them as they are (zero-copy), ahead of later filtered bytes.
+  // A filter that returns true gets on_start(held, out) once, when the
+  // connect verdict is applied and before the connect is issued; its output
+  // (forward/skip over `held`, inject in either direction) replaces the held
+  // bytes, in order, ahead of anything read later. TLS origination encrypts
+  // them there (and starts its handshake even when `held` is empty). A
+  // downstream FIN read before the decision reaches on_end_stream after
+  // on_start. kClose/kReset from on_start closes before any connect
+  // (kFilterClose; kClose flushes what it wrote toward the downstream).
+  virtual bool takes_held_bytes() const { return false; }
+  virtual FilterStatus on_start(std::span<const uint8_t> /*held*/, FilterOutput& /*out*/) {
+    return FilterStatus::kContinue;
+  }
 };
 
 using StreamFilterPtr = std::unique_ptr<StreamFilter>;

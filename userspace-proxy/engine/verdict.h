@@ -17,6 +17,7 @@ class Verdict {
  public:
   enum class Kind : uint8_t {
     kNeedMore,  // keep reading downstream; ask again on more bytes or on detection timeout
+    kDefer,     // wait for Connection::waker().wake() (any thread), then on_wake; timeout -> on_detection_timeout
     kClose,     // close now (optionally after writing local_response)
     kConnect,   // connect to upstreams in order, then relay (already-read bytes go first)
   };
@@ -27,7 +28,52 @@ class Verdict {
     v.detection_timeout_ = detection_timeout;
     return v;
   }
-  // `response` is copied by the engine before the call returns to it.
+  // As above, and from now on every downstream chunk goes through `filter`
+  // (downstream -> upstream) before the handler sees it: forward()/inject()
+  // toward the upstream build the pending bytes the handler is shown (and
+  // max_sniff_bytes counts); inject() toward the downstream is sent at once
+  // (a TLS server's handshake records). The handler is asked after every
+  // chunk, even one that added no pending bytes (a handshake record).
+  // Bytes already read when the filter is installed (the ClientHello the
+  // handler took an SNI from) are its first input, as one chunk; if that
+  // yields pending bytes the handler is asked again at once.
+  // kClose/kReset from the filter closes the connection (reason
+  // kFilterClose): kClose first flushes what it wrote toward the downstream
+  // (a TLS alert), then FIN. A downstream FIN reaches filter->on_end_stream
+  // before the handler's on_downstream_eof.
+  // The filter stays for the rest of the connection; a later verdict
+  // carrying no filter keeps it (one carrying another filter is an error:
+  // the connection is closed, kInternalError).
+  static Verdict need_more(std::chrono::milliseconds detection_timeout, StreamFilterPtr filter) {
+    Verdict v = need_more(detection_timeout);
+    v.filter_ = std::move(filter);
+    return v;
+  }
+  // The handler waits for something off the worker thread (a DNS answer).
+  // Downstream bytes keep arriving into the pending buffer (through the
+  // filter, if need_more() installed one) but are not reported; more than
+  // max_sniff_bytes pending closes the connection (kSniffLimit). When some
+  // thread calls Connection::waker().wake(), the worker calls
+  // on_wake(conn, pending) for the next verdict; if `timeout` passes first
+  // (0 = none; the idle timeout still applies), on_detection_timeout.
+  // A downstream FIN read while deferred is remembered: the next verdict
+  // that asks for more bytes (need_more() from on_wake or
+  // on_detection_timeout) gets on_downstream_eof instead; defer() keeps it
+  // remembered; connect() forwards it upstream after the pending bytes.
+  // A wake issued before the handler call returning defer() has returned
+  // is not lost (the worker reads wakes only between callbacks). A wake
+  // meant for an earlier defer() of the same connection can end a later
+  // one: on_wake checks its own state and may defer() again.
+  static Verdict defer(std::chrono::milliseconds timeout) {
+    Verdict v(Kind::kDefer);
+    v.detection_timeout_ = timeout;
+    return v;
+  }
+  // `response` is copied by the engine before the call returns to it. With
+  // a filter installed by need_more(), the response is that filter's
+  // plaintext: it goes through on_data(kUpstreamToDownstream), then
+  // on_end_stream(kUpstreamToDownstream), so a TLS server filter encrypts it
+  // and adds close_notify.
   static Verdict close(std::span<const uint8_t> response = {}) {
     Verdict v(Kind::kClose);
     v.response_ = response;

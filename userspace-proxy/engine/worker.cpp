@@ -50,17 +50,20 @@ CloseReason reset_reason(int s) { return s == 0 ? CloseReason::kDownstreamReset 
 
 }  // namespace
 
-// FilterOutput over the chunk being filtered: forward() of a prefix keeps the
-// ring buffer (zero-copy); everything else is copied into local buffers.
+// FilterOutput over the chunk being filtered. For a chunk that is a ring
+// buffer (bid != kNoBuffer), a forward() of a prefix keeps the buffer itself
+// (zero-copy); everything else, and every byte of a chunk that is not a ring
+// buffer (held bytes gathered into scratch_, end of stream), is copied into
+// local buffers.
 class Worker::Output final : public FilterOutput {
  public:
-  Output(Worker* w, ConnectionImpl* c, int s, uint32_t bid, uint32_t len)
-      : w_(w), c_(c), s_(s), bid_(bid), len_(len) {}
+  Output(Worker* w, ConnectionImpl* c, int s, const uint8_t* data, uint32_t len, uint32_t bid)
+      : w_(w), c_(c), s_(s), data_(data), bid_(bid), len_(len) {}
 
   int forward(size_t n) override {
     if (n > len_ - consumed_) return -EINVAL;
     if (n == 0) return 0;
-    if (consumed_ == 0) {
+    if (consumed_ == 0 && bid_ != kNoBuffer) {
       // The ring buffer itself joins the queue; later copies from it stay valid
       // because it is not coalesced away (and not sent before we return).
       w_->enqueue(c_->side[1 - s_].out, bid_, 0, static_cast<uint32_t>(n), /*coalesce=*/false);
@@ -68,7 +71,7 @@ class Worker::Output final : public FilterOutput {
       consumed_ = static_cast<uint32_t>(n);
       return 0;
     }
-    int rc = w_->enqueue_copy(c_->side[1 - s_].out, {w_->buf_addr(bid_) + consumed_, n});
+    int rc = w_->enqueue_copy(c_->side[1 - s_].out, {data_ + consumed_, n});
     if (rc < 0) return rc;
     consumed_ += static_cast<uint32_t>(n);
     return 0;
@@ -84,14 +87,33 @@ class Worker::Output final : public FilterOutput {
   Worker* w_;
   ConnectionImpl* c_;
   int s_;
+  const uint8_t* data_;
   uint32_t bid_;
   uint32_t len_;
   uint32_t consumed_ = 0;
   bool buffer_kept_ = false;
 };
 
+Waker ConnectionImpl::waker() { return Waker(owner->mailbox(), stats.id); }
+
+void Waker::wake() const {
+  if (!mailbox_) return;
+  auto* mb = static_cast<WakeMailbox*>(mailbox_.get());
+  std::lock_guard<std::mutex> lock(mb->mu);
+  if (!mb->open) return;  // the worker has stopped: nothing left to wake
+  mb->ids.push_back(id_);
+  if (mb->ids.size() == 1) {
+    // First request since the worker's last drain: interrupt its ring wait.
+    // Later ones ride on this write (the worker swaps the whole vector out).
+    // Written under the lock so the worker cannot close the fd in between.
+    uint64_t one = 1;
+    ssize_t n = write(mb->fd, &one, sizeof(one));
+    (void)n;  // EAGAIN only if the counter saturates: a wake is pending anyway
+  }
+}
+
 Worker::Worker(const EngineConfig& config, uint32_t index, int listen_fd)
-    : config_(config), index_(index), listen_fd_(listen_fd) {
+    : config_(config), index_(index), listen_fd_(listen_fd), mailbox_(std::make_shared<WakeMailbox>()) {
   starved_head_.prev = starved_head_.next = &starved_head_;
 }
 
@@ -223,7 +245,7 @@ int Worker::setup_buffers(std::string* error) {
   seg_len_.assign(total, 0);
   local_free_.reserve(config_.local_buffer_count);
   for (uint32_t i = total; i > n; --i) local_free_.push_back(i - 1);
-  scratch_.resize(config_.max_sniff_bytes);
+  scratch_.resize(config_.max_sniff_bytes + config_.buffer_size);
   return 0;
 }
 
@@ -236,6 +258,10 @@ int Worker::setup(std::string* error) {
     if (wake_fd_ < 0) {
       rc = -errno;
       *error = "eventfd: " + std::string(strerror(errno));
+    } else {
+      std::lock_guard<std::mutex> lock(mailbox_->mu);
+      mailbox_->fd = wake_fd_;
+      mailbox_->open = true;
     }
   }
   if (rc == 0 && config_.handler_factory) handler_ = config_.handler_factory(index_);
@@ -264,6 +290,15 @@ int Worker::setup(std::string* error) {
 }
 
 void Worker::teardown() {
+  {
+    // From here on Waker::wake() is a no-op; it can no longer touch wake_fd_
+    // (closed in ~Worker) nor grow a vector nobody drains.
+    std::lock_guard<std::mutex> lock(mailbox_->mu);
+    mailbox_->open = false;
+    mailbox_->fd = -1;
+    mailbox_->ids.clear();
+  }
+  deferred_.clear();
   if (ring_ready_) {
     if (buf_ring_) io_uring_unregister_buf_ring(&ring_, 0);
     io_uring_queue_exit(&ring_);
@@ -415,8 +450,39 @@ void Worker::on_accept_cqe(const io_uring_cqe* cqe) {
 void Worker::on_wake_cqe(const io_uring_cqe* cqe) {
   (void)cqe;
   wake_armed_ = false;
-  // The stop request itself is read from drain_ns_ at the end of the iteration.
-  if (drain_ns_.load(std::memory_order_relaxed) < 0) arm_wake();
+  // Re-armed while draining too: deferred connections still get woken until
+  // the drain deadline. The stop request itself is read from drain_ns_ at the
+  // end of the iteration.
+  arm_wake();
+  drain_mailbox();
+}
+
+void Worker::drain_mailbox() {
+  {
+    std::lock_guard<std::mutex> lock(mailbox_->mu);
+    // Swap rather than copy: the producers get back the capacity of the
+    // previous batch, so steady-state wakes do not allocate.
+    wake_batch_.swap(mailbox_->ids);
+  }
+  for (uint64_t id : wake_batch_) wake_conn(id);
+  wake_batch_.clear();
+}
+
+void Worker::wake_conn(uint64_t id) {
+  auto it = deferred_.find(id);
+  if (it == deferred_.end()) {
+    // Closed, already woken, timed out, or never deferred: the map holds
+    // only connections that are deferred right now, keyed by their unique
+    // id, so a stale id cannot reach a reused slot.
+    counters_.wakes_ignored.add();
+    return;
+  }
+  ConnectionImpl* c = it->second;
+  counters_.wakes.add();
+  leave_deferred(c);
+  Verdict v = handler_->on_wake(*c, pending_downstream(c));
+  apply_verdict(c, std::move(v), CloseReason::kLocalClose);
+  settle(c);
 }
 
 void Worker::on_timer(ConnectionImpl* c) {
@@ -426,8 +492,9 @@ void Worker::on_timer(ConnectionImpl* c) {
     wheel_->schedule(&c->timer, deadline);
     return;
   }
-  if (c->phase == Phase::kSniffing && c->phase_deadline_ns <= now_ns_) {
+  if (undecided(c->phase) && c->phase_deadline_ns <= now_ns_) {
     counters_.detection_timeouts.add();
+    if (c->phase == Phase::kDeferred) leave_deferred(c);  // a late wake is then ignored
     Verdict v = handler_->on_detection_timeout(*c, pending_downstream(c));
     apply_verdict(c, std::move(v), CloseReason::kDetectionTimeout);
   } else if (c->phase == Phase::kLingering) {
@@ -443,7 +510,8 @@ void Worker::on_timer(ConnectionImpl* c) {
 int64_t Worker::conn_deadline(const ConnectionImpl* c) const {
   const int64_t idle = c->last_activity_ns + to_ns(config_.idle_timeout);
   switch (c->phase) {
-    case Phase::kSniffing: return std::min(idle, c->phase_deadline_ns);
+    case Phase::kSniffing:
+    case Phase::kDeferred: return std::min(idle, c->phase_deadline_ns);
     case Phase::kLingering: return c->last_activity_ns + to_ns(config_.linger_timeout);
     case Phase::kConnecting:
     case Phase::kRelaying: return idle;
@@ -581,6 +649,7 @@ ConnectionImpl* Worker::alloc_conn() {
     if (conns_allocated_ >= config_.max_connections_per_worker) return nullptr;
     auto slab = std::make_unique<ConnectionImpl[]>(slab_size_);
     for (uint32_t i = slab_size_; i > 0; --i) {
+      slab[i - 1].owner = this;
       slab[i - 1].next_free = free_list_;
       free_list_ = &slab[i - 1];
     }
@@ -611,6 +680,7 @@ void Worker::accept_conn(int fd) {
   c->phase = Phase::kSniffing;
   c->upstream_count = c->upstream_next = 0;
   c->last_connect_timed_out = 0;
+  c->eof_unreported = false;
   c->inflight_ops = 0;
   c->ctx = 0;
   c->last_activity_ns = now_ns_;
@@ -621,6 +691,7 @@ void Worker::accept_conn(int fd) {
     side.read_eof = side.write_shut = side.send_inflight = side.reset_on_close = false;
     side.multishot = multishot_recv_;
     side.paused = false;
+    side.end_filtered = false;
     side.out = SendQueue{};
     side.starved.prev = side.starved.next = nullptr;
   }
@@ -642,29 +713,125 @@ void Worker::accept_conn(int fd) {
   settle(c);
 }
 
+// Linearizes up to `limit` bytes of `q` into scratch_ (grown if needed: held
+// bytes can exceed max_sniff_bytes by one read, or by what a filter wrote).
+size_t Worker::gather(const SendQueue& q, size_t limit) {
+  const size_t total = std::min<size_t>(q.bytes, limit);
+  if (scratch_.size() < total) scratch_.resize(total);
+  size_t n = 0;
+  for (uint32_t b = q.head; b != kNoBuffer && n < total; b = seg_next_[b]) {
+    size_t take = std::min<size_t>(seg_len_[b], total - n);
+    std::memcpy(scratch_.data() + n, buf_addr(b) + seg_off_[b], take);
+    n += take;
+  }
+  return n;
+}
+
 std::span<const uint8_t> Worker::pending_downstream(ConnectionImpl* c) {
   const SendQueue& q = c->side[1].out;
   if (q.head == kNoBuffer) return {};
   if (q.head == q.tail) {
     return {buf_addr(q.head) + seg_off_[q.head], std::min<size_t>(seg_len_[q.head], config_.max_sniff_bytes)};
   }
-  size_t n = 0;
-  for (uint32_t b = q.head; b != kNoBuffer && n < scratch_.size(); b = seg_next_[b]) {
-    size_t take = std::min<size_t>(seg_len_[b], scratch_.size() - n);
-    std::memcpy(scratch_.data() + n, buf_addr(b) + seg_off_[b], take);
-    n += take;
-  }
-  return {scratch_.data(), n};
+  return {scratch_.data(), gather(q, config_.max_sniff_bytes)};
 }
 
+// A connection gets at most one filter: a connect verdict may confirm the
+// one need_more() installed (by carrying none) but not replace it, since the
+// first one already holds stream state (a TLS session) the second would lack.
+bool Worker::install_filter(ConnectionImpl* c, StreamFilterPtr f) {
+  if (c->filter) {
+    begin_close(c, CloseReason::kInternalError, EEXIST, true, true);
+    return false;
+  }
+  c->filter = std::move(f);
+  return true;
+}
+
+// Runs the bytes queued toward the upstream through the connection's filter
+// and replaces them with its output: as one on_data chunk (kData: a need_more
+// filter installed after they were read, e.g. the ClientHello a handler took
+// an SNI from) or as on_start's held bytes (kStart). Returns false when the
+// filter's status ended the undecided phase (closing or lingering).
+bool Worker::filter_held(ConnectionImpl* c, HeldUse use) {
+  const size_t n = gather(c->side[1].out, SIZE_MAX);
+  // scratch_ has its own copy, so the queue goes first (its ring buffers back
+  // to the kernel) and the filter's output is built in an empty queue.
+  release_queue(c->side[1].out);
+  std::span<const uint8_t> held(scratch_.data(), n);
+  Output out(this, c, 0, held.data(), static_cast<uint32_t>(n), kNoBuffer);
+  FilterStatus st = use == HeldUse::kStart ? c->filter->on_start(held, out)
+                                           : c->filter->on_data(Direction::kDownstreamToUpstream, held, out);
+  if (c->side[0].out.count > 0) kick_send(c, 0);
+  filter_status(c, st);
+  return undecided(c->phase);
+}
+
+// A filter installed while sniffing owns the bytes toward the client (a TLS
+// server filter encrypts them), so a local response is its plaintext: it goes
+// through on_data as upstream->downstream bytes, then on_end_stream in that
+// direction (close_notify before the FIN). Anything the filter writes toward
+// the upstream is dropped: there is none. Returns false if it reset.
+bool Worker::filter_local_response(ConnectionImpl* c, std::span<const uint8_t> response) {
+  FilterStatus st = FilterStatus::kContinue;
+  if (!response.empty()) {
+    Output out(this, c, 1, response.data(), static_cast<uint32_t>(response.size()), kNoBuffer);
+    st = c->filter->on_data(Direction::kUpstreamToDownstream, response, out);
+  }
+  if (st != FilterStatus::kReset && !c->side[1].end_filtered) {
+    c->side[1].end_filtered = true;
+    Output out(this, c, 1, nullptr, 0, kNoBuffer);
+    st = c->filter->on_end_stream(Direction::kUpstreamToDownstream, out);
+  }
+  release_queue(c->side[1].out);
+  if (st == FilterStatus::kReset) {
+    begin_close(c, CloseReason::kFilterClose, 0, true, true);
+    return false;
+  }
+  return true;  // kClose or kContinue: the connection closes after the flush either way
+}
+
+void Worker::enter_deferred(ConnectionImpl* c) {
+  c->phase = Phase::kDeferred;
+  deferred_.emplace(c->stats.id, c);
+  counters_.defers.add();
+}
+
+void Worker::leave_deferred(ConnectionImpl* c) {
+  deferred_.erase(c->stats.id);
+  c->phase = Phase::kSniffing;
+}
+
+// Verdicts come from handler calls made while the connection is undecided
+// (kSniffing; a deferred one is moved back to kSniffing before on_wake or
+// on_detection_timeout).
 void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reason) {
   switch (v.kind()) {
     case Verdict::Kind::kNeedMore: {
+      if (StreamFilterPtr f = v.take_filter()) {
+        if (!install_filter(c, std::move(f))) return;
+        if (c->side[1].out.count > 0) {
+          if (!filter_held(c, HeldUse::kData)) return;
+          // The filter made plaintext out of what was already read: show it
+          // now, as nothing more may come before the client hears back.
+          if (c->side[1].out.count > 0 && !c->side[0].read_eof) {
+            Verdict again = handler_->on_downstream_data(*c, pending_downstream(c));
+            apply_verdict(c, std::move(again), close_reason);
+            return;
+          }
+        }
+      }
       if (c->side[1].out.bytes >= config_.max_sniff_bytes) {
         begin_close(c, CloseReason::kSniffLimit, 0, false, false);
         return;
       }
       if (c->side[0].read_eof) {
+        if (c->eof_unreported) {
+          // The FIN came while deferred; this is the handler's first chance.
+          c->eof_unreported = false;
+          report_sniff_eof(c);
+          return;
+        }
         // Nothing more will come; the handler had its chance in on_downstream_eof.
         begin_close(c, close_reason, 0, false, false);
         return;
@@ -673,14 +840,27 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
       reschedule_timer(c);
       return;
     }
+    case Verdict::Kind::kDefer: {
+      // on_wake is shown everything pending; more than the engine shows a
+      // handler cannot be held while nobody is deciding.
+      if (c->side[1].out.bytes > config_.max_sniff_bytes) {
+        begin_close(c, CloseReason::kSniffLimit, 0, false, false);
+        return;
+      }
+      c->phase_deadline_ns = v.detection_timeout().count() > 0 ? now_ns_ + to_ns(v.detection_timeout()) : INT64_MAX;
+      enter_deferred(c);
+      reschedule_timer(c);
+      return;
+    }
     case Verdict::Kind::kClose: {
       release_queue(c->side[1].out);
-      if (!v.response().empty()) {
-        counters_.local_responses.add();
-        if (enqueue_copy(c->side[0].out, v.response()) < 0) {
-          begin_close(c, CloseReason::kResourceExhausted, ENOBUFS, true, false);
-          return;
-        }
+      c->eof_unreported = false;
+      if (!v.response().empty()) counters_.local_responses.add();
+      if (c->filter) {
+        if (!filter_local_response(c, v.response())) return;
+      } else if (!v.response().empty() && enqueue_copy(c->side[0].out, v.response()) < 0) {
+        begin_close(c, CloseReason::kResourceExhausted, ENOBUFS, true, false);
+        return;
       }
       c->stats.reason = close_reason;
       enter_lingering(c);
@@ -692,12 +872,23 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
         begin_close(c, CloseReason::kUpstreamConnectFailed, EDESTADDRREQ, false, false);
         return;
       }
+      if (StreamFilterPtr f = v.take_filter()) {
+        if (!install_filter(c, std::move(f))) return;
+      }
       std::copy(ups.begin(), ups.end(), c->upstreams.begin());
       c->upstream_count = static_cast<uint8_t>(ups.size());
       c->upstream_next = 0;
-      c->filter = v.take_filter();
+      // One virtual call per connection that has a filter; none without.
+      if (c->filter && c->filter->takes_held_bytes() && !filter_held(c, HeldUse::kStart)) return;
+      c->eof_unreported = false;  // forwarded upstream instead, after the held bytes
       c->phase = Phase::kConnecting;
       reschedule_timer(c);
+      // A FIN read before the decision reaches the filter after the held
+      // bytes, as it would have had it arrived later.
+      if (c->side[0].read_eof) {
+        filter_end_stream(c, 0);
+        if (c->phase == Phase::kClosing) return;
+      }
       start_connect(c);
       return;
     }
@@ -705,6 +896,7 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
 }
 
 void Worker::enter_lingering(ConnectionImpl* c) {
+  if (c->phase == Phase::kDeferred) leave_deferred(c);
   c->phase = Phase::kLingering;
   c->last_activity_ns = now_ns_;
   reschedule_timer(c);
@@ -785,6 +977,9 @@ void Worker::on_connect_cqe(ConnectionImpl* c, int res) {
   handler_->on_upstream_connected(*c, c->stats.upstream);
   if (c->side[1].out.count > 0) kick_send(c, 1);
   else maybe_shutdown_write(c, 1);
+  // A filter that closed while connecting (both sides stopped reading) left
+  // the downstream's FIN waiting for the relaying phase.
+  maybe_shutdown_write(c, 0);
   maybe_arm_recv(c, 1);
   maybe_arm_recv(c, 0);
 }
@@ -807,6 +1002,7 @@ void Worker::maybe_arm_recv(ConnectionImpl* c, int s) {
   if (side.recv != RecvState::kIdle || side.read_eof || side.fd < 0) return;
   switch (c->phase) {
     case Phase::kSniffing:
+    case Phase::kDeferred:
     case Phase::kLingering: break;  // sniffing is bounded by max_sniff_bytes; lingering discards
     case Phase::kConnecting:
       if (s == 1) return;
@@ -902,16 +1098,23 @@ void Worker::on_bytes(ConnectionImpl* c, int s, uint32_t bid, uint32_t len) {
   } else {
     c->stats.bytes_from_upstream += len;
   }
-  // Bytes that arrive while the upstream connect is in flight go through the
-  // filter too: an L7 filter (per-request policy) must see every byte after
-  // the sniffed ones, not only those read once relaying has started.
-  if (c->filter && (c->phase == Phase::kRelaying || c->phase == Phase::kConnecting)) {
+  // A filter sees every byte read once it is installed: during sniffing
+  // (Verdict::need_more with a filter: its output is what the handler sees),
+  // while the upstream connect is in flight (an L7 policy filter must not
+  // miss a pipelined request) and while relaying. Lingering and closing
+  // connections never get here (their bytes are discarded).
+  if (c->filter) {
     run_filter(c, s, bid, len);
-    if (c->phase == Phase::kClosing) return;
+    if (c->phase == Phase::kClosing || c->phase == Phase::kLingering) return;
   } else {
     enqueue(c->side[1 - s].out, bid, 0, len);
   }
-  if (c->phase == Phase::kSniffing) {
+  if (undecided(c->phase)) [[unlikely]] {
+    if (c->phase == Phase::kDeferred) {
+      // Not reported until the wake; the handler sees it all in on_wake.
+      if (c->side[1].out.bytes > config_.max_sniff_bytes) begin_close(c, CloseReason::kSniffLimit, 0, false, false);
+      return;
+    }
     Verdict v = handler_->on_downstream_data(*c, pending_downstream(c));
     apply_verdict(c, std::move(v), CloseReason::kLocalClose);
     return;
@@ -927,7 +1130,7 @@ void Worker::on_bytes(ConnectionImpl* c, int s, uint32_t bid, uint32_t len) {
 }
 
 void Worker::run_filter(ConnectionImpl* c, int s, uint32_t bid, uint32_t len) {
-  Output out(this, c, s, bid, len);
+  Output out(this, c, s, buf_addr(bid), len, bid);
   Direction dir = s == 0 ? Direction::kDownstreamToUpstream : Direction::kUpstreamToDownstream;
   FilterStatus st = c->filter->on_data(dir, {buf_addr(bid), len}, out);
   if (!out.buffer_kept()) release_buffer(bid);
@@ -941,6 +1144,15 @@ void Worker::filter_status(ConnectionImpl* c, FilterStatus st) {
     begin_close(c, CloseReason::kFilterClose, 0, true, true);
     return;
   }
+  if (undecided(c->phase)) {
+    // No upstream yet: drop what was meant for it, flush what the filter
+    // wrote to the client (a TLS alert), then FIN and drain like a local
+    // response so the client reads it rather than an RST.
+    c->stats.reason = CloseReason::kFilterClose;
+    release_queue(c->side[1].out);
+    enter_lingering(c);
+    return;
+  }
   // kClose: flush both queues, then FIN both ways through the half-close path.
   if (c->stats.reason == CloseReason::kNone) c->stats.reason = CloseReason::kFilterClose;
   for (int s = 0; s < 2; ++s) stop_reading(c, s);
@@ -952,35 +1164,56 @@ void Worker::stop_reading(ConnectionImpl* c, int s) {
   cancel_recv(c, s);
 }
 
+// Tells the filter, once, that side `s` sent FIN. Returns false when the
+// filter's answer ended the connection's relaying (closing or lingering).
+bool Worker::filter_end_stream(ConnectionImpl* c, int s) {
+  Side& side = c->side[s];
+  if (!c->filter || side.end_filtered) return true;
+  side.end_filtered = true;
+  Output out(this, c, s, nullptr, 0, kNoBuffer);
+  Direction dir = s == 0 ? Direction::kDownstreamToUpstream : Direction::kUpstreamToDownstream;
+  FilterStatus st = c->filter->on_end_stream(dir, out);
+  if (c->side[s].out.count > 0) kick_send(c, s);
+  if (c->side[1 - s].out.count > 0) kick_send(c, 1 - s);
+  filter_status(c, st);
+  return c->phase != Phase::kClosing && c->phase != Phase::kLingering;
+}
+
 void Worker::on_eof(ConnectionImpl* c, int s) {
   c->side[s].read_eof = true;
   c->last_activity_ns = now_ns_;
   switch (c->phase) {
-    case Phase::kSniffing: {
-      Verdict v = handler_->on_downstream_eof(*c, pending_downstream(c));
-      apply_verdict(c, std::move(v), CloseReason::kLocalClose);
+    case Phase::kSniffing:
+      report_sniff_eof(c);
       return;
-    }
+    case Phase::kDeferred:
+      // The filter hears of it now, like of the bytes before it; the handler
+      // after the wake, when it next waits for bytes (see apply_verdict). A
+      // connect verdict forwards it upstream instead.
+      if (!filter_end_stream(c, 0)) return;
+      c->eof_unreported = true;
+      return;
     case Phase::kLingering:
       begin_close(c, CloseReason::kLocalClose, 0, false, false);
       return;
     case Phase::kConnecting:
-      return;  // the FIN is forwarded once connected and the queue is flushed
     case Phase::kRelaying:
-      if (c->filter) {
-        Output out(this, c, s, kNoBuffer, 0);
-        Direction dir = s == 0 ? Direction::kDownstreamToUpstream : Direction::kUpstreamToDownstream;
-        FilterStatus st = c->filter->on_end_stream(dir, out);
-        if (c->side[s].out.count > 0) kick_send(c, s);
-        if (c->side[1 - s].out.count > 0) kick_send(c, 1 - s);
-        filter_status(c, st);
-        if (c->phase == Phase::kClosing) return;
-      }
+      if (!filter_end_stream(c, s)) return;
+      // While connecting this waits: the FIN is forwarded once connected and
+      // the queue is flushed.
       maybe_shutdown_write(c, 1 - s);
       return;
     default:
       return;
   }
+}
+
+// The downstream FIN, reported to an undecided connection: the filter (if
+// any) first, so a TLS filter can answer close_notify, then the handler.
+void Worker::report_sniff_eof(ConnectionImpl* c) {
+  if (!filter_end_stream(c, 0)) return;
+  Verdict v = handler_->on_downstream_eof(*c, pending_downstream(c));
+  apply_verdict(c, std::move(v), CloseReason::kLocalClose);
 }
 
 // Send FIN to side `s` once everything queued for it is written and its
@@ -996,6 +1229,9 @@ void Worker::maybe_shutdown_write(ConnectionImpl* c, int s) {
   if (c->phase == Phase::kRelaying && c->side[0].write_shut && c->side[1].write_shut && c->side[0].read_eof &&
       c->side[1].read_eof) {
     begin_close(c, CloseReason::kCompleted, 0, false, false);
+  } else if (c->phase == Phase::kLingering && c->side[0].read_eof) {
+    // The client's FIN was already read: nothing left to drain.
+    begin_close(c, CloseReason::kLocalClose, 0, false, false);
   }
 }
 
@@ -1071,6 +1307,7 @@ void Worker::on_send_cqe(ConnectionImpl* c, int s, int res) {
 
 void Worker::begin_close(ConnectionImpl* c, CloseReason reason, int error, bool rst_down, bool rst_up) {
   if (c->phase == Phase::kClosing || c->phase == Phase::kFree) return;
+  if (c->phase == Phase::kDeferred) leave_deferred(c);
   c->phase = Phase::kClosing;
   // The first reason wins: a local close or filter close that ends in a clean
   // FIN exchange stays a local close.

@@ -10,8 +10,10 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "userspace-proxy/engine/connection_handler.h"
@@ -56,13 +58,37 @@ struct Side {
   // drained, so one slow peer cannot take the whole ring.
   bool multishot = true;
   bool paused = false;         // recv held back by the peer's full queue
+  bool end_filtered = false;   // the filter was told this side's FIN (on_end_stream)
   SendQueue out;               // bytes to write to this side
   TimerNode starved;           // link on the worker's starved list (prev/next only)
   iovec iov[kMaxSendIov];
   msghdr msg;
 };
 
-enum class Phase : uint8_t { kFree, kSniffing, kConnecting, kRelaying, kLingering, kClosing };
+// kSniffing and kDeferred are adjacent so "no decision yet" is one range
+// check on the per-chunk path.
+enum class Phase : uint8_t { kFree, kSniffing, kDeferred, kConnecting, kRelaying, kLingering, kClosing };
+
+inline bool undecided(Phase p) { return p == Phase::kSniffing || p == Phase::kDeferred; }
+
+// Cross-thread wake requests for one worker (Waker::wake). Shared with every
+// Waker through a shared_ptr, so a Waker that outlives its worker (or the
+// whole Engine) still points at valid memory; `open` turns false, under the
+// lock, before the worker closes `fd`, so wake() never writes to a closed (or
+// reused) descriptor.
+//
+// A mutex-protected vector rather than a lock-free MPSC queue: wakes are rare
+// (one per deferred decision, e.g. a DNS answer), the critical section is one
+// push_back into capacity the worker hands back after each drain, and an
+// intrusive lock-free queue would need a node that outlives the connection
+// (a Waker may be used after the connection is gone). Only the first wake
+// into an empty mailbox writes the eventfd, so a burst costs one syscall.
+struct WakeMailbox {
+  std::mutex mu;
+  std::vector<uint64_t> ids;  // connection ids to wake, in arrival order
+  int fd = -1;                // the worker's eventfd
+  bool open = false;
+};
 
 class alignas(16) ConnectionImpl final : public Connection {
  public:
@@ -71,11 +97,15 @@ class alignas(16) ConnectionImpl final : public Connection {
   int downstream_fd() const override { return side[0].fd; }
   uint64_t context() const override { return ctx; }
   void set_context(uint64_t v) override { ctx = v; }
+  Waker waker() override;
 
   Phase phase = Phase::kFree;
   uint8_t upstream_count = 0;
   uint8_t upstream_next = 0;
   uint8_t last_connect_timed_out = 0;
+  // The downstream FIN arrived while deferred and the handler has not been
+  // told yet (on_downstream_eof once it asks for more bytes again).
+  bool eof_unreported = false;
   int inflight_ops = 0;  // SQEs whose final CQE has not arrived
   uint64_t ctx = 0;
   int64_t last_activity_ns = 0;
@@ -86,6 +116,7 @@ class alignas(16) ConnectionImpl final : public Connection {
   std::array<SocketAddress, Verdict::kMaxUpstreams> upstreams;
   ConnectionStats stats;
   ConnectionImpl* next_free = nullptr;
+  Worker* owner = nullptr;
 };
 
 class Worker {
@@ -100,6 +131,7 @@ class Worker {
 
   const WorkerCounters& counters() const { return counters_; }
   const char* ring_mode_name() const { return ring_mode_name_; }
+  const std::shared_ptr<WakeMailbox>& mailbox() const { return mailbox_; }
 
  private:
   class Output;
@@ -117,6 +149,8 @@ class Worker {
   void process_cqe(const io_uring_cqe* cqe);
   void on_accept_cqe(const io_uring_cqe* cqe);
   void on_wake_cqe(const io_uring_cqe* cqe);
+  void drain_mailbox();
+  void wake_conn(uint64_t id);
   void begin_drain();
   void on_timer(ConnectionImpl* c);
   void rearm_starved();
@@ -125,6 +159,13 @@ class Worker {
   ConnectionImpl* alloc_conn();
   void accept_conn(int fd);
   void apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reason);
+  bool install_filter(ConnectionImpl* c, StreamFilterPtr f);
+  void enter_deferred(ConnectionImpl* c);
+  void leave_deferred(ConnectionImpl* c);
+  void report_sniff_eof(ConnectionImpl* c);
+  enum class HeldUse : uint8_t { kData, kStart };
+  bool filter_held(ConnectionImpl* c, HeldUse use);
+  bool filter_local_response(ConnectionImpl* c, std::span<const uint8_t> response);
   void start_connect(ConnectionImpl* c);
   void on_connect_cqe(ConnectionImpl* c, int res);
   void on_recv_cqe(ConnectionImpl* c, int s, int res, uint32_t flags);
@@ -133,6 +174,7 @@ class Worker {
   void on_eof(ConnectionImpl* c, int s);
   void run_filter(ConnectionImpl* c, int s, uint32_t bid, uint32_t len);
   void filter_status(ConnectionImpl* c, FilterStatus st);
+  bool filter_end_stream(ConnectionImpl* c, int s);
   void stop_reading(ConnectionImpl* c, int s);
   void arm_recv(ConnectionImpl* c, int s);
   void maybe_arm_recv(ConnectionImpl* c, int s);
@@ -146,6 +188,7 @@ class Worker {
   void reschedule_timer(ConnectionImpl* c);
   int64_t conn_deadline(const ConnectionImpl* c) const;
   std::span<const uint8_t> pending_downstream(ConnectionImpl* c);
+  size_t gather(const SendQueue& q, size_t limit);  // linearize into scratch_
 
   // Buffers.
   uint8_t* buf_addr(uint32_t bid) const { return buffers_ + static_cast<size_t>(bid) * config_.buffer_size; }
@@ -162,6 +205,11 @@ class Worker {
   int wake_fd_ = -1;
   uint64_t wake_buf_ = 0;
   std::atomic<int64_t> drain_ns_{-1};
+  std::shared_ptr<WakeMailbox> mailbox_;
+  std::vector<uint64_t> wake_batch_;  // swapped with mailbox_->ids on each drain
+  // Deferred connections by id: a wake names a connection only by id, and a
+  // slot may be reused by then. Only deferring connections pay for an entry.
+  std::unordered_map<uint64_t, ConnectionImpl*> deferred_;
   std::thread thread_;
   ConnectionHandlerPtr handler_;
 
@@ -183,7 +231,7 @@ class Worker {
   std::vector<uint32_t> seg_len_;
   std::vector<uint32_t> local_free_;  // stack of free local buffer ids
   uint32_t ring_buffers_held_ = 0;
-  std::vector<uint8_t> scratch_;      // linearized sniff bytes
+  std::vector<uint8_t> scratch_;      // linearized sniff/held bytes
   __kernel_timespec connect_ts_{};
 
   std::vector<std::unique_ptr<ConnectionImpl[]>> slabs_;
@@ -202,7 +250,6 @@ class Worker {
   bool wake_armed_ = false;
   bool draining_ = false;
   int64_t drain_deadline_ns_ = 0;
-  bool exiting_ = false;
   WorkerCounters counters_;
 };
 

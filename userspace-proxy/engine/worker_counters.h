@@ -44,6 +44,9 @@ class Counter {
   X(resets_sent)          /* sockets closed with SO_LINGER{1,0} */                      \
   X(idle_timeouts)                                                                      \
   X(detection_timeouts)                                                                 \
+  X(defers)               /* Verdict::defer() applied */                                \
+  X(wakes)                /* wakes delivered to on_wake */                              \
+  X(wakes_ignored)        /* wakes for connections no longer deferred (or gone) */      \
   X(local_responses)                                                                    \
   X(drain_aborted)        /* connections cut at the drain deadline */                  \
   X(loop_iterations)                                                                    \

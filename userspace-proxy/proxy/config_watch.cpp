@@ -14,8 +14,8 @@ std::string describe(const Snapshot& s) {
 }
 
 ConfigWatch::ConfigWatch(std::vector<std::string> paths, SnapshotStore& store, Log info, Log error,
-                         std::chrono::milliseconds interval)
-    : paths_(std::move(paths)), store_(store), info_(std::move(info)), error_(std::move(error)),
+                         std::chrono::milliseconds interval, ProxyIdentity identity)
+    : paths_(std::move(paths)), identity_(std::move(identity)), store_(store), info_(std::move(info)), error_(std::move(error)),
       interval_(interval) {
   seen_ = settling_ = config::file_fingerprint(paths_);
 }
@@ -56,7 +56,7 @@ bool ConfigWatch::poll(bool force) {
   seen_ = settling_ = now;
   SnapshotPtr current = store_.current();
   uint64_t next_generation = (current ? current->generation : 0) + 1;
-  SnapshotLoad load = load_snapshot(paths_, next_generation);
+  SnapshotLoad load = load_snapshot(paths_, next_generation, identity_);
   if (!load.snapshot) {
     std::string errors;
     for (const auto& d : load.diagnostics.items()) errors += d.format() + "\n";

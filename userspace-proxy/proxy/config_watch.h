@@ -25,7 +25,7 @@ class ConfigWatch {
 
   // `store` must already hold generation `first_generation` (loaded at start).
   ConfigWatch(std::vector<std::string> paths, SnapshotStore& store, Log info, Log error,
-              std::chrono::milliseconds interval = std::chrono::milliseconds(250));
+              std::chrono::milliseconds interval = std::chrono::milliseconds(250), ProxyIdentity identity = {});
   ~ConfigWatch();
   ConfigWatch(const ConfigWatch&) = delete;
   ConfigWatch& operator=(const ConfigWatch&) = delete;
@@ -40,6 +40,7 @@ class ConfigWatch {
 
  private:
   std::vector<std::string> paths_;
+  ProxyIdentity identity_;
   SnapshotStore& store_;
   Log info_, error_;
   std::chrono::milliseconds interval_;

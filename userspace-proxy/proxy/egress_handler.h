@@ -10,16 +10,26 @@
 //   kLocalReply502-> "HTTP/1.1 502 Bad Gateway", then close
 //   kBlackhole    -> close with nothing forwarded (flag UH)
 //
+// Known destinations then go through the VirtualServices bound to `mesh`
+// and the DestinationRule of the route's destination (policy::plan_sidecar):
+// endpoints by ServiceEntry resolution or DNS, load balancing shared by all
+// workers (Clusters), TLS origination (SIMPLE, MUTUAL, ISTIO_MUTUAL with the
+// mesh identity from --certs) through a tls::TlsFilter.
+//
 // HTTP connections keep an HttpRequestGuard (a StreamFilter) that checks
 // every later request of a keep-alive connection on its own: a blocked one
-// gets a local 502 and the connection closes after it; one that would go to a
-// different upstream than the connection's is not forwarded and the
-// connection is closed (the client reconnects and is decided afresh) — Istio
-// would route it, which needs per-request upstreams (not built yet).
+// gets a local reply and the connection closes after it; one that would go to
+// a different upstream than the connection's is not forwarded and the
+// connection is closed (the client reconnects and is decided afresh).
 //
 // DNS: a cache miss starts an asynchronous resolve and the connection waits
-// with short need_more() timeouts, re-checking the cache (the engine has no
-// deferred verdict yet), up to dns_wait.
+// in the engine's deferred state (Verdict::defer) until the resolver's
+// callback wakes it (Connection::waker), at most dns_wait.
+//
+// make_gateway_handler() is the egress gateway role (gateway_handler.cpp):
+// the Gateway server on the listener's port takes the connection
+// (terminating TLS when its mode says so) and the VirtualServices bound to
+// that Gateway route it.
 #pragma once
 
 #include <chrono>
@@ -43,23 +53,39 @@ namespace sluice::proxy {
 // the accepted socket. Returns 0 or -errno.
 int original_destination(int fd, engine::SocketAddress* out);
 
+class TlsContexts;
+class Clusters;
+}  // namespace sluice::proxy
+namespace sluice::admin {
+class IstioMetrics;
+class MetricsShard;
+}  // namespace sluice::admin
+namespace sluice::proxy {
+
 struct EgressOptions {
   SnapshotStore* snapshots = nullptr;
   DnsResolver* dns = nullptr;        // null: DNS endpoints fail (UH)
   AccessLogSink* access_log = nullptr;  // null: no access log
   ProxyCounters* counters = nullptr;
+  TlsContexts* tls = nullptr;         // null: TLS origination/termination fails the connection
+  Clusters* clusters = nullptr;       // null: endpoints in plan order, no load balancing
+  // Istio's metrics (null: off); the shard must belong to the handler's
+  // worker (one EgressOptions copy per worker).
+  admin::IstioMetrics* istio_metrics = nullptr;
+  admin::MetricsShard* metrics_shard = nullptr;
+  // Warnings about single connections (a failed TLS handshake, an SNI no
+  // server accepts); null: not logged.
+  std::function<void(const std::string&)> log_warning;
   std::chrono::milliseconds detection_timeout{5000};
   std::chrono::milliseconds dns_wait{3000};
+  // Cache re-check interval, only for connections without a waker (tests).
   std::chrono::milliseconds dns_recheck{5};
   // Injected in unit tests; default original_destination().
   std::function<int(int fd, engine::SocketAddress* out)> lookup_original_dst;
 };
 
-// Envoy's local reply, as Istio's sidecar sends it under REGISTRY_ONLY
-// (server: sluice instead of envoy).
-std::string local_reply(int status, int64_t realtime_ns);
-
 engine::ConnectionHandlerPtr make_egress_handler(const EgressOptions& options);
+engine::ConnectionHandlerPtr make_gateway_handler(const EgressOptions& options);
 
 // Converts between the decision core's and the engine's address types.
 engine::SocketAddress to_socket_address(const decision::IpAddress& ip, uint16_t port);

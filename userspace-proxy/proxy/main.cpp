@@ -1,6 +1,7 @@
 // sluice-proxy: the io_uring egress proxy. Accepts the connections the BPF
 // programs redirect to it, finds each one's original destination, and applies
 // Istio's outboundTrafficPolicy with the ServiceEntries from --config.
+#include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -12,17 +13,28 @@
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "userspace-proxy/admin/admin_endpoints.h"
+#include "userspace-proxy/admin/admin_server.h"
+#include "userspace-proxy/admin/istio_metrics.h"
+#include "userspace-proxy/admin/log_level.h"
+#include "userspace-proxy/admin/metrics_registry.h"
 #include "userspace-proxy/engine/engine.h"
 #include "userspace-proxy/proxy/access_log_sink.h"
+#include "userspace-proxy/proxy/clusters.h"
 #include "userspace-proxy/proxy/config_watch.h"
 #include "userspace-proxy/proxy/dns_resolver.h"
 #include "userspace-proxy/proxy/egress_handler.h"
 #include "userspace-proxy/proxy/proxy_counters.h"
 #include "userspace-proxy/proxy/snapshot.h"
+#include "userspace-proxy/proxy/tls_contexts.h"
 
 namespace {
 
@@ -30,7 +42,12 @@ constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
+// POST /logging?level=... changes it at run time.
+sluice::admin::LogLevelSetting g_log_level;
+
 void log_line(const char* level, const std::string& message) {
+  sluice::admin::LogLevel l = sluice::admin::parse_log_level(level).value_or(sluice::admin::LogLevel::kInfo);
+  if (!g_log_level.enabled(l)) return;
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
   tm utc{};
@@ -42,6 +59,7 @@ void log_line(const char* level, const std::string& message) {
   (void)!write(STDERR_FILENO, line.data(), line.size());
 }
 void log_info(const std::string& m) { log_line("info", m); }
+void log_warning(const std::string& m) { log_line("warning", m); }
 void log_error(const std::string& m) { log_line("error", m); }
 
 struct Flags {
@@ -56,7 +74,15 @@ struct Flags {
   uint32_t connect_timeout_ms = 10000;
   uint32_t detection_timeout_ms = 5000;
   uint32_t poll_ms = 250;
+  uint32_t local_buffers = 4096;
+  uint16_t admin_port = 15000;
+  std::string admin_address = "127.0.0.1";
   std::string role = "sidecar";
+  // Gateway role.
+  std::string namespace_ = "istio-system";
+  std::vector<std::string> labels;
+  std::string listen_address = "0.0.0.0";
+  std::string certs = "/etc/certs";
 };
 
 std::optional<uint32_t> parse_u32(const std::string& text) {
@@ -72,9 +98,29 @@ std::optional<uint32_t> parse_u32(const std::string& text) {
 
 int run(const Flags& flags) {
   using namespace sluice;
-  if (flags.role != "sidecar") {
-    log_error("--role " + flags.role +
-              ": only \"sidecar\" is supported so far (the egress gateway role is not built yet)");
+  if (flags.role != "sidecar" && flags.role != "gateway") {
+    log_error("--role " + flags.role + ": sidecar or gateway");
+    return kExitUsage;
+  }
+  const bool gateway = flags.role == "gateway";
+  proxy::ProxyIdentity identity;
+  identity.gateway = gateway;
+  identity.namespace_ = flags.namespace_;
+  for (const std::string& l : flags.labels) {
+    size_t eq = l.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      log_error("--label " + l + ": not KEY=VALUE (e.g. istio=egressgateway)");
+      return kExitUsage;
+    }
+    identity.labels[l.substr(0, eq)] = l.substr(eq + 1);
+  }
+  if (gateway && identity.labels.empty()) identity.labels["istio"] = "egressgateway";
+  engine::SocketAddress gateway_address;
+  if (gateway && !engine::SocketAddress::parse(
+                     (flags.listen_address.find(':') != std::string::npos ? "[" + flags.listen_address + "]"
+                                                                          : flags.listen_address) + ":0",
+                     &gateway_address)) {
+    log_error("--listen-address " + flags.listen_address + ": not an IP address");
     return kExitUsage;
   }
   std::optional<uint32_t> mark = parse_u32(flags.mark);
@@ -108,7 +154,7 @@ int run(const Flags& flags) {
 
   // First configuration: must be valid, or there is nothing to serve with.
   proxy::SnapshotStore store;
-  proxy::SnapshotLoad first = proxy::load_snapshot(flags.config, 1);
+  proxy::SnapshotLoad first = proxy::load_snapshot(flags.config, 1, identity);
   for (const auto& d : first.diagnostics.items()) {
     (d.severity == config::Severity::kError ? log_error : log_info)(d.format());
   }
@@ -141,7 +187,91 @@ int run(const Flags& flags) {
   if (!dns) log_error("DNS resolver unavailable (" + dns_error + "): resolution DNS entries will fail with UH");
 
   proxy::ProxyCounters counters;
+  proxy::TlsContexts tls_contexts(flags.certs);
+  proxy::Clusters clusters;
+  // Admin endpoint (loopback): /ready, /healthz, /stats/prometheus with
+  // Istio's metrics, /config_dump, /logging.
+  admin::MetricsRegistry metrics;
+  admin::IstioMetrics istio_metrics(metrics);
+  admin::ServerStateCell server_state;
+  std::mutex engines_mu;  // engines are added/removed on reloads while scrapes read them
+  std::map<std::string, std::unique_ptr<engine::Engine>> engines;
+  metrics.add_callback("sluice_proxy_events_total", "sluice-proxy events by kind (see --help: SIGUSR1 counters).",
+                       admin::MetricType::kCounter, {"event"}, [&counters](admin::SampleWriter& w) {
+                         auto v = [](const std::atomic<uint64_t>& c) { return double(c.load(std::memory_order_relaxed)); };
+                         w.sample({"accepted"}, v(counters.accepted));
+                         w.sample({"no_original_dst"}, v(counters.no_original_dst));
+                         w.sample({"http_requests"}, v(counters.http_requests));
+                         w.sample({"upstream_changed"}, v(counters.upstream_changed));
+                         w.sample({"dns_failures"}, v(counters.dns_failures));
+                         w.sample({"protocol_errors"}, v(counters.protocol_errors));
+                         w.sample({"tls_handshakes"}, v(counters.tls_handshakes));
+                         w.sample({"tls_handshake_failures"}, v(counters.tls_handshake_failures));
+                         w.sample({"tls_resumed"}, v(counters.tls_resumed));
+                       });
+  metrics.add_callback("sluice_engine_active_connections", "Connections open, per listener.",
+                       admin::MetricType::kGauge, {"listener"}, [&](admin::SampleWriter& w) {
+                         std::lock_guard<std::mutex> lock(engines_mu);
+                         for (auto& [name, e] : engines) {
+                           w.sample({std::string_view(name)}, double(e->counters().active_connections));
+                         }
+                       });
+  metrics.add_callback("sluice_engine_accepted_total", "Connections accepted, per listener.",
+                       admin::MetricType::kCounter, {"listener"}, [&](admin::SampleWriter& w) {
+                         std::lock_guard<std::mutex> lock(engines_mu);
+                         for (auto& [name, e] : engines) {
+                           w.sample({std::string_view(name)}, double(e->counters().accepted));
+                         }
+                       });
+  std::unique_ptr<admin::AdminServer> admin_server;
+  if (flags.admin_port != 0) {
+    admin::AdminServerOptions ao;
+    ao.address = flags.admin_address;
+    ao.port = flags.admin_port;
+    admin_server = std::make_unique<admin::AdminServer>(ao);
+    admin::AdminEndpoints ep;
+    ep.state = &server_state;
+    ep.metrics = &metrics;
+    ep.log_level = &g_log_level;
+    ep.config_dump = [&store, &flags]() {
+      proxy::SnapshotPtr snap = store.current();
+      nlohmann::json j;
+      j["role"] = flags.role;
+      if (!snap) return j.dump(2);
+      j["generation"] = snap->generation;
+      j["summary"] = proxy::describe(*snap);
+      j["source_files"] = snap->config.source_files;
+      j["outbound_traffic_policy"] = config::to_string(snap->mode());
+      auto names = [](const auto& list) {
+        nlohmann::json a = nlohmann::json::array();
+        for (const auto& r : list) a.push_back(r.meta.key());
+        return a;
+      };
+      j["service_entries"] = names(snap->config.service_entries);
+      j["virtual_services"] = names(snap->config.virtual_services);
+      j["destination_rules"] = names(snap->config.destination_rules);
+      j["gateways"] = names(snap->config.gateways);
+      nlohmann::json servers = nlohmann::json::array();
+      for (uint32_t port : snap->gateway_servers.ports()) {
+        for (const auto& s : snap->gateway_servers.on_port(port)) servers.push_back(s.describe());
+      }
+      j["gateway_servers"] = servers;
+      return j.dump(2);
+    };
+    if (!admin::register_admin_endpoints(*admin_server, ep) || admin_server->start() < 0) {
+      log_error("admin endpoint on " + flags.admin_address + ":" + std::to_string(flags.admin_port) + ": " +
+                admin_server->error());
+      close(sfd);
+      return kExitUsage;
+    }
+    log_info("admin endpoint on " + flags.admin_address + ":" + std::to_string(flags.admin_port));
+  }
+
   proxy::EgressOptions eo;
+  eo.tls = &tls_contexts;
+  eo.istio_metrics = &istio_metrics;
+  eo.clusters = &clusters;
+  eo.log_warning = log_warning;
   eo.snapshots = &store;
   eo.dns = dns.get();
   eo.access_log = access_log.get();
@@ -149,29 +279,98 @@ int run(const Flags& flags) {
   eo.detection_timeout = std::chrono::milliseconds(flags.detection_timeout_ms);
   eo.dns_wait = std::chrono::milliseconds(3000);
 
-  std::vector<std::unique_ptr<engine::Engine>> engines;
-  for (const auto& addr : listens) {
+  // Listeners: the sidecar's --listen addresses; a gateway's Gateway server
+  // ports on --listen-address, reconciled whenever the config changes.
+  auto start_engine = [&](const engine::SocketAddress& addr) -> bool {
     engine::EngineConfig ec;
     ec.listen = addr;
     ec.workers = flags.workers;
     ec.upstream_mark = *mark;
     ec.connect_timeout = std::chrono::milliseconds(flags.connect_timeout_ms);
-    ec.handler_factory = [eo](uint32_t) { return proxy::make_egress_handler(eo); };
+    // TLS output and local replies are copied into engine-owned buffers
+    // (the ring's provided buffers hold only what the kernel read). Mapped
+    // lazily: only buffers in use cost memory.
+    ec.local_buffer_count = flags.local_buffers;
+    ec.handler_factory = [eo, gateway, &metrics](uint32_t) {
+      proxy::EgressOptions w = eo;
+      w.metrics_shard = &metrics.add_shard();  // one per worker thread
+      return gateway ? proxy::make_gateway_handler(w) : proxy::make_egress_handler(w);
+    };
     auto e = std::make_unique<engine::Engine>(std::move(ec));
     if (int rc = e->start(); rc < 0) {
       log_error("cannot listen on " + addr.to_string() + ": " + e->error());
-      close(sfd);
-      return kExitFailure;
+      return false;
     }
     log_info("listening on " + e->listen_address().to_string() + " (" + std::to_string(e->worker_count()) +
              " workers, " + e->ring_mode_name() + ")");
-    engines.push_back(std::move(e));
+    std::lock_guard<std::mutex> lock(engines_mu);
+    engines[addr.to_string()] = std::move(e);
+    return true;
+  };
+  auto gateway_listens = [&](const proxy::Snapshot& snap) {
+    std::vector<engine::SocketAddress> out;
+    for (uint32_t port : snap.gateway_servers.ports()) {
+      engine::SocketAddress a = gateway_address;
+      a.set_port(static_cast<uint16_t>(port));
+      out.push_back(a);
+    }
+    return out;
+  };
+  // Starts listeners for new server ports, drains those whose servers are gone.
+  auto reconcile = [&](const proxy::Snapshot& snap) {
+    std::set<std::string> want;
+    for (const auto& a : gateway_listens(snap)) {
+      want.insert(a.to_string());
+      if (!engines.count(a.to_string())) start_engine(a);
+    }
+    for (auto it = engines.begin(); it != engines.end();) {
+      if (want.count(it->first)) {
+        ++it;
+        continue;
+      }
+      log_info("no Gateway server on " + it->first + " any more: closing the listener, draining its connections");
+      it->second->stop(std::chrono::seconds(5));
+      it->second->wait();
+      std::lock_guard<std::mutex> lock(engines_mu);
+      it = engines.erase(it);
+    }
+  };
+  if (gateway) {
+    if (first.snapshot->gateway_servers.empty()) {
+      log_info("no Gateway selects this proxy's labels yet; listeners start when one does");
+    }
+    for (const auto& a : gateway_listens(*first.snapshot)) {
+      if (!start_engine(a)) {
+        close(sfd);
+        return kExitFailure;
+      }
+    }
+  } else {
+    for (const auto& addr : listens) {
+      if (!start_engine(addr)) {
+        close(sfd);
+        return kExitFailure;
+      }
+    }
   }
 
-  proxy::ConfigWatch watch(flags.config, store, log_info, log_error, std::chrono::milliseconds(flags.poll_ms));
+  proxy::ConfigWatch watch(flags.config, store, log_info, log_error, std::chrono::milliseconds(flags.poll_ms),
+                           identity);
   if (!flags.config.empty()) watch.start();
 
+  server_state.set(admin::ServerState::kLive);
+  uint64_t reconciled = first.snapshot->generation;
   for (;;) {
+    if (gateway) {
+      if (proxy::SnapshotPtr snap = store.current(); snap && snap->generation != reconciled) {
+        reconciled = snap->generation;
+        reconcile(*snap);
+      }
+    }
+    pollfd pfd{sfd, POLLIN, 0};
+    int pr = poll(&pfd, 1, static_cast<int>(flags.poll_ms));
+    if (pr == 0) continue;
+    if (pr < 0 && errno == EINTR) continue;
     signalfd_siginfo si{};
     ssize_t n = read(sfd, &si, sizeof(si));
     if (n != sizeof(si)) {
@@ -190,9 +389,11 @@ int run(const Flags& flags) {
     log_info("exiting on signal " + std::to_string(si.ssi_signo) + "; draining for up to 5 s");
     break;
   }
+  server_state.set(admin::ServerState::kDraining);
   watch.stop();
-  for (auto& e : engines) e->stop(std::chrono::seconds(5));
-  for (auto& e : engines) e->wait();
+  for (auto& [name, e] : engines) e->stop(std::chrono::seconds(5));
+  for (auto& [name, e] : engines) e->wait();
+  if (admin_server) admin_server->stop();
   log_info("counters: " + counters.summary());
   close(sfd);
   return kExitOk;
@@ -209,8 +410,15 @@ int main(int argc, char** argv) {
       "unknown destinations through, REGISTRY_ONLY blocks them (HTTP: 502; anything else: closed).\n"
       "Known destinations (ServiceEntry) go to their resolved endpoints. Config files are watched and\n"
       "reloaded live; a bad file is reported and the last good config keeps serving.\n\n"
-      "Example:\n"
-      "  sluice-proxy --config /etc/istio/config --config /etc/sluice/service-entries --access-log /dev/stdout\n",
+      "Known destinations go through the VirtualServices bound to `mesh` and their DestinationRules\n"
+      "(subsets, load balancing, TLS origination incl. ISTIO_MUTUAL with the mesh identity in --certs).\n\n"
+      "With --role gateway it is an egress gateway: it listens on the ports of the Gateway servers whose\n"
+      "selector matches --label, terminates TLS per the server (SIMPLE, MUTUAL, ISTIO_MUTUAL) or routes\n"
+      "by SNI (PASSTHROUGH), and sends the traffic out from its own address per the VirtualServices bound\n"
+      "to that Gateway.\n\n"
+      "Examples:\n"
+      "  sluice-proxy --config /etc/istio/config --config /etc/sluice/service-entries --access-log /dev/stdout\n"
+      "  sluice-proxy --role gateway --label istio=egressgateway --config /etc/istio/config --certs /etc/certs\n",
       "sluice-proxy"};
   app.add_option("--config", flags.config,
                  "Istio YAML file or directory (ServiceEntry, the `istio` ConfigMap with the mesh config, ...); "
@@ -236,7 +444,28 @@ int main(int argc, char** argv) {
                  "connection as opaque TCP (server-first protocols; Istio: 5 s)")
       ->capture_default_str();
   app.add_option("--poll-interval-ms", flags.poll_ms, "how often to check the config files")->capture_default_str();
-  app.add_option("--role", flags.role, "sidecar (gateway: not yet)")->capture_default_str();
+  app.add_option("--admin-port", flags.admin_port,
+                 "admin endpoint port (Envoy's 15000): /ready /healthz /stats/prometheus /config_dump /logging; 0 = off")
+      ->capture_default_str();
+  app.add_option("--admin-address", flags.admin_address,
+                 "admin endpoint address; loopback only (127.0.0.1 or ::1)")
+      ->capture_default_str();
+  app.add_option("--local-buffers", flags.local_buffers,
+                 "per-worker buffers (16 KiB, touched only when used) for TLS records and local replies; a "
+                 "connection that finds none is reset")
+      ->capture_default_str();
+  app.add_option("--role", flags.role, "sidecar (redirected connections) or gateway (Gateway servers)")
+      ->capture_default_str();
+  app.add_option("--certs", flags.certs,
+                 "mesh identity directory: cert-chain.pem, key.pem, root-cert.pem (ISTIO_MUTUAL both ways)")
+      ->capture_default_str();
+  app.add_option("--namespace", flags.namespace_, "the proxy's namespace (gateway role)")->capture_default_str();
+  app.add_option("--label", flags.labels,
+                 "KEY=VALUE label of this gateway proxy, matched against Gateway selectors (repeatable; "
+                 "default for --role gateway: istio=egressgateway)");
+  app.add_option("--listen-address", flags.listen_address,
+                 "gateway role: the address the Gateway server ports are bound on")
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

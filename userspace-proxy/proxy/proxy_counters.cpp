@@ -6,7 +6,9 @@ std::string ProxyCounters::summary() const {
   auto v = [](const Counter& c) { return std::to_string(c.load(std::memory_order_relaxed)); };
   std::string out = "accepted=" + v(accepted) + " no_original_dst=" + v(no_original_dst) +
                     " http_requests=" + v(http_requests) + " upstream_changed=" + v(upstream_changed) +
-                    " dns_failures=" + v(dns_failures) + " protocol_errors=" + v(protocol_errors);
+                    " dns_failures=" + v(dns_failures) + " protocol_errors=" + v(protocol_errors) +
+                    " tls_handshakes=" + v(tls_handshakes) + " tls_handshake_failures=" + v(tls_handshake_failures) +
+                    " tls_resumed=" + v(tls_resumed);
   static constexpr policy::Action kActions[] = {policy::Action::kRoute, policy::Action::kPassthrough,
                                                 policy::Action::kLocalReply502, policy::Action::kBlackhole};
   for (policy::Action a : kActions) out += std::string(" ") + policy::to_string(a) + "=" + v(actions[static_cast<size_t>(a)]);

@@ -20,6 +20,11 @@ struct ProxyCounters {
   Counter upstream_changed{0};  // a later request on a keep-alive connection wanted another upstream
   Counter dns_failures{0};
   Counter protocol_errors{0};
+  // TLS handshakes, both sides (terminated from downstreams, originated to
+  // upstreams), and how many of the originated ones resumed a session.
+  Counter tls_handshakes{0};
+  Counter tls_handshake_failures{0};
+  Counter tls_resumed{0};
   std::array<Counter, 4> actions{};          // by policy::Action
   std::array<Counter, 16> close_reasons{};   // by engine::CloseReason
 

@@ -5,8 +5,14 @@
 
 namespace sluice::proxy {
 
-Snapshot::Snapshot(config::ConfigSet loaded, uint64_t gen)
-    : config(std::move(loaded)), registry(config), generation(gen) {}
+Snapshot::Snapshot(config::ConfigSet loaded, uint64_t gen, const ProxyIdentity& identity)
+    : config(std::move(loaded)),
+      registry(config),
+      routes(config),
+      destinations(config),
+      gateway_servers(identity.gateway ? policy::GatewayServers(config, identity.labels)
+                                       : policy::GatewayServers()),
+      generation(gen) {}
 
 config::OutboundTrafficPolicyMode Snapshot::mode() const {
   if (config.mesh.file.empty() && config.install.outbound_traffic_policy) {
@@ -15,13 +21,14 @@ config::OutboundTrafficPolicyMode Snapshot::mode() const {
   return config.mesh.outbound_traffic_policy;
 }
 
-SnapshotLoad load_snapshot(const std::vector<std::string>& paths, uint64_t generation) {
+SnapshotLoad load_snapshot(const std::vector<std::string>& paths, uint64_t generation,
+                           const ProxyIdentity& identity) {
   config::LoadResult loaded = config::load_paths(paths);
   SnapshotLoad out;
   out.diagnostics = std::move(loaded.diagnostics);
   out.diagnostics.append(config::validate(loaded.config));
   if (out.diagnostics.has_errors()) return out;
-  out.snapshot = std::make_shared<const Snapshot>(std::move(loaded.config), generation);
+  out.snapshot = std::make_shared<const Snapshot>(std::move(loaded.config), generation, identity);
   return out;
 }
 

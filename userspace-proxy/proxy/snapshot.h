@@ -6,27 +6,45 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "core/config/diagnostic.h"
 #include "core/config/model.h"
+#include "core/policy/destination.h"
+#include "core/policy/gateway_servers.h"
+#include "core/policy/request_plan.h"
 #include "core/policy/registry.h"
+#include "core/policy/routing.h"
 
 namespace sluice::proxy {
 
+// What the proxy is, for the parts of the config that depend on it.
+struct ProxyIdentity {
+  bool gateway = false;               // --role gateway
+  std::map<std::string, std::string> labels;  // the proxy's labels (Gateway selectors)
+  std::string namespace_ = "istio-system";
+};
+
 struct Snapshot {
-  Snapshot(config::ConfigSet loaded, uint64_t gen);
+  Snapshot(config::ConfigSet loaded, uint64_t gen, const ProxyIdentity& identity = {});
   Snapshot(const Snapshot&) = delete;  // the registry points into `config`
   Snapshot& operator=(const Snapshot&) = delete;
 
   // The effective outboundTrafficPolicy: the mesh config (the `istio`
   // ConfigMap) when one was loaded, else the install option, else ALLOW_ANY.
   config::OutboundTrafficPolicyMode mode() const;
+  // The tables a policy::plan_* call reads.
+  policy::PlanTables tables() const { return {&config, &registry, &routes, &destinations, mode()}; }
 
   const config::ConfigSet config;
   const policy::Registry registry;
+  const policy::RouteTable routes;
+  const policy::DestinationRules destinations;
+  // The Gateway servers selecting this proxy (empty for a sidecar).
+  const policy::GatewayServers gateway_servers;
   const uint64_t generation;
 };
 
@@ -38,7 +56,8 @@ struct SnapshotLoad {
 };
 
 // Loads and validates `paths`; errors leave `snapshot` null.
-SnapshotLoad load_snapshot(const std::vector<std::string>& paths, uint64_t generation);
+SnapshotLoad load_snapshot(const std::vector<std::string>& paths, uint64_t generation,
+                           const ProxyIdentity& identity = {});
 
 // Holds the current snapshot for all workers.
 class SnapshotStore {

@@ -258,6 +258,8 @@ struct ScriptedHandler final : public ConnectionHandler {
   std::function<Verdict(Connection&, const AcceptInfo&)> accept_fn;
   std::function<Verdict(Connection&, std::span<const uint8_t>)> data_fn;
   std::function<Verdict(Connection&, std::span<const uint8_t>)> timeout_fn;
+  std::function<Verdict(Connection&, std::span<const uint8_t>)> eof_fn;
+  std::function<Verdict(Connection&, std::span<const uint8_t>)> wake_fn;
   std::function<StreamFilterPtr()> filter_fn;
 
   Verdict connect_verdict() {
@@ -271,6 +273,12 @@ struct ScriptedHandler final : public ConnectionHandler {
   }
   Verdict on_detection_timeout(Connection& c, std::span<const uint8_t> pending) override {
     return timeout_fn ? timeout_fn(c, pending) : Verdict::close();
+  }
+  Verdict on_downstream_eof(Connection& c, std::span<const uint8_t> pending) override {
+    return eof_fn ? eof_fn(c, pending) : Verdict::close();
+  }
+  Verdict on_wake(Connection& c, std::span<const uint8_t> pending) override {
+    return wake_fn ? wake_fn(c, pending) : Verdict::close();
   }
   void on_close(Connection&, const ConnectionStats& s) override {
     if (log) log->add(s);

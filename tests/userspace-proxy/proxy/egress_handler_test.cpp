@@ -26,6 +26,7 @@ class FakeConnection final : public engine::Connection {
   int downstream_fd() const override { return -1; }
   uint64_t context() const override { return ctx_; }
   void set_context(uint64_t v) override { ctx_ = v; }
+  engine::Waker waker() override { return {}; }
 
  private:
   uint64_t ctx_ = 0;

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# The walkthrough's mutual-TLS chain, Sluice against HAProxy, side by side in
+# one run (a benchmark, not a test; needs root: it uses the BPF interception
+# like a real sidecar):
+#
+#   direct    wrk -> nginx
+#   sluice    wrk -> (BPF connect4 redirect) Sluice sidecar -> ISTIO_MUTUAL,
+#             SNI edition.cnn.com -> Sluice egress gateway (MUTUAL) -> nginx,
+#             configured by configs/walkthrough as written (REGISTRY_ONLY)
+#   haproxy   wrk -> HAProxy "sidecar" (TLS client with a mesh certificate)
+#             -> HAProxy "gateway" (TLS server, client certificate required)
+#             -> nginx; one thread each, in TCP mode and in HTTP mode (HAProxy has
+#             no URI-SAN (SPIFFE) check: it checks the SNI name against a DNS
+#             SAN, which the bench's gateway certificate carries for it)
+#
+#   keep-alive  wrk -t1 -cCONNECTIONS (requests/s and p99 latency)
+#   new-conn    the same with `Connection: close`: a TCP connection and, on
+#               the mTLS hop, a TLS handshake per request (Sluice resumes
+#               sessions to the gateway; HAProxy reuses its server sessions)
+#
+#   sudo bench/mtls.sh [BUILD_DIR]    (default: build)
+# Env: DURATION seconds per run (5), CONNECTIONS (32), ROUNDS (1).
+# Everything runs inside one network namespace and one cgroup it creates
+# (nginx 10.99.0.1, gateways 10.99.0.2/.3, sidecar 127.0.0.1:15001) and is
+# removed on exit; prints absolute numbers and ratios.
+set -u -o pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-$ROOT/build}
+DURATION=${DURATION:-5}
+CONNECTIONS=${CONNECTIONS:-32}
+ROUNDS=${ROUNDS:-1}
+export SLUICE_AGENT=$BUILD/agent/sluice-agent
+PROXY=$BUILD/userspace-proxy/proxy/sluice-proxy
+TEST_NAME=mtls-bench
+. "$ROOT/tests/kernel/lib.sh"
+kt_init nginx wrk haproxy python3
+[ -x "$PROXY" ] && [ -x "$SLUICE_AGENT" ] || fail "build it first: scripts/setup"
+
+NS="sluice-${ID}-bench"
+kt_netns "$NS"
+kt_cgroups workload proxy other
+for a in 10.99.0.1 10.99.0.2 10.99.0.3; do ip netns exec "$NS" ip addr add "$a/32" dev lo; done
+GW_HOST=istio-egressgateway.istio-system.svc.cluster.local
+kt_hosts "$NS" "10.99.0.1 edition.cnn.com" "10.99.0.2 $GW_HOST"
+
+# Certificates: the mesh root, the sidecar's and the gateway's identities.
+{
+	"$ROOT/scripts/mesh-certs" --dir "$TMP/pki" workload sidecar --ns default --sa sleep &&
+		"$ROOT/scripts/mesh-certs" --dir "$TMP/pki" workload gateway --ns istio-system \
+			--sa istio-egressgateway-service-account --dns edition.cnn.com
+} >"$TMP/pki.log" 2>&1 || { cat "$TMP/pki.log"; fail "mesh-certs"; }
+for n in sidecar gateway; do cat "$TMP/pki/$n/cert-chain.pem" "$TMP/pki/$n/key.pem" >"$TMP/pki/$n/haproxy.pem"; done
+
+# nginx: the "internet" host.
+mkdir -p "$TMP/nginx"
+{
+	kt_nginx_conf "$TMP/nginx"
+	cat <<NGINX
+    access_log off;
+    keepalive_requests 1000000;
+    server {
+        listen 10.99.0.1:80 reuseport backlog=4096;
+        location / { return 200 "hello from edition.cnn.com\n"; }
+    }
+}
+NGINX
+} >"$TMP/nginx/nginx.conf"
+sed -i 's/worker_connections 256/worker_connections 8192/' "$TMP/nginx/nginx.conf"
+kt_bg in_cg_ns other "$NS" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf"
+
+# Sluice: the walkthrough's resources as written, one worker per proxy. The
+# gateway's Gateway names /etc/certs: an overlay /etc gives it that path.
+CONF="$TMP/config"
+mkdir -p "$CONF" "$TMP/gw/etc/certs" "$TMP/gw/work"
+cp "$ROOT/configs/mesh/istio-configmap-registry-only.yaml" "$CONF/istio-configmap.yaml"
+cp "$ROOT/configs/walkthrough/serviceentry-cnn.yaml" "$ROOT/configs/walkthrough/egress-gateway.yaml" \
+	"$ROOT/configs/walkthrough/virtualservice-cnn.yaml" "$CONF/"
+cp "$TMP/pki/gateway/"{cert-chain.pem,key.pem,root-cert.pem} "$TMP/gw/etc/certs/"
+cp "/etc/netns/$NS/hosts" "$TMP/gw/etc/hosts"
+kt_bg in_cg_ns other "$NS" unshare -m --propagation private sh -c '
+	mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1/etc,workdir=$1/work" /etc || exit 97
+	shift
+	exec "$@"' sh "$TMP/gw" "$PROXY" --role gateway --config "$CONF" --listen-address 10.99.0.2 --workers 1 \
+	--access-log "" --admin-port 15100 2>"$TMP/gateway.err"
+printf 'global:\n  proxy:\n    includeIPRanges: "10.99.0.1/32"\n' >"$TMP/values.yaml"
+kt_agent --cgroup "$KT_CG/workload" --cgroup "$KT_CG/proxy" --config "$TMP/values.yaml"
+kt_bg in_cg_ns proxy "$NS" "$PROXY" --config "$CONF" --listen 127.0.0.1:15001 --workers 1 \
+	--certs "$TMP/pki/sidecar" --access-log "" 2>"$TMP/sidecar.err"
+
+# HAProxy: the same chain, one thread per proxy.
+haproxy_pair() {  # MODE PORT_SIDECAR PORT_GATEWAY
+	cat >"$TMP/haproxy-$1.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 4000
+  log stderr format raw local0 notice
+defaults
+  mode $1
+  log global
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  $([ "$1" = http ] && echo "option http-keep-alive")
+frontend sidecar
+  bind 127.0.0.1:$2
+  default_backend to_gateway
+backend to_gateway
+  server gw 10.99.0.3:$3 ssl crt $TMP/pki/sidecar/haproxy.pem ca-file $TMP/pki/sidecar/root-cert.pem verify required sni str(edition.cnn.com)
+CONF
+	cat >"$TMP/haproxy-$1-gw.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 4000
+  log stderr format raw local0 notice
+defaults
+  mode $1
+  log global
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend gateway
+  bind 10.99.0.3:$3 ssl crt $TMP/pki/gateway/haproxy.pem ca-file $TMP/pki/gateway/root-cert.pem verify required
+  default_backend nginx
+backend nginx
+  server n1 10.99.0.1:80
+CONF
+	kt_bg in_cg_ns other "$NS" haproxy -f "$TMP/haproxy-$1.cfg" -db >"$TMP/haproxy-$1.log" 2>&1
+	kt_bg in_cg_ns other "$NS" haproxy -f "$TMP/haproxy-$1-gw.cfg" -db >"$TMP/haproxy-$1-gw.log" 2>&1
+}
+haproxy_pair tcp 18080 18443
+haproxy_pair http 18081 18444
+for l in 10.99.0.1:80 10.99.0.2:80 127.0.0.1:15001 127.0.0.1:18080 10.99.0.3:18443 127.0.0.1:18081 10.99.0.3:18444; do
+	kt_wait_listen "$NS" "$l" || fail "nothing listens on $l"
+done
+
+# wrk_run CGROUP URL [wrk args]: prints "rps p99_ms"
+wrk_run() {
+	local cg=$1 url=$2
+	shift 2
+	in_cg_ns "$cg" "$NS" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Host: edition.cnn.com" "$@" "$url" \
+		2>/dev/null | awk '
+		/Requests\/sec/ { rps = $2 }
+		/^ +99%/ { v = $2; if (v ~ /us$/) { sub(/us/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v) } else if (v ~ /s$/) { sub(/s/, "", v); v *= 1000 }; p99 = v }
+		END { printf "%d %.2f", rps, p99 }'
+}
+ratio() { python3 -c "import sys; a,b=float('$1' or 0),float('$2' or 0); print('%.2f' % (a/b) if b else 'n/a')"; }
+
+# Sanity: every chain answers.
+code=$(in_cg_ns workload "$NS" curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://edition.cnn.com/)
+[ "$code" = 200 ] || fail "the Sluice chain answered $code: $(tail -3 "$TMP/sidecar.err" "$TMP/gateway.err")"
+for m in tcp:18080 http:18081; do
+	code=$(in_cg_ns other "$NS" curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "Host: edition.cnn.com" \
+		"http://127.0.0.1:${m#*:}/")
+	[ "$code" = 200 ] || fail "the HAProxy ${m%%:*} chain answered $code: $(cat "$TMP/haproxy-${m%%:*}.log" \
+		"$TMP/haproxy-${m%%:*}-gw.log")"
+done
+
+echo "mTLS chain, 1 worker/thread per proxy, wrk -t1 -c$CONNECTIONS, ${DURATION}s per run, $ROUNDS round(s)"
+printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s\n" test direct sluice hap-tcp hap-http sl/direct sl/tcp sl/http "p99 ms"
+for round in $(seq "$ROUNDS"); do
+	for kind in keepalive new-conn; do
+		extra=()
+		[ "$kind" = new-conn ] && extra=(-H "Connection: close")
+		read -r d dp < <(wrk_run other http://10.99.0.1/ "${extra[@]}")
+		read -r s sp < <(wrk_run workload http://10.99.0.1/ "${extra[@]}")
+		read -r t tp < <(wrk_run other http://127.0.0.1:18080/ "${extra[@]}")
+		read -r h hp < <(wrk_run other http://127.0.0.1:18081/ "${extra[@]}")
+		printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s\n" "$kind" "$d" "$s" "$t" "$h" "$(ratio "$s" "$d")" \
+			"$(ratio "$s" "$t")" "$(ratio "$s" "$h")" "$dp/$sp/$tp/$hp"
+	done
+done
+echo "p99 column: direct/sluice/haproxy-tcp/haproxy-http"
+for who in sidecar:127.0.0.1:15001 gateway:10.99.0.2:80; do
+	pid=$(kt_listener_pid "$NS" "${who#*:}")
+	[ -n "$pid" ] && kill -USR1 "$pid"
+done
+sleep 0.3
+echo "sidecar: $(grep 'counters:' "$TMP/sidecar.err" | tail -1 | sed 's/.*counters: //')"
+echo "gateway: $(grep 'counters:' "$TMP/gateway.err" | tail -1 | sed 's/.*counters: //')"

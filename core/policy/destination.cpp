@@ -1,0 +1,286 @@
+#include "core/policy/destination.h"
+
+#include <algorithm>
+
+#include "core/config/host_match.h"
+
+namespace sluice::policy {
+
+namespace {
+
+std::string to_lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+// The four settings a policy level can supply.
+struct Settings {
+  const config::LoadBalancerSettings* lb = nullptr;
+  const config::ConnectionPoolSettings* pool = nullptr;
+  const config::OutlierDetection* outlier = nullptr;
+  const config::ClientTLSSettings* tls = nullptr;
+};
+
+template <typename Policy>
+Settings settings_of(const Policy& p) {
+  return Settings{p.load_balancer ? &*p.load_balancer : nullptr, p.connection_pool ? &*p.connection_pool : nullptr,
+                  p.outlier_detection ? &*p.outlier_detection : nullptr, p.tls ? &*p.tls : nullptr};
+}
+
+// The portLevelSettings entry for `port`, if any (the first one, as Istio).
+const config::PortTrafficPolicy* port_level(const config::TrafficPolicy& p, uint32_t port, size_t* index) {
+  for (size_t i = 0; i < p.port_level_settings.size(); ++i) {
+    const auto& pls = p.port_level_settings[i];
+    if (pls.port && pls.port->number == port) {
+      *index = i;
+      return &pls;
+    }
+  }
+  return nullptr;
+}
+
+void describe_setting(ReasonText& r, const char* name, const void* value, PolicySource source, bool& first) {
+  r.append(first ? "" : ", ").append(name).append(" ");
+  first = false;
+  if (!value) {
+    r.append("default");
+    return;
+  }
+  r.append("from ").append(to_string(source));
+}
+
+}  // namespace
+
+const char* to_string(PolicySource s) {
+  switch (s) {
+    case PolicySource::kDefault: return "default";
+    case PolicySource::kTopLevel: return "trafficPolicy";
+    case PolicySource::kTopLevelPort: return "trafficPolicy.portLevelSettings";
+    case PolicySource::kSubset: return "subset trafficPolicy";
+    case PolicySource::kSubsetPort: return "subset portLevelSettings";
+  }
+  return "?";
+}
+
+std::string subset_cluster_name(std::string_view host, std::string_view subset, uint32_t port) {
+  std::string out = "outbound|";
+  out += std::to_string(port);
+  out += "|";
+  out.append(subset);
+  out += "|";
+  out.append(host);
+  return out;
+}
+
+std::string istio_mutual_sni(std::string_view host, std::string_view subset, uint32_t port) {
+  std::string out = "outbound_.";
+  out += std::to_string(port);
+  out += "_.";
+  out.append(subset);
+  out += "_.";
+  out.append(host);
+  return out;
+}
+
+bool endpoint_in_subset(const config::WorkloadEntry& endpoint, const config::Labels* subset_labels) {
+  if (!subset_labels) return true;
+  for (const auto& [k, v] : *subset_labels) {
+    auto it = endpoint.labels.find(k);
+    if (it == endpoint.labels.end() || it->second != v) return false;
+  }
+  return true;
+}
+
+void select_endpoints(const config::ServiceEntry& entry, const config::Labels* subset_labels,
+                      std::vector<size_t>& out) {
+  out.clear();
+  for (size_t i = 0; i < entry.endpoints.size(); ++i) {
+    if (endpoint_in_subset(entry.endpoints[i], subset_labels)) out.push_back(i);
+  }
+}
+
+DestinationRules::DestinationRules(const config::ConfigSet& config) {
+  for (const auto& dr : config.destination_rules) {
+    std::string host = to_lower(config::qualify_host(dr.host, dr.meta.namespace_));
+    size_t index;
+    if (auto it = exact_.find(host); it != exact_.end()) {
+      index = it->second;
+    } else {
+      index = merged_.size();
+      merged_.push_back(Merged{host, {}, nullptr, {}});
+      exact_.emplace(host, index);
+      if (config::host_is_wildcard(host)) wildcards_.push_back(index);
+    }
+    Merged& m = merged_[index];
+    m.rules.push_back(&dr);
+    if (!m.policy_rule && dr.traffic_policy) m.policy_rule = &dr;
+    for (const auto& s : dr.subsets) {
+      bool seen = std::any_of(m.subsets.begin(), m.subsets.end(),
+                              [&](const Merged::NamedSubset& n) { return n.subset->name == s.name; });
+      if (!seen) m.subsets.push_back({&s, &dr});
+    }
+  }
+  std::stable_sort(wildcards_.begin(), wildcards_.end(),
+                   [&](size_t a, size_t b) { return merged_[a].host.size() > merged_[b].host.size(); });
+}
+
+const DestinationRules::Merged* DestinationRules::find(std::string_view host) const {
+  // A wildcard destination host ("*.wikipedia.org") finds the rule written
+  // for exactly that wildcard first, like any other host.
+  if (auto it = exact_.find(host); it != exact_.end()) return &merged_[it->second];
+  for (size_t i : wildcards_) {
+    if (config::host_subset_of(host, merged_[i].host)) return &merged_[i];
+  }
+  return nullptr;
+}
+
+EffectivePolicy DestinationRules::resolve_policy(std::string_view host, std::string_view subset,
+                                                 uint32_t port) const {
+  EffectivePolicy p;
+  p.host = std::string(host);
+  p.subset = std::string(subset);
+  p.port = port;
+  p.cluster_name = subset_cluster_name(host, subset, port);
+
+  const Merged* m = find(host);
+  p.reason.append("cluster ").append(p.cluster_name).append(": ");
+  if (m) {
+    p.rule = m->policy_rule ? m->policy_rule : m->rules.front();
+    p.rule_host = m->host;
+    p.reason.append("DestinationRule ").append(p.rule->meta.key());
+    if (m->host != host) p.reason.append(" (host ").append(m->host).append(")");
+  } else {
+    p.reason.append("no DestinationRule");
+  }
+
+  // 1-2: top level, replaced whole by a matching port-level entry.
+  Settings s;
+  PolicySource src = PolicySource::kTopLevel;
+  if (m && m->policy_rule) {
+    const config::TrafficPolicy& top = *m->policy_rule->traffic_policy;
+    size_t pls_index = 0;
+    if (const auto* pls = port_level(top, port, &pls_index)) {
+      s = settings_of(*pls);
+      src = PolicySource::kTopLevelPort;
+      p.reason.appendf(", trafficPolicy.portLevelSettings[%zu] for port %u replaces the top level", pls_index, port);
+    } else {
+      s = settings_of(top);
+    }
+  }
+  PolicySource lb_src = src, pool_src = src, outlier_src = src, tls_src = src;
+
+  // 3: the subset.
+  if (!subset.empty()) {
+    const Merged::NamedSubset* named = nullptr;
+    if (m) {
+      for (const auto& n : m->subsets) {
+        if (n.subset->name == subset) named = &n;
+      }
+    }
+    if (!named) {
+      p.status = EffectivePolicy::Status::kSubsetNotFound;
+      p.reason.append(m ? " has no subset \"" : " defines subset \"").append(subset);
+      p.reason.append("\": no such cluster, 503 NC");
+      return p;
+    }
+    p.subset_definition = named->subset;
+    p.subset_rule = named->rule;
+    if (!named->subset->labels.empty()) p.subset_labels = &named->subset->labels;
+    p.reason.append(", subset ").append(subset);
+    if (named->rule != p.rule) p.reason.append(" (from ").append(named->rule->meta.key()).append(")");
+    if (named->subset->traffic_policy) {
+      const config::TrafficPolicy& sp = *named->subset->traffic_policy;
+      size_t pls_index = 0;
+      if (const auto* pls = port_level(sp, port, &pls_index)) {
+        s = settings_of(*pls);
+        lb_src = pool_src = outlier_src = tls_src = PolicySource::kSubsetPort;
+        p.reason.appendf(" with portLevelSettings[%zu] for port %u", pls_index, port);
+      } else {
+        Settings sub = settings_of(sp);
+        if (sub.lb) {
+          s.lb = sub.lb;
+          lb_src = PolicySource::kSubset;
+        }
+        if (sub.pool) {
+          s.pool = sub.pool;
+          pool_src = PolicySource::kSubset;
+        }
+        if (sub.outlier) {
+          s.outlier = sub.outlier;
+          outlier_src = PolicySource::kSubset;
+        }
+        if (sub.tls) {
+          s.tls = sub.tls;
+          tls_src = PolicySource::kSubset;
+        }
+      }
+    }
+  }
+
+  p.load_balancer = s.lb;
+  p.load_balancer_source = s.lb ? lb_src : PolicySource::kDefault;
+  p.connection_pool = s.pool;
+  p.connection_pool_source = s.pool ? pool_src : PolicySource::kDefault;
+  p.outlier_detection = s.outlier;
+  p.outlier_detection_source = s.outlier ? outlier_src : PolicySource::kDefault;
+  p.tls = s.tls;
+  p.tls_source = s.tls ? tls_src : PolicySource::kDefault;
+
+  // Load balancing: ROUND_ROBIN when unset (Istio 1.4), LEAST_CONN is
+  // LEAST_REQUEST under its deprecated name.
+  if (s.lb) {
+    p.consistent_hash = s.lb->consistent_hash.has_value();
+    switch (s.lb->simple) {
+      case config::SimpleLB::kUnspecified:
+      case config::SimpleLB::kRoundRobin:
+        p.lb = config::SimpleLB::kRoundRobin;
+        break;
+      case config::SimpleLB::kRandom:
+      case config::SimpleLB::kPassthrough:
+        p.lb = s.lb->simple;
+        break;
+      case config::SimpleLB::kLeastRequest:
+      case config::SimpleLB::kLeastConn:
+        p.lb = config::SimpleLB::kLeastRequest;
+        break;
+    }
+  }
+
+  if (s.tls) {
+    p.tls_mode = s.tls->mode;
+    switch (s.tls->mode) {
+      case config::ClientTLSMode::kIstioMutual:
+        p.sni = s.tls->sni.empty() ? istio_mutual_sni(host, subset, port) : s.tls->sni;
+        break;
+      case config::ClientTLSMode::kSimple:
+      case config::ClientTLSMode::kMutual:
+        p.sni = s.tls->sni;
+        p.auto_sni = s.tls->sni.empty();
+        break;
+      case config::ClientTLSMode::kDisable:
+        break;
+    }
+  }
+
+  p.reason.append(": ");
+  bool first = true;
+  describe_setting(p.reason, "loadBalancer", s.lb, lb_src, first);
+  p.reason.append(" (").append(config::to_string(p.lb));
+  if (p.consistent_hash) p.reason.append("; consistentHash not implemented");
+  p.reason.append(")");
+  describe_setting(p.reason, "tls", s.tls, tls_src, first);
+  if (s.tls) {
+    p.reason.append(" (").append(config::to_string(p.tls_mode));
+    if (!p.sni.empty()) p.reason.append(", sni ").append(p.sni);
+    if (p.auto_sni) p.reason.append(", sni from the request Host");
+    p.reason.append(")");
+  }
+  describe_setting(p.reason, "connectionPool", s.pool, pool_src, first);
+  describe_setting(p.reason, "outlierDetection", s.outlier, outlier_src, first);
+  return p;
+}
+
+}  // namespace sluice::policy

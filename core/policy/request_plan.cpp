@@ -1,0 +1,256 @@
+#include "core/policy/request_plan.h"
+
+#include "core/config/host_match.h"
+
+namespace sluice::policy {
+
+const char* to_string(RequestPlan::Kind k) {
+  switch (k) {
+    case RequestPlan::Kind::kForward: return "forward";
+    case RequestPlan::Kind::kLocalReply: return "local-reply";
+    case RequestPlan::Kind::kClose: return "close";
+  }
+  return "?";
+}
+
+std::string expected_service_identity(std::string_view host, std::string_view trust_domain) {
+  std::string name, ns;
+  if (!config::split_kubernetes_fqdn(host, &name, &ns)) return {};
+  // Istio's installer gives the egress gateway its own service account; other
+  // services' accounts are only known to a control plane watching pods.
+  if (name == "istio-egressgateway") {
+    return "spiffe://" + std::string(trust_domain) + "/ns/" + ns + "/sa/istio-egressgateway-service-account";
+  }
+  return {};
+}
+
+namespace {
+
+// The ServiceEntry declaring `host` on `port`, if any (HTTP-family first,
+// then TLS-family ports), for a route's destination.
+std::optional<ServiceRef> find_service(const Registry& registry, std::string_view host, uint32_t port) {
+  if (auto s = registry.find_http(port, host)) return s;
+  if (auto s = registry.find_tls(port, host)) return s;
+  return std::nullopt;
+}
+
+class Planner {
+ public:
+  Planner(const PlanTables& t, const PlanRequest& r) : t_(t), r_(r) {}
+
+  RequestPlan sidecar() {
+    OutboundRequest oreq;
+    oreq.original_ip = r_.original_ip;
+    oreq.original_port = r_.port;
+    oreq.traffic = r_.traffic;
+    oreq.host = r_.host;
+    OutboundDecision d = decide_outbound(*t_.registry, t_.mode, oreq);
+    p_.steps.push_back("outboundTrafficPolicy " + std::string(config::to_string(t_.mode)) + ": " + d.reason);
+    p_.cluster = d.cluster;
+    p_.route_name = d.route_name;
+    switch (d.action) {
+      case Action::kLocalReply502:
+        p_.kind = RequestPlan::Kind::kLocalReply;
+        p_.status = 502;
+        p_.response_code_details = "direct_response";
+        return std::move(p_);
+      case Action::kBlackhole:
+        p_.kind = RequestPlan::Kind::kClose;
+        p_.response_flags = d.response_flags;
+        return std::move(p_);
+      case Action::kPassthrough:
+        p_.kind = RequestPlan::Kind::kForward;
+        p_.forward.upstream = plan_passthrough(r_.original_ip, r_.port);
+        p_.forward.port = r_.port;
+        p_.steps.push_back("passthrough to the original destination " + r_.original_ip.str() + ":" +
+                           std::to_string(r_.port));
+        return std::move(p_);
+      case Action::kRoute:
+        break;
+    }
+    service_ = d.service;
+    return route(RouteScope::sidecar(), /*gateway=*/false);
+  }
+
+  RequestPlan gateway(const GatewayServerRef& server) {
+    p_.steps.push_back("Gateway server " + server.describe() + " (" + to_string(server.kind) + ")");
+    p_.cluster = "-";
+    return route(RouteScope::gateway(server.gateway->meta.name, server.gateway->meta.namespace_), true);
+  }
+
+ private:
+  RequestPlan route(const RouteScope& scope, bool gateway) {
+    switch (r_.traffic) {
+      case Traffic::kHttp: {
+        HttpRequest hr;
+        if (r_.http) hr = *r_.http;
+        hr.host = r_.host;
+        hr.port = r_.port;
+        hr.pick = r_.pick;
+        HttpRouteDecision rd = t_.routes->route_http(scope, hr);
+        p_.steps.push_back("VirtualService (" + scope.describe() + "): " + rd.reason.str());
+        if (!rd.route_name.empty()) p_.route_name = std::string(rd.route_name);
+        switch (rd.outcome) {
+          case RouteOutcome::kNoVirtualService:
+            if (gateway) return not_found();
+            return to_default_service();
+          case RouteOutcome::kRoute:
+            if (!rd.authority_rewrite.empty()) p_.forward.authority_rewrite = std::string(rd.authority_rewrite);
+            p_.forward.timeout = rd.timeout;
+            return to_target(rd.target);
+          case RouteOutcome::kRedirect:
+            p_.kind = RequestPlan::Kind::kLocalReply;
+            p_.status = rd.status;
+            p_.location = rd.location;
+            p_.response_code_details = "direct_response";
+            return std::move(p_);
+          case RouteOutcome::kDirectResponse:
+            p_.kind = RequestPlan::Kind::kLocalReply;
+            p_.status = rd.status;
+            if (rd.body) p_.body = std::string(*rd.body);
+            p_.response_code_details = "direct_response";
+            return std::move(p_);
+          case RouteOutcome::kNoRouteMatched:
+            return not_found();
+        }
+        return not_found();
+      }
+      case Traffic::kTls:
+      case Traffic::kTcp: {
+        L4RouteDecision ld = r_.traffic == Traffic::kTls
+                                 ? t_.routes->route_tls(scope, r_.host, r_.port, r_.original_ip, r_.pick)
+                                 : t_.routes->route_tcp(scope, r_.port, r_.original_ip, r_.pick,
+                                                        service_ ? std::string_view(service_->host) : "");
+        p_.steps.push_back("VirtualService (" + scope.describe() + "): " + ld.reason.str());
+        switch (ld.outcome) {
+          case RouteOutcome::kRoute:
+            return to_target(ld.target);
+          case RouteOutcome::kNoVirtualService:
+            if (!gateway) return to_default_service();
+            [[fallthrough]];
+          default:
+            p_.kind = RequestPlan::Kind::kClose;
+            p_.response_flags = "NR";
+            p_.steps.push_back("no route: the connection is closed (flag NR)");
+            return std::move(p_);
+        }
+      }
+    }
+    return std::move(p_);
+  }
+
+  RequestPlan not_found() {
+    p_.kind = RequestPlan::Kind::kLocalReply;
+    p_.status = 404;
+    p_.response_flags = "NR";
+    p_.response_code_details = "route_not_found";
+    p_.steps.push_back("no route matched: 404 (flag NR)");
+    return std::move(p_);
+  }
+
+  // The ServiceEntry's own cluster, without a VirtualService.
+  RequestPlan to_default_service() {
+    std::string host = service_->host;
+    RouteTarget t;
+    t.host = host;
+    t.port = r_.port;
+    return to_target(t);
+  }
+
+  RequestPlan to_target(const RouteTarget& target) {
+    ForwardPlan& f = p_.forward;
+    f.host = std::string(target.host);
+    f.subset = std::string(target.subset);
+    f.port = target.port != 0 ? target.port : r_.port;
+    f.policy = t_.destinations->resolve_policy(f.host, f.subset, f.port);
+    p_.steps.push_back("DestinationRule: " + f.policy.reason.str());
+    p_.cluster = f.policy.cluster_name;
+    if (!f.policy.ok()) {
+      p_.response_flags = "NC";
+      p_.response_code_details = "cluster_not_found";
+      if (r_.traffic == Traffic::kHttp) {
+        p_.kind = RequestPlan::Kind::kLocalReply;
+        p_.status = 503;
+      } else {
+        p_.kind = RequestPlan::Kind::kClose;
+      }
+      return std::move(p_);
+    }
+    p_.kind = RequestPlan::Kind::kForward;
+
+    // Endpoints: the ServiceEntry that matched at the sidecar (same host and
+    // port), else whichever declares the destination host on its port, else
+    // the name itself through DNS (a Kubernetes service).
+    std::optional<ServiceRef> svc;
+    if (service_ && service_->host == f.host && f.port == r_.port) svc = service_;
+    else svc = find_service(*t_.registry, f.host, f.port);
+    if (svc) {
+      // A wildcard entry resolves the name the client asked for.
+      std::string requested = r_.host.empty() ? f.host : r_.host;
+      f.upstream = plan_upstream(*svc, r_.original_ip, static_cast<uint16_t>(f.port), requested);
+      if (f.policy.subset_labels && !f.policy.subset_labels->empty() &&
+          f.upstream.kind == UpstreamPlan::Kind::kStatic && svc->entry->endpoints.size() == f.upstream.endpoints.size()) {
+        std::vector<size_t> keep;
+        select_endpoints(*svc->entry, f.policy.subset_labels, keep);
+        std::vector<UpstreamEndpoint> kept;
+        for (size_t i : keep) kept.push_back(f.upstream.endpoints[i]);
+        f.upstream.endpoints = std::move(kept);
+      }
+      p_.steps.push_back("endpoints: ServiceEntry " + svc->entry->meta.key() + " resolution " +
+                         config::to_string(svc->entry->resolution) + " (" + to_string(f.upstream.kind) + ", " +
+                         std::to_string(f.upstream.endpoints.size()) + " endpoint(s))");
+    } else {
+      f.upstream.kind = UpstreamPlan::Kind::kDns;
+      f.upstream.endpoints.push_back(UpstreamEndpoint{std::nullopt, f.host, static_cast<uint16_t>(f.port), 1});
+      p_.steps.push_back("endpoints: no ServiceEntry declares " + f.host + ":" + std::to_string(f.port) +
+                         "; resolved by DNS (a Kubernetes service)");
+    }
+
+    f.tls_mode = f.policy.tls_mode;
+    switch (f.tls_mode) {
+      case config::ClientTLSMode::kDisable:
+        break;
+      case config::ClientTLSMode::kIstioMutual: {
+        f.sni = f.policy.sni;
+        if (f.policy.tls && !f.policy.tls->subject_alt_names.empty()) {
+          f.expected_sans = f.policy.tls->subject_alt_names;
+        } else if (std::string id = expected_service_identity(f.host, t_.config->mesh.trust_domain); !id.empty()) {
+          f.expected_sans.push_back(std::move(id));
+        }
+        break;
+      }
+      case config::ClientTLSMode::kSimple:
+      case config::ClientTLSMode::kMutual:
+        f.sni = !f.policy.sni.empty() ? f.policy.sni
+                : (f.policy.auto_sni && r_.traffic == Traffic::kHttp && !r_.host.empty()) ? r_.host
+                                                                                           : f.host;
+        if (f.policy.tls) f.expected_sans = f.policy.tls->subject_alt_names;
+        break;
+    }
+    if (f.tls_mode != config::ClientTLSMode::kDisable) {
+      std::string sans;
+      for (const auto& s : f.expected_sans) sans += (sans.empty() ? "" : ", ") + s;
+      p_.steps.push_back(std::string("TLS origination ") + config::to_string(f.tls_mode) + ", SNI " +
+                         (f.sni.empty() ? "(none)" : f.sni) + ", server identity " +
+                         (sans.empty() ? "any from the trusted roots" : sans));
+    }
+    return std::move(p_);
+  }
+
+  const PlanTables& t_;
+  const PlanRequest& r_;
+  std::optional<ServiceRef> service_;
+  RequestPlan p_;
+};
+
+}  // namespace
+
+RequestPlan plan_sidecar(const PlanTables& tables, const PlanRequest& request) {
+  return Planner(tables, request).sidecar();
+}
+
+RequestPlan plan_gateway(const PlanTables& tables, const GatewayServerRef& server, const PlanRequest& request) {
+  return Planner(tables, request).gateway(server);
+}
+
+}  // namespace sluice::policy

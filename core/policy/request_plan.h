@@ -1,0 +1,112 @@
+// What a proxy does with one connection or HTTP request, end to end, as one
+// pure decision over a config snapshot: the composition of
+//
+//   sidecar:  outboundTrafficPolicy (known / unknown)      outbound_policy.h
+//             -> VirtualService routes bound to `mesh`      routing.h
+//             -> DestinationRule policy for the target      destination.h
+//             -> endpoints by the target's ServiceEntry     upstream.h
+//                (or DNS for a host no ServiceEntry declares: a Kubernetes
+//                service such as istio-egressgateway.istio-system.svc...)
+//   gateway:  the Gateway server that took the connection  gateway_servers.h
+//             -> VirtualService routes bound to that Gateway, then as above.
+//
+// The data plane executes a RequestPlan (answer locally, close, or connect
+// to the endpoints with the TLS it names); `sluicectl explain` prints one.
+// Both call the same functions, so what explain says is what the proxy does.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/config/model.h"
+#include "core/decision/ip_address.h"
+#include "core/policy/destination.h"
+#include "core/policy/gateway_servers.h"
+#include "core/policy/outbound_policy.h"
+#include "core/policy/registry.h"
+#include "core/policy/routing.h"
+#include "core/policy/upstream.h"
+
+namespace sluice::policy {
+
+// The tables of one config snapshot a plan reads.
+struct PlanTables {
+  const config::ConfigSet* config = nullptr;
+  const Registry* registry = nullptr;
+  const RouteTable* routes = nullptr;
+  const DestinationRules* destinations = nullptr;
+  config::OutboundTrafficPolicyMode mode = config::OutboundTrafficPolicyMode::kAllowAny;
+};
+
+// Where a forwarded connection goes and how.
+struct ForwardPlan {
+  std::string host;    // the destination host (FQDN), or empty for passthrough
+  std::string subset;  // empty: none
+  uint32_t port = 0;   // the cluster's port
+  UpstreamPlan upstream;
+  // The DestinationRule policy in force (for passthrough: defaults).
+  EffectivePolicy policy;
+  // TLS origination: the mode, the SNI to send and the identities the
+  // server must present (ISTIO_MUTUAL: the destination's SPIFFE id when
+  // known; SIMPLE/MUTUAL: the DestinationRule's subjectAltNames).
+  config::ClientTLSMode tls_mode = config::ClientTLSMode::kDisable;
+  std::string sni;
+  std::vector<std::string> expected_sans;
+  // HTTP route extras the proxy applies to the request.
+  std::string authority_rewrite;
+  std::optional<config::Duration> timeout;
+};
+
+struct RequestPlan {
+  enum class Kind {
+    kForward,     // connect per `forward`
+    kLocalReply,  // answer `status` (HTTP) and close
+    kClose,       // close with nothing forwarded (opaque traffic that may not pass)
+  };
+  Kind kind = Kind::kClose;
+  // kLocalReply
+  uint32_t status = 0;
+  std::string location;  // redirects
+  std::string body;      // direct responses
+  // For the access log and metrics, as Envoy names them.
+  std::string cluster;             // outbound|80|cnn|host, PassthroughCluster, BlackHoleCluster, ...
+  std::string route_name;          // allow_any, block_all, the VirtualService route's name, ...
+  std::string response_flags = "-";  // UH, NR, NC or "-"
+  std::string response_code_details;  // direct_response, route_not_found, cluster_not_found
+  ForwardPlan forward;
+  // Every step taken, one line each, for logs and `sluicectl explain`.
+  std::vector<std::string> steps;
+};
+const char* to_string(RequestPlan::Kind k);
+
+// What the connection carries, as far as the proxy could tell.
+struct PlanRequest {
+  Traffic traffic = Traffic::kTcp;
+  decision::IpAddress original_ip;  // the sidecar's original destination; a gateway's listener address
+  uint16_t port = 0;                // the original destination port / the Gateway server's port
+  // HTTP: the Host without port, lower case; TLS: the SNI; TCP: empty.
+  std::string host;
+  // HTTP only (may be null for TLS/TCP): method, path, headers for routes.
+  const HttpRequest* http = nullptr;
+  uint64_t pick = 0;  // random, for weighted routes
+};
+
+// A sidecar's decision (Istio's outbound listeners and routes).
+RequestPlan plan_sidecar(const PlanTables& tables, const PlanRequest& request);
+
+// An egress/ingress gateway's decision for a connection (or request) the
+// Gateway server `server` took. `request.traffic` is what is inside after
+// any TLS termination (HTTP, or TCP for a terminated TLS server).
+RequestPlan plan_gateway(const PlanTables& tables, const GatewayServerRef& server, const PlanRequest& request);
+
+// The SPIFFE identity Istio's control plane would expect of a Kubernetes
+// service's pods, for ISTIO_MUTUAL: known for the Istio egress gateway
+// (spiffe://<td>/ns/<ns>/sa/istio-egressgateway-service-account); empty
+// otherwise (any certificate from the mesh root is accepted, as Istio does
+// for a service whose accounts it does not know).
+std::string expected_service_identity(std::string_view host, std::string_view trust_domain);
+
+}  // namespace sluice::policy

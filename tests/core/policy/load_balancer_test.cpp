@@ -1,0 +1,410 @@
+// Endpoint picking and outlier detection, driven by a scripted random source
+// and a hand-advanced clock (nothing sleeps).
+#include "core/policy/load_balancer.h"
+
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <map>
+#include <vector>
+
+#include "tests/support/config_fixtures.h"
+
+namespace sluice::policy {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Returns the queued numbers in order; fails the test when it runs dry.
+class ScriptedRandom final : public RandomSource {
+ public:
+  explicit ScriptedRandom(std::initializer_list<uint64_t> values) : values_(values) {}
+  uint64_t next() override {
+    if (values_.empty()) {
+      ADD_FAILURE() << "random source exhausted";
+      return 0;
+    }
+    uint64_t v = values_.front();
+    values_.pop_front();
+    return v;
+  }
+  void push(uint64_t v) { values_.push_back(v); }
+
+ private:
+  std::deque<uint64_t> values_;
+};
+
+// A steady clock the test moves by hand.
+struct FakeClock {
+  MonotonicTime now{std::chrono::seconds(1000)};
+  void advance(std::chrono::milliseconds d) { now += d; }
+};
+
+LoadBalancer::Options options(LbAlgorithm algorithm) {
+  LoadBalancer::Options o;
+  o.algorithm = algorithm;
+  return o;
+}
+
+LoadBalancer::Options with_outlier(LbAlgorithm algorithm, OutlierConfig oc) {
+  LoadBalancer::Options o = options(algorithm);
+  o.outlier = oc;
+  return o;
+}
+
+std::vector<size_t> picks(LoadBalancer& lb, int n, MonotonicTime now) {
+  std::vector<size_t> out;
+  for (int i = 0; i < n; ++i) {
+    auto r = lb.pick(now);
+    EXPECT_EQ(r.status, PickResult::Status::kPicked) << r.reason().view();
+    out.push_back(r.host);
+  }
+  return out;
+}
+
+void fail_n(LoadBalancer& lb, size_t host, int n, MonotonicTime now, uint32_t status = 500) {
+  for (int i = 0; i < n; ++i) lb.report_response(host, status, now);
+}
+
+// ---------------------------------------------------------------------------
+// Algorithms
+
+TEST(LbAlgorithmTest, IstioNamesMapToEnvoyPolicies) {
+  EXPECT_EQ(lb_algorithm(nullptr), LbAlgorithm::kRoundRobin) << "Istio 1.4 default";
+  config::LoadBalancerSettings s;
+  EXPECT_EQ(lb_algorithm(&s), LbAlgorithm::kRoundRobin);
+  s.simple = config::SimpleLB::kLeastConn;
+  EXPECT_EQ(lb_algorithm(&s), LbAlgorithm::kLeastRequest);
+  s.simple = config::SimpleLB::kLeastRequest;
+  EXPECT_EQ(lb_algorithm(&s), LbAlgorithm::kLeastRequest);
+  s.simple = config::SimpleLB::kRandom;
+  EXPECT_EQ(lb_algorithm(&s), LbAlgorithm::kRandom);
+  s.simple = config::SimpleLB::kPassthrough;
+  EXPECT_EQ(lb_algorithm(&s), LbAlgorithm::kPassthrough);
+}
+
+TEST(RoundRobin, RotatesInOrder) {
+  FakeClock clock;
+  LoadBalancer lb(options(LbAlgorithm::kRoundRobin), {1, 1, 1});
+  EXPECT_EQ(picks(lb, 7, clock.now), (std::vector<size_t>{0, 1, 2, 0, 1, 2, 0}));
+  auto r = lb.pick(clock.now);
+  EXPECT_EQ(r.reason().view(), "ROUND_ROBIN picked endpoint 1 (3 of 3 available)");
+}
+
+TEST(RoundRobin, UnequalWeightsKeepTheirProportionsSmoothly) {
+  FakeClock clock;
+  LoadBalancer lb(options(LbAlgorithm::kRoundRobin), {3, 1});
+  // Smooth weighted round robin: the light host is not starved to the end.
+  EXPECT_EQ(picks(lb, 4, clock.now), (std::vector<size_t>{0, 0, 1, 0}));
+  std::map<size_t, int> counts;
+  for (size_t h : picks(lb, 400, clock.now)) counts[h]++;
+  EXPECT_EQ(counts[0], 300);
+  EXPECT_EQ(counts[1], 100);
+}
+
+TEST(LeastRequest, TwoRandomChoicesPreferFewerActiveRequests) {
+  FakeClock clock;
+  ScriptedRandom random{0, 1, 2, 0, 1, 1, 4, 3};
+  LoadBalancer lb(options(LbAlgorithm::kLeastRequest), {1, 1, 1}, &random);
+  for (int i = 0; i < 5; ++i) lb.on_request_start(0);
+  lb.on_request_start(1);
+  for (int i = 0; i < 3; ++i) lb.on_request_start(2);
+  EXPECT_EQ(lb.pick(clock.now).host, 1u) << "draws 0 (5 active) and 1 (1 active)";
+  EXPECT_EQ(lb.pick(clock.now).host, 2u) << "draws 2 (3 active) and 0 (5 active)";
+  EXPECT_EQ(lb.pick(clock.now).host, 1u) << "the same host drawn twice";
+  // 4 % 3 = 1 and 3 % 3 = 0: host 0 has more.
+  EXPECT_EQ(lb.pick(clock.now).host, 1u);
+  // Ties go to the first draw.
+  for (int i = 0; i < 4; ++i) lb.on_request_end(0);
+  EXPECT_EQ(lb.active_requests(0), 1u);
+  random.push(1);
+  random.push(0);
+  EXPECT_EQ(lb.pick(clock.now).host, 1u);
+}
+
+TEST(LeastRequest, UnequalWeightsFavourLightlyLoadedHeavyHosts) {
+  FakeClock clock;
+  LoadBalancer lb(options(LbAlgorithm::kLeastRequest), {2, 1});
+  std::map<size_t, int> counts;
+  for (size_t h : picks(lb, 300, clock.now)) counts[h]++;
+  EXPECT_EQ(counts[0], 200);
+  EXPECT_EQ(counts[1], 100);
+  // Host 0 busy: its effective weight 2/(9+1) falls below host 1's 1/1.
+  for (int i = 0; i < 9; ++i) lb.on_request_start(0);
+  counts.clear();
+  for (size_t h : picks(lb, 60, clock.now)) counts[h]++;
+  EXPECT_EQ(counts[0], 10);
+  EXPECT_EQ(counts[1], 50);
+}
+
+TEST(RandomLb, UsesTheRandomSourceOverAvailableHosts) {
+  FakeClock clock;
+  ScriptedRandom random{5, 7, 9};
+  LoadBalancer lb(options(LbAlgorithm::kRandom), {1, 1, 1, 1}, &random);
+  EXPECT_EQ(picks(lb, 3, clock.now), (std::vector<size_t>{1, 3, 1}));
+}
+
+TEST(Passthrough, ConnectsToTheOriginalDestination) {
+  FakeClock clock;
+  LoadBalancer lb(options(LbAlgorithm::kPassthrough), {});
+  auto r = lb.pick(clock.now);
+  EXPECT_EQ(r.status, PickResult::Status::kOriginalDestination);
+  EXPECT_EQ(r.response_flags(), "-");
+  EXPECT_NE(r.reason().view().find("original destination"), std::string::npos);
+}
+
+TEST(LoadBalancerTest, NoEndpointsIsNoHealthyUpstream) {
+  FakeClock clock;
+  LoadBalancer lb(options(LbAlgorithm::kRoundRobin), {});
+  auto r = lb.pick(clock.now);
+  EXPECT_EQ(r.status, PickResult::Status::kNoHealthyUpstream);
+  EXPECT_EQ(r.response_flags(), "UH");
+  EXPECT_EQ(r.reason().view(), "no endpoints: 503 UH");
+}
+
+// ---------------------------------------------------------------------------
+// Outlier detection
+
+TEST(OutlierConfigTest, IstioFieldsOverEnvoyDefaults) {
+  config::OutlierDetection od;
+  auto c = OutlierConfig::from(od);
+  EXPECT_EQ(c.consecutive_5xx, 5u);
+  EXPECT_EQ(c.consecutive_gateway_errors, 0u);
+  EXPECT_EQ(c.base_ejection_time, 30s);
+  EXPECT_EQ(c.interval, 10s);
+  EXPECT_EQ(c.max_ejection_percent, 10u);
+  EXPECT_FALSE(c.max_ejection_time.has_value());
+  od.consecutive_5xx_errors = 0;
+  od.consecutive_gateway_errors = 3;
+  od.base_ejection_time = config::Duration(15'000);
+  od.interval = config::Duration(2'000);
+  od.max_ejection_percent = 50;
+  c = OutlierConfig::from(od);
+  EXPECT_EQ(c.consecutive_5xx, 0u) << "0 turns the 5xx detector off";
+  EXPECT_EQ(c.consecutive_gateway_errors, 3u);
+  EXPECT_EQ(c.base_ejection_time, 15s);
+  EXPECT_EQ(c.interval, 2s);
+  EXPECT_EQ(c.max_ejection_percent, 50u);
+}
+
+TEST(Outlier, ConsecutiveErrorsEjectAndTheHostReturnsAfterTheEjectionTime) {
+  FakeClock clock;
+  LoadBalancer lb(with_outlier(LbAlgorithm::kRoundRobin, OutlierConfig{}), {1, 1, 1});
+  fail_n(lb, 1, 4, clock.now);
+  EXPECT_FALSE(lb.outlier()->ejected(1));
+  lb.report_response(1, 503, clock.now);  // fifth in a row
+  ASSERT_TRUE(lb.outlier()->ejected(1));
+  EXPECT_EQ(lb.outlier()->returns_at(1), clock.now + 30s);
+  EXPECT_EQ(picks(lb, 4, clock.now), (std::vector<size_t>{0, 2, 0, 2}));
+  auto r = lb.pick(clock.now);
+  EXPECT_EQ(r.available, 2u);
+  EXPECT_FALSE(r.panic);
+
+  clock.advance(29'999ms);
+  EXPECT_TRUE(lb.outlier()->ejected(1));
+  picks(lb, 1, clock.now);
+  EXPECT_TRUE(lb.outlier()->ejected(1));
+  clock.advance(1ms);
+  auto back = lb.pick(clock.now);
+  EXPECT_FALSE(lb.outlier()->ejected(1));
+  EXPECT_EQ(back.available, 3u);
+
+  // Second ejection: twice the base time.
+  fail_n(lb, 1, 5, clock.now);
+  ASSERT_TRUE(lb.outlier()->ejected(1));
+  EXPECT_EQ(lb.outlier()->ejections(1), 2u);
+  EXPECT_EQ(lb.outlier()->returns_at(1), clock.now + 60s);
+  clock.advance(59s);
+  lb.pick(clock.now);
+  EXPECT_TRUE(lb.outlier()->ejected(1));
+  clock.advance(1s);
+  lb.pick(clock.now);
+  EXPECT_FALSE(lb.outlier()->ejected(1));
+}
+
+TEST(Outlier, SuccessResetsTheCountAndReturnedHostsStartAfresh) {
+  FakeClock clock;
+  LoadBalancer lb(with_outlier(LbAlgorithm::kRoundRobin, OutlierConfig{}), {1, 1});
+  fail_n(lb, 0, 4, clock.now);
+  lb.report_response(0, 404, clock.now);  // not a 5xx
+  fail_n(lb, 0, 4, clock.now);
+  EXPECT_FALSE(lb.outlier()->ejected(0));
+  lb.report_connect_success(0, clock.now);
+  fail_n(lb, 0, 4, clock.now);
+  EXPECT_FALSE(lb.outlier()->ejected(0));
+  lb.report_response(0, 500, clock.now);
+  ASSERT_TRUE(lb.outlier()->ejected(0));
+  // Answers still in flight from the ejected host change nothing.
+  fail_n(lb, 0, 10, clock.now);
+  clock.advance(30s);
+  lb.pick(clock.now);
+  ASSERT_FALSE(lb.outlier()->ejected(0));
+  fail_n(lb, 0, 4, clock.now);
+  EXPECT_FALSE(lb.outlier()->ejected(0)) << "counts restart when the host returns";
+}
+
+TEST(Outlier, LocalFailuresCountAs503) {
+  FakeClock clock;
+  OutlierConfig oc;
+  oc.consecutive_5xx = 3;
+  LoadBalancer lb(with_outlier(LbAlgorithm::kRoundRobin, oc), {1, 1});
+  lb.report_local_failure(1, clock.now);
+  lb.report_response(1, 500, clock.now);
+  lb.report_local_failure(1, clock.now);
+  EXPECT_TRUE(lb.outlier()->ejected(1));
+}
+
+TEST(Outlier, GatewayErrorsDetectorCountsOnly502To504) {
+  FakeClock clock;
+  OutlierConfig oc;
+  oc.consecutive_5xx = 0;  // off
+  oc.consecutive_gateway_errors = 2;
+  LoadBalancer lb(with_outlier(LbAlgorithm::kRoundRobin, oc), {1, 1});
+  lb.report_response(0, 502, clock.now);
+  lb.report_response(0, 500, clock.now);  // a 5xx but not a gateway error: resets
+  lb.report_response(0, 504, clock.now);
+  EXPECT_FALSE(lb.outlier()->ejected(0));
+  lb.report_local_failure(0, clock.now);
+  EXPECT_TRUE(lb.outlier()->ejected(0));
+  // The 5xx detector is off: any number of 500s leaves host 1 alone.
+  fail_n(lb, 1, 50, clock.now, 500);
+  EXPECT_FALSE(lb.outlier()->ejected(1));
+}
+
+TEST(Outlier, MaxEjectionPercentStillLetsOneHostGo) {
+  FakeClock clock;
+  // Default 10% of three hosts: the first ejection is always allowed (Envoy
+  // before 1.27), the second is not.
+  LoadBalancer lb(with_outlier(LbAlgorithm::kRoundRobin, OutlierConfig{}), {1, 1, 1});
+  fail_n(lb, 0, 5, clock.now);
+  EXPECT_TRUE(lb.outlier()->ejected(0));
+  fail_n(lb, 1, 5, clock.now);
+  EXPECT_FALSE(lb.outlier()->ejected(1));
+  EXPECT_EQ(lb.outlier()->ejected_count(), 1u);
+
+  // 50%: ejections continue while fewer than half are out (0%, then 33%).
+  OutlierConfig half;
+  half.max_ejection_percent = 50;
+  LoadBalancer lb2(with_outlier(LbAlgorithm::kRoundRobin, half), {1, 1, 1});
+  fail_n(lb2, 0, 5, clock.now);
+  fail_n(lb2, 1, 5, clock.now);
+  fail_n(lb2, 2, 5, clock.now);
+  EXPECT_TRUE(lb2.outlier()->ejected(0));
+  EXPECT_TRUE(lb2.outlier()->ejected(1));
+  EXPECT_FALSE(lb2.outlier()->ejected(2));
+
+  // Two hosts at 50%: with one out the share is 50%, not below it.
+  LoadBalancer lb3(with_outlier(LbAlgorithm::kRoundRobin, half), {1, 1});
+  fail_n(lb3, 0, 5, clock.now);
+  fail_n(lb3, 1, 5, clock.now);
+  EXPECT_EQ(lb3.outlier()->ejected_count(), 1u);
+}
+
+TEST(Outlier, MaxEjectionTimeCapsTheGrowth) {
+  FakeClock clock;
+  OutlierConfig oc;
+  oc.max_ejection_percent = 100;
+  oc.max_ejection_time = 45s;
+  LoadBalancer lb(with_outlier(LbAlgorithm::kRoundRobin, oc), {1, 1});
+  fail_n(lb, 0, 5, clock.now);
+  EXPECT_EQ(lb.outlier()->returns_at(0), clock.now + 30s);
+  clock.advance(30s);
+  lb.pick(clock.now);
+  fail_n(lb, 0, 5, clock.now);
+  EXPECT_EQ(lb.outlier()->returns_at(0), clock.now + 45s);
+}
+
+TEST(Outlier, AllEjectedFallsBackToAllHostsInPanic) {
+  FakeClock clock;
+  OutlierConfig oc;
+  oc.max_ejection_percent = 100;
+  LoadBalancer lb(with_outlier(LbAlgorithm::kRoundRobin, oc), {1, 1});
+  fail_n(lb, 0, 5, clock.now);
+  fail_n(lb, 1, 5, clock.now);
+  ASSERT_EQ(lb.outlier()->ejected_count(), 2u);
+  auto r = lb.pick(clock.now);
+  ASSERT_EQ(r.status, PickResult::Status::kPicked);
+  EXPECT_TRUE(r.panic);
+  EXPECT_EQ(r.available, 0u);
+  EXPECT_NE(r.reason().view().find("below the panic threshold of 50%"), std::string::npos) << r.reason().view();
+  EXPECT_EQ(picks(lb, 4, clock.now).size(), 4u);
+}
+
+TEST(Outlier, PanicStartsBelowHalfAvailable) {
+  FakeClock clock;
+  OutlierConfig oc;
+  oc.max_ejection_percent = 100;
+  LoadBalancer lb(with_outlier(LbAlgorithm::kRoundRobin, oc), {1, 1, 1, 1});
+  fail_n(lb, 0, 5, clock.now);
+  fail_n(lb, 1, 5, clock.now);
+  auto r = lb.pick(clock.now);  // 2 of 4 available: exactly 50%, not panic
+  EXPECT_FALSE(r.panic);
+  EXPECT_TRUE(r.host == 2 || r.host == 3);
+  fail_n(lb, 2, 5, clock.now);
+  r = lb.pick(clock.now);  // 1 of 4: panic, every host is a candidate
+  EXPECT_TRUE(r.panic);
+  std::map<size_t, int> counts;
+  for (size_t h : picks(lb, 8, clock.now)) counts[h]++;
+  EXPECT_EQ(counts.size(), 4u);
+}
+
+TEST(Outlier, PanicRoutingOffMeansNoHealthyUpstream) {
+  FakeClock clock;
+  OutlierConfig oc;
+  oc.max_ejection_percent = 100;
+  LoadBalancer::Options o = with_outlier(LbAlgorithm::kLeastRequest, oc);
+  o.healthy_panic_threshold = 0;  // current Istio with minHealthPercent unset
+  LoadBalancer lb(o, {1});
+  fail_n(lb, 0, 5, clock.now);
+  auto r = lb.pick(clock.now);
+  EXPECT_EQ(r.status, PickResult::Status::kNoHealthyUpstream);
+  EXPECT_EQ(r.response_flags(), "UH");
+  EXPECT_NE(r.reason().view().find("panic routing is off"), std::string::npos) << r.reason().view();
+  clock.advance(30s);
+  EXPECT_EQ(lb.pick(clock.now).status, PickResult::Status::kPicked);
+}
+
+TEST(Outlier, WithoutDetectionReportsAreIgnored) {
+  FakeClock clock;
+  LoadBalancer lb(options(LbAlgorithm::kRoundRobin), {1, 1});
+  fail_n(lb, 0, 100, clock.now);
+  lb.report_local_failure(0, clock.now);
+  EXPECT_EQ(lb.outlier(), nullptr);
+  EXPECT_EQ(picks(lb, 2, clock.now), (std::vector<size_t>{0, 1}));
+}
+
+TEST(LoadBalancerTest, OptionsFollowTheEffectivePolicy) {
+  auto cfg = sluice::test_support::load_config({R"(
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: guarded}
+spec:
+  host: guarded.example.com
+  trafficPolicy:
+    loadBalancer: {simple: LEAST_CONN}
+    outlierDetection: {consecutive5xxErrors: 2, baseEjectionTime: 10s, maxEjectionPercent: 100}
+  subsets:
+  - name: plain
+    trafficPolicy:
+      portLevelSettings:
+      - port: {number: 8080}
+        loadBalancer: {simple: RANDOM}
+)"});
+  DestinationRules rules(cfg);
+  auto o = LoadBalancer::options_for(rules.resolve_policy("guarded.example.com", "", 80));
+  EXPECT_EQ(o.algorithm, LbAlgorithm::kLeastRequest);
+  ASSERT_TRUE(o.outlier.has_value());
+  EXPECT_EQ(o.outlier->consecutive_5xx, 2u);
+  EXPECT_EQ(o.outlier->base_ejection_time, 10s);
+  EXPECT_EQ(o.outlier->max_ejection_percent, 100u);
+  EXPECT_EQ(o.healthy_panic_threshold, 50u);
+  auto sub = LoadBalancer::options_for(rules.resolve_policy("guarded.example.com", "plain", 8080));
+  EXPECT_EQ(sub.algorithm, LbAlgorithm::kRandom);
+  EXPECT_FALSE(sub.outlier.has_value()) << "the subset's port entry replaced outlierDetection too";
+  auto none = LoadBalancer::options_for(rules.resolve_policy("other.example.com", "", 80));
+  EXPECT_EQ(none.algorithm, LbAlgorithm::kRoundRobin);
+  EXPECT_FALSE(none.outlier.has_value());
+}
+
+}  // namespace
+}  // namespace sluice::policy

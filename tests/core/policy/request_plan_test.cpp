@@ -1,0 +1,237 @@
+// End-to-end decisions (outbound policy -> routes -> DestinationRule ->
+// endpoints -> TLS) for the walkthrough's gateway section and the istio.io
+// variants, in both roles: what the kernel e2e test then checks on the wire.
+#include "core/policy/request_plan.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "core/config/loader.h"
+#include "tests/support/config_fixtures.h"
+
+namespace sluice::policy {
+namespace {
+
+using config::ClientTLSMode;
+using config::OutboundTrafficPolicyMode;
+using sluice::test_support::load_config;
+
+constexpr const char* kGatewayHost = "istio-egressgateway.istio-system.svc.cluster.local";
+constexpr const char* kGatewayId = "spiffe://cluster.local/ns/istio-system/sa/istio-egressgateway-service-account";
+
+// A config snapshot's tables, as the proxy builds them.
+struct Tables {
+  explicit Tables(config::ConfigSet c, const std::map<std::string, std::string>& gateway_labels = {})
+      : config(std::move(c)), registry(config), routes(config), destinations(config), servers(config, gateway_labels) {}
+  PlanTables tables(OutboundTrafficPolicyMode mode = OutboundTrafficPolicyMode::kRegistryOnly) const {
+    return {&config, &registry, &routes, &destinations, mode};
+  }
+  config::ConfigSet config;
+  Registry registry;
+  RouteTable routes;
+  DestinationRules destinations;
+  GatewayServers servers;
+};
+
+std::unique_ptr<Tables> load(const std::vector<std::string>& rels) {
+  return std::make_unique<Tables>(test_support::load_repo_paths(rels),
+                                  std::map<std::string, std::string>{{"istio", "egressgateway"}});
+}
+
+PlanRequest http(const char* host, uint16_t port, const char* ip = "203.0.113.10") {
+  PlanRequest r;
+  r.traffic = Traffic::kHttp;
+  r.original_ip = *decision::IpAddress::parse(ip);
+  r.port = port;
+  r.host = host;
+  return r;
+}
+
+PlanRequest tls(const char* sni, uint16_t port, const char* ip = "203.0.113.10") {
+  PlanRequest r = http(sni, port, ip);
+  r.traffic = Traffic::kTls;
+  return r;
+}
+
+std::string steps(const RequestPlan& p) {
+  std::string out;
+  for (const auto& s : p.steps) out += "  " + s + "\n";
+  return out;
+}
+
+TEST(RequestPlanTest, WalkthroughSidecarSendsCnnToTheGatewaySubsetOverIstioMutual) {
+  auto t = load({"configs/walkthrough"});
+  RequestPlan p = plan_sidecar(t->tables(), http("edition.cnn.com", 80));
+  ASSERT_EQ(p.kind, RequestPlan::Kind::kForward) << steps(p);
+  EXPECT_EQ(p.cluster, std::string("outbound|80|cnn|") + kGatewayHost);
+  EXPECT_EQ(p.forward.host, kGatewayHost);
+  EXPECT_EQ(p.forward.subset, "cnn");
+  EXPECT_EQ(p.forward.port, 80u);
+  // No ServiceEntry declares the gateway's service: its name is resolved.
+  EXPECT_EQ(p.forward.upstream.kind, UpstreamPlan::Kind::kDns);
+  ASSERT_EQ(p.forward.upstream.endpoints.size(), 1u);
+  EXPECT_EQ(p.forward.upstream.endpoints[0].dns_name, kGatewayHost);
+  EXPECT_EQ(p.forward.upstream.endpoints[0].port, 80);
+  EXPECT_EQ(p.forward.tls_mode, ClientTLSMode::kIstioMutual);
+  EXPECT_EQ(p.forward.sni, "edition.cnn.com");
+  EXPECT_EQ(p.forward.expected_sans, std::vector<std::string>{kGatewayId});
+  EXPECT_EQ(p.forward.policy.lb, config::SimpleLB::kRoundRobin);
+  EXPECT_GE(p.steps.size(), 4u) << steps(p);
+}
+
+TEST(RequestPlanTest, WalkthroughHttpsFollowUpGoesDirectByTheServiceEntry) {
+  auto t = load({"configs/walkthrough"});
+  RequestPlan p = plan_sidecar(t->tables(), tls("edition.cnn.com", 443));
+  ASSERT_EQ(p.kind, RequestPlan::Kind::kForward) << steps(p);
+  EXPECT_EQ(p.cluster, "outbound|443||edition.cnn.com");
+  EXPECT_EQ(p.forward.upstream.kind, UpstreamPlan::Kind::kDns);
+  EXPECT_EQ(p.forward.tls_mode, ClientTLSMode::kDisable);
+}
+
+TEST(RequestPlanTest, WalkthroughGatewaySendsCnnOutInPlainHttp) {
+  auto t = load({"configs/walkthrough"});
+  ASSERT_EQ(t->servers.on_port(80).size(), 1u);
+  const GatewayServerRef& server = t->servers.on_port(80)[0];
+  RequestPlan p = plan_gateway(t->tables(), server, http("edition.cnn.com", 80, "10.20.1.2"));
+  ASSERT_EQ(p.kind, RequestPlan::Kind::kForward) << steps(p);
+  EXPECT_EQ(p.cluster, "outbound|80||edition.cnn.com");
+  EXPECT_EQ(p.forward.upstream.kind, UpstreamPlan::Kind::kDns);
+  EXPECT_EQ(p.forward.upstream.endpoints[0].dns_name, "edition.cnn.com");
+  EXPECT_EQ(p.forward.tls_mode, ClientTLSMode::kDisable);
+  EXPECT_NE(p.steps.front().find("Gateway server"), std::string::npos);
+}
+
+TEST(RequestPlanTest, GatewayAnswers404ForAHostNoVirtualServiceBinds) {
+  auto t = load({"configs/walkthrough"});
+  const GatewayServerRef& server = t->servers.on_port(80)[0];
+  RequestPlan p = plan_gateway(t->tables(), server, http("www.example.org", 80, "10.20.1.2"));
+  EXPECT_EQ(p.kind, RequestPlan::Kind::kLocalReply) << steps(p);
+  EXPECT_EQ(p.status, 404u);
+  EXPECT_EQ(p.response_flags, "NR");
+}
+
+TEST(RequestPlanTest, RegistryOnlyStillBlocksUndeclaredHosts) {
+  auto t = load({"configs/walkthrough"});
+  RequestPlan p = plan_sidecar(t->tables(), http("unknown.example.org", 80, "203.0.113.20"));
+  EXPECT_EQ(p.kind, RequestPlan::Kind::kLocalReply);
+  EXPECT_EQ(p.status, 502u);
+  EXPECT_EQ(p.cluster, "BlackHoleCluster");
+  RequestPlan allow = plan_sidecar(t->tables(OutboundTrafficPolicyMode::kAllowAny),
+                                   http("unknown.example.org", 80, "203.0.113.20"));
+  EXPECT_EQ(allow.kind, RequestPlan::Kind::kForward);
+  EXPECT_EQ(allow.cluster, "PassthroughCluster");
+  EXPECT_EQ(allow.forward.upstream.kind, UpstreamPlan::Kind::kOriginalDestination);
+}
+
+TEST(RequestPlanTest, TlsOriginationAtTheGateway) {
+  auto t = load({"configs/variants/tls-origination-gateway"});
+  RequestPlan side = plan_sidecar(t->tables(), http("edition.cnn.com", 80));
+  EXPECT_EQ(side.forward.tls_mode, ClientTLSMode::kIstioMutual) << steps(side);
+  ASSERT_FALSE(t->servers.empty());
+  RequestPlan gw = plan_gateway(t->tables(), t->servers.on_port(80)[0], http("edition.cnn.com", 80, "10.20.1.2"));
+  ASSERT_EQ(gw.kind, RequestPlan::Kind::kForward) << steps(gw);
+  EXPECT_EQ(gw.cluster, "outbound|443||edition.cnn.com");
+  EXPECT_EQ(gw.forward.port, 443u);
+  EXPECT_EQ(gw.forward.tls_mode, ClientTLSMode::kSimple);
+  EXPECT_EQ(gw.forward.sni, "edition.cnn.com");
+  ASSERT_EQ(gw.forward.upstream.endpoints.size(), 1u);
+  EXPECT_EQ(gw.forward.upstream.endpoints[0].port, 443);
+}
+
+TEST(RequestPlanTest, TlsOriginationAtTheSidecarUsesTheTargetPort) {
+  auto t = load({"configs/variants/tls-origination-sidecar"});
+  RequestPlan p = plan_sidecar(t->tables(), http("edition.cnn.com", 80));
+  ASSERT_EQ(p.kind, RequestPlan::Kind::kForward) << steps(p);
+  EXPECT_EQ(p.cluster, "outbound|80||edition.cnn.com");
+  EXPECT_EQ(p.forward.tls_mode, ClientTLSMode::kSimple);
+  EXPECT_EQ(p.forward.sni, "edition.cnn.com") << "auto SNI from the request's Host";
+  ASSERT_EQ(p.forward.upstream.endpoints.size(), 1u);
+  EXPECT_EQ(p.forward.upstream.endpoints[0].port, 443) << "targetPort";
+}
+
+TEST(RequestPlanTest, TlsPassthroughRoutesBySniAtBothHops) {
+  auto t = load({"configs/variants/tls-passthrough-gateway"});
+  RequestPlan side = plan_sidecar(t->tables(), tls("edition.cnn.com", 443));
+  ASSERT_EQ(side.kind, RequestPlan::Kind::kForward) << steps(side);
+  EXPECT_EQ(side.cluster, std::string("outbound|443|cnn|") + kGatewayHost);
+  EXPECT_EQ(side.forward.tls_mode, ClientTLSMode::kDisable) << "the app's TLS passes through untouched";
+  ASSERT_EQ(t->servers.on_port(443).size(), 1u);
+  const GatewayServerRef& server = t->servers.on_port(443)[0];
+  EXPECT_EQ(server.kind, ServerKind::kTlsPassthrough);
+  RequestPlan gw = plan_gateway(t->tables(), server, tls("edition.cnn.com", 443, "10.20.1.2"));
+  ASSERT_EQ(gw.kind, RequestPlan::Kind::kForward) << steps(gw);
+  EXPECT_EQ(gw.cluster, "outbound|443||edition.cnn.com");
+  RequestPlan other = plan_gateway(t->tables(), server, tls("www.cnn.com", 443, "10.20.1.2"));
+  EXPECT_EQ(other.kind, RequestPlan::Kind::kClose) << steps(other);
+  EXPECT_EQ(other.response_flags, "NR");
+}
+
+TEST(RequestPlanTest, MissingSubsetIs503NoCluster) {
+  config::ConfigSet cs = load_config({test_support::kCnnServiceEntry, R"(
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - route:
+    - destination: {host: edition.cnn.com, subset: v2}
+)"});
+  Tables t(std::move(cs));
+  RequestPlan p = plan_sidecar(t.tables(), http("edition.cnn.com", 80));
+  EXPECT_EQ(p.kind, RequestPlan::Kind::kLocalReply) << steps(p);
+  EXPECT_EQ(p.status, 503u);
+  EXPECT_EQ(p.response_flags, "NC");
+  EXPECT_EQ(p.response_code_details, "cluster_not_found");
+}
+
+TEST(RequestPlanTest, RedirectsAndDirectResponsesAreLocalReplies) {
+  config::ConfigSet cs = load_config({test_support::kCnnServiceEntry, R"(
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - match: [{uri: {prefix: /old}}]
+    redirect: {uri: /new, redirectCode: 302}
+  - match: [{uri: {exact: /health}}]
+    directResponse: {status: 200, body: {string: ok}}
+  - match: [{uri: {prefix: /api}}]
+    route:
+    - destination: {host: edition.cnn.com}
+)"});
+  Tables t(std::move(cs));
+  policy::HttpRequest req;
+  req.path = "/old/page";
+  PlanRequest r = http("edition.cnn.com", 80);
+  r.http = &req;
+  RequestPlan redirect = plan_sidecar(t.tables(), r);
+  EXPECT_EQ(redirect.kind, RequestPlan::Kind::kLocalReply) << steps(redirect);
+  EXPECT_EQ(redirect.status, 302u);
+  EXPECT_EQ(redirect.location, "http://edition.cnn.com/new");
+  req.path = "/health";
+  RequestPlan direct = plan_sidecar(t.tables(), r);
+  EXPECT_EQ(direct.status, 200u);
+  EXPECT_EQ(direct.body, "ok");
+  req.path = "/other";
+  RequestPlan none = plan_sidecar(t.tables(), r);
+  EXPECT_EQ(none.status, 404u);
+  EXPECT_EQ(none.response_flags, "NR");
+  req.path = "/api/x";
+  EXPECT_EQ(plan_sidecar(t.tables(), r).kind, RequestPlan::Kind::kForward);
+}
+
+TEST(RequestPlanTest, ExpectedServiceIdentity) {
+  EXPECT_EQ(expected_service_identity(kGatewayHost, "cluster.local"), kGatewayId);
+  EXPECT_EQ(expected_service_identity("istio-egressgateway.mesh-gw.svc.cluster.local", "corp.example"),
+            "spiffe://corp.example/ns/mesh-gw/sa/istio-egressgateway-service-account");
+  EXPECT_EQ(expected_service_identity("reviews.default.svc.cluster.local", "cluster.local"), "");
+  EXPECT_EQ(expected_service_identity("edition.cnn.com", "cluster.local"), "");
+}
+
+}  // namespace
+}  // namespace sluice::policy

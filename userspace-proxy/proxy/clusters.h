@@ -1,0 +1,57 @@
+// Upstream clusters of a running proxy: one load balancer (and outlier
+// detector) per Envoy cluster name, shared by all workers, so that
+// ROUND_ROBIN alternates across the whole process as users expect of one
+// Envoy cluster, whichever worker a connection landed on.
+//
+// The endpoint list of a cluster comes from the connection's plan (static
+// addresses or the DNS cache); when it changes (a new DNS answer, a config
+// reload) the balancer is rebuilt for the new list.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/policy/destination.h"
+#include "core/policy/load_balancer.h"
+#include "userspace-proxy/engine/socket_address.h"
+
+namespace sluice::proxy {
+
+class Clusters {
+ public:
+  struct Choice {
+    // The chosen endpoint first, then the others in balancer order: the
+    // engine tries them in turn on connect failure (Envoy's default retry
+    // on connect-failure, to another host).
+    std::vector<engine::SocketAddress> order;
+    bool no_healthy = false;   // 503 UH
+    bool original_destination = false;  // PASSTHROUGH load balancing
+    std::string reason;
+  };
+
+  Choice pick(const std::string& cluster, const policy::EffectivePolicy& policy,
+              const std::vector<engine::SocketAddress>& endpoints, const std::vector<uint32_t>& weights);
+
+  // Outcomes, for outlier detection (no-op for unknown clusters/addresses).
+  void report_connect(const std::string& cluster, const engine::SocketAddress& address, bool ok);
+
+ private:
+  struct Cluster {
+    std::mutex mu;
+    std::vector<engine::SocketAddress> endpoints;
+    std::vector<uint32_t> weights;
+    policy::LbAlgorithm algorithm = policy::LbAlgorithm::kLeastRequest;
+    std::unique_ptr<policy::LoadBalancer> lb;
+  };
+  std::shared_ptr<Cluster> get(const std::string& name);
+
+  std::mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<Cluster>> clusters_;
+};
+
+}  // namespace sluice::proxy

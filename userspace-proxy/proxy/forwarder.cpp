@@ -1,0 +1,435 @@
+#include "userspace-proxy/proxy/forwarder.h"
+
+#include "userspace-proxy/proxy/clusters.h"
+#include "userspace-proxy/proxy/tls_contexts.h"
+#include "userspace-proxy/tls/tls_filter.h"
+
+namespace sluice::proxy {
+
+using engine::SocketAddress;
+using engine::Verdict;
+using policy::RequestPlan;
+using policy::Traffic;
+
+policy::HttpRequest http_request_of(const sniff::HttpRequestHead& head, std::vector<policy::HeaderField>& storage) {
+  storage.clear();
+  storage.reserve(head.headers.size());
+  for (const auto& h : head.headers) storage.push_back(policy::HeaderField{h.name, h.value});
+  policy::HttpRequest r;
+  r.host = head.host;
+  r.authority = head.has_host_header ? head.host_header : head.host;
+  r.method = head.method;
+  r.path = head.path.empty() ? std::string_view("/") : head.path;
+  r.scheme = head.scheme.empty() ? std::string_view("http") : head.scheme;
+  r.headers = storage;
+  return r;
+}
+
+void count_handshake(ProxyCounters* counters, const tls::TlsHandshakeResult& r) {
+  if (!counters) return;
+  bump(r.ok ? counters->tls_handshakes : counters->tls_handshake_failures);
+  if (r.ok && r.resumed) bump(counters->tls_resumed);
+}
+
+std::string upstream_key(const RequestPlan& plan, const std::string& host, const SocketAddress& original_dst) {
+  std::string key = std::string(policy::to_string(plan.kind)) + "|" + plan.cluster;
+  if (plan.kind != RequestPlan::Kind::kForward) return key;
+  if (plan.forward.upstream.kind == policy::UpstreamPlan::Kind::kOriginalDestination) {
+    key += "|" + original_dst.to_string();
+  } else if (plan.forward.upstream.kind == policy::UpstreamPlan::Kind::kDns) {
+    for (const auto& ep : plan.forward.upstream.endpoints) key += "|" + ep.dns_name;
+  }
+  if (plan.forward.tls_mode != config::ClientTLSMode::kDisable) key += "|sni=" + plan.forward.sni;
+  (void)host;
+  return key;
+}
+
+std::unique_ptr<ProxyConnection> Forwarder::new_connection(const engine::AcceptInfo& info) {
+  bump(o_.counters->accepted);
+  auto c = std::make_unique<ProxyConnection>();
+  ConnectionInfo& ci = *c->info;
+  ci.start_realtime_ns = realtime_ns();
+  ci.start_monotonic_ns = monotonic_ns();
+  ci.log = o_.access_log;
+  ci.counters = o_.counters;
+  ci.metrics = o_.istio_metrics;
+  ci.metrics_shard = o_.metrics_shard;
+  ci.peer = info.peer();
+  return c;
+}
+
+policy::PlanRequest Forwarder::plan_request(const ConnectionInfo& ci, Traffic traffic, std::string host,
+                                            const policy::HttpRequest* http) {
+  policy::PlanRequest pr;
+  pr.traffic = traffic;
+  pr.original_ip = ci.original_ip;
+  pr.port = ci.original_dst.port();
+  pr.host = std::move(host);
+  pr.http = http;
+  pr.pick = next_pick();
+  return pr;
+}
+
+ProxyConnection* Forwarder::adopt(engine::Connection& conn, std::unique_ptr<ProxyConnection> c) {
+  c->waker = conn.waker();
+  ProxyConnection* raw = c.release();
+  conn.set_context(reinterpret_cast<uint64_t>(raw));
+  return raw;
+}
+
+Verdict Forwarder::on_wake(engine::Connection& conn, std::span<const uint8_t> pending) {
+  ProxyConnection& c = state(conn);
+  if (!c.decided) return Verdict::close();
+  return resume(c, pending);
+}
+
+void Forwarder::on_upstream_connected(engine::Connection& conn, const SocketAddress& upstream) {
+  ProxyConnection& c = state(conn);
+  c.info->upstream_host = upstream.to_string();
+  if (!c.info->http) c.info->record_tcp_open();
+  if (o_.clusters && c.plan.kind == RequestPlan::Kind::kForward) {
+    o_.clusters->report_connect(c.plan.cluster, upstream, true);
+  }
+}
+
+Verdict Forwarder::protocol_error(ProxyConnection& c, int status) {
+  bump(o_.counters->protocol_errors);
+  c.logged = true;
+  AccessLogEntry e = c.info->base_entry();
+  e.response_flags = "DPE";
+  e.response_code_details = "protocol_error";
+  c.info->log_entry(e);
+  if (status == 0) return Verdict::close();
+  c.reply = local_reply(status, realtime_ns());
+  return Verdict::close(bytes_of(c.reply));
+}
+
+Verdict Forwarder::execute_http(ProxyConnection& c, const sniff::HttpRequestHead& head, RequestPlan plan,
+                                std::span<const uint8_t> pending) {
+  bump(o_.counters->http_requests);
+  ConnectionInfo& ci = *c.info;
+  ci.http = true;
+  ci.requests = 1;
+  AccessLogEntry e = request_entry(ci, head);
+  e.start_realtime_ns = ci.start_realtime_ns;
+  e.upstream_cluster = plan.cluster;
+  e.route_name = plan.route_name;
+  e.response_flags = plan.response_flags == "-" ? "" : plan.response_flags;
+  ci.pending_requests.push_back({std::move(e), true});
+  c.host = std::string(head.host);
+  c.traffic = Traffic::kHttp;
+  return execute(c, std::move(plan), pending);
+}
+
+Verdict Forwarder::execute(ProxyConnection& c, RequestPlan plan, std::span<const uint8_t> pending) {
+  ConnectionInfo& ci = *c.info;
+  c.decided = true;
+  ci.cluster = plan.cluster;
+  ci.route_name = plan.route_name;
+  ci.tcp_flags = plan.response_flags == "-" ? "" : plan.response_flags;
+  ci.upstream_key = upstream_key(plan, c.host, ci.original_dst);
+  c.plan = std::move(plan);
+  switch (c.plan.kind) {
+    case RequestPlan::Kind::kLocalReply: {
+      o_.counters->count(c.plan.status == 502 ? policy::Action::kLocalReply502 : policy::Action::kRoute);
+      c.logged = true;
+      if (!ci.pending_requests.empty()) {
+        AccessLogEntry& e = ci.pending_requests.front().entry;
+        e.http->response_code = c.plan.status;
+        e.response_code_details = c.plan.response_code_details;
+        e.bytes_received = pending.size();
+        ci.flush_requests();
+      }
+      c.reply = local_reply(static_cast<int>(c.plan.status), realtime_ns(), c.plan.body, c.plan.location);
+      return Verdict::close(bytes_of(c.reply));
+    }
+    case RequestPlan::Kind::kClose:
+      o_.counters->count(policy::Action::kBlackhole);
+      // Istio has no route for it: its TCP proxy to BlackHoleCluster (or no
+      // filter chain) logs a TCP line ("- - -" 0 UH/NR), written in on_close.
+      ci.pending_requests.clear();
+      ci.http = false;
+      return Verdict::close();
+    case RequestPlan::Kind::kForward:
+      o_.counters->count(c.plan.cluster == "PassthroughCluster" ? policy::Action::kPassthrough
+                                                                 : policy::Action::kRoute);
+      break;
+  }
+  c.dns_deadline = std::chrono::steady_clock::now() + o_.dns_wait;
+  return resume(c, pending);
+}
+
+Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) {
+  const policy::UpstreamPlan& up = c.plan.forward.upstream;
+  if (!up.error.empty()) return no_upstream(c, "UH", up.error, 503);
+  std::vector<SocketAddress> addrs;
+  std::vector<uint32_t> weights;
+  bool waiting = false;
+  std::string dns_error;
+  for (const auto& ep : up.endpoints) {
+    if (ep.address) {
+      addrs.push_back(to_socket_address(*ep.address, ep.port));
+      weights.push_back(ep.weight);
+      continue;
+    }
+    DnsAnswer answer;
+    if (o_.dns && o_.dns->lookup_cached(ep.dns_name, &answer)) {
+      if (!answer.ok()) {
+        dns_error = ep.dns_name + ": " + answer.error;
+        continue;
+      }
+      size_t take = up.one_answer_at_a_time ? 1 : answer.addresses.size();
+      for (size_t i = 0; i < take && i < answer.addresses.size(); ++i) {
+        addrs.push_back(to_socket_address(answer.addresses[i], ep.port));
+        weights.push_back(ep.weight);
+      }
+    } else if (o_.dns) {
+      waiting = true;
+      if (!c.dns_started) {
+        // The answer arrives on the resolver's thread: it wakes this
+        // connection's worker, which calls on_wake -> resume (a wake for a
+        // connection that is gone by then is ignored by the engine).
+        engine::Waker waker = c.waker;
+        o_.dns->resolve(ep.dns_name, [waker](const DnsAnswer&) { waker.wake(); });
+      }
+    } else {
+      dns_error = ep.dns_name + ": no DNS resolver";
+    }
+  }
+  c.dns_started = true;
+  if (waiting) {
+    auto now = std::chrono::steady_clock::now();
+    if (now < c.dns_deadline) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(c.dns_deadline - now);
+      // Without a waker (unit tests' fake connections) poll the cache.
+      if (!c.waker) return Verdict::need_more(std::min(left + std::chrono::milliseconds(1), o_.dns_recheck));
+      return Verdict::defer(left + std::chrono::milliseconds(1));
+    }
+  }
+  if (addrs.empty()) {
+    bump(o_.counters->dns_failures);
+    return no_upstream(c, "UH", dns_error.empty() ? "DNS answer timed out" : dns_error, 503);
+  }
+
+  // Passthrough (and NONE resolution) goes to the one original destination;
+  // clusters balance over their endpoints.
+  std::vector<SocketAddress> order;
+  if (up.kind == policy::UpstreamPlan::Kind::kOriginalDestination || !o_.clusters) {
+    order = std::move(addrs);
+  } else {
+    Clusters::Choice choice = o_.clusters->pick(c.plan.cluster, c.plan.forward.policy, addrs, weights);
+    if (choice.original_destination) {
+      order.push_back(c.info->original_dst);
+    } else if (choice.no_healthy) {
+      return no_upstream(c, "UH", "no healthy upstream (" + choice.reason + ")", 503);
+    } else {
+      order = std::move(choice.order);
+    }
+  }
+
+  bool ok = true;
+  std::string error;
+  engine::StreamFilterPtr filter = build_filter(c, pending, &ok, &error);
+  if (!ok) {
+    if (!error.empty()) return no_upstream(c, "UF", error, 503);
+    // The first read already holds a later request that may not ride on this
+    // connection's decision: forward nothing at all.
+    c.info->flush_requests();
+    c.logged = true;
+    return Verdict::close();
+  }
+  return Verdict::connect(std::span<const SocketAddress>(order), std::move(filter));
+}
+
+void Forwarder::install_check_later(ProxyConnection& c) {
+  ConnectionInfo* ci = c.info.get();
+  ProxyCounters* counters = o_.counters;
+  // The filter (and this function object) may outlive the handler state by
+  // a little; the plan it compares with is copied into the closure.
+  std::string key = ci->upstream_key;
+  ci->check_later = [this, ci, counters, key](const sniff::HttpRequestHead& head, AccessLogEntry& e) {
+    RequestPlan plan = plan_later(*ci, head);
+    e.upstream_cluster = plan.cluster;
+    e.route_name = plan.route_name;
+    e.response_flags = plan.response_flags == "-" ? "" : plan.response_flags;
+    LaterRequest out;
+    switch (plan.kind) {
+      case RequestPlan::Kind::kLocalReply:
+        counters->count(plan.status == 502 ? policy::Action::kLocalReply502 : policy::Action::kRoute);
+        e.http->response_code = plan.status;
+        e.response_code_details = plan.response_code_details.empty() ? "direct_response" : plan.response_code_details;
+        out.kind = LaterRequest::Kind::kLocalReply;
+        out.reply = local_reply(static_cast<int>(plan.status), realtime_ns(), plan.body, plan.location);
+        return out;
+      case RequestPlan::Kind::kClose:
+        counters->count(policy::Action::kBlackhole);
+        out.kind = LaterRequest::Kind::kClose;
+        return out;
+      case RequestPlan::Kind::kForward:
+        break;
+    }
+    if (upstream_key(plan, std::string(head.host), ci->original_dst) != key) {
+      bump(counters->upstream_changed);
+      e.response_code_details = "upstream_changed_connection_closed";
+      out.kind = LaterRequest::Kind::kClose;
+      return out;
+    }
+    out.kind = LaterRequest::Kind::kForward;
+    return out;
+  };
+}
+
+engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<const uint8_t> pending, bool* ok,
+                                                std::string* error) {
+  ConnectionInfo& ci = *c.info;
+  engine::StreamFilterPtr inner;
+  if (ci.http) {
+    install_check_later(c);
+    auto guard = std::make_unique<HttpRequestGuard>(c.info, pending);
+    if (!guard->first_bytes_ok()) {
+      *ok = false;
+      return nullptr;
+    }
+    inner = std::move(guard);
+  }
+  const policy::ForwardPlan& f = c.plan.forward;
+  std::shared_ptr<const tls::TlsClientContext> client;
+  tls::ClientSessionParams params;
+  if (f.tls_mode != config::ClientTLSMode::kDisable) {
+    if (!o_.tls) {
+      *ok = false;
+      *error = "TLS origination needs the proxy's TLS contexts";
+      return nullptr;
+    }
+    config::ClientTLSSettings settings;
+    if (f.policy.tls) settings = *f.policy.tls;
+    settings.mode = f.tls_mode;
+    client = o_.tls->client(settings, f.expected_sans, error);
+    if (!client) {
+      *ok = false;
+      return nullptr;
+    }
+    params.sni = f.sni;
+    params.session_key = c.plan.cluster;
+  }
+
+  // Termination installed at the gateway before routing: add the rest to it.
+  if (c.terminator) {
+    if (client && !c.terminator->set_upstream_tls(client, params, error)) {
+      *ok = false;
+      return nullptr;
+    }
+    if (inner) c.terminator->set_inner(std::move(inner));
+    return nullptr;  // the engine keeps the installed filter
+  }
+  if (!client) return inner;
+
+  std::weak_ptr<ConnectionInfo> weak = c.info;
+  tls::TlsFilterOptions to;
+  to.upstream_tls = client;
+  to.upstream_params = params;
+  to.inner = std::move(inner);
+  bool http = ci.http;
+  ProxyCounters* counters = o_.counters;
+  to.on_handshake = [weak, counters](const tls::TlsHandshakeResult& r) {
+    count_handshake(counters, r);
+    auto info = weak.lock();
+    if (!info || r.ok) return;
+    info->upstream_failure = r.failure_reason;
+  };
+  to.upstream_failure_reply = [weak, http](const tls::TlsHandshakeResult& r) -> std::string {
+    auto info = weak.lock();
+    if (info) {
+      info->upstream_failure = r.failure_reason;
+      if (http) info->first_response_code = 503;
+    }
+    if (!http) return {};
+    std::string body = tls::upstream_tls_failure_details(r.failure_reason);
+    return local_reply(503, realtime_ns(), body);
+  };
+  std::unique_ptr<tls::TlsFilter> filter = tls::TlsFilter::create(std::move(to), error);
+  if (!filter) {
+    *ok = false;
+    return nullptr;
+  }
+  return filter;
+}
+
+// Envoy answers an HTTP request with no usable upstream 503 (UH, or UF when
+// the upstream TLS setup failed); other traffic is closed.
+Verdict Forwarder::no_upstream(ProxyConnection& c, const std::string& flags, const std::string& why, int status) {
+  ConnectionInfo& ci = *c.info;
+  c.logged = true;
+  if (ci.http) {
+    for (auto& r : ci.pending_requests) {
+      r.entry.response_flags = flags;
+      r.entry.http->response_code = static_cast<uint32_t>(status);
+      r.entry.upstream_transport_failure_reason = why;
+    }
+    ci.flush_requests();
+    c.reply = local_reply(status, realtime_ns());
+    return Verdict::close(bytes_of(c.reply));
+  }
+  AccessLogEntry e = ci.base_entry();
+  e.upstream_cluster = ci.cluster;
+  e.route_name = ci.route_name;
+  e.response_flags = flags;
+  e.upstream_transport_failure_reason = why;
+  ci.log_entry(e);
+  return Verdict::close();
+}
+
+void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats& stats) {
+  o_.counters->count(stats.reason);
+  auto* c = reinterpret_cast<ProxyConnection*>(conn.context());
+  if (!c) return;
+  conn.set_context(0);
+  ConnectionInfo& ci = *c->info;
+  uint64_t duration_ms = stats.end_monotonic_ns > stats.start_monotonic_ns
+                             ? static_cast<uint64_t>(stats.end_monotonic_ns - stats.start_monotonic_ns) / 1'000'000
+                             : 0;
+  std::string flags;
+  if (stats.reason == engine::CloseReason::kUpstreamConnectFailed) flags = "UF";
+  if (stats.reason == engine::CloseReason::kUpstreamConnectTimeout) flags = "UF,UT";
+  if (!ci.upstream_failure.empty()) flags = "UF";
+  if (o_.clusters && c->plan.kind == policy::RequestPlan::Kind::kForward &&
+      (stats.reason == engine::CloseReason::kUpstreamConnectFailed ||
+       stats.reason == engine::CloseReason::kUpstreamConnectTimeout) &&
+      stats.upstream.valid()) {
+    o_.clusters->report_connect(c->plan.cluster, stats.upstream, false);
+  }
+  if (ci.http && !ci.pending_requests.empty()) {
+    if (ci.requests == 1) {
+      AccessLogEntry& e = ci.pending_requests.front().entry;
+      e.bytes_received = stats.bytes_from_downstream;
+      e.bytes_sent = stats.bytes_to_downstream;
+      e.duration_ms = duration_ms;
+    }
+    if (!flags.empty()) {
+      for (auto& r : ci.pending_requests) {
+        r.entry.response_flags = flags;
+        if (!ci.upstream_failure.empty()) {
+          r.entry.upstream_transport_failure_reason = ci.upstream_failure;
+          r.entry.response_code_details = "upstream_reset_before_response_started{connection_failure,TLS_error}";
+        }
+        if (r.first && ci.first_response_code == 0) r.entry.http->response_code = 503;
+      }
+    }
+    ci.flush_requests();
+  } else if (!c->logged && ci.snapshot && c->decided) {
+    AccessLogEntry e = ci.base_entry();
+    e.upstream_cluster = ci.cluster;
+    e.route_name = ci.route_name;
+    e.response_flags = !flags.empty() ? flags : ci.tcp_flags;
+    e.upstream_host = stats.upstream.valid() ? stats.upstream.to_string() : "";
+    e.upstream_transport_failure_reason = ci.upstream_failure;
+    e.bytes_received = stats.bytes_from_downstream;
+    e.bytes_sent = stats.bytes_to_downstream;
+    e.duration_ms = duration_ms;
+    e.connection_termination_details = std::string(engine::close_reason_name(stats.reason));
+    ci.log_entry(e);
+  }
+  delete c;
+}
+
+}  // namespace sluice::proxy

@@ -1,0 +1,115 @@
+// What the sidecar and gateway handlers share: carrying out a
+// policy::RequestPlan on one connection (local reply, close, or connect to
+// the planned endpoints with the planned TLS), waiting for DNS answers,
+// picking endpoints through the process-wide Clusters, checking later
+// keep-alive requests, and the access log line at the end.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/policy/request_plan.h"
+#include "userspace-proxy/engine/connection_handler.h"
+#include "userspace-proxy/proxy/egress_handler.h"
+#include "userspace-proxy/proxy/http_guard.h"
+#include "userspace-proxy/sniff/http_request_head.h"
+#include "userspace-proxy/sniff/protocol_detector.h"
+#include "userspace-proxy/sniff/sniff_plan.h"
+#include "userspace-proxy/sniff/tls_client_hello.h"
+
+namespace sluice::tls {
+class TlsFilter;
+struct TlsHandshakeResult;
+}
+
+namespace sluice::proxy {
+
+// Handler state of one connection (Connection::context points at it).
+struct ProxyConnection {
+  std::shared_ptr<ConnectionInfo> info = std::make_shared<ConnectionInfo>();
+  sniff::SniffMode mode = sniff::SniffMode::kDetect;
+  std::unique_ptr<sniff::ProtocolDetector> detector;  // kDetect
+  std::unique_ptr<sniff::HttpRequestParser> http;      // kHttp
+  std::unique_ptr<sniff::ClientHelloSniffer> tls;      // kTlsClientHello
+  size_t fed = 0;  // bytes of `pending` already fed to the sniffer
+  // Set once decided; the connection may still wait for DNS.
+  bool decided = false;
+  policy::Traffic traffic = policy::Traffic::kTcp;
+  std::string host;
+  policy::RequestPlan plan;
+  std::chrono::steady_clock::time_point dns_deadline;
+  bool dns_started = false;
+  // Wakes the connection when a DNS answer it waits for arrives.
+  engine::Waker waker;
+  bool logged = false;  // TCP line or local reply already written
+  std::string reply;    // kept alive for Verdict::close
+
+  // Gateway role: TLS termination installed before routing.
+  tls::TlsFilter* terminator = nullptr;  // installed by need_more(); owned by the engine
+};
+
+// Converts a parsed request head for VirtualService matching. `storage`
+// holds the header list the returned request points into.
+policy::HttpRequest http_request_of(const sniff::HttpRequestHead& head, std::vector<policy::HeaderField>& storage);
+
+class Forwarder : public engine::ConnectionHandler {
+ public:
+  explicit Forwarder(const EgressOptions& o) : o_(o) {}
+
+  void on_upstream_connected(engine::Connection& conn, const engine::SocketAddress& upstream) override;
+  // A DNS answer this connection waited for arrived (Verdict::defer).
+  engine::Verdict on_wake(engine::Connection& conn, std::span<const uint8_t> pending) override;
+  void on_close(engine::Connection& conn, const engine::ConnectionStats& stats) override;
+
+ protected:
+  static ProxyConnection& state(engine::Connection& conn) {
+    return *reinterpret_cast<ProxyConnection*>(conn.context());
+  }
+  // A connection's state with what every role records at accept (clocks,
+  // peer, log and metrics sinks); counts it as accepted.
+  std::unique_ptr<ProxyConnection> new_connection(const engine::AcceptInfo& info);
+  // What the policy core needs to plan for this connection.
+  policy::PlanRequest plan_request(const ConnectionInfo& ci, policy::Traffic traffic, std::string host,
+                                   const policy::HttpRequest* http);
+  // Hands `c` to the connection (context) and keeps its waker.
+  ProxyConnection* adopt(engine::Connection& conn, std::unique_ptr<ProxyConnection> c);
+
+  // Records the first HTTP request's access log entry and carries out `plan`.
+  engine::Verdict execute_http(ProxyConnection& c, const sniff::HttpRequestHead& head, policy::RequestPlan plan,
+                               std::span<const uint8_t> pending);
+  // Carries out `plan` for TLS/TCP traffic (one TCP access log line at close).
+  engine::Verdict execute(ProxyConnection& c, policy::RequestPlan plan, std::span<const uint8_t> pending);
+  // Turns the plan into addresses (waiting for DNS when needed) and connects.
+  engine::Verdict resume(ProxyConnection& c, std::span<const uint8_t> pending);
+  engine::Verdict protocol_error(ProxyConnection& c, int status);
+
+  // The role's plan for a later request on a kept-alive connection.
+  virtual policy::RequestPlan plan_later(const ConnectionInfo& ci, const sniff::HttpRequestHead& head) = 0;
+
+  uint64_t next_pick() { return rng_ = rng_ * 6364136223846793005ULL + 1442695040888963407ULL; }
+
+  EgressOptions o_;
+
+ private:
+  engine::Verdict no_upstream(ProxyConnection& c, const std::string& flags, const std::string& why, int status);
+  engine::StreamFilterPtr build_filter(ProxyConnection& c, std::span<const uint8_t> pending, bool* ok,
+                                       std::string* error);
+  void install_check_later(ProxyConnection& c);
+
+  uint64_t rng_ = 0x2545F4914F6CDD1DULL;
+};
+
+// Counts a finished TLS handshake (either side) in the proxy's counters.
+void count_handshake(ProxyCounters* counters, const tls::TlsHandshakeResult& r);
+
+// Identifies "the same upstream" for a later request: the cluster, plus the
+// original destination for passthrough and the requested host for DNS
+// resolution of a wildcard entry.
+std::string upstream_key(const policy::RequestPlan& plan, const std::string& host,
+                         const engine::SocketAddress& original_dst);
+
+}  // namespace sluice::proxy

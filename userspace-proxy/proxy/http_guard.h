@@ -1,0 +1,147 @@
+// Per-connection state shared by a role's ConnectionHandler and the HTTP
+// filter that follows a keep-alive connection after its first request, and
+// that filter itself (HttpRequestGuard).
+//
+// The handler decides the connection on its first request; every later
+// request on the same HTTP/1 connection is decided on its own by the role's
+// `check_later` (a sidecar re-applies outboundTrafficPolicy and its routes,
+// a gateway its Gateway server and routes): forwarded when it goes to the
+// connection's upstream, answered locally (502, 404, a redirect...) and the
+// connection closed after it, or not forwarded and the connection closed when
+// it would need another upstream (the client reconnects and is decided
+// afresh).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/decision/ip_address.h"
+#include "userspace-proxy/admin/istio_metrics.h"
+#include "userspace-proxy/engine/socket_address.h"
+#include "userspace-proxy/engine/stream_filter.h"
+#include "userspace-proxy/proxy/access_log.h"
+#include "userspace-proxy/proxy/access_log_sink.h"
+#include "userspace-proxy/proxy/proxy_counters.h"
+#include "userspace-proxy/proxy/snapshot.h"
+#include "userspace-proxy/sniff/body_framer.h"
+#include "userspace-proxy/sniff/http_request_head.h"
+
+namespace sluice::proxy {
+
+int64_t realtime_ns();
+int64_t monotonic_ns();
+inline std::span<const uint8_t> bytes_of(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+// What the role decides about a later request on a kept-alive connection.
+struct LaterRequest {
+  enum class Kind { kForward, kLocalReply, kClose };
+  Kind kind = Kind::kForward;
+  std::string reply;  // kLocalReply: the full HTTP response to send before closing
+};
+
+// Per-connection facts shared by the handler and the HTTP filter (which may
+// outlive on_close by a little: the engine frees it after the connection).
+struct ConnectionInfo {
+  SnapshotPtr snapshot;
+  engine::SocketAddress original_dst;  // the sidecar's SO_ORIGINAL_DST; the gateway's listener address
+  decision::IpAddress original_ip;
+  engine::SocketAddress peer;
+  int64_t start_realtime_ns = 0;
+  int64_t start_monotonic_ns = 0;
+  AccessLogSink* log = nullptr;
+  ProxyCounters* counters = nullptr;
+  // Istio's metrics, recorded with every access log entry (null: off). The
+  // shard belongs to the connection's worker.
+  admin::IstioMetrics* metrics = nullptr;
+  admin::MetricsShard* metrics_shard = nullptr;
+  // connection_security_policy: "mutual_tls" for a downstream that presented
+  // a verified client certificate, "none" for plaintext, else "unknown".
+  std::string_view security_policy = "unknown";
+  // The connection's upstream, as the role names it for comparisons.
+  std::string upstream_key;
+  std::string cluster;     // for TCP lines: outbound|80||host, PassthroughCluster, ...
+  std::string route_name;
+  std::string tcp_flags;   // for TCP lines: "UH" when blackholed
+  std::string sni;
+  bool http = false;
+  std::string upstream_host;  // the address connected to, once known
+  // Set when the upstream TLS handshake failed (flag UF, 503).
+  std::string upstream_failure;
+  // Gateway role: the Gateway server that took the connection (points into
+  // `snapshot`).
+  const policy::GatewayServerRef* server = nullptr;
+
+  // Decides a later request (see the file comment). Fills `entry` (the
+  // request's access log line: cluster, route, flags, response code).
+  std::function<LaterRequest(const sniff::HttpRequestHead& head, AccessLogEntry& entry)> check_later;
+
+  // HTTP requests not yet written to the access log (the last one waits for
+  // on_close to learn byte counts when it is the only one).
+  struct Request {
+    AccessLogEntry entry;
+    bool first = false;  // the request the connection was decided on
+  };
+  std::vector<Request> pending_requests;
+  uint64_t requests = 0;
+  int first_response_code = 0;
+
+  AccessLogEntry base_entry() const;
+  // Writes the access log line and records the entry in Istio's metrics
+  // (istio_requests_total for HTTP, istio_tcp_* for a TCP connection).
+  void log_entry(const AccessLogEntry& e) const;
+  // istio_tcp_connections_opened_total, when a TCP connection is relayed.
+  void record_tcp_open() const;
+  void flush_requests();
+};
+
+// An access log entry for an HTTP request head (method, path, authority, ...).
+AccessLogEntry request_entry(const ConnectionInfo& info, const sniff::HttpRequestHead& head);
+
+// Envoy's local reply, as Istio's proxies send it (server: sluice instead of
+// envoy): status line, content-length, date, server, connection: close.
+// `body` is sent as text/plain when not empty; `location` adds a Location
+// header (redirects).
+std::string local_reply(int status, int64_t realtime_ns, std::string_view body = {},
+                        std::string_view location = {});
+
+// Checks each request after the first on an HTTP/1 keep-alive connection
+// (downstream -> upstream) through ConnectionInfo::check_later; relays
+// responses, reading the first one's status code. Body framing follows
+// Content-Length / chunked; after CONNECT or an Upgrade request the rest of
+// the stream is opaque.
+class HttpRequestGuard final : public engine::StreamFilter {
+ public:
+  // `first` are the bytes the handler already saw and decided on (forwarded
+  // by the engine unfiltered); the guard resumes framing after them.
+  HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::span<const uint8_t> first);
+
+  // Runs the framing over `first` without output; false if `first` holds a
+  // later request that would not ride on the first one's decision.
+  bool first_bytes_ok() const { return first_ok_; }
+
+  engine::FilterStatus on_data(engine::Direction dir, std::span<const uint8_t> chunk,
+                               engine::FilterOutput& out) override;
+
+ private:
+  enum class State : uint8_t { kHead, kBody, kOpaque, kStopped };
+  engine::FilterStatus on_later_head(const sniff::HttpRequestHead& head, engine::FilterOutput* out);
+  engine::FilterStatus advance(std::span<const uint8_t> chunk, engine::FilterOutput* out);
+
+  std::shared_ptr<ConnectionInfo> info_;
+  sniff::HttpRequestParser parser_;
+  sniff::BodyFramerPtr framer_;
+  State state_ = State::kHead;
+  bool first_head_ = true;
+  bool tunnel_after_body_ = false;
+  bool first_ok_ = true;
+  bool response_seen_ = false;
+  std::string held_;
+};
+
+}  // namespace sluice::proxy

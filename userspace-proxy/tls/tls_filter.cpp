@@ -1,0 +1,499 @@
+#include "userspace-proxy/tls/tls_filter.h"
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+
+namespace sluice::tls {
+
+using engine::Direction;
+using engine::FilterOutput;
+using engine::FilterStatus;
+
+namespace {
+
+// One TLS record's worth of plaintext. Per worker thread, not per
+// connection: a read is handed on (to the inner filter, or re-encrypted, or
+// copied into the engine's buffers) before the next one.
+thread_local std::array<uint8_t, 16 * 1024> t_plaintext;
+
+FilterStatus worse(FilterStatus a, FilterStatus b) {
+  auto rank = [](FilterStatus s) { return s == FilterStatus::kReset ? 2 : s == FilterStatus::kClose ? 1 : 0; };
+  return rank(a) >= rank(b) ? a : b;
+}
+
+std::span<const uint8_t> bytes_of(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+}  // namespace
+
+std::string_view to_string(TlsSide side) { return side == TlsSide::kDownstream ? "downstream" : "upstream"; }
+
+std::string upstream_tls_failure_details(std::string_view reason) {
+  std::string s =
+      "upstream connect error or disconnect/reset before headers. reset reason: connection failure, "
+      "transport failure reason: TLS error: ";
+  s += reason;
+  return s;
+}
+
+// What the inner filter writes to. Its forward()s and inject()s become
+// plaintext for the side they head to (encrypted there if that side is TLS);
+// over a chunk the engine gave us unchanged, toward a plaintext side,
+// forward() stays the engine's zero-copy forward.
+class TlsFilter::InnerOutput final : public FilterOutput {
+ public:
+  InnerOutput(TlsFilter* filter, FilterOutput* out, Direction dir, std::span<const uint8_t> bytes, bool engine_chunk)
+      : filter_(filter), out_(out), dir_(dir), bytes_(bytes), passthrough_(engine_chunk && !filter->encrypts(dir)) {}
+
+  int forward(size_t n) override {
+    if (n > bytes_.size() - pos_) return -EINVAL;
+    const std::span<const uint8_t> piece = bytes_.subspan(pos_, n);
+    pos_ += n;
+    if (passthrough_) {
+      const int rc = out_->forward(n);
+      if (rc != 0) status_ = FilterStatus::kReset;
+      return rc;
+    }
+    return record(filter_->emit(dir_, piece, *out_));
+  }
+  void skip(size_t n) override {
+    n = std::min(n, bytes_.size() - pos_);
+    pos_ += n;
+    if (passthrough_) out_->skip(n);
+  }
+  int inject(Direction dir, std::span<const uint8_t> bytes) override {
+    return record(filter_->emit(dir, bytes, *out_));
+  }
+
+  // The worst outcome of the output calls: a failed encryption or an
+  // overflowing handshake buffer closes the connection whatever the inner
+  // filter returns.
+  FilterStatus status() const { return status_; }
+
+ private:
+  int record(FilterStatus st) {
+    status_ = worse(status_, st);
+    // kClose: the connection is ending gracefully (a local reply may be on
+    // its way); the inner filter's further output is dropped, and it must
+    // not turn that into a reset. kReset: the contract's "cannot output".
+    return st == FilterStatus::kReset ? -ENOBUFS : 0;
+  }
+
+  TlsFilter* filter_;
+  FilterOutput* out_;
+  Direction dir_;
+  std::span<const uint8_t> bytes_;
+  size_t pos_ = 0;
+  bool passthrough_;
+  FilterStatus status_ = FilterStatus::kContinue;
+};
+
+TlsFilter::TlsFilter(TlsFilterOptions options) : options_(std::move(options)) {}
+
+TlsFilter::~TlsFilter() = default;
+
+std::unique_ptr<TlsFilter> TlsFilter::create(TlsFilterOptions options, std::string* error) {
+  std::unique_ptr<TlsFilter> f(new TlsFilter(std::move(options)));
+  if (f->options_.downstream_tls) {
+    f->down_ = TlsConnection::server(f->options_.downstream_tls, error);
+    if (!f->down_) return nullptr;
+  }
+  if (f->options_.upstream_tls) {
+    f->up_ = TlsConnection::client(f->options_.upstream_tls, f->options_.upstream_params, error);
+    if (!f->up_) return nullptr;
+  }
+  return f;
+}
+
+bool TlsFilter::set_upstream_tls(std::shared_ptr<const TlsClientContext> context, const ClientSessionParams& params,
+                                 std::string* error) {
+  if (started_) {
+    *error = "the upstream TLS settings cannot change after the connection started";
+    return false;
+  }
+  std::unique_ptr<TlsConnection> up = TlsConnection::client(context, params, error);
+  if (!up) return false;
+  options_.upstream_tls = std::move(context);
+  options_.upstream_params = params;
+  up_ = std::move(up);
+  return true;
+}
+
+bool TlsFilter::set_inner(engine::StreamFilterPtr inner) {
+  if (started_) return false;
+  options_.inner = std::move(inner);
+  return true;
+}
+
+std::string_view TlsFilter::downstream_sni() const { return down_ ? down_->sni() : std::string_view(); }
+
+bool TlsFilter::takes_held_bytes() const {
+  return up_ != nullptr || down_ != nullptr || (options_.inner && options_.inner->takes_held_bytes());
+}
+
+bool TlsFilter::encrypts(Direction dir) const {
+  return dir == Direction::kDownstreamToUpstream ? (up_ != nullptr && started_) : down_ != nullptr;
+}
+
+// ---------------------------------------------------------------- entry points
+
+FilterStatus TlsFilter::on_start(std::span<const uint8_t> held, FilterOutput& out) {
+  if (started_) return FilterStatus::kContinue;
+  started_ = true;
+  FilterStatus st = start_upstream(out);
+  if (st != FilterStatus::kContinue) {
+    out.skip(held.size());
+    return st;
+  }
+  if (down_ != nullptr && !saw_downstream_) {
+    // Installed with the connect verdict: `held` is what the downstream sent
+    // so far, i.e. the start of its TLS handshake.
+    saw_downstream_ = true;
+    out.skip(held.size());
+    if (!down_->feed(held)) return fail_stream("out of memory buffering TLS input", FilterStatus::kReset);
+    return pump_down(out);
+  }
+  // `held` is plaintext the handler has seen and decided on.
+  if (options_.inner && options_.inner->takes_held_bytes()) {
+    InnerOutput io(this, &out, Direction::kDownstreamToUpstream, held, /*engine_chunk=*/true);
+    // Sequenced: io.status() is only known after the inner filter ran.
+    const FilterStatus inner_status = options_.inner->on_start(held, io);
+    return worse(inner_status, io.status());
+  }
+  if (!encrypts(Direction::kDownstreamToUpstream)) {
+    return out.forward(held.size()) == 0 ? FilterStatus::kContinue : FilterStatus::kReset;
+  }
+  out.skip(held.size());
+  return emit_up(held, out);
+}
+
+FilterStatus TlsFilter::on_data(Direction dir, std::span<const uint8_t> chunk, FilterOutput& out) {
+  if (failed_) {
+    // Bytes still in flight after we asked the engine to close.
+    out.skip(chunk.size());
+    return FilterStatus::kClose;
+  }
+  if (dir == Direction::kDownstreamToUpstream) {
+    if (!started_) saw_downstream_ = true;
+    if (down_ == nullptr) return plain_in(dir, chunk, out, /*engine_chunk=*/true);
+    out.skip(chunk.size());
+    if (!down_->feed(chunk)) return fail_stream("out of memory buffering TLS input", FilterStatus::kReset);
+    return pump_down(out);
+  }
+  if (up_ == nullptr || !started_) return plain_in(dir, chunk, out, /*engine_chunk=*/true);
+  out.skip(chunk.size());
+  if (!up_->feed(chunk)) return fail_stream("out of memory buffering TLS input", FilterStatus::kReset);
+  return pump_up(out);
+}
+
+FilterStatus TlsFilter::on_end_stream(Direction dir, FilterOutput& out) {
+  if (failed_) return FilterStatus::kClose;
+  if (dir == Direction::kDownstreamToUpstream) {
+    if (down_ != nullptr && down_->state() == HandshakeState::kInProgress) {
+      report(TlsSide::kDownstream, false, "downstream closed the connection during the TLS handshake");
+      return fail_stream(down_result_->failure_reason, FilterStatus::kClose);
+    }
+    FilterStatus st = end_inner(dir, out);
+    if (up_ != nullptr && started_) {
+      if (up_->state() == HandshakeState::kInProgress) {
+        // The engine half-closes the upstream right after this call; the
+        // handshake cannot finish without our Finished, so the held
+        // plaintext could never be sent: say so instead of losing it.
+        return fail_upstream_handshake("downstream closed its side before the upstream TLS handshake finished (" +
+                                           std::to_string(to_upstream_.size()) + " bytes not sent)",
+                                       out);
+      }
+      if (up_->state() == HandshakeState::kDone) {
+        up_->send_close_notify();
+        st = worse(st, flush(*up_, out));
+      }
+    }
+    return st;
+  }
+  if (up_ != nullptr && started_ && up_->state() == HandshakeState::kInProgress) {
+    return fail_upstream_handshake("upstream closed the connection during the TLS handshake", out);
+  }
+  FilterStatus st = end_inner(dir, out);
+  if (down_ != nullptr && down_->state() == HandshakeState::kDone) {
+    down_->send_close_notify();
+    st = worse(st, flush(*down_, out));
+  }
+  return st;
+}
+
+// ---------------------------------------------------------------- plaintext
+
+FilterStatus TlsFilter::plain_in(Direction dir, std::span<const uint8_t> bytes, FilterOutput& out, bool engine_chunk) {
+  if (options_.inner) {
+    InnerOutput io(this, &out, dir, bytes, engine_chunk);
+    // Sequenced: io.status() is only known after the inner filter ran.
+    const FilterStatus inner_status = options_.inner->on_data(dir, bytes, io);
+    return worse(inner_status, io.status());
+  }
+  if (engine_chunk && !encrypts(dir)) {
+    return out.forward(bytes.size()) == 0 ? FilterStatus::kContinue : FilterStatus::kReset;
+  }
+  return emit(dir, bytes, out);
+}
+
+FilterStatus TlsFilter::emit(Direction dir, std::span<const uint8_t> bytes, FilterOutput& out) {
+  return dir == Direction::kDownstreamToUpstream ? emit_up(bytes, out) : emit_down(bytes, out);
+}
+
+FilterStatus TlsFilter::emit_up(std::span<const uint8_t> bytes, FilterOutput& out) {
+  if (failed_) return FilterStatus::kClose;  // closing: nothing more goes out
+  if (bytes.empty()) return FilterStatus::kContinue;
+  if (!encrypts(Direction::kDownstreamToUpstream)) {
+    return out.inject(Direction::kDownstreamToUpstream, bytes) == 0 ? FilterStatus::kContinue : FilterStatus::kReset;
+  }
+  switch (up_->state()) {
+    case HandshakeState::kDone:
+      if (!up_->write(bytes))
+        return fail_stream("upstream TLS write failed: " + up_->failure_reason(), FilterStatus::kReset);
+      return flush(*up_, out);
+    case HandshakeState::kInProgress:
+      if (to_upstream_.size() + bytes.size() > options_.max_handshake_buffer) {
+        return fail_upstream_handshake("more than " + std::to_string(options_.max_handshake_buffer) +
+                                           " bytes from the downstream while the upstream TLS handshake was running",
+                                       out);
+      }
+      to_upstream_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      return FilterStatus::kContinue;
+    case HandshakeState::kFailed:
+      break;
+  }
+  return FilterStatus::kClose;
+}
+
+FilterStatus TlsFilter::emit_down(std::span<const uint8_t> bytes, FilterOutput& out) {
+  if (failed_) return FilterStatus::kClose;
+  return send_down(bytes, out);
+}
+
+FilterStatus TlsFilter::send_down(std::span<const uint8_t> bytes, FilterOutput& out) {
+  if (bytes.empty()) return FilterStatus::kContinue;
+  if (down_ == nullptr) {
+    return out.inject(Direction::kUpstreamToDownstream, bytes) == 0 ? FilterStatus::kContinue : FilterStatus::kReset;
+  }
+  switch (down_->state()) {
+    case HandshakeState::kDone:
+      if (!down_->write(bytes)) {
+        return fail_stream("downstream TLS write failed: " + down_->failure_reason(), FilterStatus::kReset);
+      }
+      return flush(*down_, out);
+    case HandshakeState::kInProgress:
+      if (to_downstream_.size() + bytes.size() > options_.max_handshake_buffer) {
+        return fail_stream("more than " + std::to_string(options_.max_handshake_buffer) +
+                               " bytes from the upstream while the downstream TLS handshake was running",
+                           FilterStatus::kClose);
+      }
+      to_downstream_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      return FilterStatus::kContinue;
+    case HandshakeState::kFailed:
+      break;
+  }
+  return FilterStatus::kClose;
+}
+
+// ---------------------------------------------------------------- TLS legs
+
+FilterStatus TlsFilter::flush(TlsConnection& conn, FilterOutput& out) {
+  const std::span<const uint8_t> bytes = conn.output();
+  if (bytes.empty()) return FilterStatus::kContinue;
+  const Direction toward = conn.is_server() ? Direction::kUpstreamToDownstream : Direction::kDownstreamToUpstream;
+  const int rc = out.inject(toward, bytes);
+  conn.consume_output();
+  if (rc != 0)
+    return fail_stream(
+        "no buffer for TLS output toward the " + std::string(conn.is_server() ? "downstream" : "upstream"),
+        FilterStatus::kReset);
+  return FilterStatus::kContinue;
+}
+
+FilterStatus TlsFilter::start_upstream(FilterOutput& out) {
+  if (up_ == nullptr) return FilterStatus::kContinue;
+  const HandshakeState hs = up_->handshake();  // writes the ClientHello
+  const FilterStatus st = flush(*up_, out);
+  if (hs == HandshakeState::kFailed) return fail_upstream_handshake(up_->failure_reason(), out);
+  return st;
+}
+
+FilterStatus TlsFilter::pump_down(FilterOutput& out) {
+  if (down_->state() == HandshakeState::kInProgress) {
+    const HandshakeState hs = down_->handshake();
+    FilterStatus st = flush(*down_, out);  // our flight, or the alert
+    if (hs == HandshakeState::kFailed) return fail_downstream(down_->failure_reason());
+    if (st != FilterStatus::kContinue) return st;
+    if (hs == HandshakeState::kInProgress) {
+      if (down_->buffered_input() > options_.max_handshake_buffer) {
+        report(TlsSide::kDownstream, false,
+               "handshake input exceeds " + std::to_string(options_.max_handshake_buffer) + " bytes");
+        return fail_stream(down_result_->failure_reason, FilterStatus::kClose);
+      }
+      return FilterStatus::kContinue;
+    }
+    report(TlsSide::kDownstream, true, {});
+    if (!to_downstream_.empty()) {
+      std::string pending = std::move(to_downstream_);
+      to_downstream_.clear();
+      st = emit_down(bytes_of(pending), out);
+      if (st != FilterStatus::kContinue) return st;
+    }
+  }
+  return read_plaintext(*down_, out);
+}
+
+FilterStatus TlsFilter::pump_up(FilterOutput& out) {
+  if (up_->state() == HandshakeState::kInProgress) {
+    const HandshakeState hs = up_->handshake();
+    FilterStatus st = flush(*up_, out);
+    if (hs == HandshakeState::kFailed) return fail_upstream_handshake(up_->failure_reason(), out);
+    if (st != FilterStatus::kContinue) return st;
+    if (hs == HandshakeState::kInProgress) {
+      if (up_->buffered_input() > options_.max_handshake_buffer) {
+        return fail_upstream_handshake(
+            "handshake input exceeds " + std::to_string(options_.max_handshake_buffer) + " bytes", out);
+      }
+      return FilterStatus::kContinue;
+    }
+    report(TlsSide::kUpstream, true, {});
+    if (!to_upstream_.empty()) {
+      std::string pending = std::move(to_upstream_);
+      to_upstream_.clear();
+      st = emit_up(bytes_of(pending), out);
+      if (st != FilterStatus::kContinue) return st;
+    }
+    if (close_upstream_after_handshake_) {
+      up_->send_close_notify();
+      st = flush(*up_, out);
+      if (st != FilterStatus::kContinue) return st;
+    }
+  }
+  return read_plaintext(*up_, out);
+}
+
+// Decrypts everything complete in `conn`'s input and passes it on: from the
+// downstream toward the upstream or the other way round.
+FilterStatus TlsFilter::read_plaintext(TlsConnection& conn, FilterOutput& out) {
+  const Direction dir = conn.is_server() ? Direction::kDownstreamToUpstream : Direction::kUpstreamToDownstream;
+  for (;;) {
+    size_t n = 0;
+    const ReadStatus rs = conn.read(t_plaintext, &n);
+    // Reads can produce output too: TLS 1.3 tickets after the server's
+    // handshake, KeyUpdate answers, an alert after a bad record.
+    FilterStatus st = flush(conn, out);
+    if (st != FilterStatus::kContinue) return st;
+    switch (rs) {
+      case ReadStatus::kData:
+        if (!conn.is_server()) upstream_spoke_ = true;
+        st = plain_in(dir, {t_plaintext.data(), n}, out, /*engine_chunk=*/false);
+        if (st != FilterStatus::kContinue) return st;
+        if (failed_) return FilterStatus::kClose;
+        continue;
+      case ReadStatus::kWantMore:
+        return FilterStatus::kContinue;
+      case ReadStatus::kClosed:
+        return peer_closed(conn, out);
+      case ReadStatus::kError:
+        // In TLS 1.3 the client side finishes before the server has judged
+        // our certificate: a rejection ("certificate required", "bad
+        // certificate", an unknown CA) arrives as an alert right after. Until
+        // the upstream has sent any data that is still a failed connection
+        // attempt, reported (a second time, now failed) and answered as one.
+        if (!conn.is_server() && !upstream_spoke_) return fail_upstream_handshake(conn.failure_reason(), out);
+        return fail_stream(
+            std::string(conn.is_server() ? "downstream" : "upstream") + " TLS error: " + conn.failure_reason(),
+            FilterStatus::kClose);
+    }
+  }
+}
+
+// close_notify from one peer ends that direction: tell the other side the
+// same way (close_notify if it is TLS; a plaintext side learns it from the
+// FIN that follows).
+FilterStatus TlsFilter::peer_closed(TlsConnection& conn, FilterOutput& out) {
+  const Direction dir = conn.is_server() ? Direction::kDownstreamToUpstream : Direction::kUpstreamToDownstream;
+  FilterStatus st = end_inner(dir, out);
+  if (conn.is_server()) {
+    if (up_ != nullptr && started_) {
+      if (up_->state() == HandshakeState::kDone) {
+        up_->send_close_notify();
+        st = worse(st, flush(*up_, out));
+      } else {
+        close_upstream_after_handshake_ = true;
+      }
+    }
+  } else if (down_ != nullptr && down_->state() == HandshakeState::kDone) {
+    down_->send_close_notify();
+    st = worse(st, flush(*down_, out));
+  }
+  return st;
+}
+
+FilterStatus TlsFilter::end_inner(Direction dir, FilterOutput& out) {
+  const int i = dir == Direction::kDownstreamToUpstream ? 0 : 1;
+  if (!options_.inner || inner_ended_[i]) return FilterStatus::kContinue;
+  inner_ended_[i] = true;
+  InnerOutput io(this, &out, dir, {}, /*engine_chunk=*/false);
+  // Sequenced: io.status() is only known after the inner filter ran.
+  const FilterStatus inner_status = options_.inner->on_end_stream(dir, io);
+  return worse(inner_status, io.status());
+}
+
+// ---------------------------------------------------------------- failures
+
+void TlsFilter::report(TlsSide side, bool ok, const std::string& reason) {
+  TlsConnection* conn = side == TlsSide::kDownstream ? down_.get() : up_.get();
+  TlsHandshakeResult r;
+  r.side = side;
+  r.ok = ok;
+  if (conn != nullptr) {
+    r.peer = conn->peer();
+    r.sni = std::string(conn->sni());
+    if (ok) {
+      r.version = std::string(conn->version());
+      r.cipher = std::string(conn->cipher());
+      r.alpn = std::string(conn->alpn());
+      r.resumed = conn->resumed();
+    }
+  }
+  r.failure_reason = reason;
+  std::optional<TlsHandshakeResult>& slot = side == TlsSide::kDownstream ? down_result_ : up_result_;
+  slot = std::move(r);
+  if (options_.on_handshake) options_.on_handshake(*slot);
+}
+
+FilterStatus TlsFilter::fail_downstream(std::string reason) {
+  report(TlsSide::kDownstream, false, reason);
+  return fail_stream(std::move(reason), FilterStatus::kClose);
+}
+
+FilterStatus TlsFilter::fail_upstream_handshake(std::string reason, FilterOutput& out) {
+  if (failed_) return FilterStatus::kClose;
+  report(TlsSide::kUpstream, false, reason);
+  failed_ = true;
+  error_ = reason;
+  to_upstream_.clear();
+  to_upstream_.shrink_to_fit();
+  if (options_.upstream_failure_reply) {
+    const std::string reply = options_.upstream_failure_reply(*up_result_);
+    // Straight to the downstream (through its TLS if any), not through the
+    // inner filter: the request never reached the upstream.
+    if (!reply.empty() && send_down(bytes_of(reply), out) == FilterStatus::kReset) return FilterStatus::kReset;
+  }
+  return FilterStatus::kClose;
+}
+
+FilterStatus TlsFilter::fail_stream(std::string reason, FilterStatus status) {
+  if (!failed_) {
+    failed_ = true;
+    error_ = std::move(reason);
+  }
+  to_upstream_.clear();
+  to_downstream_.clear();
+  return status;
+}
+
+}  // namespace sluice::tls
