@@ -64,20 +64,26 @@ NGINX
 kt_bg in_cg_ns other "$NS" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf"
 kt_bg in_cg_ns other "$NS" iperf3 -s -B 10.99.0.1 -p 5201 >/dev/null 2>&1
 cat >"$TMP/sink.py" <<'PY'
-import selectors, socket, sys
+import selectors, socket
 sel = selectors.DefaultSelector()
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("10.99.0.1", 5202)); s.listen(4096); s.setblocking(False)
 sel.register(s, selectors.EVENT_READ)
-held = []
 while True:
     for key, _ in sel.select():
         if key.fileobj is s:
             try:
                 while True:
-                    c, _ = s.accept(); held.append(c)
+                    c, _ = s.accept(); c.setblocking(False); sel.register(c, selectors.EVENT_READ)
             except BlockingIOError:
                 pass
+        else:  # held until the peer closes
+            try:
+                if key.fileobj.recv(4096):
+                    continue
+            except OSError:
+                pass
+            sel.unregister(key.fileobj); key.fileobj.close()
 PY
 kt_bg in_cg_ns other "$NS" "$SLUICE_PYTHON" "$TMP/sink.py"
 

@@ -4,9 +4,7 @@
 
 namespace sluice::ctl {
 
-namespace {
-
-nlohmann::json to_json(const config::Diagnostic& d) {
+nlohmann::json diagnostic_to_json(const config::Diagnostic& d) {
   nlohmann::json j;
   j["level"] = config::severity_name(d.severity);
   if (!d.code.empty()) j["code"] = d.code;
@@ -24,8 +22,6 @@ nlohmann::json to_json(const config::Diagnostic& d) {
   return j;
 }
 
-}  // namespace
-
 void write_report(std::ostream& out, OutputFormat format, const ReportSummary& summary,
                   const config::Diagnostics& diagnostics) {
   if (format == OutputFormat::kJson) {
@@ -36,7 +32,7 @@ void write_report(std::ostream& out, OutputFormat format, const ReportSummary& s
     j["errors"] = diagnostics.error_count();
     j["warnings"] = diagnostics.warning_count();
     j["messages"] = nlohmann::json::array();
-    for (const auto& d : diagnostics.items()) j["messages"].push_back(to_json(d));
+    for (const auto& d : diagnostics.items()) j["messages"].push_back(diagnostic_to_json(d));
     out << j.dump(2) << "\n";
     return;
   }

@@ -2,6 +2,7 @@
 // finding, istioctl's shapes) and a JSON form for tools.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -17,6 +18,10 @@ struct ReportSummary {
 };
 
 enum class OutputFormat { kText, kJson };
+
+// One diagnostic as the JSON reports carry it (level, code, message, origin,
+// field, file, line, column, text).
+nlohmann::json diagnostic_to_json(const config::Diagnostic& d);
 
 // Writes every diagnostic, then a closing line (text) or one JSON document.
 void write_report(std::ostream& out, OutputFormat format, const ReportSummary& summary,

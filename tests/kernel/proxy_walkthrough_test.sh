@@ -26,92 +26,31 @@
 set -u -o pipefail
 
 PLACEMENT=${1:?usage: proxy_walkthrough_test.sh workload|node|supervised}
+TEST_NAME=$PLACEMENT
+. "$(dirname "$0")/lib.sh"
 AGENT=${SLUICE_AGENT:?}
 PROXY=${SLUICE_PROXY:?}
 CONFIGS=${SLUICE_CONFIGS:?}
 PY=${SLUICE_PYTHON:-/usr/bin/python3}
 
-ID="p$$"
+kt_init nginx curl openssl
+[ -x "$AGENT" ] || fail "agent not built: $AGENT"
+[ -x "$PROXY" ] || fail "proxy not built: $PROXY"
 NS_W="sluice-${ID}-w"
 NS_N="sluice-${ID}-n"
 NS_I="sluice-${ID}-i"
-PIN="/sys/fs/bpf/sluice-test-${ID}"
-TMP=$(mktemp -d "/tmp/sluice-walkthrough-${ID}.XXXXXX")
-CG=""
-PIDS=()
-
-log() { echo "[$PLACEMENT] $*"; }
-fail() {
-	echo "[$PLACEMENT] FAIL: $*" >&2
-	for f in proxy.err agent.log nginx/error.log access.log; do
-		[ -f "$TMP/$f" ] && { echo "--- $f" >&2; tail -40 "$TMP/$f" >&2; }
-	done
-	exit 1
-}
-skip_or_fail() {
-	if [ "${CI:-}" = "true" ]; then
-		echo "[$PLACEMENT] FAIL (CI=true, not skipping): $*" >&2
-		exit 1
-	fi
-	echo "[$PLACEMENT] SKIP: $*"
-	exit 77
-}
-
-cleanup() {
-	local rc=$?
-	set +e
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-	if [ -d "$PIN" ]; then
-		"$AGENT" uninstall --pin-dir "$PIN" >/dev/null 2>&1
-		for l in "$PIN"/link_*; do
-			[ -e "$l" ] || continue
-			id=$(bpftool -j link show pinned "$l" 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["id"])' 2>/dev/null)
-			[ -n "$id" ] && bpftool link detach id "$id" 2>/dev/null
-		done
-		rm -rf "$PIN"
-	fi
-	if [ -n "$CG" ] && [ -d "$CG" ]; then
-		for sub in "$CG"/*/; do
-			[ -f "$sub/cgroup.kill" ] && echo 1 >"$sub/cgroup.kill"
-		done
-		sleep 0.1
-		for sub in "$CG"/*/; do rmdir "$sub" 2>/dev/null; done
-		rmdir "$CG" 2>/dev/null
-	fi
-	for ns in "$NS_W" "$NS_N" "$NS_I"; do
-		ip netns del "$ns" 2>/dev/null
-		rm -rf "/etc/netns/$ns"
-	done
-	rm -rf "$TMP"
-	exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# ------------------------------------------------------------ preconditions
-[ "$(id -u)" = 0 ] || skip_or_fail "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)"
-[ -x "$AGENT" ] || fail "agent not built: $AGENT"
-[ -x "$PROXY" ] || fail "proxy not built: $PROXY"
-for tool in bpftool nginx curl openssl; do
-	command -v "$tool" >/dev/null || skip_or_fail "$tool not installed"
-done
-CG2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
-[ -n "$CG2" ] || skip_or_fail "no cgroup v2 mount"
-if ! grep -q " /sys/fs/bpf bpf " /proc/self/mounts; then
-	mount -t bpf bpf /sys/fs/bpf || skip_or_fail "cannot mount bpffs at /sys/fs/bpf"
-fi
-ip netns add "$NS_W" 2>/dev/null || skip_or_fail "cannot create network namespaces"
+KT_LOGS+=("$TMP/proxy.err" "$TMP/agent.log" "$TMP/nginx/error.log" "$TMP/access.log")
 
 # ------------------------------------------------------------ topology
-CG="$CG2/sluice-test-${ID}"
-mkdir -p "$CG/workload" "$CG/proxy" "$CG/other"
-ip netns add "$NS_N"
-ip netns add "$NS_I"
+kt_netns "$NS_W" "$NS_N" "$NS_I"
+kt_cgroups workload proxy other
+CG=$KT_CG
+PIN="/sys/fs/bpf/sluice-test-${ID}"
+KT_PIN=$PIN
+KT_AGENT=$AGENT
 nsw() { ip netns exec "$NS_W" "$@"; }
 nsn() { ip netns exec "$NS_N" "$@"; }
 nsi() { ip netns exec "$NS_I" "$@"; }
-for ns in "$NS_W" "$NS_N" "$NS_I"; do ip netns exec "$ns" ip link set lo up; done
 nsw ip link add vw type veth peer name vn netns "$NS_N"
 nsw ip addr add 198.51.100.2/24 dev vw
 nsw ip link set vw up
@@ -128,19 +67,7 @@ nsi ip link set vx up
 nsi ip route add default via 192.0.2.1
 nsi ip addr add 203.0.113.10/32 dev lo
 nsi ip addr add 203.0.113.20/32 dev lo
-for ns in "$NS_W" "$NS_N"; do
-	mkdir -p "/etc/netns/$ns"
-	printf '127.0.0.1 localhost\n::1 localhost\n203.0.113.10 edition.cnn.com\n' >"/etc/netns/$ns/hosts"
-	printf 'nameserver 127.0.0.1\n' >"/etc/netns/$ns/resolv.conf"
-done
-
-# Runs a command in cgroup $1 and namespace $2 with the namespace's
-# /etc/hosts (cgroup first: `ip netns exec` remounts /sys).
-in_cg_ns() {
-	local cg=$1 ns=$2
-	shift 2
-	sh -c 'echo $$ > "$0/cgroup.procs" && exec ip netns exec "$@"' "$CG/$cg" "$ns" "$@"
-}
+for ns in "$NS_W" "$NS_N"; do kt_hosts "$ns" "203.0.113.10 edition.cnn.com"; done
 
 # ------------------------------------------------------------ edition.cnn.com
 mkdir -p "$TMP/nginx"
@@ -184,7 +111,7 @@ http {
 NGINX
 in_cg_ns other "$NS_I" nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" \
 	>"$TMP/nginx/stdout.log" 2>&1 &
-PIDS+=($!)
+KT_PIDS+=($!)
 
 # A TCP server that records how many bytes each connection delivered.
 cat >"$TMP/count_server.py" <<'PYEOF'
@@ -211,7 +138,7 @@ while True:
 PYEOF
 in_cg_ns other "$NS_I" "$PY" "$TMP/count_server.py" 203.0.113.20:9000 "$TMP/count.log" "$TMP/count.ready" \
 	>"$TMP/count.out" 2>&1 &
-PIDS+=($!)
+KT_PIDS+=($!)
 for _ in $(seq 100); do
 	[ -f "$TMP/nginx/nginx.pid" ] && [ -f "$TMP/count.ready" ] && break
 	sleep 0.05
@@ -270,16 +197,16 @@ if [ "$PLACEMENT" = supervised ]; then
 		--poll-interval-ms 200 --config "$TMP/values.yaml" --proxy-binary "$PROXY" --proxy-cgroup "$CG/proxy" \
 		"${PROXY_ARGS[@]/#/--proxy-arg=}" >>"$TMP/agent.log" 2>&1 &
 	AGENT_PID=$!
-	PIDS+=("$AGENT_PID")
+	KT_PIDS+=("$AGENT_PID")
 	wait_attached
 	wait_proxy "" 0
 else
 	"$AGENT" --pin-dir "$PIN" --cgroup "$CG/workload" --cgroup "$CG/proxy" --poll-interval-ms 200 \
 		--config "$TMP/values.yaml" "${AGENT_PROXY[@]}" >>"$TMP/agent.log" 2>&1 &
-	PIDS+=($!)
+	KT_PIDS+=($!)
 	wait_attached
 	in_cg_ns proxy "$PROXY_NS" "$PROXY" "${PROXY_ARGS[@]}" >"$TMP/proxy.out" 2>"$TMP/proxy.err" &
-	PIDS+=($!)
+	KT_PIDS+=($!)
 	# $! is the backgrounded shell function; the proxy is the only process
 	# in the test's proxy cgroup.
 	wait_proxy "" 0
@@ -364,7 +291,7 @@ s.shutdown(socket.SHUT_WR)
 s.recv(1)
 ' "$TMP/long.open" "$TMP/long.go" >"$TMP/long.out" 2>&1 &
 LONG_PID=$!
-PIDS+=("$LONG_PID")
+KT_PIDS+=("$LONG_PID")
 for _ in $(seq 100); do [ -f "$TMP/long.open" ] && break; sleep 0.05; done
 [ -f "$TMP/long.open" ] || fail "(2) the long-lived connection did not open: $(cat "$TMP/long.out")"
 sed 's/mode: ALLOW_ANY/mode: REGISTRY_ONLY/g' "$TMP/config/istio-configmap.yaml" >"$TMP/cm.new"

@@ -405,6 +405,10 @@ int AdminServer::start() {
   int one = 1;
   // A restarted proxy must rebind at once, even with old connections in TIME_WAIT.
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  // An upgrade starts the new proxy while the old one still serves: both
+  // bind the port (the kernel only groups sockets of the same user), and the
+  // old one closes its admin listener when it starts draining.
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
   if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
   std::string where = (family == AF_INET6 ? "[" + address + "]" : address) + ":" + std::to_string(options_.port);
   if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || listen(fd, 64) != 0) {

@@ -93,6 +93,15 @@ class Verdict {
     return connect(std::span<const SocketAddress>(&upstream, 1), std::move(filter));
   }
 
+  // kConnect: a connect timeout for this connection's attempts instead of
+  // EngineConfig::connect_timeout (a DestinationRule's
+  // connectionPool.tcp.connectTimeout). Zero keeps the engine's.
+  Verdict&& with_connect_timeout(std::chrono::milliseconds timeout) && {
+    connect_timeout_ = timeout;
+    return std::move(*this);
+  }
+  std::chrono::milliseconds connect_timeout() const { return connect_timeout_; }
+
   Kind kind() const { return kind_; }
   std::chrono::milliseconds detection_timeout() const { return detection_timeout_; }
   std::span<const uint8_t> response() const { return response_; }
@@ -104,6 +113,7 @@ class Verdict {
   Kind kind_;
   uint8_t upstream_count_ = 0;
   std::chrono::milliseconds detection_timeout_{0};
+  std::chrono::milliseconds connect_timeout_{0};
   std::span<const uint8_t> response_;
   std::array<SocketAddress, kMaxUpstreams> upstreams_{};
   StreamFilterPtr filter_;

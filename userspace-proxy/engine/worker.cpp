@@ -878,6 +878,13 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
       std::copy(ups.begin(), ups.end(), c->upstreams.begin());
       c->upstream_count = static_cast<uint8_t>(ups.size());
       c->upstream_next = 0;
+      if (v.connect_timeout().count() > 0) {
+        const int64_t ct = to_ns(v.connect_timeout());
+        c->connect_ts.tv_sec = ct / 1000000000;
+        c->connect_ts.tv_nsec = ct % 1000000000;
+      } else {
+        c->connect_ts = connect_ts_;
+      }
       // One virtual call per connection that has a filter; none without.
       if (c->filter && c->filter->takes_held_bytes() && !filter_held(c, HeldUse::kStart)) return;
       c->eof_unreported = false;  // forwarded upstream instead, after the held bytes
@@ -942,7 +949,7 @@ void Worker::start_connect(ConnectionImpl* c) {
     io_uring_sqe_set_data64(sqe, ud(c, kTagConnect));
     sqe->flags |= IOSQE_IO_LINK;
     sqe = get_sqe();
-    io_uring_prep_link_timeout(sqe, &connect_ts_, 0);
+    io_uring_prep_link_timeout(sqe, &c->connect_ts, 0);
     io_uring_sqe_set_data64(sqe, kUdIgnore);
     c->inflight_ops++;
     return;
@@ -1350,14 +1357,16 @@ void Worker::finalize(ConnectionImpl* c) {
     release_queue(side.out);
   }
   if (c->stats.end_monotonic_ns == 0) c->stats.end_monotonic_ns = now_ns_;
+  // Counters first: whoever learns of the close through on_close (a test, a
+  // metrics scrape triggered by it) sees them already settled.
+  conns_active_--;
+  counters_.active_connections.set(conns_active_);
+  counters_.closed.add();
   handler_->on_close(*c, c->stats);
   c->filter.reset();
   c->phase = Phase::kFree;
   c->next_free = free_list_;
   free_list_ = c;
-  conns_active_--;
-  counters_.active_connections.set(conns_active_);
-  counters_.closed.add();
 }
 
 }  // namespace sluice::engine

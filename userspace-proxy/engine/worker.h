@@ -103,6 +103,9 @@ class alignas(16) ConnectionImpl final : public Connection {
   uint8_t upstream_count = 0;
   uint8_t upstream_next = 0;
   uint8_t last_connect_timed_out = 0;
+  // The linked timeout of each connect attempt (the kernel reads it when the
+  // SQE is submitted, so it lives with the connection).
+  __kernel_timespec connect_ts{};
   // The downstream FIN arrived while deferred and the handler has not been
   // told yet (on_downstream_eof once it asks for more bytes again).
   bool eof_unreported = false;

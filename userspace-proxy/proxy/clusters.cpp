@@ -28,6 +28,12 @@ Clusters::Choice Clusters::pick(const std::string& name, const policy::Effective
     c->algorithm = options.algorithm;
     c->lb = std::make_unique<policy::LoadBalancer>(options, weights);
   }
+  int32_t max = policy.connection_pool && policy.connection_pool->tcp ? policy.connection_pool->tcp->max_connections : 0;
+  if (max > 0 && c->active >= max) {
+    out.overflow = true;
+    out.reason = "maxConnections " + std::to_string(max) + " reached";
+    return out;
+  }
   policy::PickResult r = c->lb->pick(now);
   out.reason = r.reason().str();
   switch (r.status) {
@@ -40,29 +46,47 @@ Clusters::Choice Clusters::pick(const std::string& name, const policy::Effective
     case policy::PickResult::Status::kPicked:
       break;
   }
+  ++c->active;
+  out.lease = std::shared_ptr<void>(nullptr, [c](void*) {
+    std::lock_guard<std::mutex> l(c->mu);
+    --c->active;
+  });
   size_t n = endpoints.size();
   out.order.reserve(n);
   for (size_t i = 0; i < n; ++i) out.order.push_back(endpoints[(r.host + i) % n]);
   return out;
 }
 
+int64_t Clusters::index_of(const Cluster& c, const engine::SocketAddress& address) {
+  for (size_t i = 0; i < c.endpoints.size(); ++i) {
+    if (c.endpoints[i] == address) return static_cast<int64_t>(i);
+  }
+  return -1;
+}
+
+std::shared_ptr<Clusters::Cluster> Clusters::find(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = clusters_.find(name);
+  return it == clusters_.end() ? nullptr : it->second;
+}
+
 void Clusters::report_connect(const std::string& name, const engine::SocketAddress& address, bool ok) {
-  std::shared_ptr<Cluster> c;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = clusters_.find(name);
-    if (it == clusters_.end()) return;
-    c = it->second;
-  }
+  std::shared_ptr<Cluster> c = find(name);
+  if (!c) return;
   std::lock_guard<std::mutex> lock(c->mu);
-  if (!c->lb) return;
-  for (size_t i = 0; i < c->endpoints.size(); ++i) {
-    if (!(c->endpoints[i] == address)) continue;
-    auto now = std::chrono::steady_clock::now();
-    if (ok) c->lb->report_connect_success(i, now);
-    else c->lb->report_local_failure(i, now);
-    return;
-  }
+  int64_t i = c->lb ? index_of(*c, address) : -1;
+  if (i < 0) return;
+  auto now = std::chrono::steady_clock::now();
+  if (ok) c->lb->report_connect_success(static_cast<size_t>(i), now);
+  else c->lb->report_local_failure(static_cast<size_t>(i), now);
+}
+
+void Clusters::report_response(const std::string& name, const engine::SocketAddress& address, uint32_t status) {
+  std::shared_ptr<Cluster> c = find(name);
+  if (!c) return;
+  std::lock_guard<std::mutex> lock(c->mu);
+  int64_t i = c->lb ? index_of(*c, address) : -1;
+  if (i >= 0) c->lb->report_response(static_cast<size_t>(i), status, std::chrono::steady_clock::now());
 }
 
 }  // namespace sluice::proxy

@@ -30,6 +30,9 @@ class Clusters {
     // on connect-failure, to another host).
     std::vector<engine::SocketAddress> order;
     bool no_healthy = false;   // 503 UH
+    bool overflow = false;     // connectionPool.tcp.maxConnections reached: 503 UO
+    // Holds one of the cluster's connections (maxConnections) until released.
+    std::shared_ptr<void> lease;
     bool original_destination = false;  // PASSTHROUGH load balancing
     std::string reason;
   };
@@ -39,6 +42,7 @@ class Clusters {
 
   // Outcomes, for outlier detection (no-op for unknown clusters/addresses).
   void report_connect(const std::string& cluster, const engine::SocketAddress& address, bool ok);
+  void report_response(const std::string& cluster, const engine::SocketAddress& address, uint32_t status);
 
  private:
   struct Cluster {
@@ -47,8 +51,12 @@ class Clusters {
     std::vector<uint32_t> weights;
     policy::LbAlgorithm algorithm = policy::LbAlgorithm::kLeastRequest;
     std::unique_ptr<policy::LoadBalancer> lb;
+    int64_t active = 0;  // connections holding a lease (under mu)
   };
-  std::shared_ptr<Cluster> get(const std::string& name);
+  // The balancer index of `address` in `c`, or -1.
+  static int64_t index_of(const Cluster& c, const engine::SocketAddress& address);
+  std::shared_ptr<Cluster> get(const std::string& name);   // creates it
+  std::shared_ptr<Cluster> find(const std::string& name);  // null if unknown
 
   std::mutex mu_;
   std::unordered_map<std::string, std::shared_ptr<Cluster>> clusters_;

@@ -220,10 +220,14 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
     Clusters::Choice choice = o_.clusters->pick(c.plan.cluster, c.plan.forward.policy, addrs, weights);
     if (choice.original_destination) {
       order.push_back(c.info->original_dst);
+    } else if (choice.overflow) {
+      // Envoy's circuit breaker: 503 with flag UO.
+      return no_upstream(c, "UO", "upstream overflow: " + choice.reason, 503);
     } else if (choice.no_healthy) {
       return no_upstream(c, "UH", "no healthy upstream (" + choice.reason + ")", 503);
     } else {
       order = std::move(choice.order);
+      c.info->cluster_lease = std::move(choice.lease);
     }
   }
 
@@ -238,7 +242,13 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
     c.logged = true;
     return Verdict::close();
   }
-  return Verdict::connect(std::span<const SocketAddress>(order), std::move(filter));
+  Verdict v = Verdict::connect(std::span<const SocketAddress>(order), std::move(filter));
+  // DestinationRule connectionPool.tcp.connectTimeout, per attempt.
+  const auto& pool = c.plan.forward.policy.connection_pool;
+  if (pool && pool->tcp && pool->tcp->connect_timeout) {
+    return std::move(v).with_connect_timeout(*pool->tcp->connect_timeout);
+  }
+  return v;
 }
 
 void Forwarder::install_check_later(ProxyConnection& c) {
@@ -397,6 +407,12 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
        stats.reason == engine::CloseReason::kUpstreamConnectTimeout) &&
       stats.upstream.valid()) {
     o_.clusters->report_connect(c->plan.cluster, stats.upstream, false);
+  }
+  // Outlier detection sees the first response's status (the only one the
+  // relay reads) for the endpoint that served it.
+  if (o_.clusters && ci.http && ci.first_response_code > 0 && stats.upstream.valid() &&
+      c->plan.kind == policy::RequestPlan::Kind::kForward) {
+    o_.clusters->report_response(c->plan.cluster, stats.upstream, static_cast<uint32_t>(ci.first_response_code));
   }
   if (ci.http && !ci.pending_requests.empty()) {
     if (ci.requests == 1) {

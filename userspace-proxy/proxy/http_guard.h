@@ -73,6 +73,9 @@ struct ConnectionInfo {
   std::string upstream_host;  // the address connected to, once known
   // Set when the upstream TLS handshake failed (flag UF, 503).
   std::string upstream_failure;
+  // The upstream cluster's connection slot (DestinationRule maxConnections),
+  // released when this connection's state goes.
+  std::shared_ptr<void> cluster_lease;
   // Gateway role: the Gateway server that took the connection (points into
   // `snapshot`).
   const policy::GatewayServerRef* server = nullptr;

@@ -74,6 +74,9 @@ struct Flags {
   uint32_t connect_timeout_ms = 10000;
   uint32_t detection_timeout_ms = 5000;
   uint32_t poll_ms = 250;
+  // Istio's terminationDrainDuration: how long established connections may
+  // finish after SIGTERM/SIGINT before the rest are aborted.
+  uint32_t drain_seconds = 5;
   uint32_t local_buffers = 4096;
   uint16_t admin_port = 15000;
   std::string admin_address = "127.0.0.1";
@@ -358,6 +361,19 @@ int run(const Flags& flags) {
                            identity);
   if (!flags.config.empty()) watch.start();
 
+  // Upgrades: when this process later closes its listeners, connections
+  // still queued on them are reset unless the kernel migrates them to the
+  // successor's SO_REUSEPORT listener (per network namespace, CAP_NET_ADMIN:
+  // the deployment's job, not this unprivileged process's).
+  if (FILE* f = fopen("/proc/sys/net/ipv4/tcp_migrate_req", "r")) {
+    int v = 1;
+    if (fscanf(f, "%d", &v) == 1 && v == 0) {
+      log_warning("net.ipv4.tcp_migrate_req is 0 in this network namespace: on an upgrade (a new proxy on the same "
+                  "port, then SIGTERM to this one) connections still in this process's accept queues are reset; "
+                  "set it to 1 for upgrades without loss");
+    }
+    fclose(f);
+  }
   server_state.set(admin::ServerState::kLive);
   uint64_t reconciled = first.snapshot->generation;
   for (;;) {
@@ -386,14 +402,17 @@ int run(const Flags& flags) {
       log_info("counters: " + counters.summary());
       continue;
     }
-    log_info("exiting on signal " + std::to_string(si.ssi_signo) + "; draining for up to 5 s");
+    log_info("exiting on signal " + std::to_string(si.ssi_signo) + "; draining for up to " +
+             std::to_string(flags.drain_seconds) + " s");
     break;
   }
   server_state.set(admin::ServerState::kDraining);
-  watch.stop();
-  for (auto& [name, e] : engines) e->stop(std::chrono::seconds(5));
-  for (auto& [name, e] : engines) e->wait();
+  // Hand the admin port to a successor (an upgrade started it next to us):
+  // probes from now on reach the new process only.
   if (admin_server) admin_server->stop();
+  watch.stop();
+  for (auto& [name, e] : engines) e->stop(std::chrono::seconds(flags.drain_seconds));
+  for (auto& [name, e] : engines) e->wait();
   log_info("counters: " + counters.summary());
   close(sfd);
   return kExitOk;
@@ -444,6 +463,11 @@ int main(int argc, char** argv) {
                  "connection as opaque TCP (server-first protocols; Istio: 5 s)")
       ->capture_default_str();
   app.add_option("--poll-interval-ms", flags.poll_ms, "how often to check the config files")->capture_default_str();
+  app.add_option("--drain-seconds", flags.drain_seconds,
+                 "on SIGTERM/SIGINT: close the listeners, then let established connections finish for up to this "
+                 "long before aborting them (Istio's terminationDrainDuration); a replacement proxy started on "
+                 "the same --listen (SO_REUSEPORT) takes the new connections meanwhile")
+      ->capture_default_str();
   app.add_option("--admin-port", flags.admin_port,
                  "admin endpoint port (Envoy's 15000): /ready /healthz /stats/prometheus /config_dump /logging; 0 = off")
       ->capture_default_str();

@@ -2,6 +2,7 @@
 
 #include "core/config/loader.h"
 #include "core/config/validation.h"
+#include "core/policy/outbound_mode.h"
 
 namespace sluice::proxy {
 
@@ -14,12 +15,7 @@ Snapshot::Snapshot(config::ConfigSet loaded, uint64_t gen, const ProxyIdentity& 
                                        : policy::GatewayServers()),
       generation(gen) {}
 
-config::OutboundTrafficPolicyMode Snapshot::mode() const {
-  if (config.mesh.file.empty() && config.install.outbound_traffic_policy) {
-    return *config.install.outbound_traffic_policy;
-  }
-  return config.mesh.outbound_traffic_policy;
-}
+config::OutboundTrafficPolicyMode Snapshot::mode() const { return policy::effective_outbound_mode(config).mode; }
 
 SnapshotLoad load_snapshot(const std::vector<std::string>& paths, uint64_t generation,
                            const ProxyIdentity& identity) {

@@ -60,6 +60,22 @@ class RelayTest : public ::testing::TestWithParam<RingMode> {
   CloseLog log_;
 };
 
+// Fills the accept queue of a loopback listener that never accepts (backlog
+// 0): further SYNs to it are dropped, so a connect hangs until its timeout.
+std::vector<int> fill_accept_queue(uint16_t port) {
+  std::vector<int> fillers;
+  for (int i = 0; i < 4; ++i) {
+    int f = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    connect(f, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    fillers.push_back(f);
+  }
+  return fillers;
+}
+
 TEST_P(RelayTest, SixtyFourMiBBothWaysAtOnceArriveIntact) {
   start();
   constexpr size_t kBytes = 64u << 20;
@@ -193,21 +209,39 @@ TEST_P(RelayTest, RefusedUpstreamFallsBackToTheNextAddress) {
   close(hold);
 }
 
+// A DestinationRule's connectionPool.tcp.connectTimeout: the verdict's
+// timeout replaces the engine's (30 s here) for this connection.
+TEST_P(RelayTest, PerConnectionConnectTimeoutOverridesTheEngines) {
+  uint16_t full_port = 0;
+  int full = listen_loopback(&full_port, 0);
+  std::vector<int> fillers = fill_accept_queue(full_port);
+  SocketAddress up = SocketAddress::loopback4(full_port);
+  start([](EngineConfig& cfg) { cfg.connect_timeout = 30s; },
+        [up](ScriptedHandler& h) {
+          h.accept_fn = [up](Connection&, const AcceptInfo&) {
+            return Verdict::connect(up).with_connect_timeout(200ms);
+          };
+        });
+  int c = client();
+  int err = -1;
+  auto t0 = std::chrono::steady_clock::now();
+  read_to_eof(c, &err);
+  auto waited = std::chrono::steady_clock::now() - t0;
+  close(c);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(log_.first().reason, CloseReason::kUpstreamConnectTimeout) << close_reason_name(log_.first().reason);
+  // Not a timing threshold on speed: 30 s would mean the override was ignored.
+  EXPECT_LT(waited, 20s);
+  for (int f : fillers) close(f);
+  close(full);
+}
+
 TEST_P(RelayTest, ConnectTimeoutWhenTheUpstreamBacklogIsFull) {
   // A listener that never accepts, with its accept queue filled: further SYNs
   // are dropped, so the proxy's connect hangs until the linked timeout fires.
   uint16_t full_port = 0;
   int full = listen_loopback(&full_port, 0);
-  std::vector<int> fillers;
-  for (int i = 0; i < 4; ++i) {
-    int f = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(full_port);
-    connect(f, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-    fillers.push_back(f);
-  }
+  std::vector<int> fillers = fill_accept_queue(full_port);
   start([](EngineConfig& cfg) { cfg.connect_timeout = 200ms; },
         [full_port](ScriptedHandler& h) { h.upstreams = {SocketAddress::loopback4(full_port)}; });
   int c = client();
