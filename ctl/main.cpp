@@ -5,10 +5,12 @@
 //   sluicectl explain DEST PATH...    every decision the agent and the proxy take for one connection
 //   sluicectl config dump PATH...     the effective configuration
 //   sluicectl status                  the proxy's health, the agent's pins, certificate expiry
+//   sluicectl maps                    the agent's pinned BPF maps, decoded
 //
 // Exit codes (see --help): 2 is a usage or configuration error everywhere;
 // validate/analyze: 0 clean, 1 findings; explain: 0 the connection reaches a
-// destination, 3 it does not; config dump: 0; status: 0 healthy, 1 not.
+// destination, 3 it does not; config dump: 0; status: 0 healthy, 1 not;
+// maps: 0 every map read, 1 not.
 #include <CLI/CLI.hpp>
 #include <ctime>
 #include <iostream>
@@ -22,6 +24,7 @@
 #include "ctl/config_dump.h"
 #include "ctl/config_tables.h"
 #include "ctl/explain.h"
+#include "ctl/maps.h"
 #include "ctl/report.h"
 #include "ctl/status.h"
 
@@ -208,6 +211,24 @@ int run_status(const StatusFlags& f) {
   return r.exit_code();
 }
 
+struct MapsFlags {
+  std::string pin_dir = "/sys/fs/bpf/sluice";
+  std::string output = "text";
+};
+
+int run_maps(const MapsFlags& f) {
+  const sluice::ctl::MapsReport r = sluice::ctl::read_pinned_maps(f.pin_dir);
+  // Errors go to stdout with the rest of the report (JSON carries them), and
+  // to stderr as well when the report is JSON, so a pipe into a tool still
+  // leaves the reason on the terminal.
+  sluice::ctl::write_maps(std::cout, format_of(f.output), r);
+  if (format_of(f.output) == OutputFormat::kJson) {
+    if (!r.error.empty()) std::cerr << "sluicectl maps: " << r.error << "\n";
+    for (const auto& e : r.map_errors) std::cerr << "sluicectl maps: " << e.map << ": " << e.error << "\n";
+  }
+  return r.exit_code();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -219,14 +240,17 @@ int main(int argc, char** argv) {
       "missing, TLS without CA certificates, ...). Every finding names file:line.\n"
       "`explain` prints every decision the kernel and the proxy take for one connection,\n"
       "computed by the same code they run; `config dump` prints the effective\n"
-      "configuration; `status` reports what runs on this host.\n\n"
+      "configuration; `status` reports what runs on this host; `maps` prints the\n"
+      "agent's BPF maps as the kernel holds them.\n\n"
       "Exit codes: 2 = usage or configuration error (every command).\n"
       "  validate, analyze: 0 clean, 1 findings at or above --fail-threshold\n"
       "  explain:           0 the connection reaches a destination (forwarded, or direct\n"
       "                     because it is not intercepted), 3 it does not (local reply,\n"
       "                     closed, refused)\n"
       "  config dump:       0\n"
-      "  status:            0 proxy ready (and no certificate expired), 1 otherwise\n\n"
+      "  status:            0 proxy ready (and no certificate expired), 1 otherwise\n"
+      "  maps:              0 every map read, 1 no pin directory, no permission, or a map\n"
+      "                     missing or unreadable\n\n"
       "Examples:\n"
       "  sluicectl validate configs/walkthrough\n"
       "  sluicectl analyze configs/default -o json\n"
@@ -235,7 +259,8 @@ int main(int argc, char** argv) {
       "      configs/mesh/istio-configmap-registry-only.yaml\n"
       "  sluicectl explain 10.0.0.7:80 --role gateway --sni edition.cnn.com configs/walkthrough\n"
       "  sluicectl config dump configs/walkthrough -o json\n"
-      "  sluicectl status --admin http://127.0.0.1:15000 --certs /etc/certs\n"};
+      "  sluicectl status --admin http://127.0.0.1:15000 --certs /etc/certs\n"
+      "  sluicectl maps --pin-dir /sys/fs/bpf/sluice -o json\n"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
 
@@ -353,6 +378,24 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"text", "json"}));
   status->callback([&chosen] { chosen = "status"; });
 
+  // maps
+  MapsFlags mf;
+  CLI::App* maps = app.add_subcommand(
+      "maps",
+      "Print the BPF maps sluice-agent pinned, decoded: the config entry (proxy addresses\n"
+      "and port, mark, uid, gid, flags), include/exclude ranges and ports with the position\n"
+      "of the configured entry behind each, and the per-CPU counters summed");
+  maps->footer(
+      "\nReads the maps only (bpf_obj_get on the pins); changes nothing. Needs root\n"
+      "(CAP_BPF/CAP_SYS_ADMIN): the pin directory is root-only.\n\n"
+      "Exit codes: 0 every map was read and decoded; 1 the pin directory is missing or\n"
+      "unreadable, or a map is missing, unreadable or of another layout (the reason is\n"
+      "printed); 2 usage error.\n");
+  maps->add_option("--pin-dir", mf.pin_dir, "sluice-agent's pin directory on bpffs")->capture_default_str();
+  maps->add_option("-o,--output", mf.output, "Output format: text (default) or json")
+      ->check(CLI::IsMember({"text", "json"}));
+  maps->callback([&chosen] { chosen = "maps"; });
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -364,5 +407,6 @@ int main(int argc, char** argv) {
   if (chosen == "explain") return run_explain(ef);
   if (chosen == "config dump") return run_config_dump(df);
   if (chosen == "status") return run_status(sf);
+  if (chosen == "maps") return run_maps(mf);
   return kExitUsage;
 }

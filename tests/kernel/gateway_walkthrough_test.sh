@@ -29,8 +29,10 @@
 # written.
 #
 # Environment (meson sets it): SLUICE_AGENT, SLUICE_PROXY, SLUICE_PYTHON,
-# SLUICE_CONFIGS, SLUICE_MESH_CERTS (scripts/mesh-certs). CI=true turns a
-# missing capability into a failure instead of a skip (77).
+# SLUICE_CONFIGS, SLUICE_MESH_CERTS (scripts/mesh-certs), SLUICE_CTL
+# (sluicectl: `sluicectl explain` is checked against the access logs at each
+# hop). CI=true turns a missing capability into a failure instead of a skip
+# (77).
 set -u -o pipefail
 
 CASE=${1:-walkthrough}
@@ -42,11 +44,13 @@ PROXY=${SLUICE_PROXY:?}
 CONFIGS=${SLUICE_CONFIGS:?}
 MESH_CERTS=${SLUICE_MESH_CERTS:?}
 PY=${SLUICE_PYTHON:-/usr/bin/python3}
+CTL=${SLUICE_CTL:?}
 GW_HOST=istio-egressgateway.istio-system.svc.cluster.local
 GW_ID=spiffe://cluster.local/ns/istio-system/sa/istio-egressgateway-service-account
 
 kt_init nginx curl openssl tcpdump ss unshare
 [ -x "$PROXY" ] || fail "proxy not built: $PROXY"
+[ -x "$CTL" ] || fail "sluicectl not built: $CTL"
 
 NS_W="sluice-${ID}-w"
 NS_N="sluice-${ID}-n"
@@ -220,6 +224,68 @@ new_lines() {  # FILE BEFORE: the lines of FILE after line BEFORE
 }
 peers80() { awk '{ print $1 }' "$TMP/nginx/access80.log" 2>/dev/null | tr '\n' ' '; }
 
+# ------------------------------------------------------------ sluicectl explain
+# seen_line FILE MARK DEST: the last access log line of FILE after line MARK
+# for a connection whose original destination (%DOWNSTREAM_LOCAL_ADDRESS%,
+# the third field after the last quoted one) is DEST; empty if none.
+seen_line() {
+	tail -n +"$(($2 + 1))" "$1" 2>/dev/null |
+		awk -v d="$3" '{ n = split($0, q, "\""); split(q[n], f, " "); if (f[3] == d) l = $0 } END { if (l != "") print l }'
+}
+lines_of() { cat "$1" 2>/dev/null | wc -l; }
+# explain_matches DEST [EXPLAIN_ARGS...] SEEN: `sluicectl explain` for DEST,
+# against the files the proxies and the agent read at this moment ($CONF and
+# the agent's values), must say what the data plane did. SEEN is the access
+# log line of the proxy that handled the connection (seen_line): same
+# cluster, same response flags, and for a local reply the same status.
+# EXPLAIN_TLS="MODE SNI" in the environment: the upstream TLS explain
+# predicts too (what the test's capture saw on the wire).
+explain_matches() {
+	local seen=${!#} args=("${@:1:$#-1}") json rc said
+	json=$("$CTL" explain "${args[@]}" -o json "$CONF" "$TMP/values.yaml")
+	rc=$?
+	[ "$rc" = 0 ] || [ "$rc" = 3 ] || fail "sluicectl explain ${args[*]}: exit $rc"
+	said=$("$PY" - "$json" "$seen" "${EXPLAIN_TLS:-}" 2>&1 <<'PYEOF'
+import json, re, sys
+e, seen, tls = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+o = e["outcome"]
+said = (o["result"], o["cluster"], o["response_flags"], o.get("status"))
+m = re.match(r'\[[^]]*\] "[^"]*" (\d+) (\S+) (\S+) ', seen)
+if not m:
+    sys.exit("no or unparsable access log line: %r" % seen)
+code, flags, details = int(m[1]), m[2], m[3]
+cluster = seen.rsplit('"', 1)[1].split()[0]
+if details == "direct_response":
+    did = ("local-reply", cluster, flags, code)
+else:
+    did = ("forward" if flags == "-" else "closed", cluster, flags, None)
+if said != did:
+    sys.exit("explain says %s, the data plane did %s (%s)" % (said, did, seen))
+what = "access log %s %d %s %s" % (cluster, code, flags, details)
+if tls:
+    fwd = (e.get("plan") or {}).get("forward") or {}
+    if "%s %s" % (fwd.get("tls_mode"), fwd.get("sni")) != tls:
+        sys.exit("explain's upstream TLS is %s SNI %r, the wire had %s" % (fwd.get("tls_mode"), fwd.get("sni"), tls))
+    what += "; upstream TLS " + tls
+print("%s; %s" % (o["summary"], what))
+PYEOF
+	) || fail "sluicectl explain ${args[*]} disagrees with the data plane: $said"
+	log "ok explain ${args[*]}: $said"
+}
+# explain_at_gateways PORT MARK1 MARK2 [EXPLAIN_ARGS...]: explain_matches
+# --role gateway for each replica that logged a connection to its PORT after
+# line MARKn of its access log (at least one must have).
+explain_at_gateways() {
+	local port=$1 n line seen=""
+	for n in 1 2; do
+		line=$(seen_line "$TMP/gw$n/access.log" "$([ "$n" = 1 ] && echo "$2" || echo "$3")" "10.20.$n.2:$port")
+		[ -n "$line" ] || continue
+		seen=1
+		explain_matches "10.20.$n.2:$port" --role gateway --label istio=egressgateway "${@:4}" "$line"
+	done
+	[ -n "$seen" ] || fail "no gateway logged a connection on port $port"
+}
+
 case "$CASE" in
 walkthrough)
 	# ------------------------------------------------ (1) + (3) 200, TLS on the wire
@@ -280,6 +346,10 @@ PYEOF
 	grep -q 'outbound|80|cnn|istio-egressgateway.istio-system.svc.cluster.local' "$TMP/sidecar.log" ||
 		fail "(2) the sidecar's access log has no outbound|80|cnn|$GW_HOST line"
 	log "ok (2) nginx :80 clients: $p(gateways only; :443 went direct per ServiceEntry cnn's HTTPS port)"
+	EXPLAIN_TLS="ISTIO_MUTUAL edition.cnn.com" explain_matches 203.0.113.10:80 --host edition.cnn.com \
+		"$(seen_line "$TMP/sidecar.log" 0 203.0.113.10:80)"
+	explain_matches 203.0.113.10:443 --sni edition.cnn.com "$(seen_line "$TMP/sidecar.log" 0 203.0.113.10:443)"
+	explain_at_gateways 80 0 0 --sni edition.cnn.com
 
 	# ------------------------------------------------ (4) round robin
 	: >"$TMP/nginx/access80.log.mark"
@@ -340,6 +410,7 @@ $(grep '^istio_requests_total' <<<"$stats")"
 variants)
 	# ------------------------------------------------ TLS origination at the gateway
 	use_variant tls-origination-gateway
+	ms=$(lines_of "$TMP/sidecar.log") m1=$(lines_of "$TMP/gw1/access.log") m2=$(lines_of "$TMP/gw2/access.log")
 	b80=$(wc -l <"$TMP/nginx/access80.log" 2>/dev/null || echo 0)
 	b443=$(wc -l <"$TMP/nginx/access443.log" 2>/dev/null || echo 0)
 	out=$(in_cg_ns workload "$NS_W" curl -s --max-time 10 -w ' %{http_code}' http://edition.cnn.com/politics)
@@ -352,9 +423,12 @@ variants)
 	grep -q 'outbound|443||edition.cnn.com' "$TMP/gw1/access.log" "$TMP/gw2/access.log" ||
 		fail "TLS origination at the gateway: no outbound|443||edition.cnn.com line at a gateway"
 	log "ok TLS origination at the gateway: plain HTTP from the app, mTLS to the gateway, TLS from ${p% } to nginx :443 (200)"
+	explain_matches 203.0.113.10:80 --host edition.cnn.com "$(seen_line "$TMP/sidecar.log" "$ms" 203.0.113.10:80)"
+	explain_at_gateways 80 "$m1" "$m2" --sni edition.cnn.com
 
 	# ------------------------------------------------ TLS origination at the sidecar
 	use_variant tls-origination-sidecar
+	ms=$(lines_of "$TMP/sidecar.log")
 	b443=$(wc -l <"$TMP/nginx/access443.log")
 	out=$(in_cg_ns workload "$NS_W" curl -s --max-time 10 -w ' %{http_code}' http://edition.cnn.com/politics)
 	[ "$out" = "politics
@@ -365,6 +439,7 @@ variants)
 	grep -q '"GET /politics HTTP/1.1" 200 .*outbound|80||edition.cnn.com' "$TMP/sidecar.log" ||
 		fail "TLS origination at the sidecar: no outbound|80||edition.cnn.com 200 line"
 	log "ok TLS origination at the sidecar: http://edition.cnn.com/politics -> TLS to :443 (targetPort) from the workload (200)"
+	explain_matches 203.0.113.10:80 --host edition.cnn.com "$(seen_line "$TMP/sidecar.log" "$ms" 203.0.113.10:80)"
 
 	# ------------------------------------------------ TLS passthrough through the gateway
 	use_variant tls-passthrough-gateway
@@ -373,6 +448,7 @@ variants)
 		kt_wait_listen "$ns" "10.20.$n.2:443" || fail "gateway $n does not listen on :443 after the reload"
 	done
 	b443=$(wc -l <"$TMP/nginx/access443.log")
+	ms=$(lines_of "$TMP/sidecar.log") m1=$(lines_of "$TMP/gw1/access.log") m2=$(lines_of "$TMP/gw2/access.log")
 	out=$(in_cg_ns workload "$NS_W" env CURL_CA_BUNDLE="$EXT_CA" curl -s --max-time 10 -w ' %{http_code}' \
 		https://edition.cnn.com/politics)
 	[ "$out" = "politics
@@ -383,6 +459,8 @@ variants)
 	grep -q 'outbound|443|cnn|istio-egressgateway.istio-system.svc.cluster.local .* edition.cnn.com' "$TMP/sidecar.log" ||
 		fail "TLS passthrough: no outbound|443|cnn|... line with SNI edition.cnn.com at the sidecar"
 	log "ok TLS passthrough through the gateway: the app's own TLS reached nginx :443 from ${p% } (200), SNI routed at both hops"
+	explain_matches 203.0.113.10:443 --sni edition.cnn.com "$(seen_line "$TMP/sidecar.log" "$ms" 203.0.113.10:443)"
+	explain_at_gateways 443 "$m1" "$m2" --sni edition.cnn.com
 	;;
 *)
 	fail "unknown case $CASE"

@@ -21,7 +21,8 @@
 # resolv.conf points at 127.0.0.1, so no name lookup leaves the machine.
 #
 # Environment (meson sets it): SLUICE_AGENT, SLUICE_PROXY, SLUICE_PYTHON,
-# SLUICE_CONFIGS (the repository's configs/). CI=true turns a missing
+# SLUICE_CONFIGS (the repository's configs/), SLUICE_CTL (sluicectl: each
+# step's `sluicectl explain` is checked against the access log). CI=true turns a missing
 # capability into a failure instead of a skip (77).
 set -u -o pipefail
 
@@ -32,10 +33,12 @@ AGENT=${SLUICE_AGENT:?}
 PROXY=${SLUICE_PROXY:?}
 CONFIGS=${SLUICE_CONFIGS:?}
 PY=${SLUICE_PYTHON:-/usr/bin/python3}
+CTL=${SLUICE_CTL:?}
 
 kt_init nginx curl openssl
 [ -x "$AGENT" ] || fail "agent not built: $AGENT"
 [ -x "$PROXY" ] || fail "proxy not built: $PROXY"
+[ -x "$CTL" ] || fail "sluicectl not built: $CTL"
 NS_W="sluice-${ID}-w"
 NS_N="sluice-${ID}-n"
 NS_I="sluice-${ID}-i"
@@ -241,6 +244,51 @@ wait_generation() {  # N: waits up to 2 s for "config generation N"
 	fail "the proxy did not load config generation $1"
 }
 
+# ------------------------------------------------------------ sluicectl explain
+# seen_line FILE MARK DEST: the last access log line of FILE after line MARK
+# for a connection whose original destination (%DOWNSTREAM_LOCAL_ADDRESS%,
+# the third field after the last quoted one) is DEST; empty if none.
+seen_line() {
+	tail -n +"$(($2 + 1))" "$1" 2>/dev/null |
+		awk -v d="$3" '{ n = split($0, q, "\""); split(q[n], f, " "); if (f[3] == d) l = $0 } END { if (l != "") print l }'
+}
+# explain_matches DEST [EXPLAIN_ARGS...] SEEN: `sluicectl explain` for DEST,
+# against the files the proxy and the agent read at this moment, must say
+# what the data plane did. SEEN is the proxy's access log line for that
+# connection (seen_line): same cluster, same response flags, and for a local
+# reply the same status; SEEN empty (the proxy never saw the connection):
+# explain must say the kernel does not intercept it.
+explain_matches() {
+	local seen=${!#} args=("${@:1:$#-1}") json rc said
+	json=$("$CTL" explain "${args[@]}" -o json "$TMP/config" "$TMP/values.yaml")
+	rc=$?
+	[ "$rc" = 0 ] || [ "$rc" = 3 ] || fail "sluicectl explain ${args[*]}: exit $rc"
+	said=$("$PY" - "$json" "$seen" 2>&1 <<'PYEOF'
+import json, re, sys
+e, seen = json.loads(sys.argv[1]), sys.argv[2]
+o = e["outcome"]
+said = (o["result"], o["cluster"], o["response_flags"], o.get("status"))
+if not seen:
+    did, what = ("direct", "-", "-", None), "the proxy logged nothing"
+else:
+    m = re.match(r'\[[^]]*\] "[^"]*" (\d+) (\S+) (\S+) ', seen)
+    if not m:
+        sys.exit("unparsable access log line: " + seen)
+    code, flags, details = int(m[1]), m[2], m[3]
+    cluster = seen.rsplit('"', 1)[1].split()[0]
+    if details == "direct_response":
+        did = ("local-reply", cluster, flags, code)
+    else:
+        did = ("forward" if flags == "-" else "closed", cluster, flags, None)
+    what = "access log %s %d %s %s" % (cluster, code, flags, details)
+if said != did:
+    sys.exit("explain says %s, the data plane did %s (%s)" % (said, did, seen or "no access log line"))
+print("%s; %s" % (o["summary"], what))
+PYEOF
+	) || fail "sluicectl explain ${args[*]} disagrees with the data plane: $said"
+	log "ok explain ${args[*]}: $said"
+}
+
 # ------------------------------------------------------------ (1) ALLOW_ANY
 out=$(walkthrough_curl)
 rc=$?
@@ -257,6 +305,9 @@ sleep 0.3
 [ "$(count_bytes)" = 16 ] || fail "(1) raw TCP under ALLOW_ANY: server got $(count_bytes) bytes ($out)"
 log "ok (1) ALLOW_ANY: 301 then 200; access log:"
 sed "s/^/[$PLACEMENT]     /" "$TMP/access.log"
+explain_matches 203.0.113.10:80 --host edition.cnn.com "$(seen_line "$TMP/access.log" 0 203.0.113.10:80)"
+explain_matches 203.0.113.10:443 --sni edition.cnn.com "$(seen_line "$TMP/access.log" 0 203.0.113.10:443)"
+explain_matches 203.0.113.20:9000 "$(seen_line "$TMP/access.log" 0 203.0.113.20:9000)"
 
 if [ "$PLACEMENT" = supervised ]; then
 	old=$PROXY_PID
@@ -305,6 +356,7 @@ wait "$LONG_PID" || fail "(2) the established connection failed after the switch
 sleep 0.2
 grep -q "^BYTES 40$" "$TMP/count.log" || fail "(2) the established connection did not deliver all 40 bytes: $(cat "$TMP/count.log")"
 log "ok (2) a connection established under ALLOW_ANY delivered all its bytes after the switch"
+mark=$(wc -l <"$TMP/access.log")
 out=$(in_cg_ns workload "$NS_W" env CURL_CA_BUNDLE="$CURL_CA_BUNDLE" \
 	curl -s -o /dev/null -D - --max-time 10 https://edition.cnn.com/politics)
 rc=$?
@@ -316,6 +368,9 @@ kill -0 "$PROXY_PID" || fail "(2) the proxy is gone"
 grep -q 'BlackHoleCluster' "$TMP/access.log" || fail "(2) no BlackHoleCluster line"
 grep -q ' UH ' "$TMP/access.log" || fail "(2) no UH flag"
 log "ok (2) REGISTRY_ONLY without restart: https exits 35, the walkthrough command exits $rc (blackholed: no ServiceEntry declares port 80 yet)"
+sleep 0.2
+explain_matches 203.0.113.10:443 --sni edition.cnn.com "$(seen_line "$TMP/access.log" "$mark" 203.0.113.10:443)"
+explain_matches 203.0.113.10:80 --host edition.cnn.com "$(seen_line "$TMP/access.log" "$mark" 203.0.113.10:80)"
 
 # ------------------------------------------------------------ (3) ServiceEntry cnn
 cat >"$TMP/config/serviceentry-cnn.yaml" <<'EOF2'
@@ -336,6 +391,7 @@ spec:
   resolution: DNS
 EOF2
 wait_generation 3
+mark=$(wc -l <"$TMP/access.log")
 out=$(walkthrough_curl)
 rc=$?
 [ "$rc" = 0 ] && grep -q "^HTTP/1.1 200" <<<"$out" || fail "(3) with ServiceEntry cnn: exit $rc: $out"
@@ -345,6 +401,9 @@ grep -q '"GET /politics HTTP/1.1" 301 .* outbound|80||edition.cnn.com ' "$TMP/ac
 grep -q 'outbound|443||edition.cnn.com .* edition.cnn.com ' "$TMP/access.log" ||
 	fail "(3) no outbound|443||edition.cnn.com line"
 log "ok (3) ServiceEntry cnn: 200 again, routed via outbound|80|| and outbound|443||edition.cnn.com"
+explain_matches 203.0.113.10:80 --host edition.cnn.com "$(seen_line "$TMP/access.log" "$mark" 203.0.113.10:80)"
+explain_matches 203.0.113.10:443 --sni edition.cnn.com "$(seen_line "$TMP/access.log" "$mark" 203.0.113.10:443)"
+mark=$(wc -l <"$TMP/access.log")
 
 # ------------------------------------------------------------ (4) unknown destinations
 code=$(in_cg_ns workload "$NS_W" curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
@@ -358,6 +417,8 @@ sleep 0.3
 case "$out" in "SENT 16 GOT 0"|CLOSED*) ;; *) fail "(4) raw TCP to an undeclared IP:port: $out" ;; esac
 [ "$(count_bytes)" = "$before" ] || fail "(4) the server received $(( $(count_bytes) - before )) bytes"
 log "ok (4) plain HTTP to an undeclared host: 502; raw TCP to 203.0.113.20:9000 closed, server received 0 bytes"
+explain_matches 203.0.113.20:80 --host unknown.example.org "$(seen_line "$TMP/access.log" "$mark" 203.0.113.20:80)"
+explain_matches 203.0.113.20:9000 "$(seen_line "$TMP/access.log" "$mark" 203.0.113.20:9000)"
 
 # ------------------------------------------------------------ (5) includeIPRanges
 sed -i 's|includeIPRanges: "\*"|includeIPRanges: "10.244.0.0/16,10.240.0.0/16"|' "$TMP/values.yaml"
@@ -379,6 +440,8 @@ rc=$?
 sleep 0.2
 [ "$(wc -l <"$TMP/access.log")" = "$lines" ] || fail "(5) the proxy saw traffic outside includeIPRanges"
 log "ok (5) includeIPRanges 10.244.0.0/16,10.240.0.0/16: direct (raw TCP delivered, curl 200), proxy access log unchanged"
+explain_matches 203.0.113.20:9000 "$(seen_line "$TMP/access.log" "$lines" 203.0.113.20:9000)"
+explain_matches 203.0.113.10:80 --host edition.cnn.com "$(seen_line "$TMP/access.log" "$lines" 203.0.113.10:80)"
 
 # ------------------------------------------------------------ no open relay
 if [ "$PLACEMENT" = node ]; then
