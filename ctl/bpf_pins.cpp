@@ -1,5 +1,7 @@
 #include "ctl/bpf_pins.h"
 
+#include "ctl/unique_fd.h"
+
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <dirent.h>
@@ -18,21 +20,7 @@ namespace sluice::ctl {
 
 namespace {
 
-std::string errno_text(int err) { return std::strerror(err < 0 ? -err : err); }
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 // /proc/self/mounts escapes space, tab, newline and backslash as \ooo.
 std::string unescape_mount_path(const std::string& in) {

@@ -1,5 +1,7 @@
 #include "ctl/maps.h"
 
+#include "ctl/unique_fd.h"
+
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <dirent.h>
@@ -69,21 +71,7 @@ constexpr FlagName kFlagNames[] = {
     {SLUICE_F_MATCH_GID, "match_gid"},
 };
 
-std::string errno_text(int err) { return std::strerror(err); }
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 // Opens a pinned map and checks that it has the type and key/value sizes this
 // build decodes: a map pinned by another version of the agent is reported,
