@@ -323,31 +323,11 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
     params.session_key = c.plan.cluster;
   }
 
-  // Termination installed at the gateway before routing: add the rest to it.
-  if (c.terminator) {
-    if (client && !c.terminator->set_upstream_tls(client, params, error)) {
-      *ok = false;
-      return nullptr;
-    }
-    if (inner) c.terminator->set_inner(std::move(inner));
-    return nullptr;  // the engine keeps the installed filter
-  }
-  if (!client) return inner;
-
+  // Envoy's answer when the upstream TLS handshake fails: 503 (flag UF in
+  // the access log, OpenSSL's reason as the transport failure reason).
   std::weak_ptr<ConnectionInfo> weak = c.info;
-  tls::TlsFilterOptions to;
-  to.upstream_tls = client;
-  to.upstream_params = params;
-  to.inner = std::move(inner);
   bool http = ci.http;
-  ProxyCounters* counters = o_.counters;
-  to.on_handshake = [weak, counters](const tls::TlsHandshakeResult& r) {
-    count_handshake(counters, r);
-    auto info = weak.lock();
-    if (!info || r.ok) return;
-    info->upstream_failure = r.failure_reason;
-  };
-  to.upstream_failure_reply = [weak, http](const tls::TlsHandshakeResult& r) -> std::string {
+  auto failure_reply = [weak, http](const tls::TlsHandshakeResult& r) -> std::string {
     auto info = weak.lock();
     if (info) {
       info->upstream_failure = r.failure_reason;
@@ -357,6 +337,33 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
     std::string body = tls::upstream_tls_failure_details(r.failure_reason);
     return local_reply(503, realtime_ns(), body);
   };
+
+  // Termination installed at the gateway before routing: add the rest to it.
+  if (c.terminator) {
+    if (client) {
+      if (!c.terminator->set_upstream_tls(client, params, error)) {
+        *ok = false;
+        return nullptr;
+      }
+      c.terminator->set_upstream_failure_reply(failure_reply);
+    }
+    if (inner) c.terminator->set_inner(std::move(inner));
+    return nullptr;  // the engine keeps the installed filter
+  }
+  if (!client) return inner;
+
+  tls::TlsFilterOptions to;
+  to.upstream_tls = client;
+  to.upstream_params = params;
+  to.inner = std::move(inner);
+  ProxyCounters* counters = o_.counters;
+  to.on_handshake = [weak, counters](const tls::TlsHandshakeResult& r) {
+    count_handshake(counters, r);
+    auto info = weak.lock();
+    if (!info || r.ok) return;
+    info->upstream_failure = r.failure_reason;
+  };
+  to.upstream_failure_reply = failure_reply;
   std::unique_ptr<tls::TlsFilter> filter = tls::TlsFilter::create(std::move(to), error);
   if (!filter) {
     *ok = false;
