@@ -373,6 +373,21 @@ $(grep '^istio_requests_total' <<<"$stats")"
 	[ "$(in_cg_ns other "$NS_W" curl -s --max-time 5 http://127.0.0.1:15000/ready)" = LIVE ] ||
 		fail "(4) the sidecar's /ready is not LIVE"
 	log "ok: the sidecar's /stats/prometheus counts istio_requests_total{response_code=\"301\",destination_service_name=\"$GW_HOST\"} = 7"
+	# Each gateway's own admin endpoint (its namespace's loopback): together
+	# they served the same 7 requests, over mutual TLS, to edition.cnn.com.
+	total=0
+	for n in 1 2; do
+		ns=$([ "$n" = 1 ] && echo "$NS_G1" || echo "$NS_G2")
+		gstats=$(in_cg_ns other "$ns" curl -s --max-time 5 http://127.0.0.1:15000/stats/prometheus)
+		c=$(grep '^istio_requests_total{' <<<"$gstats" | grep 'response_code="301"' |
+			grep 'destination_service_name="edition.cnn.com"' | grep 'connection_security_policy="mutual_tls"' |
+			awk '{ s += $NF } END { print s + 0 }')
+		[ "$c" -gt 0 ] || fail "(4) gateway $n counted no mutual_tls request to edition.cnn.com:
+$(grep '^istio_requests_total' <<<"$gstats")"
+		total=$((total + c))
+	done
+	[ "$total" = 7 ] || fail "(4) the gateways counted $total requests, expected 7"
+	log "ok: the gateways' /stats/prometheus count 7 istio_requests_total{destination_service_name=\"edition.cnn.com\",connection_security_policy=\"mutual_tls\",response_code=\"301\"} between them"
 
 	# ------------------------------------------------ (5a) no client certificate
 	out=$(in_cg_ns other "$NS_W" curl -sk -o /dev/null -w '%{http_code}' --max-time 5 \
