@@ -52,10 +52,17 @@ kt_cleanup() {
 		rm -rf "$KT_PIN"
 	fi
 	if [ -n "$KT_CG" ] && [ -d "$KT_CG" ]; then
-		for sub in "$KT_CG"/*/; do
-			[ -f "$sub/cgroup.kill" ] && echo 1 >"$sub/cgroup.kill"
+		# SIGKILL is asynchronous, and a process started in the background just
+		# before the exit may join its cgroup after the first kill: kill again
+		# until every sub-cgroup stays empty (up to 2 s), or rmdir fails with
+		# EBUSY and the cgroup (and that process) is left behind.
+		for _ in $(seq 20); do
+			for sub in "$KT_CG"/*/; do
+				[ -f "$sub/cgroup.kill" ] && echo 1 >"$sub/cgroup.kill"
+			done
+			sleep 0.1
+			grep -q "populated 1" "$KT_CG"/*/cgroup.events 2>/dev/null || break
 		done
-		sleep 0.1
 		for sub in "$KT_CG"/*/; do rmdir "$sub" 2>/dev/null; done
 		rmdir "$KT_CG" 2>/dev/null
 	fi
