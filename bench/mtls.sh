@@ -14,9 +14,13 @@
 #             SAN, which the bench's gateway certificate carries for it)
 #
 #   keep-alive  wrk -t1 -cCONNECTIONS (requests/s and p99 latency)
-#   new-conn    the same with `Connection: close`: a TCP connection and, on
-#               the mTLS hop, a TLS handshake per request (Sluice resumes
-#               sessions to the gateway; HAProxy reuses its server sessions)
+#   new-conn    the same with `Connection: close`: a TCP connection from the
+#               client per request. The mTLS hop: Sluice pools its HTTP/1.1
+#               connections to the gateway as Envoy does (the client's
+#               `Connection: close` ends only the client's connection), so
+#               handshakes happen only while the pool fills; HAProxy's TCP mode
+#               makes a TLS connection per request (resumed); its HTTP mode
+#               runs with `http-reuse always`, its own connection pooling
 #
 #   sudo bench/mtls.sh [BUILD_DIR]    (default: build)
 # Env: DURATION seconds per run (5), CONNECTIONS (32), ROUNDS (1).
@@ -101,7 +105,7 @@ defaults
   timeout connect 5s
   timeout client 60s
   timeout server 60s
-  $([ "$1" = http ] && echo "option http-keep-alive")
+  $([ "$1" = http ] && printf 'option http-keep-alive\n  http-reuse always')
 frontend sidecar
   bind 127.0.0.1:$2
   default_backend to_gateway

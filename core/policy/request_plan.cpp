@@ -1,8 +1,66 @@
 #include "core/policy/request_plan.h"
 
+#include <algorithm>
+#include <cctype>
+
 #include "core/config/host_match.h"
 
 namespace sluice::policy {
+
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+void add_edits(const config::HeaderOperations& ops, HeaderEdits& out) {
+  for (const auto& name : ops.remove) out.push_back({HeaderEdit::Op::kRemove, lower(name), {}});
+  for (const auto& [name, value] : ops.set) out.push_back({HeaderEdit::Op::kSet, lower(name), value});
+  for (const auto& [name, value] : ops.add) out.push_back({HeaderEdit::Op::kAdd, lower(name), value});
+}
+
+bool same_name(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+void apply_header_edits(const HeaderEdits& edits, std::vector<std::pair<std::string, std::string>>& fields) {
+  for (const HeaderEdit& e : edits) {
+    switch (e.op) {
+      case HeaderEdit::Op::kRemove:
+        std::erase_if(fields, [&](const auto& f) { return same_name(f.first, e.name); });
+        break;
+      case HeaderEdit::Op::kSet: {
+        // Replaces every value of the name by one, where the first one was.
+        bool found = false;
+        std::vector<std::pair<std::string, std::string>> out;
+        out.reserve(fields.size() + 1);
+        for (auto& f : fields) {
+          if (!same_name(f.first, e.name)) {
+            out.push_back(std::move(f));
+          } else if (!found) {
+            found = true;
+            out.emplace_back(std::move(f.first), e.value);
+          }
+        }
+        if (!found) out.emplace_back(e.name, e.value);
+        fields.swap(out);
+        break;
+      }
+      case HeaderEdit::Op::kAdd:
+        fields.emplace_back(e.name, e.value);
+        break;
+    }
+  }
+}
+
 
 const char* to_string(RequestPlan::Kind k) {
   switch (k) {
@@ -45,7 +103,7 @@ class Planner {
     oreq.traffic = r_.traffic;
     oreq.host = r_.host;
     OutboundDecision d = decide_outbound(*t_.registry, t_.mode, oreq);
-    p_.steps.push_back("outboundTrafficPolicy " + std::string(config::to_string(t_.mode)) + ": " + d.reason);
+    if (r_.explain) p_.steps.push_back("outboundTrafficPolicy " + std::string(config::to_string(t_.mode)) + ": " + d.reason);
     p_.cluster = d.cluster;
     p_.route_name = d.route_name;
     switch (d.action) {
@@ -62,7 +120,7 @@ class Planner {
         p_.kind = RequestPlan::Kind::kForward;
         p_.forward.upstream = plan_passthrough(r_.original_ip, r_.port);
         p_.forward.port = r_.port;
-        p_.steps.push_back("passthrough to the original destination " + r_.original_ip.str() + ":" +
+        if (r_.explain) p_.steps.push_back("passthrough to the original destination " + r_.original_ip.str() + ":" +
                            std::to_string(r_.port));
         return std::move(p_);
       case Action::kRoute:
@@ -73,7 +131,7 @@ class Planner {
   }
 
   RequestPlan gateway(const GatewayServerRef& server) {
-    p_.steps.push_back("Gateway server " + server.describe() + " (" + to_string(server.kind) + ")");
+    if (r_.explain) p_.steps.push_back("Gateway server " + server.describe() + " (" + to_string(server.kind) + ")");
     p_.cluster = "-";
     return route(RouteScope::gateway(server.gateway->meta.name, server.gateway->meta.namespace_), true);
   }
@@ -88,7 +146,7 @@ class Planner {
         hr.port = r_.port;
         hr.pick = r_.pick;
         HttpRouteDecision rd = t_.routes->route_http(scope, hr);
-        p_.steps.push_back("VirtualService (" + scope.describe() + "): " + rd.reason.str());
+        if (r_.explain) p_.steps.push_back("VirtualService (" + scope.describe() + "): " + rd.reason.str());
         if (!rd.route_name.empty()) p_.route_name = std::string(rd.route_name);
         switch (rd.outcome) {
           case RouteOutcome::kNoVirtualService:
@@ -96,6 +154,19 @@ class Planner {
             return to_default_service();
           case RouteOutcome::kRoute:
             if (!rd.authority_rewrite.empty()) p_.forward.authority_rewrite = std::string(rd.authority_rewrite);
+            if (rd.has_path_rewrite()) p_.forward.path_rewrite = rd.rewritten_path(hr.path);
+            for (const config::Headers* h : {rd.destination_headers, rd.route_headers}) {
+              if (h == nullptr) continue;
+              if (h->request) add_edits(*h->request, p_.forward.request_headers);
+              if (h->response) add_edits(*h->response, p_.forward.response_headers);
+            }
+            if (r_.explain && (p_.forward.rewrites_request() || !p_.forward.response_headers.empty())) {
+              p_.steps.push_back("request rewrite:" +
+                                 (p_.forward.path_rewrite.empty() ? "" : " path " + p_.forward.path_rewrite) +
+                                 (p_.forward.authority_rewrite.empty() ? "" : " authority " + p_.forward.authority_rewrite) +
+                                 " " + std::to_string(p_.forward.request_headers.size()) + " request and " +
+                                 std::to_string(p_.forward.response_headers.size()) + " response header operations");
+            }
             p_.forward.timeout = rd.timeout;
             return to_target(rd.target);
           case RouteOutcome::kRedirect:
@@ -121,7 +192,7 @@ class Planner {
                                  ? t_.routes->route_tls(scope, r_.host, r_.port, r_.original_ip, r_.pick)
                                  : t_.routes->route_tcp(scope, r_.port, r_.original_ip, r_.pick,
                                                         service_ ? std::string_view(service_->host) : "");
-        p_.steps.push_back("VirtualService (" + scope.describe() + "): " + ld.reason.str());
+        if (r_.explain) p_.steps.push_back("VirtualService (" + scope.describe() + "): " + ld.reason.str());
         switch (ld.outcome) {
           case RouteOutcome::kRoute:
             return to_target(ld.target);
@@ -131,7 +202,7 @@ class Planner {
           default:
             p_.kind = RequestPlan::Kind::kClose;
             p_.response_flags = "NR";
-            p_.steps.push_back("no route: the connection is closed (flag NR)");
+            if (r_.explain) p_.steps.push_back("no route: the connection is closed (flag NR)");
             return std::move(p_);
         }
       }
@@ -144,7 +215,7 @@ class Planner {
     p_.status = 404;
     p_.response_flags = "NR";
     p_.response_code_details = "route_not_found";
-    p_.steps.push_back("no route matched: 404 (flag NR)");
+    if (r_.explain) p_.steps.push_back("no route matched: 404 (flag NR)");
     return std::move(p_);
   }
 
@@ -163,7 +234,7 @@ class Planner {
     f.subset = std::string(target.subset);
     f.port = target.port != 0 ? target.port : r_.port;
     f.policy = t_.destinations->resolve_policy(f.host, f.subset, f.port);
-    p_.steps.push_back("DestinationRule: " + f.policy.reason.str());
+    if (r_.explain) p_.steps.push_back("DestinationRule: " + f.policy.reason.str());
     p_.cluster = f.policy.cluster_name;
     if (!f.policy.ok()) {
       p_.response_flags = "NC";
@@ -196,13 +267,13 @@ class Planner {
         for (size_t i : keep) kept.push_back(f.upstream.endpoints[i]);
         f.upstream.endpoints = std::move(kept);
       }
-      p_.steps.push_back("endpoints: ServiceEntry " + svc->entry->meta.key() + " resolution " +
+      if (r_.explain) p_.steps.push_back("endpoints: ServiceEntry " + svc->entry->meta.key() + " resolution " +
                          config::to_string(svc->entry->resolution) + " (" + to_string(f.upstream.kind) + ", " +
                          std::to_string(f.upstream.endpoints.size()) + " endpoint(s))");
     } else {
       f.upstream.kind = UpstreamPlan::Kind::kDns;
       f.upstream.endpoints.push_back(UpstreamEndpoint{std::nullopt, f.host, static_cast<uint16_t>(f.port), 1});
-      p_.steps.push_back("endpoints: no ServiceEntry declares " + f.host + ":" + std::to_string(f.port) +
+      if (r_.explain) p_.steps.push_back("endpoints: no ServiceEntry declares " + f.host + ":" + std::to_string(f.port) +
                          "; resolved by DNS (a Kubernetes service)");
     }
 
@@ -227,7 +298,7 @@ class Planner {
         if (f.policy.tls) f.expected_sans = f.policy.tls->subject_alt_names;
         break;
     }
-    if (f.tls_mode != config::ClientTLSMode::kDisable) {
+    if (r_.explain && f.tls_mode != config::ClientTLSMode::kDisable) {
       std::string sans;
       for (const auto& s : f.expected_sans) sans += (sans.empty() ? "" : ", ") + s;
       p_.steps.push_back(std::string("TLS origination ") + config::to_string(f.tls_mode) + ", SNI " +

@@ -41,6 +41,24 @@ struct PlanTables {
   config::OutboundTrafficPolicyMode mode = config::OutboundTrafficPolicyMode::kAllowAny;
 };
 
+// One header operation of a route, in the order Envoy applies them.
+struct HeaderEdit {
+  enum class Op : uint8_t { kRemove, kSet, kAdd };
+  Op op = Op::kSet;
+  std::string name;  // lower case
+  std::string value;
+};
+// Istio's Headers.HeaderOperations of the chosen route, flattened: the
+// destination's (route[].headers, Envoy's weighted cluster level) first,
+// then the rule's (http[].headers, route level), so the rule's `set` wins;
+// within each, remove, then set (replace), then add (append), as Envoy's
+// header parser evaluates them.
+using HeaderEdits = std::vector<HeaderEdit>;
+
+// Applies `edits` to a header list (name, value) in place; names compare
+// case-insensitively.
+void apply_header_edits(const HeaderEdits& edits, std::vector<std::pair<std::string, std::string>>& fields);
+
 // Where a forwarded connection goes and how.
 struct ForwardPlan {
   std::string host;    // the destination host (FQDN), or empty for passthrough
@@ -57,7 +75,14 @@ struct ForwardPlan {
   std::vector<std::string> expected_sans;
   // HTTP route extras the proxy applies to the request.
   std::string authority_rewrite;
+  std::string path_rewrite;  // the whole new path (rewrite.uri applied); empty: unchanged
+  HeaderEdits request_headers;
+  HeaderEdits response_headers;
   std::optional<config::Duration> timeout;
+
+  bool rewrites_request() const {
+    return !authority_rewrite.empty() || !path_rewrite.empty() || !request_headers.empty();
+  }
 };
 
 struct RequestPlan {
@@ -92,6 +117,10 @@ struct PlanRequest {
   // HTTP only (may be null for TLS/TCP): method, path, headers for routes.
   const HttpRequest* http = nullptr;
   uint64_t pick = 0;  // random, for weighted routes
+  // Fill RequestPlan::steps (sluicectl explain, the first request's debug
+  // log). The data plane's per-request checks leave it off: the decision is
+  // the same, without building the explanation's strings.
+  bool explain = true;
 };
 
 // A sidecar's decision (Istio's outbound listeners and routes).

@@ -52,6 +52,11 @@ struct EngineConfig {
   // After a local response: how long to keep draining the client's bytes so
   // close() sends FIN rather than RST (nginx's lingering close).
   std::chrono::milliseconds linger_timeout{1000};
+  // Pooled upstream connections (Verdict::with_pool): closed after this long
+  // unused (keep it below the upstreams' own idle timeout, or a request may
+  // race their close), and at most this many idle per pool key.
+  std::chrono::milliseconds upstream_pool_idle_timeout{30000};
+  uint32_t upstream_pool_max_idle_per_key = 256;
   // Granularity of the per-worker timer wheel (idle/detection/linger/drain).
   std::chrono::milliseconds timer_tick{10};
 

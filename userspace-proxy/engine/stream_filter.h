@@ -32,9 +32,24 @@ class FilterOutput {
 
 enum class FilterStatus : uint8_t {
   kContinue,  // keep relaying
+  // The downstream is done (an HTTP response to "Connection: close" was
+  // relayed, or the client closed between requests): flush what was output
+  // toward it, FIN it, stop reading both sides. The upstream gets no FIN:
+  // with a pool key (Verdict::with_pool) and upstream_reusable() it is
+  // parked for another connection, else closed. Without a pool key it is
+  // kClose.
+  kEndDownstream,
   kClose,     // flush what was output, then close both sides gracefully
   kReset,     // abort both sides with RST now
 };
+
+// What a filter needs to carry on an upstream leg for another connection (a
+// TLS session over a pooled connection). Opaque to the engine.
+class UpstreamState {
+ public:
+  virtual ~UpstreamState() = default;
+};
+using UpstreamStatePtr = std::unique_ptr<UpstreamState>;
 
 // L7 mode: a per-connection object that sees every chunk read from either
 // side before it is queued for the other. Bytes of the chunk neither forwarded
@@ -67,6 +82,17 @@ class StreamFilter {
   // on_start. kClose/kReset from on_start closes before any connect
   // (kFilterClose; kClose flushes what it wrote toward the downstream).
   virtual bool takes_held_bytes() const { return false; }
+
+  // Upstream connection pooling (Verdict::with_pool). When a connection
+  // with a pool key ends after kEndDownstream, the engine asks whether the
+  // upstream sits at a message boundary with nothing in flight; if so it
+  // takes release_upstream()'s state with the socket into the worker's
+  // pool. A later connect verdict with the same key gets the socket, and
+  // its filter adopt_upstream(state) before on_start (false: refused, the
+  // socket is closed and a new connection made).
+  virtual bool upstream_reusable() const { return false; }
+  virtual UpstreamStatePtr release_upstream() { return nullptr; }
+  virtual bool adopt_upstream(UpstreamStatePtr state) { return state == nullptr; }
   virtual FilterStatus on_start(std::span<const uint8_t> /*held*/, FilterOutput& /*out*/) {
     return FilterStatus::kContinue;
   }

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <utility>
 
 #include "userspace-proxy/engine/socket_address.h"
@@ -102,6 +103,18 @@ class Verdict {
   }
   std::chrono::milliseconds connect_timeout() const { return connect_timeout_; }
 
+  // kConnect: the upstream may come from, and go back to, the worker's pool
+  // of idle upstream connections under `key` (same key = interchangeable:
+  // same endpoint, same TLS settings). A pooled one is used instead of
+  // connecting (its address replaces upstreams()); at the end the upstream
+  // is parked when the filter ended the downstream with kEndDownstream and
+  // reports upstream_reusable().
+  Verdict&& with_pool(std::string key) && {
+    pool_key_ = std::move(key);
+    return std::move(*this);
+  }
+  std::string take_pool_key() { return std::move(pool_key_); }
+
   Kind kind() const { return kind_; }
   std::chrono::milliseconds detection_timeout() const { return detection_timeout_; }
   std::span<const uint8_t> response() const { return response_; }
@@ -117,6 +130,7 @@ class Verdict {
   std::span<const uint8_t> response_;
   std::array<SocketAddress, kMaxUpstreams> upstreams_{};
   StreamFilterPtr filter_;
+  std::string pool_key_;
 };
 
 }  // namespace sluice::engine

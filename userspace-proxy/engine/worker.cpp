@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <future>
+#include <poll.h>
 
 namespace sluice::engine {
 
@@ -22,6 +23,7 @@ namespace {
 constexpr uint64_t kTagRecv0 = 0;  // kTagRecv0 + side
 constexpr uint64_t kTagSend0 = 2;  // kTagSend0 + side
 constexpr uint64_t kTagConnect = 4;
+constexpr uint64_t kTagPool = 5;  // on a PooledUpstream: its idle poll
 constexpr uint64_t kTagMask = 15;
 constexpr uint64_t kUdIgnore = 1;  // cancels, link timeouts: nothing to do
 constexpr uint64_t kUdAccept = 2;
@@ -299,6 +301,7 @@ void Worker::teardown() {
     mailbox_->ids.clear();
   }
   deferred_.clear();
+  pool_close_all();
   if (ring_ready_) {
     if (buf_ring_) io_uring_unregister_buf_ring(&ring_, 0);
     io_uring_queue_exit(&ring_);
@@ -360,6 +363,7 @@ void Worker::run() {
     int64_t wake_at = wheel_->next_tick_ns();
     if (draining_) wake_at = std::min(wake_at, drain_deadline_ns_);
     if (accept_retry_) wake_at = std::min(wake_at, now_ns_ + to_ns(config_.timer_tick));
+    if (pool_idle_count_ > 0) wake_at = std::min(wake_at, pool_next_sweep_ns_);
     __kernel_timespec ts{};
     __kernel_timespec* tsp = nullptr;
     if (wake_at != INT64_MAX) {
@@ -389,6 +393,7 @@ void Worker::run() {
       arm_accept();
     }
     wheel_->advance(now_ns_, [this](TimerNode* n) { on_timer(static_cast<ConnectionImpl*>(n->owner)); });
+    if (pool_idle_count_ > 0 && now_ns_ >= pool_next_sweep_ns_) pool_sweep();
     int64_t drain = drain_ns_.load(std::memory_order_relaxed);
     if (drain >= 0 && !draining_) {
       drain_deadline_ns_ = now_ns_ + drain;
@@ -410,6 +415,9 @@ void Worker::begin_drain() {
   // this worker from the SO_REUSEPORT group as soon as the cancel lands.
   if (listen_fd_ >= 0) close(listen_fd_);
   listen_fd_ = -1;
+  // Idle upstreams carry nothing: close them now (a draining worker parks
+  // no more).
+  pool_close_all();
 }
 
 void Worker::process_cqe(const io_uring_cqe* cqe) {
@@ -419,8 +427,12 @@ void Worker::process_cqe(const io_uring_cqe* cqe) {
     else if (data == kUdWake) on_wake_cqe(cqe);
     return;
   }
-  auto* c = reinterpret_cast<ConnectionImpl*>(data & ~kTagMask);
   const uint64_t tag = data & kTagMask;
+  if (tag == kTagPool) {
+    on_pool_cqe(reinterpret_cast<PooledUpstream*>(data & ~kTagMask), cqe->res);
+    return;
+  }
+  auto* c = reinterpret_cast<ConnectionImpl*>(data & ~kTagMask);
   if (tag == kTagConnect) {
     on_connect_cqe(c, cqe->res);
   } else if (tag < kTagSend0) {
@@ -683,6 +695,8 @@ void Worker::accept_conn(int fd) {
   c->eof_unreported = false;
   c->inflight_ops = 0;
   c->ctx = 0;
+  c->parking = false;
+  c->pool_key.clear();
   c->last_activity_ns = now_ns_;
   c->phase_deadline_ns = INT64_MAX;
   for (auto& side : c->side) {
@@ -885,6 +899,10 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
       } else {
         c->connect_ts = connect_ts_;
       }
+      c->pool_key = v.take_pool_key();
+      // A pooled upstream first: its filter state must be in place before
+      // on_start encrypts the held bytes.
+      const bool pooled = !c->pool_key.empty() && adopt_pooled(c);
       // One virtual call per connection that has a filter; none without.
       if (c->filter && c->filter->takes_held_bytes() && !filter_held(c, HeldUse::kStart)) return;
       c->eof_unreported = false;  // forwarded upstream instead, after the held bytes
@@ -896,7 +914,8 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
         filter_end_stream(c, 0);
         if (c->phase == Phase::kClosing) return;
       }
-      start_connect(c);
+      if (pooled) enter_relaying(c);
+      else start_connect(c);
       return;
     }
   }
@@ -978,10 +997,16 @@ void Worker::on_connect_cqe(ConnectionImpl* c, int res) {
     }
     return;
   }
+  enter_relaying(c);
+}
+
+void Worker::enter_relaying(ConnectionImpl* c) {
   c->phase = Phase::kRelaying;
   c->stats.upstream_connected_monotonic_ns = now_ns_;
   c->last_activity_ns = now_ns_;
+  reschedule_timer(c);
   handler_->on_upstream_connected(*c, c->stats.upstream);
+  if (c->phase != Phase::kRelaying) return;
   if (c->side[1].out.count > 0) kick_send(c, 1);
   else maybe_shutdown_write(c, 1);
   // A filter that closed while connecting (both sides stopped reading) left
@@ -1046,6 +1071,9 @@ void Worker::cancel_recv(ConnectionImpl* c, int s) {
 void Worker::on_recv_cqe(ConnectionImpl* c, int s, int res, uint32_t flags) {
   Side& side = c->side[s];
   const bool more = flags & IORING_CQE_F_MORE;
+  // Parking stopped reading the upstream at a response boundary: anything it
+  // sends or signals after that (bytes, FIN, an error) makes it unusable.
+  if (s == 1 && c->parking && res != -ECANCELED && res != -ENOBUFS) c->parking = false;
   if (!more) {
     c->inflight_ops--;
     if (side.recv != RecvState::kStarved) side.recv = RecvState::kIdle;
@@ -1147,6 +1175,18 @@ void Worker::run_filter(ConnectionImpl* c, int s, uint32_t bid, uint32_t len) {
 
 void Worker::filter_status(ConnectionImpl* c, FilterStatus st) {
   if (st == FilterStatus::kContinue) return;
+  if (st == FilterStatus::kEndDownstream) {
+    if (c->pool_key.empty() || undecided(c->phase) || c->phase == Phase::kConnecting) {
+      st = FilterStatus::kClose;  // nothing to keep the upstream for
+    } else {
+      if (c->stats.reason == CloseReason::kNone) c->stats.reason = CloseReason::kCompleted;
+      c->parking = true;
+      stop_reading(c, 0);
+      stop_reading(c, 1);
+      maybe_shutdown_write(c, 0);  // FIN once flushed; then the connection ends
+      return;
+    }
+  }
   if (st == FilterStatus::kReset) {
     begin_close(c, CloseReason::kFilterClose, 0, true, true);
     return;
@@ -1227,13 +1267,16 @@ void Worker::report_sniff_eof(ConnectionImpl* c) {
 // source has ended; close when both directions are done.
 void Worker::maybe_shutdown_write(ConnectionImpl* c, int s) {
   Side& dst = c->side[s];
+  if (c->parking && s == 1) return;  // a parked upstream stays open both ways
   if (dst.write_shut || dst.send_inflight || dst.out.count > 0 || dst.fd < 0) return;
   const bool source_done = c->phase == Phase::kLingering ? s == 0 : c->side[1 - s].read_eof;
   if (!source_done) return;
   if (c->phase != Phase::kRelaying && c->phase != Phase::kLingering) return;
   shutdown(dst.fd, SHUT_WR);
   dst.write_shut = true;
-  if (c->phase == Phase::kRelaying && c->side[0].write_shut && c->side[1].write_shut && c->side[0].read_eof &&
+  if (c->parking) {
+    begin_close(c, CloseReason::kCompleted, 0, false, false);
+  } else if (c->phase == Phase::kRelaying && c->side[0].write_shut && c->side[1].write_shut && c->side[0].read_eof &&
       c->side[1].read_eof) {
     begin_close(c, CloseReason::kCompleted, 0, false, false);
   } else if (c->phase == Phase::kLingering && c->side[0].read_eof) {
@@ -1322,6 +1365,7 @@ void Worker::begin_close(ConnectionImpl* c, CloseReason reason, int error, bool 
   if (c->stats.error == 0) c->stats.error = error;
   c->stats.end_monotonic_ns = now_ns_;
   wheel_->cancel(&c->timer);
+  if (rst_up || c->side[1].send_inflight || c->side[1].out.count > 0) c->parking = false;
   bool rst[2] = {rst_down, rst_up};
   for (int s = 0; s < 2; ++s) {
     Side& side = c->side[s];
@@ -1351,6 +1395,7 @@ void Worker::settle(ConnectionImpl* c) {
 }
 
 void Worker::finalize(ConnectionImpl* c) {
+  if (c->parking) pool_park(c);
   for (auto& side : c->side) {
     if (side.fd >= 0) close(side.fd);
     side.fd = -1;
@@ -1367,6 +1412,144 @@ void Worker::finalize(ConnectionImpl* c) {
   c->phase = Phase::kFree;
   c->next_free = free_list_;
   free_list_ = c;
+}
+
+}  // namespace sluice::engine
+
+namespace sluice::engine {
+
+// ---------------------------------------------------------------- upstream pool
+
+// A pooled upstream for c->pool_key, most recently parked first (its peer is
+// least likely to have timed it out). Its poll is cancelled; the slot is
+// freed when that CQE comes in.
+bool Worker::adopt_pooled(ConnectionImpl* c) {
+  if (draining_) return false;
+  auto it = pool_idle_.find(c->pool_key);
+  while (it != pool_idle_.end() && !it->second.empty()) {
+    PooledUpstream* e = it->second.back();
+    pool_unlink(e);
+    const bool ok = c->filter ? c->filter->adopt_upstream(std::move(e->state)) : e->state == nullptr;
+    if (!ok) {
+      pool_close(e, true);
+      it = pool_idle_.find(c->pool_key);
+      continue;
+    }
+    c->side[1].fd = e->fd;
+    c->stats.upstream = e->address;
+    c->stats.upstream_reused = true;
+    e->fd = -1;
+    pool_free(e);
+    counters_.upstream_reused.add();
+    return true;
+  }
+  return false;
+}
+
+void Worker::pool_park(ConnectionImpl* c) {
+  c->parking = false;
+  Side& up = c->side[1];
+  if (draining_ || up.fd < 0 || up.reset_on_close || up.out.count > 0 || !c->filter ||
+      !c->filter->upstream_reusable()) {
+    return;
+  }
+  PooledUpstream* e = pool_free_;
+  if (e != nullptr) {
+    pool_free_ = e->next_free;
+  } else {
+    pool_slots_.push_back(std::make_unique<PooledUpstream>());
+    e = pool_slots_.back().get();
+  }
+  e->next_free = nullptr;
+  e->fd = up.fd;
+  e->address = c->stats.upstream;
+  e->state = c->filter->release_upstream();
+  e->key = c->pool_key;
+  e->parked_ns = now_ns_;
+  up.fd = -1;  // the pool owns it now
+  io_uring_sqe* sqe = get_sqe();
+  io_uring_prep_poll_add(sqe, e->fd, POLLIN | POLLRDHUP);
+  io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(e) | kTagPool);
+  e->poll_armed = true;
+  auto& list = pool_idle_[e->key];
+  list.push_back(e);
+  e->idle = true;
+  ++pool_idle_count_;
+  counters_.upstream_pooled.add();
+  if (list.size() > config_.upstream_pool_max_idle_per_key) pool_close(list.front(), true);
+  counters_.upstream_pool_idle.set(pool_idle_count_);
+  if (pool_next_sweep_ns_ <= now_ns_) pool_next_sweep_ns_ = now_ns_ + sweep_interval_ns();
+}
+
+void Worker::pool_unlink(PooledUpstream* e) {
+  if (!e->idle) return;
+  e->idle = false;
+  --pool_idle_count_;
+  counters_.upstream_pool_idle.set(pool_idle_count_);
+  auto it = pool_idle_.find(e->key);
+  if (it == pool_idle_.end()) return;
+  auto& list = it->second;
+  list.erase(std::find(list.begin(), list.end(), e));
+  if (list.empty()) pool_idle_.erase(it);
+  if (e->poll_armed) {
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_poll_remove(sqe, reinterpret_cast<uint64_t>(e) | kTagPool);
+    io_uring_sqe_set_data64(sqe, kUdIgnore);
+  }
+}
+
+void Worker::pool_close(PooledUpstream* e, bool expired) {
+  pool_unlink(e);
+  if (expired) counters_.upstream_pool_expired.add();
+  else counters_.upstream_pool_dropped.add();
+  if (e->fd >= 0) close(e->fd);
+  e->fd = -1;
+  pool_free(e);
+}
+
+// Back to the free list once nothing refers to it (its poll's CQE is in).
+void Worker::pool_free(PooledUpstream* e) {
+  e->state.reset();
+  if (e->idle || e->poll_armed || e->fd >= 0) return;
+  e->key.clear();
+  e->next_free = pool_free_;
+  pool_free_ = e;
+}
+
+void Worker::on_pool_cqe(PooledUpstream* e, int res) {
+  (void)res;
+  e->poll_armed = false;
+  if (e->idle) {
+    // Readable while idle: the peer closed it or sent something no request
+    // asked for. Either way it cannot carry the next request.
+    pool_close(e, false);
+    return;
+  }
+  pool_free(e);
+}
+
+// Idle upstreams are checked this often: a tenth of their idle timeout,
+// between one tick and a second.
+int64_t Worker::sweep_interval_ns() const {
+  return std::clamp<int64_t>(to_ns(config_.upstream_pool_idle_timeout) / 10, to_ns(config_.timer_tick), 1'000'000'000);
+}
+
+void Worker::pool_sweep() {
+  const int64_t limit = now_ns_ - to_ns(config_.upstream_pool_idle_timeout);
+  std::vector<PooledUpstream*> expired;
+  for (auto& [key, list] : pool_idle_) {
+    for (PooledUpstream* e : list) {
+      if (e->parked_ns <= limit) expired.push_back(e);
+    }
+  }
+  for (PooledUpstream* e : expired) pool_close(e, true);
+  pool_next_sweep_ns_ = now_ns_ + sweep_interval_ns();
+}
+
+void Worker::pool_close_all() {
+  std::vector<PooledUpstream*> all;
+  for (auto& [key, list] : pool_idle_) all.insert(all.end(), list.begin(), list.end());
+  for (PooledUpstream* e : all) pool_close(e, true);
 }
 
 }  // namespace sluice::engine

@@ -106,6 +106,10 @@ class alignas(16) ConnectionImpl final : public Connection {
   // The linked timeout of each connect attempt (the kernel reads it when the
   // SQE is submitted, so it lives with the connection).
   __kernel_timespec connect_ts{};
+  // The upstream is to be parked in the pool once the connection is closed
+  // (kEndDownstream with a pool key); cleared by anything that makes it
+  // unusable (bytes or FIN from it, an unfinished send, a reset).
+  bool parking = false;
   // The downstream FIN arrived while deferred and the handler has not been
   // told yet (on_downstream_eof once it asks for more bytes again).
   bool eof_unreported = false;
@@ -118,8 +122,23 @@ class alignas(16) ConnectionImpl final : public Connection {
   StreamFilterPtr filter;
   std::array<SocketAddress, Verdict::kMaxUpstreams> upstreams;
   ConnectionStats stats;
+  std::string pool_key;  // Verdict::with_pool; empty: not pooled
   ConnectionImpl* next_free = nullptr;
   Worker* owner = nullptr;
+};
+
+// An idle upstream connection in a worker's pool. While idle a POLLIN
+// poll watches it: any byte or FIN from the peer means it cannot carry a new
+// request, and it is closed. Slots live until that poll's CQE is in.
+struct alignas(16) PooledUpstream {
+  int fd = -1;
+  SocketAddress address;
+  UpstreamStatePtr state;
+  std::string key;
+  int64_t parked_ns = 0;
+  bool idle = false;         // in pool_idle_[key]
+  bool poll_armed = false;   // its POLL_ADD has not completed yet
+  PooledUpstream* next_free = nullptr;
 };
 
 class Worker {
@@ -170,6 +189,18 @@ class Worker {
   bool filter_held(ConnectionImpl* c, HeldUse use);
   bool filter_local_response(ConnectionImpl* c, std::span<const uint8_t> response);
   void start_connect(ConnectionImpl* c);
+  void enter_relaying(ConnectionImpl* c);
+  bool adopt_pooled(ConnectionImpl* c);
+
+  // Upstream pool.
+  void pool_park(ConnectionImpl* c);
+  void pool_unlink(PooledUpstream* e);
+  void pool_close(PooledUpstream* e, bool expired);
+  void pool_free(PooledUpstream* e);
+  void pool_sweep();
+  int64_t sweep_interval_ns() const;
+  void pool_close_all();
+  void on_pool_cqe(PooledUpstream* e, int res);
   void on_connect_cqe(ConnectionImpl* c, int res);
   void on_recv_cqe(ConnectionImpl* c, int s, int res, uint32_t flags);
   void on_send_cqe(ConnectionImpl* c, int s, int res);
@@ -243,6 +274,12 @@ class Worker {
   uint32_t conns_active_ = 0;
   ConnectionImpl* free_list_ = nullptr;
   uint64_t next_conn_seq_ = 1;
+
+  std::vector<std::unique_ptr<PooledUpstream>> pool_slots_;
+  PooledUpstream* pool_free_ = nullptr;
+  std::unordered_map<std::string, std::vector<PooledUpstream*>> pool_idle_;  // oldest first
+  uint64_t pool_idle_count_ = 0;
+  int64_t pool_next_sweep_ns_ = 0;
 
   std::unique_ptr<TimerWheel> wheel_;
   TimerNode starved_head_;  // circular list of Side::starved nodes

@@ -51,7 +51,12 @@ class Counter {
   X(drain_aborted)        /* connections cut at the drain deadline */                  \
   X(loop_iterations)                                                                    \
   X(ring_errors)          /* io_uring_enter failures other than ETIME/EINTR */         \
-  X(sqe_submitted)
+  X(sqe_submitted)                                                                      \
+  X(upstream_pooled)      /* upstream connections parked for reuse */                  \
+  X(upstream_reused)      /* connections that took a pooled upstream */                \
+  X(upstream_pool_dropped) /* pooled upstreams closed: peer closed or sent bytes */    \
+  X(upstream_pool_expired) /* pooled upstreams closed: idle too long, overflow, drain */ \
+  X(upstream_pool_idle)   /* gauge: upstreams in the pool */
 
 struct WorkerCounters {
 #define SLUICE_DECLARE_COUNTER(name) Counter name;

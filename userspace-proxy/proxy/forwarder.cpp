@@ -67,6 +67,7 @@ policy::PlanRequest Forwarder::plan_request(const ConnectionInfo& ci, Traffic tr
   pr.host = std::move(host);
   pr.http = http;
   pr.pick = next_pick();
+  pr.explain = false;  // the data plane acts on the decision; sluicectl explain shows its steps
   return pr;
 }
 
@@ -233,7 +234,8 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
 
   bool ok = true;
   std::string error;
-  engine::StreamFilterPtr filter = build_filter(c, pending, &ok, &error);
+  std::string pool_key;
+  engine::StreamFilterPtr filter = build_filter(c, pending, &ok, &error, &pool_key);
   if (!ok) {
     if (!error.empty()) return no_upstream(c, "UF", error, 503);
     // The first read already holds a later request that may not ride on this
@@ -242,7 +244,10 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
     c.logged = true;
     return Verdict::close();
   }
-  Verdict v = Verdict::connect(std::span<const SocketAddress>(order), std::move(filter));
+  // Pooled upstream connections are interchangeable when they share the
+  // cluster, endpoint and TLS settings (build_filter's key names the latter).
+  if (!pool_key.empty() && !order.empty()) pool_key = c.plan.cluster + "|" + order.front().to_string() + pool_key;
+  Verdict v = Verdict::connect(std::span<const SocketAddress>(order), std::move(filter)).with_pool(std::move(pool_key));
   // DestinationRule connectionPool.tcp.connectTimeout, per attempt.
   const auto& pool = c.plan.forward.policy.connection_pool;
   if (pool && pool->tcp && pool->tcp->connect_timeout) {
@@ -290,12 +295,17 @@ void Forwarder::install_check_later(ProxyConnection& c) {
 }
 
 engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<const uint8_t> pending, bool* ok,
-                                                std::string* error) {
+                                                std::string* error, std::string* pool_key) {
   ConnectionInfo& ci = *c.info;
   engine::StreamFilterPtr inner;
+  const auto& conn_pool = c.plan.forward.policy.connection_pool;
+  // Envoy pools HTTP/1.1 upstream connections across downstream ones;
+  // maxRequestsPerConnection 1 turns keep-alive to the upstream off.
+  const bool pooled = ci.http && !c.terminator &&
+                      !(conn_pool && conn_pool->http && conn_pool->http->max_requests_per_connection == 1);
   if (ci.http) {
     install_check_later(c);
-    auto guard = std::make_unique<HttpRequestGuard>(c.info, pending);
+    auto guard = std::make_unique<HttpRequestGuard>(c.info, pending, pooled);
     if (!guard->first_bytes_ok()) {
       *ok = false;
       return nullptr;
@@ -350,7 +360,15 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
     if (inner) c.terminator->set_inner(std::move(inner));
     return nullptr;  // the engine keeps the installed filter
   }
+  if (pooled) *pool_key = "|plain";
   if (!client) return inner;
+  if (pooled) {
+    // The context (one per TLS setting and certificate generation), SNI and
+    // session key: what the pooled session was made with.
+    char ctx[32];
+    snprintf(ctx, sizeof(ctx), "%p", static_cast<const void*>(client.get()));
+    *pool_key = std::string("|tls|") + ctx + "|" + params.sni + "|" + params.session_key;
+  }
 
   tls::TlsFilterOptions to;
   to.upstream_tls = client;
@@ -421,7 +439,13 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
       c->plan.kind == policy::RequestPlan::Kind::kForward) {
     o_.clusters->report_response(c->plan.cluster, stats.upstream, static_cast<uint32_t>(ci.first_response_code));
   }
-  if (ci.http && !ci.pending_requests.empty()) {
+  if (ci.http) {
+    // Requests whose response ended are logged already (complete_request);
+    // what is left did not get one before the connection closed.
+    if (ci.pending_requests.empty()) {
+      delete c;
+      return;
+    }
     if (ci.requests == 1) {
       AccessLogEntry& e = ci.pending_requests.front().entry;
       e.bytes_received = stats.bytes_from_downstream;

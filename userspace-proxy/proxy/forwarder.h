@@ -96,8 +96,11 @@ class Forwarder : public engine::ConnectionHandler {
 
  private:
   engine::Verdict no_upstream(ProxyConnection& c, const std::string& flags, const std::string& why, int status);
+  // `pool_key` is set when the upstream connection may be pooled (HTTP/1.1
+  // forwarding without TLS termination here; not with a DestinationRule's
+  // http.maxRequestsPerConnection 1).
   engine::StreamFilterPtr build_filter(ProxyConnection& c, std::span<const uint8_t> pending, bool* ok,
-                                       std::string* error);
+                                       std::string* error, std::string* pool_key);
   void install_check_later(ProxyConnection& c);
 
   uint64_t rng_ = 0x2545F4914F6CDD1DULL;

@@ -84,8 +84,8 @@ void ConnectionInfo::record_tcp_open() const {
 
 void ConnectionInfo::flush_requests() {
   for (auto& r : pending_requests) {
-    // Responses are relayed, not parsed: the first one's status line is the
-    // only one known (HttpRequestGuard reads it).
+    // Requests whose response did not end (the connection closed first):
+    // the first one's status is known if its head arrived.
     if (r.first && r.entry.http && r.entry.http->response_code == 0) {
       r.entry.http->response_code = static_cast<uint32_t>(first_response_code);
     }
@@ -95,6 +95,21 @@ void ConnectionInfo::flush_requests() {
     log_entry(r.entry);
   }
   pending_requests.clear();
+}
+
+void ConnectionInfo::complete_request(int status, uint64_t bytes_received, uint64_t bytes_sent) {
+  if (pending_requests.empty()) return;
+  Request r = std::move(pending_requests.front());
+  pending_requests.erase(pending_requests.begin());
+  if (r.entry.http && r.entry.http->response_code == 0) r.entry.http->response_code = static_cast<uint32_t>(status);
+  r.entry.bytes_received = bytes_received;
+  r.entry.bytes_sent = bytes_sent;
+  const int64_t now = realtime_ns();
+  if (now > r.entry.start_realtime_ns) {
+    r.entry.duration_ms = static_cast<uint64_t>(now - r.entry.start_realtime_ns) / 1'000'000;
+  }
+  if (r.entry.upstream_host.empty() && r.entry.response_code_details.empty()) r.entry.upstream_host = upstream_host;
+  log_entry(r.entry);
 }
 
 AccessLogEntry request_entry(const ConnectionInfo& info, const sniff::HttpRequestHead& head) {
@@ -149,26 +164,220 @@ std::string local_reply(int status, int64_t realtime_ns, std::string_view body, 
   return out;
 }
 
-HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::span<const uint8_t> first)
-    : info_(std::move(info)) {
+HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::span<const uint8_t> first, bool pooled)
+    : info_(std::move(info)), pooled_(pooled) {
+  response_parser_ = std::make_unique<sniff::HttpResponseParser>();
   advance(first, nullptr);
+  if (pooled_) {
+    // The held bytes come again through on_start, to be rewritten and sent:
+    // the later requests among them are decided (and logged) already.
+    checked_heads_ = later_heads_;
+    later_heads_ = 0;
+    parser_.reset();
+    framer_.reset();
+    state_ = first_ok_ ? State::kHead : State::kStopped;
+    first_head_ = true;
+    tunnel_after_body_ = false;
+    held_.clear();
+    outstanding_.clear();
+    close_requested_ = false;
+    reusable_ = true;
+    return;
+  }
   // A later request cut off at the end of the first read is already on its
   // way upstream (the engine forwards sniffed bytes as read) and cannot be
   // checked: refuse the connection rather than let it through.
   if (state_ == State::kHead && !held_.empty()) first_ok_ = false;
 }
 
-FilterStatus HttpRequestGuard::on_data(engine::Direction dir, std::span<const uint8_t> chunk, FilterOutput& out) {
-  if (dir == engine::Direction::kUpstreamToDownstream) {
-    if (!response_seen_) {
-      response_seen_ = true;
-      std::string_view s(reinterpret_cast<const char*>(chunk.data()), std::min<size_t>(chunk.size(), 12));
-      if (s.size() == 12 && s.substr(0, 7) == "HTTP/1." && s[8] == ' ') {
-        info_->first_response_code = std::atoi(std::string(s.substr(9, 3)).c_str());
+FilterStatus HttpRequestGuard::on_start(std::span<const uint8_t> held, FilterOutput& out) {
+  return advance(held, &out);
+}
+
+bool HttpRequestGuard::upstream_reusable() const {
+  return pooled_ && reusable_ && outstanding_.empty() && state_ == State::kHead && held_.empty() &&
+         response_state_ == ResponseState::kHead;
+}
+
+FilterStatus HttpRequestGuard::on_end_stream(engine::Direction dir, FilterOutput& /*out*/) {
+  if (!pooled_) return FilterStatus::kContinue;
+  if (dir == engine::Direction::kDownstreamToUpstream && upstream_reusable()) {
+    // The client left between requests: its connection ends, the
+    // upstream's need not.
+    return FilterStatus::kEndDownstream;
+  }
+  // A FIN forwarded upstream (the client half-closed with a response
+  // pending), or the upstream's own: no further request on it.
+  reusable_ = false;
+  return FilterStatus::kContinue;
+}
+
+// Sends a request head upstream: rebuilt without hop-by-hop fields when
+// pooled (HTTP/1.1), else as received. `consumed` bytes of the current chunk
+// belong to it (earlier ones are in held_).
+FilterStatus HttpRequestGuard::forward_head(const sniff::HttpRequestHead& head, size_t consumed, FilterOutput* out) {
+  if (!head.keep_alive) close_requested_ = true;
+  if (head.version == sniff::HttpVersion::kHttp11) {
+    held_.clear();
+    const std::string rebuilt = sniff::rebuild_request_head(head);
+    if (out && out->inject(engine::Direction::kDownstreamToUpstream, bytes_of(rebuilt)) != 0) {
+      return FilterStatus::kReset;
+    }
+    if (out) out->skip(consumed);
+    return FilterStatus::kContinue;
+  }
+  // HTTP/1.0 goes as it is; its connection is not one to share.
+  reusable_ = false;
+  if (out && !held_.empty() && out->inject(engine::Direction::kDownstreamToUpstream, bytes_of(held_)) != 0) {
+    return FilterStatus::kReset;
+  }
+  held_.clear();
+  if (out && out->forward(consumed) != 0) return FilterStatus::kReset;
+  return FilterStatus::kContinue;
+}
+
+// Remembers a request head forwarded upstream, for the framing of its
+// response and its access log line.
+void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head) {
+  outstanding_.push_back({head.method == "HEAD", head.is_connect, !head.keep_alive, head.head_length, 0});
+}
+
+// A response is complete: its request's access log line is written (Envoy
+// logs each request when its response ends), and a pooled connection whose
+// client asked to close ends here.
+FilterStatus HttpRequestGuard::response_done() {
+  const Outstanding done = outstanding_.front();
+  outstanding_.pop_front();
+  info_->complete_request(response_status_, done.bytes_in, done.bytes_out);
+  response_parser_->reset();
+  response_framer_.reset();
+  response_state_ = ResponseState::kHead;
+  if (pooled_ && done.close_after) return reusable_ ? FilterStatus::kEndDownstream : FilterStatus::kClose;
+  return FilterStatus::kContinue;
+}
+
+// After the response to the client's last request: bytes that follow were
+// never asked for.
+static FilterStatus after_last(FilterStatus st, std::string_view rest, FilterOutput& out) {
+  if (st == FilterStatus::kContinue || rest.empty()) return st;
+  out.skip(rest.size());
+  return FilterStatus::kClose;
+}
+
+// Frames each response so the guard knows where it ends (its log line, and
+// whether a pooled upstream can be reused); pooled, its head is rebuilt for
+// the downstream hop, else relayed as received.
+FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, FilterOutput& out) {
+  std::string_view rest(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+  while (!rest.empty()) {
+    switch (response_state_) {
+      case ResponseState::kOpaque:
+        return out.forward(rest.size()) == 0 ? FilterStatus::kContinue : FilterStatus::kReset;
+      case ResponseState::kBody: {
+        const sniff::BodyFeedResult r = response_framer_->feed(rest);
+        if (r.status == sniff::BodyStatus::kInvalid) {
+          // Broken framing from the upstream: relay what comes, share nothing.
+          bump(info_->counters->protocol_errors);
+          reusable_ = false;
+          response_state_ = ResponseState::kOpaque;
+          continue;
+        }
+        if (r.consumed > 0 && out.forward(r.consumed) != 0) return FilterStatus::kReset;
+        outstanding_.front().bytes_out += r.consumed;
+        rest.remove_prefix(r.consumed);
+        if (r.status != sniff::BodyStatus::kDone) {
+          if (r.consumed == 0) return FilterStatus::kContinue;
+          continue;
+        }
+        const FilterStatus st = response_done();
+        if (st != FilterStatus::kContinue) return after_last(st, rest, out);
+        continue;
+      }
+      case ResponseState::kHead: {
+        if (outstanding_.empty()) {
+          // Bytes no request asked for: relay them, share nothing.
+          reusable_ = false;
+          response_state_ = ResponseState::kOpaque;
+          continue;
+        }
+        const sniff::HttpResponseParser::FeedResult r = response_parser_->feed(rest);
+        if (r.status == sniff::HttpParseStatus::kNeedMore) {
+          // Pooled, the parser keeps the partial head for the rebuild.
+          if (pooled_) out.skip(r.consumed);
+          else if (out.forward(r.consumed) != 0) return FilterStatus::kReset;
+          rest.remove_prefix(r.consumed);
+          if (r.consumed == 0) return FilterStatus::kContinue;
+          continue;
+        }
+        if (r.status != sniff::HttpParseStatus::kDone) {
+          bump(info_->counters->protocol_errors);
+          reusable_ = false;
+          if (!pooled_) {
+            // Relayed as it comes (it was so far): what the client gets is
+            // what the upstream sent.
+            response_state_ = ResponseState::kOpaque;
+            continue;
+          }
+          // Envoy's answer to a malformed upstream response: 502.
+          out.skip(rest.size());
+          if (!response_seen_) {
+            response_seen_ = true;
+            info_->first_response_code = 502;
+            const std::string reply = local_reply(502, realtime_ns(), "upstream sent an invalid HTTP response");
+            out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply));
+          }
+          return FilterStatus::kClose;
+        }
+        const sniff::HttpResponseHead& h = response_parser_->head();
+        Outstanding& req = outstanding_.front();
+        if (!response_seen_) {
+          response_seen_ = true;
+          info_->first_response_code = h.status;
+        }
+        response_status_ = h.status;
+        const bool interim = h.status < 200 && h.status != 101;
+        if (!interim) {
+          response_framer_.emplace(h, req.head, req.connect);
+          if (!response_framer_->reusable_after()) reusable_ = false;
+        }
+        // The client hears "connection: close" when its connection ends
+        // after this response: it asked, or the upstream's will close (a
+        // body delimited by the close included; not for a tunnel).
+        const bool ends = !interim && (req.close_after || (!reusable_ && response_framer_->kind() !=
+                                                                              sniff::ResponseBodyKind::kTunnel));
+        if (pooled_) {
+          const std::string rebuilt = sniff::rebuild_response_head(h, ends);
+          out.skip(r.consumed);
+          if (out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(rebuilt)) != 0) return FilterStatus::kReset;
+          req.bytes_out += rebuilt.size();
+        } else {
+          if (out.forward(r.consumed) != 0) return FilterStatus::kReset;
+          req.bytes_out += h.head_length;
+        }
+        rest.remove_prefix(r.consumed);
+        if (interim) {
+          response_parser_->reset();  // the final response follows
+          continue;
+        }
+        const sniff::ResponseBodyKind kind = response_framer_->kind();
+        if (kind == sniff::ResponseBodyKind::kTunnel || kind == sniff::ResponseBodyKind::kUntilClose) {
+          response_state_ = ResponseState::kOpaque;
+          continue;
+        }
+        response_state_ = ResponseState::kBody;
+        if (response_framer_->status() == sniff::BodyStatus::kDone) {
+          const FilterStatus st = response_done();
+          if (st != FilterStatus::kContinue) return after_last(st, rest, out);
+        }
+        continue;
       }
     }
-    return out.forward(chunk.size()) == 0 ? FilterStatus::kContinue : FilterStatus::kReset;
   }
+  return FilterStatus::kContinue;
+}
+
+FilterStatus HttpRequestGuard::on_data(engine::Direction dir, std::span<const uint8_t> chunk, FilterOutput& out) {
+  if (dir == engine::Direction::kUpstreamToDownstream) return on_response(chunk, out);
   return advance(chunk, &out);
 }
 
@@ -178,10 +387,15 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
   AccessLogEntry e = request_entry(*info_, head);
   e.upstream_host = info_->upstream_host;
   LaterRequest verdict = info_->check_later ? info_->check_later(head, e) : LaterRequest{LaterRequest::Kind::kClose, {}};
+  if (verdict.kind == LaterRequest::Kind::kForward) {
+    // Logged when its response ends (ConnectionInfo::complete_request).
+    info_->pending_requests.push_back({std::move(e), false});
+    return FilterStatus::kContinue;
+  }
+  // The connection ends here: the requests before this one first.
   info_->flush_requests();
   switch (verdict.kind) {
     case LaterRequest::Kind::kForward:
-      info_->pending_requests.push_back({std::move(e), false});
       return FilterStatus::kContinue;
     case LaterRequest::Kind::kLocalReply:
       e.upstream_host.clear();
@@ -218,6 +432,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
           return FilterStatus::kReset;
         }
         if (r.consumed > 0 && forward(r.consumed) != 0) return FilterStatus::kReset;
+        if (!outstanding_.empty()) outstanding_.back().bytes_in += r.consumed;
         rest.remove_prefix(r.consumed);
         if (r.status == sniff::BodyStatus::kDone) {
           framer_.reset();
@@ -230,10 +445,16 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         break;
       }
       case State::kHead: {
+        if (close_requested_) {
+          // The client said its last request was the last: nothing after it
+          // is forwarded.
+          if (out) out->skip(rest.size());
+          return FilterStatus::kContinue;
+        }
         sniff::HttpRequestParser::FeedResult r = parser_.feed(rest);
         if (r.status == sniff::HttpParseStatus::kNeedMore) {
           // Hold the partial head until it is complete and decided.
-          if (!first_head_) held_.append(rest.substr(0, r.consumed));
+          if (!first_head_ || pooled_) held_.append(rest.substr(0, r.consumed));
           else if (forward(r.consumed) != 0) return FilterStatus::kReset;
           rest.remove_prefix(r.consumed);
           if (r.consumed == 0) return FilterStatus::kContinue;
@@ -254,21 +475,32 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         const sniff::HttpRequestHead& head = parser_.head();
         if (first_head_) {
           // The request the connection was decided on: already logged.
-          if (forward(r.consumed) != 0) return FilterStatus::kReset;
+          note_request(head);
+          if (pooled_) {
+            if (forward_head(head, r.consumed, out) != FilterStatus::kContinue) return FilterStatus::kReset;
+          } else if (forward(r.consumed) != 0) {
+            return FilterStatus::kReset;
+          }
         } else {
-          FilterStatus st = on_later_head(head, out);
+          ++later_heads_;
+          FilterStatus st = later_heads_ <= checked_heads_ ? FilterStatus::kContinue : on_later_head(head, out);
           if (st != FilterStatus::kContinue) {
             state_ = State::kStopped;
             first_ok_ = false;
             if (out) out->skip(rest.size());
             return st;
           }
-          held_.append(rest.substr(0, r.consumed));
-          if (out && out->inject(engine::Direction::kDownstreamToUpstream, bytes_of(held_)) != 0) {
-            return FilterStatus::kReset;
+          note_request(head);
+          if (pooled_) {
+            if (forward_head(head, r.consumed, out) != FilterStatus::kContinue) return FilterStatus::kReset;
+          } else {
+            held_.append(rest.substr(0, r.consumed));
+            if (out && out->inject(engine::Direction::kDownstreamToUpstream, bytes_of(held_)) != 0) {
+              return FilterStatus::kReset;
+            }
+            if (out) out->skip(r.consumed);
+            held_.clear();
           }
-          if (out) out->skip(r.consumed);
-          held_.clear();
         }
         rest.remove_prefix(r.consumed);
         tunnel_after_body_ = head.is_connect || !head.upgrade.empty();

@@ -13,7 +13,9 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
+#include <optional>
 #include <memory>
 #include <span>
 #include <string>
@@ -29,6 +31,7 @@
 #include "userspace-proxy/proxy/snapshot.h"
 #include "userspace-proxy/sniff/body_framer.h"
 #include "userspace-proxy/sniff/http_request_head.h"
+#include "userspace-proxy/sniff/http_response_head.h"
 
 namespace sluice::proxy {
 
@@ -101,6 +104,9 @@ struct ConnectionInfo {
   // istio_tcp_connections_opened_total, when a TCP connection is relayed.
   void record_tcp_open() const;
   void flush_requests();
+  // The oldest pending request's response ended: its line is written now,
+  // with that response's status and byte counts.
+  void complete_request(int status, uint64_t bytes_received, uint64_t bytes_sent);
 };
 
 // An access log entry for an HTTP request head (method, path, authority, ...).
@@ -115,14 +121,27 @@ std::string local_reply(int status, int64_t realtime_ns, std::string_view body =
 
 // Checks each request after the first on an HTTP/1 keep-alive connection
 // (downstream -> upstream) through ConnectionInfo::check_later; relays
-// responses, reading the first one's status code. Body framing follows
+// responses, framing each (RFC 9112 §6.3) to log its request when it ends
+// (status, bytes, duration). Request body framing follows
 // Content-Length / chunked; after CONNECT or an Upgrade request the rest of
 // the stream is opaque.
+//
+// Pooled (the upstream connection may serve other downstream connections,
+// as Envoy's HTTP/1 connection pool does): every request head, the first
+// included, is rebuilt for the upstream hop without hop-by-hop fields, so a
+// client's "Connection: close" ends only its own connection; responses are
+// framed (RFC 9112 §6.3) and their heads rebuilt ("connection: close" added
+// for a client that asked for it or an upstream that will close). After the
+// response to a client's last request (or its FIN between requests) the
+// guard answers kEndDownstream and reports the upstream reusable when it
+// sits at a message boundary and kept the connection alive. HTTP/1.0
+// requests are forwarded unchanged and make the upstream non-reusable.
 class HttpRequestGuard final : public engine::StreamFilter {
  public:
   // `first` are the bytes the handler already saw and decided on (forwarded
-  // by the engine unfiltered); the guard resumes framing after them.
-  HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::span<const uint8_t> first);
+  // by the engine unfiltered); the guard resumes framing after them. A
+  // pooled guard takes them through on_start instead (and rewrites them).
+  HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::span<const uint8_t> first, bool pooled = false);
 
   // Runs the framing over `first` without output; false if `first` holds a
   // later request that would not ride on the first one's decision.
@@ -130,8 +149,26 @@ class HttpRequestGuard final : public engine::StreamFilter {
 
   engine::FilterStatus on_data(engine::Direction dir, std::span<const uint8_t> chunk,
                                engine::FilterOutput& out) override;
+  engine::FilterStatus on_end_stream(engine::Direction dir, engine::FilterOutput& out) override;
+  bool takes_held_bytes() const override { return pooled_; }
+  engine::FilterStatus on_start(std::span<const uint8_t> held, engine::FilterOutput& out) override;
+  bool upstream_reusable() const override;
 
  private:
+  // A request forwarded upstream whose response has not been relayed yet.
+  struct Outstanding {
+    bool head = false;         // HEAD: the response has no body
+    bool connect = false;      // CONNECT: a 2xx response starts a tunnel
+    bool close_after = false;  // the client's last request (no keep-alive)
+    uint64_t bytes_in = 0;     // request head and body, as received
+    uint64_t bytes_out = 0;    // response head and body, as sent to the client
+  };
+  enum class ResponseState : uint8_t { kHead, kBody, kOpaque };
+  engine::FilterStatus forward_head(const sniff::HttpRequestHead& head, size_t consumed, engine::FilterOutput* out);
+  engine::FilterStatus on_response(std::span<const uint8_t> chunk, engine::FilterOutput& out);
+  engine::FilterStatus response_done();
+  void note_request(const sniff::HttpRequestHead& head);
+
   enum class State : uint8_t { kHead, kBody, kOpaque, kStopped };
   engine::FilterStatus on_later_head(const sniff::HttpRequestHead& head, engine::FilterOutput* out);
   engine::FilterStatus advance(std::span<const uint8_t> chunk, engine::FilterOutput* out);
@@ -145,6 +182,18 @@ class HttpRequestGuard final : public engine::StreamFilter {
   bool first_ok_ = true;
   bool response_seen_ = false;
   std::string held_;
+  // Responses are framed in both modes (each request is logged when its
+  // response ends); pooling also rewrites heads and reuses the upstream.
+  bool pooled_ = false;
+  bool reusable_ = true;         // nothing seen so far rules out reuse
+  bool close_requested_ = false; // a request without keep-alive was forwarded
+  uint32_t later_heads_ = 0;     // later request heads seen
+  uint32_t checked_heads_ = 0;   // of those, decided before on_start (in the handler's bytes)
+  std::deque<Outstanding> outstanding_;
+  std::unique_ptr<sniff::HttpResponseParser> response_parser_;
+  std::optional<sniff::ResponseBodyFramer> response_framer_;
+  ResponseState response_state_ = ResponseState::kHead;
+  int response_status_ = 0;
 };
 
 }  // namespace sluice::proxy

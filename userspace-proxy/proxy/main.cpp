@@ -226,6 +226,43 @@ int run(const Flags& flags) {
                            w.sample({std::string_view(name)}, double(e->counters().accepted));
                          }
                        });
+  metrics.add_callback("sluice_engine_upstream_pool_total",
+                       "Pooled upstream connections, per listener: parked for reuse, reused by a later "
+                       "connection, dropped (the upstream closed or spoke while idle), expired (idle timeout, "
+                       "overflow, drain).",
+                       admin::MetricType::kCounter, {"listener", "event"}, [&](admin::SampleWriter& w) {
+                         std::lock_guard<std::mutex> lock(engines_mu);
+                         for (auto& [name, e] : engines) {
+                           const engine::CounterSnapshot c = e->counters();
+                           w.sample({std::string_view(name), "pooled"}, double(c.upstream_pooled));
+                           w.sample({std::string_view(name), "reused"}, double(c.upstream_reused));
+                           w.sample({std::string_view(name), "dropped"}, double(c.upstream_pool_dropped));
+                           w.sample({std::string_view(name), "expired"}, double(c.upstream_pool_expired));
+                         }
+                       });
+  metrics.add_callback("sluice_engine_upstream_pool_idle", "Idle upstream connections in the pool, per listener.",
+                       admin::MetricType::kGauge, {"listener"}, [&](admin::SampleWriter& w) {
+                         std::lock_guard<std::mutex> lock(engines_mu);
+                         for (auto& [name, e] : engines) {
+                           w.sample({std::string_view(name)}, double(e->counters().upstream_pool_idle));
+                         }
+                       });
+  // SIGUSR1's line: the proxy's counters and the engines' pools.
+  auto summary = [&] {
+    engine::CounterSnapshot sum;
+    {
+      std::lock_guard<std::mutex> lock(engines_mu);
+      for (auto& [name, e] : engines) {
+        const engine::CounterSnapshot c = e->counters();
+        sum.upstream_pooled += c.upstream_pooled;
+        sum.upstream_reused += c.upstream_reused;
+        sum.upstream_pool_idle += c.upstream_pool_idle;
+      }
+    }
+    return counters.summary() + " upstream_pooled=" + std::to_string(sum.upstream_pooled) +
+           " upstream_reused=" + std::to_string(sum.upstream_reused) +
+           " upstream_pool_idle=" + std::to_string(sum.upstream_pool_idle);
+  };
   std::unique_ptr<admin::AdminServer> admin_server;
   if (flags.admin_port != 0) {
     admin::AdminServerOptions ao;
@@ -399,7 +436,7 @@ int run(const Flags& flags) {
       continue;
     }
     if (si.ssi_signo == SIGUSR1) {
-      log_info("counters: " + counters.summary());
+      log_info("counters: " + summary());
       continue;
     }
     log_info("exiting on signal " + std::to_string(si.ssi_signo) + "; draining for up to " +
@@ -413,7 +450,7 @@ int run(const Flags& flags) {
   watch.stop();
   for (auto& [name, e] : engines) e->stop(std::chrono::seconds(flags.drain_seconds));
   for (auto& [name, e] : engines) e->wait();
-  log_info("counters: " + counters.summary());
+  log_info("counters: " + summary());
   close(sfd);
   return kExitOk;
 }

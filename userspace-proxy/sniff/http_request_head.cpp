@@ -1,9 +1,9 @@
 #include "userspace-proxy/sniff/http_request_head.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "userspace-proxy/sniff/ascii.h"
+#include "userspace-proxy/sniff/http_fields.h"
 
 namespace sluice::sniff {
 namespace {
@@ -14,10 +14,6 @@ constexpr std::size_t kMaxMethodLength = 24;
 // RFC 9112 §2.2 lets a server skip empty lines before a request-line (some
 // clients send CRLF after a POST body); more than a few is not HTTP.
 constexpr std::size_t kMaxLeadingEmptyLines = 8;
-// The head buffer starts at kInitialCapacity; reset() returns buffers grown
-// beyond kRetainedCapacity to the allocator.
-constexpr std::size_t kInitialCapacity = 2048;
-constexpr std::size_t kRetainedCapacity = 16 * 1024;
 
 bool is_well_known_method(std::string_view m) {
   for (std::string_view known : {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}) {
@@ -100,38 +96,6 @@ bool is_acceptable_path_and_query(std::string_view s) {
   return true;
 }
 
-// RFC 9110 §8.6: Content-Length = 1*DIGIT. A list of identical values (from
-// one line "42, 42" or several lines) is accepted as that value, as RFC 9110
-// allows; differing values, anything but digits, and overflow are refused.
-std::string_view merge_content_length(std::string_view value, std::optional<uint64_t>& merged) {
-  std::size_t elements = 0;
-  std::string_view error;
-  ascii::for_each_list_element(value, [&](std::string_view element) {
-    ++elements;
-    uint64_t n = 0;
-    for (char c : element) {
-      if (!ascii::is_digit(static_cast<unsigned char>(c))) {
-        error = "invalid Content-Length value";
-        return false;
-      }
-      const auto digit = static_cast<uint64_t>(c - '0');
-      if (n > (UINT64_MAX - digit) / 10) {
-        error = "Content-Length value overflows";
-        return false;
-      }
-      n = n * 10 + digit;
-    }
-    if (merged.has_value() && *merged != n) {
-      error = "conflicting Content-Length values";
-      return false;
-    }
-    merged = n;
-    return true;
-  });
-  if (error.empty() && elements == 0) error = "empty Content-Length value";
-  return error;
-}
-
 }  // namespace
 
 std::string_view to_string(HttpParseStatus status) {
@@ -145,24 +109,17 @@ std::string_view to_string(HttpParseStatus status) {
 }
 
 std::optional<std::string_view> HttpRequestHead::find_header(std::string_view name) const {
-  for (const HeaderField& f : headers) {
-    if (ascii::iequals(f.name, name)) return f.value;
-  }
-  return std::nullopt;
+  return detail::find_header(headers, name);
 }
 
 HttpRequestParser::HttpRequestParser(HttpLimits limits) : limits_(limits) {
-  // Field positions are kept as 32-bit offsets.
-  limits_.max_head_bytes = std::min<std::size_t>(limits_.max_head_bytes, UINT32_MAX);
+  limits_.max_head_bytes = std::min(limits_.max_head_bytes, detail::HeadBuffer::kMaxBytes);
 }
 
 void HttpRequestParser::reset() {
   s_ = State{};
   head_ = HttpRequestHead{};
   buf_.clear();
-  if (buf_.capacity() > kRetainedCapacity) buf_.shrink_to_fit();
-  field_offsets_.clear();
-  fields_.clear();
   path_storage_.clear();
 }
 
@@ -182,7 +139,7 @@ HttpParseStatus HttpRequestParser::over_request_line_limit() {
   // A known method makes it an HTTP request with an absurd target (414);
   // otherwise we never learned that these bytes were HTTP at all.
   if (s_.phase != Phase::kMethod &&
-      is_well_known_method(view(s_.request_line_begin, s_.method_end - s_.request_line_begin))) {
+      is_well_known_method(buf_.view(s_.request_line_begin, s_.method_end - s_.request_line_begin))) {
     return invalid(414, "request-line exceeds the size limit");
   }
   return not_http("no HTTP request-line within the size limit");
@@ -190,16 +147,8 @@ HttpParseStatus HttpRequestParser::over_request_line_limit() {
 
 HttpRequestParser::FeedResult HttpRequestParser::feed(std::string_view bytes) {
   if (s_.status != HttpParseStatus::kNeedMore) return {s_.status, 0};
-  if (buf_.capacity() == 0) {
-    // One allocation covers a typical head; reset() keeps it for the next.
-    buf_.reserve(std::min(limits_.max_head_bytes, kInitialCapacity));
-    field_offsets_.reserve(16);
-    fields_.reserve(16);
-  }
   const std::size_t before = buf_.size();
-  const std::size_t room = limits_.max_head_bytes > before ? limits_.max_head_bytes - before : 0;
-  const std::size_t take = std::min(room, bytes.size());
-  buf_.insert(buf_.end(), bytes.data(), bytes.data() + take);
+  const std::size_t take = buf_.append(bytes, limits_.max_head_bytes);
 
   run();
   if (s_.status == HttpParseStatus::kDone) return {s_.status, head_.head_length - before};
@@ -300,8 +249,8 @@ HttpParseStatus HttpRequestParser::scan_request_line() {
 }
 
 HttpParseStatus HttpRequestParser::on_request_line() {
-  const std::string_view method = view(s_.request_line_begin, s_.method_end - s_.request_line_begin);
-  const std::string_view target = view(s_.target_begin, s_.target_end - s_.target_begin);
+  const std::string_view method = buf_.view(s_.request_line_begin, s_.method_end - s_.request_line_begin);
+  const std::string_view target = buf_.view(s_.target_begin, s_.target_end - s_.target_begin);
   const char major = buf_[s_.version_begin + 5];
   const char minor = buf_[s_.version_begin + 7];
 
@@ -373,52 +322,33 @@ HttpParseStatus HttpRequestParser::on_request_line() {
 
 HttpParseStatus HttpRequestParser::scan_header_lines() {
   while (s_.status == HttpParseStatus::kNeedMore && s_.pos < buf_.size()) {
-    const void* lf = std::memchr(buf_.data() + s_.pos, '\n', buf_.size() - s_.pos);
-    if (lf == nullptr) {
+    const std::optional<detail::HeadBuffer::Line> line = buf_.line_at(s_.line_begin, s_.pos);
+    if (!line) {
       s_.pos = buf_.size();
       break;
     }
-    const auto lf_at = static_cast<std::size_t>(static_cast<const char*>(lf) - buf_.data());
     // RFC 9112 §2.2: a bare LF is a place where two parsers may disagree
     // about where a line ends; refuse it rather than guess.
-    if (lf_at == s_.line_begin || buf_[lf_at - 1] != '\r') return invalid(400, "bare LF in request head");
-    s_.pos = lf_at + 1;
-    if (lf_at - 1 == s_.line_begin) return on_end_of_head(s_.pos);
-    if (on_header_line(s_.line_begin, lf_at - 1) != HttpParseStatus::kNeedMore) return s_.status;
+    if (line->bare_lf) return invalid(400, "bare LF in request head");
+    s_.pos = line->next;
+    if (line->end == s_.line_begin) return on_end_of_head(s_.pos);
+    if (on_header_line(s_.line_begin, line->end) != HttpParseStatus::kNeedMore) return s_.status;
     s_.line_begin = s_.pos;
   }
   return s_.status;
 }
 
 HttpParseStatus HttpRequestParser::on_header_line(std::size_t begin, std::size_t end) {
-  const std::string_view line = view(begin, end - begin);
-  if (ascii::is_ows(static_cast<unsigned char>(line.front()))) {
-    // RFC 9112 §5.2 (obs-fold) and §2.2 (whitespace after the start-line).
-    return invalid(400, field_offsets_.empty() ? "whitespace between request-line and first header field"
-                                               : "obsolete line folding in header field");
-  }
-  const std::size_t colon = line.find(':');
-  if (colon == std::string_view::npos) return invalid(400, "header line without a colon");
-  const std::string_view name = line.substr(0, colon);
-  if (name.empty()) return invalid(400, "empty header field name");
-  for (char c : name) {
-    if (!ascii::is_tchar(static_cast<unsigned char>(c))) {
-      // RFC 9112 §5.1: whitespace before the colon MUST be rejected with 400.
-      return invalid(400, ascii::is_ows(static_cast<unsigned char>(c))
-                              ? "whitespace between header field name and colon"
-                              : "invalid character in header field name");
-    }
-  }
-  const std::string_view value = ascii::trim_ows(line.substr(colon + 1));
-  for (char c : value) {
-    if (!ascii::is_field_value_char(static_cast<unsigned char>(c))) {
-      return invalid(400, "invalid character in header field value");
-    }
-  }
-  if (field_offsets_.size() >= limits_.max_headers) return invalid(431, "too many header fields");
+  HeaderField field;
+  const std::string_view error = detail::parse_field_line(
+      buf_.view(begin, end - begin), buf_.field_count() == 0, "whitespace between request-line and first header field",
+      field);
+  if (!error.empty()) return invalid(400, error);
+  if (buf_.field_count() >= limits_.max_headers) return invalid(431, "too many header fields");
+  buf_.add_field(field);
+  const std::string_view name = field.name;
+  const std::string_view value = field.value;
   const auto value_begin = static_cast<std::size_t>(value.data() - buf_.data());
-  field_offsets_.push_back({static_cast<uint32_t>(begin), static_cast<uint32_t>(name.size()),
-                            static_cast<uint32_t>(value_begin), static_cast<uint32_t>(value.size())});
 
   if (ascii::iequals(name, "host")) {
     // RFC 9112 §3.2: more than one Host field line is a 400.
@@ -426,17 +356,12 @@ HttpParseStatus HttpRequestParser::on_header_line(std::size_t begin, std::size_t
     s_.host_field_begin = value_begin;
     s_.host_field_size = value.size();
   } else if (ascii::iequals(name, "content-length")) {
-    const std::string_view error = merge_content_length(value, s_.content_length);
-    if (!error.empty()) return invalid(400, error);
+    const std::string_view cl_error = detail::merge_content_length(value, s_.content_length);
+    if (!cl_error.empty()) return invalid(400, cl_error);
   } else if (ascii::iequals(name, "transfer-encoding")) {
     return on_transfer_encoding(value);
   } else if (ascii::iequals(name, "connection")) {
-    ascii::for_each_list_element(value, [&](std::string_view option) {
-      if (ascii::iequals(option, "close")) s_.connection_close = true;
-      else if (ascii::iequals(option, "keep-alive")) s_.connection_keep_alive = true;
-      else if (ascii::iequals(option, "upgrade")) s_.connection_upgrade = true;
-      return true;
-    });
+    s_.connection.add(value);
   } else if (ascii::iequals(name, "upgrade")) {
     if (!s_.has_upgrade) {
       s_.has_upgrade = true;
@@ -457,43 +382,22 @@ HttpParseStatus HttpRequestParser::on_header_line(std::size_t begin, std::size_t
 // another chunked); a coding we do not know, 501 (RFC 9112 §6.1).
 HttpParseStatus HttpRequestParser::on_transfer_encoding(std::string_view value) {
   s_.transfer_encoding = true;
-  std::size_t codings = 0;
-  std::string_view error;
   int status = 400;
-  ascii::for_each_list_element(value, [&](std::string_view element) {
-    ++codings;
-    const std::size_t semicolon = element.find(';');
-    const std::string_view coding = ascii::trim_ows(element.substr(0, semicolon));
-    if (s_.chunked_final) {
-      error = "chunked is not the final transfer coding";
-      return false;
-    }
-    if (ascii::iequals(coding, "chunked")) {
-      if (semicolon != std::string_view::npos) {
-        error = "parameters on the chunked transfer coding";
-        return false;
-      }
-      s_.chunked_final = true;
-      return true;
-    }
-    if (coding.empty()) {
-      error = "invalid transfer coding";
-      return false;
-    }
-    for (char c : coding) {
-      if (!ascii::is_tchar(static_cast<unsigned char>(c))) {
-        error = "invalid transfer coding";
-        return false;
-      }
-    }
-    for (std::string_view known : {"gzip", "x-gzip", "deflate", "compress", "x-compress"}) {
-      if (ascii::iequals(coding, known)) return true;
-    }
-    error = "unsupported transfer coding";
-    status = 501;
-    return false;
-  });
-  if (error.empty() && codings == 0) error = "empty Transfer-Encoding value";
+  const std::string_view error =
+      detail::for_each_transfer_coding(value, [&](const detail::TransferCoding& coding) -> std::string_view {
+        if (s_.chunked_final) return "chunked is not the final transfer coding";
+        if (coding.is_chunked()) {
+          if (coding.has_parameters) return "parameters on the chunked transfer coding";
+          s_.chunked_final = true;
+          return {};
+        }
+        if (!coding.is_token()) return "invalid transfer coding";
+        for (std::string_view known : {"gzip", "x-gzip", "deflate", "compress", "x-compress"}) {
+          if (ascii::iequals(coding.name, known)) return {};
+        }
+        status = 501;
+        return "unsupported transfer coding";
+      });
   if (!error.empty()) return invalid(status, error);
   return s_.status;
 }
@@ -509,7 +413,7 @@ HttpParseStatus HttpRequestParser::on_end_of_head(std::size_t head_end) {
     char scratch[kMaxHostNameLength + 2];
     Authority authority;
     char* out = s_.host_from_target ? scratch : host_;
-    if (!parse_authority(view(s_.host_field_begin, s_.host_field_size), /*require_port=*/false, out, authority)
+    if (!parse_authority(buf_.view(s_.host_field_begin, s_.host_field_size), /*require_port=*/false, out, authority)
              .empty()) {
       return invalid(400, "invalid Host header field");
     }
@@ -540,36 +444,30 @@ HttpParseStatus HttpRequestParser::on_end_of_head(std::size_t head_end) {
 
   // Now the views: buf_ no longer moves (the excess is cut, nothing appended
   // until reset()).
-  buf_.resize(head_end);
-  fields_.clear();
-  for (const FieldOffsets& f : field_offsets_) {
-    fields_.push_back({view(f.name_begin, f.name_size), view(f.value_begin, f.value_size)});
-  }
+  const std::span<const HeaderField> fields = buf_.finish(head_end);
   HttpRequestHead& h = head_;
   h = HttpRequestHead{};
-  h.method = view(s_.request_line_begin, s_.method_end - s_.request_line_begin);
-  h.target = view(s_.target_begin, s_.target_end - s_.target_begin);
+  h.method = buf_.view(s_.request_line_begin, s_.method_end - s_.request_line_begin);
+  h.target = buf_.view(s_.target_begin, s_.target_end - s_.target_begin);
   h.target_form = s_.target_form;
-  h.scheme = view(s_.scheme_begin, s_.scheme_size);
-  h.path = s_.path_in_storage ? std::string_view(path_storage_) : view(s_.path_begin, s_.path_size);
+  h.scheme = buf_.view(s_.scheme_begin, s_.scheme_size);
+  h.path = s_.path_in_storage ? std::string_view(path_storage_) : buf_.view(s_.path_begin, s_.path_size);
   h.version = s_.version;
   h.host = std::string_view(host_, s_.host_size);
   h.host_kind = s_.host_size > 0 ? s_.host_kind : HostKind::kNone;
   h.port = s_.port;
   h.has_host_header = s_.host_fields > 0;
-  h.host_header = view(s_.host_field_begin, s_.host_field_size);
+  h.host_header = buf_.view(s_.host_field_begin, s_.host_field_size);
   h.content_length = s_.content_length;
   h.chunked = s_.transfer_encoding;
-  // RFC 9112 §9.3: persistent by default in 1.1 unless "close"; in 1.0 only
-  // with "keep-alive".
-  h.keep_alive = !s_.connection_close && (http11 || s_.connection_keep_alive);
+  h.keep_alive = s_.connection.persistent(http11);
   // RFC 9110 §7.8: Upgrade counts only with the "upgrade" connection option,
   // and a server MUST ignore it in an HTTP/1.0 request.
-  if (http11 && s_.connection_upgrade && s_.has_upgrade) h.upgrade = view(s_.upgrade_begin, s_.upgrade_size);
+  if (http11 && s_.connection.upgrade && s_.has_upgrade) h.upgrade = buf_.view(s_.upgrade_begin, s_.upgrade_size);
   h.expect_continue = s_.expect_continue;
   h.is_connect = connect;
   h.head_length = head_end;
-  h.headers = fields_;
+  h.headers = fields;
   s_.status = HttpParseStatus::kDone;
   return s_.status;
 }

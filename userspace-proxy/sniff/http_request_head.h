@@ -6,8 +6,9 @@
 // (request smuggling): bare LF or CR, obs-fold, whitespace before a colon,
 // duplicate or malformed Content-Length, Transfer-Encoding together with
 // Content-Length, and Transfer-Encoding whose last coding is not chunked are
-// all refused with 400, never "repaired". See http_request_head.cpp for each
-// rule's RFC reference.
+// all refused with 400, never "repaired". See http_request_head.cpp (and
+// http_fields.cpp, for what the response parser shares) for each rule's RFC
+// reference.
 #pragma once
 
 #include <cstddef>
@@ -16,9 +17,9 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "userspace-proxy/sniff/host_name.h"
+#include "userspace-proxy/sniff/http_fields.h"
 
 namespace sluice::sniff {
 
@@ -39,11 +40,6 @@ enum class TargetForm : uint8_t {
   kAbsolute,   // "http://host:port/path?query": what a forward proxy receives
   kAuthority,  // "host:port": CONNECT only
   kAsterisk,   // "*": OPTIONS only
-};
-
-struct HeaderField {
-  std::string_view name;   // as received (compare case-insensitively)
-  std::string_view value;  // leading and trailing whitespace removed
 };
 
 struct HttpLimits {
@@ -132,9 +128,6 @@ class HttpRequestParser {
 
  private:
   enum class Phase : uint8_t { kStart, kLeadingLf, kMethod, kTarget, kVersion, kRequestLineLf, kHeaders };
-  struct FieldOffsets {
-    uint32_t name_begin, name_size, value_begin, value_size;
-  };
 
   HttpParseStatus run();
   HttpParseStatus scan_request_line();
@@ -146,9 +139,6 @@ class HttpRequestParser {
   HttpParseStatus not_http(std::string_view why);
   HttpParseStatus invalid(int status, std::string_view why);
   HttpParseStatus over_request_line_limit();
-  std::string_view view(std::size_t begin, std::size_t size) const {
-    return {buf_.data() + begin, size};
-  }
 
   // Everything about the request being parsed except buffers, so that
   // reset() is one assignment and keeps the buffers' capacity.
@@ -182,9 +172,7 @@ class HttpRequestParser {
     std::optional<uint64_t> content_length;
     bool transfer_encoding = false;
     bool chunked_final = false;
-    bool connection_close = false;
-    bool connection_keep_alive = false;
-    bool connection_upgrade = false;
+    detail::ConnectionOptions connection;
     bool has_upgrade = false;
     std::size_t upgrade_begin = 0, upgrade_size = 0;
     bool expect_continue = false;
@@ -193,9 +181,7 @@ class HttpRequestParser {
   HttpLimits limits_;
   State s_;
   HttpRequestHead head_;
-  std::vector<char> buf_;
-  std::vector<FieldOffsets> field_offsets_;
-  std::vector<HeaderField> fields_;
+  detail::HeadBuffer buf_;
   std::string path_storage_;  // "*", or "/" + query for absolute-form targets without a path
   char host_[kMaxHostNameLength + 2] = {};  // the normalized effective host
 };

@@ -18,7 +18,15 @@ namespace {
 thread_local std::array<uint8_t, 16 * 1024> t_plaintext;
 
 FilterStatus worse(FilterStatus a, FilterStatus b) {
-  auto rank = [](FilterStatus s) { return s == FilterStatus::kReset ? 2 : s == FilterStatus::kClose ? 1 : 0; };
+  auto rank = [](FilterStatus s) {
+    switch (s) {
+      case FilterStatus::kContinue: return 0;
+      case FilterStatus::kEndDownstream: return 1;
+      case FilterStatus::kClose: return 2;
+      case FilterStatus::kReset: return 3;
+    }
+    return 3;
+  };
   return rank(a) >= rank(b) ? a : b;
 }
 
@@ -127,6 +135,40 @@ bool TlsFilter::set_inner(engine::StreamFilterPtr inner) {
   return true;
 }
 
+namespace {
+
+// A pooled upstream's TLS session, between two downstream connections.
+class TlsUpstreamState final : public engine::UpstreamState {
+ public:
+  explicit TlsUpstreamState(std::unique_ptr<TlsConnection> conn) : conn(std::move(conn)) {}
+  std::unique_ptr<TlsConnection> conn;
+};
+
+}  // namespace
+
+bool TlsFilter::upstream_reusable() const {
+  if (!started_ || failed_ || down_ != nullptr || !options_.inner || !options_.inner->upstream_reusable()) return false;
+  if (up_ == nullptr) return true;
+  return up_->state() == HandshakeState::kDone && to_upstream_.empty() && !up_->close_notify_sent() &&
+         !up_->close_notify_received() && up_->buffered_input() == 0 && up_->output().empty();
+}
+
+engine::UpstreamStatePtr TlsFilter::release_upstream() {
+  if (up_ == nullptr) return nullptr;
+  return std::make_unique<TlsUpstreamState>(std::move(up_));
+}
+
+bool TlsFilter::adopt_upstream(engine::UpstreamStatePtr state) {
+  if (started_) return false;
+  if (state == nullptr) return up_ == nullptr;
+  auto* tls = dynamic_cast<TlsUpstreamState*>(state.get());
+  if (tls == nullptr || up_ == nullptr || !tls->conn || tls->conn->state() != HandshakeState::kDone) return false;
+  up_ = std::move(tls->conn);
+  adopted_ = true;
+  upstream_spoke_ = true;  // its errors are stream errors, not a failed handshake
+  return true;
+}
+
 std::string_view TlsFilter::downstream_sni() const { return down_ ? down_->sni() : std::string_view(); }
 
 bool TlsFilter::takes_held_bytes() const {
@@ -142,7 +184,8 @@ bool TlsFilter::encrypts(Direction dir) const {
 FilterStatus TlsFilter::on_start(std::span<const uint8_t> held, FilterOutput& out) {
   if (started_) return FilterStatus::kContinue;
   started_ = true;
-  FilterStatus st = start_upstream(out);
+  // An adopted upstream session is past its handshake: nothing to start.
+  FilterStatus st = adopted_ ? FilterStatus::kContinue : start_upstream(out);
   if (st != FilterStatus::kContinue) {
     out.skip(held.size());
     return st;
@@ -196,6 +239,9 @@ FilterStatus TlsFilter::on_end_stream(Direction dir, FilterOutput& out) {
       return fail_stream(down_result_->failure_reason, FilterStatus::kClose);
     }
     FilterStatus st = end_inner(dir, out);
+    // The inner filter keeps the upstream for another downstream (a pooled
+    // connection between requests): no close_notify.
+    if (st == FilterStatus::kEndDownstream) return st;
     if (up_ != nullptr && started_) {
       if (up_->state() == HandshakeState::kInProgress) {
         // The engine half-closes the upstream right after this call; the

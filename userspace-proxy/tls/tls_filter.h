@@ -118,6 +118,15 @@ class TlsFilter final : public engine::StreamFilter {
   engine::FilterStatus on_end_stream(engine::Direction dir, engine::FilterOutput& out) override;
   bool takes_held_bytes() const override;
   engine::FilterStatus on_start(std::span<const uint8_t> held, engine::FilterOutput& out) override;
+  // Pooling (origination only, plaintext downstream): the upstream session
+  // is reusable when its handshake is done, nothing is buffered either way
+  // and the inner filter says so; it moves with the socket to the next
+  // connection's filter, which then skips its own handshake.
+  bool upstream_reusable() const override;
+  engine::UpstreamStatePtr release_upstream() override;
+  bool adopt_upstream(engine::UpstreamStatePtr state) override;
+  // This connection's upstream session came from the pool.
+  bool adopted_upstream() const { return adopted_; }
 
  private:
   class InnerOutput;
@@ -158,6 +167,7 @@ class TlsFilter final : public engine::StreamFilter {
   bool inner_ended_[2] = {false, false};
   bool close_upstream_after_handshake_ = false;  // downstream close_notify came first
   bool upstream_spoke_ = false;                  // plaintext came from the upstream
+  bool adopted_ = false;                         // up_ came from a pooled connection
 };
 
 }  // namespace sluice::tls

@@ -82,6 +82,24 @@ TEST(RequestPlanTest, WalkthroughSidecarSendsCnnToTheGatewaySubsetOverIstioMutua
   EXPECT_GE(p.steps.size(), 4u) << steps(p);
 }
 
+// The data plane asks without the explanation: the same decision, no steps.
+TEST(RequestPlanTest, WithoutExplainTheDecisionIsTheSameAndNoStepsAreBuilt) {
+  auto t = load({"configs/walkthrough"});
+  PlanRequest quiet = http("edition.cnn.com", 80);
+  quiet.explain = false;
+  RequestPlan full = plan_sidecar(t->tables(), http("edition.cnn.com", 80));
+  RequestPlan p = plan_sidecar(t->tables(), quiet);
+  EXPECT_TRUE(p.steps.empty());
+  EXPECT_FALSE(full.steps.empty());
+  EXPECT_EQ(p.kind, full.kind);
+  EXPECT_EQ(p.cluster, full.cluster);
+  EXPECT_EQ(p.forward.sni, full.forward.sni);
+  EXPECT_EQ(p.forward.expected_sans, full.forward.expected_sans);
+  EXPECT_EQ(p.forward.tls_mode, full.forward.tls_mode);
+  ASSERT_EQ(p.forward.upstream.endpoints.size(), full.forward.upstream.endpoints.size());
+  EXPECT_EQ(p.forward.upstream.endpoints[0].dns_name, full.forward.upstream.endpoints[0].dns_name);
+}
+
 TEST(RequestPlanTest, WalkthroughHttpsFollowUpGoesDirectByTheServiceEntry) {
   auto t = load({"configs/walkthrough"});
   RequestPlan p = plan_sidecar(t->tables(), tls("edition.cnn.com", 443));
@@ -231,6 +249,64 @@ TEST(RequestPlanTest, ExpectedServiceIdentity) {
             "spiffe://corp.example/ns/mesh-gw/sa/istio-egressgateway-service-account");
   EXPECT_EQ(expected_service_identity("reviews.default.svc.cluster.local", "cluster.local"), "");
   EXPECT_EQ(expected_service_identity("edition.cnn.com", "cluster.local"), "");
+}
+
+// Istio's headers and rewrite on the chosen route: destination-level
+// operations first, then the rule's (its set wins), each remove/set/add.
+TEST(RequestPlanTest, RouteHeaderOperationsAndRewriteAreInThePlan) {
+  Tables t(load_config({R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: api}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+)", R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: api}
+spec:
+  hosts: [api.example.com]
+  http:
+  - match: [{uri: {prefix: /v1/}}]
+    rewrite: {uri: /api/v1/, authority: backend.example.com}
+    headers:
+      request:
+        set: {x-route: rule}
+        remove: [x-debug]
+      response:
+        add: {x-served-by: sluice}
+    route:
+    - destination: {host: api.example.com}
+      headers:
+        request:
+          set: {x-route: destination, x-dest: d}
+)"}));
+  PlanRequest r = http("api.example.com", 80);
+  HttpRequest req;
+  req.path = "/v1/items?x=1";
+  req.method = "GET";
+  r.http = &req;
+  RequestPlan p = plan_sidecar(t.tables(), r);
+  ASSERT_EQ(p.kind, RequestPlan::Kind::kForward) << steps(p);
+  EXPECT_EQ(p.forward.path_rewrite, "/api/v1/items?x=1");
+  EXPECT_EQ(p.forward.authority_rewrite, "backend.example.com");
+  ASSERT_EQ(p.forward.request_headers.size(), 4u);
+  std::vector<std::pair<std::string, std::string>> fields = {
+      {"Host", "api.example.com"}, {"X-Route", "client"}, {"x-debug", "1"}, {"x-route", "again"}, {"Accept", "*/*"}};
+  apply_header_edits(p.forward.request_headers, fields);
+  const std::vector<std::pair<std::string, std::string>> want = {
+      {"Host", "api.example.com"}, {"X-Route", "rule"}, {"Accept", "*/*"}, {"x-dest", "d"}};
+  EXPECT_EQ(fields, want);
+  ASSERT_EQ(p.forward.response_headers.size(), 1u);
+  EXPECT_EQ(p.forward.response_headers[0].op, HeaderEdit::Op::kAdd);
+  EXPECT_EQ(p.forward.response_headers[0].name, "x-served-by");
+  // Another path: the rule does not match, nothing is rewritten.
+  req.path = "/v2/items";
+  RequestPlan other = plan_sidecar(t.tables(), r);
+  EXPECT_TRUE(other.forward.path_rewrite.empty());
+  EXPECT_TRUE(other.forward.request_headers.empty());
 }
 
 }  // namespace

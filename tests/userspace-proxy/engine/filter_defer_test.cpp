@@ -229,71 +229,12 @@ class ObserverFilter final : public StreamFilter {
   std::shared_ptr<Recorder> rec_;
 };
 
-class FilterDeferTest : public ::testing::Test {
+class FilterDeferTest : public LoopbackEngine<> {
  protected:
-  void SetUp() override {
-    signal(SIGPIPE, SIG_IGN);
-    upstream_fd_ = listen_loopback(&upstream_port_, 1024);
-    ASSERT_GE(upstream_fd_, 0);
-  }
-  void TearDown() override {
-    if (engine_) {
-      engine_->stop(0ms);
-      engine_->wait();
-    }
-    close(upstream_fd_);
-  }
   void start(std::function<void(ScriptedHandler&)> setup, std::function<void(EngineConfig&)> tweak = nullptr,
              unsigned workers = 1) {
-    SocketAddress up = SocketAddress::loopback4(upstream_port_);
-    CloseLog* log = &log_;
-    EngineConfig cfg = test_config(
-        [up, log, setup](ScriptedHandler& h) {
-          h.upstreams = {up};
-          h.log = log;
-          setup(h);
-        },
-        workers);
-    if (tweak) tweak(cfg);
-    engine_ = std::make_unique<Engine>(cfg);
-    ASSERT_EQ(engine_->start(), 0) << engine_->error();
+    start_engine(std::move(setup), std::move(tweak), workers);
   }
-  int client() {
-    int fd = connect_to(engine_->listen_address().port());
-    EXPECT_GE(fd, 0);
-    set_rcvtimeo(fd, kHang);
-    return fd;
-  }
-  int server() {
-    int fd = accept_one(upstream_fd_);
-    EXPECT_GE(fd, 0);
-    set_rcvtimeo(fd, kHang);
-    return fd;
-  }
-  // Whether the upstream listener has a connection waiting (non-blocking).
-  bool upstream_has_connection() {
-    pollfd p{upstream_fd_, POLLIN, 0};
-    return poll(&p, 1, 0) == 1;
-  }
-  std::string read_n(int fd, size_t n) {
-    std::string s(n, '\0');
-    if (!read_exact(fd, s.data(), n)) s.clear();
-    return s;
-  }
-  // Counters are written by the worker thread; wait for one to reach `n`.
-  bool wait_counter(uint64_t CounterSnapshot::*field, uint64_t n) {
-    auto deadline = std::chrono::steady_clock::now() + kHang;
-    while (engine_->counters().*field < n) {
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      std::this_thread::sleep_for(1ms);
-    }
-    return true;
-  }
-
-  uint16_t upstream_port_ = 0;
-  int upstream_fd_ = -1;
-  std::unique_ptr<Engine> engine_;
-  CloseLog log_;
 };
 
 // ------------------------------------------------------------ sniffing filter

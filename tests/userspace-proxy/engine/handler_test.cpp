@@ -11,49 +11,11 @@
 namespace sluice::engine::testing {
 namespace {
 
-class HandlerTest : public ::testing::Test {
+class HandlerTest : public LoopbackEngine<> {
  protected:
-  void SetUp() override {
-    signal(SIGPIPE, SIG_IGN);
-    upstream_fd_ = listen_loopback(&upstream_port_);
-    ASSERT_GE(upstream_fd_, 0);
-  }
-  void TearDown() override {
-    if (engine_) {
-      engine_->stop(0ms);
-      engine_->wait();
-    }
-    close(upstream_fd_);
-  }
   void start(std::function<void(ScriptedHandler&)> setup, std::function<void(EngineConfig&)> tweak = nullptr) {
-    SocketAddress up = SocketAddress::loopback4(upstream_port_);
-    CloseLog* log = &log_;
-    EngineConfig cfg = test_config([up, log, setup](ScriptedHandler& h) {
-      h.upstreams = {up};
-      h.log = log;
-      setup(h);
-    });
-    if (tweak) tweak(cfg);
-    engine_ = std::make_unique<Engine>(cfg);
-    ASSERT_EQ(engine_->start(), 0) << engine_->error();
+    start_engine(std::move(setup), std::move(tweak));
   }
-  int client() {
-    int fd = connect_to(engine_->listen_address().port());
-    EXPECT_GE(fd, 0);
-    set_rcvtimeo(fd, kHang);
-    return fd;
-  }
-  int server() {
-    int fd = accept_one(upstream_fd_);
-    EXPECT_GE(fd, 0);
-    set_rcvtimeo(fd, kHang);
-    return fd;
-  }
-
-  uint16_t upstream_port_ = 0;
-  int upstream_fd_ = -1;
-  std::unique_ptr<Engine> engine_;
-  CloseLog log_;
 };
 
 const std::string k502 = "HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";

@@ -10,54 +10,18 @@
 namespace sluice::engine::testing {
 namespace {
 
-class RelayTest : public ::testing::TestWithParam<RingMode> {
+class RelayTest : public LoopbackEngine<::testing::TestWithParam<RingMode>> {
  protected:
-  void SetUp() override {
-    signal(SIGPIPE, SIG_IGN);
-    upstream_fd_ = listen_loopback(&upstream_port_);
-    ASSERT_GE(upstream_fd_, 0);
-  }
-  void TearDown() override {
-    if (engine_) {
-      engine_->stop(0ms);
-      engine_->wait();
-    }
-    if (upstream_fd_ >= 0) close(upstream_fd_);
-  }
-  // Starts the engine relaying to the test's upstream listener.
+  // Starts the engine relaying to the test's upstream listener, in the
+  // parameter's ring mode.
   void start(std::function<void(EngineConfig&)> tweak = nullptr,
              std::function<void(ScriptedHandler&)> handler_setup = nullptr) {
-    SocketAddress up = SocketAddress::loopback4(upstream_port_);
-    CloseLog* log = &log_;
-    EngineConfig cfg = test_config([up, log, handler_setup](ScriptedHandler& h) {
-      h.upstreams = {up};
-      h.log = log;
-      if (handler_setup) handler_setup(h);
+    const RingMode mode = GetParam();
+    start_engine(std::move(handler_setup), [tweak, mode](EngineConfig& cfg) {
+      cfg.ring_mode = mode;
+      if (tweak) tweak(cfg);
     });
-    cfg.ring_mode = GetParam();
-    if (tweak) tweak(cfg);
-    engine_ = std::make_unique<Engine>(cfg);
-    ASSERT_EQ(engine_->start(), 0) << engine_->error();
-    port_ = engine_->listen_address().port();
   }
-  int client() {
-    int fd = connect_to(port_);
-    EXPECT_GE(fd, 0);
-    set_rcvtimeo(fd, kHang);
-    return fd;
-  }
-  int server() {
-    int fd = accept_one(upstream_fd_);
-    EXPECT_GE(fd, 0);
-    set_rcvtimeo(fd, kHang);
-    return fd;
-  }
-
-  uint16_t upstream_port_ = 0;
-  int upstream_fd_ = -1;
-  uint16_t port_ = 0;
-  std::unique_ptr<Engine> engine_;
-  CloseLog log_;
 };
 
 // Fills the accept queue of a loopback listener that never accepts (backlog

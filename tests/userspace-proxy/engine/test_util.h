@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -24,6 +25,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "userspace-proxy/engine/engine.h"
 
@@ -297,5 +300,79 @@ inline EngineConfig test_config(std::function<void(ScriptedHandler&)> setup, uns
   };
   return cfg;
 }
+
+// Fixture base for tests through real sockets: an upstream listener on
+// loopback, an engine whose ScriptedHandler connects there unless told
+// otherwise, and the two ends (client(), server()). `Base` is
+// ::testing::Test or a TestWithParam<>.
+template <typename Base = ::testing::Test>
+class LoopbackEngine : public Base {
+ protected:
+  void SetUp() override {
+    signal(SIGPIPE, SIG_IGN);
+    upstream_fd_ = listen_loopback(&upstream_port_, 1024);
+    ASSERT_GE(upstream_fd_, 0);
+  }
+  void TearDown() override {
+    if (engine_) {
+      engine_->stop(0ms);
+      engine_->wait();
+    }
+    if (upstream_fd_ >= 0) close(upstream_fd_);
+  }
+  void start_engine(std::function<void(ScriptedHandler&)> setup, std::function<void(EngineConfig&)> tweak = nullptr,
+                    unsigned workers = 1) {
+    SocketAddress up = SocketAddress::loopback4(upstream_port_);
+    CloseLog* log = &log_;
+    EngineConfig cfg = test_config(
+        [up, log, setup](ScriptedHandler& h) {
+          h.upstreams = {up};
+          h.log = log;
+          if (setup) setup(h);
+        },
+        workers);
+    if (tweak) tweak(cfg);
+    engine_ = std::make_unique<Engine>(cfg);
+    ASSERT_EQ(engine_->start(), 0) << engine_->error();
+    port_ = engine_->listen_address().port();
+  }
+  int client() {
+    int fd = connect_to(port_);
+    EXPECT_GE(fd, 0);
+    set_rcvtimeo(fd, kHang);
+    return fd;
+  }
+  int server() {
+    int fd = accept_one(upstream_fd_);
+    EXPECT_GE(fd, 0);
+    set_rcvtimeo(fd, kHang);
+    return fd;
+  }
+  // Whether the upstream listener has a connection waiting (non-blocking).
+  bool upstream_has_connection() {
+    pollfd p{upstream_fd_, POLLIN, 0};
+    return poll(&p, 1, 0) == 1;
+  }
+  std::string read_n(int fd, size_t n) {
+    std::string s(n, '\0');
+    if (!read_exact(fd, s.data(), n)) s.clear();
+    return s;
+  }
+  // Counters are written by the worker thread; wait for one to reach `n`.
+  bool wait_counter(uint64_t CounterSnapshot::*field, uint64_t n) {
+    auto deadline = std::chrono::steady_clock::now() + kHang;
+    while (engine_->counters().*field < n) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(1ms);
+    }
+    return true;
+  }
+
+  uint16_t upstream_port_ = 0;
+  int upstream_fd_ = -1;
+  uint16_t port_ = 0;
+  std::unique_ptr<Engine> engine_;
+  CloseLog log_;
+};
 
 }  // namespace sluice::engine::testing

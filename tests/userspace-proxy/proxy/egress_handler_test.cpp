@@ -130,6 +130,28 @@ class EgressHandlerTest : public ::testing::Test {
     };
     return make_egress_handler(o);
   }
+  // A connect verdict's filter, started with the bytes the handler decided
+  // on (as the engine does for a filter that takes them): returns what went
+  // upstream.
+  std::string start(engine::StreamFilter& f, const std::string& held) {
+    if (!f.takes_held_bytes()) return held;
+    FakeOutput out(held);
+    EXPECT_EQ(f.on_start(bytes(held), out), engine::FilterStatus::kContinue);
+    return out.upstream;
+  }
+  // The filter's view of a response chunk: its status and what reached the client.
+  std::pair<engine::FilterStatus, std::string> respond(engine::StreamFilter& f, const std::string& chunk) {
+    FakeOutput out(chunk);
+    engine::FilterStatus st = f.on_data(engine::Direction::kUpstreamToDownstream, bytes(chunk), out);
+    return {st, out.downstream + out.upstream};  // forward() lands in `upstream` in this fake
+  }
+  // An HTTP connection to edition.cnn.com decided on `first`; its filter.
+  engine::StreamFilterPtr decided(engine::ConnectionHandler& h, FakeConnection& c, const std::string& first) {
+    EXPECT_EQ(h.on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+    Verdict v = h.on_downstream_data(c, bytes(first));
+    EXPECT_EQ(v.kind(), Verdict::Kind::kConnect);
+    return v.take_filter();
+  }
   void close(engine::ConnectionHandler& h, engine::Connection& c, engine::CloseReason r) {
     engine::ConnectionStats st;
     st.reason = r;
@@ -279,6 +301,12 @@ TEST_F(EgressHandlerTest, EachKeepAliveRequestIsCheckedOnItsOwn) {
   ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
   engine::StreamFilterPtr f = v.take_filter();
   ASSERT_NE(f, nullptr);
+  // HTTP/1.1 upstream connections are pooled: the request the connection
+  // was decided on goes through the guard too (its head rebuilt).
+  ASSERT_TRUE(f->takes_held_bytes());
+  FakeOutput out0(first);
+  EXPECT_EQ(f->on_start(bytes(first), out0), engine::FilterStatus::kContinue);
+  EXPECT_EQ(out0.upstream, first);
 
   // The rest of the body, then a second request for the same host (split
   // across chunks): forwarded.
@@ -314,6 +342,7 @@ TEST_F(EgressHandlerTest, ALaterRequestForAnotherUpstreamIsNotForwarded) {
   Verdict v = h->on_downstream_data(c, bytes("GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"));
   ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
   auto f = v.take_filter();
+  start(*f, "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n");
   // Allowed under ALLOW_ANY, but it would be passthrough to the original
   // IP, not the cnn cluster: it must not ride on this connection.
   std::string later = "GET / HTTP/1.1\r\nHost: other.example\r\n\r\n";
@@ -336,7 +365,9 @@ TEST_F(EgressHandlerTest, PipelinedRequestsInTheFirstReadAreCheckedBeforeAnythin
   } cases[] = {
       {ok, Verdict::Kind::kConnect},                                            // same upstream
       {"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n", Verdict::Kind::kClose},  // blocked
-      {"GET / HTTP/1.1\r\nHost: edition.c", Verdict::Kind::kClose},             // cannot be checked yet
+      // Cannot be checked yet: the (pooled) guard holds it back until it is
+      // complete, so the first request goes and this one waits.
+      {"GET / HTTP/1.1\r\nHost: edition.c", Verdict::Kind::kConnect},
   };
   for (const Case& c : cases) {
     auto h = handler("203.0.113.10:80");
@@ -346,6 +377,11 @@ TEST_F(EgressHandlerTest, PipelinedRequestsInTheFirstReadAreCheckedBeforeAnythin
     Verdict v = h->on_downstream_data(conn, bytes(first));
     EXPECT_EQ(v.kind(), c.want) << c.later;
     EXPECT_TRUE(v.response().empty());
+    if (v.kind() == Verdict::Kind::kConnect) {
+      auto f = v.take_filter();
+      const bool complete = c.later.find("\r\n\r\n") != std::string::npos;
+      EXPECT_EQ(start(*f, first), complete ? first : ok) << c.later;
+    }
     close(*h, conn, engine::CloseReason::kLocalClose);
   }
 }
@@ -359,6 +395,12 @@ TEST_F(EgressHandlerTest, UpgradeSwitchesToOpaque) {
       c, bytes("GET /ws HTTP/1.1\r\nHost: a.example\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"));
   ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
   auto f = v.take_filter();
+  // The upgrade request keeps what makes it one.
+  EXPECT_EQ(start(*f, "GET /ws HTTP/1.1\r\nHost: a.example\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"),
+            "GET /ws HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\nconnection: upgrade\r\n\r\n");
+  EXPECT_EQ(respond(*f, "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nxyz").second,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nconnection: upgrade\r\n\r\nxyz");
+  EXPECT_FALSE(f->upstream_reusable());  // a tunnel now
   std::string frames = "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n";  // websocket payload, not a request
   FakeOutput out(frames);
   EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(frames), out), engine::FilterStatus::kContinue);
@@ -380,6 +422,151 @@ TEST_F(EgressHandlerTest, AConnectionKeepsTheSnapshotItStartedWith) {
   EXPECT_EQ(h->on_downstream_data(c2, bytes("GET / HTTP/1.1\r\nHost: x.example\r\n\r\n")).kind(),
             Verdict::Kind::kClose);
   close(*h, c2, engine::CloseReason::kLocalClose);
+}
+
+
+// Envoy's HTTP/1 connection pool: the client's "Connection: close" ends its
+// own connection only; the upstream one stays for the next client.
+TEST_F(EgressHandlerTest, PooledConnectionCloseEndsOnlyTheDownstream) {
+  load({kRegistryOnly, kCnnServiceEntry});
+  dns_.answer("edition.cnn.com", "203.0.113.10");
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  const std::string req = "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\nConnection: close\r\nUser-Agent: wrk\r\n\r\n";
+  auto f = decided(*h, c, req);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(start(*f, req), "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\nUser-Agent: wrk\r\n\r\n");
+  EXPECT_FALSE(f->upstream_reusable());  // the response is outstanding
+  // Split anywhere: the head is rebuilt once complete, the body relayed.
+  auto [st1, out1] = respond(*f, "HTTP/1.1 200 OK\r\nContent-Le");
+  EXPECT_EQ(st1, engine::FilterStatus::kContinue);
+  EXPECT_EQ(out1, "");
+  auto [st2, out2] = respond(*f, "ngth: 5\r\nConnection: keep-alive\r\n\r\nhel");
+  EXPECT_EQ(st2, engine::FilterStatus::kContinue);
+  EXPECT_EQ(out2, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nconnection: close\r\n\r\nhel");
+  auto [st3, out3] = respond(*f, "lo");
+  EXPECT_EQ(st3, engine::FilterStatus::kEndDownstream);
+  EXPECT_EQ(out3, "lo");
+  EXPECT_TRUE(f->upstream_reusable());
+  close(*h, c, engine::CloseReason::kCompleted);
+  EXPECT_NE(log_->lines().find("\"GET / HTTP/1.1\" 200"), std::string::npos) << log_->lines();
+}
+
+TEST_F(EgressHandlerTest, PooledPipelinedResponsesAreFramedOneByOne) {
+  load({kAllowAny});
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  const std::string reqs =
+      "HEAD /a HTTP/1.1\r\nHost: a.example\r\n\r\nGET /b HTTP/1.1\r\nHost: a.example\r\n\r\n"
+      "GET /c HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n";
+  auto f = decided(*h, c, reqs);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(start(*f, reqs),
+            "HEAD /a HTTP/1.1\r\nHost: a.example\r\n\r\nGET /b HTTP/1.1\r\nHost: a.example\r\n\r\n"
+            "GET /c HTTP/1.1\r\nHost: a.example\r\n\r\n");
+  // HEAD: a Content-Length but no body; then chunked; then 100 Continue
+  // before the last one. Byte by byte: the framing must not care.
+  const std::string resp =
+      "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+      "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno";
+  std::string seen;
+  engine::FilterStatus last = engine::FilterStatus::kContinue;
+  for (size_t i = 0; i < resp.size(); ++i) {
+    ASSERT_EQ(last, engine::FilterStatus::kContinue) << "ended early at byte " << i;
+    auto [st, out] = respond(*f, resp.substr(i, 1));
+    last = st;
+    seen += out;
+  }
+  EXPECT_EQ(last, engine::FilterStatus::kEndDownstream);
+  EXPECT_EQ(seen,
+            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 2\r\nconnection: close\r\n\r\nno");
+  EXPECT_TRUE(f->upstream_reusable());
+  close(*h, c, engine::CloseReason::kCompleted);
+}
+
+TEST_F(EgressHandlerTest, PooledUpstreamThatClosesIsNotReused) {
+  load({kAllowAny});
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  const std::string req = "GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
+  auto f = decided(*h, c, req);
+  start(*f, req);
+  // The upstream will close: the client is told so, the connection is not pooled.
+  auto [st, out] = respond(*f, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(st, engine::FilterStatus::kContinue);
+  EXPECT_EQ(out, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nconnection: close\r\n\r\n");
+  EXPECT_FALSE(f->upstream_reusable());
+  // A body delimited by the close: not reusable either.
+  FakeConnection c2;
+  auto f2 = decided(*h, c2, req);
+  start(*f2, req);
+  EXPECT_EQ(respond(*f2, "HTTP/1.1 200 OK\r\n\r\nuntil close").second, "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil close");
+  EXPECT_FALSE(f2->upstream_reusable());
+  // Garbage from the upstream: 502 to the client.
+  FakeConnection c3;
+  auto f3 = decided(*h, c3, req);
+  start(*f3, req);
+  auto [st3, out3] = respond(*f3, "SSH-2.0-OpenSSH\r\n");
+  EXPECT_EQ(st3, engine::FilterStatus::kClose);
+  EXPECT_EQ(out3.rfind("HTTP/1.1 502 Bad Gateway", 0), 0u);
+  close(*h, c, engine::CloseReason::kCompleted);
+  close(*h, c2, engine::CloseReason::kCompleted);
+  close(*h, c3, engine::CloseReason::kFilterClose);
+}
+
+TEST_F(EgressHandlerTest, PooledClientFinBetweenRequestsKeepsTheUpstream) {
+  load({kAllowAny});
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  const std::string req = "GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
+  auto f = decided(*h, c, req);
+  start(*f, req);
+  FakeOutput none("");
+  // FIN with the response still to come: forwarded, and the upstream is spent.
+  FakeConnection c2;
+  auto f2 = decided(*h, c2, req);
+  start(*f2, req);
+  EXPECT_EQ(f2->on_end_stream(engine::Direction::kDownstreamToUpstream, none), engine::FilterStatus::kContinue);
+  EXPECT_FALSE(f2->upstream_reusable());
+  // FIN after the response: the downstream ends, the upstream is kept.
+  EXPECT_EQ(respond(*f, "HTTP/1.1 204 No Content\r\n\r\n").first, engine::FilterStatus::kContinue);
+  EXPECT_EQ(f->on_end_stream(engine::Direction::kDownstreamToUpstream, none), engine::FilterStatus::kEndDownstream);
+  EXPECT_TRUE(f->upstream_reusable());
+  // HTTP/1.0 goes unchanged and its connection is not shared.
+  FakeConnection c3;
+  const std::string old = "GET / HTTP/1.0\r\nHost: a.example\r\n\r\n";
+  auto f3 = decided(*h, c3, old);
+  EXPECT_EQ(start(*f3, old), old);
+  EXPECT_EQ(respond(*f3, "HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kClose);
+  EXPECT_FALSE(f3->upstream_reusable());
+  close(*h, c, engine::CloseReason::kCompleted);
+  close(*h, c2, engine::CloseReason::kCompleted);
+  close(*h, c3, engine::CloseReason::kCompleted);
+}
+
+TEST_F(EgressHandlerTest, MaxRequestsPerConnectionOneTurnsPoolingOff) {
+  load({kRegistryOnly, kCnnServiceEntry, R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: cnn}
+spec:
+  host: edition.cnn.com
+  trafficPolicy:
+    connectionPool:
+      http: {maxRequestsPerConnection: 1}
+)"});
+  dns_.answer("edition.cnn.com", "203.0.113.10");
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  const std::string req = "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\nConnection: close\r\n\r\n";
+  auto f = decided(*h, c, req);
+  ASSERT_NE(f, nullptr);
+  EXPECT_FALSE(f->takes_held_bytes());  // relayed as it came, Connection: close included
+  EXPECT_FALSE(f->upstream_reusable());
+  close(*h, c, engine::CloseReason::kCompleted);
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/userspace-proxy/sniff/http_head_test_util.h"
+
 namespace sluice::sniff {
 namespace {
 
@@ -334,11 +336,7 @@ TEST(HttpRequestParser, Limits) {
   expect_invalid(big, 431, "request head exceeds the size limit");
   // Decided as soon as the limit is crossed, also when fed piecemeal.
   HttpRequestParser p;
-  std::size_t fed = 0;
-  while (p.status() == HttpParseStatus::kNeedMore && fed < big.size()) {
-    p.feed(std::string_view(big).substr(fed, 1000));
-    fed += 1000;
-  }
+  const std::size_t fed = head_test::feed_in_steps(p, big, 1000);
   EXPECT_EQ(p.status(), HttpParseStatus::kInvalid);
   EXPECT_LE(fed, 66000u);
 
@@ -401,14 +399,7 @@ TEST(HttpRequestParser, PipelinedHeads) {
   EXPECT_FALSE(p.head().keep_alive);
 
   // Split inside the second head: consumed counts only this feed's bytes.
-  p.reset();
-  r = p.feed(std::string_view(second).substr(0, 10));
-  EXPECT_EQ(r.status, HttpParseStatus::kNeedMore);
-  EXPECT_EQ(r.consumed, 10u);
-  r = p.feed(second.substr(10) + "GET");
-  EXPECT_EQ(r.status, HttpParseStatus::kDone);
-  EXPECT_EQ(r.consumed, second.size() - 10);
-  EXPECT_EQ(p.head().head_length, second.size());
+  head_test::expect_consumed_per_feed(p, second, 10, "GET");
 }
 
 // The same verdict and the same fields whether the head arrives whole, in two
@@ -416,20 +407,7 @@ TEST(HttpRequestParser, PipelinedHeads) {
 class SplitEquivalence : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(SplitEquivalence, WholeSplitAndByteByByteAgree) {
-  const std::string& req = GetParam();
-  const Summary whole = parse(req);
-  for (std::size_t cut = 0; cut <= req.size(); ++cut) {
-    HttpRequestParser p;
-    const auto a = p.feed(std::string_view(req).substr(0, cut));
-    const auto b = p.feed(std::string_view(req).substr(cut));
-    ASSERT_EQ(summarize(p), whole) << "cut at " << cut;
-    if (whole.status == HttpParseStatus::kDone) {
-      EXPECT_EQ(a.consumed + b.consumed, whole.head_length);
-    }
-  }
-  HttpRequestParser p;
-  for (char c : req) p.feed(std::string_view(&c, 1));
-  EXPECT_EQ(summarize(p), whole);
+  head_test::expect_same_however_split<HttpRequestParser>(GetParam(), summarize);
 }
 
 INSTANTIATE_TEST_SUITE_P(

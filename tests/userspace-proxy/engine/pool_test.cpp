@@ -1,0 +1,224 @@
+// Upstream connection pooling (Verdict::with_pool, FilterStatus::
+// kEndDownstream, StreamFilter::release_upstream/adopt_upstream) through
+// real loopback sockets: a downstream ends, its upstream is parked, the next
+// connection with the same key takes it instead of connecting; an upstream
+// that closes or speaks while idle, or outlives the idle timeout, is dropped.
+
+#include <gtest/gtest.h>
+#include <poll.h>
+
+#include <atomic>
+
+#include "tests/userspace-proxy/engine/test_util.h"
+
+namespace sluice::engine::testing {
+namespace {
+
+// The session a pooled upstream carries from one filter to the next.
+struct Session final : public UpstreamState {
+  explicit Session(int n) : number(n) {}
+  int number;
+};
+
+struct PoolLog {
+  std::atomic<int> sessions_made{0};
+  std::atomic<int> adopted{0};
+  std::atomic<int> last_adopted_session{-1};
+};
+
+// A line protocol standing in for HTTP: a response ends with "END\n"; the
+// client's last one also ends its connection. A response with "CLOSE" in it
+// makes the upstream not reusable; a client FIN between responses ends the
+// downstream only.
+class LineFilter final : public StreamFilter {
+ public:
+  explicit LineFilter(PoolLog* log) : log_(log) {}
+  FilterStatus on_data(Direction dir, std::span<const uint8_t> chunk, FilterOutput& out) override {
+    if (out.forward(chunk.size()) != 0) return FilterStatus::kReset;
+    std::string_view s(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+    if (dir == Direction::kDownstreamToUpstream) {
+      waiting_ = true;
+      return FilterStatus::kContinue;
+    }
+    if (s.find("CLOSE") != std::string_view::npos) reusable_ = false;
+    if (s.size() >= 4 && s.substr(s.size() - 4) == "END\n") {
+      waiting_ = false;
+      return FilterStatus::kEndDownstream;
+    }
+    if (!s.empty() && s.back() == '\n') waiting_ = false;
+    return FilterStatus::kContinue;
+  }
+  FilterStatus on_end_stream(Direction dir, FilterOutput&) override {
+    if (dir == Direction::kDownstreamToUpstream && !waiting_) return FilterStatus::kEndDownstream;
+    reusable_ = false;
+    return FilterStatus::kContinue;
+  }
+  bool upstream_reusable() const override { return reusable_ && !waiting_; }
+  UpstreamStatePtr release_upstream() override {
+    if (!session_) session_ = std::make_unique<Session>(log_->sessions_made++);
+    return std::move(session_);
+  }
+  bool adopt_upstream(UpstreamStatePtr state) override {
+    auto* s = dynamic_cast<Session*>(state.get());
+    if (s == nullptr) return false;
+    log_->adopted++;
+    log_->last_adopted_session = s->number;
+    session_.reset(static_cast<Session*>(state.release()));
+    return true;
+  }
+
+ private:
+  PoolLog* log_;
+  bool waiting_ = false;
+  bool reusable_ = true;
+  std::unique_ptr<Session> session_;
+};
+
+class PoolTest : public LoopbackEngine<> {
+ protected:
+  void start(std::function<void(EngineConfig&)> tweak = nullptr) {
+    PoolLog* plog = &pool_log_;
+    SocketAddress up = SocketAddress::loopback4(upstream_port_);
+    start_engine(
+        [up, plog](ScriptedHandler& h) {
+          h.data_fn = [up, plog](Connection&, std::span<const uint8_t>) {
+            return Verdict::connect(up, std::make_unique<LineFilter>(plog)).with_pool("line|" + up.to_string());
+          };
+          h.accept_fn = [](Connection&, const AcceptInfo&) { return Verdict::need_more(std::chrono::seconds(10)); };
+        },
+        std::move(tweak));
+  }
+  // One exchange on a fresh client: request out, response back, then the
+  // client sees the end of its connection (FIN, no reset).
+  void exchange(int up, const std::string& request, const std::string& response) {
+    int c = client();
+    ASSERT_TRUE(write_all(c, request));
+    EXPECT_EQ(read_n(up, request.size()), request);
+    ASSERT_TRUE(write_all(up, response));
+    int err = 0;
+    EXPECT_EQ(read_to_eof(c, &err), response);
+    EXPECT_EQ(err, 0);
+    close(c);
+  }
+  // The first client's exchange, which leaves its upstream parked; returns
+  // the server's end of it.
+  int park_first() {
+    int c = client();
+    EXPECT_TRUE(write_all(c, "GET 1\n"));
+    int up = server();
+    EXPECT_EQ(read_n(up, 6), "GET 1\n");
+    EXPECT_TRUE(write_all(up, "R 1 END\n"));
+    int err = 0;
+    EXPECT_EQ(read_to_eof(c, &err), "R 1 END\n");  // the downstream ends with FIN
+    EXPECT_EQ(err, 0);
+    close(c);
+    EXPECT_TRUE(wait_counter(&CounterSnapshot::upstream_pooled, 1));
+    return up;
+  }
+
+  PoolLog pool_log_;
+};
+
+TEST_F(PoolTest, TheNextConnectionTakesTheParkedUpstreamInsteadOfConnecting) {
+  start();
+  int up = park_first();
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_FALSE(log_.first().upstream_reused);
+  EXPECT_EQ(log_.first().reason, CloseReason::kCompleted);
+
+  // Same key: the same upstream socket, its session handed over.
+  exchange(up, "GET 2\n", "R 2 END\n");
+  EXPECT_FALSE(upstream_has_connection());
+  EXPECT_EQ(engine_->counters().upstream_reused, 1u);
+  EXPECT_EQ(pool_log_.adopted.load(), 1);
+  EXPECT_EQ(pool_log_.last_adopted_session.load(), 0);
+  ASSERT_TRUE(log_.wait_for(2));
+  EXPECT_TRUE(log_.all()[1].upstream_reused);
+  // And again: the session carries on.
+  ASSERT_TRUE(wait_counter(&CounterSnapshot::upstream_pooled, 2));
+  exchange(up, "GET 3\n", "R 3 END\n");
+  EXPECT_FALSE(upstream_has_connection());
+  EXPECT_EQ(pool_log_.last_adopted_session.load(), 0);
+  EXPECT_EQ(pool_log_.sessions_made.load(), 1);
+  close(up);
+}
+
+TEST_F(PoolTest, AClientFinBetweenResponsesParksTheUpstream) {
+  start();
+  int c1 = client();
+  ASSERT_TRUE(write_all(c1, "GET 1\n"));
+  int up = server();
+  EXPECT_EQ(read_n(up, 6), "GET 1\n");
+  ASSERT_TRUE(write_all(up, "R 1\n"));  // not the client's last
+  EXPECT_EQ(read_n(c1, 4), "R 1\n");
+  shutdown(c1, SHUT_WR);
+  int err = 0;
+  EXPECT_EQ(read_to_eof(c1, &err), "");
+  close(c1);
+  ASSERT_TRUE(wait_counter(&CounterSnapshot::upstream_pooled, 1));
+  // The upstream never saw a FIN: it serves the next client.
+  exchange(up, "GET 2\n", "R 2 END\n");
+  EXPECT_FALSE(upstream_has_connection());
+  close(up);
+}
+
+TEST_F(PoolTest, AnUpstreamThatCannotBeReusedIsClosed) {
+  start();
+  int c1 = client();
+  ASSERT_TRUE(write_all(c1, "GET 1\n"));
+  int up = server();
+  EXPECT_EQ(read_n(up, 6), "GET 1\n");
+  ASSERT_TRUE(write_all(up, "R 1 CLOSE END\n"));
+  EXPECT_EQ(read_to_eof(c1), "R 1 CLOSE END\n");
+  close(c1);
+  EXPECT_EQ(read_to_eof(up), "");  // closed, not parked
+  close(up);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(engine_->counters().upstream_pooled, 0u);
+  // The next client gets a new upstream connection.
+  int c2 = client();
+  ASSERT_TRUE(write_all(c2, "GET 2\n"));
+  int up2 = server();
+  EXPECT_EQ(read_n(up2, 6), "GET 2\n");
+  close(c2);
+  close(up2);
+}
+
+TEST_F(PoolTest, AnUpstreamThatClosesWhileIdleIsDroppedAndTheNextClientConnects) {
+  start();
+  int up = park_first();
+  close(up);  // the server times the idle connection out
+  ASSERT_TRUE(wait_counter(&CounterSnapshot::upstream_pool_dropped, 1));
+  EXPECT_EQ(engine_->counters().upstream_pool_idle, 0u);
+  int c2 = client();
+  ASSERT_TRUE(write_all(c2, "GET 2\n"));
+  int up2 = server();
+  EXPECT_EQ(read_n(up2, 6), "GET 2\n");
+  EXPECT_EQ(engine_->counters().upstream_reused, 0u);
+  close(c2);
+  close(up2);
+}
+
+TEST_F(PoolTest, AnIdleUpstreamIsClosedAfterTheIdleTimeout) {
+  start([](EngineConfig& cfg) { cfg.upstream_pool_idle_timeout = 20ms; });
+  int up = park_first();
+  // The proxy closes it: the server reads EOF.
+  int err = 0;
+  EXPECT_EQ(read_to_eof(up, &err), "");
+  EXPECT_EQ(err, 0);
+  EXPECT_EQ(engine_->counters().upstream_pool_expired, 1u);
+  close(up);
+}
+
+TEST_F(PoolTest, StoppingClosesPooledUpstreams) {
+  start();
+  int up = park_first();
+  engine_->stop(5000ms);
+  EXPECT_EQ(read_to_eof(up), "");
+  engine_->wait();
+  engine_.reset();
+  close(up);
+}
+
+}  // namespace
+}  // namespace sluice::engine::testing
