@@ -35,10 +35,10 @@ Clusters::Choice Clusters::pick(const std::string& name, const policy::Effective
     return out;
   }
   policy::PickResult r = c->lb->pick(now);
-  out.reason = r.reason().str();
   switch (r.status) {
     case policy::PickResult::Status::kNoHealthyUpstream:
       out.no_healthy = true;
+      out.reason = r.reason().str();  // only the failures are explained (in the access log)
       return out;
     case policy::PickResult::Status::kOriginalDestination:
       out.original_destination = true;

@@ -34,7 +34,7 @@ class Clusters {
     // Holds one of the cluster's connections (maxConnections) until released.
     std::shared_ptr<void> lease;
     bool original_destination = false;  // PASSTHROUGH load balancing
-    std::string reason;
+    std::string reason;                 // why not (no_healthy, overflow)
   };
 
   Choice pick(const std::string& cluster, const policy::EffectivePolicy& policy,

@@ -290,6 +290,7 @@ void Forwarder::install_check_later(ProxyConnection& c) {
       return out;
     }
     out.kind = LaterRequest::Kind::kForward;
+    out.edits = route_edits(plan.forward);
     return out;
   };
 }
@@ -305,7 +306,7 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
                       !(conn_pool && conn_pool->http && conn_pool->http->max_requests_per_connection == 1);
   if (ci.http) {
     install_check_later(c);
-    auto guard = std::make_unique<HttpRequestGuard>(c.info, pending, pooled);
+    auto guard = std::make_unique<HttpRequestGuard>(c.info, pending, pooled, route_edits(c.plan.forward));
     if (!guard->first_bytes_ok()) {
       *ok = false;
       return nullptr;
@@ -382,6 +383,7 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
     info->upstream_failure = r.failure_reason;
   };
   to.upstream_failure_reply = failure_reply;
+  to.defer_upstream_session = pooled;  // a pooled session may be adopted instead
   std::unique_ptr<tls::TlsFilter> filter = tls::TlsFilter::create(std::move(to), error);
   if (!filter) {
     *ok = false;

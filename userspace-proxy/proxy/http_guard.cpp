@@ -164,11 +164,39 @@ std::string local_reply(int status, int64_t realtime_ns, std::string_view body, 
   return out;
 }
 
-HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::span<const uint8_t> first, bool pooled)
-    : info_(std::move(info)), pooled_(pooled) {
+RouteEditsPtr route_edits(const policy::ForwardPlan& plan) {
+  if (!plan.rewrites_request() && plan.response_headers.empty()) return nullptr;
+  auto e = std::make_shared<RouteEdits>();
+  e->path = plan.path_rewrite;
+  e->authority = plan.authority_rewrite;
+  e->request = plan.request_headers;
+  e->response = plan.response_headers;
+  return e;
+}
+
+namespace {
+
+sniff::HeadRewrite request_rewrite(const sniff::HttpRequestHead& head, const RouteEdits& e) {
+  sniff::HeadRewrite rw;
+  // Envoy sends origin-form upstream: an absolute-form target whose
+  // authority or path the route changes becomes its (new) path.
+  if (!e.path.empty()) rw.target = e.path;
+  else if (head.target_form == sniff::TargetForm::kAbsolute && !e.authority.empty()) rw.target = head.path;
+  rw.host = e.authority;
+  if (!e.request.empty()) {
+    rw.edit_fields = [&e](std::vector<std::pair<std::string, std::string>>& f) { policy::apply_header_edits(e.request, f); };
+  }
+  return rw;
+}
+
+}  // namespace
+
+HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::span<const uint8_t> first, bool pooled,
+                                   RouteEditsPtr first_edits)
+    : info_(std::move(info)), pooled_(pooled), first_edits_(std::move(first_edits)) {
   response_parser_ = std::make_unique<sniff::HttpResponseParser>();
   advance(first, nullptr);
-  if (pooled_) {
+  if (takes_held_bytes()) {
     // The held bytes come again through on_start, to be rewritten and sent:
     // the later requests among them are decided (and logged) already.
     checked_heads_ = later_heads_;
@@ -215,19 +243,28 @@ FilterStatus HttpRequestGuard::on_end_stream(engine::Direction dir, FilterOutput
 // Sends a request head upstream: rebuilt without hop-by-hop fields when
 // pooled (HTTP/1.1), else as received. `consumed` bytes of the current chunk
 // belong to it (earlier ones are in held_).
-FilterStatus HttpRequestGuard::forward_head(const sniff::HttpRequestHead& head, size_t consumed, FilterOutput* out) {
-  if (!head.keep_alive) close_requested_ = true;
-  if (head.version == sniff::HttpVersion::kHttp11) {
+FilterStatus HttpRequestGuard::forward_head(const sniff::HttpRequestHead& head, size_t consumed, FilterOutput* out,
+                                            const RouteEdits* edits) {
+  const bool http11 = head.version == sniff::HttpVersion::kHttp11;
+  if (pooled_) {
+    if (!head.keep_alive) close_requested_ = true;
+    // HTTP/1.0 goes as it is (unless the route edits it); its connection is
+    // not one to share.
+    if (!http11) reusable_ = false;
+  }
+  // A head with nothing to drop or change goes as received (no copy).
+  const bool rebuild =
+      edits != nullptr || (pooled_ && http11 && sniff::has_hop_by_hop_fields(head.headers, /*keep_alive_ok=*/false));
+  if (rebuild) {
     held_.clear();
-    const std::string rebuilt = sniff::rebuild_request_head(head);
+    const std::string rebuilt = edits ? sniff::rebuild_request_head(head, request_rewrite(head, *edits))
+                                      : sniff::rebuild_request_head(head);
     if (out && out->inject(engine::Direction::kDownstreamToUpstream, bytes_of(rebuilt)) != 0) {
       return FilterStatus::kReset;
     }
     if (out) out->skip(consumed);
     return FilterStatus::kContinue;
   }
-  // HTTP/1.0 goes as it is; its connection is not one to share.
-  reusable_ = false;
   if (out && !held_.empty() && out->inject(engine::Direction::kDownstreamToUpstream, bytes_of(held_)) != 0) {
     return FilterStatus::kReset;
   }
@@ -238,8 +275,9 @@ FilterStatus HttpRequestGuard::forward_head(const sniff::HttpRequestHead& head, 
 
 // Remembers a request head forwarded upstream, for the framing of its
 // response and its access log line.
-void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head) {
-  outstanding_.push_back({head.method == "HEAD", head.is_connect, !head.keep_alive, head.head_length, 0});
+void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEditsPtr edits) {
+  outstanding_.push_back({head.method == "HEAD", head.is_connect, !head.keep_alive, head.head_length, 0,
+                          std::move(edits)});
 }
 
 // A response is complete: its request's access log line is written (Envoy
@@ -301,9 +339,11 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
           continue;
         }
         const sniff::HttpResponseParser::FeedResult r = response_parser_->feed(rest);
+        const bool edited = outstanding_.front().edits && !outstanding_.front().edits->response.empty();
         if (r.status == sniff::HttpParseStatus::kNeedMore) {
-          // Pooled, the parser keeps the partial head for the rebuild.
-          if (pooled_) out.skip(r.consumed);
+          // Pooled or edited, the head may be rebuilt: the parser keeps the
+          // partial head meanwhile.
+          if (pooled_ || edited) out.skip(r.consumed);
           else if (out.forward(r.consumed) != 0) return FilterStatus::kReset;
           rest.remove_prefix(r.consumed);
           if (r.consumed == 0) return FilterStatus::kContinue;
@@ -345,8 +385,23 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
         // body delimited by the close included; not for a tunnel).
         const bool ends = !interim && (req.close_after || (!reusable_ && response_framer_->kind() !=
                                                                               sniff::ResponseBodyKind::kTunnel));
-        if (pooled_) {
-          const std::string rebuilt = sniff::rebuild_response_head(h, ends);
+        // Pooled, a head goes as received when it has nothing hop-by-hop
+        // but "Connection: keep-alive" and the client's connection stays.
+        const bool whole = r.consumed == h.head_length;  // nothing of it skipped before
+        const bool rebuild = edited || (pooled_ && (!whole || ends || h.status == 101 ||
+                                                    sniff::has_hop_by_hop_fields(h.headers, /*keep_alive_ok=*/true)));
+        if (rebuild) {
+          std::string rebuilt;
+          if (req.edits && !req.edits->response.empty()) {
+            sniff::HeadRewrite rw;
+            const RouteEdits* e = req.edits.get();
+            rw.edit_fields = [e](std::vector<std::pair<std::string, std::string>>& f) {
+              policy::apply_header_edits(e->response, f);
+            };
+            rebuilt = sniff::rebuild_response_head(h, ends, rw);
+          } else {
+            rebuilt = sniff::rebuild_response_head(h, ends);
+          }
           out.skip(r.consumed);
           if (out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(rebuilt)) != 0) return FilterStatus::kReset;
           req.bytes_out += rebuilt.size();
@@ -386,10 +441,11 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
   ++info_->requests;
   AccessLogEntry e = request_entry(*info_, head);
   e.upstream_host = info_->upstream_host;
-  LaterRequest verdict = info_->check_later ? info_->check_later(head, e) : LaterRequest{LaterRequest::Kind::kClose, {}};
+  LaterRequest verdict = info_->check_later ? info_->check_later(head, e) : LaterRequest{LaterRequest::Kind::kClose, {}, nullptr};
   if (verdict.kind == LaterRequest::Kind::kForward) {
     // Logged when its response ends (ConnectionInfo::complete_request).
     info_->pending_requests.push_back({std::move(e), false});
+    later_edits_ = std::move(verdict.edits);
     return FilterStatus::kContinue;
   }
   // The connection ends here: the requests before this one first.
@@ -454,7 +510,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         sniff::HttpRequestParser::FeedResult r = parser_.feed(rest);
         if (r.status == sniff::HttpParseStatus::kNeedMore) {
           // Hold the partial head until it is complete and decided.
-          if (!first_head_ || pooled_) held_.append(rest.substr(0, r.consumed));
+          if (!first_head_ || takes_held_bytes()) held_.append(rest.substr(0, r.consumed));
           else if (forward(r.consumed) != 0) return FilterStatus::kReset;
           rest.remove_prefix(r.consumed);
           if (r.consumed == 0) return FilterStatus::kContinue;
@@ -475,24 +531,30 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         const sniff::HttpRequestHead& head = parser_.head();
         if (first_head_) {
           // The request the connection was decided on: already logged.
-          note_request(head);
-          if (pooled_) {
-            if (forward_head(head, r.consumed, out) != FilterStatus::kContinue) return FilterStatus::kReset;
+          note_request(head, first_edits_);
+          if (takes_held_bytes()) {
+            if (forward_head(head, r.consumed, out, first_edits_.get()) != FilterStatus::kContinue) {
+              return FilterStatus::kReset;
+            }
           } else if (forward(r.consumed) != 0) {
             return FilterStatus::kReset;
           }
         } else {
           ++later_heads_;
-          FilterStatus st = later_heads_ <= checked_heads_ ? FilterStatus::kContinue : on_later_head(head, out);
+          const bool checked = later_heads_ <= checked_heads_;  // decided in the handler's bytes already
+          FilterStatus st = checked ? FilterStatus::kContinue : on_later_head(head, out);
           if (st != FilterStatus::kContinue) {
             state_ = State::kStopped;
             first_ok_ = false;
             if (out) out->skip(rest.size());
             return st;
           }
-          note_request(head);
-          if (pooled_) {
-            if (forward_head(head, r.consumed, out) != FilterStatus::kContinue) return FilterStatus::kReset;
+          RouteEditsPtr edits = checked ? checked_edits_[later_heads_ - 1] : std::move(later_edits_);
+          later_edits_.reset();
+          if (out == nullptr) checked_edits_.push_back(edits);  // the handler's bytes: kept for on_start
+          note_request(head, edits);
+          if (pooled_ || edits) {
+            if (forward_head(head, r.consumed, out, edits.get()) != FilterStatus::kContinue) return FilterStatus::kReset;
           } else {
             held_.append(rest.substr(0, r.consumed));
             if (out && out->inject(engine::Direction::kDownstreamToUpstream, bytes_of(held_)) != 0) {

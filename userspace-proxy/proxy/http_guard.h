@@ -41,11 +41,24 @@ inline std::span<const uint8_t> bytes_of(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
+// What a route changes in its requests and their responses (Istio's
+// rewrite and headers, from ForwardPlan); shared by the requests it applies to.
+struct RouteEdits {
+  std::string path;       // the new path (rewrite.uri applied); empty: unchanged
+  std::string authority;  // the new Host (rewrite.authority); empty: unchanged
+  policy::HeaderEdits request;
+  policy::HeaderEdits response;
+};
+using RouteEditsPtr = std::shared_ptr<const RouteEdits>;
+// Null when the route changes nothing.
+RouteEditsPtr route_edits(const policy::ForwardPlan& plan);
+
 // What the role decides about a later request on a kept-alive connection.
 struct LaterRequest {
   enum class Kind { kForward, kLocalReply, kClose };
   Kind kind = Kind::kForward;
   std::string reply;  // kLocalReply: the full HTTP response to send before closing
+  RouteEditsPtr edits;  // kForward: the route's rewrite and header operations
 };
 
 // Per-connection facts shared by the handler and the HTTP filter (which may
@@ -141,7 +154,10 @@ class HttpRequestGuard final : public engine::StreamFilter {
   // `first` are the bytes the handler already saw and decided on (forwarded
   // by the engine unfiltered); the guard resumes framing after them. A
   // pooled guard takes them through on_start instead (and rewrites them).
-  HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::span<const uint8_t> first, bool pooled = false);
+  // `first_edits`: what the first request's route changes in it (its head
+  // is then rebuilt too, and the held bytes come through on_start).
+  HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::span<const uint8_t> first, bool pooled = false,
+                   RouteEditsPtr first_edits = nullptr);
 
   // Runs the framing over `first` without output; false if `first` holds a
   // later request that would not ride on the first one's decision.
@@ -150,7 +166,7 @@ class HttpRequestGuard final : public engine::StreamFilter {
   engine::FilterStatus on_data(engine::Direction dir, std::span<const uint8_t> chunk,
                                engine::FilterOutput& out) override;
   engine::FilterStatus on_end_stream(engine::Direction dir, engine::FilterOutput& out) override;
-  bool takes_held_bytes() const override { return pooled_; }
+  bool takes_held_bytes() const override { return pooled_ || first_edits_ != nullptr; }
   engine::FilterStatus on_start(std::span<const uint8_t> held, engine::FilterOutput& out) override;
   bool upstream_reusable() const override;
 
@@ -162,12 +178,14 @@ class HttpRequestGuard final : public engine::StreamFilter {
     bool close_after = false;  // the client's last request (no keep-alive)
     uint64_t bytes_in = 0;     // request head and body, as received
     uint64_t bytes_out = 0;    // response head and body, as sent to the client
+    RouteEditsPtr edits;       // its route's response header operations
   };
   enum class ResponseState : uint8_t { kHead, kBody, kOpaque };
-  engine::FilterStatus forward_head(const sniff::HttpRequestHead& head, size_t consumed, engine::FilterOutput* out);
+  engine::FilterStatus forward_head(const sniff::HttpRequestHead& head, size_t consumed, engine::FilterOutput* out,
+                                    const RouteEdits* edits);
   engine::FilterStatus on_response(std::span<const uint8_t> chunk, engine::FilterOutput& out);
   engine::FilterStatus response_done();
-  void note_request(const sniff::HttpRequestHead& head);
+  void note_request(const sniff::HttpRequestHead& head, RouteEditsPtr edits);
 
   enum class State : uint8_t { kHead, kBody, kOpaque, kStopped };
   engine::FilterStatus on_later_head(const sniff::HttpRequestHead& head, engine::FilterOutput* out);
@@ -185,6 +203,9 @@ class HttpRequestGuard final : public engine::StreamFilter {
   // Responses are framed in both modes (each request is logged when its
   // response ends); pooling also rewrites heads and reuses the upstream.
   bool pooled_ = false;
+  RouteEditsPtr first_edits_;
+  RouteEditsPtr later_edits_;  // of the later request being forwarded (from check_later)
+  std::vector<RouteEditsPtr> checked_edits_;  // of the later requests decided before on_start
   bool reusable_ = true;         // nothing seen so far rules out reuse
   bool close_requested_ = false; // a request without keep-alive was forwarded
   uint32_t later_heads_ = 0;     // later request heads seen

@@ -271,6 +271,55 @@ HttpParseStatus HttpResponseParser::on_end_of_head(std::size_t head_end) {
   return s_.status;
 }
 
+// The kept fields as (name, value), rewritten, then written out.
+static void append_rewritten_fields(std::string& out, std::span<const HeaderField> headers, bool keep_upgrade,
+                             const HeadRewrite& rw) {
+  std::vector<std::pair<std::string, std::string>> fields;
+  fields.reserve(headers.size() + 2);
+  for (const HeaderField& f : headers) {
+    if (is_hop_by_hop_name(headers, f.name, keep_upgrade)) continue;
+    if (!rw.host.empty() && ascii::iequals(f.name, "host")) {
+      fields.emplace_back(std::string(f.name), std::string(rw.host));
+      continue;
+    }
+    fields.emplace_back(std::string(f.name), std::string(f.value));
+  }
+  if (rw.edit_fields) rw.edit_fields(fields);
+  for (const auto& [name, value] : fields) out.append(name).append(": ").append(value).append("\r\n");
+}
+
+std::string rebuild_response_head(const HttpResponseHead& head, bool add_connection_close, const HeadRewrite& rw) {
+  const bool switching = head.status == 101;
+  std::string out = rebuild_response_head(head, add_connection_close);
+  // Same status line; the fields again, rewritten.
+  out.resize(out.find("\r\n") + 2);
+  append_rewritten_fields(out, head.headers, /*keep_upgrade=*/switching, rw);
+  if (switching) out.append("connection: upgrade\r\n");
+  else if (add_connection_close) out.append("connection: close\r\n");
+  out.append("\r\n");
+  return out;
+}
+
+bool has_hop_by_hop_fields(std::span<const HeaderField> headers, bool keep_alive_ok) {
+  for (const HeaderField& f : headers) {
+    if (keep_alive_ok && ascii::iequals(f.name, "connection") && ascii::iequals(f.value, "keep-alive")) continue;
+    if (is_hop_by_hop_name(headers, f.name, /*keep_upgrade=*/false)) return true;
+  }
+  return false;
+}
+
+std::string rebuild_request_head(const HttpRequestHead& head, const HeadRewrite& rw) {
+  const bool upgrading = !head.upgrade.empty();
+  std::string out;
+  out.reserve(64 + head.method.size() + head.target.size() + fields_size(head.headers));
+  out.append(head.method).append(" ").append(rw.target.empty() ? head.target : rw.target).append(" ");
+  out.append(version_text(head.version)).append("\r\n");
+  append_rewritten_fields(out, head.headers, /*keep_upgrade=*/upgrading, rw);
+  if (upgrading) out.append("connection: upgrade\r\n");
+  out.append("\r\n");
+  return out;
+}
+
 std::string rebuild_response_head(const HttpResponseHead& head, bool add_connection_close) {
   // A 101's Upgrade field and "upgrade" option are what the client checks
   // before it accepts the switch (RFC 9110 §7.8).

@@ -18,6 +18,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
+#include <utility>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -141,6 +144,16 @@ class HttpResponseParser {
 // is then ignored: the connection becomes a tunnel).
 std::string rebuild_response_head(const HttpResponseHead& head, bool add_connection_close);
 
+// What a proxy's route changes while rebuilding a head (Istio's rewrite and
+// headers). Empty members change nothing.
+struct HeadRewrite {
+  std::string_view target;  // request: the new request-target (rewrite.uri)
+  std::string_view host;    // request: the new Host value (rewrite.authority)
+  // Edits the kept (name, value) fields, in order, before they are written.
+  std::function<void(std::vector<std::pair<std::string, std::string>>&)> edit_fields;
+};
+std::string rebuild_response_head(const HttpResponseHead& head, bool add_connection_close, const HeadRewrite& rewrite);
+
 // "METHOD target HTTP/1.x\r\n" (target as received), every field except
 // Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade and the
 // fields named by Connection options, then "\r\n". When the request asks for
@@ -148,6 +161,14 @@ std::string rebuild_response_head(const HttpResponseHead& head, bool add_connect
 // "connection: upgrade\r\n" is written. Host, Content-Length and
 // Transfer-Encoding are kept even when a Connection option names them.
 std::string rebuild_request_head(const HttpRequestHead& head);
+
+// Whether rebuilding would drop anything: a field a proxy must not forward
+// (Connection and the fields it names, Keep-Alive, Proxy-Connection, TE,
+// Trailer, Upgrade). With `keep_alive_ok`, "Connection: keep-alive" alone
+// does not count (it says what HTTP/1.1 assumes anyway), so a proxy may
+// relay such a head unchanged.
+bool has_hop_by_hop_fields(std::span<const HeaderField> headers, bool keep_alive_ok);
+std::string rebuild_request_head(const HttpRequestHead& head, const HeadRewrite& rewrite);
 
 // RFC 9112 §6.3, applied in order:
 //   101                                  -> kTunnel (the protocol switched)

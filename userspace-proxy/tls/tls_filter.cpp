@@ -108,7 +108,9 @@ std::unique_ptr<TlsFilter> TlsFilter::create(TlsFilterOptions options, std::stri
     f->down_ = TlsConnection::server(f->options_.downstream_tls, error);
     if (!f->down_) return nullptr;
   }
-  if (f->options_.upstream_tls) {
+  if (f->options_.upstream_tls && f->options_.defer_upstream_session) {
+    f->up_pending_ = true;  // made in on_start, unless a pooled session is adopted first
+  } else if (f->options_.upstream_tls) {
     f->up_ = TlsConnection::client(f->options_.upstream_tls, f->options_.upstream_params, error);
     if (!f->up_) return nullptr;
   }
@@ -162,8 +164,9 @@ bool TlsFilter::adopt_upstream(engine::UpstreamStatePtr state) {
   if (started_) return false;
   if (state == nullptr) return up_ == nullptr;
   auto* tls = dynamic_cast<TlsUpstreamState*>(state.get());
-  if (tls == nullptr || up_ == nullptr || !tls->conn || tls->conn->state() != HandshakeState::kDone) return false;
+  if (tls == nullptr || !originates() || !tls->conn || tls->conn->state() != HandshakeState::kDone) return false;
   up_ = std::move(tls->conn);
+  up_pending_ = false;
   adopted_ = true;
   upstream_spoke_ = true;  // its errors are stream errors, not a failed handshake
   return true;
@@ -172,7 +175,7 @@ bool TlsFilter::adopt_upstream(engine::UpstreamStatePtr state) {
 std::string_view TlsFilter::downstream_sni() const { return down_ ? down_->sni() : std::string_view(); }
 
 bool TlsFilter::takes_held_bytes() const {
-  return up_ != nullptr || down_ != nullptr || (options_.inner && options_.inner->takes_held_bytes());
+  return originates() || down_ != nullptr || (options_.inner && options_.inner->takes_held_bytes());
 }
 
 bool TlsFilter::encrypts(Direction dir) const {
@@ -184,6 +187,15 @@ bool TlsFilter::encrypts(Direction dir) const {
 FilterStatus TlsFilter::on_start(std::span<const uint8_t> held, FilterOutput& out) {
   if (started_) return FilterStatus::kContinue;
   started_ = true;
+  if (up_pending_) {
+    up_pending_ = false;
+    std::string error;
+    up_ = TlsConnection::client(options_.upstream_tls, options_.upstream_params, &error);
+    if (!up_) {
+      out.skip(held.size());
+      return fail_upstream_handshake(error, out);
+    }
+  }
   // An adopted upstream session is past its handshake: nothing to start.
   FilterStatus st = adopted_ ? FilterStatus::kContinue : start_upstream(out);
   if (st != FilterStatus::kContinue) {

@@ -76,6 +76,9 @@ struct TlsFilterOptions {
   // is closed: the alternative is unbounded memory per connection.
   size_t max_handshake_buffer = 256 * 1024;
   HandshakeCallback on_handshake;
+  // Make the upstream TLS session at on_start rather than now: a filter that
+  // adopts a pooled session (adopt_upstream) then never makes its own.
+  bool defer_upstream_session = false;
   UpstreamFailureReply upstream_failure_reply;
 };
 
@@ -103,7 +106,7 @@ class TlsFilter final : public engine::StreamFilter {
   void set_on_handshake(HandshakeCallback cb) { options_.on_handshake = std::move(cb); }
 
   bool terminates() const { return down_ != nullptr; }
-  bool originates() const { return up_ != nullptr; }
+  bool originates() const { return up_ != nullptr || up_pending_; }
   // Null until that side's handshake finished (ok or not).
   const TlsHandshakeResult* downstream_result() const { return down_result_ ? &*down_result_ : nullptr; }
   const TlsHandshakeResult* upstream_result() const { return up_result_ ? &*up_result_ : nullptr; }
@@ -168,6 +171,7 @@ class TlsFilter final : public engine::StreamFilter {
   bool close_upstream_after_handshake_ = false;  // downstream close_notify came first
   bool upstream_spoke_ = false;                  // plaintext came from the upstream
   bool adopted_ = false;                         // up_ came from a pooled connection
+  bool up_pending_ = false;                      // defer_upstream_session: up_ not made yet
 };
 
 }  // namespace sluice::tls

@@ -569,5 +569,62 @@ spec:
   close(*h, c, engine::CloseReason::kCompleted);
 }
 
+// Istio's rewrite and headers, applied to every request of the route and
+// its response; also without pooling (maxRequestsPerConnection 1).
+TEST_F(EgressHandlerTest, RouteRewriteAndHeaderOperationsAreApplied) {
+  const char* vs = R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - match: [{uri: {prefix: /old/}}]
+    rewrite: {uri: /new/, authority: www.cnn.com}
+    headers:
+      request: {set: {x-env: prod}, remove: [x-debug]}
+      response: {add: {x-served-by: sluice}, remove: [server]}
+    route: [{destination: {host: edition.cnn.com}}]
+  - route: [{destination: {host: edition.cnn.com}}]
+)";
+  const char* no_pool = R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: cnn}
+spec:
+  host: edition.cnn.com
+  trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 1}}}
+)";
+  for (bool pooled : {true, false}) {
+    if (pooled) load({kRegistryOnly, kCnnServiceEntry, vs});
+    else load({kRegistryOnly, kCnnServiceEntry, vs, no_pool});
+    dns_.answer("edition.cnn.com", "203.0.113.10");
+    auto h = handler("203.0.113.10:80");
+    FakeConnection c;
+    const std::string req = "GET /old/a?q=1 HTTP/1.1\r\nHost: edition.cnn.com\r\nX-Debug: 1\r\nX-Env: dev\r\n\r\n";
+    auto f = decided(*h, c, req);
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(start(*f, req), "GET /new/a?q=1 HTTP/1.1\r\nHost: www.cnn.com\r\nX-Env: prod\r\n\r\n") << pooled;
+    EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 0\r\n\r\n").second,
+              "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nx-served-by: sluice\r\n\r\n")
+        << pooled;
+    // A later request of the other rule: nothing changed, head as received
+    // (rebuilt only when pooled, without hop-by-hop fields).
+    const std::string later = "GET /other HTTP/1.1\r\nHost: edition.cnn.com\r\nX-Debug: 1\r\n\r\n";
+    FakeOutput out(later);
+    EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(later), out), engine::FilterStatus::kContinue);
+    EXPECT_EQ(out.upstream, later) << pooled;
+    EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 0\r\n\r\n").second,
+              "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 0\r\n\r\n")
+        << pooled;
+    // A later request of the first rule: edited again.
+    const std::string again = "GET /old/b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+    FakeOutput out2(again);
+    EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(again), out2), engine::FilterStatus::kContinue);
+    EXPECT_EQ(out2.upstream, "GET /new/b HTTP/1.1\r\nHost: www.cnn.com\r\nx-env: prod\r\n\r\n") << pooled;
+    close(*h, c, engine::CloseReason::kCompleted);
+  }
+}
+
 }  // namespace
 }  // namespace sluice::proxy

@@ -700,6 +700,46 @@ TEST(RebuildRequestHead, DropsHopByHop) {
   EXPECT_EQ(rebuild_request_head(h), "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
 }
 
+TEST(RebuildRequestHead, RewriteChangesTargetHostAndFields) {
+  HttpRequestParser p;
+  HttpRequestHead h = must_parse_request(p,
+                                         "GET /old/a HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n"
+                                         "X-Keep: 1\r\n\r\n");
+  HeadRewrite rw;
+  rw.target = "/new/a";
+  rw.host = "backend.example.com";
+  rw.edit_fields = [](std::vector<std::pair<std::string, std::string>>& f) { f.emplace_back("x-added", "v"); };
+  EXPECT_EQ(rebuild_request_head(h, rw),
+            "GET /new/a HTTP/1.1\r\nHost: backend.example.com\r\nX-Keep: 1\r\nx-added: v\r\n\r\n");
+  // Nothing set: the same as the plain rebuild.
+  EXPECT_EQ(rebuild_request_head(h, HeadRewrite{}), rebuild_request_head(h));
+}
+
+TEST(RebuildResponseHead, RewriteEditsFieldsKeepingTheStatusLine) {
+  HttpResponseParser p;
+  ASSERT_EQ(p.feed(std::string_view("HTTP/1.1 404 Not Found\r\nServer: x\r\nContent-Length: 0\r\n\r\n")).status,
+            HttpParseStatus::kDone);
+  HeadRewrite rw;
+  rw.edit_fields = [](std::vector<std::pair<std::string, std::string>>& f) { f.erase(f.begin()); };
+  EXPECT_EQ(rebuild_response_head(p.head(), true, rw),
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nconnection: close\r\n\r\n");
+}
+
+TEST(HopByHop, ADeclaredKeepAliveAloneMayBeRelayedAsItIs) {
+  HttpResponseParser p;
+  ASSERT_EQ(p.feed(std::string_view("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")).status,
+            HttpParseStatus::kDone);
+  EXPECT_FALSE(has_hop_by_hop_fields(p.head().headers, /*keep_alive_ok=*/true));
+  EXPECT_TRUE(has_hop_by_hop_fields(p.head().headers, /*keep_alive_ok=*/false));
+  p.reset();
+  ASSERT_EQ(p.feed(std::string_view("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n")).status,
+            HttpParseStatus::kDone);
+  EXPECT_TRUE(has_hop_by_hop_fields(p.head().headers, /*keep_alive_ok=*/true));
+  p.reset();
+  ASSERT_EQ(p.feed(std::string_view("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")).status, HttpParseStatus::kDone);
+  EXPECT_FALSE(has_hop_by_hop_fields(p.head().headers, /*keep_alive_ok=*/false));
+}
+
 TEST(RebuildRequestHead, UpgradeKept) {
   HttpRequestParser p;
   HttpRequestHead h = must_parse_request(p,
