@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -28,6 +29,10 @@ class FilterOutput {
   // sender). Returns 0, or -ENOBUFS when the worker's local buffer pool is
   // exhausted (the filter should then close).
   virtual int inject(Direction dir, std::span<const uint8_t> bytes) = 0;
+  // One timer per connection for the filter (an HTTP route timeout): after
+  // `after`, StreamFilter::on_timer is called. A later call replaces the
+  // earlier one; zero or less cancels it. Relaying connections only.
+  virtual void set_timer(std::chrono::milliseconds after) { (void)after; }
 };
 
 enum class FilterStatus : uint8_t {
@@ -65,6 +70,9 @@ class StreamFilter {
   virtual FilterStatus on_end_stream(Direction /*dir*/, FilterOutput& /*out*/) {
     return FilterStatus::kContinue;
   }
+  // The timer set through FilterOutput::set_timer expired. `out` has no
+  // chunk: inject() only (a local reply toward the downstream).
+  virtual FilterStatus on_timer(FilterOutput& /*out*/) { return FilterStatus::kContinue; }
 
   // Held bytes: what is queued toward the upstream when the connect verdict
   // is applied — the sniffed bytes the handler decided on or, for a filter

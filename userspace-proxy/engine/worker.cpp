@@ -83,6 +83,10 @@ class Worker::Output final : public FilterOutput {
     int target = dir == Direction::kDownstreamToUpstream ? 1 : 0;
     return w_->enqueue_copy(c_->side[target].out, bytes);
   }
+  void set_timer(std::chrono::milliseconds after) override {
+    c_->filter_deadline_ns = after.count() > 0 ? w_->now_ns_ + to_ns(after) : INT64_MAX;
+    if (c_->phase == Phase::kConnecting || c_->phase == Phase::kRelaying) w_->reschedule_timer(c_);
+  }
   bool buffer_kept() const { return buffer_kept_; }
 
  private:
@@ -504,7 +508,9 @@ void Worker::on_timer(ConnectionImpl* c) {
     wheel_->schedule(&c->timer, deadline);
     return;
   }
-  if (undecided(c->phase) && c->phase_deadline_ns <= now_ns_) {
+  if (c->filter_deadline_ns <= now_ns_ && (c->phase == Phase::kConnecting || c->phase == Phase::kRelaying)) {
+    fire_filter_timer(c);
+  } else if (undecided(c->phase) && c->phase_deadline_ns <= now_ns_) {
     counters_.detection_timeouts.add();
     if (c->phase == Phase::kDeferred) leave_deferred(c);  // a late wake is then ignored
     Verdict v = handler_->on_detection_timeout(*c, pending_downstream(c));
@@ -519,6 +525,17 @@ void Worker::on_timer(ConnectionImpl* c) {
   settle(c);
 }
 
+void Worker::fire_filter_timer(ConnectionImpl* c) {
+  c->filter_deadline_ns = INT64_MAX;
+  if (!c->filter) return;
+  Output out(this, c, 1, nullptr, 0, kNoBuffer);
+  FilterStatus st = c->filter->on_timer(out);
+  for (int s = 0; s < 2; ++s) {
+    if (c->side[s].out.count > 0) kick_send(c, s);
+  }
+  filter_status(c, st);
+}
+
 int64_t Worker::conn_deadline(const ConnectionImpl* c) const {
   const int64_t idle = c->last_activity_ns + to_ns(config_.idle_timeout);
   switch (c->phase) {
@@ -526,7 +543,7 @@ int64_t Worker::conn_deadline(const ConnectionImpl* c) const {
     case Phase::kDeferred: return std::min(idle, c->phase_deadline_ns);
     case Phase::kLingering: return c->last_activity_ns + to_ns(config_.linger_timeout);
     case Phase::kConnecting:
-    case Phase::kRelaying: return idle;
+    case Phase::kRelaying: return std::min(idle, c->filter_deadline_ns);
     default: return INT64_MAX;
   }
 }
@@ -699,6 +716,7 @@ void Worker::accept_conn(int fd) {
   c->pool_key.clear();
   c->last_activity_ns = now_ns_;
   c->phase_deadline_ns = INT64_MAX;
+  c->filter_deadline_ns = INT64_MAX;
   for (auto& side : c->side) {
     side.fd = -1;
     side.recv = RecvState::kIdle;
@@ -1272,16 +1290,19 @@ void Worker::maybe_shutdown_write(ConnectionImpl* c, int s) {
   const bool source_done = c->phase == Phase::kLingering ? s == 0 : c->side[1 - s].read_eof;
   if (!source_done) return;
   if (c->phase != Phase::kRelaying && c->phase != Phase::kLingering) return;
-  shutdown(dst.fd, SHUT_WR);
   dst.write_shut = true;
+  // When the connection closes right after, close() sends this FIN (behind
+  // anything still unsent, as shutdown would): one syscall fewer.
   if (c->parking) {
     begin_close(c, CloseReason::kCompleted, 0, false, false);
   } else if (c->phase == Phase::kRelaying && c->side[0].write_shut && c->side[1].write_shut && c->side[0].read_eof &&
-      c->side[1].read_eof) {
+             c->side[1].read_eof) {
     begin_close(c, CloseReason::kCompleted, 0, false, false);
   } else if (c->phase == Phase::kLingering && c->side[0].read_eof) {
     // The client's FIN was already read: nothing left to drain.
     begin_close(c, CloseReason::kLocalClose, 0, false, false);
+  } else {
+    shutdown(dst.fd, SHUT_WR);
   }
 }
 
@@ -1397,7 +1418,14 @@ void Worker::settle(ConnectionImpl* c) {
 void Worker::finalize(ConnectionImpl* c) {
   if (c->parking) pool_park(c);
   for (auto& side : c->side) {
-    if (side.fd >= 0) close(side.fd);
+    if (side.fd >= 0) {
+      // Batched with the loop's next submit rather than a syscall of its
+      // own. Nothing is in flight on the socket any more, and its number
+      // stays taken until the close runs, so no accept can reuse it early.
+      io_uring_sqe* sqe = get_sqe();
+      io_uring_prep_close(sqe, side.fd);
+      io_uring_sqe_set_data64(sqe, kUdIgnore);
+    }
     side.fd = -1;
     release_queue(side.out);
   }

@@ -117,6 +117,7 @@ class alignas(16) ConnectionImpl final : public Connection {
   uint64_t ctx = 0;
   int64_t last_activity_ns = 0;
   int64_t phase_deadline_ns = 0;  // detection (sniffing) or linger deadline
+  int64_t filter_deadline_ns = INT64_MAX;  // FilterOutput::set_timer
   Side side[2];                   // [0] downstream, [1] upstream
   TimerNode timer;
   StreamFilterPtr filter;
@@ -175,6 +176,7 @@ class Worker {
   void wake_conn(uint64_t id);
   void begin_drain();
   void on_timer(ConnectionImpl* c);
+  void fire_filter_timer(ConnectionImpl* c);
   void rearm_starved();
 
   // Connection lifecycle.

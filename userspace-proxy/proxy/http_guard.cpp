@@ -97,11 +97,14 @@ void ConnectionInfo::flush_requests() {
   pending_requests.clear();
 }
 
-void ConnectionInfo::complete_request(int status, uint64_t bytes_received, uint64_t bytes_sent) {
+void ConnectionInfo::complete_request(int status, uint64_t bytes_received, uint64_t bytes_sent, std::string_view flags,
+                                      std::string_view details) {
   if (pending_requests.empty()) return;
   Request r = std::move(pending_requests.front());
   pending_requests.erase(pending_requests.begin());
   if (r.entry.http && r.entry.http->response_code == 0) r.entry.http->response_code = static_cast<uint32_t>(status);
+  if (!flags.empty()) r.entry.response_flags = std::string(flags);
+  if (!details.empty()) r.entry.response_code_details = std::string(details);
   r.entry.bytes_received = bytes_received;
   r.entry.bytes_sent = bytes_sent;
   const int64_t now = realtime_ns();
@@ -165,8 +168,10 @@ std::string local_reply(int status, int64_t realtime_ns, std::string_view body, 
 }
 
 RouteEditsPtr route_edits(const policy::ForwardPlan& plan) {
-  if (!plan.rewrites_request() && plan.response_headers.empty()) return nullptr;
+  const bool timeout = plan.timeout && plan.timeout->count() > 0;
+  if (!plan.rewrites_request() && plan.response_headers.empty() && !timeout) return nullptr;
   auto e = std::make_shared<RouteEdits>();
+  if (timeout) e->timeout = *plan.timeout;
   e->path = plan.path_rewrite;
   e->authority = plan.authority_rewrite;
   e->request = plan.request_headers;
@@ -276,17 +281,59 @@ FilterStatus HttpRequestGuard::forward_head(const sniff::HttpRequestHead& head, 
 // Remembers a request head forwarded upstream, for the framing of its
 // response and its access log line.
 void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEditsPtr edits) {
+  const int64_t deadline = edits && edits->timeout.count() > 0
+                               ? monotonic_ns() + static_cast<int64_t>(edits->timeout.count()) * 1'000'000
+                               : INT64_MAX;
   outstanding_.push_back({head.method == "HEAD", head.is_connect, !head.keep_alive, head.head_length, 0,
-                          std::move(edits)});
+                          std::move(edits), deadline});
+}
+
+// The engine's timer follows the oldest outstanding request's deadline
+// (responses come in order).
+void HttpRequestGuard::arm_timer(FilterOutput& out) {
+  if (outstanding_.empty() || outstanding_.front().deadline_ns == INT64_MAX) {
+    if (timer_armed_) out.set_timer(std::chrono::milliseconds(0));
+    timer_armed_ = false;
+    return;
+  }
+  const int64_t left = outstanding_.front().deadline_ns - monotonic_ns();
+  out.set_timer(std::chrono::milliseconds(std::max<int64_t>(1, (left + 999'999) / 1'000'000)));
+  timer_armed_ = true;
+}
+
+// Envoy's route timeout: the response did not end in time. Before any of it
+// reached the client: 504 "upstream request timeout" (flag UT) and the
+// connection closes (the upstream one is not reused); after: reset.
+FilterStatus HttpRequestGuard::on_timer(FilterOutput& out) {
+  timer_armed_ = false;
+  if (outstanding_.empty()) return FilterStatus::kContinue;
+  if (outstanding_.front().deadline_ns > monotonic_ns()) {
+    arm_timer(out);
+    return FilterStatus::kContinue;
+  }
+  const Outstanding late = outstanding_.front();
+  outstanding_.clear();
+  reusable_ = false;
+  state_ = State::kStopped;
+  if (late.bytes_out > 0 || response_state_ != ResponseState::kHead) {
+    info_->complete_request(response_status_, late.bytes_in, late.bytes_out, "UT", "upstream_response_timeout");
+    return FilterStatus::kReset;
+  }
+  const std::string reply = local_reply(504, realtime_ns(), "upstream request timeout");
+  out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply));
+  info_->complete_request(504, late.bytes_in, reply.size(), "UT", "upstream_response_timeout");
+  response_state_ = ResponseState::kOpaque;
+  return FilterStatus::kClose;
 }
 
 // A response is complete: its request's access log line is written (Envoy
 // logs each request when its response ends), and a pooled connection whose
 // client asked to close ends here.
-FilterStatus HttpRequestGuard::response_done() {
+FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
   const Outstanding done = outstanding_.front();
   outstanding_.pop_front();
   info_->complete_request(response_status_, done.bytes_in, done.bytes_out);
+  if (timer_armed_ || (!outstanding_.empty() && outstanding_.front().deadline_ns != INT64_MAX)) arm_timer(out);
   response_parser_->reset();
   response_framer_.reset();
   response_state_ = ResponseState::kHead;
@@ -327,7 +374,7 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
           if (r.consumed == 0) return FilterStatus::kContinue;
           continue;
         }
-        const FilterStatus st = response_done();
+        const FilterStatus st = response_done(out);
         if (st != FilterStatus::kContinue) return after_last(st, rest, out);
         continue;
       }
@@ -421,7 +468,7 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
         }
         response_state_ = ResponseState::kBody;
         if (response_framer_->status() == sniff::BodyStatus::kDone) {
-          const FilterStatus st = response_done();
+          const FilterStatus st = response_done(out);
           if (st != FilterStatus::kContinue) return after_last(st, rest, out);
         }
         continue;
@@ -532,6 +579,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         if (first_head_) {
           // The request the connection was decided on: already logged.
           note_request(head, first_edits_);
+          if (out && outstanding_.size() == 1 && outstanding_.front().deadline_ns != INT64_MAX) arm_timer(*out);
           if (takes_held_bytes()) {
             if (forward_head(head, r.consumed, out, first_edits_.get()) != FilterStatus::kContinue) {
               return FilterStatus::kReset;
@@ -553,6 +601,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
           later_edits_.reset();
           if (out == nullptr) checked_edits_.push_back(edits);  // the handler's bytes: kept for on_start
           note_request(head, edits);
+          if (out && outstanding_.size() == 1 && outstanding_.front().deadline_ns != INT64_MAX) arm_timer(*out);
           if (pooled_ || edits) {
             if (forward_head(head, r.consumed, out, edits.get()) != FilterStatus::kContinue) return FilterStatus::kReset;
           } else {

@@ -12,6 +12,7 @@
 // afresh).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -48,6 +49,9 @@ struct RouteEdits {
   std::string authority;  // the new Host (rewrite.authority); empty: unchanged
   policy::HeaderEdits request;
   policy::HeaderEdits response;
+  // http[].timeout: the response must end this long after the request went
+  // upstream, or the client gets Envoy's 504 (flag UT). Zero: none.
+  std::chrono::milliseconds timeout{0};
 };
 using RouteEditsPtr = std::shared_ptr<const RouteEdits>;
 // Null when the route changes nothing.
@@ -119,7 +123,8 @@ struct ConnectionInfo {
   void flush_requests();
   // The oldest pending request's response ended: its line is written now,
   // with that response's status and byte counts.
-  void complete_request(int status, uint64_t bytes_received, uint64_t bytes_sent);
+  void complete_request(int status, uint64_t bytes_received, uint64_t bytes_sent, std::string_view flags = {},
+                        std::string_view details = {});
 };
 
 // An access log entry for an HTTP request head (method, path, authority, ...).
@@ -169,6 +174,7 @@ class HttpRequestGuard final : public engine::StreamFilter {
   bool takes_held_bytes() const override { return pooled_ || first_edits_ != nullptr; }
   engine::FilterStatus on_start(std::span<const uint8_t> held, engine::FilterOutput& out) override;
   bool upstream_reusable() const override;
+  engine::FilterStatus on_timer(engine::FilterOutput& out) override;
 
  private:
   // A request forwarded upstream whose response has not been relayed yet.
@@ -179,12 +185,14 @@ class HttpRequestGuard final : public engine::StreamFilter {
     uint64_t bytes_in = 0;     // request head and body, as received
     uint64_t bytes_out = 0;    // response head and body, as sent to the client
     RouteEditsPtr edits;       // its route's response header operations
+    int64_t deadline_ns = INT64_MAX;  // monotonic: its route's timeout
   };
   enum class ResponseState : uint8_t { kHead, kBody, kOpaque };
   engine::FilterStatus forward_head(const sniff::HttpRequestHead& head, size_t consumed, engine::FilterOutput* out,
                                     const RouteEdits* edits);
   engine::FilterStatus on_response(std::span<const uint8_t> chunk, engine::FilterOutput& out);
-  engine::FilterStatus response_done();
+  engine::FilterStatus response_done(engine::FilterOutput& out);
+  void arm_timer(engine::FilterOutput& out);
   void note_request(const sniff::HttpRequestHead& head, RouteEditsPtr edits);
 
   enum class State : uint8_t { kHead, kBody, kOpaque, kStopped };
@@ -215,6 +223,7 @@ class HttpRequestGuard final : public engine::StreamFilter {
   std::optional<sniff::ResponseBodyFramer> response_framer_;
   ResponseState response_state_ = ResponseState::kHead;
   int response_status_ = 0;
+  bool timer_armed_ = false;  // the engine's timer is set for the front request
 };
 
 }  // namespace sluice::proxy

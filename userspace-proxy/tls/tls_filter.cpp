@@ -74,6 +74,7 @@ class TlsFilter::InnerOutput final : public FilterOutput {
   int inject(Direction dir, std::span<const uint8_t> bytes) override {
     return record(filter_->emit(dir, bytes, *out_));
   }
+  void set_timer(std::chrono::milliseconds after) override { out_->set_timer(after); }
 
   // The worst outcome of the output calls: a failed encryption or an
   // overflowing handshake buffer closes the connection whatever the inner
@@ -488,6 +489,14 @@ FilterStatus TlsFilter::peer_closed(TlsConnection& conn, FilterOutput& out) {
     st = worse(st, flush(*down_, out));
   }
   return st;
+}
+
+FilterStatus TlsFilter::on_timer(FilterOutput& out) {
+  if (!options_.inner || failed_) return FilterStatus::kContinue;
+  InnerOutput io(this, &out, Direction::kUpstreamToDownstream, {}, /*engine_chunk=*/false);
+  // Sequenced: io.status() is only known after the inner filter ran.
+  const FilterStatus inner_status = options_.inner->on_timer(io);
+  return worse(inner_status, io.status());
 }
 
 FilterStatus TlsFilter::end_inner(Direction dir, FilterOutput& out) {

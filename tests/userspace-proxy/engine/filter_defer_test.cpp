@@ -229,6 +229,21 @@ class ObserverFilter final : public StreamFilter {
   std::shared_ptr<Recorder> rec_;
 };
 
+// Arms its timer (20 ms) when the client's bytes go upstream, cancels it on
+// the upstream's answer; when it fires, tells the client "LATE" and closes.
+class DeadlineFilter final : public StreamFilter {
+ public:
+  FilterStatus on_data(Direction dir, std::span<const uint8_t> chunk, FilterOutput& out) override {
+    out.set_timer(dir == Direction::kDownstreamToUpstream ? 20ms : 0ms);
+    return out.forward(chunk.size()) < 0 ? FilterStatus::kReset : FilterStatus::kContinue;
+  }
+  FilterStatus on_timer(FilterOutput& out) override {
+    out.inject(Direction::kUpstreamToDownstream, bytes("LATE\n"));
+    return FilterStatus::kClose;
+  }
+};
+
+
 class FilterDeferTest : public LoopbackEngine<> {
  protected:
   void start(std::function<void(ScriptedHandler&)> setup, std::function<void(EngineConfig&)> tweak = nullptr,
@@ -912,6 +927,27 @@ TEST_F(FilterDeferTest, WakerOutlivingTheEngineIsHarmless) {
   ASSERT_TRUE(log_.wait_for(1));
   EXPECT_EQ(log_.first().reason, CloseReason::kDrainDeadline);
   close(c);
+}
+
+TEST_F(FilterDeferTest, AFilterTimerFiresUnlessCancelled) {
+  start([](ScriptedHandler& h) { h.filter_fn = [] { return std::make_unique<DeadlineFilter>(); }; });
+  // Answered in time: the timer is cancelled, the connection carries on.
+  int c = client();
+  ASSERT_TRUE(write_all(c, "q1"));
+  int s = server();
+  EXPECT_EQ(read_n(s, 2), "q1");
+  ASSERT_TRUE(write_all(s, "a1"));
+  EXPECT_EQ(read_n(c, 2), "a1");
+  std::this_thread::sleep_for(50ms);  // well past the cancelled deadline
+  ASSERT_TRUE(write_all(c, "q2"));
+  EXPECT_EQ(read_n(s, 2), "q2");
+  // Not answered: the filter's reply, then the end of both connections.
+  EXPECT_EQ(read_to_eof(c), "LATE\n");
+  EXPECT_EQ(read_to_eof(s), "");
+  close(c);
+  close(s);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(log_.first().reason, CloseReason::kFilterClose);
 }
 
 }  // namespace

@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
+#include <thread>
+
 #include "tests/support/config_fixtures.h"
 
 #include <map>
@@ -65,7 +68,9 @@ class FakeOutput final : public engine::FilterOutput {
         .append(reinterpret_cast<const char*>(b.data()), b.size());
     return 0;
   }
+  void set_timer(std::chrono::milliseconds after) override { timer = after; }
   std::string upstream, downstream;
+  std::optional<std::chrono::milliseconds> timer;  // the last set_timer
 
  private:
   std::string_view chunk_;
@@ -624,6 +629,63 @@ spec:
     EXPECT_EQ(out2.upstream, "GET /new/b HTTP/1.1\r\nHost: www.cnn.com\r\nx-env: prod\r\n\r\n") << pooled;
     close(*h, c, engine::CloseReason::kCompleted);
   }
+}
+
+// http[].timeout: Envoy's 504 "upstream request timeout" (UT) when the
+// response has not started in time; the timer follows the oldest request.
+TEST_F(EgressHandlerTest, RouteTimeoutAnswers504WhenTheResponseIsLate) {
+  load({kRegistryOnly, kCnnServiceEntry, R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - match: [{uri: {prefix: /slow}}]
+    timeout: 0.001s
+    route: [{destination: {host: edition.cnn.com}}]
+  - route: [{destination: {host: edition.cnn.com}}]
+)"});
+  dns_.answer("edition.cnn.com", "203.0.113.10");
+  auto h = handler("203.0.113.10:80");
+  // A quick answer cancels the timer.
+  {
+    FakeConnection c;
+    const std::string req = "GET /slow HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+    auto f = decided(*h, c, req);
+    FakeOutput out0(req);
+    ASSERT_EQ(f->on_start(bytes(req), out0), engine::FilterStatus::kContinue);
+    ASSERT_TRUE(out0.timer.has_value());
+    EXPECT_GT(out0.timer->count(), 0);
+    const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    FakeOutput out1(resp);
+    EXPECT_EQ(f->on_data(engine::Direction::kUpstreamToDownstream, bytes(resp), out1), engine::FilterStatus::kContinue);
+    ASSERT_TRUE(out1.timer.has_value());
+    EXPECT_EQ(out1.timer->count(), 0);  // cancelled
+    close(*h, c, engine::CloseReason::kCompleted);
+  }
+  // No answer: the timer fires after the deadline.
+  FakeConnection c;
+  const std::string req = "GET /slow HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  auto f = decided(*h, c, req);
+  start(*f, req);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // past the 1 ms deadline
+  FakeOutput none("");
+  EXPECT_EQ(f->on_timer(none), engine::FilterStatus::kClose);
+  EXPECT_EQ(none.downstream.rfind("HTTP/1.1 504 Gateway Timeout", 0), 0u) << none.downstream;
+  EXPECT_NE(none.downstream.find("upstream request timeout"), std::string::npos);
+  EXPECT_FALSE(f->upstream_reusable());
+  close(*h, c, engine::CloseReason::kFilterClose);
+  EXPECT_NE(log_->lines().find("\"GET /slow HTTP/1.1\" 504 UT upstream_response_timeout"), std::string::npos)
+      << log_->lines();
+  // A route without timeout sets no timer.
+  FakeConnection c2;
+  const std::string fast = "GET /other HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  auto f2 = decided(*h, c2, fast);
+  FakeOutput out2(fast);
+  f2->on_start(bytes(fast), out2);
+  EXPECT_FALSE(out2.timer.has_value());
+  close(*h, c2, engine::CloseReason::kCompleted);
 }
 
 }  // namespace
