@@ -388,6 +388,17 @@ $(grep '^istio_requests_total' <<<"$gstats")"
 	done
 	[ "$total" = 7 ] || fail "(4) the gateways counted $total requests, expected 7"
 	log "ok: the gateways' /stats/prometheus count 7 istio_requests_total{destination_service_name=\"edition.cnn.com\",connection_security_policy=\"mutual_tls\",response_code=\"301\"} between them"
+	# Envoy's connection pool: the 7 requests came on 7 client connections
+	# (curl, one each), the sidecar reused its mTLS connections to the two
+	# gateways instead of a handshake per request. Pools are per worker (as
+	# Envoy's): at most 2 workers x 2 gateways = 4 connections are made.
+	stats=$(in_cg_ns other "$NS_W" curl -s --max-time 5 http://127.0.0.1:15000/stats/prometheus)
+	reused=$(grep '^sluice_engine_upstream_pool_total{' <<<"$stats" | grep 'event="reused"' | awk '{ s += $NF } END { print s + 0 }')
+	hs=$(grep '^sluice_proxy_events_total{event="tls_handshakes"}' <<<"$stats" | awk '{ print $NF + 0 }')
+	[ "$hs" -le 4 ] && [ $((reused + hs)) = 7 ] ||
+		fail "(4) pooling: $reused upstream connections reused, $hs TLS handshakes for 7 requests:
+$(grep -E '^sluice_engine_upstream_pool|^sluice_proxy_events_total' <<<"$stats")"
+	log "ok: 7 client connections went over $hs mTLS connections to the gateways ($reused pooled reuses)"
 
 	# ------------------------------------------------ (5a) no client certificate
 	out=$(in_cg_ns other "$NS_W" curl -sk -o /dev/null -w '%{http_code}' --max-time 5 \
