@@ -120,6 +120,8 @@ class Planner {
         p_.kind = RequestPlan::Kind::kForward;
         p_.forward.upstream = plan_passthrough(r_.original_ip, r_.port);
         p_.forward.port = r_.port;
+        // Istio's allow_any route carries the default retry policy.
+        if (r_.traffic == Traffic::kHttp) p_.forward.connect_attempts = 1 + RetryPolicy{}.num_retries;
         if (r_.explain) p_.steps.push_back("passthrough to the original destination " + r_.original_ip.str() + ":" +
                            std::to_string(r_.port));
         return std::move(p_);
@@ -146,6 +148,9 @@ class Planner {
         hr.port = r_.port;
         hr.pick = r_.pick;
         HttpRouteDecision rd = t_.routes->route_http(scope, hr);
+        // Every HTTP route has Istio's default retry policy unless its
+        // VirtualService rule says otherwise (attempts 0: none).
+        p_.forward.connect_attempts = 1 + RetryPolicy{}.num_retries;
         if (r_.explain) p_.steps.push_back("VirtualService (" + scope.describe() + "): " + rd.reason.str());
         if (!rd.route_name.empty()) p_.route_name = std::string(rd.route_name);
         switch (rd.outcome) {
@@ -168,6 +173,10 @@ class Planner {
                                  std::to_string(p_.forward.response_headers.size()) + " response header operations");
             }
             p_.forward.timeout = rd.timeout;
+            p_.forward.connect_attempts =
+                rd.retries && rd.retries->retry_on.find("connect-failure") != std::string::npos
+                    ? 1 + rd.retries->num_retries
+                    : 1;
             return to_target(rd.target);
           case RouteOutcome::kRedirect:
             p_.kind = RequestPlan::Kind::kLocalReply;

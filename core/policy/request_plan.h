@@ -79,6 +79,10 @@ struct ForwardPlan {
   HeaderEdits request_headers;
   HeaderEdits response_headers;
   std::optional<config::Duration> timeout;
+  // Connection attempts (the first and its retries) before giving up with
+  // UF: HTTP routes retry a connect failure per their retry policy (Istio's
+  // default: 2 retries), TCP and TLS make one attempt per endpoint.
+  uint32_t connect_attempts = 1;
 
   bool rewrites_request() const {
     return !authority_rewrite.empty() || !path_rewrite.empty() || !request_headers.empty();

@@ -232,6 +232,15 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
     }
   }
 
+  // HTTP: the route's connect-failure retries, over the endpoints in the
+  // balancer's order (the same one again when there are fewer).
+  if (c.info->http && !order.empty()) {
+    const size_t attempts = std::min<size_t>(engine::Verdict::kMaxUpstreams, c.plan.forward.connect_attempts);
+    std::vector<SocketAddress> tries;
+    tries.reserve(attempts);
+    for (size_t i = 0; i < attempts; ++i) tries.push_back(order[i % order.size()]);
+    order = std::move(tries);
+  }
   bool ok = true;
   std::string error;
   std::string pool_key;

@@ -309,5 +309,54 @@ spec:
   EXPECT_TRUE(other.forward.request_headers.empty());
 }
 
+// Connect failures are retried per the route's retry policy: Istio's
+// default (2 retries) unless the rule says otherwise; TCP tries once.
+TEST(RequestPlanTest, ConnectAttemptsFollowTheRetryPolicy) {
+  Tables t(load_config({R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: api}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}, {number: 5432, name: tcp, protocol: TCP}]
+  resolution: DNS
+)", R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: api}
+spec:
+  hosts: [api.example.com]
+  http:
+  - match: [{uri: {prefix: /none}}]
+    retries: {attempts: 0}
+    route: [{destination: {host: api.example.com}}]
+  - match: [{uri: {prefix: /five}}]
+    retries: {attempts: 4, retryOn: "connect-failure,5xx"}
+    route: [{destination: {host: api.example.com}}]
+  - match: [{uri: {prefix: /status}}]
+    retries: {attempts: 4, retryOn: "5xx"}
+    route: [{destination: {host: api.example.com}}]
+  - route: [{destination: {host: api.example.com}}]
+)"}));
+  auto attempts = [&](const char* path) {
+    PlanRequest r = http("api.example.com", 80);
+    HttpRequest req;
+    req.path = path;
+    req.method = "GET";
+    r.http = &req;
+    RequestPlan p = plan_sidecar(t.tables(), r);
+    EXPECT_EQ(p.kind, RequestPlan::Kind::kForward) << steps(p);
+    return p.forward.connect_attempts;
+  };
+  EXPECT_EQ(attempts("/default"), 3u);
+  EXPECT_EQ(attempts("/none"), 1u);
+  EXPECT_EQ(attempts("/five"), 5u);
+  EXPECT_EQ(attempts("/status"), 1u);  // 5xx retries need the request replayed: not connect failures
+  PlanRequest tcp = http("api.example.com", 5432);
+  tcp.traffic = Traffic::kTcp;
+  tcp.host.clear();
+  EXPECT_EQ(plan_sidecar(t.tables(), tcp).forward.connect_attempts, 1u);
+}
+
 }  // namespace
 }  // namespace sluice::policy
