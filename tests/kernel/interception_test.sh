@@ -18,90 +18,43 @@
 set -u -o pipefail
 
 CASE=${1:?usage: interception_test.sh CASE}
+TEST_NAME=$CASE
 AGENT=${SLUICE_AGENT:?}
 TESTNET=${SLUICE_TESTNET:?}
 FOREIGN_OBJ=${SLUICE_FOREIGN_OBJ:-}
 PY=${SLUICE_PYTHON:-/usr/bin/python3}
 
-ID="t$$"
+. "$(dirname "$0")/lib.sh"
+kt_init
+
 NS_W="sluice-${ID}-w"     # the workload's namespace
 NS_N="sluice-${ID}-n"     # the "node": real destinations, node-placed proxy
 PIN="/sys/fs/bpf/sluice-test-${ID}"
 FOREIGN_PIN="/sys/fs/bpf/sluice-test-${ID}-foreign"
-TMP=$(mktemp -d "/tmp/sluice-kernel-${ID}.XXXXXX")
-CG=""                     # set once the cgroup2 mount is known
-PIDS=()
 FOREIGN_ATTACHED=""
+# The cases run the agent themselves (--once, restarts): the cleanup
+# uninstalls whatever they left under PIN.
+KT_PIN=$PIN
+KT_AGENT=$AGENT
 
-log() { echo "[$CASE] $*"; }
-fail() { echo "[$CASE] FAIL: $*" >&2; exit 1; }
-
-skip_or_fail() {
-	if [ "${CI:-}" = "true" ]; then
-		echo "[$CASE] FAIL (CI=true, not skipping): $*" >&2
-		exit 1
-	fi
-	echo "[$CASE] SKIP: $*"
-	exit 77
-}
-
-cleanup() {
-	local rc=$?
-	set +e
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+foreign_cleanup() {
 	if [ -n "$FOREIGN_ATTACHED" ]; then
 		bpftool cgroup detach "$FOREIGN_ATTACHED" connect4 pinned "$FOREIGN_PIN/prog" 2>/dev/null
 	fi
 	rm -rf "$FOREIGN_PIN" 2>/dev/null
-	if [ -d "$PIN" ]; then
-		"$AGENT" uninstall --pin-dir "$PIN" >/dev/null 2>&1
-		# If the agent itself is broken: detach our links by their pins.
-		for l in "$PIN"/link_*; do
-			[ -e "$l" ] || continue
-			id=$(bpftool -j link show pinned "$l" 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["id"])' 2>/dev/null)
-			[ -n "$id" ] && bpftool link detach id "$id" 2>/dev/null
-		done
-		rm -rf "$PIN"
-	fi
-	if [ -n "$CG" ] && [ -d "$CG" ]; then
-		# Only processes this test started live in its cgroups.
-		for sub in "$CG"/*/; do
-			[ -f "$sub/cgroup.kill" ] && echo 1 > "$sub/cgroup.kill"
-		done
-		sleep 0.1
-		for sub in "$CG"/*/; do rmdir "$sub" 2>/dev/null; done
-		rmdir "$CG" 2>/dev/null
-	fi
-	ip netns del "$NS_W" 2>/dev/null
-	ip netns del "$NS_N" 2>/dev/null
-	rm -rf "$TMP"
-	exit $rc
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+KT_CLEANUP_HOOKS+=(foreign_cleanup)
 
-# ------------------------------------------------------------ preconditions
-[ "$(id -u)" = 0 ] || skip_or_fail "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)"
 [ -x "$AGENT" ] || fail "agent not built: $AGENT"
-command -v bpftool >/dev/null || skip_or_fail "bpftool not installed"
-CG2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
-[ -n "$CG2" ] || skip_or_fail "no cgroup v2 mount"
-if ! grep -q " /sys/fs/bpf bpf " /proc/self/mounts; then
-	mount -t bpf bpf /sys/fs/bpf || skip_or_fail "cannot mount bpffs at /sys/fs/bpf"
-fi
-ip netns add "$NS_W" 2>/dev/null || skip_or_fail "cannot create network namespaces"
 
 # ------------------------------------------------------------ topology
-CG="$CG2/sluice-test-${ID}"
-mkdir -p "$CG/workload" "$CG/proxy" "$CG/other"
+kt_netns "$NS_W" "$NS_N"
+kt_cgroups workload proxy other
+CG=$KT_CG
 
 nsw() { ip netns exec "$NS_W" "$@"; }
 nsn() { ip netns exec "$NS_N" "$@"; }
 
-ip netns add "$NS_N"
-nsw ip link set lo up
-nsn ip link set lo up
 # Created inside the namespaces: the root namespace never sees the pair.
 nsw ip link add vw type veth peer name vn netns "$NS_N"
 nsw ip addr add 198.51.100.2/24 dev vw
@@ -116,21 +69,12 @@ nsw ip -6 route add default via 2001:db8:1::1
 nsn ip addr add 203.0.113.1/24 dev lo
 nsn ip -6 route add local 2001:db8:2::/48 dev lo
 
-# Runs a command in cgroup $1 and namespace $2 (cgroup first: `ip netns
-# exec` remounts /sys). Membership survives the exec.
-in_cg_ns() {
-	local cg=$1 ns=$2
-	shift 2
-	sh -c 'echo $$ > "$0/cgroup.procs" && ns=$1 && shift && exec nsenter --net="/run/netns/$ns" "$@"' \
-		"$CG/$cg" "$ns" "$@"
-}
-
 # Starts a long-running helper; waits until its ready file appears.
 start() {
 	local name=$1 cg=$2 ns=$3
 	shift 3
 	in_cg_ns "$cg" "$ns" "$PY" "$TESTNET" "$@" --ready "$TMP/$name.ready" >"$TMP/$name.out" 2>&1 &
-	PIDS+=($!)
+	KT_PIDS+=($!)
 	for _ in $(seq 100); do
 		[ -f "$TMP/$name.ready" ] && return 0
 		sleep 0.05
@@ -413,7 +357,7 @@ case_restart() {
 	"$AGENT" --pin-dir "$PIN" --cgroup "$CG/workload" --cgroup "$CG/proxy" \
 		--config "$TMP/values.yaml" >>"$TMP/agent.log" 2>&1 &
 	local agent_pid=$!
-	PIDS+=("$agent_pid")
+	KT_PIDS+=("$agent_pid")
 	for _ in $(seq 100); do [ -e "$PIN/link_$(stat -c %i "$CG/proxy")_sluice_getsockopt" ] && break; sleep 0.05; done
 	expect_redirected 203.0.113.10 8080
 	local prog_before c_before
@@ -422,7 +366,7 @@ case_restart() {
 	in_cg_ns workload "$NS_W" "$PY" "$TESTNET" loop 203.0.113.10 8080 --duration 20 --interval 10 \
 		--stop-file "$TMP/stop" >"$TMP/loop.out" 2>&1 &
 	local loop_pid=$!
-	PIDS+=("$loop_pid")
+	KT_PIDS+=("$loop_pid")
 	sleep 0.5
 	kill -9 "$agent_pid"
 	wait "$agent_pid" 2>/dev/null
@@ -432,7 +376,7 @@ case_restart() {
 	"$AGENT" --pin-dir "$PIN" --cgroup "$CG/workload" --cgroup "$CG/proxy" \
 		--config "$TMP/values.yaml" >>"$TMP/agent2.log" 2>&1 &
 	agent_pid=$!
-	PIDS+=("$agent_pid")
+	KT_PIDS+=("$agent_pid")
 	sleep 1.5
 	grep -q "adopting the maps" "$TMP/agent2.log" || { cat "$TMP/agent2.log" >&2; fail "restarted agent did not adopt the pins"; }
 	touch "$TMP/stop"
@@ -507,7 +451,7 @@ case_config_watch() {
 	start_sidecar_standin
 	"$AGENT" --pin-dir "$PIN" --cgroup "$CG/workload" --cgroup "$CG/proxy" --poll-interval-ms 200 \
 		--config "$TMP/values.yaml" >>"$TMP/agent.log" 2>&1 &
-	PIDS+=($!)
+	KT_PIDS+=($!)
 	for _ in $(seq 100); do [ -e "$PIN/link_$(stat -c %i "$CG/proxy")_sluice_getsockopt" ] && break; sleep 0.05; done
 	expect_redirected 203.0.113.10 8080
 	# Exclude the address; keep the rest. Edited in place, as on a VM.

@@ -16,6 +16,7 @@ KT_LOGS=()   # files whose tails `fail` prints
 KT_CG=""
 KT_PIN=""
 KT_AGENT=""
+KT_CLEANUP_HOOKS=()  # functions kt_cleanup runs once the processes are gone
 
 log() { echo "[${TEST_NAME}] $*"; }
 fail() {
@@ -37,10 +38,11 @@ skip_or_fail() {
 }
 
 kt_cleanup() {
-	local rc=$? pid ns sub l id
+	local rc=$? pid ns sub l id hook
 	set +e
 	for pid in "${KT_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
 	for pid in "${KT_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+	for hook in "${KT_CLEANUP_HOOKS[@]}"; do "$hook"; done
 	if [ -n "$KT_PIN" ] && [ -d "$KT_PIN" ]; then
 		[ -n "$KT_AGENT" ] && "$KT_AGENT" uninstall --pin-dir "$KT_PIN" >/dev/null 2>&1
 		for l in "$KT_PIN"/link_*; do
