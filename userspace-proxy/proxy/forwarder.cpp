@@ -31,16 +31,15 @@ void count_handshake(ProxyCounters* counters, const tls::TlsHandshakeResult& r) 
   if (r.ok && r.resumed) bump(counters->tls_resumed);
 }
 
-std::string upstream_key(const RequestPlan& plan, const std::string& host, const SocketAddress& original_dst) {
+std::string upstream_key(const RequestPlan& plan, const ConnectionInfo& ci) {
   std::string key = std::string(policy::to_string(plan.kind)) + "|" + plan.cluster;
   if (plan.kind != RequestPlan::Kind::kForward) return key;
   if (plan.forward.upstream.kind == policy::UpstreamPlan::Kind::kOriginalDestination) {
-    key += "|" + original_dst.to_string();
+    key += "|" + ci.original_dst_text();
   } else if (plan.forward.upstream.kind == policy::UpstreamPlan::Kind::kDns) {
     for (const auto& ep : plan.forward.upstream.endpoints) key += "|" + ep.dns_name;
   }
   if (plan.forward.tls_mode != config::ClientTLSMode::kDisable) key += "|sni=" + plan.forward.sni;
-  (void)host;
   return key;
 }
 
@@ -128,7 +127,7 @@ Verdict Forwarder::execute(ProxyConnection& c, RequestPlan plan, std::span<const
   ci.cluster = plan.cluster;
   ci.route_name = plan.route_name;
   ci.tcp_flags = plan.response_flags == "-" ? "" : plan.response_flags;
-  ci.upstream_key = upstream_key(plan, c.host, ci.original_dst);
+  ci.upstream_key = upstream_key(plan, ci);
   c.plan = std::move(plan);
   switch (c.plan.kind) {
     case RequestPlan::Kind::kLocalReply: {
@@ -292,7 +291,7 @@ void Forwarder::install_check_later(ProxyConnection& c) {
       case RequestPlan::Kind::kForward:
         break;
     }
-    if (upstream_key(plan, std::string(head.host), ci->original_dst) != key) {
+    if (upstream_key(plan, *ci) != key) {
       bump(counters->upstream_changed);
       e.response_code_details = "upstream_changed_connection_closed";
       out.kind = LaterRequest::Kind::kClose;

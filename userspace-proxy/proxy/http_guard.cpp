@@ -20,11 +20,21 @@ int64_t monotonic_ns() {
   return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
 
+const std::string& ConnectionInfo::original_dst_text() const {
+  if (original_dst_text_.empty()) original_dst_text_ = original_dst.to_string();
+  return original_dst_text_;
+}
+
+const std::string& ConnectionInfo::peer_text() const {
+  if (peer_text_.empty()) peer_text_ = peer.to_string();
+  return peer_text_;
+}
+
 AccessLogEntry ConnectionInfo::base_entry() const {
   AccessLogEntry e;
   e.start_realtime_ns = start_realtime_ns;
-  e.downstream_local_address = original_dst.to_string();
-  e.downstream_remote_address = peer.to_string();
+  e.downstream_local_address = original_dst_text();
+  e.downstream_remote_address = peer_text();
   e.requested_server_name = sni;
   return e;
 }

@@ -113,8 +113,13 @@ struct ConnectionInfo {
   std::vector<Request> pending_requests;
   uint64_t requests = 0;
   int first_response_code = 0;
+  mutable std::string original_dst_text_, peer_text_;
 
   AccessLogEntry base_entry() const;
+  // original_dst / peer as text, made once per connection (every request's
+  // log entry carries them).
+  const std::string& original_dst_text() const;
+  const std::string& peer_text() const;
   // Writes the access log line and records the entry in Istio's metrics
   // (istio_requests_total for HTTP, istio_tcp_* for a TCP connection).
   void log_entry(const AccessLogEntry& e) const;
