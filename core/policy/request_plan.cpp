@@ -177,6 +177,14 @@ class Planner {
                 rd.retries && rd.retries->retry_on.find("connect-failure") != std::string::npos
                     ? 1 + rd.retries->num_retries
                     : 1;
+            if (r_.explain) {
+              p_.steps.push_back("connect attempts " + std::to_string(p_.forward.connect_attempts) +
+                                 (rd.retries ? " (retries " + std::to_string(rd.retries->num_retries) + " on " +
+                                                   rd.retries->retry_on + ")"
+                                             : " (retries off)") +
+                                 (rd.timeout ? ", route timeout " + std::to_string(rd.timeout->count()) + " ms"
+                                             : ", no route timeout"));
+            }
             return to_target(rd.target);
           case RouteOutcome::kRedirect:
             p_.kind = RequestPlan::Kind::kLocalReply;
