@@ -85,7 +85,7 @@ class Worker::Output final : public FilterOutput {
   }
   void set_timer(std::chrono::milliseconds after) override {
     c_->filter_deadline_ns = after.count() > 0 ? w_->now_ns_ + to_ns(after) : INT64_MAX;
-    if (c_->phase == Phase::kConnecting || c_->phase == Phase::kRelaying) w_->reschedule_timer(c_);
+    if (c_->phase == Phase::kRelaying) w_->reschedule_timer(c_);
   }
   bool buffer_kept() const { return buffer_kept_; }
 
@@ -508,7 +508,7 @@ void Worker::on_timer(ConnectionImpl* c) {
     wheel_->schedule(&c->timer, deadline);
     return;
   }
-  if (c->filter_deadline_ns <= now_ns_ && (c->phase == Phase::kConnecting || c->phase == Phase::kRelaying)) {
+  if (c->filter_deadline_ns <= now_ns_ && c->phase == Phase::kRelaying) {
     fire_filter_timer(c);
   } else if (undecided(c->phase) && c->phase_deadline_ns <= now_ns_) {
     counters_.detection_timeouts.add();
@@ -542,7 +542,9 @@ int64_t Worker::conn_deadline(const ConnectionImpl* c) const {
     case Phase::kSniffing:
     case Phase::kDeferred: return std::min(idle, c->phase_deadline_ns);
     case Phase::kLingering: return c->last_activity_ns + to_ns(config_.linger_timeout);
-    case Phase::kConnecting:
+    // A filter's timer runs once relaying (the connect has its own timeout);
+    // one that expired while connecting fires as soon as it relays.
+    case Phase::kConnecting: return idle;
     case Phase::kRelaying: return std::min(idle, c->filter_deadline_ns);
     default: return INT64_MAX;
   }
@@ -1457,6 +1459,16 @@ bool Worker::adopt_pooled(ConnectionImpl* c) {
   while (it != pool_idle_.end() && !it->second.empty()) {
     PooledUpstream* e = it->second.back();
     pool_unlink(e);
+    // Its poll may not have reported yet (parked in this very iteration, or
+    // the FIN came after our last io_uring_enter): one non-blocking peek
+    // tells a live idle socket (EAGAIN) from one the peer closed or wrote to.
+    uint8_t probe;
+    const ssize_t n = recv(e->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (!(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+      pool_close(e, false);
+      it = pool_idle_.find(c->pool_key);
+      continue;
+    }
     const bool ok = c->filter ? c->filter->adopt_upstream(std::move(e->state)) : e->state == nullptr;
     if (!ok) {
       pool_close(e, true);
@@ -1477,8 +1489,10 @@ bool Worker::adopt_pooled(ConnectionImpl* c) {
 void Worker::pool_park(ConnectionImpl* c) {
   c->parking = false;
   Side& up = c->side[1];
+  // Only a connection to the key's own endpoint (the first choice; a
+  // connect retry may have landed elsewhere) goes back under that key.
   if (draining_ || up.fd < 0 || up.reset_on_close || up.out.count > 0 || !c->filter ||
-      !c->filter->upstream_reusable()) {
+      !(c->stats.upstream == c->upstreams[0]) || !c->filter->upstream_reusable()) {
     return;
   }
   PooledUpstream* e = pool_free_;
@@ -1559,7 +1573,8 @@ void Worker::on_pool_cqe(PooledUpstream* e, int res) {
 // Idle upstreams are checked this often: a tenth of their idle timeout,
 // between one tick and a second.
 int64_t Worker::sweep_interval_ns() const {
-  return std::clamp<int64_t>(to_ns(config_.upstream_pool_idle_timeout) / 10, to_ns(config_.timer_tick), 1'000'000'000);
+  const int64_t tick = to_ns(config_.timer_tick);
+  return std::max<int64_t>(tick, std::min<int64_t>(to_ns(config_.upstream_pool_idle_timeout) / 10, 1'000'000'000));
 }
 
 void Worker::pool_sweep() {

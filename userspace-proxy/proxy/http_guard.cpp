@@ -191,6 +191,16 @@ RouteEditsPtr route_edits(const policy::ForwardPlan& plan) {
 
 namespace {
 
+// "http://user@host:8080/x" -> "host:8080".
+std::string_view url_authority(std::string_view target) {
+  size_t start = target.find("://");
+  if (start == std::string_view::npos) return {};
+  std::string_view rest = target.substr(start + 3);
+  rest = rest.substr(0, rest.find_first_of("/?#"));
+  size_t at = rest.rfind('@');
+  return at == std::string_view::npos ? rest : rest.substr(at + 1);
+}
+
 sniff::HeadRewrite request_rewrite(const sniff::HttpRequestHead& head, const RouteEdits& e) {
   sniff::HeadRewrite rw;
   // Envoy sends origin-form upstream: an absolute-form target whose
@@ -198,6 +208,11 @@ sniff::HeadRewrite request_rewrite(const sniff::HttpRequestHead& head, const Rou
   if (!e.path.empty()) rw.target = e.path;
   else if (head.target_form == sniff::TargetForm::kAbsolute && !e.authority.empty()) rw.target = head.path;
   rw.host = e.authority;
+  if (head.target_form == sniff::TargetForm::kAbsolute && !rw.target.empty() && rw.host.empty()) {
+    // The URL's authority wins over a Host field (RFC 9112 §3.2.2): the
+    // origin-form request must name it, not whatever Host the client sent.
+    rw.host = url_authority(head.target);
+  }
   if (!e.request.empty()) {
     rw.edit_fields = [&e](std::vector<std::pair<std::string, std::string>>& f) { policy::apply_header_edits(e.request, f); };
   }
@@ -211,6 +226,7 @@ HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::sp
     : info_(std::move(info)), pooled_(pooled), first_edits_(std::move(first_edits)) {
   response_parser_ = std::make_unique<sniff::HttpResponseParser>();
   advance(first, nullptr);
+  for (const RouteEditsPtr& e : checked_edits_) rerun_ = rerun_ || e != nullptr;
   if (takes_held_bytes()) {
     // The held bytes come again through on_start, to be rewritten and sent:
     // the later requests among them are decided (and logged) already.
@@ -242,7 +258,25 @@ bool HttpRequestGuard::upstream_reusable() const {
          response_state_ == ResponseState::kHead;
 }
 
-FilterStatus HttpRequestGuard::on_end_stream(engine::Direction dir, FilterOutput& /*out*/) {
+FilterStatus HttpRequestGuard::on_end_stream(engine::Direction dir, FilterOutput& out) {
+  if (dir == engine::Direction::kUpstreamToDownstream && !outstanding_.empty() &&
+      outstanding_.front().bytes_out == 0 && response_state_ == ResponseState::kHead) {
+    // The upstream closed before any of the response (a pooled connection
+    // it had just timed out, a crash): Envoy's 503 UC rather than a FIN
+    // the client cannot tell from an empty reply.
+    const Outstanding lost = outstanding_.front();
+    outstanding_.clear();
+    reusable_ = false;
+    state_ = State::kStopped;
+    const std::string reply =
+        local_reply(503, realtime_ns(),
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection termination");
+    out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply));
+    info_->complete_request(503, lost.bytes_in, reply.size(), "UC",
+                            "upstream_reset_before_response_started{connection_termination}");
+    response_state_ = ResponseState::kOpaque;
+    return FilterStatus::kClose;
+  }
   if (!pooled_) return FilterStatus::kContinue;
   if (dir == engine::Direction::kDownstreamToUpstream && upstream_reusable()) {
     // The client left between requests: its connection ends, the
@@ -400,8 +434,13 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
         if (r.status == sniff::HttpParseStatus::kNeedMore) {
           // Pooled or edited, the head may be rebuilt: the parser keeps the
           // partial head meanwhile.
-          if (pooled_ || edited) out.skip(r.consumed);
-          else if (out.forward(r.consumed) != 0) return FilterStatus::kReset;
+          if (pooled_ || edited) {
+            out.skip(r.consumed);
+          } else {
+            // Relayed as it comes: the client has part of a response now.
+            if (out.forward(r.consumed) != 0) return FilterStatus::kReset;
+            outstanding_.front().bytes_out += r.consumed;
+          }
           rest.remove_prefix(r.consumed);
           if (r.consumed == 0) return FilterStatus::kContinue;
           continue;
@@ -464,7 +503,7 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
           req.bytes_out += rebuilt.size();
         } else {
           if (out.forward(r.consumed) != 0) return FilterStatus::kReset;
-          req.bytes_out += h.head_length;
+          req.bytes_out += r.consumed;  // the earlier part was counted as it went
         }
         rest.remove_prefix(r.consumed);
         if (interim) {

@@ -176,7 +176,7 @@ class HttpRequestGuard final : public engine::StreamFilter {
   engine::FilterStatus on_data(engine::Direction dir, std::span<const uint8_t> chunk,
                                engine::FilterOutput& out) override;
   engine::FilterStatus on_end_stream(engine::Direction dir, engine::FilterOutput& out) override;
-  bool takes_held_bytes() const override { return pooled_ || first_edits_ != nullptr; }
+  bool takes_held_bytes() const override { return pooled_ || first_edits_ != nullptr || rerun_; }
   engine::FilterStatus on_start(std::span<const uint8_t> held, engine::FilterOutput& out) override;
   bool upstream_reusable() const override;
   engine::FilterStatus on_timer(engine::FilterOutput& out) override;
@@ -217,6 +217,9 @@ class HttpRequestGuard final : public engine::StreamFilter {
   // response ends); pooling also rewrites heads and reuses the upstream.
   bool pooled_ = false;
   RouteEditsPtr first_edits_;
+  // A later request in the handler's bytes has edits: they go through
+  // on_start too (else the engine would send them as received).
+  bool rerun_ = false;
   RouteEditsPtr later_edits_;  // of the later request being forwarded (from check_later)
   std::vector<RouteEditsPtr> checked_edits_;  // of the later requests decided before on_start
   bool reusable_ = true;         // nothing seen so far rules out reuse

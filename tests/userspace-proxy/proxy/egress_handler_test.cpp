@@ -690,5 +690,81 @@ spec:
   close(*h, c2, engine::CloseReason::kCompleted);
 }
 
+// Review findings: edits on a later request in the first read; the URL's
+// authority when an absolute-form target becomes origin-form; a late timer
+// after part of a response head; an upstream that closes before answering.
+TEST_F(EgressHandlerTest, EditsAbsoluteFormPartialHeadsAndEarlyUpstreamClose) {
+  const char* vs = R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - match: [{uri: {prefix: /old/}}]
+    rewrite: {uri: /new/}
+    timeout: 0.001s
+    headers: {request: {remove: [x-secret]}}
+    route: [{destination: {host: edition.cnn.com}}]
+  - route: [{destination: {host: edition.cnn.com}}]
+)";
+  const char* no_pool = R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: cnn}
+spec:
+  host: edition.cnn.com
+  trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 1}}}
+)";
+  load({kRegistryOnly, kCnnServiceEntry, vs, no_pool});
+  dns_.answer("edition.cnn.com", "203.0.113.10");
+  auto h = handler("203.0.113.10:80");
+  {
+    // Not pooled, the first request unedited: the second one, in the same
+    // read, is still rewritten.
+    FakeConnection c;
+    const std::string two = "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"
+                            "GET /old/b HTTP/1.1\r\nHost: edition.cnn.com\r\nX-Secret: 1\r\n\r\n";
+    auto f = decided(*h, c, two);
+    ASSERT_NE(f, nullptr);
+    ASSERT_TRUE(f->takes_held_bytes());
+    EXPECT_EQ(start(*f, two), "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"
+                              "GET /new/b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n");
+    close(*h, c, engine::CloseReason::kCompleted);
+  }
+  {
+    // Absolute form: the origin-form request names the URL's host.
+    FakeConnection c;
+    const std::string abs = "GET http://edition.cnn.com/old/x HTTP/1.1\r\nHost: internal.example\r\n\r\n";
+    auto f = decided(*h, c, abs);
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(start(*f, abs), "GET /new/x HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n");
+    // Part of a response head reached the client before the deadline: the
+    // timer resets rather than append a 504 to it.
+    const std::string part = "HTTP/1.1 200 OK\r\nContent-Le";
+    FakeOutput o(part);
+    EXPECT_EQ(f->on_data(engine::Direction::kUpstreamToDownstream, bytes(part), o), engine::FilterStatus::kContinue);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    FakeOutput none("");
+    EXPECT_EQ(f->on_timer(none), engine::FilterStatus::kReset);
+    EXPECT_EQ(none.downstream, "");
+    close(*h, c, engine::CloseReason::kFilterClose);
+  }
+  {
+    // The upstream closes before any of the response: 503 UC.
+    FakeConnection c;
+    const std::string req = "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+    auto f = decided(*h, c, req);
+    start(*f, req);
+    FakeOutput none("");
+    EXPECT_EQ(f->on_end_stream(engine::Direction::kUpstreamToDownstream, none), engine::FilterStatus::kClose);
+    EXPECT_EQ(none.downstream.rfind("HTTP/1.1 503 Service Unavailable", 0), 0u) << none.downstream;
+    close(*h, c, engine::CloseReason::kFilterClose);
+    EXPECT_NE(log_->lines().find("\"GET /a HTTP/1.1\" 503 UC upstream_reset_before_response_started"),
+              std::string::npos)
+        << log_->lines();
+  }
+}
+
 }  // namespace
 }  // namespace sluice::proxy
