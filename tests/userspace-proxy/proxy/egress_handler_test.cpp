@@ -111,6 +111,16 @@ spec:
   resolution: NONE
 )";
 
+// maxRequestsPerConnection 1: no keep-alive to the upstream, so no pooling.
+constexpr const char* kNoPooling = R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: cnn}
+spec:
+  host: edition.cnn.com
+  trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 1}}}
+)";
+
 std::span<const uint8_t> bytes(const std::string& s) { return {reinterpret_cast<const uint8_t*>(s.data()), s.size()}; }
 std::string text(std::span<const uint8_t> b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
 
@@ -555,16 +565,7 @@ TEST_F(EgressHandlerTest, PooledClientFinBetweenRequestsKeepsTheUpstream) {
 }
 
 TEST_F(EgressHandlerTest, MaxRequestsPerConnectionOneTurnsPoolingOff) {
-  load({kRegistryOnly, kCnnServiceEntry, R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: DestinationRule
-metadata: {name: cnn}
-spec:
-  host: edition.cnn.com
-  trafficPolicy:
-    connectionPool:
-      http: {maxRequestsPerConnection: 1}
-)"});
+  load({kRegistryOnly, kCnnServiceEntry, kNoPooling});
   dns_.answer("edition.cnn.com", "203.0.113.10");
   auto h = handler("203.0.113.10:80");
   FakeConnection c;
@@ -594,17 +595,9 @@ spec:
     route: [{destination: {host: edition.cnn.com}}]
   - route: [{destination: {host: edition.cnn.com}}]
 )";
-  const char* no_pool = R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: DestinationRule
-metadata: {name: cnn}
-spec:
-  host: edition.cnn.com
-  trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 1}}}
-)";
   for (bool pooled : {true, false}) {
     if (pooled) load({kRegistryOnly, kCnnServiceEntry, vs});
-    else load({kRegistryOnly, kCnnServiceEntry, vs, no_pool});
+    else load({kRegistryOnly, kCnnServiceEntry, vs, kNoPooling});
     dns_.answer("edition.cnn.com", "203.0.113.10");
     auto h = handler("203.0.113.10:80");
     FakeConnection c;
@@ -708,15 +701,7 @@ spec:
     route: [{destination: {host: edition.cnn.com}}]
   - route: [{destination: {host: edition.cnn.com}}]
 )";
-  const char* no_pool = R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: DestinationRule
-metadata: {name: cnn}
-spec:
-  host: edition.cnn.com
-  trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 1}}}
-)";
-  load({kRegistryOnly, kCnnServiceEntry, vs, no_pool});
+  load({kRegistryOnly, kCnnServiceEntry, vs, kNoPooling});
   dns_.answer("edition.cnn.com", "203.0.113.10");
   auto h = handler("203.0.113.10:80");
   {
