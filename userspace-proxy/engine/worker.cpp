@@ -1459,12 +1459,14 @@ bool Worker::adopt_pooled(ConnectionImpl* c) {
   while (it != pool_idle_.end() && !it->second.empty()) {
     PooledUpstream* e = it->second.back();
     pool_unlink(e);
-    // Its poll may not have reported yet (parked in this very iteration, or
-    // the FIN came after our last io_uring_enter): one non-blocking peek
-    // tells a live idle socket (EAGAIN) from one the peer closed or wrote to.
+    // Its poll reports a FIN only at our next io_uring_enter. A socket idle
+    // for a second or more is the kind a peer's keep-alive timeout closes:
+    // one non-blocking peek tells it live (EAGAIN) from closed or written
+    // to. Busier ones skip the syscall (a close racing it answers 503 UC).
     uint8_t probe;
-    const ssize_t n = recv(e->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (!(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+    const bool check = now_ns_ - e->parked_ns >= 1'000'000'000;
+    const ssize_t n = check ? recv(e->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT) : -1;
+    if (check && !(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
       pool_close(e, false);
       it = pool_idle_.find(c->pool_key);
       continue;
