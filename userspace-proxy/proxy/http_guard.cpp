@@ -381,8 +381,16 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
   response_parser_->reset();
   response_framer_.reset();
   response_state_ = ResponseState::kHead;
-  if (pooled_ && done.close_after) return reusable_ ? FilterStatus::kEndDownstream : FilterStatus::kClose;
-  return FilterStatus::kContinue;
+  if (!pooled_ || !done.close_after) return FilterStatus::kContinue;
+  if (state_ == State::kBody) {
+    // The response came before the request's body ended (an early 401 or
+    // 413 to an upload): ending the client's connection now would reset
+    // it over the unread body, and the client might lose the response.
+    // Keep relaying; the client, told "connection: close", closes when done.
+    reusable_ = false;
+    return FilterStatus::kContinue;
+  }
+  return reusable_ ? FilterStatus::kEndDownstream : FilterStatus::kClose;
 }
 
 // After the response to the client's last request: bytes that follow were

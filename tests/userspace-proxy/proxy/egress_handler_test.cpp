@@ -751,5 +751,25 @@ spec:
   }
 }
 
+// An early response to an upload (the body still coming) does not end the
+// client's connection under it: relaying goes on, the upstream is not reused.
+TEST_F(EgressHandlerTest, PooledEarlyResponseToAnUploadKeepsRelaying) {
+  load({kAllowAny});
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  const std::string head = "PUT /up HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\nContent-Length: 10\r\n\r\nabc";
+  auto f = decided(*h, c, head);
+  EXPECT_EQ(start(*f, head), "PUT /up HTTP/1.1\r\nHost: a.example\r\nContent-Length: 10\r\n\r\nabc");
+  auto [st, out] = respond(*f, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(st, engine::FilterStatus::kContinue);
+  EXPECT_EQ(out, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nconnection: close\r\n\r\n");
+  const std::string rest = "defghij";
+  FakeOutput o(rest);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(rest), o), engine::FilterStatus::kContinue);
+  EXPECT_EQ(o.upstream, rest);  // the body goes on
+  EXPECT_FALSE(f->upstream_reusable());
+  close(*h, c, engine::CloseReason::kCompleted);
+}
+
 }  // namespace
 }  // namespace sluice::proxy
