@@ -114,14 +114,15 @@ void ConnectionInfo::complete_request(int status, uint64_t bytes_received, uint6
   pending_requests.erase(pending_requests.begin());
   if (r.entry.http && r.entry.http->response_code == 0) r.entry.http->response_code = static_cast<uint32_t>(status);
   if (!flags.empty()) r.entry.response_flags = std::string(flags);
-  if (!details.empty()) r.entry.response_code_details = std::string(details);
+  // Envoy's details for a response the upstream sent: via_upstream.
+  r.entry.response_code_details = details.empty() ? std::string("via_upstream") : std::string(details);
   r.entry.bytes_received = bytes_received;
   r.entry.bytes_sent = bytes_sent;
   const int64_t now = realtime_ns();
   if (now > r.entry.start_realtime_ns) {
     r.entry.duration_ms = static_cast<uint64_t>(now - r.entry.start_realtime_ns) / 1'000'000;
   }
-  if (r.entry.upstream_host.empty() && r.entry.response_code_details.empty()) r.entry.upstream_host = upstream_host;
+  if (r.entry.upstream_host.empty()) r.entry.upstream_host = upstream_host;
   log_entry(r.entry);
 }
 
