@@ -487,6 +487,50 @@ variants)
 	log "ok TLS passthrough through the gateway: the app's own TLS reached nginx :443 from ${p% } (200), SNI routed at both hops"
 	explain_matches 203.0.113.10:443 --sni edition.cnn.com "$(seen_line "$TMP/sidecar.log" "$ms" 203.0.113.10:443)"
 	explain_at_gateways 443 "$m1" "$m2" --sni edition.cnn.com
+
+	# ------------------------------------------------ a route timeout, for real
+	# An "internet" server that accepts and never answers; the route to it
+	# has timeout 0.5s: the sidecar's engine timer answers Envoy's 504.
+	kt_bg in_cg_ns other "$NS_I" "$PY" -c '
+import socket, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("203.0.113.10", 8081))
+s.listen(16)
+held = []
+while True:
+    held.append(s.accept()[0])'
+	kt_wait_listen "$NS_I" 203.0.113.10:8081 || fail "the silent server did not start"
+	cat >"$CONF/variant-timeout.yaml" <<'YAML'
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: slow}
+spec:
+  hosts: [slow.example]
+  ports: [{number: 8081, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 203.0.113.10}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: slow}
+spec:
+  hosts: [slow.example]
+  http:
+  - timeout: 0.5s
+    route: [{destination: {host: slow.example}}]
+YAML
+	GENERATION=$((GENERATION + 1))
+	wait_generation "$GENERATION"
+	ms=$(lines_of "$TMP/sidecar.log")
+	code=$(in_cg_ns workload "$NS_W" curl -s -o "$TMP/slow.body" -w '%{http_code}' --max-time 10 \
+		--resolve slow.example:8081:203.0.113.10 http://slow.example:8081/)
+	[ "$code" = 504 ] || fail "route timeout: HTTP $code, expected 504"
+	grep -q 'upstream request timeout' "$TMP/slow.body" || fail "route timeout: body $(cat "$TMP/slow.body")"
+	sleep 0.3
+	line=$(new_lines "$TMP/sidecar.log" "$ms" | grep 'slow.example' | tail -1)
+	grep -q '" 504 UT upstream_response_timeout ' <<<"$line" || fail "route timeout: sidecar logged: $line"
+	log "ok route timeout 0.5s to a server that never answers: 504 \"upstream request timeout\", logged $(sed 's/.*" 504/504/' <<<"$line" | cut -d' ' -f1-3)"
 	;;
 *)
 	fail "unknown case $CASE"
