@@ -315,6 +315,9 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
   if (ci.http) {
     install_check_later(c);
     auto guard = std::make_unique<HttpRequestGuard>(c.info, pending, pooled, route_edits(c.plan.forward));
+    if (pooled && conn_pool && conn_pool->http && conn_pool->http->max_requests_per_connection > 1) {
+      guard->set_max_requests_per_connection(static_cast<uint32_t>(conn_pool->http->max_requests_per_connection));
+    }
     if (!guard->first_bytes_ok()) {
       *ok = false;
       return nullptr;

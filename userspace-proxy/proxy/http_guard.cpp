@@ -242,6 +242,7 @@ HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::sp
     outstanding_.clear();
     close_requested_ = false;
     reusable_ = true;
+    upstream_requests_ = 0;
     return;
   }
   // A later request cut off at the end of the first read is already on its
@@ -252,6 +253,26 @@ HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::sp
 
 FilterStatus HttpRequestGuard::on_start(std::span<const uint8_t> held, FilterOutput& out) {
   return advance(held, &out);
+}
+
+namespace {
+struct GuardUpstreamState final : public engine::UpstreamState {
+  explicit GuardUpstreamState(uint32_t n) : requests(n) {}
+  uint32_t requests;
+};
+}  // namespace
+
+engine::UpstreamStatePtr HttpRequestGuard::release_upstream() {
+  if (!pooled_) return nullptr;
+  return std::make_unique<GuardUpstreamState>(upstream_requests_);
+}
+
+bool HttpRequestGuard::adopt_upstream(engine::UpstreamStatePtr state) {
+  if (state == nullptr) return true;
+  auto* s = dynamic_cast<GuardUpstreamState*>(state.get());
+  if (s == nullptr) return false;
+  upstream_requests_ = s->requests;
+  return true;
 }
 
 bool HttpRequestGuard::upstream_reusable() const {
@@ -297,6 +318,13 @@ FilterStatus HttpRequestGuard::forward_head(const sniff::HttpRequestHead& head, 
                                             const RouteEdits* edits) {
   const bool http11 = head.version == sniff::HttpVersion::kHttp11;
   if (pooled_) {
+    ++upstream_requests_;
+    if (max_requests_ != 0 && upstream_requests_ >= max_requests_ && !outstanding_.empty()) {
+      // The upstream connection's last request: the client's ends with it.
+      outstanding_.back().close_after = true;
+      reusable_ = false;
+      close_requested_ = true;
+    }
     if (!head.keep_alive) close_requested_ = true;
     // HTTP/1.0 goes as it is (unless the route edits it); its connection is
     // not one to share.

@@ -179,6 +179,15 @@ class HttpRequestGuard final : public engine::StreamFilter {
   bool takes_held_bytes() const override { return pooled_ || first_edits_ != nullptr || rerun_; }
   engine::FilterStatus on_start(std::span<const uint8_t> held, engine::FilterOutput& out) override;
   bool upstream_reusable() const override;
+  // The upstream's request count travels with it through the pool
+  // (DestinationRule connectionPool.http.maxRequestsPerConnection).
+  engine::UpstreamStatePtr release_upstream() override;
+  bool adopt_upstream(engine::UpstreamStatePtr state) override;
+  // 0: unlimited. At the limit, the request that reaches it is the
+  // upstream connection's last: the client's connection ends after its
+  // response (Envoy would move the next request to a new upstream
+  // connection; this guard cannot switch upstreams mid-connection).
+  void set_max_requests_per_connection(uint32_t n) { max_requests_ = n; }
   engine::FilterStatus on_timer(engine::FilterOutput& out) override;
 
  private:
@@ -232,6 +241,8 @@ class HttpRequestGuard final : public engine::StreamFilter {
   ResponseState response_state_ = ResponseState::kHead;
   int response_status_ = 0;
   bool timer_armed_ = false;  // the engine's timer is set for the front request
+  uint32_t upstream_requests_ = 0;  // sent on this upstream connection, earlier clients' included
+  uint32_t max_requests_ = 0;
 };
 
 }  // namespace sluice::proxy

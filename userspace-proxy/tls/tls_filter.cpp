@@ -141,10 +141,13 @@ bool TlsFilter::set_inner(engine::StreamFilterPtr inner) {
 namespace {
 
 // A pooled upstream's TLS session, between two downstream connections.
+// (and the inner filter's own upstream state, e.g. its request count).
 class TlsUpstreamState final : public engine::UpstreamState {
  public:
-  explicit TlsUpstreamState(std::unique_ptr<TlsConnection> conn) : conn(std::move(conn)) {}
+  TlsUpstreamState(std::unique_ptr<TlsConnection> conn, engine::UpstreamStatePtr inner)
+      : conn(std::move(conn)), inner(std::move(inner)) {}
   std::unique_ptr<TlsConnection> conn;
+  engine::UpstreamStatePtr inner;
 };
 
 }  // namespace
@@ -157,15 +160,21 @@ bool TlsFilter::upstream_reusable() const {
 }
 
 engine::UpstreamStatePtr TlsFilter::release_upstream() {
-  if (up_ == nullptr) return nullptr;
-  return std::make_unique<TlsUpstreamState>(std::move(up_));
+  engine::UpstreamStatePtr inner = options_.inner ? options_.inner->release_upstream() : nullptr;
+  if (up_ == nullptr) return inner;
+  return std::make_unique<TlsUpstreamState>(std::move(up_), std::move(inner));
 }
 
 bool TlsFilter::adopt_upstream(engine::UpstreamStatePtr state) {
   if (started_) return false;
-  if (state == nullptr) return up_ == nullptr;
+  if (!originates()) {
+    // A plaintext upstream: whatever state there is belongs to the inner filter.
+    if (options_.inner) return options_.inner->adopt_upstream(std::move(state));
+    return state == nullptr;
+  }
   auto* tls = dynamic_cast<TlsUpstreamState*>(state.get());
-  if (tls == nullptr || !originates() || !tls->conn || tls->conn->state() != HandshakeState::kDone) return false;
+  if (tls == nullptr || !tls->conn || tls->conn->state() != HandshakeState::kDone) return false;
+  if (options_.inner && !options_.inner->adopt_upstream(std::move(tls->inner))) return false;
   up_ = std::move(tls->conn);
   up_pending_ = false;
   adopted_ = true;

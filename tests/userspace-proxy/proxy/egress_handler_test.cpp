@@ -771,5 +771,41 @@ TEST_F(EgressHandlerTest, PooledEarlyResponseToAnUploadKeepsRelaying) {
   close(*h, c, engine::CloseReason::kCompleted);
 }
 
+// maxRequestsPerConnection 2: the count travels with the pooled upstream;
+// the request that reaches it is the connection's last (its client is told
+// connection: close and the upstream is not parked again).
+TEST_F(EgressHandlerTest, MaxRequestsPerConnectionCountsAcrossPooledClients) {
+  load({kRegistryOnly, kCnnServiceEntry, R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: cnn}
+spec:
+  host: edition.cnn.com
+  trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 2}}}
+)"});
+  dns_.answer("edition.cnn.com", "203.0.113.10");
+  auto h = handler("203.0.113.10:80");
+  const std::string req = "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\nConnection: close\r\n\r\n";
+  const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  FakeConnection c1;
+  auto f1 = decided(*h, c1, req);
+  start(*f1, req);
+  EXPECT_EQ(respond(*f1, resp).first, engine::FilterStatus::kEndDownstream);
+  ASSERT_TRUE(f1->upstream_reusable());  // 1 of 2
+  engine::UpstreamStatePtr state = f1->release_upstream();
+  close(*h, c1, engine::CloseReason::kCompleted);
+  // The next client adopts it: its request is the upstream's second.
+  FakeConnection c2;
+  const std::string keep = "GET /b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  auto f2 = decided(*h, c2, keep);
+  ASSERT_TRUE(f2->adopt_upstream(std::move(state)));
+  start(*f2, keep);
+  auto [st, out] = respond(*f2, resp);
+  EXPECT_EQ(st, engine::FilterStatus::kClose);  // the client's connection ends with the upstream's
+  EXPECT_EQ(out, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nconnection: close\r\n\r\n");
+  EXPECT_FALSE(f2->upstream_reusable());
+  close(*h, c2, engine::CloseReason::kCompleted);
+}
+
 }  // namespace
 }  // namespace sluice::proxy
