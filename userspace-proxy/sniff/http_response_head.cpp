@@ -274,6 +274,10 @@ HttpParseStatus HttpResponseParser::on_end_of_head(std::size_t head_end) {
 // The kept fields as (name, value), rewritten, then written out.
 static void append_rewritten_fields(std::string& out, std::span<const HeaderField> headers, bool keep_upgrade,
                              const HeadRewrite& rw) {
+  if (rw.host.empty() && !rw.edit_fields) {
+    append_fields(out, headers, keep_upgrade);  // nothing to change: no copies
+    return;
+  }
   std::vector<std::pair<std::string, std::string>> fields;
   fields.reserve(headers.size() + 2);
   for (const HeaderField& f : headers) {
@@ -288,18 +292,6 @@ static void append_rewritten_fields(std::string& out, std::span<const HeaderFiel
   for (const auto& [name, value] : fields) out.append(name).append(": ").append(value).append("\r\n");
 }
 
-std::string rebuild_response_head(const HttpResponseHead& head, bool add_connection_close, const HeadRewrite& rw) {
-  const bool switching = head.status == 101;
-  std::string out = rebuild_response_head(head, add_connection_close);
-  // Same status line; the fields again, rewritten.
-  out.resize(out.find("\r\n") + 2);
-  append_rewritten_fields(out, head.headers, /*keep_upgrade=*/switching, rw);
-  if (switching) out.append("connection: upgrade\r\n");
-  else if (add_connection_close) out.append("connection: close\r\n");
-  out.append("\r\n");
-  return out;
-}
-
 bool has_hop_by_hop_fields(std::span<const HeaderField> headers, bool keep_alive_ok) {
   for (const HeaderField& f : headers) {
     if (keep_alive_ok && ascii::iequals(f.name, "connection") && ascii::iequals(f.value, "keep-alive")) continue;
@@ -311,7 +303,7 @@ bool has_hop_by_hop_fields(std::span<const HeaderField> headers, bool keep_alive
 std::string rebuild_request_head(const HttpRequestHead& head, const HeadRewrite& rw) {
   const bool upgrading = !head.upgrade.empty();
   std::string out;
-  out.reserve(64 + head.method.size() + head.target.size() + fields_size(head.headers));
+  out.reserve(32 + head.method.size() + head.target.size() + fields_size(head.headers));
   out.append(head.method).append(" ").append(rw.target.empty() ? head.target : rw.target).append(" ");
   out.append(version_text(head.version)).append("\r\n");
   append_rewritten_fields(out, head.headers, /*keep_upgrade=*/upgrading, rw);
@@ -321,6 +313,10 @@ std::string rebuild_request_head(const HttpRequestHead& head, const HeadRewrite&
 }
 
 std::string rebuild_response_head(const HttpResponseHead& head, bool add_connection_close) {
+  return rebuild_response_head(head, add_connection_close, HeadRewrite{});
+}
+
+std::string rebuild_response_head(const HttpResponseHead& head, bool add_connection_close, const HeadRewrite& rw) {
   // A 101's Upgrade field and "upgrade" option are what the client checks
   // before it accepts the switch (RFC 9110 §7.8).
   const bool switching = head.status == 101;
@@ -334,24 +330,14 @@ std::string rebuild_response_head(const HttpResponseHead& head, bool add_connect
   out += static_cast<char>('0' + code / 10 % 10);
   out += static_cast<char>('0' + code % 10);
   out.append(" ").append(head.reason).append("\r\n");
-  append_fields(out, head.headers, /*keep_upgrade=*/switching);
+  append_rewritten_fields(out, head.headers, /*keep_upgrade=*/switching, rw);
   if (switching) out.append("connection: upgrade\r\n");
   else if (add_connection_close) out.append("connection: close\r\n");
   out.append("\r\n");
   return out;
 }
 
-std::string rebuild_request_head(const HttpRequestHead& head) {
-  const bool upgrading = !head.upgrade.empty();
-  std::string out;
-  out.reserve(32 + head.method.size() + head.target.size() + fields_size(head.headers));
-  out.append(head.method).append(" ").append(head.target).append(" ").append(version_text(head.version));
-  out.append("\r\n");
-  append_fields(out, head.headers, /*keep_upgrade=*/upgrading);
-  if (upgrading) out.append("connection: upgrade\r\n");
-  out.append("\r\n");
-  return out;
-}
+std::string rebuild_request_head(const HttpRequestHead& head) { return rebuild_request_head(head, HeadRewrite{}); }
 
 std::string_view to_string(ResponseBodyKind kind) {
   switch (kind) {
