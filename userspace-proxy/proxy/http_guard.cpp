@@ -524,17 +524,14 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
         const bool rebuild = edited || (pooled_ && (!whole || ends || h.status == 101 ||
                                                     sniff::has_hop_by_hop_fields(h.headers, /*keep_alive_ok=*/true)));
         if (rebuild) {
-          std::string rebuilt;
-          if (req.edits && !req.edits->response.empty()) {
-            sniff::HeadRewrite rw;
+          sniff::HeadRewrite rw;
+          if (edited) {
             const RouteEdits* e = req.edits.get();
             rw.edit_fields = [e](std::vector<std::pair<std::string, std::string>>& f) {
               policy::apply_header_edits(e->response, f);
             };
-            rebuilt = sniff::rebuild_response_head(h, ends, rw);
-          } else {
-            rebuilt = sniff::rebuild_response_head(h, ends);
           }
+          const std::string rebuilt = sniff::rebuild_response_head(h, ends, rw);
           out.skip(r.consumed);
           if (out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(rebuilt)) != 0) return FilterStatus::kReset;
           req.bytes_out += rebuilt.size();
