@@ -343,7 +343,9 @@ case_foreign_program() {
 	# Sluice's restart and uninstall leave it alone.
 	agent_once
 	"$AGENT" uninstall --pin-dir "$PIN" >>"$TMP/agent.log" 2>&1 || fail "uninstall failed"
-	bpftool cgroup show "$CG/workload" | grep -q foreign_connect || fail "uninstall removed the foreign program"
+	# Captured first: `producer | grep -q` under pipefail fails when grep exits
+	# before the producer has written everything (SIGPIPE).
+	grep -q foreign_connect <<<"$(bpftool cgroup show "$CG/workload")" || fail "uninstall removed the foreign program"
 	before=$(foreign_hits)
 	expect_direct 203.0.113.10 8080
 	after=$(foreign_hits)
@@ -387,7 +389,7 @@ case_restart() {
 	[ "$c_after" -gt "$c_before" ] || fail "counters reset: $c_before -> $c_after"
 	prog_after=$(bpftool -j prog show pinned "$PIN/prog_sluice_connect4" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 	[ "$prog_after" != "$prog_before" ] || fail "the restarted agent did not switch the links to its programs"
-	bpftool link show | grep -q "prog $prog_after" || fail "no link runs the new program $prog_after"
+	grep -q "prog $prog_after" <<<"$(bpftool link show)" || fail "no link runs the new program $prog_after"
 	log "ok: counters continued ($c_before -> $c_after), links switched in place to new programs ($prog_before -> $prog_after)"
 	# Clean stop (SIGTERM) also leaves interception in place.
 	kill -TERM "$agent_pid"

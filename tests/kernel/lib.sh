@@ -162,7 +162,7 @@ kt_wait_file() {
 kt_wait_listen() {
 	local i
 	for i in $(seq "${3:-200}"); do
-		ip netns exec "$1" ss -Hltn "src $2" 2>/dev/null | grep -q . && return 0
+		[ -n "$(ip netns exec "$1" ss -Hltn "src $2" 2>/dev/null)" ] && return 0
 		sleep 0.05
 	done
 	return 1
