@@ -62,6 +62,37 @@ void apply_header_edits(const HeaderEdits& edits, std::vector<std::pair<std::str
 }
 
 
+bool RetryPlan::retries_status(uint32_t status) const {
+  if (on_5xx && status >= 500 && status <= 599) return true;
+  if (on_gateway_error && (status == 502 || status == 503 || status == 504)) return true;
+  if (on_retriable_4xx && status == 409) return true;
+  return std::find(status_codes.begin(), status_codes.end(), status) != status_codes.end();
+}
+
+RetryPlan retry_plan(const RetryPolicy* policy) {
+  RetryPlan r;
+  if (policy == nullptr) return r;
+  r.attempts = 1 + policy->num_retries;
+  bool status_codes = false;
+  std::string_view all = policy->retry_on;
+  while (!all.empty()) {
+    const size_t comma = all.find(',');
+    std::string_view part = all.substr(0, comma);
+    all = comma == std::string_view::npos ? std::string_view() : all.substr(comma + 1);
+    while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
+    while (!part.empty() && part.back() == ' ') part.remove_suffix(1);
+    if (part == "5xx") r.on_5xx = true;
+    else if (part == "gateway-error") r.on_gateway_error = true;
+    else if (part == "reset") r.on_reset = true;
+    else if (part == "retriable-4xx") r.on_retriable_4xx = true;
+    else if (part == "retriable-status-codes") status_codes = true;
+    // connect-failure: ForwardPlan::connect_attempts; refused-stream and the
+    // gRPC conditions (cancelled, unavailable, ...) never occur on HTTP/1.
+  }
+  if (status_codes) r.status_codes = policy->retriable_status_codes;
+  return r;
+}
+
 const char* to_string(RequestPlan::Kind k) {
   switch (k) {
     case RequestPlan::Kind::kForward: return "forward";
@@ -121,7 +152,11 @@ class Planner {
         p_.forward.upstream = plan_passthrough(r_.original_ip, r_.port);
         p_.forward.port = r_.port;
         // Istio's allow_any route carries the default retry policy.
-        if (r_.traffic == Traffic::kHttp) p_.forward.connect_attempts = 1 + RetryPolicy{}.num_retries;
+        if (r_.traffic == Traffic::kHttp) {
+          const RetryPolicy defaults;
+          p_.forward.connect_attempts = 1 + defaults.num_retries;
+          p_.forward.retry = retry_plan(&defaults);
+        }
         if (r_.explain) p_.steps.push_back("passthrough to the original destination " + r_.original_ip.str() + ":" +
                            std::to_string(r_.port));
         return std::move(p_);
@@ -150,7 +185,11 @@ class Planner {
         HttpRouteDecision rd = t_.routes->route_http(scope, hr);
         // Every HTTP route has Istio's default retry policy unless its
         // VirtualService rule says otherwise (attempts 0: none).
-        p_.forward.connect_attempts = 1 + RetryPolicy{}.num_retries;
+        {
+          const RetryPolicy defaults;
+          p_.forward.connect_attempts = 1 + defaults.num_retries;
+          p_.forward.retry = retry_plan(&defaults);
+        }
         if (r_.explain) p_.steps.push_back("VirtualService (" + scope.describe() + "): " + rd.reason.str());
         if (!rd.route_name.empty()) p_.route_name = std::string(rd.route_name);
         switch (rd.outcome) {
@@ -177,6 +216,7 @@ class Planner {
                 rd.retries && rd.retries->retry_on.find("connect-failure") != std::string::npos
                     ? 1 + rd.retries->num_retries
                     : 1;
+            p_.forward.retry = retry_plan(rd.retries);
             if (r_.explain) {
               p_.steps.push_back("connect attempts " + std::to_string(p_.forward.connect_attempts) +
                                  (rd.retries ? " (retries " + std::to_string(rd.retries->num_retries) + " on " +

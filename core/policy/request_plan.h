@@ -59,6 +59,30 @@ using HeaderEdits = std::vector<HeaderEdit>;
 // case-insensitively.
 void apply_header_edits(const HeaderEdits& edits, std::vector<std::pair<std::string, std::string>>& fields);
 
+// A route's retry policy for what comes back, as Envoy's router applies it
+// (routing.h's RetryPolicy is Istio's translation of HTTPRetry): after a
+// matching response or reset the request goes again, to another endpoint
+// where there is one, until `attempts` tries were made.
+struct RetryPlan {
+  uint32_t attempts = 1;          // the first try and its retries; 1: none
+  bool on_5xx = false;            // "5xx": any 5xx, or no response (reset, disconnect)
+  bool on_gateway_error = false;  // "gateway-error": 502, 503, 504, or no response
+  bool on_reset = false;          // "reset": no response
+  bool on_retriable_4xx = false;  // "retriable-4xx": 409
+  std::vector<uint32_t> status_codes;  // "retriable-status-codes" (Istio's default: 503)
+
+  // Whether a response with `status` is retried (attempts permitting).
+  bool retries_status(uint32_t status) const;
+  // Whether an upstream that closed or reset before any response is.
+  bool retries_reset() const { return on_5xx || on_gateway_error || on_reset; }
+  // Whether anything after the request was sent can be retried.
+  bool retries_responses() const {
+    return attempts > 1 && (retries_reset() || on_retriable_4xx || !status_codes.empty());
+  }
+};
+// Istio's policy (null: retries off) as the data plane applies it.
+RetryPlan retry_plan(const RetryPolicy* policy);
+
 // Where a forwarded connection goes and how.
 struct ForwardPlan {
   std::string host;    // the destination host (FQDN), or empty for passthrough
@@ -83,6 +107,8 @@ struct ForwardPlan {
   // UF: HTTP routes retry a connect failure per their retry policy (Istio's
   // default: 2 retries), TCP and TLS make one attempt per endpoint.
   uint32_t connect_attempts = 1;
+  // HTTP: retries of a response or a reset (RetryPlan).
+  RetryPlan retry;
 
   bool rewrites_request() const {
     return !authority_rewrite.empty() || !path_rewrite.empty() || !request_headers.empty();

@@ -105,6 +105,16 @@ class ConnectionHandler {
     return Verdict::close();
   }
 
+  // A filter answered FilterStatus::kNewUpstream and the old upstream is
+  // gone (parked or closed): the connection is undecided again, `pending`
+  // holding what the filter kept (a complete HTTP request head first). The
+  // verdict is applied as one from on_downstream_data; later calls
+  // (on_downstream_data, on_wake, on_detection_timeout, on_downstream_eof)
+  // follow as for a new connection. The default closes.
+  virtual Verdict on_new_upstream(Connection& /*conn*/, std::span<const uint8_t> /*pending*/) {
+    return Verdict::close();
+  }
+
   // The upstream connect succeeded (for logging/metrics; optional).
   virtual void on_upstream_connected(Connection& /*conn*/, const SocketAddress& /*upstream*/) {}
 

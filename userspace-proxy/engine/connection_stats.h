@@ -45,6 +45,7 @@ struct ConnectionStats {
   CloseReason reason = CloseReason::kNone;
   int error = 0;                      // errno behind the reason, if any (ECONNREFUSED...)
   uint8_t connect_attempts = 0;
+  uint16_t upstream_switches = 0;     // earlier upstreams left for another (FilterStatus::kNewUpstream)
   bool upstream_reused = false;       // the upstream came from the worker's pool (no connect)
 };
 

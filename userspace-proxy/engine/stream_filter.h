@@ -44,6 +44,19 @@ enum class FilterStatus : uint8_t {
   // parked for another connection, else closed. Without a pool key it is
   // kClose.
   kEndDownstream,
+  // The next bytes toward the upstream need another decision (an HTTP
+  // request for another upstream, a request to retry elsewhere). The filter
+  // answers so only when everything the downstream is owed from the current
+  // upstream has been output, and keeps the bytes not yet sent upstream.
+  // The engine stops reading the upstream, waits for its in-flight
+  // operations, parks it (pool key and upstream_reusable()) or closes it,
+  // then calls on_new_upstream(out): the filter's injects toward the
+  // upstream become the connection's pending bytes, and the handler's
+  // ConnectionHandler::on_new_upstream decides again as for a new
+  // connection (connect, defer, close). Downstream bytes read meanwhile
+  // still go through on_data (the filter holds them too). Only while
+  // relaying; elsewhere it is kClose.
+  kNewUpstream,
   kClose,     // flush what was output, then close both sides gracefully
   kReset,     // abort both sides with RST now
 };
@@ -104,6 +117,16 @@ class StreamFilter {
   virtual FilterStatus on_start(std::span<const uint8_t> /*held*/, FilterOutput& /*out*/) {
     return FilterStatus::kContinue;
   }
+
+  // After kNewUpstream, once the old upstream is parked (release_upstream()
+  // came first) or closed: inject toward the upstream the downstream bytes
+  // held for the next decision (as the handler is to see them: plaintext),
+  // drop every upstream-side state. Return true to stay installed (a TLS
+  // terminator: the downstream session goes on and later downstream bytes
+  // go through it as after Verdict::need_more(timeout, filter); the next
+  // connect verdict must then carry no filter), false to be destroyed (the
+  // next verdict may bring another). The default holds nothing and leaves.
+  virtual bool on_new_upstream(FilterOutput& /*out*/) { return false; }
 };
 
 using StreamFilterPtr = std::unique_ptr<StreamFilter>;

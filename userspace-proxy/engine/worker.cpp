@@ -546,6 +546,7 @@ int64_t Worker::conn_deadline(const ConnectionImpl* c) const {
     // one that expired while connecting fires as soon as it relays.
     case Phase::kConnecting: return idle;
     case Phase::kRelaying: return std::min(idle, c->filter_deadline_ns);
+    case Phase::kSwitching: return idle;
     default: return INT64_MAX;
   }
 }
@@ -1130,9 +1131,13 @@ void Worker::on_recv_cqe(ConnectionImpl* c, int s, int res, uint32_t flags) {
     } else if (res == -ECANCELED) {
       // Our backpressure cancel landed; re-armed from the send path below.
     } else if (res < 0) {
-      if (c->phase == Phase::kLingering) {
+      if (s == 1 && c->phase == Phase::kSwitching) {
+        // The upstream being left broke: it is closed, not parked.
+        c->parking = false;
+      } else if (c->phase == Phase::kLingering) {
         begin_close(c, CloseReason::kLocalClose, -res, false, false);
       } else if (is_reset_error(-res)) {
+        if (s == 1 && upstream_reset_to_filter(c)) return;
         begin_close(c, reset_reason(s), -res, s == 1, s == 0);
       } else {
         begin_close(c, CloseReason::kInternalError, -res, true, true);
@@ -1195,6 +1200,25 @@ void Worker::run_filter(ConnectionImpl* c, int s, uint32_t bid, uint32_t len) {
 
 void Worker::filter_status(ConnectionImpl* c, FilterStatus st) {
   if (st == FilterStatus::kContinue) return;
+  if (c->phase == Phase::kSwitching) {
+    if (st == FilterStatus::kNewUpstream) return;  // on its way
+    if (st != FilterStatus::kReset) {
+      // No upstream to finish with: flush what the filter wrote to the
+      // client (a local reply), then FIN it; the old upstream's in-flight
+      // operations end with the connection.
+      if (c->stats.reason == CloseReason::kNone) c->stats.reason = CloseReason::kFilterClose;
+      c->parking = false;
+      enter_lingering(c);
+      return;
+    }
+  }
+  if (st == FilterStatus::kNewUpstream) {
+    if (c->phase == Phase::kRelaying) {
+      begin_switch(c);
+      return;
+    }
+    st = FilterStatus::kClose;  // no upstream to leave yet
+  }
   if (st == FilterStatus::kEndDownstream) {
     if (c->pool_key.empty() || undecided(c->phase) || c->phase == Phase::kConnecting) {
       st = FilterStatus::kClose;  // nothing to keep the upstream for
@@ -1224,6 +1248,34 @@ void Worker::filter_status(ConnectionImpl* c, FilterStatus st) {
   if (c->stats.reason == CloseReason::kNone) c->stats.reason = CloseReason::kFilterClose;
   for (int s = 0; s < 2; ++s) stop_reading(c, s);
   for (int s = 0; s < 2; ++s) maybe_shutdown_write(c, s);
+}
+
+// The upstream reset while relaying: its filter hears of it as the end of
+// the upstream's stream first. An answer that deals with it (kNewUpstream: a
+// retry elsewhere; kClose: a local reply such as Envoy's 503 for a reset
+// before any response) is carried out instead of resetting the client; with
+// kContinue (a response already under way) the reset goes on to the client.
+bool Worker::upstream_reset_to_filter(ConnectionImpl* c) {
+  Side& up = c->side[1];
+  if (c->phase != Phase::kRelaying || !c->filter || up.end_filtered) return false;
+  up.read_eof = true;
+  up.end_filtered = true;
+  c->parking = false;
+  Output out(this, c, 1, nullptr, 0, kNoBuffer);
+  const FilterStatus st = c->filter->on_end_stream(Direction::kUpstreamToDownstream, out);
+  if (st == FilterStatus::kContinue || st == FilterStatus::kReset) return false;
+  if (c->stats.reason == CloseReason::kNone && st != FilterStatus::kNewUpstream) {
+    c->stats.reason = CloseReason::kUpstreamReset;
+  }
+  // Nothing more goes to the dead socket (a FIN attempt on it is harmless).
+  release_queue_if_idle(c, 1);
+  if (c->side[0].out.count > 0) kick_send(c, 0);
+  filter_status(c, st);
+  return true;
+}
+
+void Worker::release_queue_if_idle(ConnectionImpl* c, int s) {
+  if (!c->side[s].send_inflight) release_queue(c->side[s].out);
 }
 
 void Worker::stop_reading(ConnectionImpl* c, int s) {
@@ -1262,6 +1314,10 @@ void Worker::on_eof(ConnectionImpl* c, int s) {
       return;
     case Phase::kLingering:
       begin_close(c, CloseReason::kLocalClose, 0, false, false);
+      return;
+    case Phase::kSwitching:
+      // The downstream's FIN waits for the next decision (see finish_switch);
+      // the old upstream's was read_eof already.
       return;
     case Phase::kConnecting:
     case Phase::kRelaying:
@@ -1339,6 +1395,10 @@ void Worker::on_send_cqe(ConnectionImpl* c, int s, int res) {
   if (c->phase == Phase::kClosing) return;
   if (res <= 0) {
     int err = res == 0 ? EPIPE : -res;
+    if (s == 1 && c->phase == Phase::kSwitching) {
+      c->parking = false;  // the upstream being left broke: closed, not parked
+      return;
+    }
     if (c->phase == Phase::kLingering) {
       begin_close(c, CloseReason::kLocalClose, err, false, false);
     } else {
@@ -1414,7 +1474,64 @@ void Worker::begin_close(ConnectionImpl* c, CloseReason reason, int error, bool 
 }
 
 void Worker::settle(ConnectionImpl* c) {
+  if (c->phase == Phase::kSwitching && c->side[1].recv == RecvState::kIdle && !c->side[1].send_inflight) {
+    finish_switch(c);
+  }
   if (c->phase == Phase::kClosing && c->inflight_ops == 0) finalize(c);
+}
+
+void Worker::begin_switch(ConnectionImpl* c) {
+  c->phase = Phase::kSwitching;
+  counters_.upstream_switches.add();
+  // Back to the pool if it is still at a message boundary once quiet (any
+  // byte, FIN or error from it until then clears this, as when parking).
+  // An upstream that already ended a direction (its FIN or reset, ours) is
+  // done with.
+  const Side& up = c->side[1];
+  c->parking = !c->pool_key.empty() && !up.read_eof && !up.write_shut && !up.reset_on_close;
+  c->filter_deadline_ns = INT64_MAX;  // the filter's timer was for the old upstream's responses
+  // The upstream is read no more; the downstream neither until the next
+  // decision (what its in-flight recv still brings goes to the filter).
+  c->side[1].read_eof = true;
+  cancel_recv(c, 1);
+  cancel_recv(c, 0);
+  reschedule_timer(c);
+}
+
+void Worker::finish_switch(ConnectionImpl* c) {
+  Side& up = c->side[1];
+  if (c->parking) pool_park(c);  // takes the fd when every condition holds
+  c->parking = false;
+  if (up.fd >= 0) {
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_close(sqe, up.fd);
+    io_uring_sqe_set_data64(sqe, kUdIgnore);
+  }
+  up.fd = -1;
+  release_queue(up.out);
+  up.recv = RecvState::kIdle;
+  up.read_eof = up.write_shut = up.send_inflight = up.reset_on_close = false;
+  up.multishot = multishot_recv_;
+  up.paused = false;
+  up.end_filtered = false;
+  // The next filter hears of a downstream FIN this one was told of.
+  c->side[0].end_filtered = false;
+  c->stats.upstream_switches++;
+  c->stats.upstream_reused = false;
+  c->upstream_count = c->upstream_next = 0;
+  c->pool_key.clear();
+  c->phase = Phase::kSniffing;
+  c->phase_deadline_ns = INT64_MAX;
+  c->last_activity_ns = now_ns_;
+  // What the filter held for the upstream it left becomes the pending bytes.
+  Output out(this, c, 0, nullptr, 0, kNoBuffer);
+  if (!c->filter->on_new_upstream(out)) c->filter.reset();
+  if (c->side[0].out.count > 0) kick_send(c, 0);
+  c->eof_unreported = c->side[0].read_eof;
+  reschedule_timer(c);
+  Verdict v = handler_->on_new_upstream(*c, pending_downstream(c));
+  apply_verdict(c, std::move(v), CloseReason::kLocalClose);
+  if (c->phase != Phase::kClosing) maybe_arm_recv(c, 0);
 }
 
 void Worker::finalize(ConnectionImpl* c) {

@@ -67,7 +67,9 @@ struct Side {
 
 // kSniffing and kDeferred are adjacent so "no decision yet" is one range
 // check on the per-chunk path.
-enum class Phase : uint8_t { kFree, kSniffing, kDeferred, kConnecting, kRelaying, kLingering, kClosing };
+// kSwitching: a filter asked for another upstream (FilterStatus::kNewUpstream);
+// the old one is being stopped, then the connection is kSniffing again.
+enum class Phase : uint8_t { kFree, kSniffing, kDeferred, kConnecting, kRelaying, kSwitching, kLingering, kClosing };
 
 inline bool undecided(Phase p) { return p == Phase::kSniffing || p == Phase::kDeferred; }
 
@@ -193,6 +195,10 @@ class Worker {
   void start_connect(ConnectionImpl* c);
   void enter_relaying(ConnectionImpl* c);
   bool adopt_pooled(ConnectionImpl* c);
+  // FilterStatus::kNewUpstream: stop the upstream, then (from settle, once
+  // nothing is in flight on it) park or close it and ask the handler again.
+  void begin_switch(ConnectionImpl* c);
+  void finish_switch(ConnectionImpl* c);
 
   // Upstream pool.
   void pool_park(ConnectionImpl* c);
@@ -212,6 +218,8 @@ class Worker {
   void filter_status(ConnectionImpl* c, FilterStatus st);
   bool filter_end_stream(ConnectionImpl* c, int s);
   void stop_reading(ConnectionImpl* c, int s);
+  bool upstream_reset_to_filter(ConnectionImpl* c);
+  void release_queue_if_idle(ConnectionImpl* c, int s);  // drops queued bytes unless a send uses them
   void arm_recv(ConnectionImpl* c, int s);
   void maybe_arm_recv(ConnectionImpl* c, int s);
   void cancel_recv(ConnectionImpl* c, int s);

@@ -56,7 +56,8 @@ class Counter {
   X(upstream_reused)      /* connections that took a pooled upstream */                \
   X(upstream_pool_dropped) /* pooled upstreams closed: peer closed or sent bytes */    \
   X(upstream_pool_expired) /* pooled upstreams closed: idle too long, overflow, drain */ \
-  X(upstream_pool_idle)   /* gauge: upstreams in the pool */
+  X(upstream_pool_idle)   /* gauge: upstreams in the pool */                          \
+  X(upstream_switches)    /* connections that left an upstream for another (kNewUpstream) */
 
 struct WorkerCounters {
 #define SLUICE_DECLARE_COUNTER(name) Counter name;

@@ -1,5 +1,8 @@
 #include "userspace-proxy/proxy/forwarder.h"
 
+#include <algorithm>
+#include <utility>
+
 #include "userspace-proxy/proxy/clusters.h"
 #include "userspace-proxy/proxy/tls_contexts.h"
 #include "userspace-proxy/tls/tls_filter.h"
@@ -86,6 +89,7 @@ Verdict Forwarder::on_wake(engine::Connection& conn, std::span<const uint8_t> pe
 void Forwarder::on_upstream_connected(engine::Connection& conn, const SocketAddress& upstream) {
   ProxyConnection& c = state(conn);
   c.info->upstream_host = upstream.to_string();
+  c.info->upstream_address = upstream;
   if (!c.info->http) c.info->record_tcp_open();
   if (o_.clusters && c.plan.kind == RequestPlan::Kind::kForward) {
     o_.clusters->report_connect(c.plan.cluster, upstream, true);
@@ -129,6 +133,7 @@ Verdict Forwarder::execute(ProxyConnection& c, RequestPlan plan, std::span<const
   ci.tcp_flags = plan.response_flags == "-" ? "" : plan.response_flags;
   ci.upstream_key = upstream_key(plan, ci);
   c.plan = std::move(plan);
+  ci.first_retry = c.plan.forward.retry;
   switch (c.plan.kind) {
     case RequestPlan::Kind::kLocalReply: {
       o_.counters->count(c.plan.status == 502 ? policy::Action::kLocalReply502 : policy::Action::kRoute);
@@ -231,6 +236,14 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
     }
   }
 
+  // A retry goes elsewhere when it can (Envoy's previous_hosts predicate,
+  // as Istio configures it): the endpoints tried before go last.
+  if (!c.info->tried_upstreams.empty() && order.size() > 1) {
+    const auto& tried = c.info->tried_upstreams;
+    std::stable_partition(order.begin(), order.end(), [&tried](const SocketAddress& a) {
+      return std::find(tried.begin(), tried.end(), a) == tried.end();
+    });
+  }
   // HTTP: the route's connect-failure retries, over the endpoints in the
   // balancer's order (the same one again when there are fewer).
   if (c.info->http && !order.empty()) {
@@ -291,16 +304,71 @@ void Forwarder::install_check_later(ProxyConnection& c) {
       case RequestPlan::Kind::kForward:
         break;
     }
-    if (upstream_key(plan, *ci) != key) {
-      bump(counters->upstream_changed);
-      e.response_code_details = "upstream_changed_connection_closed";
-      out.kind = LaterRequest::Kind::kClose;
-      return out;
-    }
-    out.kind = LaterRequest::Kind::kForward;
-    out.edits = route_edits(plan.forward);
+    // Another upstream: the connection moves there once the responses due
+    // from this one are in (Forwarder::on_new_upstream goes on with the plan).
+    out.kind = upstream_key(plan, *ci) != key ? LaterRequest::Kind::kSwitch : LaterRequest::Kind::kForward;
+    if (out.kind == LaterRequest::Kind::kForward) out.edits = route_edits(plan.forward);
+    ci->later_plan = std::move(plan);  // a retry of this request goes on with it
     return out;
   };
+}
+
+Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uint8_t> pending) {
+  ProxyConnection& c = state(conn);
+  ConnectionInfo& ci = *c.info;
+  const ConnectionInfo::NextUpstream why = std::exchange(ci.next_upstream, ConnectionInfo::NextUpstream::kNone);
+  std::chrono::milliseconds backoff{0};
+  switch (why) {
+    case ConnectionInfo::NextUpstream::kNone:
+      return Verdict::close();
+    case ConnectionInfo::NextUpstream::kSwitch:
+      if (!ci.later_plan) return Verdict::close();
+      bump(o_.counters->upstream_changed);
+      c.plan = std::move(*ci.later_plan);
+      ci.later_plan.reset();
+      ci.first_attempt = 1;
+      ci.tried_upstreams.clear();
+      break;
+    case ConnectionInfo::NextUpstream::kRetry: {
+      bump(o_.counters->retries);
+      // The response (or reset) counts against the endpoint that gave it
+      // (outlier detection's consecutive 5xx).
+      if (o_.clusters && ci.upstream_address.valid()) {
+        o_.clusters->report_response(c.plan.cluster, ci.upstream_address, ci.retry_status == 0 ? 503 : ci.retry_status);
+      }
+      ci.tried_upstreams.push_back(ci.upstream_address);
+      // A later request's retry goes on with its own plan; the first
+      // request's is c.plan already.
+      if (ci.later_plan) {
+        c.plan = std::move(*ci.later_plan);
+        ci.later_plan.reset();
+      }
+      // Envoy's default back-off between tries: a random wait of up to
+      // 25 ms x (2^retry - 1), at most 250 ms.
+      const uint32_t retry = ci.first_attempt - 1;
+      const uint64_t cap = std::min<uint64_t>(250, 25 * ((uint64_t{1} << std::min<uint32_t>(retry, 8)) - 1));
+      backoff = std::chrono::milliseconds(cap == 0 ? 0 : next_pick() % (cap + 1));
+      break;
+    }
+  }
+  // The request to carry on is the first of the new upstream's: its log
+  // entry is the newest pending one.
+  if (!ci.pending_requests.empty()) ci.pending_requests.back().first = true;
+  ci.first_response_code = 0;
+  ci.first_retry = c.plan.forward.retry;
+  ci.cluster = c.plan.cluster;
+  ci.route_name = c.plan.route_name;
+  ci.upstream_key = upstream_key(c.plan, ci);
+  ci.upstream_host.clear();
+  ci.upstream_failure.clear();
+  c.decided = true;
+  c.dns_started = false;
+  c.dns_deadline = std::chrono::steady_clock::now() + o_.dns_wait + backoff;
+  if (backoff.count() > 0) {
+    // on_detection_timeout (or a stray wake) resumes: both call resume().
+    return c.waker ? Verdict::defer(backoff) : Verdict::need_more(backoff);
+  }
+  return resume(c, pending);
 }
 
 engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<const uint8_t> pending, bool* ok,

@@ -61,6 +61,11 @@ class Forwarder : public engine::ConnectionHandler {
   explicit Forwarder(const EgressOptions& o) : o_(o) {}
 
   void on_upstream_connected(engine::Connection& conn, const engine::SocketAddress& upstream) override;
+  // The HTTP guard moved the connection off its upstream: a later request
+  // for another one (ConnectionInfo::later_plan), or a retry of the newest
+  // request after a retriable response or reset (after Envoy's back-off,
+  // preferring endpoints not tried yet).
+  engine::Verdict on_new_upstream(engine::Connection& conn, std::span<const uint8_t> pending) override;
   // A DNS answer this connection waited for arrived (Verdict::defer).
   engine::Verdict on_wake(engine::Connection& conn, std::span<const uint8_t> pending) override;
   void on_close(engine::Connection& conn, const engine::ConnectionStats& stats) override;

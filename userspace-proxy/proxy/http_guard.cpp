@@ -228,6 +228,9 @@ HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::sp
   response_parser_ = std::make_unique<sniff::HttpResponseParser>();
   advance(first, nullptr);
   for (const RouteEditsPtr& e : checked_edits_) rerun_ = rerun_ || e != nullptr;
+  // A later request for another upstream is held back from the engine's
+  // unfiltered first bytes too.
+  for (bool sw : checked_switch_) rerun_ = rerun_ || sw;
   if (takes_held_bytes()) {
     // The held bytes come again through on_start, to be rewritten and sent:
     // the later requests among them are decided (and logged) already.
@@ -243,6 +246,8 @@ HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::sp
     close_requested_ = false;
     reusable_ = true;
     upstream_requests_ = 0;
+    replay_.clear();
+    replay_ok_ = replay_done_ = false;
     return;
   }
   // A later request cut off at the end of the first read is already on its
@@ -276,13 +281,80 @@ bool HttpRequestGuard::adopt_upstream(engine::UpstreamStatePtr state) {
 }
 
 bool HttpRequestGuard::upstream_reusable() const {
-  return pooled_ && reusable_ && outstanding_.empty() && state_ == State::kHead && held_.empty() &&
-         response_state_ == ResponseState::kHead;
+  // Switching, the held bytes are the next upstream's, not this one's.
+  const bool idle = (state_ == State::kHead && held_.empty()) || state_ == State::kSwitching;
+  return pooled_ && reusable_ && outstanding_.empty() && idle && response_state_ == ResponseState::kHead;
+}
+
+bool HttpRequestGuard::on_new_upstream(FilterOutput& out) {
+  if (!held_.empty()) out.inject(engine::Direction::kDownstreamToUpstream, bytes_of(held_));
+  held_.clear();
+  return false;
+}
+
+const policy::RetryPlan* HttpRequestGuard::retry_policy(const Outstanding& r) const {
+  if (r.first) return &info_->first_retry;
+  return info_->later_plan ? &info_->later_plan->forward.retry : nullptr;
+}
+
+// Only a lone request, received whole and kept, with nothing of its
+// response sent to the client and nothing after it from the client, goes
+// again (Envoy also retries only what it buffered and has not answered).
+bool HttpRequestGuard::can_retry() const {
+  return outstanding_.size() == 1 && replay_ok_ && replay_done_ && state_ == State::kHead && held_.empty() &&
+         !switch_signalled_ && outstanding_.front().bytes_out == 0;
+}
+
+FilterStatus HttpRequestGuard::retry_now(uint32_t status) {
+  const Outstanding tried = outstanding_.front();
+  outstanding_.clear();
+  retrying_ = false;
+  response_parser_->reset();
+  response_framer_.reset();
+  response_state_ = ResponseState::kHead;
+  response_prefix_.clear();
+  held_ = std::move(replay_);
+  replay_.clear();
+  replay_ok_ = replay_done_ = false;
+  state_ = State::kSwitching;
+  switch_signalled_ = true;
+  // Its access log entry stays pending: the response of the try that ends
+  // it writes it.
+  info_->next_upstream = ConnectionInfo::NextUpstream::kRetry;
+  info_->retry_status = status;
+  info_->first_attempt = tried.attempt + 1;
+  return FilterStatus::kNewUpstream;
+}
+
+// A later request for another upstream: it and everything after it wait
+// for the next upstream; the engine is asked for it once no response from
+// this one is due.
+FilterStatus HttpRequestGuard::hold_for_switch(std::string_view rest, FilterOutput* out) {
+  held_.append(rest);
+  if (out) out->skip(rest.size());
+  state_ = State::kSwitching;
+  info_->next_upstream = ConnectionInfo::NextUpstream::kSwitch;
+  if (out == nullptr || !outstanding_.empty()) return FilterStatus::kContinue;
+  switch_signalled_ = true;
+  return FilterStatus::kNewUpstream;
 }
 
 FilterStatus HttpRequestGuard::on_end_stream(engine::Direction dir, FilterOutput& out) {
+  if (dir == engine::Direction::kUpstreamToDownstream && retrying_) {
+    reusable_ = false;  // closed before the retried response ended
+    return retry_now(retry_status_);
+  }
   if (dir == engine::Direction::kUpstreamToDownstream && !outstanding_.empty() &&
       outstanding_.front().bytes_out == 0 && response_state_ == ResponseState::kHead) {
+    const policy::RetryPlan* rp = retry_policy(outstanding_.front());
+    if (rp && rp->retries_reset()) {
+      // retryOn reset / 5xx / gateway-error: no response at all is retried.
+      if (can_retry() && outstanding_.front().attempt < rp->attempts) {
+        reusable_ = false;
+        return retry_now(0);
+      }
+      outstanding_.front().retry_exhausted = true;
+    }
     // The upstream closed before any of the response (a pooled connection
     // it had just timed out, a crash): Envoy's 503 UC rather than a FIN
     // the client cannot tell from an empty reply.
@@ -294,7 +366,7 @@ FilterStatus HttpRequestGuard::on_end_stream(engine::Direction dir, FilterOutput
         local_reply(503, realtime_ns(),
                     "upstream connect error or disconnect/reset before headers. reset reason: connection termination");
     out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply));
-    info_->complete_request(503, lost.bytes_in, reply.size(), "UC",
+    info_->complete_request(503, lost.bytes_in, reply.size(), lost.retry_exhausted ? "UC,URX" : "UC",
                             "upstream_reset_before_response_started{connection_termination}");
     response_state_ = ResponseState::kOpaque;
     return FilterStatus::kClose;
@@ -353,12 +425,27 @@ FilterStatus HttpRequestGuard::forward_head(const sniff::HttpRequestHead& head, 
 
 // Remembers a request head forwarded upstream, for the framing of its
 // response and its access log line.
-void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEditsPtr edits) {
+void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEditsPtr edits, bool first,
+                                    std::string_view head_bytes) {
   const int64_t deadline = edits && edits->timeout.count() > 0
                                ? monotonic_ns() + static_cast<int64_t>(edits->timeout.count()) * 1'000'000
                                : INT64_MAX;
-  outstanding_.push_back({head.method == "HEAD", head.is_connect, !head.keep_alive, head.head_length, 0,
-                          std::move(edits), deadline});
+  Outstanding r{head.method == "HEAD", head.is_connect, !head.keep_alive, head.head_length, 0,
+                std::move(edits), deadline};
+  r.first = first;
+  r.attempt = first ? info_->first_attempt : 1;
+  outstanding_.push_back(std::move(r));
+  // Kept as received while it may have to go again: a lone request (not
+  // pipelined behind another) whose route retries responses.
+  const policy::RetryPlan* rp = retry_policy(outstanding_.back());
+  replay_ok_ = outstanding_.size() == 1 && rp && rp->retries_responses() && outstanding_.back().attempt < rp->attempts &&
+               !head.is_connect && head.upgrade.empty() && held_.size() + head_bytes.size() <= kMaxReplayBytes;
+  replay_done_ = false;
+  replay_.clear();
+  if (replay_ok_) {
+    replay_.append(held_);
+    replay_.append(head_bytes);
+  }
 }
 
 // The engine's timer follows the oldest outstanding request's deadline
@@ -405,11 +492,18 @@ FilterStatus HttpRequestGuard::on_timer(FilterOutput& out) {
 FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
   const Outstanding done = outstanding_.front();
   outstanding_.pop_front();
-  info_->complete_request(response_status_, done.bytes_in, done.bytes_out);
+  // URX: Envoy's "upstream retry limit exceeded" on the response it had to
+  // pass on.
+  info_->complete_request(response_status_, done.bytes_in, done.bytes_out, done.retry_exhausted ? "URX" : "");
   if (timer_armed_ || (!outstanding_.empty() && outstanding_.front().deadline_ns != INT64_MAX)) arm_timer(out);
   response_parser_->reset();
   response_framer_.reset();
   response_state_ = ResponseState::kHead;
+  if (state_ == State::kSwitching && outstanding_.empty() && !switch_signalled_) {
+    // A request for another upstream waited for this response.
+    switch_signalled_ = true;
+    return FilterStatus::kNewUpstream;
+  }
   if (!pooled_ || !done.close_after) return FilterStatus::kContinue;
   if (state_ == State::kBody) {
     // The response came before the request's body ended (an early 401 or
@@ -422,12 +516,13 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
   return reusable_ ? FilterStatus::kEndDownstream : FilterStatus::kClose;
 }
 
-// After the response to the client's last request: bytes that follow were
-// never asked for.
-static FilterStatus after_last(FilterStatus st, std::string_view rest, FilterOutput& out) {
+// After the response to the client's last request (or the last one due
+// before another upstream): bytes that follow were never asked for.
+static FilterStatus after_last(FilterStatus st, std::string_view rest, FilterOutput& out, bool* reusable) {
   if (st == FilterStatus::kContinue || rest.empty()) return st;
   out.skip(rest.size());
-  return FilterStatus::kClose;
+  *reusable = false;
+  return st == FilterStatus::kNewUpstream ? st : FilterStatus::kClose;
 }
 
 // Frames each response so the guard knows where it ends (its log line, and
@@ -439,6 +534,27 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
     switch (response_state_) {
       case ResponseState::kOpaque:
         return out.forward(rest.size()) == 0 ? FilterStatus::kContinue : FilterStatus::kReset;
+      case ResponseState::kDiscard: {
+        // The response being retried: read to its end (the upstream may then
+        // be reused), never shown to the client.
+        const sniff::BodyFeedResult r = response_framer_->feed(rest);
+        if (r.status == sniff::BodyStatus::kInvalid) {
+          reusable_ = false;
+          out.skip(rest.size());
+          return retry_now(retry_status_);
+        }
+        out.skip(r.consumed);
+        rest.remove_prefix(r.consumed);
+        if (r.status == sniff::BodyStatus::kDone) {
+          if (!rest.empty()) {
+            reusable_ = false;
+            out.skip(rest.size());
+          }
+          return retry_now(retry_status_);
+        }
+        if (r.consumed == 0) return FilterStatus::kContinue;
+        continue;
+      }
       case ResponseState::kBody: {
         const sniff::BodyFeedResult r = response_framer_->feed(rest);
         if (r.status == sniff::BodyStatus::kInvalid) {
@@ -456,7 +572,7 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
           continue;
         }
         const FilterStatus st = response_done(out);
-        if (st != FilterStatus::kContinue) return after_last(st, rest, out);
+        if (st != FilterStatus::kContinue) return after_last(st, rest, out, &reusable_);
         continue;
       }
       case ResponseState::kHead: {
@@ -470,8 +586,12 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
         const bool edited = outstanding_.front().edits && !outstanding_.front().edits->response.empty();
         if (r.status == sniff::HttpParseStatus::kNeedMore) {
           // Pooled or edited, the head may be rebuilt: the parser keeps the
-          // partial head meanwhile.
+          // partial head meanwhile. A response that may be retried is held
+          // back until its status is known.
           if (pooled_ || edited) {
+            out.skip(r.consumed);
+          } else if (can_retry()) {
+            response_prefix_.append(rest.substr(0, r.consumed));
             out.skip(r.consumed);
           } else {
             // Relayed as it comes: the client has part of a response now.
@@ -503,6 +623,38 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
         }
         const sniff::HttpResponseHead& h = response_parser_->head();
         Outstanding& req = outstanding_.front();
+        if (h.status >= 200 || h.status == 101) {
+          const policy::RetryPlan* rp = retry_policy(req);
+          if (rp && h.status != 101 && rp->retries_status(static_cast<uint32_t>(h.status))) {
+            if (can_retry() && req.attempt < rp->attempts) {
+              // Route retries (Istio's default: 503, twice): this response
+              // is dropped and the request goes to another endpoint.
+              out.skip(r.consumed);
+              rest.remove_prefix(r.consumed);
+              response_prefix_.clear();
+              retrying_ = true;
+              retry_status_ = static_cast<uint32_t>(h.status);
+              response_framer_.emplace(h, req.head, req.connect);
+              const sniff::ResponseBodyKind kind = response_framer_->kind();
+              if (!response_framer_->reusable_after() || kind == sniff::ResponseBodyKind::kTunnel ||
+                  kind == sniff::ResponseBodyKind::kUntilClose) {
+                reusable_ = false;
+                out.skip(rest.size());
+                return retry_now(retry_status_);
+              }
+              response_state_ = ResponseState::kDiscard;
+              if (response_framer_->status() == sniff::BodyStatus::kDone) {
+                if (!rest.empty()) {
+                  reusable_ = false;
+                  out.skip(rest.size());
+                }
+                return retry_now(retry_status_);
+              }
+              continue;
+            }
+            req.retry_exhausted = true;
+          }
+        }
         if (!response_seen_) {
           response_seen_ = true;
           info_->first_response_code = h.status;
@@ -536,9 +688,17 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
           if (out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(rebuilt)) != 0) return FilterStatus::kReset;
           req.bytes_out += rebuilt.size();
         } else {
+          if (!response_prefix_.empty()) {
+            // Held back while a retry was possible: it goes now, as received.
+            if (out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(response_prefix_)) != 0) {
+              return FilterStatus::kReset;
+            }
+            req.bytes_out += response_prefix_.size();
+          }
           if (out.forward(r.consumed) != 0) return FilterStatus::kReset;
           req.bytes_out += r.consumed;  // the earlier part was counted as it went
         }
+        response_prefix_.clear();
         rest.remove_prefix(r.consumed);
         if (interim) {
           response_parser_->reset();  // the final response follows
@@ -552,7 +712,7 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
         response_state_ = ResponseState::kBody;
         if (response_framer_->status() == sniff::BodyStatus::kDone) {
           const FilterStatus st = response_done(out);
-          if (st != FilterStatus::kContinue) return after_last(st, rest, out);
+          if (st != FilterStatus::kContinue) return after_last(st, rest, out, &reusable_);
         }
         continue;
       }
@@ -578,10 +738,17 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
     later_edits_ = std::move(verdict.edits);
     return FilterStatus::kContinue;
   }
+  if (verdict.kind == LaterRequest::Kind::kSwitch) {
+    // Logged when its response (from the next upstream) ends.
+    e.upstream_host.clear();
+    info_->pending_requests.push_back({std::move(e), false});
+    return FilterStatus::kNewUpstream;
+  }
   // The connection ends here: the requests before this one first.
   info_->flush_requests();
   switch (verdict.kind) {
     case LaterRequest::Kind::kForward:
+    case LaterRequest::Kind::kSwitch:
       return FilterStatus::kContinue;
     case LaterRequest::Kind::kLocalReply:
       e.upstream_host.clear();
@@ -606,6 +773,15 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
       case State::kStopped:
         if (out) out->skip(rest.size());
         return FilterStatus::kClose;
+      case State::kSwitching:
+        // Everything after a request for the next upstream waits for it.
+        if (held_.size() + rest.size() > kMaxHeldBytes) {
+          bump(info_->counters->protocol_errors);
+          return FilterStatus::kReset;
+        }
+        held_.append(rest);
+        if (out) out->skip(rest.size());
+        return FilterStatus::kContinue;
       case State::kOpaque:
         if (forward(rest.size()) != 0) return FilterStatus::kReset;
         return FilterStatus::kContinue;
@@ -619,8 +795,17 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         }
         if (r.consumed > 0 && forward(r.consumed) != 0) return FilterStatus::kReset;
         if (!outstanding_.empty()) outstanding_.back().bytes_in += r.consumed;
+        if (replay_ok_) {
+          if (replay_.size() + r.consumed > kMaxReplayBytes) {
+            replay_ok_ = false;  // too long to keep: not retried
+            replay_.clear();
+          } else {
+            replay_.append(rest.substr(0, r.consumed));
+          }
+        }
         rest.remove_prefix(r.consumed);
         if (r.status == sniff::BodyStatus::kDone) {
+          replay_done_ = true;
           framer_.reset();
           state_ = tunnel_after_body_ ? State::kOpaque : State::kHead;
           parser_.reset();
@@ -661,7 +846,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         const sniff::HttpRequestHead& head = parser_.head();
         if (first_head_) {
           // The request the connection was decided on: already logged.
-          note_request(head, first_edits_);
+          note_request(head, first_edits_, /*first=*/true, rest.substr(0, r.consumed));
           if (out && outstanding_.size() == 1 && outstanding_.front().deadline_ns != INT64_MAX) arm_timer(*out);
           if (takes_held_bytes()) {
             if (forward_head(head, r.consumed, out, first_edits_.get()) != FilterStatus::kContinue) {
@@ -673,7 +858,18 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         } else {
           ++later_heads_;
           const bool checked = later_heads_ <= checked_heads_;  // decided in the handler's bytes already
-          FilterStatus st = checked ? FilterStatus::kContinue : on_later_head(head, out);
+          FilterStatus st = checked ? (checked_switch_[later_heads_ - 1] ? FilterStatus::kNewUpstream
+                                                                        : FilterStatus::kContinue)
+                                    : on_later_head(head, out);
+          if (st == FilterStatus::kNewUpstream) {
+            // For another upstream (its log entry is pending already).
+            if (out == nullptr) {
+              checked_edits_.push_back(nullptr);
+              checked_switch_.push_back(true);
+            }
+            return hold_for_switch(rest, out);
+          }
+          if (out == nullptr && st == FilterStatus::kContinue) checked_switch_.push_back(false);
           if (st != FilterStatus::kContinue) {
             state_ = State::kStopped;
             first_ok_ = false;
@@ -683,7 +879,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
           RouteEditsPtr edits = checked ? checked_edits_[later_heads_ - 1] : std::move(later_edits_);
           later_edits_.reset();
           if (out == nullptr) checked_edits_.push_back(edits);  // the handler's bytes: kept for on_start
-          note_request(head, edits);
+          note_request(head, edits, /*first=*/false, rest.substr(0, r.consumed));
           if (out && outstanding_.size() == 1 && outstanding_.front().deadline_ns != INT64_MAX) arm_timer(*out);
           if (pooled_ || edits) {
             if (forward_head(head, r.consumed, out, edits.get()) != FilterStatus::kContinue) return FilterStatus::kReset;
@@ -701,6 +897,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         framer_ = sniff::make_body_framer(head);
         state_ = State::kBody;
         if (framer_->status() == sniff::BodyStatus::kDone) {
+          replay_done_ = true;
           framer_.reset();
           state_ = tunnel_after_body_ ? State::kOpaque : State::kHead;
           parser_.reset();

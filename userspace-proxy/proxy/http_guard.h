@@ -7,9 +7,13 @@
 // `check_later` (a sidecar re-applies outboundTrafficPolicy and its routes,
 // a gateway its Gateway server and routes): forwarded when it goes to the
 // connection's upstream, answered locally (502, 404, a redirect...) and the
-// connection closed after it, or not forwarded and the connection closed when
-// it would need another upstream (the client reconnects and is decided
-// afresh).
+// connection closed after it, or, for another upstream, held until the
+// responses due from this one are in, then carried there (the engine's
+// FilterStatus::kNewUpstream: this upstream is parked or closed and the
+// handler connects the next one, as Envoy picks an upstream per request).
+// The same move carries route retries: a retriable response (Istio's
+// default: 503) or an upstream that ends before any response sends the
+// request, kept as received, to another endpoint.
 #pragma once
 
 #include <chrono>
@@ -58,8 +62,11 @@ using RouteEditsPtr = std::shared_ptr<const RouteEdits>;
 RouteEditsPtr route_edits(const policy::ForwardPlan& plan);
 
 // What the role decides about a later request on a kept-alive connection.
+// kSwitch: it goes to another upstream (its plan is in
+// ConnectionInfo::later_plan): the guard holds it until the responses before
+// it are in, then the engine moves the connection (FilterStatus::kNewUpstream).
 struct LaterRequest {
-  enum class Kind { kForward, kLocalReply, kClose };
+  enum class Kind { kForward, kLocalReply, kClose, kSwitch };
   Kind kind = Kind::kForward;
   std::string reply;  // kLocalReply: the full HTTP response to send before closing
   RouteEditsPtr edits;  // kForward: the route's rewrite and header operations
@@ -103,6 +110,27 @@ struct ConnectionInfo {
   // Decides a later request (see the file comment). Fills `entry` (the
   // request's access log line: cluster, route, flags, response code).
   std::function<LaterRequest(const sniff::HttpRequestHead& head, AccessLogEntry& entry)> check_later;
+
+  // Between the guard and the handler when the connection moves to another
+  // upstream (FilterStatus::kNewUpstream): why, and what for.
+  enum class NextUpstream : uint8_t {
+    kNone,
+    kSwitch,  // a later request for another upstream (later_plan)
+    kRetry,   // the newest request again, after a retriable response or reset
+  };
+  NextUpstream next_upstream = NextUpstream::kNone;
+  uint32_t retry_status = 0;  // kRetry: the status retried (0: no response, a reset)
+  // The newest later request's plan (check_later keeps it: a switch or a
+  // retry of that request goes on with it).
+  std::optional<policy::RequestPlan> later_plan;
+  // The retry policy of the request the current upstream was chosen for,
+  // and which try of it this is (1: the first).
+  policy::RetryPlan first_retry;
+  uint32_t first_attempt = 1;
+  // The current upstream, and the ones the current request tried before
+  // (a retry prefers another endpoint: Envoy's previous_hosts predicate).
+  engine::SocketAddress upstream_address;
+  std::vector<engine::SocketAddress> tried_upstreams;
 
   // HTTP requests not yet written to the access log (the last one waits for
   // on_close to learn byte counts when it is the only one).
@@ -185,10 +213,19 @@ class HttpRequestGuard final : public engine::StreamFilter {
   bool adopt_upstream(engine::UpstreamStatePtr state) override;
   // 0: unlimited. At the limit, the request that reaches it is the
   // upstream connection's last: the client's connection ends after its
-  // response (Envoy would move the next request to a new upstream
-  // connection; this guard cannot switch upstreams mid-connection).
+  // response.
   void set_max_requests_per_connection(uint32_t n) { max_requests_ = n; }
   engine::FilterStatus on_timer(engine::FilterOutput& out) override;
+  // The held request (a switch or a retry) becomes the pending bytes.
+  bool on_new_upstream(engine::FilterOutput& out) override;
+
+  // Retries replay the request as received: at most this much of it (head
+  // and body) is kept (the engine's default sniff limit, so a deferred
+  // decision can hold it); a longer one is not retried.
+  static constexpr size_t kMaxReplayBytes = 16 * 1024;
+  // A request waiting for another upstream behind responses still due
+  // (pipelining) is held up to this much; more resets the connection.
+  static constexpr size_t kMaxHeldBytes = 1024 * 1024;
 
  private:
   // A request forwarded upstream whose response has not been relayed yet.
@@ -200,16 +237,32 @@ class HttpRequestGuard final : public engine::StreamFilter {
     uint64_t bytes_out = 0;    // response head and body, as sent to the client
     RouteEditsPtr edits;       // its route's response header operations
     int64_t deadline_ns = INT64_MAX;  // monotonic: its route's timeout
+    bool first = false;        // the request the upstream was chosen for
+    uint32_t attempt = 1;      // which try this is
+    bool retry_exhausted = false;  // its response was retriable, no tries left (flag URX)
   };
-  enum class ResponseState : uint8_t { kHead, kBody, kOpaque };
+  // kDiscard: a response being retried, read to its end and dropped.
+  enum class ResponseState : uint8_t { kHead, kBody, kOpaque, kDiscard };
   engine::FilterStatus forward_head(const sniff::HttpRequestHead& head, size_t consumed, engine::FilterOutput* out,
                                     const RouteEdits* edits);
   engine::FilterStatus on_response(std::span<const uint8_t> chunk, engine::FilterOutput& out);
   engine::FilterStatus response_done(engine::FilterOutput& out);
   void arm_timer(engine::FilterOutput& out);
-  void note_request(const sniff::HttpRequestHead& head, RouteEditsPtr edits);
+  // `head_bytes`: the head's bytes in the current chunk (held_ has any
+  // before them), kept for a retry.
+  void note_request(const sniff::HttpRequestHead& head, RouteEditsPtr edits, bool first, std::string_view head_bytes);
 
-  enum class State : uint8_t { kHead, kBody, kOpaque, kStopped };
+  // The retry policy of the outstanding request `r` (null: none known).
+  const policy::RetryPlan* retry_policy(const Outstanding& r) const;
+  // Whether the only outstanding request can be sent again now.
+  bool can_retry() const;
+  // Hands the held request to the next upstream (kNewUpstream).
+  engine::FilterStatus retry_now(uint32_t status);
+  engine::FilterStatus hold_for_switch(std::string_view rest, engine::FilterOutput* out);
+
+  // kSwitching: a request for another upstream (or a retry) is held, with
+  // everything after it, for the next upstream.
+  enum class State : uint8_t { kHead, kBody, kOpaque, kStopped, kSwitching };
   engine::FilterStatus on_later_head(const sniff::HttpRequestHead& head, engine::FilterOutput* out);
   engine::FilterStatus advance(std::span<const uint8_t> chunk, engine::FilterOutput* out);
 
@@ -243,6 +296,16 @@ class HttpRequestGuard final : public engine::StreamFilter {
   bool timer_armed_ = false;  // the engine's timer is set for the front request
   uint32_t upstream_requests_ = 0;  // sent on this upstream connection, earlier clients' included
   uint32_t max_requests_ = 0;
+  // Retries: the newest request as received while it may be sent again
+  // (replay_ok_: retriable so far; replay_done_: all of it is in).
+  std::string replay_;
+  bool replay_ok_ = false;
+  bool replay_done_ = false;
+  bool switch_signalled_ = false;  // kNewUpstream returned once already
+  bool retrying_ = false;          // the front response is being discarded for a retry
+  uint32_t retry_status_ = 0;
+  std::vector<bool> checked_switch_;  // of the later requests decided before on_start: to another upstream
+  std::string response_prefix_;  // a response head's bytes held back (unpooled) while a retry is possible
 };
 
 }  // namespace sluice::proxy

@@ -17,7 +17,8 @@ struct ProxyCounters {
   Counter accepted{0};
   Counter no_original_dst{0};   // reached the proxy without a redirect record: refused
   Counter http_requests{0};
-  Counter upstream_changed{0};  // a later request on a keep-alive connection wanted another upstream
+  Counter upstream_changed{0};  // a later request on a keep-alive connection went to another upstream
+  Counter retries{0};           // requests sent again after a retriable response or reset (route retries)
   Counter dns_failures{0};
   Counter protocol_errors{0};
   // TLS handshakes, both sides (terminated from downstreams, originated to

@@ -21,11 +21,12 @@ FilterStatus worse(FilterStatus a, FilterStatus b) {
   auto rank = [](FilterStatus s) {
     switch (s) {
       case FilterStatus::kContinue: return 0;
-      case FilterStatus::kEndDownstream: return 1;
-      case FilterStatus::kClose: return 2;
-      case FilterStatus::kReset: return 3;
+      case FilterStatus::kNewUpstream: return 1;
+      case FilterStatus::kEndDownstream: return 2;
+      case FilterStatus::kClose: return 3;
+      case FilterStatus::kReset: return 4;
     }
-    return 3;
+    return 4;
   };
   return rank(a) >= rank(b) ? a : b;
 }
@@ -179,6 +180,35 @@ bool TlsFilter::adopt_upstream(engine::UpstreamStatePtr state) {
   up_pending_ = false;
   adopted_ = true;
   upstream_spoke_ = true;  // its errors are stream errors, not a failed handshake
+  return true;
+}
+
+bool TlsFilter::on_new_upstream(FilterOutput& out) {
+  // The upstream leg went with the old socket (its session parked through
+  // release_upstream, or closed): nothing encrypts toward the upstream now,
+  // so what the inner filter held comes out as plaintext, the pending bytes
+  // of the next decision.
+  up_.reset();
+  up_pending_ = false;
+  started_ = false;
+  adopted_ = false;
+  upstream_spoke_ = false;
+  close_upstream_after_handshake_ = false;
+  to_upstream_.clear();
+  up_result_.reset();
+  options_.upstream_tls.reset();
+  options_.upstream_failure_reply = nullptr;
+  if (options_.inner) {
+    InnerOutput io(this, &out, Direction::kDownstreamToUpstream, {}, /*engine_chunk=*/false);
+    options_.inner->on_new_upstream(io);
+  }
+  options_.inner.reset();
+  inner_ended_[0] = inner_ended_[1] = false;
+  if (down_ == nullptr) return false;  // origination only: the next verdict brings its own filter
+  // A terminator stays (the downstream session goes on). Records decrypted
+  // by OpenSSL but not read yet (the inner filter stopped the read loop
+  // when it asked for the new upstream) join the pending bytes.
+  if (!failed_ && down_->state() == HandshakeState::kDone) read_plaintext(*down_, out);
   return true;
 }
 

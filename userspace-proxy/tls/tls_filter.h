@@ -130,6 +130,12 @@ class TlsFilter final : public engine::StreamFilter {
   bool upstream_reusable() const override;
   engine::UpstreamStatePtr release_upstream() override;
   bool adopt_upstream(engine::UpstreamStatePtr state) override;
+  // FilterStatus::kNewUpstream (from the inner filter): the upstream leg
+  // and the inner filter go; the inner filter's held bytes and any
+  // plaintext still buffered in the downstream session become the pending
+  // bytes. A terminator stays installed (set_upstream_tls/set_inner work
+  // again for the next upstream); an originator is removed.
+  bool on_new_upstream(engine::FilterOutput& out) override;
   // This connection's upstream session came from the pool.
   bool adopted_upstream() const { return adopted_; }
 

@@ -263,6 +263,7 @@ struct ScriptedHandler final : public ConnectionHandler {
   std::function<Verdict(Connection&, std::span<const uint8_t>)> timeout_fn;
   std::function<Verdict(Connection&, std::span<const uint8_t>)> eof_fn;
   std::function<Verdict(Connection&, std::span<const uint8_t>)> wake_fn;
+  std::function<Verdict(Connection&, std::span<const uint8_t>)> new_upstream_fn;
   std::function<StreamFilterPtr()> filter_fn;
 
   Verdict connect_verdict() {
@@ -282,6 +283,9 @@ struct ScriptedHandler final : public ConnectionHandler {
   }
   Verdict on_wake(Connection& c, std::span<const uint8_t> pending) override {
     return wake_fn ? wake_fn(c, pending) : Verdict::close();
+  }
+  Verdict on_new_upstream(Connection& c, std::span<const uint8_t> pending) override {
+    return new_upstream_fn ? new_upstream_fn(c, pending) : Verdict::close();
   }
   void on_close(Connection&, const ConnectionStats& s) override {
     if (log) log->add(s);

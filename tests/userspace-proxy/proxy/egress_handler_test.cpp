@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/config/loader.h"
+#include "userspace-proxy/proxy/http_guard.h"
 #include "tests/userspace-proxy/sniff/tls_test_util.h"
 
 namespace sluice::proxy {
@@ -166,6 +167,21 @@ class EgressHandlerTest : public ::testing::Test {
     Verdict v = h.on_downstream_data(c, bytes(first));
     EXPECT_EQ(v.kind(), Verdict::Kind::kConnect);
     return v.take_filter();
+  }
+  // After the guard asked for a new upstream (a retry or a switch): the
+  // handler's next connect verdict, past the retry back-off (this fake
+  // connection has no waker: a detection timeout stands in for the wake).
+  Verdict next_try(engine::ConnectionHandler& h, FakeConnection& c, engine::StreamFilter& f, const std::string& req) {
+    FakeOutput held("");
+    f.on_new_upstream(held);
+    EXPECT_EQ(held.upstream, req);
+    Verdict v = h.on_new_upstream(c, bytes(req));
+    if (v.kind() == Verdict::Kind::kNeedMore) {
+      EXPECT_LE(v.detection_timeout().count(), 250);
+      v = h.on_detection_timeout(c, bytes(req));
+    }
+    EXPECT_EQ(v.kind(), Verdict::Kind::kConnect);
+    return v;
   }
   void close(engine::ConnectionHandler& h, engine::Connection& c, engine::CloseReason r) {
     engine::ConnectionStats st;
@@ -350,26 +366,217 @@ TEST_F(EgressHandlerTest, EachKeepAliveRequestIsCheckedOnItsOwn) {
   EXPECT_EQ(counters_.http_requests.load(), 4u);
 }
 
-TEST_F(EgressHandlerTest, ALaterRequestForAnotherUpstreamIsNotForwarded) {
+TEST_F(EgressHandlerTest, ALaterRequestForAnotherUpstreamMovesTheConnectionThere) {
   load({kAllowAny, kCnnServiceEntry, kDb});
-  dns_.answer("edition.cnn.com", "203.0.113.10");
+  dns_.answer("edition.cnn.com", "203.0.113.20");
   auto h = handler("203.0.113.10:80");
   FakeConnection c;
   ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
-  Verdict v = h->on_downstream_data(c, bytes("GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"));
+  const std::string first = "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  Verdict v = h->on_downstream_data(c, bytes(first));
   ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+  EXPECT_EQ(v.upstreams()[0].to_string(), "203.0.113.20:80");
   auto f = v.take_filter();
-  start(*f, "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n");
-  // Allowed under ALLOW_ANY, but it would be passthrough to the original
-  // IP, not the cnn cluster: it must not ride on this connection.
-  std::string later = "GET / HTTP/1.1\r\nHost: other.example\r\n\r\n";
+  start(*f, first);
+  h->on_upstream_connected(c, v.upstreams()[0]);
+  EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
+  // Allowed under ALLOW_ANY, but passthrough to the original IP, not the
+  // cnn cluster: it must not ride on this upstream. The guard holds it and
+  // asks the engine for another upstream (as Envoy picks one per request).
+  const std::string later = "GET /x HTTP/1.1\r\nHost: other.example\r\n\r\n";
   FakeOutput out(later);
-  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(later), out), engine::FilterStatus::kClose);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(later), out), engine::FilterStatus::kNewUpstream);
   EXPECT_TRUE(out.upstream.empty());
   EXPECT_TRUE(out.downstream.empty());
+  FakeOutput held("");
+  EXPECT_FALSE(f->on_new_upstream(held));
+  EXPECT_EQ(held.upstream, later);
+  // The handler goes on with the later request's own plan.
+  Verdict v2 = h->on_new_upstream(c, bytes(later));
+  ASSERT_EQ(v2.kind(), Verdict::Kind::kConnect);
+  EXPECT_EQ(v2.upstreams()[0].to_string(), "203.0.113.10:80");
+  auto f2 = v2.take_filter();
+  ASSERT_NE(f2, nullptr);
+  EXPECT_EQ(start(*f2, later), later);
+  h->on_upstream_connected(c, v2.upstreams()[0]);
+  EXPECT_EQ(respond(*f2, "HTTP/1.1 204 No Content\r\n\r\n").first, engine::FilterStatus::kContinue);
   EXPECT_EQ(counters_.upstream_changed.load(), 1u);
-  close(*h, c, engine::CloseReason::kFilterClose);
-  EXPECT_NE(log_->lines().find("upstream_changed_connection_closed"), std::string::npos) << log_->lines();
+  close(*h, c, engine::CloseReason::kCompleted);
+  const std::string lines = log_->lines();
+  EXPECT_NE(lines.find("\"GET / HTTP/1.1\" 200 - via_upstream"), std::string::npos) << lines;
+  EXPECT_NE(lines.find("\"GET /x HTTP/1.1\" 204 - via_upstream"), std::string::npos) << lines;
+  EXPECT_NE(lines.find("\"other.example\" \"203.0.113.10:80\" PassthroughCluster"), std::string::npos) << lines;
+}
+
+TEST_F(EgressHandlerTest, ARequestForAnotherUpstreamWaitsForTheResponsesBeforeIt) {
+  load({kAllowAny, kCnnServiceEntry});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  // Pipelined in the first read: the second request is held from the start.
+  const std::string two = "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"
+                          "GET /b HTTP/1.1\r\nHost: other.example\r\n\r\n";
+  auto f = decided(*h, c, two);
+  ASSERT_NE(f, nullptr);
+  ASSERT_TRUE(f->takes_held_bytes());
+  EXPECT_EQ(start(*f, two), "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n");
+  // More from the client meanwhile waits too.
+  const std::string more = "GET /c HTTP/1.1\r\nHost: other.example\r\n\r\n";
+  FakeOutput o(more);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(more), o), engine::FilterStatus::kContinue);
+  EXPECT_TRUE(o.upstream.empty());
+  // The first response ends: now the connection moves.
+  auto [st, shown] = respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+  EXPECT_EQ(st, engine::FilterStatus::kNewUpstream);
+  EXPECT_EQ(shown, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+  FakeOutput held("");
+  f->on_new_upstream(held);
+  EXPECT_EQ(held.upstream, "GET /b HTTP/1.1\r\nHost: other.example\r\n\r\n" + more);
+  close(*h, c, engine::CloseReason::kCompleted);
+}
+
+// Route retries (Istio's default policy: a 503 twice, elsewhere when there
+// is an elsewhere): the guard drops the retriable response, the request goes
+// again to another endpoint after Envoy's back-off, one log line in the end.
+TEST_F(EgressHandlerTest, A503IsRetriedOnAnotherEndpoint) {
+  load({kRegistryOnly, kCnnServiceEntry});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  dns_.answer("edition.cnn.com", "203.0.113.21");
+  auto h = handler("203.0.113.20:80");
+  FakeConnection c;
+  const std::string req = "POST /p HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 4\r\n\r\nbody";
+  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict v = h->on_downstream_data(c, bytes(req));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+  const engine::SocketAddress first = v.upstreams()[0];
+  auto f = v.take_filter();
+  start(*f, req);
+  h->on_upstream_connected(c, first);
+  auto [st, shown] = respond(*f, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy");
+  EXPECT_EQ(st, engine::FilterStatus::kNewUpstream);
+  EXPECT_EQ(shown, "");  // the client never sees the retried response
+  // The request again, as received (body included), after the back-off.
+  Verdict again = next_try(*h, c, *f, req);
+  ASSERT_EQ(again.kind(), Verdict::Kind::kConnect);
+  EXPECT_NE(again.upstreams()[0], first);  // previous_hosts: the other endpoint first
+  auto f2 = again.take_filter();
+  ASSERT_NE(f2, nullptr);
+  EXPECT_EQ(start(*f2, req), req);
+  h->on_upstream_connected(c, again.upstreams()[0]);
+  auto [st2, shown2] = respond(*f2, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+  EXPECT_EQ(st2, engine::FilterStatus::kContinue);
+  EXPECT_EQ(shown2, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+  EXPECT_EQ(counters_.retries.load(), 1u);
+  close(*h, c, engine::CloseReason::kCompleted);
+  const std::string lines = log_->lines();
+  EXPECT_EQ(lines.find(" 503 "), std::string::npos) << lines;
+  EXPECT_NE(lines.find("\"POST /p HTTP/1.1\" 200 - via_upstream"), std::string::npos) << lines;
+  EXPECT_NE(lines.find("\"" + again.upstreams()[0].to_string() + "\""), std::string::npos) << lines;
+
+  // A later request on the same connection is retried with its own plan.
+  const std::string later = "GET /q HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeConnection c2;
+  auto g = decided(*h, c2, req);
+  start(*g, req);
+  h->on_upstream_connected(c2, first);
+  EXPECT_EQ(respond(*g, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
+  FakeOutput lo(later);
+  EXPECT_EQ(g->on_data(engine::Direction::kDownstreamToUpstream, bytes(later), lo), engine::FilterStatus::kContinue);
+  EXPECT_EQ(respond(*g, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").first,
+            engine::FilterStatus::kNewUpstream);
+  Verdict lv = next_try(*h, c2, *g, later);
+  ASSERT_EQ(lv.kind(), Verdict::Kind::kConnect);
+  EXPECT_NE(lv.upstreams()[0], first);
+  EXPECT_EQ(counters_.retries.load(), 2u);
+  close(*h, c2, engine::CloseReason::kCompleted);
+}
+
+TEST_F(EgressHandlerTest, RetriesEndWithTheLastTriesResponseFlaggedURX) {
+  const char* vs = R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - match: [{uri: {prefix: /none}}]
+    retries: {attempts: 0}
+    route: [{destination: {host: edition.cnn.com}}]
+  - retries: {attempts: 1, retryOn: "gateway-error,reset"}
+    route: [{destination: {host: edition.cnn.com}}]
+)";
+  load({kRegistryOnly, kCnnServiceEntry, vs});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  auto h = handler("203.0.113.20:80");
+  {
+    // 502 (gateway-error) retried once; the second try's upstream closes
+    // before answering (reset): no tries left, Envoy's 503 UC with URX.
+    FakeConnection c;
+    const std::string req = "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+    auto f = decided(*h, c, req);
+    start(*f, req);
+    EXPECT_EQ(respond(*f, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n").first,
+              engine::FilterStatus::kNewUpstream);
+    Verdict v = next_try(*h, c, *f, req);
+    ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+    EXPECT_EQ(v.upstreams()[0].to_string(), "203.0.113.20:80");  // the only endpoint: the same again
+    auto f2 = v.take_filter();
+    start(*f2, req);
+    FakeOutput none("");
+    EXPECT_EQ(f2->on_end_stream(engine::Direction::kUpstreamToDownstream, none), engine::FilterStatus::kClose);
+    EXPECT_EQ(none.downstream.rfind("HTTP/1.1 503 Service Unavailable", 0), 0u) << none.downstream;
+    close(*h, c, engine::CloseReason::kFilterClose);
+    EXPECT_NE(log_->lines().find("\"GET /a HTTP/1.1\" 503 UC,URX upstream_reset_before_response_started"),
+              std::string::npos)
+        << log_->lines();
+  }
+  {
+    // The first try's reset is retried (retryOn reset), its 502 then
+    // passed on with URX.
+    FakeConnection c;
+    const std::string req = "GET /b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+    auto f = decided(*h, c, req);
+    start(*f, req);
+    FakeOutput none("");
+    EXPECT_EQ(f->on_end_stream(engine::Direction::kUpstreamToDownstream, none), engine::FilterStatus::kNewUpstream);
+    EXPECT_EQ(none.downstream, "");
+    Verdict v = next_try(*h, c, *f, req);
+    ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+    auto f2 = v.take_filter();
+    start(*f2, req);
+    auto [st, shown] = respond(*f2, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+    EXPECT_EQ(st, engine::FilterStatus::kContinue);
+    EXPECT_EQ(shown.rfind("HTTP/1.1 502", 0), 0u);
+    close(*h, c, engine::CloseReason::kCompleted);
+    EXPECT_NE(log_->lines().find("\"GET /b HTTP/1.1\" 502 URX via_upstream"), std::string::npos) << log_->lines();
+  }
+  {
+    // retries.attempts 0: a 502 goes to the client as it is.
+    FakeConnection c;
+    const std::string req = "GET /none HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+    auto f = decided(*h, c, req);
+    start(*f, req);
+    auto [st, shown] = respond(*f, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+    EXPECT_EQ(st, engine::FilterStatus::kContinue);
+    EXPECT_EQ(shown.rfind("HTTP/1.1 502", 0), 0u);
+    close(*h, c, engine::CloseReason::kCompleted);
+  }
+  {
+    // A body longer than the guard keeps for a retry: not retried.
+    FakeConnection c;
+    const std::string body(HttpRequestGuard::kMaxReplayBytes + 1, 'x');
+    const std::string head =
+        "PUT /big HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n";
+    auto f = decided(*h, c, head);
+    start(*f, head);
+    FakeOutput o(body);
+    EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(body), o), engine::FilterStatus::kContinue);
+    auto [st, shown] = respond(*f, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+    EXPECT_EQ(st, engine::FilterStatus::kContinue);
+    EXPECT_EQ(shown.rfind("HTTP/1.1 502", 0), 0u);
+    close(*h, c, engine::CloseReason::kCompleted);
+  }
+  EXPECT_EQ(counters_.retries.load(), 2u);
 }
 
 TEST_F(EgressHandlerTest, PipelinedRequestsInTheFirstReadAreCheckedBeforeAnythingIsForwarded) {
@@ -697,6 +904,7 @@ spec:
   - match: [{uri: {prefix: /old/}}]
     rewrite: {uri: /new/}
     timeout: 0.001s
+    retries: {attempts: 0}
     headers: {request: {remove: [x-secret]}}
     route: [{destination: {host: edition.cnn.com}}]
   - route: [{destination: {host: edition.cnn.com}}]
