@@ -405,6 +405,98 @@ explain_matches 203.0.113.10:80 --host edition.cnn.com "$(seen_line "$TMP/access
 explain_matches 203.0.113.10:443 --sni edition.cnn.com "$(seen_line "$TMP/access.log" "$mark" 203.0.113.10:443)"
 mark=$(wc -l <"$TMP/access.log")
 
+# ------------------------------------------------------------ (3b) per request
+# One keep-alive connection, requests for different hosts: each goes to its
+# own upstream (Envoy picks one per request), and a 503 from one endpoint of
+# a two-endpoint ServiceEntry is retried on the other (Istio's default retry
+# policy). Run once (workload placement): the proxy code is the same in all.
+if [ "$PLACEMENT" = workload ]; then
+	nsi ip addr add 203.0.113.30/32 dev lo
+	nsi ip addr add 203.0.113.31/32 dev lo
+	cat >"$TMP/status_server.py" <<'PYEOF'
+import http.server, sys
+status = int(sys.argv[2])
+log = open(sys.argv[3], "a", buffering=1)
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        log.write("%s %s\n" % (self.headers.get("Host"), self.path))
+        body = b"status %d\n" % status
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+host, port = sys.argv[1].rsplit(":", 1)
+srv = http.server.ThreadingHTTPServer((host, int(port)), H)
+open(sys.argv[4], "w").close()
+srv.serve_forever()
+PYEOF
+	in_cg_ns other "$NS_I" "$PY" "$TMP/status_server.py" 203.0.113.30:8080 503 "$TMP/s503.log" "$TMP/s503.ready" \
+		>"$TMP/s503.out" 2>&1 &
+	KT_PIDS+=($!)
+	in_cg_ns other "$NS_I" "$PY" "$TMP/status_server.py" 203.0.113.31:8080 200 "$TMP/s200.log" "$TMP/s200.ready" \
+		>"$TMP/s200.out" 2>&1 &
+	KT_PIDS+=($!)
+	kt_wait_file "$TMP/s503.ready" || fail "(3b) 503 server did not start: $(cat "$TMP/s503.out")"
+	kt_wait_file "$TMP/s200.ready" || fail "(3b) 200 server did not start: $(cat "$TMP/s200.out")"
+	cat >"$TMP/config/serviceentry-flaky.yaml" <<'EOF2'
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata:
+  name: flaky
+spec:
+  hosts:
+  - flaky.example
+  ports:
+  - number: 80
+    name: http
+    protocol: HTTP
+    targetPort: 8080
+  resolution: STATIC
+  endpoints:
+  - address: 203.0.113.30
+  - address: 203.0.113.31
+EOF2
+	wait_generation 4
+	cat >"$TMP/keepalive_client.py" <<'PYEOF'
+import http.client
+c = http.client.HTTPConnection("203.0.113.10", 80, timeout=5)
+ports = set()
+for host, path in [("edition.cnn.com", "/politics"), ("flaky.example", "/a"), ("flaky.example", "/b"),
+                   ("edition.cnn.com", "/politics")]:
+    c.request("GET", path, headers={"Host": host})
+    r = c.getresponse()
+    r.read()
+    ports.add(c.sock.getsockname()[1])
+    print("%s%s %d" % (host, path, r.status))
+print("connections %d" % len(ports))
+PYEOF
+	mark=$(wc -l <"$TMP/access.log")
+	out=$(in_cg_ns workload "$NS_W" "$PY" "$TMP/keepalive_client.py" 2>&1) || fail "(3b) client: $out"
+	expected=$'edition.cnn.com/politics 301\nflaky.example/a 200\nflaky.example/b 200\nedition.cnn.com/politics 301\nconnections 1'
+	[ "$out" = "$expected" ] || fail "(3b) one keep-alive connection, four requests: $out"
+	sleep 0.3
+	n503=$(wc -l <"$TMP/s503.log")
+	n200=$(wc -l <"$TMP/s200.log")
+	[ "$n200" = 2 ] && [ "$n503" -ge 1 ] ||
+		fail "(3b) the 200 endpoint saw $n200 requests (want 2), the 503 one $n503 (want >= 1)"
+	seen=$(tail -n +"$((mark + 1))" "$TMP/access.log")
+	grep -q '"GET /a HTTP/1.1" 200 - via_upstream .* outbound|80||flaky.example' <<<"$seen" &&
+		grep -q '"GET /b HTTP/1.1" 200 - via_upstream .* outbound|80||flaky.example' <<<"$seen" ||
+		fail "(3b) no 200 lines for flaky.example: $seen"
+	! grep -q '" 503 ' <<<"$seen" || fail "(3b) a retried 503 was logged: $seen"
+	[ "$(grep -c '"GET /politics HTTP/1.1" 301 .* outbound|80||edition.cnn.com' <<<"$seen")" = 2 ] ||
+		fail "(3b) both cnn requests should be logged: $seen"
+	kill -USR1 "$PROXY_PID"
+	sleep 0.2
+	counters=$(grep 'counters:' "$TMP/proxy.err" | tail -1)
+	grep -q "upstream_changed=[2-9]" <<<"$counters" && grep -q "retries=$n503 " <<<"$counters" ||
+		fail "(3b) counters: $counters (503 endpoint hit $n503 times)"
+	log "ok (3b) one keep-alive connection: cnn -> flaky.example -> flaky.example -> cnn, each to its upstream; $n503 503(s) retried on the other endpoint, all 200/301"
+fi
+
 # ------------------------------------------------------------ (4) unknown destinations
 code=$(in_cg_ns workload "$NS_W" curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
 	-H 'Host: unknown.example.org' http://203.0.113.20/)

@@ -206,6 +206,7 @@ int run(const Flags& flags) {
                          w.sample({"no_original_dst"}, v(counters.no_original_dst));
                          w.sample({"http_requests"}, v(counters.http_requests));
                          w.sample({"upstream_changed"}, v(counters.upstream_changed));
+                         w.sample({"retries"}, v(counters.retries));
                          w.sample({"dns_failures"}, v(counters.dns_failures));
                          w.sample({"protocol_errors"}, v(counters.protocol_errors));
                          w.sample({"tls_handshakes"}, v(counters.tls_handshakes));

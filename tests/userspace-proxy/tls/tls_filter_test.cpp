@@ -14,6 +14,8 @@
 namespace sluice::tls {
 namespace {
 
+using engine::Direction;
+using engine::FilterOutput;
 using engine::FilterStatus;
 using testing::bytes;
 using testing::Certs;
@@ -574,6 +576,66 @@ TEST(TlsFilterTest, GatewayTerminatesThenOriginatesTheDecryptedRequest) {
   EXPECT_EQ(chain.backend_rx, kRequest + "GET /next HTTP/1.1\r\n\r\n");
 
   EXPECT_FALSE(gateway->set_upstream_tls(make_client(cnn_client()), {}, &err));  // too late
+}
+
+// Stands in for the HTTP guard when a request needs another upstream: holds
+// it and asks for the move (FilterStatus::kNewUpstream).
+class SwitchingInner final : public engine::StreamFilter {
+ public:
+  FilterStatus on_data(Direction dir, std::span<const uint8_t> chunk, FilterOutput& out) override {
+    std::string_view s(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+    if (dir == Direction::kDownstreamToUpstream && s.find("/other") != std::string_view::npos) {
+      held.append(s);
+      out.skip(chunk.size());
+      return FilterStatus::kNewUpstream;
+    }
+    return out.forward(chunk.size()) == 0 ? FilterStatus::kContinue : FilterStatus::kReset;
+  }
+  bool on_new_upstream(FilterOutput& out) override {
+    out.inject(Direction::kDownstreamToUpstream, {reinterpret_cast<const uint8_t*>(held.data()), held.size()});
+    return false;
+  }
+  std::string held;
+};
+
+// At a terminating gateway the downstream's TLS session outlives the
+// upstream: the inner filter's held request comes out as plaintext (the
+// handler's pending bytes), the upstream leg goes, and the next upstream's
+// TLS settings can be given again.
+TEST(TlsFilterTest, AGatewayTerminatorStaysAcrossANewUpstream) {
+  Recorded side, gw, cnn;
+  auto sidecar = originator(make_client(sidecar_client()), &side);
+  auto gateway = terminator(make_server(gateway_server()), &gw);
+  auto external = terminator(make_server(cnn_server()), &cnn);
+  FilterChain chain({sidecar.get(), gateway.get(), external.get()});
+  chain.sniffed(kRequest);
+  chain.connect(0);
+  ASSERT_EQ(chain.held(1), kRequest);
+  std::string err;
+  ASSERT_TRUE(gateway->set_upstream_tls(make_client(cnn_client()), {"edition.cnn.com", "edition.cnn.com:443"}, &err))
+      << err;
+  ASSERT_TRUE(gateway->set_inner(std::make_unique<SwitchingInner>()));
+  chain.connect(1);
+  chain.connect(2);
+  EXPECT_EQ(chain.backend_rx, kRequest);
+  chain.backend_send(kResponse);
+  EXPECT_EQ(chain.client_rx, kResponse);
+
+  const std::string other = "GET /other HTTP/1.1\r\nHost: other.example\r\n\r\n";
+  chain.client_send(other);
+  EXPECT_EQ(chain.status(1), FilterStatus::kNewUpstream);
+  EXPECT_EQ(chain.backend_rx, kRequest);  // nothing of it reached the old upstream
+
+  std::string up, down;
+  RecordingOutput out(Direction::kDownstreamToUpstream, {}, &up, &down);
+  EXPECT_TRUE(gateway->on_new_upstream(out));  // stays installed
+  EXPECT_EQ(up, other);                        // plaintext, for the handler
+  EXPECT_TRUE(down.empty());
+  EXPECT_TRUE(gateway->terminates());
+  EXPECT_FALSE(gateway->originates());
+  EXPECT_TRUE(gateway->set_upstream_tls(make_client(cnn_client()), {"edition.cnn.com", "edition.cnn.com:443"}, &err))
+      << err;
+  EXPECT_TRUE(gateway->set_inner(std::make_unique<SwitchingInner>()));
 }
 
 TEST(TlsFilterTest, GatewayOriginationFailureRepliesThroughTheDownstreamTls) {
