@@ -308,7 +308,9 @@ void Forwarder::install_check_later(ProxyConnection& c) {
     // from this one are in (Forwarder::on_new_upstream goes on with the plan).
     out.kind = upstream_key(plan, *ci) != key ? LaterRequest::Kind::kSwitch : LaterRequest::Kind::kForward;
     if (out.kind == LaterRequest::Kind::kForward) out.edits = route_edits(plan.forward);
-    ci->later_plan = std::move(plan);  // a retry of this request goes on with it
+    // A retry of this request (or the move to its upstream) goes on with it.
+    if (ci->later_plan) *ci->later_plan = std::move(plan);
+    else ci->later_plan = std::make_unique<RequestPlan>(std::move(plan));
     return out;
   };
 }

@@ -122,7 +122,9 @@ struct ConnectionInfo {
   uint32_t retry_status = 0;  // kRetry: the status retried (0: no response, a reset)
   // The newest later request's plan (check_later keeps it: a switch or a
   // retry of that request goes on with it).
-  std::optional<policy::RequestPlan> later_plan;
+  // Allocated on the first later request (most connections never have
+  // one: a plan is large), then reused.
+  std::unique_ptr<policy::RequestPlan> later_plan;
   // The retry policy of the request the current upstream was chosen for,
   // and which try of it this is (1: the first).
   policy::RetryPlan first_retry;
