@@ -338,6 +338,9 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
       if (o_.clusters && ci.upstream_address.valid()) {
         o_.clusters->report_response(c.plan.cluster, ci.upstream_address, ci.retry_status == 0 ? 503 : ci.retry_status);
       }
+      // previous_hosts is per request: a first retry starts the list afresh
+      // (an earlier request's tries on this connection do not count).
+      if (ci.first_attempt == 2) ci.tried_upstreams.clear();
       ci.tried_upstreams.push_back(ci.upstream_address);
       // A later request's retry goes on with its own plan; the first
       // request's is c.plan already.
