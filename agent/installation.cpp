@@ -199,6 +199,17 @@ std::optional<Failure> Installation::attach(const std::vector<CgroupTarget>& cgr
     if (int err = bpf_program__pin(prog, prog_path.c_str()); err != 0) {
       return Failure{kExitFailure, "cannot pin " + prog_path + ": " + errno_text(err)};
     }
+    if (bpf_program__type(prog) == BPF_PROG_TYPE_SK_MSG) {
+      // Attached to the pinned SOCKHASH, not to a cgroup: it lives as long
+      // as the map; attaching again replaces the previous agent's program.
+      int map_fd = bpf_map__fd(skel_->maps.sluice_socks);
+      if (bpf_prog_attach(bpf_program__fd(prog), map_fd, BPF_SK_MSG_VERDICT, 0) != 0) {
+        return Failure{kExitEnvironment, std::string("cannot attach ") + name +
+                                             " to the sluice_socks map: " + errno_text(errno)};
+      }
+      log_debug(std::string("attached ") + name + " to the sluice_socks map");
+      continue;
+    }
 
     for (const CgroupTarget& cg : cgroups) {
       std::string path = link_pin(pin_dir_, cg.id, name);

@@ -44,6 +44,7 @@ struct Flags {
   std::string mark = "0x539";
   std::string uid = "1337";
   std::string gid = "1337";
+  bool socket_redirect = false;
   bool once = false;
   unsigned poll_ms = 1000;
   std::string proxy_binary;             // empty: the proxy is started by someone else
@@ -107,6 +108,7 @@ std::optional<std::string> proxy_settings(const Flags& flags, decision::ProxySet
   if (proxy.mark && *proxy.mark == 0) proxy.mark.reset();  // every socket has mark 0
   if (!parse_optional_u32(flags.uid, proxy.uid)) return "--uid " + flags.uid + ": not a number";
   if (!parse_optional_u32(flags.gid, proxy.gid)) return "--gid " + flags.gid + ": not a number";
+  proxy.socket_redirect = flags.socket_redirect;
   return std::nullopt;
 }
 
@@ -130,6 +132,12 @@ int run(const Flags& flags) {
   if (auto err = proxy_settings(flags, proxy)) {
     log_error(*err);
     return kExitUsage;
+  }
+  if (proxy.socket_redirect) {
+    log_warning("--socket-redirect: the workload <-> proxy hop goes socket to socket. Those bytes "
+                "have no flow control (the kernel's sk_msg redirect queues without a socket-buffer "
+                "limit): a reader that falls behind lets its peer queue up to net.ipv4.tcp_mem. "
+                "Use it for workloads you trust");
   }
 
   CompiledConfig compiled = load_and_compile(flags.config, proxy);
@@ -342,6 +350,11 @@ int main(int argc, char** argv) {
   app.add_option("--mark", flags.mark, "SO_MARK of the proxy's own sockets (never redirected), or none");
   app.add_option("--uid", flags.uid, "uid of the proxy (its connections are never redirected), or none");
   app.add_option("--gid", flags.gid, "gid of the proxy, or none");
+  app.add_option("--socket-redirect", flags.socket_redirect,
+                 "true: the workload <-> proxy hop skips loopback TCP/IP (sockops puts both sockets "
+                 "of a redirected connection in a SOCKHASH, an sk_msg program hands each send to "
+                 "the peer socket). Faster, but those bytes have no flow control: see the README")
+      ->capture_default_str();
   app.add_flag("--once", flags.once, "install or update, then exit (leaving everything pinned)");
   app.add_option("--proxy-binary", flags.proxy_binary,
                  "start and supervise this sluice-proxy (restarted with backoff if it dies; stopped "

@@ -10,6 +10,10 @@
  *                      shares with the client's); proxy side: forget it when
  *                      the accepted socket closes.
  *   cgroup/getsockopt  SO_ORIGINAL_DST on the accepted socket.
+ *   sk_msg             with SLUICE_F_SOCKET_REDIRECT: the redirected hop's two
+ *                      sockets (both on this host; sockops put them in
+ *                      sluice_socks) hand each other their bytes at sendmsg()
+ *                      instead of going through loopback TCP/IP.
  *
  * Every decision here is a map lookup; the rules themselves are compiled by
  * core/decision (the same code `sluicectl explain` runs).
@@ -76,6 +80,20 @@ struct {
 	__type(key, struct sluice_tuple_key);
 	__type(value, struct sluice_orig_dst);
 } sluice_orig_4t SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, SLUICE_MAX_SOCKS);
+	__type(key, struct sluice_sock_key);
+	__type(value, __u64);
+} sluice_socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sluice_sk_path);
+} sluice_sk_path SEC(".maps");
 
 static __always_inline void count(__u32 counter)
 {
@@ -380,6 +398,41 @@ static __always_inline void tuple_of_sockops(struct bpf_sock_ops *skops,
 		key->netns = bpf_get_netns_cookie(skops);
 }
 
+/* Puts one socket of a redirected connection (its tuple key already built)
+ * into sluice_socks, with its peer's key in the socket's storage. Any failure
+ * leaves the socket out: its bytes then take the TCP path, as without the
+ * feature. */
+static __always_inline void add_socket(struct bpf_sock_ops *skops,
+				       const struct sluice_tuple_key *tuple, __u32 side)
+{
+	struct sluice_config *cfg = config();
+	struct sluice_sock_key key = {};
+	struct sluice_sk_path *path;
+	struct bpf_sock *sk;
+
+	if (!cfg || !(cfg->flags & SLUICE_F_SOCKET_REDIRECT))
+		return;
+	sk = skops->sk;
+	if (!sk)
+		return;
+	path = bpf_sk_storage_get(&sluice_sk_path, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!path) {
+		count(SLUICE_CTR_SOCK_ADD_FAILED);
+		return;
+	}
+	path->path = SLUICE_PATH_UNDECIDED;
+	path->peer.tuple = *tuple;
+	path->peer.side = side == SLUICE_SIDE_CLIENT ? SLUICE_SIDE_PROXY : SLUICE_SIDE_CLIENT;
+	key.tuple = *tuple;
+	key.side = side;
+	if (bpf_sock_hash_update(skops, &sluice_socks, &key, BPF_NOEXIST)) {
+		path->path = SLUICE_PATH_TCP;
+		count(SLUICE_CTR_SOCK_ADD_FAILED);
+		return;
+	}
+	count(SLUICE_CTR_SOCK_ADDED);
+}
+
 SEC("sockops")
 int sluice_sockops(struct bpf_sock_ops *skops)
 {
@@ -399,6 +452,7 @@ int sluice_sockops(struct bpf_sock_ops *skops)
 		if (bpf_map_update_elem(&sluice_orig_4t, &key, orig, BPF_ANY))
 			count(SLUICE_CTR_TUPLE_FAILED);
 		bpf_map_delete_elem(&sluice_orig_ck, &cookie);
+		add_socket(skops, &key, SLUICE_SIDE_CLIENT);
 		return 1;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		/* An accepted socket of a redirected connection: watch its
@@ -406,9 +460,11 @@ int sluice_sockops(struct bpf_sock_ops *skops)
 		 * when the client closes: a client may close before the proxy
 		 * has even accepted). */
 		tuple_of_sockops(skops, &key, 0);
-		if (bpf_map_lookup_elem(&sluice_orig_4t, &key))
+		if (bpf_map_lookup_elem(&sluice_orig_4t, &key)) {
 			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 							 BPF_SOCK_OPS_STATE_CB_FLAG);
+			add_socket(skops, &key, SLUICE_SIDE_PROXY);
+		}
 		return 1;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] == BPF_TCP_CLOSE) {
@@ -508,6 +564,42 @@ int sluice_getsockopt(struct bpf_sockopt *ctx)
 	ctx->retval = 0;
 	count(SLUICE_CTR_ORIGDST_ANSWERED);
 	return 1;
+}
+
+/* Runs at every sendmsg() of a socket in sluice_socks (sockets leave the map
+ * when they close). The first send decides the socket's path for good: socket
+ * to socket if the peer is in the map by then, else TCP. The workload's first
+ * bytes can race the proxy's accepted socket being added (its ESTABLISHED
+ * comes with the client's ACK); those connections stay on TCP rather than
+ * ever mix the two (the receiver would read redirected bytes first). */
+SEC("sk_msg")
+int sluice_sk_msg(struct sk_msg_md *msg)
+{
+	struct sluice_sk_path *path;
+	struct bpf_sock *sk = msg->sk;
+	long verdict;
+
+	if (!sk)
+		return SK_PASS;
+	path = bpf_sk_storage_get(&sluice_sk_path, sk, 0, 0);
+	if (!path || path->path == SLUICE_PATH_TCP)
+		return SK_PASS;
+	verdict = bpf_msg_redirect_hash(msg, &sluice_socks, &path->peer, BPF_F_INGRESS);
+	if (path->path == SLUICE_PATH_UNDECIDED) {
+		if (verdict != SK_PASS) {
+			/* No peer: TCP, now and later. */
+			path->path = SLUICE_PATH_TCP;
+			count(SLUICE_CTR_SOCK_TCP_PATH);
+			return SK_PASS;
+		}
+		path->path = SLUICE_PATH_SHORTCUT;
+		count(SLUICE_CTR_SOCK_SHORTCUT);
+	}
+	if (verdict == SK_PASS)
+		count(SLUICE_CTR_MSG_REDIRECTED);
+	/* A peer that has closed since: SK_DROP fails this send (EACCES), as
+	 * a send to a closed peer fails. */
+	return verdict;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

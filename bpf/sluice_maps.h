@@ -37,6 +37,9 @@ extern "C" {
 #define SLUICE_MAX_PENDING 65536
 /* Connections established to the proxy and not yet closed by it. */
 #define SLUICE_MAX_TUPLES 262144
+/* Sockets of redirected connections in sluice_socks (two per connection);
+ * a full map only means the bytes of further ones take the TCP path. */
+#define SLUICE_MAX_SOCKS 131072
 
 /* sluice_config.flags */
 enum sluice_config_flag {
@@ -50,6 +53,11 @@ enum sluice_config_flag {
 	SLUICE_F_MATCH_MARK = 1u << 5,       /* sockets with SO_MARK == mark are the proxy's */
 	SLUICE_F_MATCH_UID = 1u << 6,        /* processes with uid == uid are the proxy */
 	SLUICE_F_MATCH_GID = 1u << 7,        /* processes with gid == gid are the proxy */
+	/* The redirected hop (the workload's socket <-> the proxy's accepted
+	 * socket, both on this host) skips the TCP/IP stack: each side's
+	 * sendmsg() puts the bytes straight into the other's receive queue
+	 * (sk_msg program on the sluice_socks SOCKHASH). */
+	SLUICE_F_SOCKET_REDIRECT = 1u << 8,
 };
 
 /* The single entry (key 0) of the `config` ARRAY map. */
@@ -119,7 +127,13 @@ enum sluice_counter {
 	SLUICE_CTR_NO_PROXY_FAMILY = 9,
 	SLUICE_CTR_RECORD_FAILED = 10,   /* could not store the original destination: connect() refused */
 	SLUICE_CTR_TUPLE_FAILED = 11,    /* could not store the 4-tuple record at ESTABLISHED */
-	SLUICE_CTR_COUNT = 12,
+	/* Socket redirection (SLUICE_F_SOCKET_REDIRECT): */
+	SLUICE_CTR_SOCK_ADDED = 12,      /* a socket of a redirected connection put in sluice_socks */
+	SLUICE_CTR_SOCK_ADD_FAILED = 13, /* could not: that side's bytes take the TCP path */
+	SLUICE_CTR_SOCK_SHORTCUT = 14,   /* a sending side found its peer: its bytes skip TCP/IP */
+	SLUICE_CTR_SOCK_TCP_PATH = 15,   /* a sending side did not find its peer at its first send */
+	SLUICE_CTR_MSG_REDIRECTED = 16,  /* sendmsg() calls whose bytes went socket to socket */
+	SLUICE_CTR_COUNT = 17,
 };
 
 /* A connection's destination before it was rewritten. Value of the
@@ -146,6 +160,35 @@ struct sluice_tuple_key {
 	__u8 client_addr[16];
 	__u8 proxy_addr[16];
 	__u64 netns;
+};
+
+/* Key of the sluice_socks SOCKHASH: a redirected connection's tuple (as in
+ * sluice_orig_4t) and which of its two sockets. */
+enum sluice_sock_side {
+	SLUICE_SIDE_CLIENT = 0, /* the workload's socket (local = client) */
+	SLUICE_SIDE_PROXY = 1,  /* the proxy's accepted socket (local = proxy) */
+};
+
+struct sluice_sock_key {
+	struct sluice_tuple_key tuple;
+	__u32 side;       /* enum sluice_sock_side */
+	__u32 pad;
+};
+
+/* Per-socket storage (SK_STORAGE map sluice_sk_path) of a socket in
+ * sluice_socks. The path is chosen at the socket's first send and kept for
+ * the connection's life, so that a direction's bytes never take two paths
+ * (the receiver reads redirected bytes before TCP-delivered ones). */
+enum sluice_sock_path {
+	SLUICE_PATH_UNDECIDED = 0,
+	SLUICE_PATH_SHORTCUT = 1, /* socket to socket */
+	SLUICE_PATH_TCP = 2,      /* the peer was not there at the first send */
+};
+
+struct sluice_sk_path {
+	__u32 path;       /* enum sluice_sock_path */
+	__u32 pad;
+	struct sluice_sock_key peer; /* the other socket's key in sluice_socks */
 };
 
 #ifdef __cplusplus

@@ -50,6 +50,11 @@ constexpr std::array<const char*, SLUICE_CTR_COUNT> kCounterNames = [] {
   n[SLUICE_CTR_NO_PROXY_FAMILY] = "no_proxy_family";
   n[SLUICE_CTR_RECORD_FAILED] = "record_failed";
   n[SLUICE_CTR_TUPLE_FAILED] = "tuple_failed";
+  n[SLUICE_CTR_SOCK_ADDED] = "sock_added";
+  n[SLUICE_CTR_SOCK_ADD_FAILED] = "sock_add_failed";
+  n[SLUICE_CTR_SOCK_SHORTCUT] = "sock_shortcut";
+  n[SLUICE_CTR_SOCK_TCP_PATH] = "sock_tcp_path";
+  n[SLUICE_CTR_MSG_REDIRECTED] = "msg_redirected";
   return n;
 }();
 // A counter added to enum sluice_counter without a name here fails the build.
@@ -69,6 +74,7 @@ constexpr FlagName kFlagNames[] = {
     {SLUICE_F_MATCH_MARK, "match_mark"},
     {SLUICE_F_MATCH_UID, "match_uid"},
     {SLUICE_F_MATCH_GID, "match_gid"},
+    {SLUICE_F_SOCKET_REDIRECT, "socket_redirect"},
 };
 
 
@@ -234,6 +240,7 @@ ordered_json config_json(const sluice_config& c) {
   j["gid"] = (c.flags & SLUICE_F_MATCH_GID) ? ordered_json(c.gid) : ordered_json(nullptr);
   j["include_all_ports"] = (c.flags & SLUICE_F_INCLUDE_ALL_PORTS) != 0;
   j["exclude_all_ports"] = (c.flags & SLUICE_F_EXCLUDE_ALL_PORTS) != 0;
+  j["socket_redirect"] = (c.flags & SLUICE_F_SOCKET_REDIRECT) != 0;
   return j;
 }
 
@@ -314,6 +321,8 @@ void write_text(std::ostream& out, const MapsReport& r) {
         << "  mark:        " << or_none(c.flags & SLUICE_F_MATCH_MARK, mark.str()) << "\n"
         << "  uid:         " << or_none(c.flags & SLUICE_F_MATCH_UID, std::to_string(c.uid)) << "\n"
         << "  gid:         " << or_none(c.flags & SLUICE_F_MATCH_GID, std::to_string(c.gid)) << "\n"
+        << "  socket redirect: " << ((c.flags & SLUICE_F_SOCKET_REDIRECT) ? "on (workload <-> proxy hop socket to socket)" : "off")
+        << "\n"
         << "  flags:       0x" << std::hex << c.flags << std::dec << (flags.empty() ? "" : " " + flags) << "\n";
   } else {
     out << "config (" << kConfigMap << "): unreadable\n";

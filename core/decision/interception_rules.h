@@ -27,6 +27,10 @@ struct ProxySettings {
   std::optional<uint32_t> mark = 0x539;  // SO_MARK of the proxy's sockets
   std::optional<uint32_t> uid = 1337;
   std::optional<uint32_t> gid = 1337;
+  // The workload <-> proxy hop skips loopback TCP/IP: sk_msg socket-to-socket
+  // redirection (SLUICE_F_SOCKET_REDIRECT). Needs both ends on this host,
+  // which the redirect guarantees.
+  bool socket_redirect = false;
 };
 
 // A configured range and its position in the option's list (for explaining).

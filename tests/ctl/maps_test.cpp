@@ -46,6 +46,7 @@ TEST(MapsTest, CounterNamesFollowTheKernelEnum) {
   EXPECT_STREQ(counter_name(SLUICE_CTR_OWN_TRAFFIC), "own_traffic");
   EXPECT_STREQ(counter_name(SLUICE_CTR_ORIGDST_MISS), "origdst_miss");
   EXPECT_STREQ(counter_name(SLUICE_CTR_TUPLE_FAILED), "tuple_failed");
+  EXPECT_STREQ(counter_name(SLUICE_CTR_MSG_REDIRECTED), "msg_redirected");
   EXPECT_EQ(counter_name(SLUICE_CTR_COUNT), nullptr);
 }
 

@@ -144,14 +144,7 @@ counter() {
 	excluded_range) idx=4 ;; not_included) idx=5 ;; origdst_answered) idx=6 ;;
 	origdst_miss) idx=7 ;; *) fail "unknown counter $1" ;;
 	esac
-	bpftool -j map dump pinned "$PIN/sluice_counters" | "$PY" -c '
-import json, sys
-idx = int(sys.argv[1])
-for e in json.load(sys.stdin):
-    e = e.get("formatted", e)
-    if int(e["key"]) == idx:
-        print(sum(int(v["value"]) for v in e["values"]))
-' "$idx"
+	kt_counter "$idx"
 }
 
 sluice_ids() {  # ids of every prog/map/link the pins reference

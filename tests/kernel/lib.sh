@@ -180,6 +180,7 @@ kt_agent() {
 	KT_AGENT=${SLUICE_AGENT:?}
 	KT_PIN="/sys/fs/bpf/sluice-test-${ID}"
 	"$KT_AGENT" --pin-dir "$KT_PIN" "$@" >>"$TMP/agent.log" 2>&1 &
+	KT_AGENT_PID=$!
 	KT_PIDS+=($!)
 	KT_LOGS+=("$TMP/agent.log")
 	local cg
@@ -193,6 +194,42 @@ kt_agent() {
 		done
 		fail "agent did not attach to $cg"
 	done
+}
+
+# kt_counter INDEX: one entry of the pinned sluice_counters map (enum
+# sluice_counter in bpf/sluice_maps.h), summed over CPUs.
+kt_counter() {
+	bpftool -j map dump pinned "$KT_PIN/sluice_counters" | "${SLUICE_PYTHON:-python3}" -c '
+import json, sys
+idx = int(sys.argv[1])
+for e in json.load(sys.stdin):
+    e = e.get("formatted", e)
+    if int(e["key"]) == idx:
+        print(sum(int(v["value"]) for v in e["values"]))
+' "$1"
+}
+
+# kt_config_flags: the flags word of the pinned sluice_config map (decimal).
+kt_config_flags() {
+	bpftool -j map dump pinned "$KT_PIN/sluice_config" 2>/dev/null |
+		"${SLUICE_PYTHON:-python3}" -c 'import json,sys; print(json.load(sys.stdin)[0]["formatted"]["value"]["flags"])'
+}
+
+# kt_agent_restart ARGS...: stops the agent kt_agent started (its pins stay)
+# and starts it again with ARGS; waits until the running config's flags
+# include (or, for --socket-redirect false, exclude) SLUICE_F_SOCKET_REDIRECT
+# as asked, i.e. the new agent has written its maps.
+kt_agent_restart() {
+	local want=0 i
+	case " $* " in *" --socket-redirect true "*) want=256 ;; esac
+	kill "$KT_AGENT_PID" 2>/dev/null
+	wait "$KT_AGENT_PID" 2>/dev/null
+	kt_agent "$@"
+	for i in $(seq 100); do
+		[ $(($(kt_config_flags || echo 0) & 256)) = "$want" ] && return 0
+		sleep 0.05
+	done
+	fail "the restarted agent did not set socket_redirect=$want"
 }
 
 # kt_nginx_conf DIR: the http{} preamble of an nginx config rooted in DIR.

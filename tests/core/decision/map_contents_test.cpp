@@ -20,6 +20,16 @@ TEST(MapContents, SharedStructLayouts) {
   EXPECT_EQ(SLUICE_AF_INET6, AF_INET6);
 }
 
+TEST(MapContents, SocketRedirectIsAFlag) {
+  config::Diagnostics d;
+  ProxySettings proxy;
+  EXPECT_EQ(to_map_contents(compile_rules({}, proxy, d)).config.flags & SLUICE_F_SOCKET_REDIRECT, 0u);
+  proxy.socket_redirect = true;
+  MapContents on = to_map_contents(compile_rules({}, proxy, d));
+  EXPECT_NE(on.config.flags & SLUICE_F_SOCKET_REDIRECT, 0u);
+  EXPECT_FALSE(on == to_map_contents(compile_rules({}, {}, d)));  // the agent rewrites the config
+}
+
 TEST(MapContents, DefaultInstall) {
   config::Diagnostics d;
   InterceptionRules rules = compile_rules({}, {}, d);
