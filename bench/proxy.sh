@@ -11,6 +11,7 @@
 #                pooling; TCP modes connect upstream per client connection)
 #   bulk         iperf3 -t DURATION, one stream, client -> server (Gbit/s)
 #   idle         RSS of the proxy per idle connection, IDLE connections held
+#   cpu us/req   the proxy process's CPU time per request (Sluice, HAProxy)
 #
 # Sluice runs twice: "passthrough" (ALLOW_ANY, no ServiceEntry: sniffed,
 # every HTTP request checked, sent to the original destination) and
@@ -149,6 +150,7 @@ for l in 10.99.0.1:80 10.99.0.1:5201 10.99.0.1:5202 127.0.0.1:28080 127.0.0.1:28
 	kt_wait_listen "$NS" "$l" || fail "nothing listens on $l"
 done
 SIDECAR_PID=$(kt_listener_pid "$NS" 127.0.0.1:15001)
+HAP_PID=$(kt_listener_pid "$NS" 127.0.0.1:18080)
 
 use_policy() {  # REGISTRY_ONLY + ServiceEntry for the servers
 	cp "$ROOT/configs/mesh/istio-configmap-registry-only.yaml" "$CONF/istio-configmap.yaml"
@@ -215,11 +217,25 @@ ratio() { "$SLUICE_PYTHON" -c "a,b=float('$1' or 0),float('$2' or 0); print('%.2
 code=$(in_cg_ns workload "$NS" curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://bench.example/)
 [ "$code" = 200 ] || fail "through the sidecar: HTTP $code"
 
-declare -A R P
+# CPU time (user + system, all threads) of a process, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+declare -A R P C
 measure_http() {  # NAME CGROUP URL [wrk args]
-	local name=$1
+	local name=$1 pid="" before
 	shift
+	case "${name#*.}" in
+	pass* | policy*) pid=$SIDECAR_PID ;;
+	hap*) pid=$HAP_PID ;;
+	esac
+	[ -n "$pid" ] && before=$(cpu_ticks "$pid")
 	read -r R[$name] P[$name] < <(wrk_run "$@")
+	# The proxy's own CPU per request (us): what it costs, apart from the
+	# machine's shared CPUs (wrk, nginx and the kernel's TCP work for every
+	# hop compete for the same two).
+	C[$name]=-
+	if [ -n "$pid" ] && [ "${R[$name]:-0}" -gt 0 ]; then
+		C[$name]=$("$SLUICE_PYTHON" -c "print('%.1f' % (($(cpu_ticks "$pid") - $before) * 1e6 / $(getconf CLK_TCK) / (${R[$name]} * $DURATION)))")
+	fi
 }
 echo "sluice-proxy sidecar vs direct / HAProxy 2.6 (1 thread) / nginx stream (1 worker); wrk -t1 -c$CONNECTIONS," \
 	"${DURATION}s per run; $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg)"
@@ -261,18 +277,19 @@ B_policy_sk=${B[policy-sk]}
 # Idle memory is measured once per process: a second run in the same
 # sidecar would reuse what the first one grew (glibc keeps freed memory), and
 # read as ~0.
-HAP_PID=$(kt_listener_pid "$NS" 127.0.0.1:18080)
 I_hap=$(idle_run "$HAP_PID" other 127.0.0.1 18080)
 
-printf "\n%-10s %-14s %10s %9s %9s %9s %9s\n" test path "req/s" "p99 ms" "/direct" "/hap-tcp" "/hap-http"
+printf "\n%-10s %-14s %10s %9s %9s %9s %9s %11s\n" test path "req/s" "p99 ms" "/direct" "/hap-tcp" "/hap-http" \
+	"cpu us/req"
 for kind in keepalive new-conn; do
 	for path in direct pass pass-sk policy policy-sk haptcp haphttp stream; do
 		k="$kind.$path"
-		printf "%-10s %-14s %10s %9s %9s %9s %9s\n" "$kind" "$path" "${R[$k]}" "${P[$k]}" \
+		printf "%-10s %-14s %10s %9s %9s %9s %9s %11s\n" "$kind" "$path" "${R[$k]}" "${P[$k]}" \
 			"$(ratio "${R[$k]}" "${R[$kind.direct]}")" "$(ratio "${R[$k]}" "${R[$kind.haptcp]}")" \
-			"$(ratio "${R[$k]}" "${R[$kind.haphttp]}")"
+			"$(ratio "${R[$k]}" "${R[$kind.haphttp]}")" "${C[$k]}"
 	done
 done
+echo "cpu us/req: the proxy process's own CPU time (user + system, from /proc) per request; lower is cheaper"
 printf "\n%-10s %-14s %10s %9s %9s\n" test path "Gbit/s" "/direct" "/hap-tcp"
 for path in direct pass pass_sk policy policy_sk haptcp stream; do
 	v="B_$path"
