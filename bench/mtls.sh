@@ -22,6 +22,8 @@
 #               makes a TLS connection per request (resumed); its HTTP mode
 #               runs with `http-reuse always`, its own connection pooling
 #
+#   cpu us/req  CPU time of the chain's two proxies per request (/proc)
+#
 #   sudo bench/mtls.sh [BUILD_DIR]    (default: build)
 # Env: DURATION seconds per run (5), CONNECTIONS (32), ROUNDS (1).
 # Everything runs inside one network namespace and one cgroup it creates
@@ -160,21 +162,46 @@ for m in tcp:18080 http:18081; do
 		"$TMP/haproxy-${m%%:*}-gw.log")"
 done
 
+# CPU time (user + system, all threads) of the chain's two proxies, in
+# clock ticks; per request it says what the proxies cost apart from the
+# machine's two CPUs that wrk, nginx and every hop's TCP work share.
+pids_of() { local l; for l in "$@"; do kt_listener_pid "$NS" "$l"; done; }
+SL_PIDS=$(pids_of 127.0.0.1:15001 10.99.0.2:80)
+HT_PIDS=$(pids_of 127.0.0.1:18080 10.99.0.3:18443)
+HH_PIDS=$(pids_of 127.0.0.1:18081 10.99.0.3:18444)
+ticks() { local p t=0; for p in "$@"; do t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat"))); done; echo "$t"; }
+# measure VAR_RPS VAR_P99 VAR_CPU "PIDS" CGROUP URL [wrk args]
+measure() {
+	local -n rps_=$1 p99_=$2 cpu_=$3
+	local pids=$4 before
+	shift 4
+	# shellcheck disable=SC2086
+	[ -n "$pids" ] && before=$(ticks $pids)
+	read -r rps_ p99_ < <(wrk_run "$@")
+	cpu_=-
+	if [ -n "$pids" ] && [ "${rps_:-0}" -gt 0 ]; then
+		# shellcheck disable=SC2086
+		cpu_=$(python3 -c "print('%.0f' % (($(ticks $pids) - $before) * 1e6 / $(getconf CLK_TCK) / ($rps_ * $DURATION)))")
+	fi
+}
+
 echo "mTLS chain, 1 worker/thread per proxy, wrk -t1 -c$CONNECTIONS, ${DURATION}s per run, $ROUNDS round(s)"
-printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s\n" test direct sluice hap-tcp hap-http sl/direct sl/tcp sl/http "p99 ms"
+printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s\n" test direct sluice hap-tcp hap-http sl/direct sl/tcp sl/http \
+	"p99 ms" "  cpu us/req"
 for round in $(seq "$ROUNDS"); do
 	for kind in keepalive new-conn; do
 		extra=()
 		[ "$kind" = new-conn ] && extra=(-H "Connection: close")
-		read -r d dp < <(wrk_run other http://10.99.0.1/ "${extra[@]}")
-		read -r s sp < <(wrk_run workload http://10.99.0.1/ "${extra[@]}")
-		read -r t tp < <(wrk_run other http://127.0.0.1:18080/ "${extra[@]}")
-		read -r h hp < <(wrk_run other http://127.0.0.1:18081/ "${extra[@]}")
-		printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s\n" "$kind" "$d" "$s" "$t" "$h" "$(ratio "$s" "$d")" \
-			"$(ratio "$s" "$t")" "$(ratio "$s" "$h")" "$dp/$sp/$tp/$hp"
+		measure d dp dc "" other http://10.99.0.1/ "${extra[@]}"
+		measure s sp sc "$SL_PIDS" workload http://10.99.0.1/ "${extra[@]}"
+		measure t tp tc "$HT_PIDS" other http://127.0.0.1:18080/ "${extra[@]}"
+		measure h hp hc "$HH_PIDS" other http://127.0.0.1:18081/ "${extra[@]}"
+		printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s\n" "$kind" "$d" "$s" "$t" "$h" "$(ratio "$s" "$d")" \
+			"$(ratio "$s" "$t")" "$(ratio "$s" "$h")" "$dp/$sp/$tp/$hp" "  $sc/$tc/$hc"
 	done
 done
-echo "p99 column: direct/sluice/haproxy-tcp/haproxy-http"
+echo "p99 column: direct/sluice/haproxy-tcp/haproxy-http; cpu us/req: both proxies of the chain (user + system" \
+	"from /proc) per request, sluice/haproxy-tcp/haproxy-http; lower is cheaper"
 for who in sidecar:127.0.0.1:15001 gateway:10.99.0.2:80; do
 	pid=$(kt_listener_pid "$NS" "${who#*:}")
 	[ -n "$pid" ] && kill -USR1 "$pid"

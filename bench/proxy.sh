@@ -267,10 +267,11 @@ measure_sluice() {  # SUFFIX
 declare -A B
 kt_agent_restart "${AGENT_ARGS[@]}" --socket-redirect true
 measure_sluice pass-sk
-use_policy
-measure_sluice policy-sk
 kt_agent_restart "${AGENT_ARGS[@]}" --socket-redirect false
+use_policy
 measure_sluice policy
+kt_agent_restart "${AGENT_ARGS[@]}" --socket-redirect true
+measure_sluice policy-sk
 B_policy=${B[policy]}
 B_pass_sk=${B[pass-sk]}
 B_policy_sk=${B[policy-sk]}

@@ -90,6 +90,7 @@ RetryPlan retry_plan(const RetryPolicy* policy) {
     // gRPC conditions (cancelled, unavailable, ...) never occur on HTTP/1.
   }
   if (status_codes) r.status_codes = policy->retriable_status_codes;
+  if (policy->per_try_timeout) r.per_try_timeout = *policy->per_try_timeout;
   return r;
 }
 

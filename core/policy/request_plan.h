@@ -70,6 +70,11 @@ struct RetryPlan {
   bool on_reset = false;          // "reset": no response
   bool on_retriable_4xx = false;  // "retriable-4xx": 409
   std::vector<uint32_t> status_codes;  // "retriable-status-codes" (Istio's default: 503)
+  // perTryTimeout (0: none): each try's own deadline for its response; the
+  // route timeout spans every try. A try that runs out is retried when the
+  // policy retries resets (5xx, gateway-error, reset: Envoy's "read
+  // timeout"), else answered 504 UT.
+  std::chrono::milliseconds per_try_timeout{0};
 
   // Whether a response with `status` is retried (attempts permitting).
   bool retries_status(uint32_t status) const;

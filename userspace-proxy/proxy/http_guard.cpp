@@ -307,6 +307,7 @@ bool HttpRequestGuard::can_retry() const {
 
 FilterStatus HttpRequestGuard::retry_now(uint32_t status) {
   const Outstanding tried = outstanding_.front();
+  info_->retry_deadline_ns = tried.deadline_ns;
   outstanding_.clear();
   retrying_ = false;
   response_parser_->reset();
@@ -427,17 +428,24 @@ FilterStatus HttpRequestGuard::forward_head(const sniff::HttpRequestHead& head, 
 // response and its access log line.
 void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEditsPtr edits, bool first,
                                     std::string_view head_bytes) {
+  const int64_t now = monotonic_ns();
   const int64_t deadline = edits && edits->timeout.count() > 0
-                               ? monotonic_ns() + static_cast<int64_t>(edits->timeout.count()) * 1'000'000
+                               ? now + static_cast<int64_t>(edits->timeout.count()) * 1'000'000
                                : INT64_MAX;
   Outstanding r{head.method == "HEAD", head.is_connect, !head.keep_alive, head.head_length, 0,
                 std::move(edits), deadline};
   r.first = first;
   r.attempt = first ? info_->first_attempt : 1;
+  // A retry keeps the route deadline of its first try (Envoy's route
+  // timeout spans the retries).
+  if (r.attempt > 1) r.deadline_ns = info_->retry_deadline_ns;
   outstanding_.push_back(std::move(r));
   // Kept as received while it may have to go again: a lone request (not
   // pipelined behind another) whose route retries responses.
   const policy::RetryPlan* rp = retry_policy(outstanding_.back());
+  if (rp && rp->per_try_timeout.count() > 0) {
+    outstanding_.back().try_deadline_ns = now + static_cast<int64_t>(rp->per_try_timeout.count()) * 1'000'000;
+  }
   replay_ok_ = outstanding_.size() == 1 && rp && rp->retries_responses() && outstanding_.back().attempt < rp->attempts &&
                !head.is_connect && head.upgrade.empty() && held_.size() + head_bytes.size() <= kMaxReplayBytes;
   replay_done_ = false;
@@ -451,37 +459,53 @@ void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEdi
 // The engine's timer follows the oldest outstanding request's deadline
 // (responses come in order).
 void HttpRequestGuard::arm_timer(FilterOutput& out) {
-  if (outstanding_.empty() || outstanding_.front().deadline_ns == INT64_MAX) {
+  if (outstanding_.empty() || outstanding_.front().next_deadline() == INT64_MAX) {
     if (timer_armed_) out.set_timer(std::chrono::milliseconds(0));
     timer_armed_ = false;
     return;
   }
-  const int64_t left = outstanding_.front().deadline_ns - monotonic_ns();
+  const int64_t left = outstanding_.front().next_deadline() - monotonic_ns();
   out.set_timer(std::chrono::milliseconds(std::max<int64_t>(1, (left + 999'999) / 1'000'000)));
   timer_armed_ = true;
 }
 
 // Envoy's route timeout: the response did not end in time. Before any of it
 // reached the client: 504 "upstream request timeout" (flag UT) and the
-// connection closes (the upstream one is not reused); after: reset.
+// connection closes (the upstream one is not reused); after: reset. A try's
+// own deadline (perTryTimeout) that passes first is retried when the
+// policy retries resets and nothing of the response reached the client;
+// otherwise it ends the request the same way.
 FilterStatus HttpRequestGuard::on_timer(FilterOutput& out) {
   timer_armed_ = false;
   if (outstanding_.empty()) return FilterStatus::kContinue;
-  if (outstanding_.front().deadline_ns > monotonic_ns()) {
+  const int64_t now = monotonic_ns();
+  if (outstanding_.front().next_deadline() > now) {
     arm_timer(out);
     return FilterStatus::kContinue;
+  }
+  if (outstanding_.front().deadline_ns > now) {
+    Outstanding& r = outstanding_.front();
+    const policy::RetryPlan* rp = retry_policy(r);
+    if (rp && rp->retries_reset()) {
+      if ((can_retry() || retrying_) && r.attempt < rp->attempts) {
+        reusable_ = false;  // its response is still due on that connection
+        return retry_now(504);
+      }
+      r.retry_exhausted = true;
+    }
   }
   const Outstanding late = outstanding_.front();
   outstanding_.clear();
   reusable_ = false;
   state_ = State::kStopped;
+  const char* flags = late.retry_exhausted ? "UT,URX" : "UT";
   if (late.bytes_out > 0 || response_state_ != ResponseState::kHead) {
-    info_->complete_request(response_status_, late.bytes_in, late.bytes_out, "UT", "upstream_response_timeout");
+    info_->complete_request(response_status_, late.bytes_in, late.bytes_out, flags, "upstream_response_timeout");
     return FilterStatus::kReset;
   }
   const std::string reply = local_reply(504, realtime_ns(), "upstream request timeout");
   out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply));
-  info_->complete_request(504, late.bytes_in, reply.size(), "UT", "upstream_response_timeout");
+  info_->complete_request(504, late.bytes_in, reply.size(), flags, "upstream_response_timeout");
   response_state_ = ResponseState::kOpaque;
   return FilterStatus::kClose;
 }
@@ -495,7 +519,7 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
   // URX: Envoy's "upstream retry limit exceeded" on the response it had to
   // pass on.
   info_->complete_request(response_status_, done.bytes_in, done.bytes_out, done.retry_exhausted ? "URX" : "");
-  if (timer_armed_ || (!outstanding_.empty() && outstanding_.front().deadline_ns != INT64_MAX)) arm_timer(out);
+  if (timer_armed_ || (!outstanding_.empty() && outstanding_.front().next_deadline() != INT64_MAX)) arm_timer(out);
   response_parser_->reset();
   response_framer_.reset();
   response_state_ = ResponseState::kHead;
@@ -847,7 +871,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         if (first_head_) {
           // The request the connection was decided on: already logged.
           note_request(head, first_edits_, /*first=*/true, rest.substr(0, r.consumed));
-          if (out && outstanding_.size() == 1 && outstanding_.front().deadline_ns != INT64_MAX) arm_timer(*out);
+          if (out && outstanding_.size() == 1 && outstanding_.front().next_deadline() != INT64_MAX) arm_timer(*out);
           if (takes_held_bytes()) {
             if (forward_head(head, r.consumed, out, first_edits_.get()) != FilterStatus::kContinue) {
               return FilterStatus::kReset;
@@ -880,7 +904,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
           later_edits_.reset();
           if (out == nullptr) checked_edits_.push_back(edits);  // the handler's bytes: kept for on_start
           note_request(head, edits, /*first=*/false, rest.substr(0, r.consumed));
-          if (out && outstanding_.size() == 1 && outstanding_.front().deadline_ns != INT64_MAX) arm_timer(*out);
+          if (out && outstanding_.size() == 1 && outstanding_.front().next_deadline() != INT64_MAX) arm_timer(*out);
           if (pooled_ || edits) {
             if (forward_head(head, r.consumed, out, edits.get()) != FilterStatus::kContinue) return FilterStatus::kReset;
           } else {

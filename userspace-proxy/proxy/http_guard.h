@@ -129,6 +129,9 @@ struct ConnectionInfo {
   // and which try of it this is (1: the first).
   policy::RetryPlan first_retry;
   uint32_t first_attempt = 1;
+  // A retried request's route deadline (monotonic ns; INT64_MAX: none): the
+  // route timeout spans all of its tries.
+  int64_t retry_deadline_ns = INT64_MAX;
   // The current upstream, and the ones the current request tried before
   // (a retry prefers another endpoint: Envoy's previous_hosts predicate).
   engine::SocketAddress upstream_address;
@@ -238,7 +241,9 @@ class HttpRequestGuard final : public engine::StreamFilter {
     uint64_t bytes_in = 0;     // request head and body, as received
     uint64_t bytes_out = 0;    // response head and body, as sent to the client
     RouteEditsPtr edits;       // its route's response header operations
-    int64_t deadline_ns = INT64_MAX;  // monotonic: its route's timeout
+    int64_t deadline_ns = INT64_MAX;  // monotonic: its route's timeout (across tries)
+    int64_t try_deadline_ns = INT64_MAX;  // monotonic: this try's (perTryTimeout)
+    int64_t next_deadline() const { return std::min(deadline_ns, try_deadline_ns); }
     bool first = false;        // the request the upstream was chosen for
     uint32_t attempt = 1;      // which try this is
     bool retry_exhausted = false;  // its response was retriable, no tries left (flag URX)

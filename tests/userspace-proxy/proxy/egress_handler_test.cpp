@@ -183,6 +183,16 @@ class EgressHandlerTest : public ::testing::Test {
     EXPECT_EQ(v.kind(), Verdict::Kind::kConnect);
     return v;
   }
+  // The filter's timer ends the request with Envoy's 504 "upstream request
+  // timeout"; the connection closes and the access log has `log_line`.
+  void expect_timeout_504(engine::ConnectionHandler& h, FakeConnection& c, engine::StreamFilter& f,
+                          const std::string& log_line) {
+    FakeOutput out("");
+    EXPECT_EQ(f.on_timer(out), engine::FilterStatus::kClose);
+    EXPECT_EQ(out.downstream.rfind("HTTP/1.1 504 Gateway Timeout", 0), 0u) << out.downstream;
+    close(h, c, engine::CloseReason::kFilterClose);
+    EXPECT_NE(log_->lines().find(log_line), std::string::npos) << log_->lines();
+  }
   void close(engine::ConnectionHandler& h, engine::Connection& c, engine::CloseReason r) {
     engine::ConnectionStats st;
     st.reason = r;
@@ -888,6 +898,82 @@ spec:
   f2->on_start(bytes(fast), out2);
   EXPECT_FALSE(out2.timer.has_value());
   close(*h, c2, engine::CloseReason::kCompleted);
+}
+
+// retries.perTryTimeout: a try whose response is late goes again (retryOn
+// reset, 5xx or gateway-error) while the route timeout spans every try;
+// out of tries, 504 UT,URX; without a retryOn that covers it, 504 UT.
+TEST_F(EgressHandlerTest, PerTryTimeoutRetriesALateTryWithinTheRouteTimeout) {
+  load({kRegistryOnly, kCnnServiceEntry, R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - match: [{uri: {prefix: /late}}]
+    timeout: 10s
+    retries: {attempts: 1, perTryTimeout: 0.001s, retryOn: gateway-error}
+    route: [{destination: {host: edition.cnn.com}}]
+  - match: [{uri: {prefix: /span}}]
+    timeout: 0.02s
+    retries: {attempts: 2, retryOn: "503"}
+    route: [{destination: {host: edition.cnn.com}}]
+  - match: [{uri: {prefix: /noretry}}]
+    retries: {attempts: 2, perTryTimeout: 0.001s, retryOn: "503"}
+    route: [{destination: {host: edition.cnn.com}}]
+)"});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  dns_.answer("edition.cnn.com", "203.0.113.21");
+  auto h = handler("203.0.113.20:80");
+  {
+    FakeConnection c;
+    const std::string req = "GET /late HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+    auto f = decided(*h, c, req);
+    FakeOutput out0(req);
+    ASSERT_EQ(f->on_start(bytes(req), out0), engine::FilterStatus::kContinue);
+    ASSERT_TRUE(out0.timer.has_value());
+    EXPECT_LE(out0.timer->count(), 1);  // the try's deadline, not the route's 10 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    FakeOutput none("");
+    EXPECT_EQ(f->on_timer(none), engine::FilterStatus::kNewUpstream);
+    EXPECT_EQ(none.downstream, "");
+    EXPECT_FALSE(f->upstream_reusable());  // its response is still due there
+    Verdict v = next_try(*h, c, *f, req);
+    auto f2 = v.take_filter();
+    FakeOutput out1(req);
+    ASSERT_EQ(f2->on_start(bytes(req), out1), engine::FilterStatus::kContinue);
+    ASSERT_TRUE(out1.timer.has_value());
+    EXPECT_LE(out1.timer->count(), 1);  // a fresh per-try deadline
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    // No tries left.
+    expect_timeout_504(*h, c, *f2, "\"GET /late HTTP/1.1\" 504 UT,URX upstream_response_timeout");
+  }
+  {
+    // A 503 retried: the second try keeps the first try's route deadline.
+    FakeConnection c;
+    const std::string req = "GET /span HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+    auto f = decided(*h, c, req);
+    start(*f, req);
+    EXPECT_EQ(respond(*f, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").first,
+              engine::FilterStatus::kNewUpstream);
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));  // past the 20 ms route timeout
+    Verdict v = next_try(*h, c, *f, req);
+    auto f2 = v.take_filter();
+    start(*f2, req);
+    // Not a fresh 20 ms.
+    expect_timeout_504(*h, c, *f2, "\"GET /span HTTP/1.1\" 504 UT upstream_response_timeout");
+  }
+  {
+    // perTryTimeout without a retryOn that covers a timeout: 504 UT.
+    FakeConnection c;
+    const std::string req = "GET /noretry HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+    auto f = decided(*h, c, req);
+    start(*f, req);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    expect_timeout_504(*h, c, *f, "\"GET /noretry HTTP/1.1\" 504 UT upstream_response_timeout");
+  }
+  EXPECT_EQ(counters_.retries.load(), 2u);
 }
 
 // Review findings: edits on a later request in the first read; the URL's
