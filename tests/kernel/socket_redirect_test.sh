@@ -9,7 +9,7 @@
 #
 #   socket_redirect_test.sh
 #
-# Shows: (1) a 24 MiB download and (2) a 16 MiB upload (client half-close,
+# Shows: (1) a 24 MiB download (IPv4 and IPv6) and (2) a 16 MiB upload (client half-close,
 # the answer after it) arrive intact through the shortcut; (3) 40 concurrent
 # keep-alive clients, 5 requests each, all answered, both sockets of every
 # connection on the shortcut; (4) an upstream reset reaches the client as a
@@ -32,7 +32,8 @@ NS="sluice-${ID}-sr"
 kt_netns "$NS"
 kt_cgroups workload proxy other
 ip netns exec "$NS" ip addr add 10.99.0.1/32 dev lo
-kt_hosts "$NS" "10.99.0.1 files.example"
+ip netns exec "$NS" ip -6 addr add fd00:99::1/128 dev lo nodad
+kt_hosts "$NS" "10.99.0.1 files.example" "fd00:99::1 files6.example"
 
 # nginx: a 24 MiB file and a small page.
 mkdir -p "$TMP/nginx/www"
@@ -46,6 +47,7 @@ chmod o+r "$TMP/nginx/www/"*
     access_log off;
     server {
         listen 10.99.0.1:80;
+        listen [fd00:99::1]:80;
         root $TMP/nginx/www;
     }
 }
@@ -84,13 +86,13 @@ kt_wait_file "$TMP/peer.ready" 100 || fail "the TCP peer did not start"
 CONF="$TMP/config"
 mkdir -p "$CONF"
 cp "$SLUICE_CONFIGS/mesh/istio-configmap-allow-any.yaml" "$CONF/istio-configmap.yaml"
-printf 'global:\n  proxy:\n    includeIPRanges: "10.99.0.1/32"\n' >"$TMP/values.yaml"
+printf 'global:\n  proxy:\n    includeIPRanges: "10.99.0.1/32,fd00:99::1/128"\n' >"$TMP/values.yaml"
 AGENT_ARGS=(--cgroup "$KT_CG/workload" --cgroup "$KT_CG/proxy" --config "$TMP/values.yaml")
 kt_agent "${AGENT_ARGS[@]}" --socket-redirect true
-kt_bg in_cg_ns proxy "$NS" "$PROXY" --config "$CONF" --listen 127.0.0.1:15001 --workers 1 \
+kt_bg in_cg_ns proxy "$NS" "$PROXY" --config "$CONF" --listen 127.0.0.1:15001 --listen '[::1]:15001' --workers 1 \
 	--access-log "" 2>"$TMP/sidecar.err"
 KT_LOGS+=("$TMP/sidecar.err")
-for l in 10.99.0.1:80 127.0.0.1:15001; do kt_wait_listen "$NS" "$l" || fail "nothing listens on $l"; done
+for l in 10.99.0.1:80 '[fd00:99::1]:80' 127.0.0.1:15001 '[::1]:15001'; do kt_wait_listen "$NS" "$l" || fail "nothing listens on $l"; done
 SIDECAR_PID=$(kt_listener_pid "$NS" 127.0.0.1:15001)
 [ $(($(kt_config_flags) & 256)) = 256 ] || fail "sluice_config lacks socket_redirect"
 if [ -n "${SLUICE_CTL:-}" ]; then
@@ -126,6 +128,12 @@ got=$(wl curl -sSf --max-time 30 http://files.example/big.bin 2>"$TMP/curl.err" 
 [ "$(counter sock_shortcut)" -ge 2 ] || fail "(1) no socket took the shortcut: $(counter sock_shortcut)"
 log "ok (1) 24 MiB download intact; sock_added=$(counter sock_added) sock_shortcut=$(counter sock_shortcut)" \
 	"msg_redirected=$(counter msg_redirected)"
+# The same over IPv6 (the proxy's [::1]:15001; the tuple keys are 16 bytes).
+shortcut0=$(counter sock_shortcut)
+got=$(wl curl -sSf --max-time 30 http://files6.example/big.bin 2>"$TMP/curl.err" | sha256sum | cut -d' ' -f1)
+[ "$got" = "$want" ] || fail "(1) IPv6: $(cat "$TMP/curl.err"); the download differs"
+[ "$(counter sock_shortcut)" -ge $((shortcut0 + 2)) ] || fail "(1) IPv6: the sockets did not take the shortcut"
+log "ok (1) the same over IPv6, both sockets on the shortcut"
 
 # (2) upload with a half-close: the answer comes after the client's FIN.
 cat >"$TMP/upload.py" <<'PY'
@@ -193,7 +201,7 @@ log "ok (4) the upstream's reset reached the client as a reset"
 
 # (5) the sidecar relayed every one of them
 accepted=$(sidecar_counter accepted)
-[ "${accepted:-0}" -ge 43 ] || fail "(5) the sidecar accepted ${accepted:-none} connections, expected >= 43"
+[ "${accepted:-0}" -ge 44 ] || fail "(5) the sidecar accepted ${accepted:-none} connections, expected >= 44"
 log "ok (5) the sidecar accepted $accepted connections (decided and relayed them; only the hop changed)"
 
 # (6) turned off: new connections take TCP again
