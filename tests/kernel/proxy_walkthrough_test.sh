@@ -414,13 +414,15 @@ if [ "$PLACEMENT" = workload ]; then
 	nsi ip addr add 203.0.113.30/32 dev lo
 	nsi ip addr add 203.0.113.31/32 dev lo
 	cat >"$TMP/status_server.py" <<'PYEOF'
-import http.server, sys
+import http.server, sys, time
 status = int(sys.argv[2])
 log = open(sys.argv[3], "a", buffering=1)
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
         log.write("%s %s\n" % (self.headers.get("Host"), self.path))
+        if status != 200 and self.path.startswith("/slow"):
+            time.sleep(3)  # (3c): later than the route's perTryTimeout
         body = b"status %d\n" % status
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
@@ -495,6 +497,60 @@ PYEOF
 	grep -q "upstream_changed=[2-9]" <<<"$counters" && grep -q "retries=$n503 " <<<"$counters" ||
 		fail "(3b) counters: $counters (503 endpoint hit $n503 times)"
 	log "ok (3b) one keep-alive connection: cnn -> flaky.example -> flaky.example -> cnn, each to its upstream; $n503 503(s) retried on the other endpoint, all 200/301"
+
+	# (3c) retries.perTryTimeout: the 503 endpoint answers /slow after 3 s;
+	# a try that lands there is given up after 0.5 s and retried on the
+	# other endpoint, well inside the route's 5 s timeout.
+	cat >"$TMP/config/virtualservice-flaky.yaml" <<'EOF2'
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata:
+  name: flaky
+spec:
+  hosts:
+  - flaky.example
+  http:
+  - match:
+    - uri: {prefix: /slow}
+    timeout: 5s
+    retries: {attempts: 2, perTryTimeout: 0.5s, retryOn: "reset,503"}
+    route:
+    - destination: {host: flaky.example}
+  - route:
+    - destination: {host: flaky.example}
+EOF2
+	wait_generation 5
+	slow0=$(grep -c ' /slow' "$TMP/s503.log")
+	retries0=$(sed -n 's/.* retries=\([0-9]*\) .*/\1/p' <<<"$counters")
+	mark=$(wc -l <"$TMP/access.log")
+	cat >"$TMP/slow_client.py" <<'PYEOF'
+import http.client, time
+for i in range(4):
+    t0 = time.time()
+    c = http.client.HTTPConnection("203.0.113.10", 80, timeout=10)
+    c.request("GET", "/slow/%d" % i, headers={"Host": "flaky.example"})
+    r = c.getresponse()
+    r.read()
+    c.close()
+    print("%d %.1f" % (r.status, time.time() - t0))
+PYEOF
+	out=$(in_cg_ns workload "$NS_W" "$PY" "$TMP/slow_client.py" 2>&1) || fail "(3c) client: $out"
+	while read -r status secs; do
+		[ "$status" = 200 ] || fail "(3c) a /slow request answered $status: $out"
+		"$PY" -c "import sys; sys.exit(0 if float('$secs') < 2.5 else 1)" ||
+			fail "(3c) a /slow request took ${secs}s: the late try was not given up at 0.5 s ($out)"
+	done <<<"$out"
+	slow=$(($(grep -c ' /slow' "$TMP/s503.log") - slow0))
+	[ "$slow" -ge 1 ] || fail "(3c) no /slow request reached the slow endpoint: round robin should send one there"
+	seen=$(tail -n +"$((mark + 1))" "$TMP/access.log")
+	[ "$(grep -c '"GET /slow/[0-9] HTTP/1.1" 200 - via_upstream' <<<"$seen")" = 4 ] ||
+		fail "(3c) four 200 lines expected for /slow: $seen"
+	kill -USR1 "$PROXY_PID"
+	sleep 0.2
+	counters=$(grep 'counters:' "$TMP/proxy.err" | tail -1)
+	grep -q "retries=$((retries0 + slow)) " <<<"$counters" ||
+		fail "(3c) counters: $counters (want retries=$((retries0 + slow)): $slow late tries)"
+	log "ok (3c) perTryTimeout 0.5s: $slow of 4 /slow requests hit the 3 s endpoint, were given up and retried on the other, all 200 in $(tr '\n' ' ' <<<"$out" | awk '{ for (i = 2; i <= NF; i += 2) printf "%ss ", $i }')"
 fi
 
 # ------------------------------------------------------------ (4) unknown destinations
