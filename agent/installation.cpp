@@ -84,6 +84,7 @@ std::optional<Failure> Installation::check_kernel() {
       {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_INET6_CONNECT, "cgroup/connect6 (Linux 4.17+)"},
       {BPF_PROG_TYPE_SOCK_OPS, BPF_CGROUP_SOCK_OPS, "sockops (Linux 4.13+)"},
       {BPF_PROG_TYPE_CGROUP_SOCKOPT, BPF_CGROUP_GETSOCKOPT, "cgroup/getsockopt (Linux 5.3+)"},
+      {BPF_PROG_TYPE_SK_MSG, BPF_SK_MSG_VERDICT, "sk_msg (Linux 4.17+, CONFIG_BPF_STREAM_PARSER)"},
   };
   const bpf_insn return_one[] = {
       {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1},  // r0 = 1
@@ -127,20 +128,34 @@ std::unique_ptr<Installation> Installation::load(const std::string& pin_dir, Fai
     return nullptr;
   }
   bool any_pinned = false;
-  bool all_pinned = true;
+  std::string unpinned;  // maps to create: new in this version, or lost
   bpf_map* map = nullptr;
   bpf_object__for_each_map(map, inst->skel_->obj) {
     std::string path = pin_dir + "/" + bpf_map__name(map);
     bool pinned = exists(path);
+    if (pinned && std::string(bpf_map__name(map)) == "sluice_counters") {
+      // Statistics only: a version with more counters replaces the map
+      // (counts restart) instead of refusing to adopt the rest.
+      int fd = bpf_obj_get(path.c_str());
+      bpf_map_info info{};
+      __u32 len = sizeof(info);
+      if (fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0 &&
+          info.max_entries != bpf_map__max_entries(map) && unlink(path.c_str()) == 0) {
+        log_warning("sluice_counters has " + std::to_string(info.max_entries) + " counters, this agent " +
+                    std::to_string(bpf_map__max_entries(map)) + ": replaced, counts start again");
+        pinned = false;
+      }
+      if (fd >= 0) close(fd);
+    }
     any_pinned = any_pinned || pinned;
-    all_pinned = all_pinned && pinned;
+    if (!pinned) unpinned += std::string(unpinned.empty() ? "" : ", ") + bpf_map__name(map);
     if (int err = bpf_map__set_pin_path(map, path.c_str()); err != 0) {
       failure = {kExitFailure, "cannot set pin path " + path + ": " + errno_text(err)};
       return nullptr;
     }
   }
-  if (any_pinned && !all_pinned) {
-    log_warning("some maps under " + pin_dir + " are missing: recreating them (their contents are lost)");
+  if (any_pinned && !unpinned.empty()) {
+    log_warning("creating maps not pinned under " + pin_dir + " (new in this version, or removed): " + unpinned);
   }
   inst->adopted_ = any_pinned;
 
@@ -160,7 +175,7 @@ std::unique_ptr<Installation> Installation::load(const std::string& pin_dir, Fai
       failure = {kExitEnvironment,
                  "the kernel rejected a program or map (" + errno_text(err) +
                      "): it probably lacks one of the hooks (cgroup/connect4|6, sockops, "
-                     "cgroup/getsockopt) or helpers; Sluice needs Linux 5.15+ with "
+                     "cgroup/getsockopt, sk_msg) or helpers; Sluice needs Linux 5.15+ with "
                      "CONFIG_CGROUP_BPF=y (libbpf's messages above name the program)"};
     } else {
       failure = {kExitFailure, "cannot load the BPF programs: " + errno_text(err) +
@@ -184,11 +199,35 @@ std::optional<std::string> Installation::apply(const decision::MapContents& cont
   return sync_maps(fds, contents, stats);
 }
 
+// sluice_sk_msg: attached to the pinned SOCKHASH, not to a cgroup; it lives
+// as long as the map, and attaching again replaces the previous agent's.
+std::optional<Failure> Installation::attach_sk_msg() {
+  bpf_program* prog = skel_->progs.sluice_sk_msg;
+  const std::string prog_path = pin_dir_ + "/" + kProgPrefix + bpf_program__name(prog);
+  if (exists(prog_path) && unlink(prog_path.c_str()) != 0) {
+    return Failure{kExitFailure, "cannot replace " + prog_path + ": " + errno_text(errno)};
+  }
+  if (int err = bpf_program__pin(prog, prog_path.c_str()); err != 0) {
+    return Failure{kExitFailure, "cannot pin " + prog_path + ": " + errno_text(err)};
+  }
+  if (bpf_prog_attach(bpf_program__fd(prog), bpf_map__fd(skel_->maps.sluice_socks), BPF_SK_MSG_VERDICT, 0) != 0) {
+    return Failure{kExitEnvironment, "cannot attach sluice_sk_msg to the sluice_socks map: " + errno_text(errno)};
+  }
+  log_debug("attached sluice_sk_msg to the sluice_socks map");
+  return std::nullopt;
+}
+
 std::optional<Failure> Installation::attach(const std::vector<CgroupTarget>& cgroups) {
   std::set<std::string> wanted_links;
   bpf_program* prog = nullptr;
 
+  // The sk_msg program first: a socket takes the map's programs when it is
+  // added, so one added by a sockops program before this attach would keep
+  // the plain TCP path for its life; and a failure here happens before any
+  // cgroup link has switched programs.
+  if (auto f = attach_sk_msg()) return f;
   bpf_object__for_each_program(prog, skel_->obj) {
+    if (bpf_program__type(prog) == BPF_PROG_TYPE_SK_MSG) continue;
     const char* name = bpf_program__name(prog);
     std::string prog_path = pin_dir_ + "/" + kProgPrefix + name;
     // Replace the program pin; the links keep the old program alive until
@@ -198,17 +237,6 @@ std::optional<Failure> Installation::attach(const std::vector<CgroupTarget>& cgr
     }
     if (int err = bpf_program__pin(prog, prog_path.c_str()); err != 0) {
       return Failure{kExitFailure, "cannot pin " + prog_path + ": " + errno_text(err)};
-    }
-    if (bpf_program__type(prog) == BPF_PROG_TYPE_SK_MSG) {
-      // Attached to the pinned SOCKHASH, not to a cgroup: it lives as long
-      // as the map; attaching again replaces the previous agent's program.
-      int map_fd = bpf_map__fd(skel_->maps.sluice_socks);
-      if (bpf_prog_attach(bpf_program__fd(prog), map_fd, BPF_SK_MSG_VERDICT, 0) != 0) {
-        return Failure{kExitEnvironment, std::string("cannot attach ") + name +
-                                             " to the sluice_socks map: " + errno_text(errno)};
-      }
-      log_debug(std::string("attached ") + name + " to the sluice_socks map");
-      continue;
     }
 
     for (const CgroupTarget& cg : cgroups) {

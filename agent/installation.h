@@ -57,7 +57,8 @@ class Installation {
   // Writes the maps (see map_sync.h for the ordering guarantees).
   std::optional<std::string> apply(const decision::MapContents& contents, SyncStats& stats);
 
-  // Pins the programs and makes the links match `cgroups`: existing links
+  // Pins the programs and makes the links match `cgroups` (the sk_msg
+  // program goes first, onto its SOCKHASH): existing links
   // switch to the new programs, missing ones are created and pinned, links
   // pinned for cgroups no longer listed are detached and unpinned.
   std::optional<Failure> attach(const std::vector<CgroupTarget>& cgroups);
@@ -69,6 +70,8 @@ class Installation {
 
  private:
   Installation() = default;
+  // Pins sluice_sk_msg and attaches it to the sluice_socks SOCKHASH.
+  std::optional<Failure> attach_sk_msg();
 
   std::string pin_dir_;
   sluice_bpf* skel_ = nullptr;

@@ -99,8 +99,10 @@ static __always_inline void count(__u32 counter)
 {
 	__u64 *value = bpf_map_lookup_elem(&sluice_counters, &counter);
 
+	/* Per-CPU, but sockops and sk_msg run preemptible (only migration
+	 * is disabled): an atomic add loses no count. */
 	if (value)
-		*value += 1; /* per-CPU: no atomics needed */
+		__sync_fetch_and_add(value, 1);
 }
 
 static __always_inline struct sluice_config *config(void)
@@ -595,11 +597,17 @@ int sluice_sk_msg(struct sk_msg_md *msg)
 		path->path = SLUICE_PATH_SHORTCUT;
 		count(SLUICE_CTR_SOCK_SHORTCUT);
 	}
-	if (verdict == SK_PASS)
-		count(SLUICE_CTR_MSG_REDIRECTED);
-	/* A peer that has closed since: SK_DROP fails this send (EACCES), as
-	 * a send to a closed peer fails. */
-	return verdict;
+	if (verdict != SK_PASS) {
+		/* The peer has closed since (a socket leaves the map at
+		 * close()): TCP, which the closed peer answers with a reset,
+		 * gives the sender the usual EPIPE/ECONNRESET instead of the
+		 * EACCES an SK_DROP would. Nothing can mix: the peer reads no
+		 * more. */
+		path->path = SLUICE_PATH_TCP;
+		return SK_PASS;
+	}
+	count(SLUICE_CTR_MSG_REDIRECTED);
+	return SK_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -132,7 +132,7 @@ enum sluice_counter {
 	SLUICE_CTR_SOCK_ADD_FAILED = 13, /* could not: that side's bytes take the TCP path */
 	SLUICE_CTR_SOCK_SHORTCUT = 14,   /* a sending side found its peer: its bytes skip TCP/IP */
 	SLUICE_CTR_SOCK_TCP_PATH = 15,   /* a sending side did not find its peer at its first send */
-	SLUICE_CTR_MSG_REDIRECTED = 16,  /* sendmsg() calls whose bytes went socket to socket */
+	SLUICE_CTR_MSG_REDIRECTED = 16,  /* sk_msg verdicts (a sendmsg() or a chunk of a large one) sent socket to socket */
 	SLUICE_CTR_COUNT = 17,
 };
 

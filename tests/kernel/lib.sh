@@ -216,20 +216,23 @@ kt_config_flags() {
 }
 
 # kt_agent_restart ARGS...: stops the agent kt_agent started (its pins stay)
-# and starts it again with ARGS; waits until the running config's flags
-# include (or, for --socket-redirect false, exclude) SLUICE_F_SOCKET_REDIRECT
-# as asked, i.e. the new agent has written its maps.
+# and starts it again with ARGS; waits until the new one has attached
+# everything ("watching ..." logged once more) and is still running, and
+# the running config's SLUICE_F_SOCKET_REDIRECT is as ARGS ask.
 kt_agent_restart() {
-	local want=0 i
+	local want=0 i flags watching
 	case " $* " in *" --socket-redirect true "*) want=256 ;; esac
 	kill "$KT_AGENT_PID" 2>/dev/null
 	wait "$KT_AGENT_PID" 2>/dev/null
+	watching=$(grep -c "sluice-agent info: watching" "$TMP/agent.log")
 	kt_agent "$@"
 	for i in $(seq 100); do
-		[ $(($(kt_config_flags || echo 0) & 256)) = "$want" ] && return 0
+		[ "$(grep -c "sluice-agent info: watching" "$TMP/agent.log")" -gt "$watching" ] && break
 		sleep 0.05
 	done
-	fail "the restarted agent did not set socket_redirect=$want"
+	kill -0 "$KT_AGENT_PID" 2>/dev/null || fail "the restarted agent exited"
+	flags=$(kt_config_flags) || fail "cannot read sluice_config"
+	[ $((flags & 256)) = "$want" ] || fail "the restarted agent did not set socket_redirect=$want (flags $flags)"
 }
 
 # kt_nginx_conf DIR: the http{} preamble of an nginx config rooted in DIR.
