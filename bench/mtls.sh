@@ -25,7 +25,9 @@
 #   cpu us/req  CPU time of the chain's two proxies per request (/proc)
 #
 #   sudo bench/mtls.sh [BUILD_DIR]    (default: build)
-# Env: DURATION seconds per run (5), CONNECTIONS (32), ROUNDS (1).
+# Env: DURATION seconds per run (5), CONNECTIONS (32), ROUNDS (1),
+# SOCKET_REDIRECT (1: a last round with the agent's --socket-redirect, the
+# workload <-> sidecar hop socket to socket; 0: skip it).
 # Everything runs inside one network namespace and one cgroup it creates
 # (nginx 10.99.0.1, gateways 10.99.0.2/.3, sidecar 127.0.0.1:15001) and is
 # removed on exit; prints absolute numbers and ratios.
@@ -90,7 +92,8 @@ kt_bg in_cg_ns other "$NS" unshare -m --propagation private sh -c '
 	exec "$@"' sh "$TMP/gw" "$PROXY" --role gateway --config "$CONF" --listen-address 10.99.0.2 --workers 1 \
 	--access-log "" --admin-port 15100 2>"$TMP/gateway.err"
 printf 'global:\n  proxy:\n    includeIPRanges: "10.99.0.1/32"\n' >"$TMP/values.yaml"
-kt_agent --cgroup "$KT_CG/workload" --cgroup "$KT_CG/proxy" --config "$TMP/values.yaml"
+AGENT_ARGS=(--cgroup "$KT_CG/workload" --cgroup "$KT_CG/proxy" --config "$TMP/values.yaml")
+kt_agent "${AGENT_ARGS[@]}"
 kt_bg in_cg_ns proxy "$NS" "$PROXY" --config "$CONF" --listen 127.0.0.1:15001 --workers 1 \
 	--certs "$TMP/pki/sidecar" --access-log "" 2>"$TMP/sidecar.err"
 
@@ -202,6 +205,22 @@ for round in $(seq "$ROUNDS"); do
 done
 echo "p99 column: direct/sluice/haproxy-tcp/haproxy-http; cpu us/req: both proxies of the chain (user + system" \
 	"from /proc) per request, sluice/haproxy-tcp/haproxy-http; lower is cheaper"
+if [ "${SOCKET_REDIRECT:-1}" = 1 ]; then
+	# Once more with the agent's --socket-redirect (opt-in: the workload <->
+	# sidecar hop socket to socket), HAProxy measured again beside it.
+	kt_agent_restart "${AGENT_ARGS[@]}" --socket-redirect true
+	echo "with --socket-redirect:"
+	for kind in keepalive new-conn; do
+		extra=()
+		[ "$kind" = new-conn ] && extra=(-H "Connection: close")
+		measure d dp dc "" other http://10.99.0.1/ "${extra[@]}"
+		measure s sp sc "$SL_PIDS" workload http://10.99.0.1/ "${extra[@]}"
+		measure t tp tc "$HT_PIDS" other http://127.0.0.1:18080/ "${extra[@]}"
+		measure h hp hc "$HH_PIDS" other http://127.0.0.1:18081/ "${extra[@]}"
+		printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s\n" "$kind-sk" "$d" "$s" "$t" "$h" "$(ratio "$s" "$d")" \
+			"$(ratio "$s" "$t")" "$(ratio "$s" "$h")" "$dp/$sp/$tp/$hp" "  $sc/$tc/$hc"
+	done
+fi
 for who in sidecar:127.0.0.1:15001 gateway:10.99.0.2:80; do
 	pid=$(kt_listener_pid "$NS" "${who#*:}")
 	[ -n "$pid" ] && kill -USR1 "$pid"
