@@ -524,7 +524,13 @@ int sluice_getsockopt(struct bpf_sockopt *ctx)
 			__u8 zero[8];
 		} *sin = ctx->optval;
 
-		if (orig->family != SLUICE_AF_INET || (void *)(sin + 1) > ctx->optval_end) {
+		if (orig->family != SLUICE_AF_INET) {
+			/* An IPv6 destination asked the IPv4 way (a proxy trying
+			 * IPv4 first): not a miss, the IPv6 question gets it. */
+			ctx->retval = -ENOENT;
+			return 1;
+		}
+		if ((void *)(sin + 1) > ctx->optval_end) {
 			ctx->retval = -ENOENT;
 			count(SLUICE_CTR_ORIGDST_MISS);
 			return 1;

@@ -152,20 +152,16 @@ class SidecarHandler final : public Forwarder {
 }  // namespace
 
 int original_destination(int fd, engine::SocketAddress* out) {
+  // IPv4 first (also an IPv4-mapped client on a v6 listener), IPv6 when that
+  // has no answer: the common case costs one syscall, not a getsockname too.
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
-  SocketAddress local;
-  SocketAddress::local_of(fd, &local);
-  int rc;
-  if (local.valid() && local.family() == AF_INET6) {
+  int rc = getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len);
+  if (rc != 0) {
+    const int v4_errno = errno;
+    len = sizeof(ss);
     rc = getsockopt(fd, SOL_IPV6, kIp6tSoOriginalDst, &ss, &len);
-    if (rc != 0) {
-      // An IPv4-mapped client on a v6 listener: asked as IPv4.
-      len = sizeof(ss);
-      rc = getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len);
-    }
-  } else {
-    rc = getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len);
+    if (rc != 0 && errno == ENOPROTOOPT) errno = v4_errno;  // an IPv4-only socket: its own answer
   }
   if (rc != 0) return -errno;
   *out = SocketAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss), len);

@@ -406,10 +406,7 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
       *error = "TLS origination needs the proxy's TLS contexts";
       return nullptr;
     }
-    config::ClientTLSSettings settings;
-    if (f.policy.tls) settings = *f.policy.tls;
-    settings.mode = f.tls_mode;
-    client = o_.tls->client(settings, f.expected_sans, error);
+    client = client_context(ci, f, error);
     if (!client) {
       *ok = false;
       return nullptr;
@@ -563,6 +560,26 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
     ci.log_entry(e);
   }
   delete c;
+}
+
+std::shared_ptr<const tls::TlsClientContext> Forwarder::client_context(const ConnectionInfo& ci,
+                                                                       const policy::ForwardPlan& f,
+                                                                       std::string* error) {
+  const int64_t now = monotonic_ns();
+  for (const TlsClientMemo& m : tls_memo_) {
+    if (m.context && m.until_ns > now && m.snapshot == ci.snapshot && m.settings == f.policy.tls &&
+        m.mode == f.tls_mode && m.expected_sans == f.expected_sans) {
+      return m.context;
+    }
+  }
+  config::ClientTLSSettings settings;
+  if (f.policy.tls) settings = *f.policy.tls;
+  settings.mode = f.tls_mode;
+  auto ctx = o_.tls->client(settings, f.expected_sans, error);
+  if (!ctx) return nullptr;
+  TlsClientMemo& m = tls_memo_[tls_memo_next_++ % tls_memo_.size()];
+  m = TlsClientMemo{ci.snapshot, f.policy.tls, f.tls_mode, f.expected_sans, ctx, now + 1'000'000'000};
+  return ctx;
 }
 
 }  // namespace sluice::proxy

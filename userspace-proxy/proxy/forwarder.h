@@ -5,6 +5,7 @@
 // keep-alive requests, and the access log line at the end.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -22,6 +23,7 @@
 #include "userspace-proxy/sniff/tls_client_hello.h"
 
 namespace sluice::tls {
+class TlsClientContext;
 class TlsFilter;
 struct TlsHandshakeResult;
 }
@@ -107,7 +109,22 @@ class Forwarder : public engine::ConnectionHandler {
   engine::StreamFilterPtr build_filter(ProxyConnection& c, std::span<const uint8_t> pending, bool* ok,
                                        std::string* error, std::string* pool_key);
   void install_check_later(ProxyConnection& c);
+  // The TLS client context for a plan's origination. Remembered per worker
+  // for up to a second (TlsContexts rechecks the files no more often), so a
+  // connection does not rebuild the shared cache's key or take its lock.
+  std::shared_ptr<const tls::TlsClientContext> client_context(const ConnectionInfo& ci,
+                                                              const policy::ForwardPlan& f, std::string* error);
 
+  struct TlsClientMemo {
+    SnapshotPtr snapshot;  // keeps `settings` valid
+    const config::ClientTLSSettings* settings = nullptr;
+    config::ClientTLSMode mode = config::ClientTLSMode::kDisable;
+    std::vector<std::string> expected_sans;
+    std::shared_ptr<const tls::TlsClientContext> context;
+    int64_t until_ns = 0;
+  };
+  std::array<TlsClientMemo, 4> tls_memo_;
+  size_t tls_memo_next_ = 0;
   uint64_t rng_ = 0x2545F4914F6CDD1DULL;
 };
 
