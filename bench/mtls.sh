@@ -191,17 +191,19 @@ measure() {
 echo "mTLS chain, 1 worker/thread per proxy, wrk -t1 -c$CONNECTIONS, ${DURATION}s per run, $ROUNDS round(s)"
 printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s\n" test direct sluice hap-tcp hap-http sl/direct sl/tcp sl/http \
 	"p99 ms" "  cpu us/req"
+# row KIND LABEL: direct, Sluice, HAProxy TCP and HTTP one after the other.
+row() {
+	local extra=()
+	[ "$1" = new-conn ] && extra=(-H "Connection: close")
+	measure d dp dc "" other http://10.99.0.1/ "${extra[@]}"
+	measure s sp sc "$SL_PIDS" workload http://10.99.0.1/ "${extra[@]}"
+	measure t tp tc "$HT_PIDS" other http://127.0.0.1:18080/ "${extra[@]}"
+	measure h hp hc "$HH_PIDS" other http://127.0.0.1:18081/ "${extra[@]}"
+	printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s\n" "$2" "$d" "$s" "$t" "$h" "$(ratio "$s" "$d")" \
+		"$(ratio "$s" "$t")" "$(ratio "$s" "$h")" "$dp/$sp/$tp/$hp" "  $sc/$tc/$hc"
+}
 for round in $(seq "$ROUNDS"); do
-	for kind in keepalive new-conn; do
-		extra=()
-		[ "$kind" = new-conn ] && extra=(-H "Connection: close")
-		measure d dp dc "" other http://10.99.0.1/ "${extra[@]}"
-		measure s sp sc "$SL_PIDS" workload http://10.99.0.1/ "${extra[@]}"
-		measure t tp tc "$HT_PIDS" other http://127.0.0.1:18080/ "${extra[@]}"
-		measure h hp hc "$HH_PIDS" other http://127.0.0.1:18081/ "${extra[@]}"
-		printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s\n" "$kind" "$d" "$s" "$t" "$h" "$(ratio "$s" "$d")" \
-			"$(ratio "$s" "$t")" "$(ratio "$s" "$h")" "$dp/$sp/$tp/$hp" "  $sc/$tc/$hc"
-	done
+	for kind in keepalive new-conn; do row "$kind" "$kind"; done
 done
 echo "p99 column: direct/sluice/haproxy-tcp/haproxy-http; cpu us/req: both proxies of the chain (user + system" \
 	"from /proc) per request, sluice/haproxy-tcp/haproxy-http; lower is cheaper"
@@ -210,16 +212,7 @@ if [ "${SOCKET_REDIRECT:-1}" = 1 ]; then
 	# sidecar hop socket to socket), HAProxy measured again beside it.
 	kt_agent_restart "${AGENT_ARGS[@]}" --socket-redirect true
 	echo "with --socket-redirect:"
-	for kind in keepalive new-conn; do
-		extra=()
-		[ "$kind" = new-conn ] && extra=(-H "Connection: close")
-		measure d dp dc "" other http://10.99.0.1/ "${extra[@]}"
-		measure s sp sc "$SL_PIDS" workload http://10.99.0.1/ "${extra[@]}"
-		measure t tp tc "$HT_PIDS" other http://127.0.0.1:18080/ "${extra[@]}"
-		measure h hp hc "$HH_PIDS" other http://127.0.0.1:18081/ "${extra[@]}"
-		printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s\n" "$kind-sk" "$d" "$s" "$t" "$h" "$(ratio "$s" "$d")" \
-			"$(ratio "$s" "$t")" "$(ratio "$s" "$h")" "$dp/$sp/$tp/$hp" "  $sc/$tc/$hc"
-	done
+	for kind in keepalive new-conn; do row "$kind" "$kind-sk"; done
 fi
 for who in sidecar:127.0.0.1:15001 gateway:10.99.0.2:80; do
 	pid=$(kt_listener_pid "$NS" "${who#*:}")

@@ -428,9 +428,8 @@ FilterStatus HttpRequestGuard::forward_head(const sniff::HttpRequestHead& head, 
 // response and its access log line.
 void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEditsPtr edits, bool first,
                                     std::string_view head_bytes) {
-  const int64_t now = monotonic_ns();
   const int64_t deadline = edits && edits->timeout.count() > 0
-                               ? now + static_cast<int64_t>(edits->timeout.count()) * 1'000'000
+                               ? monotonic_ns() + static_cast<int64_t>(edits->timeout.count()) * 1'000'000
                                : INT64_MAX;
   Outstanding r{head.method == "HEAD", head.is_connect, !head.keep_alive, head.head_length, 0,
                 std::move(edits), deadline};
@@ -444,7 +443,8 @@ void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEdi
   // pipelined behind another) whose route retries responses.
   const policy::RetryPlan* rp = retry_policy(outstanding_.back());
   if (rp && rp->per_try_timeout.count() > 0) {
-    outstanding_.back().try_deadline_ns = now + static_cast<int64_t>(rp->per_try_timeout.count()) * 1'000'000;
+    outstanding_.back().try_deadline_ns =
+        monotonic_ns() + static_cast<int64_t>(rp->per_try_timeout.count()) * 1'000'000;
   }
   replay_ok_ = outstanding_.size() == 1 && rp && rp->retries_responses() && outstanding_.back().attempt < rp->attempts &&
                !head.is_connect && head.upgrade.empty() && held_.size() + head_bytes.size() <= kMaxReplayBytes;
