@@ -56,7 +56,9 @@ std::unique_ptr<ProxyConnection> Forwarder::new_connection(const engine::AcceptI
   ci.counters = o_.counters;
   ci.metrics = o_.istio_metrics;
   ci.metrics_shard = o_.metrics_shard;
-  ci.peer = info.peer();
+  // Only the access log shows the client's address: without one, no
+  // getpeername per connection (the gateway asks for it: its TLS logs).
+  if (o_.access_log) ci.peer = info.peer();
   return c;
 }
 

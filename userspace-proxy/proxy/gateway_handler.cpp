@@ -38,6 +38,7 @@ class GatewayHandler final : public Forwarder {
   Verdict on_accept(engine::Connection& conn, const engine::AcceptInfo& info) override {
     std::unique_ptr<ProxyConnection> owned = new_connection(info);
     ConnectionInfo& ci = *owned->info;
+    if (!ci.peer.valid()) ci.peer = info.peer();  // named in handshake failure logs
     ci.original_dst = info.local();
     ci.original_ip = to_ip_address(ci.original_dst);
     ci.snapshot = o_.snapshots->current();
