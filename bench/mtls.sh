@@ -172,19 +172,18 @@ pids_of() { local l; for l in "$@"; do kt_listener_pid "$NS" "$l"; done; }
 SL_PIDS=$(pids_of 127.0.0.1:15001 10.99.0.2:80)
 HT_PIDS=$(pids_of 127.0.0.1:18080 10.99.0.3:18443)
 HH_PIDS=$(pids_of 127.0.0.1:18081 10.99.0.3:18444)
-ticks() { local p t=0; for p in "$@"; do t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat"))); done; echo "$t"; }
 # measure VAR_RPS VAR_P99 VAR_CPU "PIDS" CGROUP URL [wrk args]
 measure() {
 	local -n rps_=$1 p99_=$2 cpu_=$3
 	local pids=$4 before
 	shift 4
 	# shellcheck disable=SC2086
-	[ -n "$pids" ] && before=$(ticks $pids)
+	[ -n "$pids" ] && before=$(kt_cpu_ticks $pids)
 	read -r rps_ p99_ < <(wrk_run "$@")
 	cpu_=-
 	if [ -n "$pids" ] && [ "${rps_:-0}" -gt 0 ]; then
 		# shellcheck disable=SC2086
-		cpu_=$(python3 -c "print('%.0f' % (($(ticks $pids) - $before) * 1e6 / $(getconf CLK_TCK) / ($rps_ * $DURATION)))")
+		cpu_=$(python3 -c "print('%.0f' % (($(kt_cpu_ticks $pids) - $before) * 1e6 / $(getconf CLK_TCK) / ($rps_ * $DURATION)))")
 	fi
 }
 

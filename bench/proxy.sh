@@ -217,8 +217,6 @@ ratio() { "$SLUICE_PYTHON" -c "a,b=float('$1' or 0),float('$2' or 0); print('%.2
 code=$(in_cg_ns workload "$NS" curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://bench.example/)
 [ "$code" = 200 ] || fail "through the sidecar: HTTP $code"
 
-# CPU time (user + system, all threads) of a process, in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 declare -A R P C
 measure_http() {  # NAME CGROUP URL [wrk args]
 	local name=$1 pid="" before
@@ -227,14 +225,14 @@ measure_http() {  # NAME CGROUP URL [wrk args]
 	pass* | policy*) pid=$SIDECAR_PID ;;
 	hap*) pid=$HAP_PID ;;
 	esac
-	[ -n "$pid" ] && before=$(cpu_ticks "$pid")
+	[ -n "$pid" ] && before=$(kt_cpu_ticks "$pid")
 	read -r R[$name] P[$name] < <(wrk_run "$@")
 	# The proxy's own CPU per request (us): what it costs, apart from the
 	# machine's shared CPUs (wrk, nginx and the kernel's TCP work for every
 	# hop compete for the same two).
 	C[$name]=-
 	if [ -n "$pid" ] && [ "${R[$name]:-0}" -gt 0 ]; then
-		C[$name]=$("$SLUICE_PYTHON" -c "print('%.1f' % (($(cpu_ticks "$pid") - $before) * 1e6 / $(getconf CLK_TCK) / (${R[$name]} * $DURATION)))")
+		C[$name]=$("$SLUICE_PYTHON" -c "print('%.1f' % (($(kt_cpu_ticks "$pid") - $before) * 1e6 / $(getconf CLK_TCK) / (${R[$name]} * $DURATION)))")
 	fi
 }
 echo "sluice-proxy sidecar vs direct / HAProxy 2.6 (1 thread) / nginx stream (1 worker); wrk -t1 -c$CONNECTIONS," \

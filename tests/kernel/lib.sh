@@ -209,6 +209,14 @@ for e in json.load(sys.stdin):
 ' "$1"
 }
 
+# kt_cpu_ticks PID...: CPU time (user + system, all threads) of the
+# processes, summed, in clock ticks (getconf CLK_TCK per second).
+kt_cpu_ticks() {
+	local p t=0
+	for p in "$@"; do t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat"))); done
+	echo "$t"
+}
+
 # kt_config_flags: the flags word of the pinned sluice_config map (decimal).
 kt_config_flags() {
 	bpftool -j map dump pinned "$KT_PIN/sluice_config" 2>/dev/null |

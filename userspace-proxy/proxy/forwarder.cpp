@@ -569,7 +569,7 @@ std::shared_ptr<const tls::TlsClientContext> Forwarder::client_context(const Con
                                                                        std::string* error) {
   const int64_t now = monotonic_ns();
   for (const TlsClientMemo& m : tls_memo_) {
-    if (m.context && m.until_ns > now && m.snapshot == ci.snapshot && m.settings == f.policy.tls &&
+    if (m.context && m.until_ns > now && m.generation == ci.snapshot->generation && m.settings == f.policy.tls &&
         m.mode == f.tls_mode && m.expected_sans == f.expected_sans) {
       return m.context;
     }
@@ -580,7 +580,7 @@ std::shared_ptr<const tls::TlsClientContext> Forwarder::client_context(const Con
   auto ctx = o_.tls->client(settings, f.expected_sans, error);
   if (!ctx) return nullptr;
   TlsClientMemo& m = tls_memo_[tls_memo_next_++ % tls_memo_.size()];
-  m = TlsClientMemo{ci.snapshot, f.policy.tls, f.tls_mode, f.expected_sans, ctx, now + 1'000'000'000};
+  m = TlsClientMemo{ci.snapshot->generation, f.policy.tls, f.tls_mode, f.expected_sans, ctx, now + 1'000'000'000};
   return ctx;
 }
 

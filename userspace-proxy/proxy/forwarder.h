@@ -116,7 +116,9 @@ class Forwarder : public engine::ConnectionHandler {
                                                               const policy::ForwardPlan& f, std::string* error);
 
   struct TlsClientMemo {
-    SnapshotPtr snapshot;  // keeps `settings` valid
+    // The config generation `settings` points into (compared, never
+    // dereferenced: the memo holds no snapshot alive after a reload).
+    uint64_t generation = 0;
     const config::ClientTLSSettings* settings = nullptr;
     config::ClientTLSMode mode = config::ClientTLSMode::kDisable;
     std::vector<std::string> expected_sans;
