@@ -1,6 +1,7 @@
 #include "agent/installation.h"
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -115,6 +116,32 @@ Installation::~Installation() {
   if (skel_ != nullptr) sluice_bpf__destroy(skel_);  // pins keep everything alive
 }
 
+std::optional<Failure> Installation::check_socket_redirect() {
+  btf* vmlinux = btf__load_vmlinux_btf();
+  if (vmlinux == nullptr) {
+    return Failure{kExitEnvironment, "--socket-redirect needs the kernel's BTF (/sys/kernel/btf/vmlinux, "
+                                     "CONFIG_DEBUG_INFO_BTF=y): " + errno_text(errno)};
+  }
+  bool found = false;
+  __s32 id = btf__find_by_name_kind(vmlinux, "sk_psock", BTF_KIND_STRUCT);
+  if (id > 0) {
+    const btf_type* t = btf__type_by_id(vmlinux, static_cast<__u32>(id));
+    const btf_member* m = btf_members(t);
+    for (__u16 i = 0; i < btf_vlen(t) && !found; ++i, ++m) {
+      const char* name = btf__name_by_offset(vmlinux, m->name_off);
+      found = name != nullptr && std::strcmp(name, "msg_tot_len") == 0;
+    }
+  }
+  btf__free(vmlinux);
+  if (!found) {
+    return Failure{kExitEnvironment,
+                   "--socket-redirect: this kernel's struct sk_psock has no msg_tot_len (newer kernels "
+                   "count a socket's redirected, unread bytes there), so the shortcut could not be "
+                   "bounded; run without --socket-redirect"};
+  }
+  return std::nullopt;
+}
+
 std::unique_ptr<Installation> Installation::load(const std::string& pin_dir, Failure& failure) {
   if (auto f = check_kernel()) {
     failure = *f;
@@ -133,16 +160,23 @@ std::unique_ptr<Installation> Installation::load(const std::string& pin_dir, Fai
   bpf_object__for_each_map(map, inst->skel_->obj) {
     std::string path = pin_dir + "/" + bpf_map__name(map);
     bool pinned = exists(path);
-    if (pinned && std::string(bpf_map__name(map)) == "sluice_counters") {
-      // Statistics only: a version with more counters replaces the map
-      // (counts restart) instead of refusing to adopt the rest.
+    std::string name = bpf_map__name(map);
+    if (pinned && (name == "sluice_counters" || name == "sluice_config" || name == "sluice_sk_path")) {
+      // Maps this agent rewrites whole (the config), statistics (the
+      // counters) and per-socket path state (a connection already on the
+      // shortcut keeps the programs and storage it was given, see
+      // attach_sk_msg): another version's layout replaces the map instead of
+      // refusing to adopt the rest.
       int fd = bpf_obj_get(path.c_str());
       bpf_map_info info{};
       __u32 len = sizeof(info);
       if (fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0 &&
-          info.max_entries != bpf_map__max_entries(map) && unlink(path.c_str()) == 0) {
-        log_warning("sluice_counters has " + std::to_string(info.max_entries) + " counters, this agent " +
-                    std::to_string(bpf_map__max_entries(map)) + ": replaced, counts start again");
+          (info.max_entries != bpf_map__max_entries(map) || info.value_size != bpf_map__value_size(map)) &&
+          unlink(path.c_str()) == 0) {
+        log_warning(name + " pinned by another version (" + std::to_string(info.max_entries) + " x " +
+                    std::to_string(info.value_size) + " B, this agent " +
+                    std::to_string(bpf_map__max_entries(map)) + " x " + std::to_string(bpf_map__value_size(map)) +
+                    " B): replaced" + (name == "sluice_counters" ? ", counts start again" : ""));
         pinned = false;
       }
       if (fd >= 0) close(fd);

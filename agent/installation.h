@@ -48,6 +48,11 @@ class Installation {
   // with a reason a user can act on.
   static std::optional<Failure> check_kernel();
 
+  // --socket-redirect bounds each shortcut by the peer's unread bytes, which
+  // the sk_msg program reads from sk_psock.msg_tot_len: refuses (with the
+  // reason) on a kernel whose BTF lacks it, rather than run unbounded.
+  static std::optional<Failure> check_socket_redirect();
+
   // Loads the programs, reusing maps pinned in pin_dir by an earlier run.
   static std::unique_ptr<Installation> load(const std::string& pin_dir, Failure& failure);
 

@@ -45,6 +45,7 @@ struct Flags {
   std::string uid = "1337";
   std::string gid = "1337";
   bool socket_redirect = false;
+  uint32_t socket_redirect_queue_limit = decision::ProxySettings::kDefaultSocketRedirectQueueLimit;
   bool once = false;
   unsigned poll_ms = 1000;
   std::string proxy_binary;             // empty: the proxy is started by someone else
@@ -109,6 +110,7 @@ std::optional<std::string> proxy_settings(const Flags& flags, decision::ProxySet
   if (!parse_optional_u32(flags.uid, proxy.uid)) return "--uid " + flags.uid + ": not a number";
   if (!parse_optional_u32(flags.gid, proxy.gid)) return "--gid " + flags.gid + ": not a number";
   proxy.socket_redirect = flags.socket_redirect;
+  proxy.socket_redirect_queue_limit = flags.socket_redirect_queue_limit;
   return std::nullopt;
 }
 
@@ -134,10 +136,10 @@ int run(const Flags& flags) {
     return kExitUsage;
   }
   if (proxy.socket_redirect) {
-    log_warning("--socket-redirect: the workload <-> proxy hop goes socket to socket. Those bytes "
-                "have no flow control (the kernel's sk_msg redirect queues without a socket-buffer "
-                "limit): a reader that falls behind lets its peer queue up to net.ipv4.tcp_mem. "
-                "Use it for workloads you trust");
+    if (auto f = Installation::check_socket_redirect()) {
+      log_error(f->message);
+      return f->exit_code;
+    }
   }
 
   CompiledConfig compiled = load_and_compile(flags.config, proxy);
@@ -353,7 +355,14 @@ int main(int argc, char** argv) {
   app.add_option("--socket-redirect", flags.socket_redirect,
                  "true: the workload <-> proxy hop skips loopback TCP/IP (sockops puts both sockets "
                  "of a redirected connection in a SOCKHASH, an sk_msg program hands each send to "
-                 "the peer socket). Faster, but those bytes have no flow control: see the README")
+                 "the peer socket). Faster; a reader that falls --socket-redirect-queue-limit bytes "
+                 "behind moves its sender to TCP. Linux with sk_psock.msg_tot_len; see the README")
+      ->capture_default_str();
+  app.add_option("--socket-redirect-queue-limit", flags.socket_redirect_queue_limit,
+                 "with --socket-redirect: bytes a reader may fall behind on the shortcut before its "
+                 "sender moves to TCP for that connection (the redirect itself has no flow control; "
+                 "TCP's socket buffers then hold the sender back)")
+      ->check(CLI::Range(65536u, 1u << 30))
       ->capture_default_str();
   app.add_flag("--once", flags.once, "install or update, then exit (leaving everything pinned)");
   app.add_option("--proxy-binary", flags.proxy_binary,

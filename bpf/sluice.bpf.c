@@ -13,7 +13,9 @@
  *   sk_msg             with SLUICE_F_SOCKET_REDIRECT: the redirected hop's two
  *                      sockets (both on this host; sockops put them in
  *                      sluice_socks) hand each other their bytes at sendmsg()
- *                      instead of going through loopback TCP/IP.
+ *                      instead of going through loopback TCP/IP, until the
+ *                      receiver falls sock_queue_limit bytes behind (then
+ *                      TCP and its flow control, for good).
  *
  * Every decision here is a map lookup; the rules themselves are compiled by
  * core/decision (the same code `sluicectl explain` runs).
@@ -21,6 +23,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 
 #include "bpf/sluice_maps.h"
 
@@ -87,6 +90,19 @@ struct {
 	__type(key, struct sluice_sock_key);
 	__type(value, __u64);
 } sluice_socks SEC(".maps");
+
+/* Kernel address of each socket in sluice_socks, written before the socket
+ * is added: its peer reads it once, at its first send, to check later how
+ * many bytes it has handed over unread (sk_msg programs cannot look a socket
+ * up in the SOCKHASH: they have no bpf_sk_release). LRU: a closed socket's
+ * entry is only ever read by a socket that found it in sluice_socks, i.e.
+ * after its key was written again. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SLUICE_MAX_SOCKS);
+	__type(key, struct sluice_sock_key);
+	__type(value, __u64);
+} sluice_sock_addr SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -411,6 +427,7 @@ static __always_inline void add_socket(struct bpf_sock_ops *skops,
 	struct sluice_sock_key key = {};
 	struct sluice_sk_path *path;
 	struct bpf_sock *sk;
+	__u64 addr;
 
 	if (!cfg || !(cfg->flags & SLUICE_F_SOCKET_REDIRECT))
 		return;
@@ -425,8 +442,17 @@ static __always_inline void add_socket(struct bpf_sock_ops *skops,
 	path->path = SLUICE_PATH_UNDECIDED;
 	path->peer.tuple = *tuple;
 	path->peer.side = side == SLUICE_SIDE_CLIENT ? SLUICE_SIDE_PROXY : SLUICE_SIDE_CLIENT;
+	path->peer_sk = 0;
 	key.tuple = *tuple;
 	key.side = side;
+	/* Before the SOCKHASH: whoever finds this socket there finds its
+	 * address too. */
+	addr = (__u64)sk;
+	if (bpf_map_update_elem(&sluice_sock_addr, &key, &addr, BPF_ANY)) {
+		path->path = SLUICE_PATH_TCP;
+		count(SLUICE_CTR_SOCK_ADD_FAILED);
+		return;
+	}
 	if (bpf_sock_hash_update(skops, &sluice_socks, &key, BPF_NOEXIST)) {
 		path->path = SLUICE_PATH_TCP;
 		count(SLUICE_CTR_SOCK_ADD_FAILED);
@@ -574,24 +600,92 @@ int sluice_getsockopt(struct bpf_sockopt *ctx)
 	return 1;
 }
 
+/* The two kernel fields the shortcut's queue bound reads; CO-RE relocates
+ * their offsets to the running kernel's layout. */
+struct sock___sluice {
+	void *sk_user_data;
+} __attribute__((preserve_access_index));
+
+struct sk_psock___sluice {
+	__u32 msg_tot_len; /* bytes on the psock's ingress queue (what FIONREAD counts) */
+} __attribute__((preserve_access_index));
+
+/* sk_user_data keeps flag bits (SK_USER_DATA_NOCOPY|BPF|PSOCK) below the
+ * psock pointer. */
+#define SLUICE_SK_USER_DATA_PTRMASK (~7UL)
+
+/* Bytes handed over to the socket at `peer_sk` and not yet read by it, or -1
+ * when that cannot be known: no address, a read that faults (the peer is
+ * gone; its sends fail next anyway), or a kernel whose sk_psock has no
+ * msg_tot_len (older kernels; the agent refuses --socket-redirect there). */
+static __always_inline long peer_queued(__u64 peer_sk)
+{
+	unsigned long psock = 0;
+	__u32 queued = 0;
+
+	if (!bpf_core_field_exists(struct sk_psock___sluice, msg_tot_len) || !peer_sk)
+		return -1;
+	if (bpf_core_read(&psock, sizeof(psock), &((struct sock___sluice *)peer_sk)->sk_user_data))
+		return -1;
+	psock &= SLUICE_SK_USER_DATA_PTRMASK;
+	if (!psock || bpf_core_read(&queued, sizeof(queued),
+				    &((struct sk_psock___sluice *)psock)->msg_tot_len))
+		return -1;
+	return queued;
+}
+
 /* Runs at every sendmsg() of a socket in sluice_socks (sockets leave the map
- * when they close). The first send decides the socket's path for good: socket
- * to socket if the peer is in the map by then, else TCP. The workload's first
- * bytes can race the proxy's accepted socket being added (its ESTABLISHED
- * comes with the client's ACK); those connections stay on TCP rather than
- * ever mix the two (the receiver would read redirected bytes first). */
+ * when they close). The first send decides the socket's path: socket to
+ * socket if the peer is in the map by then, else TCP for good. The workload's
+ * first bytes can race the proxy's accepted socket being added (its
+ * ESTABLISHED comes with the client's ACK); those connections stay on TCP
+ * rather than ever put a redirected byte after a TCP-delivered one (the
+ * receiver reads its redirected bytes first).
+ *
+ * The redirect itself has no flow control: the bytes land on the peer's
+ * queue whatever it holds, and the sender never waits. So before each later
+ * send on the shortcut the peer's unread bytes are checked against
+ * sock_queue_limit; a peer that far behind moves the sender to TCP for good,
+ * where socket buffers hold it back. Order is kept: the peer reads what is
+ * queued before anything TCP delivers, and nothing is redirected after. */
 SEC("sk_msg")
 int sluice_sk_msg(struct sk_msg_md *msg)
 {
 	struct sluice_sk_path *path;
 	struct bpf_sock *sk = msg->sk;
+	struct sluice_config *cfg;
+	__u64 *peer_sk;
+	__u32 zero = 0;
 	long verdict;
+	long queued;
 
 	if (!sk)
 		return SK_PASS;
 	path = bpf_sk_storage_get(&sluice_sk_path, sk, 0, 0);
 	if (!path || path->path == SLUICE_PATH_TCP)
 		return SK_PASS;
+	cfg = bpf_map_lookup_elem(&sluice_config, &zero);
+	if (!cfg || cfg->sock_queue_limit == 0) {
+		path->path = SLUICE_PATH_TCP;
+		return SK_PASS;
+	}
+	if (path->path == SLUICE_PATH_SHORTCUT) {
+		queued = peer_queued(path->peer_sk);
+		if (queued < 0) {
+			/* Most likely the peer has closed (its send would fail
+			 * anyway): TCP, which the closed peer answers with a
+			 * reset, gives the sender the usual EPIPE/ECONNRESET
+			 * instead of the EACCES an SK_DROP would. Nothing can
+			 * mix: nothing is redirected after this. */
+			path->path = SLUICE_PATH_TCP;
+			return SK_PASS;
+		}
+		if (queued >= cfg->sock_queue_limit) {
+			path->path = SLUICE_PATH_TCP;
+			count(SLUICE_CTR_SOCK_QUEUE_FULL);
+			return SK_PASS;
+		}
+	}
 	verdict = bpf_msg_redirect_hash(msg, &sluice_socks, &path->peer, BPF_F_INGRESS);
 	if (path->path == SLUICE_PATH_UNDECIDED) {
 		if (verdict != SK_PASS) {
@@ -600,15 +694,15 @@ int sluice_sk_msg(struct sk_msg_md *msg)
 			count(SLUICE_CTR_SOCK_TCP_PATH);
 			return SK_PASS;
 		}
+		/* Found in the SOCKHASH, so its address was written first. The
+		 * peer's queue is empty: nothing went to it before this. */
+		peer_sk = bpf_map_lookup_elem(&sluice_sock_addr, &path->peer);
+		path->peer_sk = peer_sk ? *peer_sk : 0;
 		path->path = SLUICE_PATH_SHORTCUT;
 		count(SLUICE_CTR_SOCK_SHORTCUT);
 	}
 	if (verdict != SK_PASS) {
-		/* The peer has closed since (a socket leaves the map at
-		 * close()): TCP, which the closed peer answers with a reset,
-		 * gives the sender the usual EPIPE/ECONNRESET instead of the
-		 * EACCES an SK_DROP would. Nothing can mix: the peer reads no
-		 * more. */
+		/* The peer closed between the check above and here. */
 		path->path = SLUICE_PATH_TCP;
 		return SK_PASS;
 	}

@@ -70,6 +70,12 @@ struct sluice_config {
 	__u16 proxy_port4;
 	__u16 proxy_port6;
 	__u8 proxy_ip6[16];
+	/* With SLUICE_F_SOCKET_REDIRECT: a sending socket whose peer already
+	 * holds this many bytes handed over and not yet read leaves the shortcut
+	 * for TCP (for good), whose socket buffers then hold the sender back.
+	 * 0: the shortcut is never used. */
+	__u32 sock_queue_limit;
+	__u32 pad;
 };
 
 /* Keys of the LPM_TRIE maps include_v4 / exclude_v4 and include_v6 /
@@ -133,7 +139,8 @@ enum sluice_counter {
 	SLUICE_CTR_SOCK_SHORTCUT = 14,   /* a sending side found its peer: its bytes skip TCP/IP */
 	SLUICE_CTR_SOCK_TCP_PATH = 15,   /* a sending side did not find its peer at its first send */
 	SLUICE_CTR_MSG_REDIRECTED = 16,  /* sk_msg verdicts (a sendmsg() or a chunk of a large one) sent socket to socket */
-	SLUICE_CTR_COUNT = 17,
+	SLUICE_CTR_SOCK_QUEUE_FULL = 17, /* a sender left the shortcut for TCP: its peer's unread bytes reached sock_queue_limit */
+	SLUICE_CTR_COUNT = 18,
 };
 
 /* A connection's destination before it was rewritten. Value of the
@@ -176,19 +183,24 @@ struct sluice_sock_key {
 };
 
 /* Per-socket storage (SK_STORAGE map sluice_sk_path) of a socket in
- * sluice_socks. The path is chosen at the socket's first send and kept for
- * the connection's life, so that a direction's bytes never take two paths
- * (the receiver reads redirected bytes before TCP-delivered ones). */
+ * sluice_socks. The path is chosen at the socket's first send; the only
+ * change afterwards is SHORTCUT -> TCP when the peer falls behind, which
+ * keeps the bytes in order (the receiver reads every redirected byte before
+ * any TCP-delivered one, and no redirected byte follows a TCP one). */
 enum sluice_sock_path {
 	SLUICE_PATH_UNDECIDED = 0,
 	SLUICE_PATH_SHORTCUT = 1, /* socket to socket */
-	SLUICE_PATH_TCP = 2,      /* the peer was not there at the first send */
+	SLUICE_PATH_TCP = 2,      /* the peer was not there at the first send, or fell behind */
 };
 
 struct sluice_sk_path {
 	__u32 path;       /* enum sluice_sock_path */
 	__u32 pad;
 	struct sluice_sock_key peer; /* the other socket's key in sluice_socks */
+	/* The peer socket's kernel address (from sluice_sock_addr at the first
+	 * send), only ever read through bpf_probe_read_kernel to learn how far
+	 * behind it is; 0: unknown (the next send takes TCP). */
+	__u64 peer_sk;
 };
 
 #ifdef __cplusplus

@@ -55,6 +55,7 @@ constexpr std::array<const char*, SLUICE_CTR_COUNT> kCounterNames = [] {
   n[SLUICE_CTR_SOCK_SHORTCUT] = "sock_shortcut";
   n[SLUICE_CTR_SOCK_TCP_PATH] = "sock_tcp_path";
   n[SLUICE_CTR_MSG_REDIRECTED] = "msg_redirected";
+  n[SLUICE_CTR_SOCK_QUEUE_FULL] = "sock_queue_full";
   return n;
 }();
 // A counter added to enum sluice_counter without a name here fails the build.
@@ -241,6 +242,8 @@ ordered_json config_json(const sluice_config& c) {
   j["include_all_ports"] = (c.flags & SLUICE_F_INCLUDE_ALL_PORTS) != 0;
   j["exclude_all_ports"] = (c.flags & SLUICE_F_EXCLUDE_ALL_PORTS) != 0;
   j["socket_redirect"] = (c.flags & SLUICE_F_SOCKET_REDIRECT) != 0;
+  j["socket_redirect_queue_limit"] =
+      (c.flags & SLUICE_F_SOCKET_REDIRECT) ? ordered_json(c.sock_queue_limit) : ordered_json(nullptr);
   return j;
 }
 
@@ -321,7 +324,11 @@ void write_text(std::ostream& out, const MapsReport& r) {
         << "  mark:        " << or_none(c.flags & SLUICE_F_MATCH_MARK, mark.str()) << "\n"
         << "  uid:         " << or_none(c.flags & SLUICE_F_MATCH_UID, std::to_string(c.uid)) << "\n"
         << "  gid:         " << or_none(c.flags & SLUICE_F_MATCH_GID, std::to_string(c.gid)) << "\n"
-        << "  socket redirect: " << ((c.flags & SLUICE_F_SOCKET_REDIRECT) ? "on (workload <-> proxy hop socket to socket)" : "off")
+        << "  socket redirect: "
+        << ((c.flags & SLUICE_F_SOCKET_REDIRECT)
+                ? "on (workload <-> proxy hop socket to socket while the reader is less than " +
+                      std::to_string(c.sock_queue_limit) + " bytes behind)"
+                : "off")
         << "\n"
         << "  flags:       0x" << std::hex << c.flags << std::dec << (flags.empty() ? "" : " " + flags) << "\n";
   } else {

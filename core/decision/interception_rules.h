@@ -31,6 +31,11 @@ struct ProxySettings {
   // redirection (SLUICE_F_SOCKET_REDIRECT). Needs both ends on this host,
   // which the redirect guarantees.
   bool socket_redirect = false;
+  // With socket_redirect: a sender leaves the shortcut for TCP (for good)
+  // once its peer has this many bytes handed over and not yet read; the
+  // redirect itself has no flow control (sluice_config.sock_queue_limit).
+  uint32_t socket_redirect_queue_limit = kDefaultSocketRedirectQueueLimit;
+  static constexpr uint32_t kDefaultSocketRedirectQueueLimit = 4u << 20;
 };
 
 // A configured range and its position in the option's list (for explaining).

@@ -79,7 +79,10 @@ MapContents to_map_contents(const InterceptionRules& rules) {
     flags |= SLUICE_F_MATCH_GID;
     m.config.gid = *proxy.gid;
   }
-  if (proxy.socket_redirect) flags |= SLUICE_F_SOCKET_REDIRECT;
+  if (proxy.socket_redirect) {
+    flags |= SLUICE_F_SOCKET_REDIRECT;
+    m.config.sock_queue_limit = proxy.socket_redirect_queue_limit;
+  }
   m.config.flags = flags;
   add_ranges(rules.include_ranges, m.include_v4, m.include_v6);
   add_ranges(rules.exclude_ranges, m.exclude_v4, m.exclude_v6);

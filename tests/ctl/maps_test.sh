@@ -84,12 +84,13 @@ check("exclude_ports", j["exclude_ports"], entries("port", [9090]))
 c = j["config"]
 for k, v in {"enabled": True, "proxy_ipv4": "127.0.0.1", "proxy_port4": 15006, "proxy_ipv6": "::1",
              "proxy_port6": 15006, "mark": 0x1234, "uid": 1337, "gid": None,
-             "include_all_ports": False, "exclude_all_ports": False, "socket_redirect": False}.items():
+             "include_all_ports": False, "exclude_all_ports": False, "socket_redirect": False,
+             "socket_redirect_queue_limit": None}.items():
     check("config." + k, c[k], v)
 names = ["intercepted", "excluded_port", "own_traffic", "loopback", "excluded_range", "not_included",
          "origdst_answered", "origdst_miss", "proxy_address", "no_proxy_family", "record_failed",
          "tuple_failed", "sock_added", "sock_add_failed", "sock_shortcut", "sock_tcp_path",
-         "msg_redirected"]
+         "msg_redirected", "sock_queue_full"]
 check("counter names", list(j["counters"]), names)
 want = dict.fromkeys(names, 0)
 want.update(loopback=2, excluded_range=1)

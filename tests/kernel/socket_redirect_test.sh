@@ -10,7 +10,10 @@
 #   socket_redirect_test.sh
 #
 # Shows: (1) a 24 MiB download (IPv4 and IPv6) and (2) a 16 MiB upload (client half-close,
-# the answer after it) arrive intact through the shortcut; (3) 40 concurrent
+# the answer after it) arrive intact through the shortcut; (7) a download read
+# slowly moves its sender to TCP (sock_queue_full) and arrives intact; (8) an
+# upload to an upstream that stalls is held back (well under 24 MiB in flight,
+# where the unbounded shortcut queued 400 MiB), then arrives intact; (3) 40 concurrent
 # keep-alive clients, 5 requests each, all answered, every sending socket on
 # a path (the shortcut, or TCP when its first bytes beat the proxy's
 # socket), most on the shortcut; (4) an upstream reset reaches the client
@@ -57,9 +60,10 @@ NGINX
 kt_bg in_cg_ns other "$NS" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf"
 
 # A TCP peer on :9000: reads to EOF, answers "<bytes> <sha256>" and closes;
-# on :9001: reads one line and resets the connection.
+# on :9001: reads one line and resets the connection; on :9002: reads
+# nothing for 2.5 s, then as :9000.
 cat >"$TMP/peer.py" <<'PY'
-import hashlib, socket, struct, sys, threading
+import hashlib, socket, struct, sys, threading, time
 def serve(port, handler):
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("10.99.0.1", port)); s.listen(128)
@@ -77,7 +81,11 @@ def digest(c):
 def reset(c):
     c.recv(100)
     c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)); c.close()
+def stall(c):
+    time.sleep(2.5)
+    digest(c)
 threading.Thread(target=serve, args=(9001, reset), daemon=True).start()
+threading.Thread(target=serve, args=(9002, stall), daemon=True).start()
 open(sys.argv[1], "w").close()
 serve(9000, digest)
 PY
@@ -106,7 +114,7 @@ counter() {
 	local idx
 	case "$1" in
 	intercepted) idx=0 ;; sock_added) idx=12 ;; sock_add_failed) idx=13 ;; sock_shortcut) idx=14 ;;
-	sock_tcp_path) idx=15 ;; msg_redirected) idx=16 ;; *) fail "unknown counter $1" ;;
+	sock_tcp_path) idx=15 ;; msg_redirected) idx=16 ;; sock_queue_full) idx=17 ;; *) fail "unknown counter $1" ;;
 	esac
 	kt_counter "$idx"
 }
@@ -224,6 +232,63 @@ log "ok (4) the upstream's reset reached the client as a reset"
 accepted=$(sidecar_counter accepted)
 [ "${accepted:-0}" -ge 44 ] || fail "(5) the sidecar accepted ${accepted:-none} connections, expected >= 44"
 log "ok (5) the sidecar accepted $accepted connections (decided and relayed them; only the hop changed)"
+
+# (7) a reader that falls behind moves its sender to TCP, bytes in order.
+# The download read slowly: the sidecar's socket hands curl's socket up to
+# the queue limit unread, then continues over TCP.
+cat >"$TMP/slow_get.py" <<'PY'
+import hashlib, socket, sys, time
+s = socket.create_connection(("10.99.0.1", 80), timeout=30)
+s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: files.example\r\nConnection: close\r\n\r\n")
+time.sleep(0.5)  # the whole queue limit arrives unread
+data = bytearray()
+while True:
+    b = s.recv(1 << 16)
+    if not b:
+        break
+    data += b
+    time.sleep(0.002)
+body = data.split(b"\r\n\r\n", 1)[1]
+print(len(body), hashlib.sha256(body).hexdigest())
+PY
+full0=$(counter sock_queue_full)
+out=$(wl "$PY" "$TMP/slow_get.py" 2>&1)
+[ "$out" = "$((24 << 20)) $want" ] || fail "(7) the slowly read download differs: $out"
+[ "$(counter sock_queue_full)" -gt "$full0" ] ||
+	fail "(7) the slow reader never moved its sender off the shortcut (sock_queue_full=$(counter sock_queue_full))"
+log "ok (7) a download read slowly arrived intact; its sender left the shortcut for TCP" \
+	"(sock_queue_full $full0 -> $(counter sock_queue_full))"
+
+# (8) a stalled upstream: the client's upload is held back (the shortcut's
+# queue limit, then TCP's buffers), not queued without end; the upstream
+# then reads it all, intact. Without the limit the kernel queued 400 MiB in
+# 1.6 s here.
+cat >"$TMP/stall.py" <<'PY'
+import hashlib, socket, time
+data = open("/dev/urandom", "rb").read(48 << 20)
+s = socket.create_connection(("10.99.0.1", 9002), timeout=30)
+s.setblocking(False)
+sent, t0 = 0, time.time()
+while time.time() - t0 < 1.5:  # the peer reads nothing for 2.5 s
+    try:
+        sent += s.send(data[sent:sent + (1 << 16)])
+    except BlockingIOError:
+        time.sleep(0.001)
+stalled = sent
+s.setblocking(True); s.settimeout(30)
+s.sendall(data[sent:]); s.shutdown(socket.SHUT_WR)
+reply = s.makefile("rb").read()
+ok = reply.decode().strip() == "%d %s" % (len(data), hashlib.sha256(data).hexdigest())
+print("ok" if ok else "bad reply %r" % reply, stalled)
+PY
+full0=$(counter sock_queue_full)
+read -r verdict stalled < <(wl "$PY" "$TMP/stall.py" 2>&1)
+[ "$verdict" = ok ] || fail "(8) the upload to a stalled upstream: $verdict $stalled"
+[ "$stalled" -lt $((24 << 20)) ] ||
+	fail "(8) the client put $stalled bytes in flight while the upstream read nothing: the shortcut is not bounded"
+[ "$(counter sock_queue_full)" -gt "$full0" ] || fail "(8) the client never left the shortcut (sock_queue_full)"
+log "ok (8) while the upstream stalled the client got $((stalled >> 20)) MiB in flight (queue limit 4 MiB, then" \
+	"TCP's buffers), then all 48 MiB arrived intact"
 
 # (6) turned off: new connections take TCP again
 kt_agent_restart "${AGENT_ARGS[@]}" --socket-redirect false

@@ -9,13 +9,15 @@ namespace {
 TEST(MapContents, SharedStructLayouts) {
   // The kernel and user space read these through one header; the sizes are
   // part of the pinned maps' identity (an agent upgrade that changes them
-  // needs an uninstall).
-  EXPECT_EQ(sizeof(sluice_config), 40u);
+  // needs an uninstall, except for sluice_config, sluice_counters and
+  // sluice_sk_path, which the agent replaces).
+  EXPECT_EQ(sizeof(sluice_config), 48u);
   EXPECT_EQ(sizeof(sluice_lpm_v4), 8u);
   EXPECT_EQ(sizeof(sluice_lpm_v6), 20u);
   EXPECT_EQ(sizeof(sluice_port_key), 2u);
   EXPECT_EQ(sizeof(sluice_orig_dst), 32u);
   EXPECT_EQ(sizeof(sluice_tuple_key), 48u);
+  EXPECT_EQ(sizeof(sluice_sk_path), 72u);
   EXPECT_EQ(SLUICE_AF_INET, AF_INET);
   EXPECT_EQ(SLUICE_AF_INET6, AF_INET6);
 }
@@ -27,6 +29,9 @@ TEST(MapContents, SocketRedirectIsAFlag) {
   proxy.socket_redirect = true;
   MapContents on = to_map_contents(compile_rules({}, proxy, d));
   EXPECT_NE(on.config.flags & SLUICE_F_SOCKET_REDIRECT, 0u);
+  EXPECT_EQ(on.config.sock_queue_limit, 4u << 20);
+  proxy.socket_redirect_queue_limit = 1u << 20;
+  EXPECT_EQ(to_map_contents(compile_rules({}, proxy, d)).config.sock_queue_limit, 1u << 20);
   EXPECT_FALSE(on == to_map_contents(compile_rules({}, {}, d)));  // the agent rewrites the config
 }
 
