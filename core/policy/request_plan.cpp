@@ -62,6 +62,74 @@ void apply_header_edits(const HeaderEdits& edits, std::vector<std::pair<std::str
 }
 
 
+namespace {
+
+// One draw per use from the request's random number (independent bits for
+// the delay and the abort): splitmix64's finaliser.
+uint64_t draw(uint64_t pick, uint64_t salt) {
+  uint64_t x = pick + salt * 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+// Envoy's FractionalPercent per million, as Istio translates Percent
+// (value * 10000); no percentage: no request.
+bool selected(const std::optional<config::Percent>& p, uint64_t random) {
+  if (!p || p->value <= 0) return false;
+  const auto per_million = static_cast<uint64_t>(std::min(p->value, 100.0) * 10000);
+  return random % 1000000 < per_million;
+}
+
+// The flags Envoy prints, in its order (ResponseFlagUtils).
+constexpr std::string_view kFlagOrder[] = {"LH", "UH",   "UT",   "LR",  "UR", "UF",  "UC",   "UO",
+                                           "NR", "DI",   "FI",   "RL",  "UAEX", "RLSE", "DC", "URX",
+                                           "SI", "IH",   "DPE",  "UMSDR", "RFCF", "NFCF", "DT", "UPE",
+                                           "NC", "OM",   "DF",   "DO",  "DR", "UDO"};
+
+void split_flags(std::string_view s, std::vector<std::string_view>& out) {
+  while (!s.empty()) {
+    size_t comma = s.find(',');
+    std::string_view f = s.substr(0, comma);
+    if (!f.empty() && f != "-" && std::find(out.begin(), out.end(), f) == out.end()) out.push_back(f);
+    if (comma == std::string_view::npos) break;
+    s.remove_prefix(comma + 1);
+  }
+}
+
+size_t flag_rank(std::string_view f) {
+  const auto* it = std::find(std::begin(kFlagOrder), std::end(kFlagOrder), f);
+  return static_cast<size_t>(it - std::begin(kFlagOrder));  // unknown ones last, in their order
+}
+
+}  // namespace
+
+FaultDecision sample_fault(const config::HTTPFaultInjection& fault, uint64_t pick) {
+  FaultDecision d;
+  if (fault.delay && fault.delay->fixed_delay && fault.delay->fixed_delay->count() > 0 &&
+      selected(fault.delay->percentage, draw(pick, 1))) {
+    d.delay = *fault.delay->fixed_delay;
+  }
+  if (fault.abort && fault.abort->http_status != 0 && selected(fault.abort->percentage, draw(pick, 2))) {
+    d.abort_status = fault.abort->http_status;
+  }
+  return d;
+}
+
+std::string merge_response_flags(std::string_view a, std::string_view b) {
+  std::vector<std::string_view> flags;
+  split_flags(a, flags);
+  split_flags(b, flags);
+  std::stable_sort(flags.begin(), flags.end(),
+                   [](std::string_view x, std::string_view y) { return flag_rank(x) < flag_rank(y); });
+  std::string out;
+  for (std::string_view f : flags) {
+    if (!out.empty()) out += ',';
+    out += f;
+  }
+  return out;
+}
+
 bool RetryPlan::retries_status(uint32_t status) const {
   if (on_5xx && status >= 500 && status <= 599) return true;
   if (on_gateway_error && (status == 502 || status == 503 || status == 504)) return true;
@@ -226,6 +294,11 @@ class Planner {
                                  (rd.timeout ? ", route timeout " + std::to_string(rd.timeout->count()) + " ms"
                                              : ", no route timeout"));
             }
+            if (rd.fault) {
+              RequestPlan planned = to_target(rd.target);
+              inject_fault(planned, *rd.fault);
+              return planned;
+            }
             return to_target(rd.target);
           case RouteOutcome::kRedirect:
             p_.kind = RequestPlan::Kind::kLocalReply;
@@ -266,6 +339,31 @@ class Planner {
       }
     }
     return std::move(p_);
+  }
+
+  // Envoy's fault filter runs before the router: an abort answers instead
+  // of whatever the route would have done (a missing cluster included), a
+  // delay comes before it.
+  void inject_fault(RequestPlan& p, const config::HTTPFaultInjection& fault) const {
+    const FaultDecision f = sample_fault(fault, r_.pick);
+    if (f.delay.count() > 0) {
+      p.fault_delay = f.delay;
+      p.response_flags = merge_response_flags(p.response_flags, "DI");
+      if (r_.explain) p.steps.push_back("fault: delay " + std::to_string(f.delay.count()) + " ms (flag DI)");
+    }
+    if (f.abort_status != 0) {
+      p.kind = RequestPlan::Kind::kLocalReply;
+      p.status = f.abort_status;
+      p.body = "fault filter abort";
+      p.location.clear();
+      // Only the fault's own flags: the route was never carried out.
+      p.response_flags = f.delay.count() > 0 ? "DI,FI" : "FI";
+      p.response_code_details = "fault_filter_abort";
+      if (r_.explain) p.steps.push_back("fault: abort " + std::to_string(f.abort_status) + " (flag FI)");
+    }
+    if (r_.explain && f.delay.count() == 0 && f.abort_status == 0) {
+      p.steps.push_back("fault: configured, not selected for this request");
+    }
   }
 
   RequestPlan not_found() {

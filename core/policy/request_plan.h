@@ -15,6 +15,7 @@
 // Both call the same functions, so what explain says is what the proxy does.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -88,6 +89,22 @@ struct RetryPlan {
 // Istio's policy (null: retries off) as the data plane applies it.
 RetryPlan retry_plan(const RetryPolicy* policy);
 
+// VirtualService http[].fault for one request, as Envoy's fault filter
+// (which runs before the router) samples it: the delay and the abort each
+// with its own percentage, independently; a fault without `percentage`
+// selects no request (Istio passes none to Envoy, whose default is 0 %).
+// `pick` is the request's random draw (PlanRequest::pick).
+struct FaultDecision {
+  std::chrono::milliseconds delay{0};  // fixedDelay, when selected; 0: none
+  uint32_t abort_status = 0;           // httpStatus, when selected; 0: none
+};
+FaultDecision sample_fault(const config::HTTPFaultInjection& fault, uint64_t pick);
+
+// Envoy's response flags of one access log line, "UT,URX" style: `a` and `b`
+// ("-" or empty for none) merged without repeats, in the order Envoy prints
+// them.
+std::string merge_response_flags(std::string_view a, std::string_view b);
+
 // Where a forwarded connection goes and how.
 struct ForwardPlan {
   std::string host;    // the destination host (FQDN), or empty for passthrough
@@ -137,6 +154,9 @@ struct RequestPlan {
   std::string response_flags = "-";  // UH, NR, NC or "-"
   std::string response_code_details;  // direct_response, route_not_found, cluster_not_found
   ForwardPlan forward;
+  // Fault injection: wait this long before carrying the plan out (flag DI).
+  // An injected abort is a kLocalReply with flag FI ("fault filter abort").
+  std::chrono::milliseconds fault_delay{0};
   // Every step taken, one line each, for logs and `sluicectl explain`.
   std::vector<std::string> steps;
 };

@@ -243,6 +243,20 @@ wait_generation() {  # N: waits up to 2 s for "config generation N"
 	done
 	fail "the proxy did not load config generation $1"
 }
+# proxy_counters: the proxy's counters line, asked for now (SIGUSR1).
+proxy_counters() {
+	kill -USR1 "$PROXY_PID"
+	sleep 0.2
+	grep 'counters:' "$TMP/proxy.err" | tail -1
+}
+# flaky_routes: writes the VirtualService "flaky" with the http routes on stdin.
+flaky_routes() {
+	{
+		printf '%s\n' 'apiVersion: networking.istio.io/v1alpha3' 'kind: VirtualService' 'metadata:' '  name: flaky' \
+			'spec:' '  hosts:' '  - flaky.example' '  http:'
+		cat
+	} >"$TMP/config/virtualservice-flaky.yaml"
+}
 
 # ------------------------------------------------------------ sluicectl explain
 # seen_line FILE MARK DEST: the last access log line of FILE after line MARK
@@ -491,9 +505,7 @@ PYEOF
 	! grep -q '" 503 ' <<<"$seen" || fail "(3b) a retried 503 was logged: $seen"
 	[ "$(grep -c '"GET /politics HTTP/1.1" 301 .* outbound|80||edition.cnn.com' <<<"$seen")" = 2 ] ||
 		fail "(3b) both cnn requests should be logged: $seen"
-	kill -USR1 "$PROXY_PID"
-	sleep 0.2
-	counters=$(grep 'counters:' "$TMP/proxy.err" | tail -1)
+	counters=$(proxy_counters)
 	grep -q "upstream_changed=[2-9]" <<<"$counters" && grep -q "retries=$n503 " <<<"$counters" ||
 		fail "(3b) counters: $counters (503 endpoint hit $n503 times)"
 	log "ok (3b) one keep-alive connection: cnn -> flaky.example -> flaky.example -> cnn, each to its upstream; $n503 503(s) retried on the other endpoint, all 200/301"
@@ -501,15 +513,7 @@ PYEOF
 	# (3c) retries.perTryTimeout: the 503 endpoint answers /slow after 3 s;
 	# a try that lands there is given up after 0.5 s and retried on the
 	# other endpoint, well inside the route's 5 s timeout.
-	cat >"$TMP/config/virtualservice-flaky.yaml" <<'EOF2'
-apiVersion: networking.istio.io/v1alpha3
-kind: VirtualService
-metadata:
-  name: flaky
-spec:
-  hosts:
-  - flaky.example
-  http:
+	flaky_routes <<'EOF2'
   - match:
     - uri: {prefix: /slow}
     timeout: 5s
@@ -545,12 +549,61 @@ PYEOF
 	seen=$(tail -n +"$((mark + 1))" "$TMP/access.log")
 	[ "$(grep -c '"GET /slow/[0-9] HTTP/1.1" 200 - via_upstream' <<<"$seen")" = 4 ] ||
 		fail "(3c) four 200 lines expected for /slow: $seen"
-	kill -USR1 "$PROXY_PID"
-	sleep 0.2
-	counters=$(grep 'counters:' "$TMP/proxy.err" | tail -1)
+	counters=$(proxy_counters)
 	grep -q "retries=$((retries0 + slow)) " <<<"$counters" ||
 		fail "(3c) counters: $counters (want retries=$((retries0 + slow)): $slow late tries)"
 	log "ok (3c) perTryTimeout 0.5s: $slow of 4 /slow requests hit the 3 s endpoint, were given up and retried on the other, all 200 in $(tr '\n' ' ' <<<"$out" | awk '{ for (i = 2; i <= NF; i += 2) printf "%ss ", $i }')"
+
+	# (3d) fault injection on one keep-alive connection: a request without a
+	# fault, one delayed 1 s (then forwarded: flag DI), one aborted with 418
+	# and Envoy's "fault filter abort" body (flag FI, never sent upstream).
+	flaky_routes <<'EOF2'
+  - match:
+    - uri: {prefix: /fault/delay}
+    fault:
+      delay: {fixedDelay: 1s, percentage: {value: 100}}
+    route:
+    - destination: {host: flaky.example}
+  - match:
+    - uri: {prefix: /fault/abort}
+    fault:
+      abort: {httpStatus: 418, percentage: {value: 100}}
+    route:
+    - destination: {host: flaky.example}
+  - route:
+    - destination: {host: flaky.example}
+EOF2
+	wait_generation 6
+	mark=$(wc -l <"$TMP/access.log")
+	cat >"$TMP/fault_client.py" <<'PYEOF'
+import http.client, time
+c = http.client.HTTPConnection("203.0.113.10", 80, timeout=10)
+ports = set()
+for path in ["/plain", "/fault/delay", "/fault/abort"]:
+    t0 = time.time()
+    c.request("GET", path, headers={"Host": "flaky.example"})
+    r = c.getresponse()
+    body = r.read()
+    ports.add(c.sock.getsockname()[1] if c.sock else None)
+    print("%s %d %.1f %s" % (path, r.status, time.time() - t0, body.decode().strip().replace(" ", "_")))
+print("connections %d" % len(ports - {None}))
+PYEOF
+	out=$(in_cg_ns workload "$NS_W" "$PY" "$TMP/fault_client.py" 2>&1) || fail "(3d) client: $out"
+	grep -q '^/plain [25]0[03] ' <<<"$out" || fail "(3d) the request without a fault: $out"
+	read -r _ dstatus dsecs _ < <(grep '^/fault/delay ' <<<"$out")
+	[ "$dstatus" = 200 ] && "$PY" -c "import sys; sys.exit(0 if 0.95 <= float('$dsecs') < 2.5 else 1)" ||
+		fail "(3d) the delayed request should be answered 200 after ~1 s: $out"
+	grep -q '^/fault/abort 418 [0-9.]* fault_filter_abort$' <<<"$out" || fail "(3d) the aborted request: $out"
+	grep -q '^connections 1$' <<<"$out" || fail "(3d) the delay should keep the keep-alive connection: $out"
+	! grep -q '/fault/abort' "$TMP/s200.log" "$TMP/s503.log" || fail "(3d) an aborted request reached an endpoint"
+	seen=$(tail -n +"$((mark + 1))" "$TMP/access.log")
+	grep -q '"GET /fault/delay HTTP/1.1" 200 DI via_upstream .* outbound|80||flaky.example' <<<"$seen" ||
+		fail "(3d) no DI line for the delayed request: $seen"
+	grep -q '"GET /fault/abort HTTP/1.1" 418 FI fault_filter_abort .* outbound|80||flaky.example' <<<"$seen" ||
+		fail "(3d) no FI line for the aborted request: $seen"
+	counters=$(proxy_counters)
+	grep -q "faults_delayed=1 faults_aborted=1 " <<<"$counters" || fail "(3d) counters: $counters"
+	log "ok (3d) fault injection on one keep-alive connection: /fault/delay 200 after ${dsecs}s (DI), /fault/abort 418 \"fault filter abort\" (FI), nothing of it upstream"
 fi
 
 # ------------------------------------------------------------ (4) unknown destinations

@@ -62,7 +62,7 @@ class SidecarHandler final : public Forwarder {
 
   Verdict on_downstream_data(engine::Connection& conn, std::span<const uint8_t> pending) override {
     ProxyConnection& c = state(conn);
-    if (c.decided) return resume(c, pending);
+    if (c.decided) return proceed(c, pending);
     std::span<const uint8_t> fresh = pending.subspan(std::min(c.fed, pending.size()));
     c.fed = pending.size();
     switch (c.mode) {
@@ -89,7 +89,7 @@ class SidecarHandler final : public Forwarder {
 
   Verdict on_detection_timeout(engine::Connection& conn, std::span<const uint8_t> pending) override {
     ProxyConnection& c = state(conn);
-    if (c.decided) return resume(c, pending);
+    if (c.decided) return proceed(c, pending, /*timer_fired=*/true);
     if (c.detector) return on_detection(c, c.detector->on_timeout(), pending);
     if (c.tls) return decide(c, Traffic::kTcp, "", pending);
     // A declared HTTP port that never sent a complete request head.
@@ -98,7 +98,7 @@ class SidecarHandler final : public Forwarder {
 
   Verdict on_downstream_eof(engine::Connection& conn, std::span<const uint8_t> pending) override {
     ProxyConnection& c = state(conn);
-    if (c.decided) return resume(c, pending);
+    if (c.decided) return proceed(c, pending);
     if (c.detector) return on_detection(c, c.detector->on_timeout(), pending);
     if (c.tls) return decide(c, Traffic::kTcp, "", pending);
     return Verdict::close();

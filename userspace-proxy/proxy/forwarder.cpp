@@ -85,7 +85,28 @@ ProxyConnection* Forwarder::adopt(engine::Connection& conn, std::unique_ptr<Prox
 Verdict Forwarder::on_wake(engine::Connection& conn, std::span<const uint8_t> pending) {
   ProxyConnection& c = state(conn);
   if (!c.decided) return Verdict::close();
-  return resume(c, pending);
+  return proceed(c, pending);
+}
+
+Verdict Forwarder::proceed(ProxyConnection& c, std::span<const uint8_t> pending, bool timer_fired) {
+  if (c.fault_until_ns == 0) return resume(c, pending);
+  // The delay's own timer ends it; a wake meant for something else, or
+  // bytes (without a waker), can come early: wait out the rest.
+  const int64_t left_ns = timer_fired ? 0 : c.fault_until_ns - monotonic_ns();
+  if (left_ns > 0) {
+    auto left = std::chrono::milliseconds(left_ns / 1'000'000 + 1);
+    return c.waker ? Verdict::defer(left) : Verdict::need_more(left);
+  }
+  c.fault_until_ns = 0;
+  return carry_out(c, pending);
+}
+
+Verdict Forwarder::fault_delay(ProxyConnection& c) {
+  bump(o_.counters->faults_delayed);
+  const auto delay = std::exchange(c.plan.fault_delay, std::chrono::milliseconds(0));
+  c.fault_until_ns = monotonic_ns() + static_cast<int64_t>(delay.count()) * 1'000'000;
+  // Without a waker (unit tests' fake connections) the timeout alone calls back.
+  return c.waker ? Verdict::defer(delay) : Verdict::need_more(delay);
 }
 
 void Forwarder::on_upstream_connected(engine::Connection& conn, const SocketAddress& upstream) {
@@ -136,9 +157,16 @@ Verdict Forwarder::execute(ProxyConnection& c, RequestPlan plan, std::span<const
   ci.upstream_key = upstream_key(plan, ci);
   c.plan = std::move(plan);
   ci.first_retry = c.plan.forward.retry;
+  if (c.plan.fault_delay.count() > 0) return fault_delay(c);
+  return carry_out(c, pending);
+}
+
+Verdict Forwarder::carry_out(ProxyConnection& c, std::span<const uint8_t> pending) {
+  ConnectionInfo& ci = *c.info;
   switch (c.plan.kind) {
     case RequestPlan::Kind::kLocalReply: {
       o_.counters->count(c.plan.status == 502 ? policy::Action::kLocalReply502 : policy::Action::kRoute);
+      if (c.plan.response_code_details == "fault_filter_abort") bump(o_.counters->faults_aborted);
       c.logged = true;
       if (!ci.pending_requests.empty()) {
         AccessLogEntry& e = ci.pending_requests.front().entry;
@@ -291,9 +319,13 @@ void Forwarder::install_check_later(ProxyConnection& c) {
     e.route_name = plan.route_name;
     e.response_flags = plan.response_flags == "-" ? "" : plan.response_flags;
     LaterRequest out;
-    switch (plan.kind) {
+    // A fault delay holds the request, so it goes the way of a move to
+    // another upstream (on_new_upstream waits, then carries the plan out).
+    const bool delayed = plan.fault_delay.count() > 0;
+    switch (delayed ? RequestPlan::Kind::kForward : plan.kind) {
       case RequestPlan::Kind::kLocalReply:
         counters->count(plan.status == 502 ? policy::Action::kLocalReply502 : policy::Action::kRoute);
+        if (plan.response_code_details == "fault_filter_abort") bump(counters->faults_aborted);
         e.http->response_code = plan.status;
         e.response_code_details = plan.response_code_details.empty() ? "direct_response" : plan.response_code_details;
         out.kind = LaterRequest::Kind::kLocalReply;
@@ -308,7 +340,7 @@ void Forwarder::install_check_later(ProxyConnection& c) {
     }
     // Another upstream: the connection moves there once the responses due
     // from this one are in (Forwarder::on_new_upstream goes on with the plan).
-    out.kind = upstream_key(plan, *ci) != key ? LaterRequest::Kind::kSwitch : LaterRequest::Kind::kForward;
+    out.kind = delayed || upstream_key(plan, *ci) != key ? LaterRequest::Kind::kSwitch : LaterRequest::Kind::kForward;
     if (out.kind == LaterRequest::Kind::kForward) out.edits = route_edits(plan.forward);
     // A retry of this request (or the move to its upstream) goes on with it.
     if (ci->later_plan) *ci->later_plan = std::move(plan);
@@ -327,7 +359,9 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
       return Verdict::close();
     case ConnectionInfo::NextUpstream::kSwitch:
       if (!ci.later_plan) return Verdict::close();
-      bump(o_.counters->upstream_changed);
+      // A later request with a fault comes this way even for the same
+      // upstream (the delay holds the connection; an abort answers it).
+      if (upstream_key(*ci.later_plan, ci) != ci.upstream_key) bump(o_.counters->upstream_changed);
       c.plan = std::move(*ci.later_plan);
       ci.later_plan.reset();
       ci.first_attempt = 1;
@@ -371,6 +405,11 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
   c.decided = true;
   c.dns_started = false;
   c.dns_deadline = std::chrono::steady_clock::now() + o_.dns_wait + backoff;
+  if (c.plan.fault_delay.count() > 0) {
+    c.dns_deadline += c.plan.fault_delay;
+    return fault_delay(c);
+  }
+  if (c.plan.kind != RequestPlan::Kind::kForward) return carry_out(c, pending);
   if (backoff.count() > 0) {
     // on_detection_timeout (or a stray wake) resumes: both call resume().
     return c.waker ? Verdict::defer(backoff) : Verdict::need_more(backoff);
@@ -482,7 +521,7 @@ Verdict Forwarder::no_upstream(ProxyConnection& c, const std::string& flags, con
   c.logged = true;
   if (ci.http) {
     for (auto& r : ci.pending_requests) {
-      r.entry.response_flags = flags;
+      r.entry.response_flags = policy::merge_response_flags(r.entry.response_flags, flags);
       r.entry.http->response_code = static_cast<uint32_t>(status);
       r.entry.upstream_transport_failure_reason = why;
     }
@@ -539,7 +578,7 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
     }
     if (!flags.empty()) {
       for (auto& r : ci.pending_requests) {
-        r.entry.response_flags = flags;
+        r.entry.response_flags = policy::merge_response_flags(r.entry.response_flags, flags);
         if (!ci.upstream_failure.empty()) {
           r.entry.upstream_transport_failure_reason = ci.upstream_failure;
           r.entry.response_code_details = "upstream_reset_before_response_started{connection_failure,TLS_error}";

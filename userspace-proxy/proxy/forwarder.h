@@ -44,6 +44,9 @@ struct ProxyConnection {
   std::string host;
   policy::RequestPlan plan;
   std::chrono::steady_clock::time_point dns_deadline;
+  // A fault delay in progress: the plan is carried out at this time
+  // (monotonic ns; 0: none).
+  int64_t fault_until_ns = 0;
   bool dns_started = false;
   // Wakes the connection when a DNS answer it waits for arrives.
   engine::Waker waker;
@@ -92,6 +95,10 @@ class Forwarder : public engine::ConnectionHandler {
   engine::Verdict execute(ProxyConnection& c, policy::RequestPlan plan, std::span<const uint8_t> pending);
   // Turns the plan into addresses (waiting for DNS when needed) and connects.
   engine::Verdict resume(ProxyConnection& c, std::span<const uint8_t> pending);
+  // A decided connection is called again (a DNS answer, more bytes, or
+  // `timer_fired`: the timeout its last verdict asked for): goes on with a
+  // fault delay that is over, else resume().
+  engine::Verdict proceed(ProxyConnection& c, std::span<const uint8_t> pending, bool timer_fired = false);
   engine::Verdict protocol_error(ProxyConnection& c, int status);
 
   // The role's plan for a later request on a kept-alive connection.
@@ -102,6 +109,11 @@ class Forwarder : public engine::ConnectionHandler {
   EgressOptions o_;
 
  private:
+  // Carries out c.plan (local reply, close, or resume() towards the upstream).
+  engine::Verdict carry_out(ProxyConnection& c, std::span<const uint8_t> pending);
+  // Holds c.plan for its fault delay (once: a retry of the request is not
+  // delayed again), then proceed() carries it out.
+  engine::Verdict fault_delay(ProxyConnection& c);
   engine::Verdict no_upstream(ProxyConnection& c, const std::string& flags, const std::string& why, int status);
   // `pool_key` is set when the upstream connection may be pooled (HTTP/1.1
   // forwarding without TLS termination here; not with a DestinationRule's

@@ -71,7 +71,7 @@ class GatewayHandler final : public Forwarder {
 
   Verdict on_downstream_data(engine::Connection& conn, std::span<const uint8_t> pending) override {
     ProxyConnection& c = state(conn);
-    if (c.decided) return resume(c, pending);
+    if (c.decided) return proceed(c, pending);
     if (c.terminator) return after_termination(c, pending);
     std::span<const uint8_t> fresh = pending.subspan(std::min(c.fed, pending.size()));
     c.fed = pending.size();
@@ -96,7 +96,7 @@ class GatewayHandler final : public Forwarder {
 
   Verdict on_detection_timeout(engine::Connection& conn, std::span<const uint8_t> pending) override {
     ProxyConnection& c = state(conn);
-    if (c.decided) return resume(c, pending);
+    if (c.decided) return proceed(c, pending, /*timer_fired=*/true);
     if (c.terminator) return handshake_stalled(c);
     if (c.tls) return protocol_error(c, 0);
     return protocol_error(c, 408);
@@ -104,7 +104,7 @@ class GatewayHandler final : public Forwarder {
 
   Verdict on_downstream_eof(engine::Connection& conn, std::span<const uint8_t> pending) override {
     ProxyConnection& c = state(conn);
-    if (c.decided) return resume(c, pending);
+    if (c.decided) return proceed(c, pending);
     return Verdict::close();
   }
 

@@ -113,7 +113,8 @@ void ConnectionInfo::complete_request(int status, uint64_t bytes_received, uint6
   Request r = std::move(pending_requests.front());
   pending_requests.erase(pending_requests.begin());
   if (r.entry.http && r.entry.http->response_code == 0) r.entry.http->response_code = static_cast<uint32_t>(status);
-  if (!flags.empty()) r.entry.response_flags = std::string(flags);
+  // A request's own flags (DI: a fault delay) stay: Envoy lists them all.
+  if (!flags.empty()) r.entry.response_flags = policy::merge_response_flags(r.entry.response_flags, flags);
   // Envoy's details for a response the upstream sent: via_upstream.
   r.entry.response_code_details = details.empty() ? std::string("via_upstream") : std::string(details);
   r.entry.bytes_received = bytes_received;

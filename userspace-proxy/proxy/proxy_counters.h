@@ -19,6 +19,8 @@ struct ProxyCounters {
   Counter http_requests{0};
   Counter upstream_changed{0};  // a later request on a keep-alive connection went to another upstream
   Counter retries{0};           // requests sent again after a retriable response or reset (route retries)
+  Counter faults_delayed{0};    // requests held back by a VirtualService fault delay (flag DI)
+  Counter faults_aborted{0};    // requests answered by a VirtualService fault abort (flag FI)
   Counter dns_failures{0};
   Counter protocol_errors{0};
   // TLS handshakes, both sides (terminated from downstreams, originated to

@@ -358,5 +358,124 @@ spec:
   EXPECT_EQ(plan_sidecar(t.tables(), tcp).forward.connect_attempts, 1u);
 }
 
+TEST(RequestPlanTest, FaultSamplingFollowsEachPercentageIndependently) {
+  config::HTTPFaultInjection f;
+  f.delay = config::HTTPFaultInjection::Delay{config::Duration(1500), config::Percent{100}};
+  f.abort = config::HTTPFaultInjection::Abort{503, config::Percent{100}};
+  for (uint64_t pick : {0ULL, 1ULL, 42ULL, ~0ULL}) {
+    FaultDecision d = sample_fault(f, pick);
+    EXPECT_EQ(d.delay.count(), 1500);
+    EXPECT_EQ(d.abort_status, 503u);
+  }
+  // No percentage selects no request (Envoy's default when Istio sets none);
+  // nor does 0 %, nor a delay without fixedDelay.
+  config::HTTPFaultInjection none;
+  none.delay = config::HTTPFaultInjection::Delay{config::Duration(1500), std::nullopt};
+  none.abort = config::HTTPFaultInjection::Abort{503, config::Percent{0}};
+  config::HTTPFaultInjection no_delay;
+  no_delay.delay = config::HTTPFaultInjection::Delay{std::nullopt, config::Percent{100}};
+  // 25 % delay, 50 % abort over many requests: about that many, and the two
+  // chosen independently (about 12.5 % both).
+  config::HTTPFaultInjection some;
+  some.delay = config::HTTPFaultInjection::Delay{config::Duration(10), config::Percent{25}};
+  some.abort = config::HTTPFaultInjection::Abort{500, config::Percent{50}};
+  int delayed = 0, aborted = 0, both = 0;
+  uint64_t pick = 0x2545F4914F6CDD1DULL;
+  for (int i = 0; i < 20000; ++i) {
+    pick = pick * 6364136223846793005ULL + 1442695040888963407ULL;  // the proxy's per-request draw
+    FaultDecision n = sample_fault(none, pick);
+    EXPECT_EQ(n.delay.count(), 0);
+    EXPECT_EQ(n.abort_status, 0u);
+    EXPECT_EQ(sample_fault(no_delay, pick).delay.count(), 0);
+    FaultDecision d = sample_fault(some, pick);
+    delayed += d.delay.count() > 0;
+    aborted += d.abort_status != 0;
+    both += d.delay.count() > 0 && d.abort_status != 0;
+  }
+  EXPECT_NEAR(delayed, 5000, 400);
+  EXPECT_NEAR(aborted, 10000, 400);
+  EXPECT_NEAR(both, 2500, 300);
+}
+
+TEST(RequestPlanTest, ResponseFlagsMergeInEnvoysOrder) {
+  EXPECT_EQ(merge_response_flags("", "UT"), "UT");
+  EXPECT_EQ(merge_response_flags("-", "-"), "");
+  EXPECT_EQ(merge_response_flags("DI", "UT,URX"), "UT,DI,URX");
+  EXPECT_EQ(merge_response_flags("FI,DI", "DI"), "DI,FI");
+  EXPECT_EQ(merge_response_flags("UF,UT", ""), "UT,UF");
+  EXPECT_EQ(merge_response_flags("DI", "NC"), "DI,NC");
+}
+
+TEST(RequestPlanTest, FaultAbortAnswersBeforeTheRouteAndDelayHoldsIt) {
+  Tables t(load_config({test_support::kCnnServiceEntry, R"(
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - name: abort
+    match: [{uri: {prefix: /abort}}]
+    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route: [{destination: {host: edition.cnn.com}}]
+  - name: delay
+    match: [{uri: {prefix: /delay}}]
+    fault: {delay: {fixedDelay: 2s, percentage: {value: 100}}}
+    route: [{destination: {host: edition.cnn.com}}]
+  - name: both
+    match: [{uri: {prefix: /both}}]
+    fault:
+      delay: {fixedDelay: 250ms, percentage: {value: 100}}
+      abort: {httpStatus: 503, percentage: {value: 100}}
+    route: [{destination: {host: edition.cnn.com}}]
+  - name: missing
+    match: [{uri: {prefix: /missing}}]
+    fault: {abort: {httpStatus: 500, percentage: {value: 100}}}
+    route: [{destination: {host: edition.cnn.com, subset: nowhere}}]
+  - name: never
+    match: [{uri: {prefix: /never}}]
+    fault: {abort: {httpStatus: 500}}
+    route: [{destination: {host: edition.cnn.com}}]
+)"}));
+  auto plan = [&](const char* path) {
+    HttpRequest req;
+    req.path = path;
+    req.method = "GET";
+    PlanRequest r = http("edition.cnn.com", 80);
+    r.http = &req;
+    return plan_sidecar(t.tables(), r);
+  };
+  RequestPlan abort = plan("/abort");
+  EXPECT_EQ(abort.kind, RequestPlan::Kind::kLocalReply) << steps(abort);
+  EXPECT_EQ(abort.status, 418u);
+  EXPECT_EQ(abort.body, "fault filter abort");
+  EXPECT_EQ(abort.response_flags, "FI");
+  EXPECT_EQ(abort.response_code_details, "fault_filter_abort");
+  EXPECT_EQ(abort.route_name, "abort");
+  EXPECT_EQ(abort.cluster, "outbound|80||edition.cnn.com");
+  EXPECT_EQ(abort.fault_delay.count(), 0);
+
+  RequestPlan delay = plan("/delay");
+  EXPECT_EQ(delay.kind, RequestPlan::Kind::kForward) << steps(delay);
+  EXPECT_EQ(delay.fault_delay.count(), 2000);
+  EXPECT_EQ(delay.response_flags, "DI");
+
+  RequestPlan both = plan("/both");
+  EXPECT_EQ(both.kind, RequestPlan::Kind::kLocalReply) << steps(both);
+  EXPECT_EQ(both.status, 503u);
+  EXPECT_EQ(both.fault_delay.count(), 250);
+  EXPECT_EQ(both.response_flags, "DI,FI");
+
+  // The fault filter runs before the router: the abort, not NC.
+  RequestPlan missing = plan("/missing");
+  EXPECT_EQ(missing.status, 500u) << steps(missing);
+  EXPECT_EQ(missing.response_flags, "FI");
+
+  RequestPlan never = plan("/never");
+  EXPECT_EQ(never.kind, RequestPlan::Kind::kForward) << steps(never);
+  EXPECT_EQ(never.response_flags, "-");
+  EXPECT_NE(steps(never).find("fault: configured, not selected"), std::string::npos) << steps(never);
+}
+
 }  // namespace
 }  // namespace sluice::policy

@@ -501,6 +501,105 @@ TEST_F(EgressHandlerTest, A503IsRetriedOnAnotherEndpoint) {
   close(*h, c2, engine::CloseReason::kCompleted);
 }
 
+// VirtualService fault injection, as Envoy's fault filter does it before
+// the router: a delay holds the request (first or later on a kept-alive
+// connection) then carries it out, flag DI; an abort answers it locally
+// with "fault filter abort", flag FI; both: the answer after the delay.
+TEST_F(EgressHandlerTest, FaultDelayHoldsARequestAndAbortAnswersIt) {
+  const char* vs = R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - match: [{uri: {prefix: /delay}}]
+    fault: {delay: {fixedDelay: 2s, percentage: {value: 100}}}
+    route: [{destination: {host: edition.cnn.com}}]
+  - match: [{uri: {prefix: /abort}}]
+    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route: [{destination: {host: edition.cnn.com}}]
+  - match: [{uri: {prefix: /both}}]
+    fault:
+      delay: {fixedDelay: 250ms, percentage: {value: 100}}
+      abort: {httpStatus: 503, percentage: {value: 100}}
+    route: [{destination: {host: edition.cnn.com}}]
+  - route: [{destination: {host: edition.cnn.com}}]
+)";
+  load({kRegistryOnly, kCnnServiceEntry, vs});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  auto h = handler("203.0.113.20:80");
+
+  // A first request with a delay: held (this fake connection has no waker,
+  // so the detection timeout is the timer), then connected.
+  FakeConnection c;
+  const std::string delayed = "GET /delay HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict held = h->on_downstream_data(c, bytes(delayed));
+  ASSERT_EQ(held.kind(), Verdict::Kind::kNeedMore);
+  EXPECT_EQ(held.detection_timeout().count(), 2000);
+  EXPECT_EQ(counters_.faults_delayed.load(), 1u);
+  Verdict v = h->on_detection_timeout(c, bytes(delayed));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+  EXPECT_EQ(v.upstreams()[0].to_string(), "203.0.113.20:80");
+  auto f = v.take_filter();
+  EXPECT_EQ(start(*f, delayed), delayed);
+  h->on_upstream_connected(c, v.upstreams()[0]);
+  EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
+
+  // A later request with a delay on the same kept-alive connection: the
+  // guard hands it over, the handler holds it, then the same upstream.
+  const std::string later = "GET /delay/2 HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeOutput lo(later);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(later), lo), engine::FilterStatus::kNewUpstream);
+  EXPECT_TRUE(lo.upstream.empty());
+  FakeOutput handed("");
+  f->on_new_upstream(handed);
+  EXPECT_EQ(handed.upstream, later);
+  Verdict lh = h->on_new_upstream(c, bytes(later));
+  ASSERT_EQ(lh.kind(), Verdict::Kind::kNeedMore);
+  EXPECT_EQ(lh.detection_timeout().count(), 2000);
+  Verdict lv = h->on_detection_timeout(c, bytes(later));
+  ASSERT_EQ(lv.kind(), Verdict::Kind::kConnect);
+  EXPECT_EQ(lv.upstreams()[0].to_string(), "203.0.113.20:80");
+  auto f2 = lv.take_filter();
+  EXPECT_EQ(start(*f2, later), later);
+  h->on_upstream_connected(c, lv.upstreams()[0]);
+  EXPECT_EQ(respond(*f2, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
+  EXPECT_EQ(counters_.faults_delayed.load(), 2u);
+  EXPECT_EQ(counters_.upstream_changed.load(), 0u);
+
+  // Then delay and abort: after 250 ms the local 503, and the connection ends.
+  const std::string both = "GET /both HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeOutput bo(both);
+  EXPECT_EQ(f2->on_data(engine::Direction::kDownstreamToUpstream, bytes(both), bo), engine::FilterStatus::kNewUpstream);
+  FakeOutput bh("");
+  f2->on_new_upstream(bh);
+  Verdict bv = h->on_new_upstream(c, bytes(both));
+  ASSERT_EQ(bv.kind(), Verdict::Kind::kNeedMore);
+  EXPECT_EQ(bv.detection_timeout().count(), 250);
+  Verdict reply = h->on_detection_timeout(c, bytes(both));
+  ASSERT_EQ(reply.kind(), Verdict::Kind::kClose);
+  EXPECT_EQ(text(reply.response()).rfind("HTTP/1.1 503 Service Unavailable\r\n", 0), 0u) << text(reply.response());
+  EXPECT_NE(text(reply.response()).find("\r\n\r\nfault filter abort"), std::string::npos) << text(reply.response());
+  close(*h, c, engine::CloseReason::kCompleted);
+
+  // An abort alone answers the first request at once, nothing upstream.
+  FakeConnection c2;
+  ASSERT_EQ(h->on_accept(c2, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict av = h->on_downstream_data(c2, bytes("GET /abort HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"));
+  ASSERT_EQ(av.kind(), Verdict::Kind::kClose);
+  EXPECT_EQ(text(av.response()).rfind("HTTP/1.1 418 ", 0), 0u) << text(av.response());
+  close(*h, c2, engine::CloseReason::kCompleted);
+  EXPECT_EQ(counters_.faults_aborted.load(), 2u);
+
+  const std::string lines = log_->lines();
+  EXPECT_NE(lines.find("\"GET /delay HTTP/1.1\" 200 DI via_upstream"), std::string::npos) << lines;
+  EXPECT_NE(lines.find("\"GET /delay/2 HTTP/1.1\" 200 DI via_upstream"), std::string::npos) << lines;
+  EXPECT_NE(lines.find("\"GET /both HTTP/1.1\" 503 DI,FI fault_filter_abort"), std::string::npos) << lines;
+  EXPECT_NE(lines.find("\"GET /abort HTTP/1.1\" 418 FI fault_filter_abort"), std::string::npos) << lines;
+}
+
 TEST_F(EgressHandlerTest, RetriesEndWithTheLastTriesResponseFlaggedURX) {
   const char* vs = R"(
 apiVersion: networking.istio.io/v1alpha3
