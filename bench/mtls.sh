@@ -27,7 +27,9 @@
 #   sudo bench/mtls.sh [BUILD_DIR]    (default: build)
 # Env: DURATION seconds per run (5), CONNECTIONS (32), ROUNDS (1),
 # SOCKET_REDIRECT (1: a last round with the agent's --socket-redirect, the
-# workload <-> sidecar hop socket to socket; 0: skip it).
+# workload <-> sidecar hop socket to socket; 0: skip it), PERF (a directory:
+# `perf record --call-graph dwarf` of both Sluice proxies during each Sluice run, saved there
+# as sluice-<row>.data; read with `perf report -i`).
 # Everything runs inside one network namespace and one cgroup it creates
 # (nginx 10.99.0.1, gateways 10.99.0.2/.3, sidecar 127.0.0.1:15001) and is
 # removed on exit; prints absolute numbers and ratios.
@@ -179,7 +181,18 @@ measure() {
 	shift 4
 	# shellcheck disable=SC2086
 	[ -n "$pids" ] && before=$(kt_cpu_ticks $pids)
+	local perf_pid=""
+	if [ -n "${PERF:-}" ] && [ -n "$pids" ] && [ "$pids" = "$SL_PIDS" ]; then
+		mkdir -p "$PERF"
+		# shellcheck disable=SC2086
+		perf record -q -F 999 --call-graph dwarf -o "$PERF/sluice-$PERF_LABEL.data" -p "$(echo $pids | tr ' ' ',')" >/dev/null 2>&1 &
+		perf_pid=$!
+	fi
 	read -r rps_ p99_ < <(wrk_run "$@")
+	if [ -n "$perf_pid" ]; then
+		kill -INT "$perf_pid" 2>/dev/null
+		wait "$perf_pid" 2>/dev/null
+	fi
 	cpu_=-
 	if [ -n "$pids" ] && [ "${rps_:-0}" -gt 0 ]; then
 		# shellcheck disable=SC2086
@@ -194,6 +207,7 @@ printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s\n" test direct sluice hap-
 row() {
 	local extra=()
 	[ "$1" = new-conn ] && extra=(-H "Connection: close")
+	PERF_LABEL=$2
 	measure d dp dc "" other http://10.99.0.1/ "${extra[@]}"
 	measure s sp sc "$SL_PIDS" workload http://10.99.0.1/ "${extra[@]}"
 	measure t tp tc "$HT_PIDS" other http://127.0.0.1:18080/ "${extra[@]}"

@@ -30,6 +30,7 @@
 #define SOCK_STREAM 1
 #define IPPROTO_TCP 6
 #define SOL_IP 0
+#define SOL_TCP 6
 #define SOL_IPV6 41
 #define ENOENT 2
 
@@ -512,9 +513,12 @@ int sluice_getsockopt(struct bpf_sockopt *ctx)
 	struct sluice_orig_dst *orig;
 	struct bpf_sock *sk;
 	__u32 src6[4], dst6[4];
+	void *optval, *optval_end;
+	int own, as_v4;
 
-	if (ctx->optname != SLUICE_SO_ORIGINAL_DST ||
-	    (ctx->level != SOL_IP && ctx->level != SOL_IPV6))
+	own = ctx->level == SOL_TCP && ctx->optname == SLUICE_TCP_ORIGINAL_DST;
+	if (!own && (ctx->optname != SLUICE_SO_ORIGINAL_DST ||
+		     (ctx->level != SOL_IP && ctx->level != SOL_IPV6)))
 		return 1;
 	sk = ctx->sk;
 	if (!sk || sk->protocol != IPPROTO_TCP)
@@ -533,6 +537,10 @@ int sluice_getsockopt(struct bpf_sockopt *ctx)
 
 	orig = bpf_map_lookup_elem(&sluice_orig_4t, &key);
 	if (!orig) {
+		/* Sluice's own question unanswered (ENOPROTOOPT): the proxy
+		 * asks SO_ORIGINAL_DST next, which counts the miss. */
+		if (own)
+			return 1;
 		/* Another mechanism (iptables REDIRECT and conntrack) may have
 		 * answered; otherwise make the proxy refuse the connection. */
 		if (ctx->retval != 0) {
@@ -542,13 +550,19 @@ int sluice_getsockopt(struct bpf_sockopt *ctx)
 		return 1;
 	}
 
-	if (ctx->level == SOL_IP) {
+	/* Read once, straight from the context (the verifier refuses a
+	 * context pointer the compiler offsets for two branches). */
+	optval = ctx->optval;
+	optval_end = ctx->optval_end;
+	/* Sluice's own question gets the destination's family. */
+	as_v4 = own ? orig->family == SLUICE_AF_INET : ctx->level == SOL_IP;
+	if (as_v4) {
 		struct {
 			__u16 family;
 			__be16 port;
 			__u8 addr[4];
 			__u8 zero[8];
-		} *sin = ctx->optval;
+		} *sin = optval;
 
 		if (orig->family != SLUICE_AF_INET) {
 			/* An IPv6 destination asked the IPv4 way (a proxy trying
@@ -556,7 +570,7 @@ int sluice_getsockopt(struct bpf_sockopt *ctx)
 			ctx->retval = -ENOENT;
 			return 1;
 		}
-		if ((void *)(sin + 1) > ctx->optval_end) {
+		if ((void *)(sin + 1) > optval_end) {
 			ctx->retval = -ENOENT;
 			count(SLUICE_CTR_ORIGDST_MISS);
 			return 1;
@@ -573,9 +587,9 @@ int sluice_getsockopt(struct bpf_sockopt *ctx)
 			__u32 flowinfo;
 			__u8 addr[16];
 			__u32 scope_id;
-		} *sin6 = ctx->optval;
+		} *sin6 = optval;
 
-		if ((void *)(sin6 + 1) > ctx->optval_end) {
+		if ((void *)(sin6 + 1) > optval_end) {
 			ctx->retval = -ENOENT;
 			count(SLUICE_CTR_ORIGDST_MISS);
 			return 1;

@@ -24,6 +24,12 @@ extern "C" {
 /* getsockopt(SOL_IP, SO_ORIGINAL_DST) and getsockopt(SOL_IPV6,
  * IP6T_SO_ORIGINAL_DST) share the option number 80. */
 #define SLUICE_SO_ORIGINAL_DST 80
+/* Sluice's own way to ask the same: getsockopt(IPPROTO_TCP, this) answers
+ * sockaddr_in or sockaddr_in6 by the destination's family. No kernel code
+ * handles it (TCP says ENOPROTOOPT at once), whereas SO_ORIGINAL_DST first
+ * makes the kernel look the socket up in conntrack when nf_conntrack is
+ * loaded (a wasted hash lookup per connection). */
+#define SLUICE_TCP_ORIGINAL_DST 0x51CE
 
 /* Address families as the kernel numbers them (AF_INET, AF_INET6). */
 #define SLUICE_AF_INET 2

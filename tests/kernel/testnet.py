@@ -21,6 +21,7 @@ import sys
 import time
 
 SO_ORIGINAL_DST = 80
+SLUICE_TCP_ORIGINAL_DST = 0x51CE  # bpf/sluice_maps.h: Sluice's own question
 SOL_IPV6 = 41
 SO_MARK = 36
 
@@ -58,6 +59,18 @@ def original_dst(sock):
     return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port
 
 
+def own_original_dst(sock):
+    """(host, port) from Sluice's getsockopt(IPPROTO_TCP,
+    SLUICE_TCP_ORIGINAL_DST): sockaddr_in or sockaddr_in6 by the
+    destination's family; raises OSError when unanswered."""
+    raw = sock.getsockopt(socket.IPPROTO_TCP, SLUICE_TCP_ORIGINAL_DST, 28)
+    family = struct.unpack("=H", raw[:2])[0]
+    port = struct.unpack("!H", raw[2:4])[0]
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
+    return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port
+
+
 async def listen(addr, handler):
     host, port = split_hostport(addr)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -89,14 +102,22 @@ class Standin:
             err = None
         except OSError as e:
             orig, err = None, e.errno
+        # Sluice's own question must agree (the proxy asks it first).
+        try:
+            own = own_original_dst(sock)
+        except OSError:
+            own = None
+        own_ok = (own is None) if orig is None else (
+            own is not None and same_address(own[0], orig[0]) and own[1] == orig[1])
         try:
             first = await asyncio.wait_for(reader.readline(), 10)
         except (asyncio.TimeoutError, ConnectionError):
             first = b""
         if orig is None:
             # A real proxy refuses: no original destination, no relay.
-            self.stats["miss"] += 1
-            self.note("MISS peer=%s:%d errno=%s" % (fmt_host(peer[0]), peer[1], err))
+            self.stats["miss" if own_ok else "mismatch"] += 1
+            self.note("MISS peer=%s:%d errno=%s%s" % (fmt_host(peer[0]), peer[1], err,
+                                                     "" if own_ok else " but Sluice's own answered %s:%d" % own))
             if first.startswith(b"EXPECT "):
                 writer.write(b"MISS %d\n" % (err or 0))
             await self.close(writer)
@@ -104,8 +125,10 @@ class Standin:
         host, port = orig
         if first.startswith(b"EXPECT "):
             _, ehost, eport = first.decode().split()
-            same = same_address(ehost, host) and int(eport) == port
+            same = same_address(ehost, host) and int(eport) == port and own_ok
             verdict = "OK" if same else "MISMATCH"
+            if not own_ok:
+                self.note("OWN-MISMATCH Sluice's own answered %s" % (own,))
             self.stats["ok" if same else "mismatch"] += 1
             self.note("ORIG peer=%s:%d orig=%s:%d expected=%s:%s %s" %
                       (fmt_host(peer[0]), peer[1], fmt_host(host), port, fmt_host(ehost), eport, verdict))

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "bpf/sluice_maps.h"
 #include "userspace-proxy/proxy/forwarder.h"
 
 namespace sluice::proxy {
@@ -152,10 +153,19 @@ class SidecarHandler final : public Forwarder {
 }  // namespace
 
 int original_destination(int fd, engine::SocketAddress* out) {
-  // IPv4 first (also an IPv4-mapped client on a v6 listener), IPv6 when that
-  // has no answer: the common case costs one syscall, not a getsockname too.
+  // Sluice's own question first: its BPF program answers it for either
+  // family, and no kernel code runs before (SO_ORIGINAL_DST costs a
+  // conntrack lookup whenever nf_conntrack is loaded).
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
+  if (getsockopt(fd, IPPROTO_TCP, SLUICE_TCP_ORIGINAL_DST, &ss, &len) == 0) {
+    *out = SocketAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
+    if (out->valid()) return 0;
+  }
+  // Then SO_ORIGINAL_DST (an iptables REDIRECT's conntrack answers it too):
+  // IPv4 first (also an IPv4-mapped client on a v6 listener), IPv6 when that
+  // has no answer, without a getsockname to pick.
+  len = sizeof(ss);
   int rc = getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len);
   if (rc != 0) {
     const int v4_errno = errno;

@@ -49,8 +49,10 @@
 
 namespace sluice::proxy {
 
-// getsockopt(SOL_IP, SO_ORIGINAL_DST) or (SOL_IPV6, IP6T_SO_ORIGINAL_DST) on
-// the accepted socket. Returns 0 or -errno.
+// The accepted socket's original destination: Sluice's own getsockopt
+// (IPPROTO_TCP, SLUICE_TCP_ORIGINAL_DST, answered by its BPF program), else
+// (SOL_IP, SO_ORIGINAL_DST) or (SOL_IPV6, IP6T_SO_ORIGINAL_DST) as iptables
+// REDIRECT's conntrack answers them. Returns 0 or -errno.
 int original_destination(int fd, engine::SocketAddress* out);
 
 class TlsContexts;
