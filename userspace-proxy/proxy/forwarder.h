@@ -17,6 +17,7 @@
 #include "userspace-proxy/engine/connection_handler.h"
 #include "userspace-proxy/proxy/egress_handler.h"
 #include "userspace-proxy/proxy/http_guard.h"
+#include "userspace-proxy/proxy/recycled.h"
 #include "userspace-proxy/sniff/http_request_head.h"
 #include "userspace-proxy/sniff/protocol_detector.h"
 #include "userspace-proxy/sniff/sniff_plan.h"
@@ -30,8 +31,10 @@ struct TlsHandshakeResult;
 
 namespace sluice::proxy {
 
-// Handler state of one connection (Connection::context points at it).
-struct ProxyConnection {
+// Handler state of one connection (Connection::context points at it). Its
+// storage is reused per worker thread (Recycled): one per connection, larger
+// than malloc's per-thread cache takes.
+struct ProxyConnection : Recycled<ProxyConnection> {
   std::shared_ptr<ConnectionInfo> info = std::make_shared<ConnectionInfo>();
   sniff::SniffMode mode = sniff::SniffMode::kDetect;
   std::unique_ptr<sniff::ProtocolDetector> detector;  // kDetect

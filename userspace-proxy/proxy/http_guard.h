@@ -33,6 +33,7 @@
 #include "userspace-proxy/proxy/access_log.h"
 #include "userspace-proxy/proxy/access_log_sink.h"
 #include "userspace-proxy/proxy/proxy_counters.h"
+#include "userspace-proxy/proxy/recycled.h"
 #include "userspace-proxy/proxy/snapshot.h"
 #include "userspace-proxy/sniff/body_framer.h"
 #include "userspace-proxy/sniff/http_request_head.h"
@@ -192,7 +193,7 @@ std::string local_reply(int status, int64_t realtime_ns, std::string_view body =
 // guard answers kEndDownstream and reports the upstream reusable when it
 // sits at a message boundary and kept the connection alive. HTTP/1.0
 // requests are forwarded unchanged and make the upstream non-reusable.
-class HttpRequestGuard final : public engine::StreamFilter {
+class HttpRequestGuard final : public engine::StreamFilter, public Recycled<HttpRequestGuard> {
  public:
   // `first` are the bytes the handler already saw and decided on (forwarded
   // by the engine unfiltered); the guard resumes framing after them. A
