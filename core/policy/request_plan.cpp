@@ -294,9 +294,10 @@ class Planner {
                                  (rd.timeout ? ", route timeout " + std::to_string(rd.timeout->count()) + " ms"
                                              : ", no route timeout"));
             }
-            if (rd.fault) {
+            if (rd.fault || rd.mirror_target) {
               RequestPlan planned = to_target(rd.target);
-              inject_fault(planned, *rd.fault);
+              if (rd.mirror_target) add_mirror(planned, *rd.mirror_target, rd.mirror_percentage);
+              if (rd.fault) inject_fault(planned, *rd.fault);
               return planned;
             }
             return to_target(rd.target);
@@ -339,6 +340,22 @@ class Planner {
       }
     }
     return std::move(p_);
+  }
+
+  // Envoy's request mirror policy: a copy of the request to the mirror's
+  // cluster, planned like a route to it.
+  void add_mirror(RequestPlan& p, const RouteTarget& target, const std::optional<config::Percent>& percentage) const {
+    if (!selected(percentage ? percentage : config::Percent{100}, draw(r_.pick, 3))) {
+      if (r_.explain) p.steps.push_back("mirror: configured, not selected for this request");
+      return;
+    }
+    Planner mirror(t_, r_);
+    RequestPlan m = mirror.to_target(target);
+    if (r_.explain) {
+      p.steps.push_back("mirror: a copy (Host \"...-shadow\", response dropped) to " + m.cluster +
+                        (m.kind == RequestPlan::Kind::kForward ? "" : ": not sent, " + m.response_flags));
+    }
+    if (m.kind == RequestPlan::Kind::kForward) p.mirror = std::make_shared<const RequestPlan>(std::move(m));
   }
 
   // Envoy's fault filter runs before the router: an abort answers instead

@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -157,6 +158,11 @@ struct RequestPlan {
   // Fault injection: wait this long before carrying the plan out (flag DI).
   // An injected abort is a kLocalReply with flag FI ("fault filter abort").
   std::chrono::milliseconds fault_delay{0};
+  // http[].mirror, when this request is chosen (mirrorPercentage, 100 %
+  // when unset): where a copy goes (a kForward plan to the mirror's cluster;
+  // Envoy's shadow: Host gets "-shadow", the response is dropped). Null:
+  // no copy (no mirror, not chosen, or its cluster does not exist).
+  std::shared_ptr<const RequestPlan> mirror;
   // Every step taken, one line each, for logs and `sluicectl explain`.
   std::vector<std::string> steps;
 };

@@ -281,6 +281,7 @@ struct CompiledHttpRule {
   uint64_t total_weight = 0;
   std::optional<RetryPolicy> retries;  // nullopt: disabled
   std::string_view authority_rewrite;
+  std::optional<CompiledDestination> mirror;  // http[].mirror
 };
 
 struct CompiledL4Match {
@@ -560,6 +561,7 @@ void compile_virtual_service(Compiled& c, const config::VirtualService& vs) {
       for (const auto& m : rule.match) r.matches.push_back(compile_http_match(&m, rule, ns));
     }
     compile_destinations(c, rule.route, ns, r.destinations, r.total_weight);
+    if (rule.mirror) r.mirror = compile_destination(c, *rule.mirror, 0, 0, ns);
     if (!rule.retries) {
       r.retries = RetryPolicy{};
     } else if (rule.retries->attempts > 0) {
@@ -1196,6 +1198,7 @@ HttpRouteDecision RouteTable::route_http(const RouteScope& scope, const HttpRequ
     } else {
       d.outcome = RouteOutcome::kRoute;
       d.target = make_target(*dest, req.port);
+      if (hit_rule->mirror) d.mirror_target = make_target(*hit_rule->mirror, req.port);
       d.destination = &rule.route[dest->index];
       d.destination_index = dest->index;
       d.destination_headers = d.destination->headers ? &*d.destination->headers : nullptr;

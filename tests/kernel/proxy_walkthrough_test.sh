@@ -249,12 +249,14 @@ proxy_counters() {
 	sleep 0.2
 	grep 'counters:' "$TMP/proxy.err" | tail -1
 }
-# flaky_routes: writes the VirtualService "flaky" with the http routes on stdin.
+# flaky_routes: writes the VirtualService "flaky" with the http routes on
+# stdin, then a catch-all route to flaky.example.
 flaky_routes() {
 	{
 		printf '%s\n' 'apiVersion: networking.istio.io/v1alpha3' 'kind: VirtualService' 'metadata:' '  name: flaky' \
 			'spec:' '  hosts:' '  - flaky.example' '  http:'
 		cat
+		printf '%s\n' '  - route:' '    - destination: {host: flaky.example}'
 	} >"$TMP/config/virtualservice-flaky.yaml"
 }
 
@@ -474,6 +476,23 @@ spec:
   endpoints:
   - address: 203.0.113.30
   - address: 203.0.113.31
+---
+# (3e) mirrors to it: the 503 server, which logs the Host of each request.
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata:
+  name: shadow
+spec:
+  hosts:
+  - shadow.example
+  ports:
+  - number: 80
+    name: http
+    protocol: HTTP
+    targetPort: 8080
+  resolution: STATIC
+  endpoints:
+  - address: 203.0.113.30
 EOF2
 	wait_generation 4
 	cat >"$TMP/keepalive_client.py" <<'PYEOF'
@@ -519,8 +538,6 @@ PYEOF
     timeout: 5s
     retries: {attempts: 2, perTryTimeout: 0.5s, retryOn: "reset,503"}
     route:
-    - destination: {host: flaky.example}
-  - route:
     - destination: {host: flaky.example}
 EOF2
 	wait_generation 5
@@ -570,8 +587,6 @@ PYEOF
       abort: {httpStatus: 418, percentage: {value: 100}}
     route:
     - destination: {host: flaky.example}
-  - route:
-    - destination: {host: flaky.example}
 EOF2
 	wait_generation 6
 	mark=$(wc -l <"$TMP/access.log")
@@ -604,6 +619,42 @@ PYEOF
 	counters=$(proxy_counters)
 	grep -q "faults_delayed=1 faults_aborted=1 " <<<"$counters" || fail "(3d) counters: $counters"
 	log "ok (3d) fault injection on one keep-alive connection: /fault/delay 200 after ${dsecs}s (DI), /fault/abort 418 \"fault filter abort\" (FI), nothing of it upstream"
+
+	# (3e) mirror: every /mirror request is also copied to shadow.example
+	# (the 503 server) with Host "flaky.example-shadow"; the client sees only
+	# the original's answer and the access log only the original.
+	flaky_routes <<'EOF2'
+  - match:
+    - uri: {prefix: /mirror}
+    mirror: {host: shadow.example}
+    route:
+    - destination: {host: flaky.example}
+EOF2
+	wait_generation 7
+	mark=$(wc -l <"$TMP/access.log")
+	cat >"$TMP/mirror_client.py" <<'PYEOF'
+import http.client
+c = http.client.HTTPConnection("203.0.113.10", 80, timeout=10)
+for path in ["/mirror/1", "/mirror/2"]:
+    c.request("GET", path, headers={"Host": "flaky.example"})
+    r = c.getresponse()
+    print(path, r.status, r.read().decode().strip().replace(" ", "_"))
+PYEOF
+	out=$(in_cg_ns workload "$NS_W" "$PY" "$TMP/mirror_client.py" 2>&1) || fail "(3e) client: $out"
+	[ "$out" = $'/mirror/1 200 status_200\n/mirror/2 200 status_200' ] || fail "(3e) the originals: $out"
+	for _ in $(seq 40); do
+		[ "$(grep -c '^flaky.example-shadow /mirror/' "$TMP/s503.log")" -ge 2 ] && break
+		sleep 0.05
+	done
+	shadows=$(grep '^flaky.example-shadow /mirror/' "$TMP/s503.log" | sort | tr '\n' ' ')
+	[ "$shadows" = "flaky.example-shadow /mirror/1 flaky.example-shadow /mirror/2 " ] ||
+		fail "(3e) the shadow endpoint saw: '$shadows'"
+	seen=$(tail -n +"$((mark + 1))" "$TMP/access.log")
+	[ "$(grep -c '"GET /mirror/[12] HTTP/1.1" 200 ' <<<"$seen")" = 2 ] && ! grep -q 'shadow' <<<"$seen" ||
+		fail "(3e) the access log should have the two originals only: $seen"
+	counters=$(proxy_counters)
+	grep -q " mirrored=2 mirror_skipped=0 " <<<"$counters" || fail "(3e) counters: $counters"
+	log "ok (3e) mirror: /mirror/1 and /mirror/2 answered 200 by flaky.example, copies reached shadow.example as \"flaky.example-shadow\", only the originals logged"
 fi
 
 # ------------------------------------------------------------ (4) unknown destinations

@@ -46,6 +46,14 @@ class Connection {
   virtual void set_context(uint64_t value) = 0;
   // For Verdict::defer(): hand this to the thread that will finish the work.
   virtual Waker waker() = 0;
+  // Hands this worker a connected, non-blocking stream socket the handler
+  // made (one end of a socketpair carrying a request to mirror): once the
+  // current callback has returned, the worker takes it like an accepted
+  // socket and calls on_accept with AcceptInfo::spawn_tag() == `tag`
+  // (non-zero; accepted sockets have 0). The worker owns `fd` from this
+  // call on; while draining, or with no room for another connection, it
+  // closes it without calling the handler.
+  virtual void spawn(int fd, uint64_t tag) = 0;
 
  protected:
   ~Connection() = default;
@@ -55,8 +63,10 @@ class Connection {
 // syscall each), so a handler that only wants SO_ORIGINAL_DST pays nothing.
 class AcceptInfo {
  public:
-  explicit AcceptInfo(int fd) : fd_(fd) {}
+  explicit AcceptInfo(int fd, uint64_t spawn_tag = 0) : fd_(fd), spawn_tag_(spawn_tag) {}
   int fd() const { return fd_; }
+  // Connection::spawn's tag for a socket the handler made; 0 when accepted.
+  uint64_t spawn_tag() const { return spawn_tag_; }
   const SocketAddress& local() const {
     if (!local_.valid()) SocketAddress::local_of(fd_, &local_);
     return local_;
@@ -68,6 +78,7 @@ class AcceptInfo {
 
  private:
   int fd_;
+  uint64_t spawn_tag_ = 0;
   mutable SocketAddress local_;
   mutable SocketAddress peer_;
 };

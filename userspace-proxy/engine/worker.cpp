@@ -102,6 +102,25 @@ class Worker::Output final : public FilterOutput {
 
 Waker ConnectionImpl::waker() { return Waker(owner->mailbox(), stats.id); }
 
+void ConnectionImpl::spawn(int fd, uint64_t tag) { owner->queue_spawn(fd, tag); }
+
+void Worker::accept_spawned() {
+  // A spawned connection's callbacks may spawn more: take batches until none
+  // is left.
+  while (!spawned_.empty()) {
+    spawning_.swap(spawned_);
+    for (const auto& [fd, tag] : spawning_) {
+      counters_.spawned.add();
+      if (draining_) {
+        close(fd);
+        continue;
+      }
+      accept_conn(fd, tag);
+    }
+    spawning_.clear();
+  }
+}
+
 void Waker::wake() const {
   if (!mailbox_) return;
   auto* mb = static_cast<WakeMailbox*>(mailbox_.get());
@@ -296,6 +315,8 @@ int Worker::setup(std::string* error) {
 }
 
 void Worker::teardown() {
+  for (const auto& [fd, tag] : spawned_) close(fd);  // spawned after the loop ended
+  spawned_.clear();
   {
     // From here on Waker::wake() is a no-op; it can no longer touch wake_fd_
     // (closed in ~Worker) nor grow a vector nobody drains.
@@ -391,6 +412,7 @@ void Worker::run() {
       ++seen;
     }
     io_uring_cq_advance(&ring_, seen);
+    if (!spawned_.empty()) accept_spawned();
     if (starved_head_.next != &starved_head_) rearm_starved();
     if (accept_retry_ && !draining_) {
       accept_retry_ = false;
@@ -398,6 +420,7 @@ void Worker::run() {
     }
     wheel_->advance(now_ns_, [this](TimerNode* n) { on_timer(static_cast<ConnectionImpl*>(n->owner)); });
     if (pool_idle_count_ > 0 && now_ns_ >= pool_next_sweep_ns_) pool_sweep();
+    if (!spawned_.empty()) accept_spawned();  // from timer callbacks
     int64_t drain = drain_ns_.load(std::memory_order_relaxed);
     if (drain >= 0 && !draining_) {
       drain_deadline_ns_ = now_ns_ + drain;
@@ -694,7 +717,7 @@ ConnectionImpl* Worker::alloc_conn() {
   return c;
 }
 
-void Worker::accept_conn(int fd) {
+void Worker::accept_conn(int fd, uint64_t spawn_tag) {
   if (conns_active_ >= config_.max_connections_per_worker) {
     counters_.pool_exhausted.add();
     close(fd);
@@ -738,7 +761,7 @@ void Worker::accept_conn(int fd) {
   c->stats.start_monotonic_ns = now_ns_;
   c->stats.start_realtime_ns = realtime_ns();
 
-  AcceptInfo info(fd);
+  AcceptInfo info(fd, spawn_tag);
   Verdict v = handler_->on_accept(*c, info);
   apply_verdict(c, std::move(v), CloseReason::kLocalClose);
   if (c->phase != Phase::kClosing) {

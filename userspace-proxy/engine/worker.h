@@ -100,6 +100,7 @@ class alignas(16) ConnectionImpl final : public Connection {
   uint64_t context() const override { return ctx; }
   void set_context(uint64_t v) override { ctx = v; }
   Waker waker() override;
+  void spawn(int fd, uint64_t tag) override;
 
   Phase phase = Phase::kFree;
   uint8_t upstream_count = 0;
@@ -157,6 +158,8 @@ class Worker {
   const WorkerCounters& counters() const { return counters_; }
   const char* ring_mode_name() const { return ring_mode_name_; }
   const std::shared_ptr<WakeMailbox>& mailbox() const { return mailbox_; }
+  // Connection::spawn (worker thread): queued, taken after the current callback.
+  void queue_spawn(int fd, uint64_t tag) { spawned_.emplace_back(fd, tag); }
 
  private:
   class Output;
@@ -183,7 +186,8 @@ class Worker {
 
   // Connection lifecycle.
   ConnectionImpl* alloc_conn();
-  void accept_conn(int fd);
+  void accept_conn(int fd, uint64_t spawn_tag = 0);
+  void accept_spawned();
   void apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reason);
   bool install_filter(ConnectionImpl* c, StreamFilterPtr f);
   void enter_deferred(ConnectionImpl* c);
@@ -251,6 +255,8 @@ class Worker {
   std::atomic<int64_t> drain_ns_{-1};
   std::shared_ptr<WakeMailbox> mailbox_;
   std::vector<uint64_t> wake_batch_;  // swapped with mailbox_->ids on each drain
+  std::vector<std::pair<int, uint64_t>> spawned_;   // Connection::spawn, not taken yet
+  std::vector<std::pair<int, uint64_t>> spawning_;  // the batch being taken
   // Deferred connections by id: a wake names a connection only by id, and a
   // slot may be reused by then. Only deferring connections pay for an entry.
   std::unordered_map<uint64_t, ConnectionImpl*> deferred_;

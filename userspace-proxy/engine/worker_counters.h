@@ -25,6 +25,7 @@ class Counter {
   X(accepted)             /* connections accepted */                                    \
   X(accept_errors)        /* accept CQEs with an error */                               \
   X(accept_rearms)        /* multishot accept ended and was re-armed */                 \
+  X(spawned)              /* sockets handed over by Connection::spawn (in accepted) */  \
   X(pool_exhausted)       /* accepted then closed: max_connections_per_worker */       \
   X(active_connections)   /* gauge */                                                   \
   X(closed)               /* connections finished (on_close delivered) */               \

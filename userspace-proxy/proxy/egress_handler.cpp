@@ -30,6 +30,7 @@ class SidecarHandler final : public Forwarder {
   explicit SidecarHandler(const EgressOptions& o) : Forwarder(o) {}
 
   Verdict on_accept(engine::Connection& conn, const engine::AcceptInfo& info) override {
+    if (info.spawn_tag() != 0) return accept_mirror(conn, info);  // a mirrored copy
     std::unique_ptr<ProxyConnection> owned = new_connection(info);
     ConnectionInfo& ci = *owned->info;
     int rc = o_.lookup_original_dst ? o_.lookup_original_dst(info.fd(), &ci.original_dst)
@@ -64,6 +65,7 @@ class SidecarHandler final : public Forwarder {
   Verdict on_downstream_data(engine::Connection& conn, std::span<const uint8_t> pending) override {
     ProxyConnection& c = state(conn);
     if (c.decided) return proceed(c, pending);
+    if (c.mirror_plan) return mirror_data(c, pending);
     std::span<const uint8_t> fresh = pending.subspan(std::min(c.fed, pending.size()));
     c.fed = pending.size();
     switch (c.mode) {

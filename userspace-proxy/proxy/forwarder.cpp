@@ -1,9 +1,13 @@
 #include "userspace-proxy/proxy/forwarder.h"
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <utility>
 
 #include "userspace-proxy/proxy/clusters.h"
+#include "userspace-proxy/sniff/http_response_head.h"
 #include "userspace-proxy/proxy/tls_contexts.h"
 #include "userspace-proxy/tls/tls_filter.h"
 
@@ -77,9 +81,106 @@ policy::PlanRequest Forwarder::plan_request(const ConnectionInfo& ci, Traffic tr
 
 ProxyConnection* Forwarder::adopt(engine::Connection& conn, std::unique_ptr<ProxyConnection> c) {
   c->waker = conn.waker();
+  c->info->conn = &conn;
   ProxyConnection* raw = c.release();
   conn.set_context(reinterpret_cast<uint64_t>(raw));
   return raw;
+}
+
+Forwarder::~Forwarder() {
+  for (const MirrorJob& j : mirror_jobs_) close(j.writer);
+}
+
+namespace {
+
+// Envoy's shadow Host: "-shadow" after the host name, before any port.
+std::string shadow_host(std::string_view authority) {
+  size_t colon = authority.rfind(':');
+  const bool port = colon != std::string_view::npos && colon + 1 < authority.size() &&
+                    authority.find(']', colon) == std::string_view::npos &&
+                    authority.substr(colon + 1).find_first_not_of("0123456789") == std::string_view::npos;
+  if (!port) return std::string(authority) + "-shadow";
+  return std::string(authority.substr(0, colon)) + "-shadow" + std::string(authority.substr(colon));
+}
+
+// A copy larger than this is not made (it must fit the socketpair's buffer
+// in one write: the copy is never blocked on).
+constexpr size_t kMaxMirrorBytes = 64 * 1024;
+
+}  // namespace
+
+void Forwarder::mirror_request(ConnectionInfo& ci, const RequestPlan& plan, const sniff::HttpRequestHead& head,
+                               std::span<const uint8_t> body) {
+  if (!plan.mirror || plan.kind != RequestPlan::Kind::kForward || ci.conn == nullptr) return;
+  // The body goes along only when all of it is at hand (Envoy streams it to
+  // the shadow; here a request whose body is still coming is not copied).
+  const uint64_t body_length = head.content_length.value_or(0);
+  if (head.chunked || !head.upgrade.empty() || head.is_connect || body.size() < body_length ||
+      head.head_length + body_length > kMaxMirrorBytes) {
+    bump(o_.counters->mirror_skipped);
+    return;
+  }
+  sniff::HeadRewrite rw;
+  const std::string host = shadow_host(head.has_host_header ? head.host_header : head.host);
+  rw.host = host;
+  if (head.target_form == sniff::TargetForm::kAbsolute) rw.target = head.path;  // origin-form upstream
+  std::string copy = sniff::rebuild_request_head(head, rw);
+  copy.append(reinterpret_cast<const char*>(body.data()), body_length);
+  int sp[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp) != 0) {
+    bump(o_.counters->mirror_skipped);
+    return;
+  }
+  if (send(sp[0], copy.data(), copy.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(copy.size())) {
+    close(sp[0]);
+    close(sp[1]);
+    bump(o_.counters->mirror_skipped);
+    return;
+  }
+  // The copy is all there is: the spawned side reads it, then EOF. The
+  // writer stays open (until that connection closes) so nothing the
+  // engine does on its side meets a closed peer.
+  shutdown(sp[0], SHUT_WR);
+  const uint64_t tag = next_mirror_tag_++;
+  mirror_jobs_.push_back(MirrorJob{tag, plan.mirror, ci.snapshot, ci.original_dst, sp[0]});
+  bump(o_.counters->mirrored);
+  ci.conn->spawn(sp[1], tag);
+}
+
+Verdict Forwarder::accept_mirror(engine::Connection& conn, const engine::AcceptInfo& info) {
+  // Taken in the order they were spawned: jobs before this one were closed
+  // by the worker without a call (draining, or no room).
+  while (!mirror_jobs_.empty() && mirror_jobs_.front().tag != info.spawn_tag()) {
+    close(mirror_jobs_.front().writer);
+    mirror_jobs_.pop_front();
+  }
+  if (mirror_jobs_.empty()) return Verdict::close();
+  MirrorJob job = std::move(mirror_jobs_.front());
+  mirror_jobs_.pop_front();
+  auto c = std::make_unique<ProxyConnection>();
+  ConnectionInfo& ci = *c->info;
+  ci.start_realtime_ns = realtime_ns();
+  ci.start_monotonic_ns = monotonic_ns();
+  ci.counters = o_.counters;  // no access log line, no Istio metrics: Envoy's shadows have none
+  ci.snapshot = std::move(job.snapshot);
+  ci.original_dst = job.original_dst;
+  ci.original_ip = to_ip_address(job.original_dst);
+  c->mirror_plan = std::move(job.plan);
+  c->mirror_writer = job.writer;
+  c->mode = sniff::SniffMode::kHttp;
+  c->http = std::make_unique<sniff::HttpRequestParser>();
+  adopt(conn, std::move(c));
+  return Verdict::need_more(o_.detection_timeout);
+}
+
+Verdict Forwarder::mirror_data(ProxyConnection& c, std::span<const uint8_t> pending) {
+  std::span<const uint8_t> fresh = pending.subspan(std::min(c.fed, pending.size()));
+  c.fed = pending.size();
+  auto r = c.http->feed(fresh);
+  if (r.status == sniff::HttpParseStatus::kNeedMore) return Verdict::need_more(o_.detection_timeout);
+  if (r.status != sniff::HttpParseStatus::kDone) return Verdict::close();
+  RequestPlan plan = *c.mirror_plan;
+  return execute_http(c, c.http->head(), std::move(plan), pending);
 }
 
 Verdict Forwarder::on_wake(engine::Connection& conn, std::span<const uint8_t> pending) {
@@ -145,6 +246,7 @@ Verdict Forwarder::execute_http(ProxyConnection& c, const sniff::HttpRequestHead
   ci.pending_requests.push_back({std::move(e), true});
   c.host = std::string(head.host);
   c.traffic = Traffic::kHttp;
+  if (plan.mirror) mirror_request(ci, plan, head, pending.subspan(std::min(head.head_length, pending.size())));
   return execute(c, std::move(plan), pending);
 }
 
@@ -319,6 +421,9 @@ void Forwarder::install_check_later(ProxyConnection& c) {
     e.route_name = plan.route_name;
     e.response_flags = plan.response_flags == "-" ? "" : plan.response_flags;
     LaterRequest out;
+    // A copy for the route's mirror, as it is decided (a later request's
+    // body is not at hand here: only one without a body is copied).
+    if (plan.mirror) mirror_request(*ci, plan, head, {});
     // A fault delay holds the request, so it goes the way of a move to
     // another upstream (on_new_upstream waits, then carries the plan out).
     const bool delayed = plan.fault_delay.count() > 0;
@@ -429,6 +534,7 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
   if (ci.http) {
     install_check_later(c);
     auto guard = std::make_unique<HttpRequestGuard>(c.info, pending, pooled, route_edits(c.plan.forward));
+    if (c.mirror_plan) guard->discard_responses();
     if (pooled && conn_pool && conn_pool->http && conn_pool->http->max_requests_per_connection > 1) {
       guard->set_max_requests_per_connection(static_cast<uint32_t>(conn_pool->http->max_requests_per_connection));
     }
@@ -543,6 +649,8 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
   auto* c = reinterpret_cast<ProxyConnection*>(conn.context());
   if (!c) return;
   conn.set_context(0);
+  c->info->conn = nullptr;
+  if (c->mirror_writer >= 0) close(c->mirror_writer);
   ConnectionInfo& ci = *c->info;
   uint64_t duration_ms = stats.end_monotonic_ns > stats.start_monotonic_ns
                              ? static_cast<uint64_t>(stats.end_monotonic_ns - stats.start_monotonic_ns) / 1'000'000

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <chrono>
+#include <deque>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -50,6 +51,10 @@ struct ProxyConnection : Recycled<ProxyConnection> {
   // A fault delay in progress: the plan is carried out at this time
   // (monotonic ns; 0: none).
   int64_t fault_until_ns = 0;
+  // A mirrored copy (a socket the handler spawned): its plan, decided by
+  // the request it copies, and the socketpair's other end (closed with it).
+  std::shared_ptr<const policy::RequestPlan> mirror_plan;
+  int mirror_writer = -1;
   bool dns_started = false;
   // Wakes the connection when a DNS answer it waits for arrives.
   engine::Waker waker;
@@ -104,6 +109,18 @@ class Forwarder : public engine::ConnectionHandler {
   engine::Verdict proceed(ProxyConnection& c, std::span<const uint8_t> pending, bool timer_fired = false);
   engine::Verdict protocol_error(ProxyConnection& c, int status);
 
+  // Envoy's request mirroring (VirtualService http[].mirror): when `plan`
+  // has a mirror, a copy of the request (its head rebuilt with Host
+  // "<host>-shadow", and its body when `body` holds all of it) goes over a
+  // socketpair to a connection this worker spawns, which forwards it by
+  // plan.mirror and drops the response. `body`: the bytes after the head
+  // that arrived with it.
+  void mirror_request(ConnectionInfo& ci, const policy::RequestPlan& plan, const sniff::HttpRequestHead& head,
+                      std::span<const uint8_t> body);
+  // on_accept of a spawned copy (info.spawn_tag() != 0).
+  engine::Verdict accept_mirror(engine::Connection& conn, const engine::AcceptInfo& info);
+  // A spawned copy's bytes until its head is complete; then its plan.
+  engine::Verdict mirror_data(ProxyConnection& c, std::span<const uint8_t> pending);
   // The role's plan for a later request on a kept-alive connection.
   virtual policy::RequestPlan plan_later(const ConnectionInfo& ci, const sniff::HttpRequestHead& head) = 0;
 
@@ -141,6 +158,22 @@ class Forwarder : public engine::ConnectionHandler {
     int64_t until_ns = 0;
   };
   std::array<TlsClientMemo, 4> tls_memo_;
+  // Copies handed to Connection::spawn, taken by accept_mirror in order
+  // (the worker takes spawned sockets after the callback, first in first
+  // out; one it closed instead is dropped when a later one is taken).
+  struct MirrorJob {
+    uint64_t tag = 0;
+    std::shared_ptr<const policy::RequestPlan> plan;
+    SnapshotPtr snapshot;
+    engine::SocketAddress original_dst;
+    int writer = -1;
+  };
+  std::deque<MirrorJob> mirror_jobs_;
+  uint64_t next_mirror_tag_ = 1;
+ public:
+  ~Forwarder() override;
+
+ private:
   size_t tls_memo_next_ = 0;
   uint64_t rng_ = 0x2545F4914F6CDD1DULL;
 };

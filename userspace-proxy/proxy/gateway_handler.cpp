@@ -36,6 +36,7 @@ class GatewayHandler final : public Forwarder {
   explicit GatewayHandler(const EgressOptions& o) : Forwarder(o) {}
 
   Verdict on_accept(engine::Connection& conn, const engine::AcceptInfo& info) override {
+    if (info.spawn_tag() != 0) return accept_mirror(conn, info);  // a mirrored copy
     std::unique_ptr<ProxyConnection> owned = new_connection(info);
     ConnectionInfo& ci = *owned->info;
     if (!ci.peer.valid()) ci.peer = info.peer();  // named in handshake failure logs
@@ -72,6 +73,7 @@ class GatewayHandler final : public Forwarder {
   Verdict on_downstream_data(engine::Connection& conn, std::span<const uint8_t> pending) override {
     ProxyConnection& c = state(conn);
     if (c.decided) return proceed(c, pending);
+    if (c.mirror_plan) return mirror_data(c, pending);
     if (c.terminator) return after_termination(c, pending);
     std::span<const uint8_t> fresh = pending.subspan(std::min(c.fed, pending.size()));
     c.fed = pending.size();

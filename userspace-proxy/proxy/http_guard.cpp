@@ -341,7 +341,43 @@ FilterStatus HttpRequestGuard::hold_for_switch(std::string_view rest, FilterOutp
   return FilterStatus::kNewUpstream;
 }
 
+namespace {
+
+// A mirrored request's guard: nothing goes to its downstream (the
+// socketpair that carried the copy); responses are framed and dropped.
+class DiscardDownstream final : public FilterOutput {
+ public:
+  explicit DiscardDownstream(FilterOutput& out) : out_(out) {}
+  // Only called in the upstream -> downstream direction (on_response).
+  int forward(size_t n) override {
+    out_.skip(n);
+    return 0;
+  }
+  void skip(size_t n) override { out_.skip(n); }
+  int inject(engine::Direction dir, std::span<const uint8_t> bytes) override {
+    return dir == engine::Direction::kUpstreamToDownstream ? 0 : out_.inject(dir, bytes);
+  }
+  void set_timer(std::chrono::milliseconds after) override { out_.set_timer(after); }
+
+ private:
+  FilterOutput& out_;
+};
+
+}  // namespace
+
 FilterStatus HttpRequestGuard::on_end_stream(engine::Direction dir, FilterOutput& out) {
+  if (!discard_) return end_stream(dir, out);
+  DiscardDownstream d(out);
+  return end_stream(dir, d);
+}
+
+FilterStatus HttpRequestGuard::on_timer(FilterOutput& out) {
+  if (!discard_) return timer(out);
+  DiscardDownstream d(out);
+  return timer(d);
+}
+
+FilterStatus HttpRequestGuard::end_stream(engine::Direction dir, FilterOutput& out) {
   if (dir == engine::Direction::kUpstreamToDownstream && retrying_) {
     reusable_ = false;  // closed before the retried response ended
     return retry_now(retry_status_);
@@ -476,7 +512,7 @@ void HttpRequestGuard::arm_timer(FilterOutput& out) {
 // own deadline (perTryTimeout) that passes first is retried when the
 // policy retries resets and nothing of the response reached the client;
 // otherwise it ends the request the same way.
-FilterStatus HttpRequestGuard::on_timer(FilterOutput& out) {
+FilterStatus HttpRequestGuard::timer(FilterOutput& out) {
   timer_armed_ = false;
   if (outstanding_.empty()) return FilterStatus::kContinue;
   const int64_t now = monotonic_ns();
@@ -747,7 +783,11 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
 }
 
 FilterStatus HttpRequestGuard::on_data(engine::Direction dir, std::span<const uint8_t> chunk, FilterOutput& out) {
-  if (dir == engine::Direction::kUpstreamToDownstream) return on_response(chunk, out);
+  if (dir == engine::Direction::kUpstreamToDownstream) {
+    if (!discard_) return on_response(chunk, out);
+    DiscardDownstream d(out);
+    return on_response(chunk, d);
+  }
   return advance(chunk, &out);
 }
 

@@ -28,6 +28,7 @@
 
 #include "core/decision/ip_address.h"
 #include "userspace-proxy/admin/istio_metrics.h"
+#include "userspace-proxy/engine/connection_handler.h"
 #include "userspace-proxy/engine/socket_address.h"
 #include "userspace-proxy/engine/stream_filter.h"
 #include "userspace-proxy/proxy/access_log.h"
@@ -77,6 +78,9 @@ struct LaterRequest {
 // outlive on_close by a little: the engine frees it after the connection).
 struct ConnectionInfo {
   SnapshotPtr snapshot;
+  // The engine's connection, for Connection::spawn (mirrored copies); only
+  // used from this connection's own callbacks.
+  engine::Connection* conn = nullptr;
   engine::SocketAddress original_dst;  // the sidecar's SO_ORIGINAL_DST; the gateway's listener address
   decision::IpAddress original_ip;
   engine::SocketAddress peer;
@@ -224,6 +228,9 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   engine::FilterStatus on_timer(engine::FilterOutput& out) override;
   // The held request (a switch or a retry) becomes the pending bytes.
   bool on_new_upstream(engine::FilterOutput& out) override;
+  // A mirrored copy's guard: responses (and local answers such as a 504)
+  // are framed as usual, then dropped instead of sent downstream.
+  void discard_responses() { discard_ = true; }
 
   // Retries replay the request as received: at most this much of it (head
   // and body) is kept (the engine's default sniff limit, so a deferred
@@ -254,6 +261,8 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   engine::FilterStatus forward_head(const sniff::HttpRequestHead& head, size_t consumed, engine::FilterOutput* out,
                                     const RouteEdits* edits);
   engine::FilterStatus on_response(std::span<const uint8_t> chunk, engine::FilterOutput& out);
+  engine::FilterStatus end_stream(engine::Direction dir, engine::FilterOutput& out);
+  engine::FilterStatus timer(engine::FilterOutput& out);
   engine::FilterStatus response_done(engine::FilterOutput& out);
   void arm_timer(engine::FilterOutput& out);
   // `head_bytes`: the head's bytes in the current chunk (held_ has any
@@ -286,6 +295,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // Responses are framed in both modes (each request is logged when its
   // response ends); pooling also rewrites heads and reuses the upstream.
   bool pooled_ = false;
+  bool discard_ = false;  // discard_responses()
   RouteEditsPtr first_edits_;
   // A later request in the handler's bytes has edits: they go through
   // on_start too (else the engine would send them as received).

@@ -21,6 +21,8 @@ struct ProxyCounters {
   Counter retries{0};           // requests sent again after a retriable response or reset (route retries)
   Counter faults_delayed{0};    // requests held back by a VirtualService fault delay (flag DI)
   Counter faults_aborted{0};    // requests answered by a VirtualService fault abort (flag FI)
+  Counter mirrored{0};          // copies of requests sent to a VirtualService mirror (Envoy's shadow)
+  Counter mirror_skipped{0};    // chosen for a mirror but not copied (body not at hand, too large)
   Counter dns_failures{0};
   Counter protocol_errors{0};
   // TLS handshakes, both sides (terminated from downstreams, originated to

@@ -477,5 +477,54 @@ spec:
   EXPECT_NE(steps(never).find("fault: configured, not selected"), std::string::npos) << steps(never);
 }
 
+TEST(RequestPlanTest, MirrorPlansACopyToTheMirrorsCluster) {
+  Tables t(load_config({test_support::kCnnServiceEntry, R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: shadow}
+spec:
+  hosts: [shadow.example]
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 192.0.2.7}]
+)", R"(
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - match: [{uri: {prefix: /off}}]
+    mirror: {host: shadow.example}
+    mirrorPercentage: {value: 0}
+    route: [{destination: {host: edition.cnn.com}}]
+  - match: [{uri: {prefix: /missing}}]
+    mirror: {host: shadow.example, subset: none}
+    route: [{destination: {host: edition.cnn.com}}]
+  - mirror: {host: shadow.example}
+    route: [{destination: {host: edition.cnn.com}}]
+)"}));
+  auto plan = [&](const char* path) {
+    HttpRequest req;
+    req.path = path;
+    req.method = "GET";
+    PlanRequest r = http("edition.cnn.com", 80);
+    r.http = &req;
+    return plan_sidecar(t.tables(), r);
+  };
+  RequestPlan p = plan("/");
+  EXPECT_EQ(p.kind, RequestPlan::Kind::kForward) << steps(p);
+  EXPECT_EQ(p.cluster, "outbound|80||edition.cnn.com");
+  ASSERT_NE(p.mirror, nullptr) << steps(p);
+  EXPECT_EQ(p.mirror->kind, RequestPlan::Kind::kForward);
+  // The service's only port (8080), not the request's.
+  EXPECT_EQ(p.mirror->cluster, "outbound|8080||shadow.example");
+  ASSERT_EQ(p.mirror->forward.upstream.endpoints.size(), 1u);
+  EXPECT_NE(steps(p).find("mirror: a copy"), std::string::npos) << steps(p);
+  EXPECT_EQ(plan("/off").mirror, nullptr);
+  EXPECT_EQ(plan("/missing").mirror, nullptr);  // no such subset: no copy (the original is unaffected)
+  EXPECT_EQ(plan("/missing").kind, RequestPlan::Kind::kForward);
+}
+
 }  // namespace
 }  // namespace sluice::policy

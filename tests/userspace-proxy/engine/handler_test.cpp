@@ -43,6 +43,49 @@ TEST_F(HandlerTest, LocalResponseIsDeliveredExactlyThenEof) {
   EXPECT_EQ(engine_->counters().local_responses, 1u);
 }
 
+// Connection::spawn: a socket the handler made (one end of a socketpair) is
+// taken after the callback like an accepted one, with its tag, and relayed
+// like any other (here: answered locally through the pair).
+TEST_F(HandlerTest, SpawnedSocketIsHandledLikeAnAcceptedOne) {
+  std::atomic<int> other_end{-1};
+  start([&other_end](ScriptedHandler& h) {
+    h.accept_fn = [](Connection& c, const AcceptInfo& info) {
+      c.set_context(info.spawn_tag());
+      return Verdict::need_more(10s);
+    };
+    h.data_fn = [&other_end](Connection& c, std::span<const uint8_t> pending) {
+      static const std::string ok = "ok";
+      static thread_local std::string reply;
+      std::string_view s(reinterpret_cast<const char*>(pending.data()), pending.size());
+      if (c.context() == 7) {  // the spawned socket: answer what it carried
+        reply = "got: " + std::string(s);
+        return Verdict::close({reinterpret_cast<const uint8_t*>(reply.data()), reply.size()});
+      }
+      int sp[2];
+      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp) != 0) return Verdict::close();
+      const std::string carried = "spawned request";
+      if (write(sp[0], carried.data(), carried.size()) != static_cast<ssize_t>(carried.size())) return Verdict::close();
+      other_end = sp[0];
+      c.spawn(sp[1], 7);
+      return Verdict::close({reinterpret_cast<const uint8_t*>(ok.data()), ok.size()});
+    };
+  });
+  int c = client();
+  ASSERT_TRUE(write_all(c, "mirror me"));
+  EXPECT_EQ(read_to_eof(c), "ok");
+  close(c);
+  ASSERT_GE(other_end.load(), 0);
+  int fd = other_end.load();
+  int flags = fcntl(fd, F_GETFL);
+  fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  set_rcvtimeo(fd, kHang);
+  EXPECT_EQ(read_to_eof(fd), "got: spawned request");
+  close(fd);
+  ASSERT_TRUE(log_.wait_for(2));
+  EXPECT_EQ(engine_->counters().spawned, 1u);
+  EXPECT_EQ(engine_->counters().accepted, 2u);
+}
+
 TEST_F(HandlerTest, DenyAtAcceptClosesWithFin) {
   start([](ScriptedHandler& h) { h.accept_fn = [](Connection&, const AcceptInfo&) { return Verdict::close(); }; });
   int c = client();

@@ -31,6 +31,8 @@ class FakeConnection final : public engine::Connection {
   uint64_t context() const override { return ctx_; }
   void set_context(uint64_t v) override { ctx_ = v; }
   engine::Waker waker() override { return {}; }
+  void spawn(int fd, uint64_t tag) override { spawned.emplace_back(fd, tag); }
+  std::vector<std::pair<int, uint64_t>> spawned;  // the test closes them
 
  private:
   uint64_t ctx_ = 0;
@@ -598,6 +600,106 @@ spec:
   EXPECT_NE(lines.find("\"GET /delay/2 HTTP/1.1\" 200 DI via_upstream"), std::string::npos) << lines;
   EXPECT_NE(lines.find("\"GET /both HTTP/1.1\" 503 DI,FI fault_filter_abort"), std::string::npos) << lines;
   EXPECT_NE(lines.find("\"GET /abort HTTP/1.1\" 418 FI fault_filter_abort"), std::string::npos) << lines;
+}
+
+// VirtualService mirror (Envoy's shadow): a copy of each request, Host
+// "<host>-shadow", goes over a socketpair to a connection the worker
+// spawns; that one is forwarded to the mirror's cluster and its response
+// dropped; only the original is logged.
+TEST_F(EgressHandlerTest, MirrorSendsACopyWithAShadowHostAndDropsItsResponse) {
+  const char* shadow = R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: shadow}
+spec:
+  hosts: [shadow.example]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 203.0.113.40}]
+)";
+  const char* vs = R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - match: [{uri: {prefix: /never}}]
+    mirror: {host: shadow.example}
+    mirrorPercentage: {value: 0}
+    route: [{destination: {host: edition.cnn.com}}]
+  - mirror: {host: shadow.example}
+    route: [{destination: {host: edition.cnn.com}}]
+)";
+  load({kRegistryOnly, kCnnServiceEntry, shadow, vs});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  auto h = handler("203.0.113.20:80");
+  auto read_copy = [](int fd) {
+    std::string got;
+    char buf[4096];
+    for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) got.append(buf, static_cast<size_t>(n));
+    return got;
+  };
+
+  FakeConnection c;
+  const std::string post = "POST /m HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 4\r\n\r\nbody";
+  auto f = decided(*h, c, post);
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(c.spawned.size(), 1u);
+  auto [fd, tag] = c.spawned[0];
+  EXPECT_NE(tag, 0u);
+  const std::string copy = read_copy(fd);
+  EXPECT_EQ(copy, "POST /m HTTP/1.1\r\nHost: edition.cnn.com-shadow\r\nContent-Length: 4\r\n\r\nbody");
+
+  // The worker hands the spawned socket back: it goes to the mirror's
+  // cluster, its response goes nowhere.
+  FakeConnection m;
+  engine::AcceptInfo spawned_info(fd, tag);
+  ASSERT_EQ(h->on_accept(m, spawned_info).kind(), Verdict::Kind::kNeedMore);
+  Verdict mv = h->on_downstream_data(m, bytes(copy));
+  ASSERT_EQ(mv.kind(), Verdict::Kind::kConnect);
+  EXPECT_EQ(mv.upstreams()[0].to_string(), "203.0.113.40:80");
+  auto mf = mv.take_filter();
+  ASSERT_NE(mf, nullptr);
+  EXPECT_EQ(start(*mf, copy), copy);
+  h->on_upstream_connected(m, mv.upstreams()[0]);
+  auto [mst, mshown] = respond(*mf, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nshadow");
+  EXPECT_EQ(mst, engine::FilterStatus::kContinue);
+  EXPECT_EQ(mshown, "");
+  close(*h, m, engine::CloseReason::kCompleted);
+  ::close(fd);
+
+  // The original: answered as usual.
+  start(*f, post);
+  h->on_upstream_connected(c, engine::SocketAddress());
+  EXPECT_EQ(respond(*f, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n").second,
+            "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+  // A later request on the same connection is copied too; one at 0 % is not.
+  const std::string later = "GET /x HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeOutput lo(later);
+  f->on_data(engine::Direction::kDownstreamToUpstream, bytes(later), lo);
+  ASSERT_EQ(c.spawned.size(), 2u);
+  EXPECT_EQ(read_copy(c.spawned[1].first), "GET /x HTTP/1.1\r\nHost: edition.cnn.com-shadow\r\n\r\n");
+  respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  const std::string never = "GET /never HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeOutput no(never);
+  f->on_data(engine::Direction::kDownstreamToUpstream, bytes(never), no);
+  EXPECT_EQ(c.spawned.size(), 2u);
+  close(*h, c, engine::CloseReason::kCompleted);
+  for (size_t i = 1; i < c.spawned.size(); ++i) ::close(c.spawned[i].first);
+
+  // A body still on its way is not copied.
+  FakeConnection p;
+  auto pf = decided(*h, p, "POST /big HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 100\r\n\r\npart");
+  EXPECT_TRUE(p.spawned.empty());
+  close(*h, p, engine::CloseReason::kCompleted);
+  EXPECT_EQ(counters_.mirrored.load(), 2u);
+  EXPECT_EQ(counters_.mirror_skipped.load(), 1u);
+
+  const std::string lines = log_->lines();
+  EXPECT_NE(lines.find("\"POST /m HTTP/1.1\" 201 -"), std::string::npos) << lines;
+  EXPECT_EQ(lines.find("-shadow"), std::string::npos) << lines;
+  EXPECT_EQ(lines.find("shadow.example"), std::string::npos) << lines;
 }
 
 TEST_F(EgressHandlerTest, RetriesEndWithTheLastTriesResponseFlaggedURX) {
