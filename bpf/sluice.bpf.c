@@ -97,7 +97,7 @@ struct {
  * many bytes it has handed over unread (sk_msg programs cannot look a socket
  * up in the SOCKHASH: they have no bpf_sk_release). LRU: a closed socket's
  * entry is only ever read by a socket that found it in sluice_socks, i.e.
- * after its key was written again. */
+ * after its key was written again; the proxy side's close deletes both. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SLUICE_MAX_SOCKS);
@@ -462,6 +462,23 @@ static __always_inline void add_socket(struct bpf_sock_ops *skops,
 	count(SLUICE_CTR_SOCK_ADDED);
 }
 
+/* The proxy's socket of a redirected connection closed: both sides'
+ * addresses can go (each was read once, at its peer's first send, which has
+ * happened by now or never will). */
+static __always_inline void forget_socket_addrs(const struct sluice_tuple_key *tuple)
+{
+	struct sluice_config *cfg = config();
+	struct sluice_sock_key key = {};
+
+	if (!cfg || !(cfg->flags & SLUICE_F_SOCKET_REDIRECT))
+		return;
+	key.tuple = *tuple;
+	key.side = SLUICE_SIDE_PROXY;
+	bpf_map_delete_elem(&sluice_sock_addr, &key);
+	key.side = SLUICE_SIDE_CLIENT;
+	bpf_map_delete_elem(&sluice_sock_addr, &key);
+}
+
 SEC("sockops")
 int sluice_sockops(struct bpf_sock_ops *skops)
 {
@@ -499,6 +516,7 @@ int sluice_sockops(struct bpf_sock_ops *skops)
 		if (skops->args[1] == BPF_TCP_CLOSE) {
 			tuple_of_sockops(skops, &key, 0);
 			bpf_map_delete_elem(&sluice_orig_4t, &key);
+			forget_socket_addrs(&key);
 		}
 		return 1;
 	default:

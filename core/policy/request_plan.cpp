@@ -294,13 +294,12 @@ class Planner {
                                  (rd.timeout ? ", route timeout " + std::to_string(rd.timeout->count()) + " ms"
                                              : ", no route timeout"));
             }
-            if (rd.fault || rd.mirror_target) {
+            {
               RequestPlan planned = to_target(rd.target);
               if (rd.mirror_target) add_mirror(planned, *rd.mirror_target, rd.mirror_percentage);
               if (rd.fault) inject_fault(planned, *rd.fault);
               return planned;
             }
-            return to_target(rd.target);
           case RouteOutcome::kRedirect:
             p_.kind = RequestPlan::Kind::kLocalReply;
             p_.status = rd.status;

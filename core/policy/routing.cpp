@@ -1166,7 +1166,6 @@ HttpRouteDecision RouteTable::route_http(const RouteScope& scope, const HttpRequ
   d.timeout = rule.timeout;
   d.route_headers = rule.headers ? &*rule.headers : nullptr;
   d.fault = rule.fault ? &*rule.fault : nullptr;
-  d.mirror = rule.mirror ? &*rule.mirror : nullptr;
   d.mirror_percentage = rule.mirror_percentage;
 
   d.reason.append("VirtualService ").append(hit_vs->key).appendf(" http[%zu]", hit_rule_index);

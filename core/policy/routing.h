@@ -229,7 +229,6 @@ struct HttpRouteDecision {
   const config::Headers* route_headers = nullptr;        // http[].headers
   const config::Headers* destination_headers = nullptr;  // route[].headers
   const config::HTTPFaultInjection* fault = nullptr;
-  const config::Destination* mirror = nullptr;
   std::optional<RouteTarget> mirror_target;  // kRoute with http[].mirror: where copies go
   std::optional<config::Percent> mirror_percentage;
 

@@ -290,6 +290,17 @@ read -r verdict stalled < <(wl "$PY" "$TMP/stall.py" 2>&1)
 log "ok (8) while the upstream stalled the client got $((stalled >> 20)) MiB in flight (queue limit 4 MiB, then" \
 	"TCP's buffers), then all 48 MiB arrived intact"
 
+# The sockets' addresses (sluice_sock_addr) go with their connections: the
+# proxy side's close deletes both entries.
+left=""
+for _ in $(seq 20); do
+	left=$(bpftool map dump pinned "$KT_PIN/sluice_sock_addr" -j | "$PY" -c 'import json, sys; print(len(json.load(sys.stdin)))')
+	[ "$left" -le 4 ] && break
+	sleep 0.1
+done
+[ "$left" -le 4 ] || fail "sluice_sock_addr keeps $left entries after $(counter sock_added) sockets came and went"
+log "ok sluice_sock_addr: $left entries left after $(counter sock_added) sockets (deleted at close)"
+
 # (6) turned off: new connections take TCP again
 kt_agent_restart "${AGENT_ARGS[@]}" --socket-redirect false
 added0=$(counter sock_added)

@@ -52,7 +52,7 @@ class Connection {
   // socket and calls on_accept with AcceptInfo::spawn_tag() == `tag`
   // (non-zero; accepted sockets have 0). The worker owns `fd` from this
   // call on; while draining, or with no room for another connection, it
-  // closes it without calling the handler.
+  // closes it and calls on_spawn_dropped(tag) instead.
   virtual void spawn(int fd, uint64_t tag) = 0;
 
  protected:
@@ -125,6 +125,11 @@ class ConnectionHandler {
   virtual Verdict on_new_upstream(Connection& /*conn*/, std::span<const uint8_t> /*pending*/) {
     return Verdict::close();
   }
+
+  // A socket given to Connection::spawn was closed unseen (draining, or no
+  // room for another connection): whatever the handler keeps for `tag`
+  // can go.
+  virtual void on_spawn_dropped(uint64_t /*tag*/) {}
 
   // The upstream connect succeeded (for logging/metrics; optional).
   virtual void on_upstream_connected(Connection& /*conn*/, const SocketAddress& /*upstream*/) {}

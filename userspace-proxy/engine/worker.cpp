@@ -113,6 +113,7 @@ void Worker::accept_spawned() {
       counters_.spawned.add();
       if (draining_) {
         close(fd);
+        handler_->on_spawn_dropped(tag);
         continue;
       }
       accept_conn(fd, tag);
@@ -721,12 +722,14 @@ void Worker::accept_conn(int fd, uint64_t spawn_tag) {
   if (conns_active_ >= config_.max_connections_per_worker) {
     counters_.pool_exhausted.add();
     close(fd);
+    if (spawn_tag != 0) handler_->on_spawn_dropped(spawn_tag);
     return;
   }
   ConnectionImpl* c = alloc_conn();
   if (c == nullptr) {
     counters_.pool_exhausted.add();
     close(fd);
+    if (spawn_tag != 0) handler_->on_spawn_dropped(spawn_tag);
     return;
   }
   counters_.accepted.add();
@@ -899,12 +902,9 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
       return;
     }
     case Verdict::Kind::kDefer: {
-      // on_wake is shown everything pending; more than the engine shows a
-      // handler cannot be held while nobody is deciding.
-      if (c->side[1].out.bytes > config_.max_sniff_bytes) {
-        begin_close(c, CloseReason::kSniffLimit, 0, false, false);
-        return;
-      }
+      // on_wake is shown everything pending; while deferred the reading
+      // stops at max_sniff_bytes (on_bytes, maybe_arm_recv), so what is held
+      // stays bounded without closing on a handler that is still deciding.
       c->phase_deadline_ns = v.detection_timeout().count() > 0 ? now_ns_ + to_ns(v.detection_timeout()) : INT64_MAX;
       enter_deferred(c);
       reschedule_timer(c);
@@ -1077,8 +1077,14 @@ void Worker::maybe_arm_recv(ConnectionImpl* c, int s) {
   Side& side = c->side[s];
   if (side.recv != RecvState::kIdle || side.read_eof || side.fd < 0) return;
   switch (c->phase) {
-    case Phase::kSniffing:
     case Phase::kDeferred:
+      // Held back past max_sniff_bytes until the handler decides.
+      if (s == 0 && c->side[1].out.bytes >= config_.max_sniff_bytes) {
+        side.paused = true;
+        return;
+      }
+      break;
+    case Phase::kSniffing:
     case Phase::kLingering: break;  // sniffing is bounded by max_sniff_bytes; lingering discards
     case Phase::kConnecting:
       if (s == 1) return;
@@ -1195,7 +1201,15 @@ void Worker::on_bytes(ConnectionImpl* c, int s, uint32_t bid, uint32_t len) {
   if (undecided(c->phase)) [[unlikely]] {
     if (c->phase == Phase::kDeferred) {
       // Not reported until the wake; the handler sees it all in on_wake.
-      if (c->side[1].out.bytes > config_.max_sniff_bytes) begin_close(c, CloseReason::kSniffLimit, 0, false, false);
+      // Past max_sniff_bytes the reading stops (the client's TCP holds the
+      // rest) until the handler decides: a request body arriving while its
+      // decision waits (DNS, a fault delay) is held back, not cut off.
+      if (c->side[1].out.bytes >= config_.max_sniff_bytes && c->side[0].recv == RecvState::kArmed) {
+        counters_.backpressure_pauses.add();
+        c->side[0].paused = true;
+        c->side[0].multishot = false;
+        cancel_recv(c, 0);
+      }
       return;
     }
     Verdict v = handler_->on_downstream_data(*c, pending_downstream(c));

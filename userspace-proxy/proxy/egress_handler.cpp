@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -158,9 +159,13 @@ int original_destination(int fd, engine::SocketAddress* out) {
   // Sluice's own question first: its BPF program answers it for either
   // family, and no kernel code runs before (SO_ORIGINAL_DST costs a
   // conntrack lookup whenever nf_conntrack is loaded).
+  // Behind iptables (nothing answers it, SO_ORIGINAL_DST does) it is not
+  // asked again in this process.
+  static std::atomic<bool> own_answers{true};
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
-  if (getsockopt(fd, IPPROTO_TCP, SLUICE_TCP_ORIGINAL_DST, &ss, &len) == 0) {
+  const bool asked_own = own_answers.load(std::memory_order_relaxed);
+  if (asked_own && getsockopt(fd, IPPROTO_TCP, SLUICE_TCP_ORIGINAL_DST, &ss, &len) == 0) {
     *out = SocketAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
     if (out->valid()) return 0;
   }
@@ -177,7 +182,9 @@ int original_destination(int fd, engine::SocketAddress* out) {
   }
   if (rc != 0) return -errno;
   *out = SocketAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
-  return out->valid() ? 0 : -EINVAL;
+  if (!out->valid()) return -EINVAL;
+  if (asked_own) own_answers.store(false, std::memory_order_relaxed);
+  return 0;
 }
 
 engine::SocketAddress to_socket_address(const decision::IpAddress& ip, uint16_t port) {

@@ -120,10 +120,15 @@ void Forwarder::mirror_request(ConnectionInfo& ci, const RequestPlan& plan, cons
     bump(o_.counters->mirror_skipped);
     return;
   }
-  sniff::HeadRewrite rw;
-  const std::string host = shadow_host(head.has_host_header ? head.host_header : head.host);
+  // As the original goes upstream (the route's rewrite and header
+  // operations), then Envoy's shadow Host.
+  const RouteEditsPtr edits = route_edits(plan.forward);
+  sniff::HeadRewrite rw = edits ? request_rewrite(head, *edits) : sniff::HeadRewrite{};
+  if (rw.target.empty() && head.target_form == sniff::TargetForm::kAbsolute) rw.target = head.path;  // origin-form
+  const std::string host = shadow_host(!rw.host.empty()          ? rw.host
+                                       : head.has_host_header ? head.host_header
+                                                              : head.host);
   rw.host = host;
-  if (head.target_form == sniff::TargetForm::kAbsolute) rw.target = head.path;  // origin-form upstream
   std::string copy = sniff::rebuild_request_head(head, rw);
   copy.append(reinterpret_cast<const char*>(body.data()), body_length);
   int sp[2];
@@ -137,26 +142,29 @@ void Forwarder::mirror_request(ConnectionInfo& ci, const RequestPlan& plan, cons
     bump(o_.counters->mirror_skipped);
     return;
   }
-  // The copy is all there is: the spawned side reads it, then EOF. The
-  // writer stays open (until that connection closes) so nothing the
-  // engine does on its side meets a closed peer.
-  shutdown(sp[0], SHUT_WR);
+  // The writer stays open, without a FIN, until the copy's connection
+  // closes: an EOF would reach the upstream as a half-close (and cost the
+  // pooled connection); the copy's guard ends it after the one response.
   const uint64_t tag = next_mirror_tag_++;
   mirror_jobs_.push_back(MirrorJob{tag, plan.mirror, ci.snapshot, ci.original_dst, sp[0]});
   bump(o_.counters->mirrored);
   ci.conn->spawn(sp[1], tag);
 }
 
+void Forwarder::on_spawn_dropped(uint64_t tag) {
+  auto it = std::find_if(mirror_jobs_.begin(), mirror_jobs_.end(), [tag](const MirrorJob& j) { return j.tag == tag; });
+  if (it == mirror_jobs_.end()) return;
+  close(it->writer);
+  mirror_jobs_.erase(it);
+}
+
 Verdict Forwarder::accept_mirror(engine::Connection& conn, const engine::AcceptInfo& info) {
-  // Taken in the order they were spawned: jobs before this one were closed
-  // by the worker without a call (draining, or no room).
-  while (!mirror_jobs_.empty() && mirror_jobs_.front().tag != info.spawn_tag()) {
-    close(mirror_jobs_.front().writer);
-    mirror_jobs_.pop_front();
-  }
-  if (mirror_jobs_.empty()) return Verdict::close();
-  MirrorJob job = std::move(mirror_jobs_.front());
-  mirror_jobs_.pop_front();
+  // Spawned in this order (usually the front one).
+  auto it = std::find_if(mirror_jobs_.begin(), mirror_jobs_.end(),
+                         [&info](const MirrorJob& j) { return j.tag == info.spawn_tag(); });
+  if (it == mirror_jobs_.end()) return Verdict::close();
+  MirrorJob job = std::move(*it);
+  mirror_jobs_.erase(it);
   auto c = std::make_unique<ProxyConnection>();
   ConnectionInfo& ci = *c->info;
   ci.start_realtime_ns = realtime_ns();
@@ -234,7 +242,7 @@ Verdict Forwarder::protocol_error(ProxyConnection& c, int status) {
 
 Verdict Forwarder::execute_http(ProxyConnection& c, const sniff::HttpRequestHead& head, RequestPlan plan,
                                 std::span<const uint8_t> pending) {
-  bump(o_.counters->http_requests);
+  if (!c.mirror_plan) bump(o_.counters->http_requests);  // a copy is counted as `mirrored`
   ConnectionInfo& ci = *c.info;
   ci.http = true;
   ci.requests = 1;
@@ -288,8 +296,10 @@ Verdict Forwarder::carry_out(ProxyConnection& c, std::span<const uint8_t> pendin
       ci.http = false;
       return Verdict::close();
     case RequestPlan::Kind::kForward:
-      o_.counters->count(c.plan.cluster == "PassthroughCluster" ? policy::Action::kPassthrough
-                                                                 : policy::Action::kRoute);
+      if (!c.mirror_plan) {
+        o_.counters->count(c.plan.cluster == "PassthroughCluster" ? policy::Action::kPassthrough
+                                                                   : policy::Action::kRoute);
+      }
       break;
   }
   c.dns_deadline = std::chrono::steady_clock::now() + o_.dns_wait;
@@ -466,8 +476,8 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
       if (!ci.later_plan) return Verdict::close();
       // A later request with a fault comes this way even for the same
       // upstream (the delay holds the connection; an abort answers it).
-      if (upstream_key(*ci.later_plan, ci) != ci.upstream_key) bump(o_.counters->upstream_changed);
       c.plan = std::move(*ci.later_plan);
+      if (std::string key = upstream_key(c.plan, ci); key != ci.upstream_key) bump(o_.counters->upstream_changed);
       ci.later_plan.reset();
       ci.first_attempt = 1;
       ci.tried_upstreams.clear();
@@ -510,10 +520,9 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
   c.decided = true;
   c.dns_started = false;
   c.dns_deadline = std::chrono::steady_clock::now() + o_.dns_wait + backoff;
-  if (c.plan.fault_delay.count() > 0) {
-    c.dns_deadline += c.plan.fault_delay;
-    return fault_delay(c);
-  }
+  // A later request's fault: its delay first (carry_out then starts the
+  // DNS wait afresh), or its abort's answer.
+  if (c.plan.fault_delay.count() > 0) return fault_delay(c);
   if (c.plan.kind != RequestPlan::Kind::kForward) return carry_out(c, pending);
   if (backoff.count() > 0) {
     // on_detection_timeout (or a stray wake) resumes: both call resume().

@@ -117,6 +117,7 @@ class Forwarder : public engine::ConnectionHandler {
   // that arrived with it.
   void mirror_request(ConnectionInfo& ci, const policy::RequestPlan& plan, const sniff::HttpRequestHead& head,
                       std::span<const uint8_t> body);
+  void on_spawn_dropped(uint64_t tag) override;
   // on_accept of a spawned copy (info.spawn_tag() != 0).
   engine::Verdict accept_mirror(engine::Connection& conn, const engine::AcceptInfo& info);
   // A spawned copy's bytes until its head is complete; then its plan.

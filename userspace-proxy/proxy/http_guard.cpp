@@ -203,6 +203,8 @@ std::string_view url_authority(std::string_view target) {
   return at == std::string_view::npos ? rest : rest.substr(at + 1);
 }
 
+}  // namespace
+
 sniff::HeadRewrite request_rewrite(const sniff::HttpRequestHead& head, const RouteEdits& e) {
   sniff::HeadRewrite rw;
   // Envoy sends origin-form upstream: an absolute-form target whose
@@ -220,8 +222,6 @@ sniff::HeadRewrite request_rewrite(const sniff::HttpRequestHead& head, const Rou
   }
   return rw;
 }
-
-}  // namespace
 
 HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::span<const uint8_t> first, bool pooled,
                                    RouteEditsPtr first_edits)
@@ -564,6 +564,11 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
     // A request for another upstream waited for this response.
     switch_signalled_ = true;
     return FilterStatus::kNewUpstream;
+  }
+  // A mirrored copy is one request: done once its (dropped) response is,
+  // the upstream parked for reuse.
+  if (discard_ && outstanding_.empty() && state_ == State::kHead) {
+    return reusable_ ? FilterStatus::kEndDownstream : FilterStatus::kClose;
   }
   if (!pooled_ || !done.close_after) return FilterStatus::kContinue;
   if (state_ == State::kBody) {

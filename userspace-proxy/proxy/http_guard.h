@@ -62,6 +62,9 @@ struct RouteEdits {
 using RouteEditsPtr = std::shared_ptr<const RouteEdits>;
 // Null when the route changes nothing.
 RouteEditsPtr route_edits(const policy::ForwardPlan& plan);
+// How a request head is rebuilt for the upstream under `edits` (origin-form
+// target, new Host, header operations); `edits` must outlive the result.
+sniff::HeadRewrite request_rewrite(const sniff::HttpRequestHead& head, const RouteEdits& edits);
 
 // What the role decides about a later request on a kept-alive connection.
 // kSwitch: it goes to another upstream (its plan is in

@@ -885,24 +885,33 @@ TEST_F(FilterDeferTest, ManyDefersWokenInRandomOrderFromSeveralThreads) {
   EXPECT_EQ(counters.wakes_ignored, kConns);
 }
 
-TEST_F(FilterDeferTest, TooManyBytesWhileDeferredHitTheSniffLimit) {
+// More than max_sniff_bytes while deferred: the reading stops (the client's
+// TCP holds the rest) instead of closing, and everything goes upstream once
+// the handler connects (a request body arriving while its decision waits).
+TEST_F(FilterDeferTest, BytesPastTheSniffLimitWhileDeferredAreHeldBackNotCut) {
   start(
       [](ScriptedHandler& h) {
         h.accept_fn = [](Connection&, const AcceptInfo&) { return Verdict::need_more(10s); };
-        h.data_fn = [](Connection&, std::span<const uint8_t>) { return Verdict::defer(30s); };
+        h.data_fn = [](Connection&, std::span<const uint8_t>) { return Verdict::defer(300ms); };
         h.wake_fn = [](Connection&, std::span<const uint8_t>) {
           ADD_FAILURE() << "nobody woke this connection";
           return Verdict::close();
         };
+        // The deferral runs out: connect (h.upstreams), as after a fault delay.
+        h.timeout_fn = [&h](Connection&, std::span<const uint8_t>) { return h.connect_verdict(); };
       },
       [](EngineConfig& cfg) { cfg.max_sniff_bytes = 4096; });
   int c = client();
-  write_all(c, std::string(64 * 1024, 'd'));  // may fail once the proxy gives up
-  int err = 0;
-  read_to_eof(c, &err);
+  const std::string body(256 * 1024, 'd');
+  std::thread writer([c, &body] { write_all(c, body); shutdown(c, SHUT_WR); });
+  int s = server();
+  EXPECT_EQ(read_to_eof(s), body);
+  writer.join();
+  close(s);
   close(c);
   ASSERT_TRUE(log_.wait_for(1));
-  EXPECT_EQ(log_.first().reason, CloseReason::kSniffLimit);
+  EXPECT_NE(log_.first().reason, CloseReason::kSniffLimit);
+  EXPECT_GE(engine_->counters().backpressure_pauses, 1u);
 }
 
 TEST_F(FilterDeferTest, WakerOutlivingTheEngineIsHarmless) {

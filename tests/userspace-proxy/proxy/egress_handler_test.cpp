@@ -629,6 +629,7 @@ spec:
     mirrorPercentage: {value: 0}
     route: [{destination: {host: edition.cnn.com}}]
   - mirror: {host: shadow.example}
+    headers: {request: {set: {x-route: a}}}
     route: [{destination: {host: edition.cnn.com}}]
 )";
   load({kRegistryOnly, kCnnServiceEntry, shadow, vs});
@@ -649,7 +650,9 @@ spec:
   auto [fd, tag] = c.spawned[0];
   EXPECT_NE(tag, 0u);
   const std::string copy = read_copy(fd);
-  EXPECT_EQ(copy, "POST /m HTTP/1.1\r\nHost: edition.cnn.com-shadow\r\nContent-Length: 4\r\n\r\nbody");
+  // As the original goes upstream (the route's header operations), Host
+  // "-shadow".
+  EXPECT_EQ(copy, "POST /m HTTP/1.1\r\nHost: edition.cnn.com-shadow\r\nContent-Length: 4\r\nx-route: a\r\n\r\nbody");
 
   // The worker hands the spawned socket back: it goes to the mirror's
   // cluster, its response goes nowhere.
@@ -664,7 +667,9 @@ spec:
   EXPECT_EQ(start(*mf, copy), copy);
   h->on_upstream_connected(m, mv.upstreams()[0]);
   auto [mst, mshown] = respond(*mf, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nshadow");
-  EXPECT_EQ(mst, engine::FilterStatus::kContinue);
+  // One request, its response dropped: done, the upstream parked for reuse.
+  EXPECT_EQ(mst, engine::FilterStatus::kEndDownstream);
+  EXPECT_TRUE(mf->upstream_reusable());
   EXPECT_EQ(mshown, "");
   close(*h, m, engine::CloseReason::kCompleted);
   ::close(fd);
@@ -679,7 +684,7 @@ spec:
   FakeOutput lo(later);
   f->on_data(engine::Direction::kDownstreamToUpstream, bytes(later), lo);
   ASSERT_EQ(c.spawned.size(), 2u);
-  EXPECT_EQ(read_copy(c.spawned[1].first), "GET /x HTTP/1.1\r\nHost: edition.cnn.com-shadow\r\n\r\n");
+  EXPECT_EQ(read_copy(c.spawned[1].first), "GET /x HTTP/1.1\r\nHost: edition.cnn.com-shadow\r\nx-route: a\r\n\r\n");
   respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
   const std::string never = "GET /never HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   FakeOutput no(never);
