@@ -56,6 +56,16 @@ PlanRequest tls(const char* sni, uint16_t port, const char* ip = "203.0.113.10")
   return r;
 }
 
+// The sidecar's plan for "GET path" to host:port.
+RequestPlan plan_get(const Tables& t, const char* host, uint16_t port, const char* path) {
+  HttpRequest req;
+  req.path = path;
+  req.method = "GET";
+  PlanRequest r = http(host, port);
+  r.http = &req;
+  return plan_sidecar(t.tables(), r);
+}
+
 std::string steps(const RequestPlan& p) {
   std::string out;
   for (const auto& s : p.steps) out += "  " + s + "\n";
@@ -339,12 +349,7 @@ spec:
   - route: [{destination: {host: api.example.com}}]
 )"}));
   auto attempts = [&](const char* path) {
-    PlanRequest r = http("api.example.com", 80);
-    HttpRequest req;
-    req.path = path;
-    req.method = "GET";
-    r.http = &req;
-    RequestPlan p = plan_sidecar(t.tables(), r);
+    RequestPlan p = plan_get(t, "api.example.com", 80, path);
     EXPECT_EQ(p.kind, RequestPlan::Kind::kForward) << steps(p);
     return p.forward.connect_attempts;
   };
@@ -437,14 +442,7 @@ spec:
     fault: {abort: {httpStatus: 500}}
     route: [{destination: {host: edition.cnn.com}}]
 )"}));
-  auto plan = [&](const char* path) {
-    HttpRequest req;
-    req.path = path;
-    req.method = "GET";
-    PlanRequest r = http("edition.cnn.com", 80);
-    r.http = &req;
-    return plan_sidecar(t.tables(), r);
-  };
+  auto plan = [&t](const char* path) { return plan_get(t, "edition.cnn.com", 80, path); };
   RequestPlan abort = plan("/abort");
   EXPECT_EQ(abort.kind, RequestPlan::Kind::kLocalReply) << steps(abort);
   EXPECT_EQ(abort.status, 418u);
@@ -504,14 +502,7 @@ spec:
   - mirror: {host: shadow.example}
     route: [{destination: {host: edition.cnn.com}}]
 )"}));
-  auto plan = [&](const char* path) {
-    HttpRequest req;
-    req.path = path;
-    req.method = "GET";
-    PlanRequest r = http("edition.cnn.com", 80);
-    r.http = &req;
-    return plan_sidecar(t.tables(), r);
-  };
+  auto plan = [&t](const char* path) { return plan_get(t, "edition.cnn.com", 80, path); };
   RequestPlan p = plan("/");
   EXPECT_EQ(p.kind, RequestPlan::Kind::kForward) << steps(p);
   EXPECT_EQ(p.cluster, "outbound|80||edition.cnn.com");
