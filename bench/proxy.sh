@@ -26,7 +26,8 @@
 #   sudo bench/proxy.sh [BUILD_DIR]     (default: build)
 # Env: DURATION (5) seconds per run, CONNECTIONS (50), IDLE (9000: every
 # relayed connection costs the proxy two descriptors, and the open-files hard
-# limit here is 20000; the figure is per connection either way).
+# limit here is 20000; the figure is per connection either way),
+# SIDECAR_ARGS (extra sluice-proxy flags, e.g. "--bulk-buffers 0" for an A/B).
 # All inside one network namespace and one cgroup the script creates
 # (servers on 10.99.0.1, proxies on 127.0.0.1); removed on exit.
 set -u -o pipefail
@@ -143,7 +144,7 @@ printf 'global:\n  proxy:\n    includeIPRanges: "10.99.0.1/32"\n' >"$TMP/values.
 AGENT_ARGS=(--cgroup "$KT_CG/workload" --cgroup "$KT_CG/proxy" --config "$TMP/values.yaml")
 kt_agent "${AGENT_ARGS[@]}"
 kt_bg in_cg_ns proxy "$NS" "$PROXY" --config "$CONF" --listen 127.0.0.1:15001 --workers 1 --access-log "" \
-	--poll-interval-ms 100 2>"$TMP/sidecar.err"
+	--poll-interval-ms 100 ${SIDECAR_ARGS:-} 2>"$TMP/sidecar.err"
 KT_LOGS+=("$TMP/sidecar.err")
 for l in 10.99.0.1:80 10.99.0.1:5201 10.99.0.1:5202 127.0.0.1:28080 127.0.0.1:28201 127.0.0.1:18080 \
 	127.0.0.1:18081 127.0.0.1:18201 127.0.0.1:15001; do

@@ -31,6 +31,16 @@ struct EngineConfig {
   uint32_t buffer_count = 1024;
   // Engine-owned buffers for local responses and filter output (per worker).
   uint32_t local_buffer_count = 64;
+  // Bulk buffers: a relaying direction whose reads fill `buffer_size`
+  // buffers `bulk_after_full_reads` times in a row (a download, an upload)
+  // reads into these larger ones instead, from a second provided ring: a
+  // quarter of the recv/send completions per byte at 64 KiB. A read that
+  // would have fit a small buffer moves it back; when the bulk ring is empty
+  // the direction reads small buffers again. Memory is mapped up front but
+  // touched only when used. bulk_buffer_count: power of two, 0 = off.
+  uint32_t bulk_buffer_size = 64 * 1024;
+  uint32_t bulk_buffer_count = 64;
+  uint32_t bulk_after_full_reads = 2;
 
   // Backpressure: stop reading a side once this many buffers wait to be sent
   // to its peer; resume at half. Multishot receive can overshoot by one

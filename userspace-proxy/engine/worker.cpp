@@ -225,6 +225,61 @@ int Worker::setup_ring(std::string* error) {
   return rc;
 }
 
+// Maps `mem_buffers` buffers of `size` bytes (touched only when used) and a
+// provided ring (group `bgid`) holding the first `entries` of them, with
+// buffer ids from `first_id` on.
+int Worker::map_provided_ring(ProvidedRing& r, uint16_t bgid, uint32_t entries, uint32_t mem_buffers, uint32_t size,
+                              uint32_t first_id, std::string* error) {
+  r.mem_bytes = static_cast<size_t>(mem_buffers) * size;
+  void* mem = mmap(nullptr, r.mem_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    *error = "mmap buffers (group " + std::to_string(bgid) + "): " + strerror(errno);
+    return -errno;
+  }
+  r.mem = static_cast<uint8_t*>(mem);
+  r.ring_bytes = static_cast<size_t>(entries) * sizeof(io_uring_buf);
+  mem = mmap(nullptr, r.ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    *error = "mmap buffer ring (group " + std::to_string(bgid) + "): " + strerror(errno);
+    return -errno;
+  }
+  r.ring = static_cast<io_uring_buf_ring*>(mem);
+  io_uring_buf_reg reg{};
+  reg.ring_addr = reinterpret_cast<uint64_t>(r.ring);
+  reg.ring_entries = entries;
+  reg.bgid = bgid;
+  int rc = io_uring_register_buf_ring(&ring_, &reg, 0);
+  if (rc < 0) {
+    *error = "io_uring_register_buf_ring (group " + std::to_string(bgid) + "): " + strerror(-rc) +
+             " (needs kernel >= 5.19)";
+    return rc;
+  }
+  r.registered = true;
+  r.bgid = bgid;
+  r.entries = entries;
+  r.size = size;
+  io_uring_buf_ring_init(r.ring);
+  const int mask = io_uring_buf_ring_mask(entries);
+  for (uint32_t i = 0; i < entries; ++i) {
+    io_uring_buf_ring_add(r.ring, r.mem + static_cast<size_t>(i) * size, size,
+                          static_cast<unsigned short>(first_id + i), mask, static_cast<int>(i));
+  }
+  io_uring_buf_ring_advance(r.ring, static_cast<int>(entries));
+  return 0;
+}
+
+void Worker::unmap_provided_ring(ProvidedRing& r) {
+  if (r.ring) munmap(r.ring, r.ring_bytes);
+  if (r.mem) munmap(r.mem, r.mem_bytes);
+  r = ProvidedRing{};
+}
+
+// Hands a buffer back to its provided ring.
+void Worker::provide(ProvidedRing& r, uint32_t bid, uint8_t* addr) {
+  io_uring_buf_ring_add(r.ring, addr, r.size, static_cast<unsigned short>(bid), io_uring_buf_ring_mask(r.entries), 0);
+  io_uring_buf_ring_advance(r.ring, 1);
+}
+
 int Worker::setup_buffers(std::string* error) {
   const uint32_t n = config_.buffer_count;
   if (n == 0 || n > 32768 || (n & (n - 1)) != 0) {
@@ -235,43 +290,43 @@ int Worker::setup_buffers(std::string* error) {
     *error = "buffer_size must be >= 512";
     return -EINVAL;
   }
+  // The small ring's memory also holds the local buffers, after its n.
   const uint32_t total = n + config_.local_buffer_count;
-  buffers_bytes_ = static_cast<size_t>(total) * config_.buffer_size;
-  void* mem = mmap(nullptr, buffers_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) {
-    *error = "mmap buffers: " + std::string(strerror(errno));
-    return -errno;
-  }
-  buffers_ = static_cast<uint8_t*>(mem);
-  buf_ring_bytes_ = static_cast<size_t>(n) * sizeof(io_uring_buf);
-  mem = mmap(nullptr, buf_ring_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) {
-    *error = "mmap buffer ring: " + std::string(strerror(errno));
-    return -errno;
-  }
-  buf_ring_ = static_cast<io_uring_buf_ring*>(mem);
-  io_uring_buf_reg reg{};
-  reg.ring_addr = reinterpret_cast<uint64_t>(buf_ring_);
-  reg.ring_entries = n;
-  reg.bgid = 0;
-  int rc = io_uring_register_buf_ring(&ring_, &reg, 0);
-  if (rc < 0) {
-    *error = "io_uring_register_buf_ring: " + std::string(strerror(-rc)) + " (needs kernel >= 5.19)";
-    return rc;
-  }
-  io_uring_buf_ring_init(buf_ring_);
-  const int mask = io_uring_buf_ring_mask(n);
-  for (uint32_t i = 0; i < n; ++i) {
-    io_uring_buf_ring_add(buf_ring_, buf_addr(i), config_.buffer_size, static_cast<unsigned short>(i), mask,
-                          static_cast<int>(i));
-  }
-  io_uring_buf_ring_advance(buf_ring_, static_cast<int>(n));
+  int rc = map_provided_ring(small_, 0, n, total, config_.buffer_size, 0, error);
+  if (rc < 0) return rc;
   seg_next_.assign(total, kNoBuffer);
   seg_off_.assign(total, 0);
   seg_len_.assign(total, 0);
   local_free_.reserve(config_.local_buffer_count);
   for (uint32_t i = total; i > n; --i) local_free_.push_back(i - 1);
   scratch_.resize(config_.max_sniff_bytes + config_.buffer_size);
+  return setup_bulk_buffers(total, error);
+}
+
+// The second provided ring (group 1) for bulk directions; its entries carry
+// ids from bulk_base_ on, so a completion's buffer id alone says which ring.
+int Worker::setup_bulk_buffers(uint32_t first_id, std::string* error) {
+  const uint32_t n = config_.bulk_buffer_count;
+  if (n == 0) return 0;
+  if ((n & (n - 1)) != 0 || n > 32768) {
+    *error = "bulk_buffer_count must be a power of two in [0, 32768], got " + std::to_string(n);
+    return -EINVAL;
+  }
+  if (config_.bulk_buffer_size <= config_.buffer_size || config_.bulk_buffer_size > (1u << 20)) {
+    *error = "bulk_buffer_size must be larger than buffer_size and at most 1 MiB";
+    return -EINVAL;
+  }
+  if (static_cast<uint64_t>(first_id) + n > 65536) {
+    *error = "buffer_count + local_buffer_count + bulk_buffer_count must be at most 65536 (16-bit buffer ids)";
+    return -EINVAL;
+  }
+  int rc = map_provided_ring(bulk_, 1, n, n, config_.bulk_buffer_size, first_id, error);
+  if (rc < 0) return rc;
+  bulk_base_ = first_id;
+  const uint32_t total = first_id + n;
+  seg_next_.resize(total, kNoBuffer);
+  seg_off_.resize(total, 0);
+  seg_len_.resize(total, 0);
   return 0;
 }
 
@@ -329,14 +384,16 @@ void Worker::teardown() {
   deferred_.clear();
   pool_close_all();
   if (ring_ready_) {
-    if (buf_ring_) io_uring_unregister_buf_ring(&ring_, 0);
+    for (ProvidedRing* r : {&small_, &bulk_}) {
+      if (r->registered) io_uring_unregister_buf_ring(&ring_, r->bgid);
+    }
     io_uring_queue_exit(&ring_);
     ring_ready_ = false;
   }
-  if (buf_ring_) munmap(buf_ring_, buf_ring_bytes_);
-  if (buffers_) munmap(buffers_, buffers_bytes_);
-  buf_ring_ = nullptr;
-  buffers_ = nullptr;
+  // Unmapped once the ring is gone: nothing can write into them any more.
+  unmap_provided_ring(small_);
+  unmap_provided_ring(bulk_);
+  bulk_base_ = UINT32_MAX;
   handler_.reset();  // wake_fd_ stays open until ~Worker: request_stop may race with exit
 }
 
@@ -589,7 +646,7 @@ void Worker::enqueue(SendQueue& q, uint32_t bid, uint32_t off, uint32_t len, boo
   if (coalesce && q.tail != kNoBuffer) {
     uint32_t t = q.tail;
     uint32_t end = seg_off_[t] + seg_len_[t];
-    if (len <= config_.buffer_size / 8 && end + len <= config_.buffer_size) {
+    if (len <= config_.buffer_size / 8 && end + len <= buf_size(t)) {
       std::memcpy(buf_addr(t) + end, buf_addr(bid) + off, len);
       seg_len_[t] += len;
       q.bytes += len;
@@ -611,7 +668,7 @@ void Worker::enqueue(SendQueue& q, uint32_t bid, uint32_t off, uint32_t len, boo
 int Worker::enqueue_copy(SendQueue& q, std::span<const uint8_t> bytes) {
   while (!bytes.empty()) {
     uint32_t t = q.tail;
-    if (t != kNoBuffer && t >= config_.buffer_count) {
+    if (t != kNoBuffer && is_local(t)) {
       uint32_t end = seg_off_[t] + seg_len_[t];
       uint32_t room = config_.buffer_size - end;
       if (room > 0) {
@@ -642,13 +699,17 @@ int Worker::enqueue_copy(SendQueue& q, std::span<const uint8_t> bytes) {
 }
 
 void Worker::release_buffer(uint32_t bid) {
-  if (bid >= config_.buffer_count) {
-    local_free_.push_back(bid);
+  if (bid >= config_.buffer_count) [[unlikely]] {
+    if (bid < bulk_base_) {
+      local_free_.push_back(bid);
+      return;
+    }
+    provide(bulk_, bid, buf_addr(bid));
+    bulk_held_--;
+    counters_.bulk_buffers_in_use.set(bulk_held_);
     return;
   }
-  io_uring_buf_ring_add(buf_ring_, buf_addr(bid), config_.buffer_size, static_cast<unsigned short>(bid),
-                        io_uring_buf_ring_mask(config_.buffer_count), 0);
-  io_uring_buf_ring_advance(buf_ring_, 1);
+  provide(small_, bid, buf_addr(bid));
   ring_buffers_held_--;
   counters_.buffers_in_use.set(ring_buffers_held_);
 }
@@ -752,6 +813,8 @@ void Worker::accept_conn(int fd, uint64_t spawn_tag) {
     side.read_eof = side.write_shut = side.send_inflight = side.reset_on_close = false;
     side.multishot = multishot_recv_;
     side.paused = false;
+    side.bulk = side.armed_bulk = false;
+    side.full_reads = 0;
     side.end_filtered = false;
     side.out = SendQueue{};
     side.starved.prev = side.starved.next = nullptr;
@@ -1063,10 +1126,11 @@ void Worker::enter_relaying(ConnectionImpl* c) {
 void Worker::arm_recv(ConnectionImpl* c, int s) {
   Side& side = c->side[s];
   io_uring_sqe* sqe = get_sqe();
+  side.armed_bulk = side.bulk;
   if (side.multishot) io_uring_prep_recv_multishot(sqe, side.fd, nullptr, 0, 0);
-  else io_uring_prep_recv(sqe, side.fd, nullptr, config_.buffer_size, 0);
+  else io_uring_prep_recv(sqe, side.fd, nullptr, side.bulk ? config_.bulk_buffer_size : config_.buffer_size, 0);
   sqe->flags |= IOSQE_BUFFER_SELECT;
-  sqe->buf_group = 0;
+  sqe->buf_group = side.bulk ? 1 : 0;
   io_uring_sqe_set_data64(sqe, ud(c, kTagRecv0 + static_cast<uint64_t>(s)));
   side.recv = RecvState::kArmed;
   side.paused = false;
@@ -1128,15 +1192,22 @@ void Worker::on_recv_cqe(ConnectionImpl* c, int s, int res, uint32_t flags) {
     c->inflight_ops--;
     if (side.recv != RecvState::kStarved) side.recv = RecvState::kIdle;
   }
+  const bool was_bulk = side.armed_bulk;
   uint32_t bid = kNoBuffer;
   if (flags & IORING_CQE_F_BUFFER) {
     bid = flags >> IORING_CQE_BUFFER_SHIFT;
-    ring_buffers_held_++;
-    counters_.buffers_in_use.set(ring_buffers_held_);
-    counters_.buffers_in_use_peak.max(ring_buffers_held_);
+    if (bid < bulk_base_) [[likely]] {
+      ring_buffers_held_++;
+      counters_.buffers_in_use.set(ring_buffers_held_);
+      counters_.buffers_in_use_peak.max(ring_buffers_held_);
+    } else {
+      bulk_held_++;
+      counters_.bulk_buffers_in_use.set(bulk_held_);
+    }
   }
   if (res > 0 && bid != kNoBuffer) {
-    if (!side.multishot && multishot_recv_ && static_cast<uint32_t>(res) < config_.buffer_size) side.multishot = true;
+    if (!side.multishot && multishot_recv_ && static_cast<uint32_t>(res) < buf_size(bid)) side.multishot = true;
+    if (bulk_base_ != UINT32_MAX && c->phase == Phase::kRelaying) note_read_size(c, s, static_cast<uint32_t>(res));
     if (c->phase == Phase::kClosing || side.read_eof || c->phase == Phase::kLingering) {
       // Discarded: closing, told to stop reading, or lingering. Discards do
       // not count as activity, so a client that keeps sending cannot hold a
@@ -1150,6 +1221,12 @@ void Worker::on_recv_cqe(ConnectionImpl* c, int s, int res, uint32_t flags) {
     if (c->phase == Phase::kClosing) return;
     if (res == 0) {
       if (!side.read_eof) on_eof(c, s);
+    } else if (res == -ENOBUFS && was_bulk) {
+      // The bulk ring is empty: this direction reads small buffers again
+      // (re-armed below) and may come back after more full reads.
+      counters_.bulk_enobufs.add();
+      side.bulk = false;
+      side.full_reads = 0;
     } else if (res == -ENOBUFS) {
       counters_.recv_enobufs.add();
       if (!more && side.recv == RecvState::kIdle && !side.read_eof) {
@@ -1178,6 +1255,29 @@ void Worker::on_recv_cqe(ConnectionImpl* c, int s, int res, uint32_t flags) {
     if (res > 0 && side.multishot) counters_.recv_rearms.add();
     maybe_arm_recv(c, s);
   }
+}
+
+// Bulk detection for a relaying direction: reads that fill their small
+// buffer `bulk_after_full_reads` times in a row move it to the bulk ring (a
+// multishot recv on the small ring is cancelled so the re-arm switches); a
+// read that would have fit a small buffer moves it back.
+void Worker::note_read_size(ConnectionImpl* c, int s, uint32_t len) {
+  Side& side = c->side[s];
+  if (side.bulk) {
+    if (len < config_.buffer_size) {
+      side.bulk = false;
+      side.full_reads = 0;
+    }
+    return;
+  }
+  if (len < config_.buffer_size) {
+    side.full_reads = 0;
+    return;
+  }
+  if (++side.full_reads < config_.bulk_after_full_reads) return;
+  side.bulk = true;
+  counters_.bulk_promotions.add();
+  if (side.recv == RecvState::kArmed && side.multishot && !side.armed_bulk) cancel_recv(c, s);
 }
 
 void Worker::on_bytes(ConnectionImpl* c, int s, uint32_t bid, uint32_t len) {
@@ -1551,6 +1651,11 @@ void Worker::finish_switch(ConnectionImpl* c) {
   up.multishot = multishot_recv_;
   up.paused = false;
   up.end_filtered = false;
+  // Bulk detection starts over with the next exchange (both directions).
+  for (auto& side : c->side) {
+    side.bulk = false;
+    side.full_reads = 0;
+  }
   // The next filter hears of a downstream FIN this one was told of.
   c->side[0].end_filtered = false;
   c->stats.upstream_switches++;

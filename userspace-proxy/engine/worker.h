@@ -58,11 +58,26 @@ struct Side {
   // drained, so one slow peer cannot take the whole ring.
   bool multishot = true;
   bool paused = false;         // recv held back by the peer's full queue
+  bool bulk = false;           // the next recv reads into a bulk buffer
+  bool armed_bulk = false;     // the recv in flight selects from the bulk ring
+  uint8_t full_reads = 0;      // reads in a row that filled their buffer
   bool end_filtered = false;   // the filter was told this side's FIN (on_end_stream)
   SendQueue out;               // bytes to write to this side
   TimerNode starved;           // link on the worker's starved list (prev/next only)
   iovec iov[kMaxSendIov];
   msghdr msg;
+};
+
+// A provided buffer ring and the memory of its buffers.
+struct ProvidedRing {
+  io_uring_buf_ring* ring = nullptr;
+  size_t ring_bytes = 0;
+  uint8_t* mem = nullptr;
+  size_t mem_bytes = 0;
+  uint32_t entries = 0;
+  uint32_t size = 0;
+  uint16_t bgid = 0;
+  bool registered = false;
 };
 
 // kSniffing and kDeferred are adjacent so "no decision yet" is one range
@@ -171,6 +186,11 @@ class Worker {
   void teardown();
   int setup_ring(std::string* error);
   int setup_buffers(std::string* error);
+  int setup_bulk_buffers(uint32_t first_id, std::string* error);
+  int map_provided_ring(ProvidedRing& r, uint16_t bgid, uint32_t entries, uint32_t mem_buffers, uint32_t size,
+                        uint32_t first_id, std::string* error);
+  void unmap_provided_ring(ProvidedRing& r);
+  void provide(ProvidedRing& r, uint32_t bid, uint8_t* addr);
   io_uring_sqe* get_sqe();
   void arm_accept();
   void arm_wake();
@@ -239,7 +259,15 @@ class Worker {
   size_t gather(const SendQueue& q, size_t limit);  // linearize into scratch_
 
   // Buffers.
-  uint8_t* buf_addr(uint32_t bid) const { return buffers_ + static_cast<size_t>(bid) * config_.buffer_size; }
+  // Buffer ids: [0, buffer_count) the small ring (group 0), then the local
+  // buffers, then the bulk ring (group 1) from bulk_base_.
+  uint8_t* buf_addr(uint32_t bid) const {
+    if (bid < bulk_base_) [[likely]] return small_.mem + static_cast<size_t>(bid) * config_.buffer_size;
+    return bulk_.mem + static_cast<size_t>(bid - bulk_base_) * config_.bulk_buffer_size;
+  }
+  uint32_t buf_size(uint32_t bid) const { return bid < bulk_base_ ? config_.buffer_size : config_.bulk_buffer_size; }
+  bool is_local(uint32_t bid) const { return bid >= config_.buffer_count && bid < bulk_base_; }
+  void note_read_size(ConnectionImpl* c, int s, uint32_t len);
   void enqueue(SendQueue& q, uint32_t bid, uint32_t off, uint32_t len, bool coalesce = true);
   int enqueue_copy(SendQueue& q, std::span<const uint8_t> bytes);  // into local buffers
   void release_buffer(uint32_t bid);
@@ -272,15 +300,15 @@ class Worker {
   // at most 32 times per run). With COOP/no taskrun flags they run
   // asynchronously and one multishot recv could take the whole ring.
   bool multishot_recv_ = false;
-  io_uring_buf_ring* buf_ring_ = nullptr;
-  size_t buf_ring_bytes_ = 0;
-  uint8_t* buffers_ = nullptr;
-  size_t buffers_bytes_ = 0;
+  ProvidedRing small_;  // group 0, with the local buffers after its entries
+  ProvidedRing bulk_;   // group 1
   std::vector<uint32_t> seg_next_;  // per buffer id: next in its SendQueue
   std::vector<uint32_t> seg_off_;
   std::vector<uint32_t> seg_len_;
   std::vector<uint32_t> local_free_;  // stack of free local buffer ids
   uint32_t ring_buffers_held_ = 0;
+  uint32_t bulk_base_ = UINT32_MAX;  // first bulk buffer id (UINT32_MAX: no bulk ring)
+  uint32_t bulk_held_ = 0;
   std::vector<uint8_t> scratch_;      // linearized sniff/held bytes
   __kernel_timespec connect_ts_{};
 

@@ -38,6 +38,9 @@ class Counter {
   X(backpressure_pauses)  /* recv cancelled because the peer's queue was full */       \
   X(buffers_in_use)       /* gauge: ring buffers held by userspace */                   \
   X(buffers_in_use_peak)                                                                \
+  X(bulk_buffers_in_use)  /* gauge: bulk ring buffers held by userspace */              \
+  X(bulk_promotions)      /* a direction moved to bulk buffers */                       \
+  X(bulk_enobufs)         /* a bulk recv found the bulk ring empty (back to small) */   \
   X(queued_bytes_peak)    /* most bytes queued for one direction of one connection */  \
   X(local_buffers_exhausted)                                                            \
   X(bytes_downstream_to_upstream)                                                       \

@@ -78,6 +78,75 @@ TEST_P(RelayTest, SixtyFourMiBBothWaysAtOnceArriveIntact) {
   CounterSnapshot k = engine_->counters();
   EXPECT_EQ(k.active_connections, 0u);
   EXPECT_EQ(k.buffers_in_use, 0u);
+  // Both directions filled their 16 KiB buffers: they moved to the bulk
+  // ring, and every bulk buffer came back.
+  EXPECT_GE(k.bulk_promotions, 2u);
+  EXPECT_EQ(k.bulk_buffers_in_use, 0u);
+}
+
+// Eight directions want bulk buffers from a ring of two: the ones that find
+// it empty read small buffers again, and every byte arrives in order.
+TEST_P(RelayTest, BulkRingExhaustedFallsBackToSmallBuffers) {
+  start([](EngineConfig& cfg) { cfg.bulk_buffer_count = 2; });
+  constexpr size_t kBytes = 16u << 20;
+  constexpr int kConns = 4;
+  struct Pair {
+    int c, s;
+  };
+  std::vector<Pair> pairs;
+  for (int i = 0; i < kConns; ++i) {
+    int c = client();
+    pairs.push_back({c, server()});
+  }
+  std::vector<std::future<Hash>> sends, recvs;
+  for (int i = 0; i < kConns; ++i) {
+    int c = pairs[i].c, s = pairs[i].s;
+    sends.push_back(std::async(std::launch::async, [c, i] {
+      Hash h = send_stream(c, 10 + i, kBytes);
+      shutdown(c, SHUT_WR);
+      return h;
+    }));
+    sends.push_back(std::async(std::launch::async, [s, i] {
+      Hash h = send_stream(s, 20 + i, kBytes);
+      shutdown(s, SHUT_WR);
+      return h;
+    }));
+    recvs.push_back(std::async(std::launch::async, [s] { return recv_stream(s); }));
+    recvs.push_back(std::async(std::launch::async, [c] { return recv_stream(c); }));
+  }
+  for (size_t i = 0; i < sends.size(); ++i) {
+    Hash sent = sends[i].get(), got = recvs[i].get();
+    EXPECT_EQ(got.n, kBytes) << "stream " << i;
+    EXPECT_EQ(got.h, sent.h) << "stream " << i;
+  }
+  for (auto& p : pairs) {
+    close(p.c);
+    close(p.s);
+  }
+  ASSERT_TRUE(log_.wait_for(kConns));
+  CounterSnapshot k = engine_->counters();
+  EXPECT_GT(k.bulk_promotions, 2u);
+  EXPECT_GT(k.bulk_enobufs, 0u);
+  EXPECT_EQ(k.bulk_buffers_in_use, 0u);
+  EXPECT_EQ(k.buffers_in_use, 0u);
+}
+
+// Small exchanges never leave the small ring.
+TEST_P(RelayTest, SmallExchangesStayOnSmallBuffers) {
+  start();
+  int c = client();
+  int s = server();
+  char buf[512];
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_EQ(write(c, "ping", 4), 4);
+    ASSERT_EQ(recv(s, buf, 4, MSG_WAITALL), 4);
+    ASSERT_EQ(write(s, "pong", 4), 4);
+    ASSERT_EQ(recv(c, buf, 4, MSG_WAITALL), 4);
+  }
+  close(c);
+  close(s);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(engine_->counters().bulk_promotions, 0u);
 }
 
 TEST_P(RelayTest, HalfCloseLetsTheReplyFlowAfterClientFin) {
@@ -237,11 +306,12 @@ TEST_P(RelayTest, IdleConnectionIsClosed) {
 }
 
 TEST_P(RelayTest, SlowReaderKeepsProxyMemoryBounded) {
-  constexpr uint32_t kBufSize = 16384, kBufCount = 1024, kMaxQueued = 4;
+  constexpr uint32_t kBufSize = 16384, kBufCount = 1024, kMaxQueued = 4, kBulkSize = 65536;
   start([](EngineConfig& cfg) {
     cfg.buffer_size = kBufSize;
     cfg.buffer_count = kBufCount;
     cfg.max_queued_buffers = kMaxQueued;
+    cfg.bulk_buffer_size = kBulkSize;
   });
   constexpr size_t kBytes = 256u << 20;
   int c = client();
@@ -288,9 +358,11 @@ TEST_P(RelayTest, SlowReaderKeepsProxyMemoryBounded) {
   // fallback after a pause it was the whole ring.
   EXPECT_LT(k.queued_bytes_peak, uint64_t{kBufCount} * kBufSize / 2);
   if (engine_->ring_mode_name() != "defer_taskrun") {
-    // Single-shot recvs take one buffer each: the watermark is exact.
-    EXPECT_LE(k.queued_bytes_peak, uint64_t{kMaxQueued} * kBufSize);
+    // Single-shot recvs take one buffer each: the watermark is exact (in
+    // buffers; the upload reads bulk ones once it has filled small ones).
+    EXPECT_LE(k.queued_bytes_peak, uint64_t{kMaxQueued} * kBulkSize);
   }
+  EXPECT_GT(k.bulk_promotions, 0u);
   EXPECT_GT(k.backpressure_pauses, 0u);
   // 256 MiB went through; the process grew by far less than that.
   EXPECT_LT(rss_peak - rss_before, 64 * 1024) << "RSS grew by " << (rss_peak - rss_before) << " KiB";
