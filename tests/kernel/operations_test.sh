@@ -582,6 +582,18 @@ except OSError as e:
 	# is not counted as opened; HTTP traffic is in istio_requests_total only.
 	expect_metric 0 istio_tcp_connections_opened_total
 	expect_metric 0 istio_tcp_sent_bytes_total destination_service_name=BlackHoleCluster
+	# The engine's own counters, one series each: the same accepts as its
+	# per-listener family, every connection closed, no buffer left in use.
+	local accepted
+	accepted=$(metric sluice_engine_accepted_total)
+	[ "$accepted" -ge $((N1 + N2 + N3 + N4)) ] || fail "sluice_engine_accepted_total = $accepted"
+	expect_metric "$accepted" sluice_engine_stat stat=accepted
+	expect_metric "$accepted" sluice_engine_stat stat=closed
+	expect_metric 0 sluice_engine_stat stat=buffers_in_use
+	expect_metric 0 sluice_engine_stat stat=bulk_buffers_in_use
+	grep -q '^sluice_engine_stat{listener="[^"]*",stat="loop_iterations"} [1-9]' "$TMP/scrape.txt" ||
+		fail "no sluice_engine_stat loop_iterations series"
+	log "ok: /stats/prometheus: sluice_engine_stat{accepted,closed} = $accepted, no buffers held"
 	log "ok: /stats/prometheus: istio_requests_total{301,edition.cnn.com}=$N1 {502,BlackHoleCluster}=$N2" \
 		"{200,PassthroughCluster}=$N4; istio_tcp_connections_closed_total{BlackHoleCluster,UH}=$N3"
 

@@ -249,6 +249,19 @@ int run(const Flags& flags) {
                            w.sample({std::string_view(name)}, double(e->counters().upstream_pool_idle));
                          }
                        });
+  metrics.add_callback("sluice_engine_stat",
+                       "The io_uring engine's own counters and gauges per listener, summed over workers (peaks: the "
+                       "largest worker's): loop iterations, SQEs, buffers in use, bulk-buffer promotions, "
+                       "backpressure pauses, ... (userspace-proxy/engine/worker_counters.h says what each counts).",
+                       admin::MetricType::kGauge, {"listener", "stat"}, [&](admin::SampleWriter& w) {
+                         std::lock_guard<std::mutex> lock(engines_mu);
+                         for (auto& [name, e] : engines) {
+                           const engine::CounterSnapshot c = e->counters();
+#define SLUICE_ENGINE_SAMPLE(field) w.sample({std::string_view(name), #field}, double(c.field));
+                           SLUICE_ENGINE_COUNTERS(SLUICE_ENGINE_SAMPLE)
+#undef SLUICE_ENGINE_SAMPLE
+                         }
+                       });
   // SIGUSR1's line: the proxy's counters and the engines' pools.
   auto summary = [&] {
     engine::CounterSnapshot sum;
