@@ -31,7 +31,8 @@
 # Env: DURATION (5) seconds per run, CONNECTIONS (50), IDLE (9000: every
 # relayed connection costs the proxy two descriptors, and the open-files hard
 # limit here is 20000; the figure is per connection either way),
-# SIDECAR_ARGS (extra sluice-proxy flags, e.g. "--bulk-buffers 0" for an A/B).
+# SIDECAR_ARGS (extra sluice-proxy flags, e.g. "--bulk-buffers 0" for an A/B),
+# WARMUP (1) seconds of the same load, unmeasured, before each wrk run.
 # All inside one network namespace and one cgroup the script creates
 # (servers on 10.99.0.1, proxies on 127.0.0.1); removed on exit.
 set -u -o pipefail
@@ -39,6 +40,7 @@ set -u -o pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build}
 DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-1}
 CONNECTIONS=${CONNECTIONS:-50}
 IDLE=${IDLE:-9000}
 export SLUICE_PYTHON=${SLUICE_PYTHON:-/usr/bin/python3}
@@ -231,6 +233,10 @@ measure_http() {  # NAME CGROUP URL [wrk args]
 	pass* | policy*) pid=$SIDECAR_PID ;;
 	hap*) pid=$HAP_PID ;;
 	esac
+	# A warm-up run first, for every path alike: the measured run then sees
+	# processes past their first connections (a proxy just started still
+	# faults in its buffers and grows its pools in its first second).
+	[ "$WARMUP" -gt 0 ] && DURATION=$WARMUP wrk_run "$@" >/dev/null
 	[ -n "$pid" ] && before=$(kt_cpu_ticks "$pid")
 	host_before=$(busy_ticks)
 	read -r R[$name] P[$name] < <(wrk_run "$@")

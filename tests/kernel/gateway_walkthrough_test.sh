@@ -13,7 +13,8 @@
 #                   gateway down (default)
 #     variants      istio.io's TLS origination at the gateway, TLS
 #                   passthrough through the gateway, TLS origination at the
-#                   sidecar
+#                   sidecar; a route timeout; fault abort and mirror on the
+#                   gateway-bound route
 #
 # Topology (namespaces this test creates; the root namespace is untouched):
 #   W (workload + sidecar) 198.51.100.2 --- 198.51.100.1 N (router)
@@ -89,7 +90,7 @@ mkdir -p "$TMP/nginx"
 {
 	kt_nginx_conf "$TMP/nginx"
 	cat <<NGINX
-    log_format peer '\$remote_addr \$server_port "\$request" \$status';
+    log_format peer '\$remote_addr \$server_port "\$request" \$status \$http_host';
     server {
         listen 203.0.113.10:80;
         server_name edition.cnn.com;
@@ -531,6 +532,67 @@ YAML
 	line=$(new_lines "$TMP/sidecar.log" "$ms" | grep 'slow.example' | tail -1)
 	grep -q '" 504 UT upstream_response_timeout ' <<<"$line" || fail "route timeout: sidecar logged: $line"
 	log "ok route timeout 0.5s to a server that never answers: 504 \"upstream request timeout\", logged $(sed 's/.*" 504/504/' <<<"$line" | cut -d' ' -f1-3)"
+
+	# ------------------------------------------------ fault and mirror at the gateway
+	# The walkthrough's resources, with the gateway-bound route split: /teapot
+	# is aborted there (fault), the rest goes to edition.cnn.com and is
+	# mirrored to shadow.example (the same nginx) with Host
+	# edition.cnn.com-shadow, from the gateway.
+	rm -f "$CONF"/variant-*.yaml
+	use_walkthrough_resources
+	cat >"$CONF/virtualservice-cnn.yaml" <<'YAML'
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: shadow}
+spec:
+  hosts: [shadow.example]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 203.0.113.10}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: direct-cnn-through-egress-gateway}
+spec:
+  hosts: [edition.cnn.com]
+  gateways: [istio-egressgateway, mesh]
+  http:
+  - match: [{gateways: [mesh], port: 80}]
+    route:
+    - destination: {host: istio-egressgateway.istio-system.svc.cluster.local, subset: cnn, port: {number: 80}}
+  - match: [{gateways: [istio-egressgateway], port: 80, uri: {prefix: /teapot}}]
+    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route: [{destination: {host: edition.cnn.com, port: {number: 80}}}]
+  - match: [{gateways: [istio-egressgateway], port: 80}]
+    route: [{destination: {host: edition.cnn.com, port: {number: 80}}}]
+    mirror: {host: shadow.example, port: {number: 80}}
+    mirrorPercentage: {value: 100}
+YAML
+	GENERATION=$((GENERATION + 1))
+	wait_generation "$GENERATION"
+	b80=$(wc -l <"$TMP/nginx/access80.log")
+	m1=$(lines_of "$TMP/gw1/access.log") m2=$(lines_of "$TMP/gw2/access.log")
+	out=$(in_cg_ns workload "$NS_W" curl -s --max-time 10 -w ' %{http_code}' http://edition.cnn.com/teapot)
+	[ "$out" = "fault filter abort 418" ] || fail "fault at the gateway: got \"$out\""
+	line=$( (new_lines "$TMP/gw1/access.log" "$m1"; new_lines "$TMP/gw2/access.log" "$m2") | grep '/teapot')
+	grep -q '" 418 FI fault_filter_abort ' <<<"$line" || fail "fault at the gateway: the gateways logged: $line"
+	out=$(in_cg_ns workload "$NS_W" curl -s --max-time 10 -w ' %{http_code}' http://edition.cnn.com/news)
+	[ "$out" = "plain /news
+ 200" ] || fail "mirror at the gateway: got \"$out\""
+	for _ in $(seq 40); do
+		[ "$(new_lines "$TMP/nginx/access80.log" "$b80" | wc -l)" -ge 2 ] && break
+		sleep 0.05
+	done
+	got=$(new_lines "$TMP/nginx/access80.log" "$b80")
+	grep -q '/teapot' <<<"$got" && fail "fault at the gateway: /teapot reached nginx: $got"
+	orig=$(grep -c '^10\.20\.[12]\.2 80 "GET /news HTTP/1.1" 200 edition\.cnn\.com$' <<<"$got")
+	shadow=$(grep -c '^10\.20\.[12]\.2 80 "GET /news HTTP/1.1" 200 edition\.cnn\.com-shadow$' <<<"$got")
+	[ "$orig" = 1 ] && [ "$shadow" = 1 ] || fail "mirror at the gateway: nginx saw: $got"
+	# Only the original is logged at the gateway (Envoy logs no shadow).
+	n=$( (new_lines "$TMP/gw1/access.log" "$m1"; new_lines "$TMP/gw2/access.log" "$m2") | grep -c '/news')
+	[ "$n" = 1 ] || fail "mirror at the gateway: $n gateway log lines for /news"
+	log "ok fault and mirror at the gateway: /teapot answered 418 FI there (never at nginx); /news 200 and its copy" \
+		"reached nginx from a gateway as edition.cnn.com-shadow, logged once"
 	;;
 *)
 	fail "unknown case $CASE"
