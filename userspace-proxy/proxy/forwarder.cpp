@@ -207,7 +207,19 @@ Verdict Forwarder::proceed(ProxyConnection& c, std::span<const uint8_t> pending,
     return c.waker ? Verdict::defer(left) : Verdict::need_more(left);
   }
   c.fault_until_ns = 0;
+  if (std::exchange(c.mirror_after_delay, false)) mirror_pending_request(c, pending);
   return carry_out(c, pending);
+}
+
+void Forwarder::mirror_pending_request(ProxyConnection& c, std::span<const uint8_t> pending) {
+  if (!c.plan.mirror || c.plan.kind != RequestPlan::Kind::kForward) return;
+  sniff::HttpRequestParser parser;
+  if (parser.feed(pending).status != sniff::HttpParseStatus::kDone) {
+    bump(o_.counters->mirror_skipped);
+    return;
+  }
+  const sniff::HttpRequestHead& head = parser.head();
+  mirror_request(*c.info, c.plan, head, pending.subspan(std::min(head.head_length, pending.size())));
 }
 
 Verdict Forwarder::fault_delay(ProxyConnection& c) {
@@ -254,7 +266,8 @@ Verdict Forwarder::execute_http(ProxyConnection& c, const sniff::HttpRequestHead
   ci.pending_requests.push_back({std::move(e), true});
   c.host = std::string(head.host);
   c.traffic = Traffic::kHttp;
-  if (plan.mirror) mirror_request(ci, plan, head, pending.subspan(std::min(head.head_length, pending.size())));
+  if (plan.mirror && plan.fault_delay.count() > 0) c.mirror_after_delay = true;
+  else if (plan.mirror) mirror_request(ci, plan, head, pending.subspan(std::min(head.head_length, pending.size())));
   return execute(c, std::move(plan), pending);
 }
 
@@ -431,12 +444,13 @@ void Forwarder::install_check_later(ProxyConnection& c) {
     e.route_name = plan.route_name;
     e.response_flags = plan.response_flags == "-" ? "" : plan.response_flags;
     LaterRequest out;
-    // A copy for the route's mirror, as it is decided (a later request's
-    // body is not at hand here: only one without a body is copied).
-    if (plan.mirror) mirror_request(*ci, plan, head, {});
     // A fault delay holds the request, so it goes the way of a move to
     // another upstream (on_new_upstream waits, then carries the plan out).
     const bool delayed = plan.fault_delay.count() > 0;
+    // A copy for the route's mirror, as it is decided (a later request's
+    // body is not at hand here: only one without a body is copied); a
+    // delayed one when its delay ends.
+    if (plan.mirror && !delayed) mirror_request(*ci, plan, head, {});
     switch (delayed ? RequestPlan::Kind::kForward : plan.kind) {
       case RequestPlan::Kind::kLocalReply:
         counters->count(plan.status == 502 ? policy::Action::kLocalReply502 : policy::Action::kRoute);
@@ -522,7 +536,10 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
   c.dns_deadline = std::chrono::steady_clock::now() + o_.dns_wait + backoff;
   // A later request's fault: its delay first (carry_out then starts the
   // DNS wait afresh), or its abort's answer.
-  if (c.plan.fault_delay.count() > 0) return fault_delay(c);
+  if (c.plan.fault_delay.count() > 0) {
+    c.mirror_after_delay = c.plan.mirror != nullptr;
+    return fault_delay(c);
+  }
   if (c.plan.kind != RequestPlan::Kind::kForward) return carry_out(c, pending);
   if (backoff.count() > 0) {
     // on_detection_timeout (or a stray wake) resumes: both call resume().

@@ -51,6 +51,9 @@ struct ProxyConnection : Recycled<ProxyConnection> {
   // A fault delay in progress: the plan is carried out at this time
   // (monotonic ns; 0: none).
   int64_t fault_until_ns = 0;
+  // The delayed request is mirrored when its delay ends (Envoy's router,
+  // which mirrors, sits after the fault filter).
+  bool mirror_after_delay = false;
   // A mirrored copy (a socket the handler spawned): its plan, decided by
   // the request it copies, and the socketpair's other end (closed with it).
   std::shared_ptr<const policy::RequestPlan> mirror_plan;
@@ -122,6 +125,9 @@ class Forwarder : public engine::ConnectionHandler {
   engine::Verdict accept_mirror(engine::Connection& conn, const engine::AcceptInfo& info);
   // A spawned copy's bytes until its head is complete; then its plan.
   engine::Verdict mirror_data(ProxyConnection& c, std::span<const uint8_t> pending);
+  // mirror_request for the request at the start of `pending` (a delayed
+  // one, once its delay ends).
+  void mirror_pending_request(ProxyConnection& c, std::span<const uint8_t> pending);
   // The role's plan for a later request on a kept-alive connection.
   virtual policy::RequestPlan plan_later(const ConnectionInfo& ci, const sniff::HttpRequestHead& head) = 0;
 

@@ -707,6 +707,72 @@ spec:
   EXPECT_EQ(lines.find("shadow.example"), std::string::npos) << lines;
 }
 
+// A delayed request is copied when its delay ends, as Envoy's router (which
+// mirrors) comes after the fault filter: first requests and later ones.
+TEST_F(EgressHandlerTest, ADelayedRequestIsMirroredWhenItsDelayEnds) {
+  const char* shadow = R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: shadow}
+spec:
+  hosts: [shadow.example]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 203.0.113.40}]
+)";
+  const char* vs = R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - fault: {delay: {fixedDelay: 1s, percentage: {value: 100}}}
+    mirror: {host: shadow.example}
+    route: [{destination: {host: edition.cnn.com}}]
+)";
+  load({kRegistryOnly, kCnnServiceEntry, shadow, vs});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  auto h = handler("203.0.113.20:80");
+  auto read_copy = [](int fd) {
+    std::string got;
+    char buf[4096];
+    for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) got.append(buf, static_cast<size_t>(n));
+    return got;
+  };
+
+  FakeConnection c;
+  const std::string first = "POST /a HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 2\r\n\r\nhi";
+  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+  ASSERT_EQ(h->on_downstream_data(c, bytes(first)).kind(), Verdict::Kind::kNeedMore);
+  EXPECT_TRUE(c.spawned.empty());  // held: not copied yet
+  Verdict v = h->on_detection_timeout(c, bytes(first));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+  ASSERT_EQ(c.spawned.size(), 1u);
+  EXPECT_EQ(read_copy(c.spawned[0].first),
+            "POST /a HTTP/1.1\r\nHost: edition.cnn.com-shadow\r\nContent-Length: 2\r\n\r\nhi");
+  auto f = v.take_filter();
+  start(*f, first);
+  h->on_upstream_connected(c, v.upstreams()[0]);
+  respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+
+  // A later one: handed over, held, copied at the end of its delay.
+  const std::string later = "GET /b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeOutput lo(later);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(later), lo), engine::FilterStatus::kNewUpstream);
+  FakeOutput handed("");
+  f->on_new_upstream(handed);
+  ASSERT_EQ(h->on_new_upstream(c, bytes(later)).kind(), Verdict::Kind::kNeedMore);
+  EXPECT_EQ(c.spawned.size(), 1u);
+  ASSERT_EQ(h->on_detection_timeout(c, bytes(later)).kind(), Verdict::Kind::kConnect);
+  ASSERT_EQ(c.spawned.size(), 2u);
+  EXPECT_EQ(read_copy(c.spawned[1].first), "GET /b HTTP/1.1\r\nHost: edition.cnn.com-shadow\r\n\r\n");
+  close(*h, c, engine::CloseReason::kCompleted);
+  for (const auto& [fd, tag] : c.spawned) ::close(fd);
+  EXPECT_EQ(counters_.mirrored.load(), 2u);
+  EXPECT_EQ(counters_.faults_delayed.load(), 2u);
+}
+
 TEST_F(EgressHandlerTest, RetriesEndWithTheLastTriesResponseFlaggedURX) {
   const char* vs = R"(
 apiVersion: networking.istio.io/v1alpha3
