@@ -602,12 +602,8 @@ spec:
   EXPECT_NE(lines.find("\"GET /abort HTTP/1.1\" 418 FI fault_filter_abort"), std::string::npos) << lines;
 }
 
-// VirtualService mirror (Envoy's shadow): a copy of each request, Host
-// "<host>-shadow", goes over a socketpair to a connection the worker
-// spawns; that one is forwarded to the mirror's cluster and its response
-// dropped; only the original is logged.
-TEST_F(EgressHandlerTest, MirrorSendsACopyWithAShadowHostAndDropsItsResponse) {
-  const char* shadow = R"(
+// The mirror's cluster in the mirror tests.
+constexpr const char* kShadowServiceEntry = R"(
 apiVersion: networking.istio.io/v1alpha3
 kind: ServiceEntry
 metadata: {name: shadow}
@@ -617,6 +613,21 @@ spec:
   resolution: STATIC
   endpoints: [{address: 203.0.113.40}]
 )";
+
+// Everything a mirrored copy's socket holds (its writer is not closed: the
+// reads end at EAGAIN).
+std::string read_copy(int fd) {
+  std::string got;
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) got.append(buf, static_cast<size_t>(n));
+  return got;
+}
+
+// VirtualService mirror (Envoy's shadow): a copy of each request, Host
+// "<host>-shadow", goes over a socketpair to a connection the worker
+// spawns; that one is forwarded to the mirror's cluster and its response
+// dropped; only the original is logged.
+TEST_F(EgressHandlerTest, MirrorSendsACopyWithAShadowHostAndDropsItsResponse) {
   const char* vs = R"(
 apiVersion: networking.istio.io/v1alpha3
 kind: VirtualService
@@ -632,15 +643,9 @@ spec:
     headers: {request: {set: {x-route: a}}}
     route: [{destination: {host: edition.cnn.com}}]
 )";
-  load({kRegistryOnly, kCnnServiceEntry, shadow, vs});
+  load({kRegistryOnly, kCnnServiceEntry, kShadowServiceEntry, vs});
   dns_.answer("edition.cnn.com", "203.0.113.20");
   auto h = handler("203.0.113.20:80");
-  auto read_copy = [](int fd) {
-    std::string got;
-    char buf[4096];
-    for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) got.append(buf, static_cast<size_t>(n));
-    return got;
-  };
 
   FakeConnection c;
   const std::string post = "POST /m HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 4\r\n\r\nbody";
@@ -710,16 +715,6 @@ spec:
 // A delayed request is copied when its delay ends, as Envoy's router (which
 // mirrors) comes after the fault filter: first requests and later ones.
 TEST_F(EgressHandlerTest, ADelayedRequestIsMirroredWhenItsDelayEnds) {
-  const char* shadow = R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: ServiceEntry
-metadata: {name: shadow}
-spec:
-  hosts: [shadow.example]
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 203.0.113.40}]
-)";
   const char* vs = R"(
 apiVersion: networking.istio.io/v1alpha3
 kind: VirtualService
@@ -731,15 +726,9 @@ spec:
     mirror: {host: shadow.example}
     route: [{destination: {host: edition.cnn.com}}]
 )";
-  load({kRegistryOnly, kCnnServiceEntry, shadow, vs});
+  load({kRegistryOnly, kCnnServiceEntry, kShadowServiceEntry, vs});
   dns_.answer("edition.cnn.com", "203.0.113.20");
   auto h = handler("203.0.113.20:80");
-  auto read_copy = [](int fd) {
-    std::string got;
-    char buf[4096];
-    for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) got.append(buf, static_cast<size_t>(n));
-    return got;
-  };
 
   FakeConnection c;
   const std::string first = "POST /a HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 2\r\n\r\nhi";
