@@ -430,11 +430,18 @@ if [ "$PLACEMENT" = workload ]; then
 	nsi ip addr add 203.0.113.30/32 dev lo
 	nsi ip addr add 203.0.113.31/32 dev lo
 	cat >"$TMP/status_server.py" <<'PYEOF'
-import http.server, sys, time
+import hashlib, http.server, sys, time
 status = int(sys.argv[2])
 log = open(sys.argv[3], "a", buffering=1)
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    def do_POST(self):  # (3e): logs the body's length and digest
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        log.write("%s %s %d %s\n" % (self.headers.get("Host"), self.path, len(body),
+                                     hashlib.sha256(body).hexdigest()[:16]))
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
     def do_GET(self):
         log.write("%s %s\n" % (self.headers.get("Host"), self.path))
         if status != 200 and self.path.startswith("/slow"):
@@ -655,6 +662,32 @@ PYEOF
 	counters=$(proxy_counters)
 	grep -q " mirrored=2 mirror_skipped=0 " <<<"$counters" || fail "(3e) counters: $counters"
 	log "ok (3e) mirror: /mirror/1 and /mirror/2 answered 200 by flaky.example, copies reached shadow.example as \"flaky.example-shadow\", only the originals logged"
+	# A 150 KB upload: more than arrives with the head, so its body is
+	# streamed to the copy as the original's is forwarded (and within what
+	# the copy's socket holds while the copy connects).
+	cat >"$TMP/upload_client.py" <<'PYEOF'
+import hashlib, http.client, os
+body = os.urandom(150000)
+c = http.client.HTTPConnection("203.0.113.10", 80, timeout=10)
+c.request("POST", "/mirror/upload", body=body, headers={"Host": "flaky.example"})
+r = c.getresponse()
+r.read()
+print(r.status, len(body), hashlib.sha256(body).hexdigest()[:16])
+PYEOF
+	out=$(in_cg_ns workload "$NS_W" "$PY" "$TMP/upload_client.py" 2>&1) || fail "(3e) upload client: $out"
+	read -r ustatus ulen uhash <<<"$out"
+	case "$ustatus" in 200 | 503) ;; *) fail "(3e) the upload: $out" ;; esac  # either flaky.example endpoint
+	for _ in $(seq 60); do
+		grep -q "^flaky.example-shadow /mirror/upload " "$TMP/s503.log" && break
+		sleep 0.05
+	done
+	grep -q "^flaky.example /mirror/upload $ulen $uhash\$" "$TMP/s200.log" "$TMP/s503.log" ||
+		fail "(3e) the original upload did not arrive whole: $(grep -h /mirror/upload "$TMP/s200.log" "$TMP/s503.log")"
+	grep -q "^flaky.example-shadow /mirror/upload $ulen $uhash\$" "$TMP/s503.log" ||
+		fail "(3e) the copy of the upload: $(grep -h /mirror/upload "$TMP/s503.log")"
+	counters=$(proxy_counters)
+	grep -q " mirrored=3 mirror_skipped=0 mirror_cut=0 " <<<"$counters" || fail "(3e) counters: $counters"
+	log "ok (3e) a 150000-byte upload to /mirror/upload ($ustatus): its copy reached shadow.example whole (sha256 $uhash), streamed"
 fi
 
 # ------------------------------------------------------------ (4) unknown destinations

@@ -1,5 +1,6 @@
 #include "userspace-proxy/proxy/forwarder.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -110,13 +111,15 @@ constexpr size_t kMaxMirrorBytes = 64 * 1024;
 }  // namespace
 
 void Forwarder::mirror_request(ConnectionInfo& ci, const RequestPlan& plan, const sniff::HttpRequestHead& head,
-                               std::span<const uint8_t> body) {
+                               std::span<const uint8_t> body, bool may_stream) {
   if (!plan.mirror || plan.kind != RequestPlan::Kind::kForward || ci.conn == nullptr) return;
-  // The body goes along only when all of it is at hand (Envoy streams it to
-  // the shadow; here a request whose body is still coming is not copied).
   const uint64_t body_length = head.content_length.value_or(0);
-  if (head.chunked || !head.upgrade.empty() || head.is_connect || body.size() < body_length ||
-      head.head_length + body_length > kMaxMirrorBytes) {
+  // All of it at hand: copied at once. Else streamed by the guard that
+  // forwards the request (Envoy streams the body to the shadow).
+  const bool whole =
+      !head.chunked && body.size() >= body_length && head.head_length + body_length <= kMaxMirrorBytes;
+  const bool stream = !whole && may_stream && ci.mirror_sink < 0;
+  if (!head.upgrade.empty() || head.is_connect || (!whole && !stream)) {
     bump(o_.counters->mirror_skipped);
     return;
   }
@@ -130,13 +133,24 @@ void Forwarder::mirror_request(ConnectionInfo& ci, const RequestPlan& plan, cons
                                                               : head.host);
   rw.host = host;
   std::string copy = sniff::rebuild_request_head(head, rw);
-  copy.append(reinterpret_cast<const char*>(body.data()), body_length);
+  if (whole) copy.append(reinterpret_cast<const char*>(body.data()), body_length);
   int sp[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp) != 0) {
     bump(o_.counters->mirror_skipped);
     return;
   }
-  if (send(sp[0], copy.data(), copy.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(copy.size())) {
+  int sink = -1;
+  if (stream) {
+    // A streamed body may run ahead of the copy's connection (it connects
+    // to its upstream meanwhile): room for that, up to net.core.wmem_max
+    // (the kernel doubles what is asked, within that cap). More than that
+    // ahead, the copy is cut short (Envoy resets a shadow past its buffer
+    // limit).
+    const int want = 4 << 20;
+    setsockopt(sp[0], SOL_SOCKET, SO_SNDBUF, &want, sizeof(want));
+  }
+  if (send(sp[0], copy.data(), copy.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(copy.size()) ||
+      (stream && (sink = fcntl(sp[0], F_DUPFD_CLOEXEC, 0)) < 0)) {
     close(sp[0]);
     close(sp[1]);
     bump(o_.counters->mirror_skipped);
@@ -145,6 +159,9 @@ void Forwarder::mirror_request(ConnectionInfo& ci, const RequestPlan& plan, cons
   // The writer stays open, without a FIN, until the copy's connection
   // closes: an EOF would reach the upstream as a half-close (and cost the
   // pooled connection); the copy's guard ends it after the one response.
+  // The sink is a second descriptor of it: closing that one sends nothing;
+  // shutting it down (a body cut short) ends the copy's request.
+  if (stream) ci.mirror_sink = sink;
   const uint64_t tag = next_mirror_tag_++;
   mirror_jobs_.push_back(MirrorJob{tag, plan.mirror, ci.snapshot, ci.original_dst, sp[0]});
   bump(o_.counters->mirrored);
@@ -219,7 +236,8 @@ void Forwarder::mirror_pending_request(ProxyConnection& c, std::span<const uint8
     return;
   }
   const sniff::HttpRequestHead& head = parser.head();
-  mirror_request(*c.info, c.plan, head, pending.subspan(std::min(head.head_length, pending.size())));
+  mirror_request(*c.info, c.plan, head, pending.subspan(std::min(head.head_length, pending.size())),
+                 /*may_stream=*/true);
 }
 
 Verdict Forwarder::fault_delay(ProxyConnection& c) {
@@ -267,7 +285,9 @@ Verdict Forwarder::execute_http(ProxyConnection& c, const sniff::HttpRequestHead
   c.host = std::string(head.host);
   c.traffic = Traffic::kHttp;
   if (plan.mirror && plan.fault_delay.count() > 0) c.mirror_after_delay = true;
-  else if (plan.mirror) mirror_request(ci, plan, head, pending.subspan(std::min(head.head_length, pending.size())));
+  else if (plan.mirror) {
+    mirror_request(ci, plan, head, pending.subspan(std::min(head.head_length, pending.size())), /*may_stream=*/true);
+  }
   return execute(c, std::move(plan), pending);
 }
 
@@ -447,10 +467,10 @@ void Forwarder::install_check_later(ProxyConnection& c) {
     // A fault delay holds the request, so it goes the way of a move to
     // another upstream (on_new_upstream waits, then carries the plan out).
     const bool delayed = plan.fault_delay.count() > 0;
-    // A copy for the route's mirror, as it is decided (a later request's
-    // body is not at hand here: only one without a body is copied); a
-    // delayed one when its delay ends.
-    if (plan.mirror && !delayed) mirror_request(*ci, plan, head, {});
+    // A copy for the route's mirror, as it is decided (its body, not at
+    // hand here, is streamed by the guard when the guard is forwarding it
+    // now: ci->mirror_stream_ok); a delayed one when its delay ends.
+    if (plan.mirror && !delayed) mirror_request(*ci, plan, head, {}, ci->mirror_stream_ok);
     switch (delayed ? RequestPlan::Kind::kForward : plan.kind) {
       case RequestPlan::Kind::kLocalReply:
         counters->count(plan.status == 502 ? policy::Action::kLocalReply502 : policy::Action::kRoute);

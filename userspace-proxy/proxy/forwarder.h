@@ -114,12 +114,15 @@ class Forwarder : public engine::ConnectionHandler {
 
   // Envoy's request mirroring (VirtualService http[].mirror): when `plan`
   // has a mirror, a copy of the request (its head rebuilt with Host
-  // "<host>-shadow", and its body when `body` holds all of it) goes over a
-  // socketpair to a connection this worker spawns, which forwards it by
-  // plan.mirror and drops the response. `body`: the bytes after the head
-  // that arrived with it.
+  // "<host>-shadow", then its body) goes over a socketpair to a connection
+  // this worker spawns, which forwards it by plan.mirror and drops the
+  // response. `body`: the bytes after the head that arrived with it. A body
+  // not all at hand (or chunked, or larger than kMaxMirrorBytes) is
+  // streamed, as Envoy does: when `may_stream`, the head goes now and
+  // ci.mirror_sink is left for the HTTP guard that forwards the request,
+  // which copies its body there as it forwards it; else it is not copied.
   void mirror_request(ConnectionInfo& ci, const policy::RequestPlan& plan, const sniff::HttpRequestHead& head,
-                      std::span<const uint8_t> body);
+                      std::span<const uint8_t> body, bool may_stream);
   void on_spawn_dropped(uint64_t tag) override;
   // on_accept of a spawned copy (info.spawn_tag() != 0).
   engine::Verdict accept_mirror(engine::Connection& conn, const engine::AcceptInfo& info);

@@ -1,5 +1,8 @@
 #include "userspace-proxy/proxy/http_guard.h"
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <ctime>
 
@@ -226,6 +229,11 @@ sniff::HeadRewrite request_rewrite(const sniff::HttpRequestHead& head, const Rou
 HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::span<const uint8_t> first, bool pooled,
                                    RouteEditsPtr first_edits)
     : info_(std::move(info)), pooled_(pooled), first_edits_(std::move(first_edits)) {
+  // A body to mirror for the request this guard is built for: its bytes,
+  // held ones included, are copied as they are forwarded (on_start onwards;
+  // never from the pass below, which forwards nothing).
+  mirror_first_ = std::exchange(info_->mirror_sink, -1);
+  mirror_rerun_ = mirror_first_ >= 0;
   response_parser_ = std::make_unique<sniff::HttpResponseParser>();
   advance(first, nullptr);
   for (const RouteEditsPtr& e : checked_edits_) rerun_ = rerun_ || e != nullptr;
@@ -255,6 +263,40 @@ HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::sp
   // way upstream (the engine forwards sniffed bytes as read) and cannot be
   // checked: refuse the connection rather than let it through.
   if (state_ == State::kHead && !held_.empty()) first_ok_ = false;
+}
+
+HttpRequestGuard::~HttpRequestGuard() {
+  if (mirror_body_ >= 0 || mirror_first_ >= 0) mirror_end(/*cut=*/true);
+}
+
+void HttpRequestGuard::mirror_feed(std::string_view bytes) {
+  if (bytes.empty()) return;
+  const ssize_t n = send(mirror_body_, bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n != static_cast<ssize_t>(bytes.size())) mirror_end(/*cut=*/true);
+}
+
+// The copy's body is complete (the descriptor is closed; the copy's own one
+// stays open, so its upstream sees no FIN), or cut: shut down, the copy's
+// request ends short (its upstream answers or closes it) instead of
+// waiting for bytes that will not come.
+void HttpRequestGuard::mirror_end(bool cut) {
+  for (int* fd : {&mirror_body_, &mirror_first_}) {
+    if (*fd < 0) continue;
+    if (cut) {
+      shutdown(*fd, SHUT_WR);
+      bump(info_->counters->mirror_cut);
+    }
+    close(*fd);
+    *fd = -1;
+  }
+}
+
+ConnectionInfo::~ConnectionInfo() {
+  // Left for a guard that was never built: the copy ends short.
+  if (mirror_sink >= 0) {
+    shutdown(mirror_sink, SHUT_WR);
+    close(mirror_sink);
+  }
 }
 
 FilterStatus HttpRequestGuard::on_start(std::span<const uint8_t> held, FilterOutput& out) {
@@ -864,6 +906,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
           return FilterStatus::kReset;
         }
         if (r.consumed > 0 && forward(r.consumed) != 0) return FilterStatus::kReset;
+        if (mirror_body_ >= 0) mirror_feed(rest.substr(0, r.consumed));
         if (!outstanding_.empty()) outstanding_.back().bytes_in += r.consumed;
         if (replay_ok_) {
           if (replay_.size() + r.consumed > kMaxReplayBytes) {
@@ -875,6 +918,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         }
         rest.remove_prefix(r.consumed);
         if (r.status == sniff::BodyStatus::kDone) {
+          if (mirror_body_ >= 0) mirror_end(/*cut=*/false);
           replay_done_ = true;
           framer_.reset();
           state_ = tunnel_after_body_ ? State::kOpaque : State::kHead;
@@ -917,6 +961,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         if (first_head_) {
           // The request the connection was decided on: already logged.
           note_request(head, first_edits_, /*first=*/true, rest.substr(0, r.consumed));
+          if (out && mirror_first_ >= 0) mirror_body_ = std::exchange(mirror_first_, -1);
           if (out && outstanding_.size() == 1 && outstanding_.front().next_deadline() != INT64_MAX) arm_timer(*out);
           if (takes_held_bytes()) {
             if (forward_head(head, r.consumed, out, first_edits_.get()) != FilterStatus::kContinue) {
@@ -928,9 +973,17 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         } else {
           ++later_heads_;
           const bool checked = later_heads_ <= checked_heads_;  // decided in the handler's bytes already
+          // Its mirror's body can be streamed when it is forwarded now.
+          info_->mirror_stream_ok = out != nullptr && !checked;
           FilterStatus st = checked ? (checked_switch_[later_heads_ - 1] ? FilterStatus::kNewUpstream
                                                                         : FilterStatus::kContinue)
                                     : on_later_head(head, out);
+          info_->mirror_stream_ok = false;
+          // Forwarded here: its body goes to its copy too. (Moving to another
+          // upstream, the sink waits for the guard built there.)
+          if (st == FilterStatus::kContinue && info_->mirror_sink >= 0) {
+            mirror_body_ = std::exchange(info_->mirror_sink, -1);
+          }
           if (st == FilterStatus::kNewUpstream) {
             // For another upstream (its log entry is pending already).
             if (out == nullptr) {

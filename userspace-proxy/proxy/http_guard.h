@@ -114,6 +114,18 @@ struct ConnectionInfo {
   // Gateway role: the Gateway server that took the connection (points into
   // `snapshot`).
   const policy::GatewayServerRef* server = nullptr;
+  // A mirrored request's body goes here as it is forwarded (a descriptor of
+  // the copy's socketpair writer, Forwarder::mirror_request): left by the
+  // handler for the guard that forwards that request. mirror_stream_ok: the
+  // guard is forwarding the request being decided now (check_later), so its
+  // body can be streamed.
+  int mirror_sink = -1;
+  bool mirror_stream_ok = false;
+
+  ConnectionInfo() = default;
+  ConnectionInfo(const ConnectionInfo&) = delete;
+  ConnectionInfo& operator=(const ConnectionInfo&) = delete;
+  ~ConnectionInfo();
 
   // Decides a later request (see the file comment). Fills `entry` (the
   // request's access log line: cluster, route, flags, response code).
@@ -209,6 +221,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // is then rebuilt too, and the held bytes come through on_start).
   HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::span<const uint8_t> first, bool pooled = false,
                    RouteEditsPtr first_edits = nullptr);
+  ~HttpRequestGuard() override;
 
   // Runs the framing over `first` without output; false if `first` holds a
   // later request that would not ride on the first one's decision.
@@ -217,7 +230,8 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   engine::FilterStatus on_data(engine::Direction dir, std::span<const uint8_t> chunk,
                                engine::FilterOutput& out) override;
   engine::FilterStatus on_end_stream(engine::Direction dir, engine::FilterOutput& out) override;
-  bool takes_held_bytes() const override { return pooled_ || first_edits_ != nullptr || rerun_; }
+  // A mirrored first request's body is copied from the held bytes too.
+  bool takes_held_bytes() const override { return pooled_ || first_edits_ != nullptr || rerun_ || mirror_rerun_; }
   engine::FilterStatus on_start(std::span<const uint8_t> held, engine::FilterOutput& out) override;
   bool upstream_reusable() const override;
   // The upstream's request count travels with it through the pool
@@ -299,6 +313,16 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // response ends); pooling also rewrites heads and reuses the upstream.
   bool pooled_ = false;
   bool discard_ = false;  // discard_responses()
+  // Mirroring: the sink for this guard's first request's body (taken from
+  // ConnectionInfo::mirror_sink when built), and the one the body being
+  // forwarded is copied to (-1: none).
+  int mirror_first_ = -1;
+  bool mirror_rerun_ = false;
+  int mirror_body_ = -1;
+  // Copies forwarded body bytes to mirror_body_; a copy that cannot keep up
+  // (its socket buffer full) is cut short: mirror_cut().
+  void mirror_feed(std::string_view bytes);
+  void mirror_end(bool cut);
   RouteEditsPtr first_edits_;
   // A later request in the handler's bytes has edits: they go through
   // on_start too (else the engine would send them as received).

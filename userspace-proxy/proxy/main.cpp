@@ -208,6 +208,11 @@ int run(const Flags& flags) {
                          w.sample({"http_requests"}, v(counters.http_requests));
                          w.sample({"upstream_changed"}, v(counters.upstream_changed));
                          w.sample({"retries"}, v(counters.retries));
+                         w.sample({"faults_delayed"}, v(counters.faults_delayed));
+                         w.sample({"faults_aborted"}, v(counters.faults_aborted));
+                         w.sample({"mirrored"}, v(counters.mirrored));
+                         w.sample({"mirror_skipped"}, v(counters.mirror_skipped));
+                         w.sample({"mirror_cut"}, v(counters.mirror_cut));
                          w.sample({"dns_failures"}, v(counters.dns_failures));
                          w.sample({"protocol_errors"}, v(counters.protocol_errors));
                          w.sample({"tls_handshakes"}, v(counters.tls_handshakes));

@@ -8,7 +8,7 @@ std::string ProxyCounters::summary() const {
                     " http_requests=" + v(http_requests) + " upstream_changed=" + v(upstream_changed) +
                     " retries=" + v(retries) + " faults_delayed=" + v(faults_delayed) +
                     " faults_aborted=" + v(faults_aborted) + " mirrored=" + v(mirrored) +
-                    " mirror_skipped=" + v(mirror_skipped) +
+                    " mirror_skipped=" + v(mirror_skipped) + " mirror_cut=" + v(mirror_cut) +
                     " dns_failures=" + v(dns_failures) + " protocol_errors=" + v(protocol_errors) +
                     " tls_handshakes=" + v(tls_handshakes) + " tls_handshake_failures=" + v(tls_handshake_failures) +
                     " tls_resumed=" + v(tls_resumed);

@@ -22,7 +22,8 @@ struct ProxyCounters {
   Counter faults_delayed{0};    // requests held back by a VirtualService fault delay (flag DI)
   Counter faults_aborted{0};    // requests answered by a VirtualService fault abort (flag FI)
   Counter mirrored{0};          // copies of requests sent to a VirtualService mirror (Envoy's shadow)
-  Counter mirror_skipped{0};    // chosen for a mirror but not copied (body not at hand, too large)
+  Counter mirror_skipped{0};    // chosen for a mirror but not copied (an Upgrade/CONNECT, a body not streamable)
+  Counter mirror_cut{0};        // copies whose body was cut short (the copy fell behind, or the original ended)
   Counter dns_failures{0};
   Counter protocol_errors{0};
   // TLS handshakes, both sides (terminated from downstreams, originated to
