@@ -23,9 +23,11 @@
 #               runs with `http-reuse always`, its own connection pooling
 #
 #   cpu us/req  CPU time of the chain's two proxies per request (/proc)
+#   host us/req all CPUs' busy time per request (/proc/stat)
 #
 #   sudo bench/mtls.sh [BUILD_DIR]    (default: build)
-# Env: DURATION seconds per run (5), CONNECTIONS (32), ROUNDS (1),
+# Env: DURATION seconds per run (5), CONNECTIONS (32), ROUNDS (1), WARMUP (1 s
+# of the same load, unmeasured, before each run),
 # SOCKET_REDIRECT (1: a last round with the agent's --socket-redirect, the
 # workload <-> sidecar hop socket to socket; 0: skip it), PERF (a directory:
 # `perf record --call-graph dwarf` of both Sluice proxies during each Sluice run, saved there
@@ -40,6 +42,7 @@ BUILD=${1:-$ROOT/build}
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-32}
 ROUNDS=${ROUNDS:-1}
+WARMUP=${WARMUP:-1}
 export SLUICE_AGENT=$BUILD/agent/sluice-agent
 PROXY=$BUILD/userspace-proxy/proxy/sluice-proxy
 TEST_NAME=mtls-bench
@@ -174,13 +177,18 @@ pids_of() { local l; for l in "$@"; do kt_listener_pid "$NS" "$l"; done; }
 SL_PIDS=$(pids_of 127.0.0.1:15001 10.99.0.2:80)
 HT_PIDS=$(pids_of 127.0.0.1:18080 10.99.0.3:18443)
 HH_PIDS=$(pids_of 127.0.0.1:18081 10.99.0.3:18444)
-# measure VAR_RPS VAR_P99 VAR_CPU "PIDS" CGROUP URL [wrk args]
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }  # user nice system irq softirq
+# measure VAR_RPS VAR_P99 VAR_CPU VAR_HOST "PIDS" CGROUP URL [wrk args]
 measure() {
-	local -n rps_=$1 p99_=$2 cpu_=$3
-	local pids=$4 before
-	shift 4
+	local -n rps_=$1 p99_=$2 cpu_=$3 host_=$4
+	local pids=$5 before host_before
+	shift 5
+	# Unmeasured warm-up, every chain alike (fresh processes fault in
+	# buffers and fill their pools in their first second).
+	[ "$WARMUP" -gt 0 ] && DURATION=$WARMUP wrk_run "$@" >/dev/null
 	# shellcheck disable=SC2086
 	[ -n "$pids" ] && before=$(kt_cpu_ticks $pids)
+	host_before=$(busy_ticks)
 	local perf_pid=""
 	if [ -n "${PERF:-}" ] && [ -n "$pids" ] && [ "$pids" = "$SL_PIDS" ]; then
 		mkdir -p "$PERF"
@@ -193,7 +201,10 @@ measure() {
 		kill -INT "$perf_pid" 2>/dev/null
 		wait "$perf_pid" 2>/dev/null
 	fi
-	cpu_=-
+	cpu_=- host_=-
+	if [ "${rps_:-0}" -gt 0 ]; then
+		host_=$(python3 -c "print('%.0f' % (($(busy_ticks) - $host_before) * 1e6 / $(getconf CLK_TCK) / ($rps_ * $DURATION)))")
+	fi
 	if [ -n "$pids" ] && [ "${rps_:-0}" -gt 0 ]; then
 		# shellcheck disable=SC2086
 		cpu_=$(python3 -c "print('%.0f' % (($(kt_cpu_ticks $pids) - $before) * 1e6 / $(getconf CLK_TCK) / ($rps_ * $DURATION)))")
@@ -201,25 +212,27 @@ measure() {
 }
 
 echo "mTLS chain, 1 worker/thread per proxy, wrk -t1 -c$CONNECTIONS, ${DURATION}s per run, $ROUNDS round(s)"
-printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s\n" test direct sluice hap-tcp hap-http sl/direct sl/tcp sl/http \
-	"p99 ms" "  cpu us/req"
+printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s %s\n" test direct sluice hap-tcp hap-http sl/direct sl/tcp \
+	sl/http "p99 ms" "  cpu us/req" "  host us/req"
 # row KIND LABEL: direct, Sluice, HAProxy TCP and HTTP one after the other.
 row() {
 	local extra=()
 	[ "$1" = new-conn ] && extra=(-H "Connection: close")
 	PERF_LABEL=$2
-	measure d dp dc "" other http://10.99.0.1/ "${extra[@]}"
-	measure s sp sc "$SL_PIDS" workload http://10.99.0.1/ "${extra[@]}"
-	measure t tp tc "$HT_PIDS" other http://127.0.0.1:18080/ "${extra[@]}"
-	measure h hp hc "$HH_PIDS" other http://127.0.0.1:18081/ "${extra[@]}"
-	printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s\n" "$2" "$d" "$s" "$t" "$h" "$(ratio "$s" "$d")" \
-		"$(ratio "$s" "$t")" "$(ratio "$s" "$h")" "$dp/$sp/$tp/$hp" "  $sc/$tc/$hc"
+	measure d dp dc dh "" other http://10.99.0.1/ "${extra[@]}"
+	measure s sp sc sh "$SL_PIDS" workload http://10.99.0.1/ "${extra[@]}"
+	measure t tp tc th "$HT_PIDS" other http://127.0.0.1:18080/ "${extra[@]}"
+	measure h hp hc hh "$HH_PIDS" other http://127.0.0.1:18081/ "${extra[@]}"
+	printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s %s\n" "$2" "$d" "$s" "$t" "$h" "$(ratio "$s" "$d")" \
+		"$(ratio "$s" "$t")" "$(ratio "$s" "$h")" "$dp/$sp/$tp/$hp" "  $sc/$tc/$hc" "  $dh/$sh/$th/$hh"
 }
 for round in $(seq "$ROUNDS"); do
 	for kind in keepalive new-conn; do row "$kind" "$kind"; done
 done
 echo "p99 column: direct/sluice/haproxy-tcp/haproxy-http; cpu us/req: both proxies of the chain (user + system" \
-	"from /proc) per request, sluice/haproxy-tcp/haproxy-http; lower is cheaper"
+	"from /proc) per request, sluice/haproxy-tcp/haproxy-http; lower is cheaper; host us/req: every CPU's busy" \
+	"time per request (direct/sluice/haproxy-tcp/haproxy-http: clients, servers, proxies, kernel) — with the CPUs" \
+	"saturated, requests/s = CPUs / host us/req, so a proxy's saving shows as its share of it"
 if [ "${SOCKET_REDIRECT:-1}" = 1 ]; then
 	# Once more with the agent's --socket-redirect (opt-in: the workload <->
 	# sidecar hop socket to socket), HAProxy measured again beside it.

@@ -291,16 +291,21 @@ int Worker::setup_buffers(std::string* error) {
     return -EINVAL;
   }
   // The small ring's memory also holds the local buffers, after its n.
-  const uint32_t total = n + config_.local_buffer_count;
-  int rc = map_provided_ring(small_, 0, n, total, config_.buffer_size, 0, error);
+  int rc = map_provided_ring(small_, 0, n, n + config_.local_buffer_count, config_.buffer_size, 0, error);
   if (rc < 0) return rc;
+  // Ids: the small ring's, then the bulk ring's (both 16-bit: the kernel
+  // hands them back), then the local buffers' (never seen by the kernel).
+  rc = setup_bulk_buffers(n, error);
+  if (rc < 0) return rc;
+  local_base_ = n + (bulk_base_ == UINT32_MAX ? 0 : config_.bulk_buffer_count);
+  const uint32_t total = local_base_ + config_.local_buffer_count;
   seg_next_.assign(total, kNoBuffer);
   seg_off_.assign(total, 0);
   seg_len_.assign(total, 0);
   local_free_.reserve(config_.local_buffer_count);
-  for (uint32_t i = total; i > n; --i) local_free_.push_back(i - 1);
+  for (uint32_t i = total; i > local_base_; --i) local_free_.push_back(i - 1);
   scratch_.resize(config_.max_sniff_bytes + config_.buffer_size);
-  return setup_bulk_buffers(total, error);
+  return 0;
 }
 
 // The second provided ring (group 1) for bulk directions; its entries carry
@@ -317,16 +322,16 @@ int Worker::setup_bulk_buffers(uint32_t first_id, std::string* error) {
     return -EINVAL;
   }
   if (static_cast<uint64_t>(first_id) + n > 65536) {
-    *error = "buffer_count + local_buffer_count + bulk_buffer_count must be at most 65536 (16-bit buffer ids)";
+    *error = "buffer_count + bulk_buffer_count must be at most 65536 (16-bit buffer ids)";
+    return -EINVAL;
+  }
+  if (config_.bulk_after_full_reads < 1 || config_.bulk_after_full_reads > 255) {
+    *error = "bulk_after_full_reads must be in [1, 255]";
     return -EINVAL;
   }
   int rc = map_provided_ring(bulk_, 1, n, n, config_.bulk_buffer_size, first_id, error);
   if (rc < 0) return rc;
   bulk_base_ = first_id;
-  const uint32_t total = first_id + n;
-  seg_next_.resize(total, kNoBuffer);
-  seg_off_.resize(total, 0);
-  seg_len_.resize(total, 0);
   return 0;
 }
 
@@ -393,7 +398,7 @@ void Worker::teardown() {
   // Unmapped once the ring is gone: nothing can write into them any more.
   unmap_provided_ring(small_);
   unmap_provided_ring(bulk_);
-  bulk_base_ = UINT32_MAX;
+  bulk_base_ = local_base_ = UINT32_MAX;
   handler_.reset();  // wake_fd_ stays open until ~Worker: request_stop may race with exit
 }
 
@@ -700,7 +705,7 @@ int Worker::enqueue_copy(SendQueue& q, std::span<const uint8_t> bytes) {
 
 void Worker::release_buffer(uint32_t bid) {
   if (bid >= config_.buffer_count) [[unlikely]] {
-    if (bid < bulk_base_) {
+    if (is_local(bid)) {
       local_free_.push_back(bid);
       return;
     }
@@ -1196,7 +1201,7 @@ void Worker::on_recv_cqe(ConnectionImpl* c, int s, int res, uint32_t flags) {
   uint32_t bid = kNoBuffer;
   if (flags & IORING_CQE_F_BUFFER) {
     bid = flags >> IORING_CQE_BUFFER_SHIFT;
-    if (bid < bulk_base_) [[likely]] {
+    if (bid < config_.buffer_count) [[likely]] {
       ring_buffers_held_++;
       counters_.buffers_in_use.set(ring_buffers_held_);
       counters_.buffers_in_use_peak.max(ring_buffers_held_);
@@ -1267,6 +1272,9 @@ void Worker::note_read_size(ConnectionImpl* c, int s, uint32_t len) {
     if (len < config_.buffer_size) {
       side.bulk = false;
       side.full_reads = 0;
+      // A multishot recv on the bulk ring would go on taking 64 KiB
+      // buffers for small reads: the re-arm goes back to the small ring.
+      if (side.recv == RecvState::kArmed && side.multishot && side.armed_bulk) cancel_recv(c, s);
     }
     return;
   }
@@ -1318,7 +1326,10 @@ void Worker::on_bytes(ConnectionImpl* c, int s, uint32_t bid, uint32_t len) {
   }
   Side& dst = c->side[1 - s];
   if (c->phase == Phase::kRelaying) kick_send(c, 1 - s);
-  if (dst.out.count >= config_.max_queued_buffers && c->side[s].recv == RecvState::kArmed) {
+  // (kCancelling: a cancel is on its way already, for a move to or from
+  // the bulk ring; the re-arm must still be single-shot.)
+  if (dst.out.count >= config_.max_queued_buffers &&
+      (c->side[s].recv == RecvState::kArmed || c->side[s].recv == RecvState::kCancelling)) {
     counters_.backpressure_pauses.add();
     c->side[s].paused = true;
     c->side[s].multishot = false;

@@ -259,14 +259,19 @@ class Worker {
   size_t gather(const SendQueue& q, size_t limit);  // linearize into scratch_
 
   // Buffers.
-  // Buffer ids: [0, buffer_count) the small ring (group 0), then the local
-  // buffers, then the bulk ring (group 1) from bulk_base_.
+  // Buffer ids: [0, buffer_count) the small ring (group 0), then the bulk
+  // ring (group 1) from bulk_base_, then the local buffers from local_base_
+  // (their memory follows the small ring's).
   uint8_t* buf_addr(uint32_t bid) const {
-    if (bid < bulk_base_) [[likely]] return small_.mem + static_cast<size_t>(bid) * config_.buffer_size;
+    if (bid < config_.buffer_count) [[likely]] return small_.mem + static_cast<size_t>(bid) * config_.buffer_size;
+    if (bid >= local_base_) {
+      return small_.mem + static_cast<size_t>(config_.buffer_count + (bid - local_base_)) * config_.buffer_size;
+    }
     return bulk_.mem + static_cast<size_t>(bid - bulk_base_) * config_.bulk_buffer_size;
   }
-  uint32_t buf_size(uint32_t bid) const { return bid < bulk_base_ ? config_.buffer_size : config_.bulk_buffer_size; }
-  bool is_local(uint32_t bid) const { return bid >= config_.buffer_count && bid < bulk_base_; }
+  bool is_bulk(uint32_t bid) const { return bid >= config_.buffer_count && bid < local_base_; }
+  uint32_t buf_size(uint32_t bid) const { return is_bulk(bid) ? config_.bulk_buffer_size : config_.buffer_size; }
+  bool is_local(uint32_t bid) const { return bid >= local_base_; }
   void note_read_size(ConnectionImpl* c, int s, uint32_t len);
   void enqueue(SendQueue& q, uint32_t bid, uint32_t off, uint32_t len, bool coalesce = true);
   int enqueue_copy(SendQueue& q, std::span<const uint8_t> bytes);  // into local buffers
@@ -308,6 +313,7 @@ class Worker {
   std::vector<uint32_t> local_free_;  // stack of free local buffer ids
   uint32_t ring_buffers_held_ = 0;
   uint32_t bulk_base_ = UINT32_MAX;  // first bulk buffer id (UINT32_MAX: no bulk ring)
+  uint32_t local_base_ = UINT32_MAX;  // first local buffer id
   uint32_t bulk_held_ = 0;
   std::vector<uint8_t> scratch_;      // linearized sniff/held bytes
   __kernel_timespec connect_ts_{};

@@ -269,6 +269,17 @@ HttpRequestGuard::~HttpRequestGuard() {
   if (mirror_body_ >= 0 || mirror_first_ >= 0) mirror_end(/*cut=*/true);
 }
 
+// The body being forwarded now goes to `fd` too (one left unfinished, which
+// cannot happen with a body framed to its end, is cut first).
+void HttpRequestGuard::mirror_take(int fd) {
+  if (mirror_body_ >= 0) {
+    shutdown(mirror_body_, SHUT_WR);
+    close(mirror_body_);
+    bump(info_->counters->mirror_cut);
+  }
+  mirror_body_ = fd;
+}
+
 void HttpRequestGuard::mirror_feed(std::string_view bytes) {
   if (bytes.empty()) return;
   const ssize_t n = send(mirror_body_, bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -291,12 +302,16 @@ void HttpRequestGuard::mirror_end(bool cut) {
   }
 }
 
-ConnectionInfo::~ConnectionInfo() {
-  // Left for a guard that was never built: the copy ends short.
-  if (mirror_sink >= 0) {
-    shutdown(mirror_sink, SHUT_WR);
-    close(mirror_sink);
-  }
+ConnectionInfo::~ConnectionInfo() { cut_mirror_sink(); }
+
+// A sink left for a guard that will not take it (never built: an upstream
+// failure; or its request dropped, as by a retry): the copy ends short.
+void ConnectionInfo::cut_mirror_sink() {
+  if (mirror_sink < 0) return;
+  shutdown(mirror_sink, SHUT_WR);
+  close(mirror_sink);
+  mirror_sink = -1;
+  if (counters) bump(counters->mirror_cut);
 }
 
 FilterStatus HttpRequestGuard::on_start(std::span<const uint8_t> held, FilterOutput& out) {
@@ -357,7 +372,12 @@ FilterStatus HttpRequestGuard::retry_now(uint32_t status) {
   response_framer_.reset();
   response_state_ = ResponseState::kHead;
   response_prefix_.clear();
+  // Only the retried request goes again: a copy waiting for the body of a
+  // request held behind it is cut.
+  info_->cut_mirror_sink();
   held_ = std::move(replay_);
+  held_.append(behind_retry_);
+  behind_retry_.clear();
   replay_.clear();
   replay_ok_ = replay_done_ = false;
   state_ = State::kSwitching;
@@ -880,6 +900,18 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
 FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOutput* out) {
   std::string_view rest(reinterpret_cast<const char*>(chunk.data()), chunk.size());
   auto forward = [&](size_t n) { return out ? out->forward(n) : 0; };
+  if (retrying_ && !rest.empty()) {
+    // The request is about to go again: what the client sends meanwhile
+    // waits, unread, to follow it (deciding a request now would let it
+    // overtake the retried one).
+    if (behind_retry_.size() + rest.size() > kMaxHeldBytes) {
+      bump(info_->counters->protocol_errors);
+      return FilterStatus::kReset;
+    }
+    behind_retry_.append(rest);
+    if (out) out->skip(rest.size());
+    return FilterStatus::kContinue;
+  }
   while (!rest.empty()) {
     switch (state_) {
       case State::kStopped:
@@ -924,6 +956,12 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
           state_ = tunnel_after_body_ ? State::kOpaque : State::kHead;
           parser_.reset();
           first_head_ = false;
+          // A mirrored copy answered before its body was all sent (an
+          // early 401 or 413 to a streamed upload): done now.
+          if (out && discard_ && outstanding_.empty() && state_ == State::kHead) {
+            if (!rest.empty()) out->skip(rest.size());
+            return reusable_ ? FilterStatus::kEndDownstream : FilterStatus::kClose;
+          }
         } else if (r.consumed == 0) {
           return FilterStatus::kContinue;
         }
@@ -961,7 +999,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         if (first_head_) {
           // The request the connection was decided on: already logged.
           note_request(head, first_edits_, /*first=*/true, rest.substr(0, r.consumed));
-          if (out && mirror_first_ >= 0) mirror_body_ = std::exchange(mirror_first_, -1);
+          if (out && mirror_first_ >= 0) mirror_take(std::exchange(mirror_first_, -1));
           if (out && outstanding_.size() == 1 && outstanding_.front().next_deadline() != INT64_MAX) arm_timer(*out);
           if (takes_held_bytes()) {
             if (forward_head(head, r.consumed, out, first_edits_.get()) != FilterStatus::kContinue) {
@@ -982,7 +1020,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
           // Forwarded here: its body goes to its copy too. (Moving to another
           // upstream, the sink waits for the guard built there.)
           if (st == FilterStatus::kContinue && info_->mirror_sink >= 0) {
-            mirror_body_ = std::exchange(info_->mirror_sink, -1);
+            mirror_take(std::exchange(info_->mirror_sink, -1));
           }
           if (st == FilterStatus::kNewUpstream) {
             // For another upstream (its log entry is pending already).

@@ -126,6 +126,7 @@ struct ConnectionInfo {
   ConnectionInfo(const ConnectionInfo&) = delete;
   ConnectionInfo& operator=(const ConnectionInfo&) = delete;
   ~ConnectionInfo();
+  void cut_mirror_sink();
 
   // Decides a later request (see the file comment). Fills `entry` (the
   // request's access log line: cluster, route, flags, response code).
@@ -322,6 +323,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // Copies forwarded body bytes to mirror_body_; a copy that cannot keep up
   // (its socket buffer full) is cut short: mirror_cut().
   void mirror_feed(std::string_view bytes);
+  void mirror_take(int fd);
   void mirror_end(bool cut);
   RouteEditsPtr first_edits_;
   // A later request in the handler's bytes has edits: they go through
@@ -348,6 +350,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   bool replay_done_ = false;
   bool switch_signalled_ = false;  // kNewUpstream returned once already
   bool retrying_ = false;          // the front response is being discarded for a retry
+  std::string behind_retry_;       // what the client sent meanwhile: follows the retried request
   uint32_t retry_status_ = 0;
   std::vector<bool> checked_switch_;  // of the later requests decided before on_start: to another upstream
   std::string response_prefix_;  // a response head's bytes held back (unpooled) while a retry is possible

@@ -718,6 +718,26 @@ spec:
   pf->on_data(engine::Direction::kDownstreamToUpstream, bytes("body"), po2);
   EXPECT_EQ(po.upstream + po2.upstream, "-of-body");  // the original, as ever
   EXPECT_EQ(read_copy(pfd), "-of-body");
+  // The copy's own connection: its upstream answers 413 before the body is
+  // all there; the copy ends once the body has gone (not at the idle
+  // timeout: its writer never sends a FIN).
+  FakeConnection pm;
+  engine::AcceptInfo pinfo(pfd, p.spawned[0].second);
+  ASSERT_EQ(h->on_accept(pm, pinfo).kind(), Verdict::Kind::kNeedMore);
+  const std::string copy_head =
+      "POST /big HTTP/1.1\r\nHost: edition.cnn.com-shadow\r\nContent-Length: 12\r\nx-route: a\r\n\r\n";
+  Verdict pv = h->on_downstream_data(pm, bytes(copy_head + "part"));
+  ASSERT_EQ(pv.kind(), Verdict::Kind::kConnect);
+  auto pmf = pv.take_filter();
+  start(*pmf, copy_head + "part");
+  h->on_upstream_connected(pm, pv.upstreams()[0]);
+  EXPECT_EQ(respond(*pmf, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n").first,
+            engine::FilterStatus::kContinue);
+  FakeOutput pmo("-of-body");
+  EXPECT_EQ(pmf->on_data(engine::Direction::kDownstreamToUpstream, bytes("-of-body"), pmo),
+            engine::FilterStatus::kEndDownstream);
+  EXPECT_EQ(pmo.upstream, "-of-body");
+  close(*h, pm, engine::CloseReason::kCompleted);
   h->on_upstream_connected(p, engine::SocketAddress());
   respond(*pf, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
   // A later request's body too, chunked; the client goes away in the middle
@@ -816,6 +836,38 @@ spec:
   for (const auto& [fd, tag] : c.spawned) ::close(fd);
   EXPECT_EQ(counters_.mirrored.load(), 2u);
   EXPECT_EQ(counters_.faults_delayed.load(), 2u);
+}
+
+// A request the client pipelines while a retriable response is being
+// dropped waits, unread, and goes after the retried request (deciding it
+// then would let it overtake, or lose it).
+TEST_F(EgressHandlerTest, ARequestSentDuringARetryFollowsTheRetriedOne) {
+  load({kRegistryOnly, kCnnServiceEntry});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  dns_.answer("edition.cnn.com", "203.0.113.21");
+  auto h = handler("203.0.113.20:80");
+  FakeConnection c;
+  const std::string req = "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  auto f = decided(*h, c, req);
+  start(*f, req);
+  h->on_upstream_connected(c, engine::SocketAddress());
+  // The 503's head and part of its body: the retry is decided, the body
+  // still being dropped.
+  auto [st, shown] = respond(*f, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbu");
+  EXPECT_EQ(st, engine::FilterStatus::kContinue);
+  EXPECT_EQ(shown, "");
+  const std::string later = "GET /b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeOutput lo(later);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(later), lo), engine::FilterStatus::kContinue);
+  EXPECT_TRUE(lo.upstream.empty());  // not forwarded ahead of the retried request
+  EXPECT_EQ(respond(*f, "sy").first, engine::FilterStatus::kNewUpstream);
+  // Handed to the next upstream: the retried request, then the later one.
+  Verdict again = next_try(*h, c, *f, req + later);
+  ASSERT_EQ(again.kind(), Verdict::Kind::kConnect);
+  auto f2 = again.take_filter();
+  EXPECT_EQ(start(*f2, req + later), req + later);
+  EXPECT_EQ(counters_.retries.load(), 1u);
+  close(*h, c, engine::CloseReason::kCompleted);
 }
 
 TEST_F(EgressHandlerTest, RetriesEndWithTheLastTriesResponseFlaggedURX) {
