@@ -897,21 +897,24 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
 
 // Walks `chunk` through the framing. With `out` null (the handler's first
 // bytes) nothing is output and a failed check sets first_ok_ = false.
+// Keeps `rest` in `into` (up to kMaxHeldBytes; more resets the connection).
+FilterStatus HttpRequestGuard::hold_back(std::string& into, std::string_view rest, FilterOutput* out) {
+  if (into.size() + rest.size() > kMaxHeldBytes) {
+    bump(info_->counters->protocol_errors);
+    return FilterStatus::kReset;
+  }
+  into.append(rest);
+  if (out) out->skip(rest.size());
+  return FilterStatus::kContinue;
+}
+
 FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOutput* out) {
   std::string_view rest(reinterpret_cast<const char*>(chunk.data()), chunk.size());
   auto forward = [&](size_t n) { return out ? out->forward(n) : 0; };
-  if (retrying_ && !rest.empty()) {
-    // The request is about to go again: what the client sends meanwhile
-    // waits, unread, to follow it (deciding a request now would let it
-    // overtake the retried one).
-    if (behind_retry_.size() + rest.size() > kMaxHeldBytes) {
-      bump(info_->counters->protocol_errors);
-      return FilterStatus::kReset;
-    }
-    behind_retry_.append(rest);
-    if (out) out->skip(rest.size());
-    return FilterStatus::kContinue;
-  }
+  // The request is about to go again: what the client sends meanwhile
+  // waits, unread, to follow it (deciding a request now would let it
+  // overtake the retried one).
+  if (retrying_ && !rest.empty()) return hold_back(behind_retry_, rest, out);
   while (!rest.empty()) {
     switch (state_) {
       case State::kStopped:
@@ -919,13 +922,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         return FilterStatus::kClose;
       case State::kSwitching:
         // Everything after a request for the next upstream waits for it.
-        if (held_.size() + rest.size() > kMaxHeldBytes) {
-          bump(info_->counters->protocol_errors);
-          return FilterStatus::kReset;
-        }
-        held_.append(rest);
-        if (out) out->skip(rest.size());
-        return FilterStatus::kContinue;
+        return hold_back(held_, rest, out);
       case State::kOpaque:
         if (forward(rest.size()) != 0) return FilterStatus::kReset;
         return FilterStatus::kContinue;

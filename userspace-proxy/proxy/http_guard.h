@@ -294,6 +294,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // Hands the held request to the next upstream (kNewUpstream).
   engine::FilterStatus retry_now(uint32_t status);
   engine::FilterStatus hold_for_switch(std::string_view rest, engine::FilterOutput* out);
+  engine::FilterStatus hold_back(std::string& into, std::string_view rest, engine::FilterOutput* out);
 
   // kSwitching: a request for another upstream (or a retry) is held, with
   // everything after it, for the next upstream.
