@@ -9,7 +9,9 @@
 #                HTTP paths pool their upstream connections as Envoy does,
 #                HAProxy's HTTP mode runs with `http-reuse always`, its
 #                pooling; TCP modes connect upstream per client connection)
-#   bulk         iperf3 -t DURATION, one stream, client -> server (Gbit/s)
+#   bulk         iperf3 -t DURATION, one stream, client -> server (Gbit/s);
+#                "pass-small" is the passthrough sidecar without its bulk
+#                ring (--bulk-buffers 0), to show what that ring is worth
 #   idle         RSS of the proxy per idle connection, IDLE connections held
 #   cpu us/req   the proxy process's CPU time per request (Sluice, HAProxy)
 #   host us/req  all CPUs' busy time per request (wrk, nginx, the proxy and
@@ -149,8 +151,19 @@ cp "$ROOT/configs/mesh/istio-configmap-allow-any.yaml" "$CONF/istio-configmap.ya
 printf 'global:\n  proxy:\n    includeIPRanges: "10.99.0.1/32"\n' >"$TMP/values.yaml"
 AGENT_ARGS=(--cgroup "$KT_CG/workload" --cgroup "$KT_CG/proxy" --config "$TMP/values.yaml")
 kt_agent "${AGENT_ARGS[@]}"
-kt_bg in_cg_ns proxy "$NS" "$PROXY" --config "$CONF" --listen 127.0.0.1:15001 --workers 1 --access-log "" \
-	--poll-interval-ms 100 ${SIDECAR_ARGS:-} 2>"$TMP/sidecar.err"
+start_sidecar() {  # [extra sluice-proxy flags]
+	# shellcheck disable=SC2086
+	kt_bg in_cg_ns proxy "$NS" "$PROXY" --config "$CONF" --listen 127.0.0.1:15001 --workers 1 --access-log "" \
+		--poll-interval-ms 100 ${SIDECAR_ARGS:-} "$@" 2>>"$TMP/sidecar.err"
+}
+restart_sidecar() {  # [extra sluice-proxy flags]: a fresh sidecar (its own process: its pid changes)
+	kill "$SIDECAR_PID"
+	while kill -0 "$SIDECAR_PID" 2>/dev/null; do sleep 0.05; done
+	start_sidecar "$@"
+	kt_wait_listen "$NS" 127.0.0.1:15001 || fail "the sidecar did not restart"
+	SIDECAR_PID=$(kt_listener_pid "$NS" 127.0.0.1:15001)
+}
+start_sidecar
 KT_LOGS+=("$TMP/sidecar.err")
 for l in 10.99.0.1:80 10.99.0.1:5201 10.99.0.1:5202 127.0.0.1:28080 127.0.0.1:28201 127.0.0.1:18080 \
 	127.0.0.1:18081 127.0.0.1:18201 127.0.0.1:15001; do
@@ -268,6 +281,11 @@ B_pass=$(iperf_run workload 10.99.0.1 5201)
 B_haptcp=$(iperf_run other 127.0.0.1 18201)
 B_stream=$(iperf_run other 127.0.0.1 28201)
 I_pass=$(idle_run "$SIDECAR_PID" workload 10.99.0.1 5202)
+# What the bulk ring is worth: the same transfer through a sidecar without
+# one (--bulk-buffers 0: 16 KiB reads only), then the default sidecar again.
+restart_sidecar --bulk-buffers 0
+B_pass_small=$(iperf_run workload 10.99.0.1 5201)
+restart_sidecar
 
 # The same with the workload <-> sidecar hop socket to socket (sk_msg).
 measure_sluice() {  # SUFFIX
@@ -309,10 +327,11 @@ echo "cpu us/req: the proxy process's own CPU time (user + system, from /proc) p
 echo "host us/req: every CPU's busy time per request (clients, servers, proxy, kernel); requests/s follows it"
 echo "  when the CPUs are saturated: a proxy's saving shows in requests/s as its share of this column"
 printf "\n%-10s %-14s %10s %9s %9s\n" test path "Gbit/s" "/direct" "/hap-tcp"
-for path in direct pass pass_sk policy policy_sk haptcp stream; do
+for path in direct pass pass_small pass_sk policy policy_sk haptcp stream; do
 	v="B_$path"
 	printf "%-10s %-14s %10s %9s %9s\n" bulk "${path//_/-}" "${!v}" "$(ratio "${!v}" "$B_direct")" "$(ratio "${!v}" "$B_haptcp")"
 done
+echo "pass-small: passthrough with --bulk-buffers 0 (16 KiB reads only); the other Sluice rows use the bulk ring"
 printf "\nidle: %s connections held open; RSS growth per connection (KiB): sluice %s, HAProxy %s\n" \
 	"$IDLE" "$I_pass" "$I_hap"
 kill -USR1 "$SIDECAR_PID"
