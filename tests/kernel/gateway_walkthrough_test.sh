@@ -570,6 +570,12 @@ spec:
 YAML
 	GENERATION=$((GENERATION + 1))
 	wait_generation "$GENERATION"
+	# The walkthrough's Gateway is back (port 80; the passthrough variant had
+	# only 443): its listeners are reconciled after the load.
+	for n in 1 2; do
+		ns=$([ "$n" = 1 ] && echo "$NS_G1" || echo "$NS_G2")
+		kt_wait_listen "$ns" "10.20.$n.2:80" || fail "gateway $n does not listen on :80 after the reload"
+	done
 	b80=$(wc -l <"$TMP/nginx/access80.log")
 	m1=$(lines_of "$TMP/gw1/access.log") m2=$(lines_of "$TMP/gw2/access.log")
 	out=$(in_cg_ns workload "$NS_W" curl -s --max-time 10 -w ' %{http_code}' http://edition.cnn.com/teapot)
