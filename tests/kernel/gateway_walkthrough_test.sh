@@ -426,13 +426,24 @@ $(grep -E '^sluice_engine_upstream_pool|^sluice_proxy_events_total' <<<"$stats")
 	# ------------------------------------------------ (5b) gateway with another identity
 	kill "${GW_PID[2]}"
 	while kill -0 "${GW_PID[2]}" 2>/dev/null; do sleep 0.05; done
+	# Meanwhile no gateway at all: Envoy's 503 reaches the client (not an
+	# empty reply), flag UF.
+	ms=$(lines_of "$TMP/sidecar.log")
+	out=$(in_cg_ns workload "$NS_W" curl -s --max-time 10 -w ' %{http_code}' http://edition.cnn.com/politics)
+	case "$out" in "upstream connect error or disconnect/reset before headers. reset reason: "*" 503") ;;
+	*) fail "(6) with both gateways down: got \"$out\"" ;; esac
+	sleep 0.3
+	new_lines "$TMP/sidecar.log" "$ms" | grep -q '"GET /politics HTTP/1.1" 503 U[FC] ' ||
+		fail "(6) with both gateways down, the sidecar logged: $(new_lines "$TMP/sidecar.log" "$ms")"
+	log "ok (6) both gateways down: 503 \"${out% 503}\""
 	start_gateway 2 impostor
+	ms=$(lines_of "$TMP/sidecar.log")
 	c=$(http_code http://edition.cnn.com/politics)
 	[ "$c" = 503 ] || fail "(5) a gateway with identity spiffe://cluster.local/ns/default/sa/impostor: got $c"
 	sleep 0.3
-	grep -q '" 503 UF .*outbound|80|cnn|' "$TMP/sidecar.log" ||
-		fail "(5) no 503 UF line in the sidecar's access log"
-	log "ok (5) a gateway presenting another SPIFFE identity is refused by the sidecar: $(grep -m1 '" 503 UF' "$TMP/sidecar.log")"
+	line=$(new_lines "$TMP/sidecar.log" "$ms" | grep '" 503 UF .*certificate verify failed.*outbound|80|cnn|')
+	[ -n "$line" ] || fail "(5) no 503 UF line with the TLS failure in the sidecar's access log"
+	log "ok (5) a gateway presenting another SPIFFE identity is refused by the sidecar: $line"
 	;;
 variants)
 	# ------------------------------------------------ TLS origination at the gateway

@@ -86,6 +86,10 @@ class StreamFilter {
   // The timer set through FilterOutput::set_timer expired. `out` has no
   // chunk: inject() only (a local reply toward the downstream).
   virtual FilterStatus on_timer(FilterOutput& /*out*/) { return FilterStatus::kContinue; }
+  // Every upstream address failed (refused, unreachable, or `timed_out`):
+  // the connection closes. `out` has no chunk: what the filter injects
+  // toward the downstream (Envoy's 503 for an HTTP request) is sent first.
+  virtual FilterStatus on_connect_failed(FilterOutput& /*out*/, bool /*timed_out*/) { return FilterStatus::kClose; }
 
   // Held bytes: what is queued toward the upstream when the connect verdict
   // is applied — the sniffed bytes the handler decided on or, for a filter

@@ -1086,8 +1086,26 @@ void Worker::start_connect(ConnectionImpl* c) {
     return;
   }
   c->stats.upstream = SocketAddress();
-  begin_close(c, c->last_connect_timed_out ? CloseReason::kUpstreamConnectTimeout : CloseReason::kUpstreamConnectFailed,
-              c->last_connect_timed_out ? ETIMEDOUT : err, false, false);
+  fail_connect(c, c->last_connect_timed_out, c->last_connect_timed_out ? ETIMEDOUT : err);
+}
+
+// No upstream address could be connected: the filter may answer the client
+// first (an HTTP request gets Envoy's 503), then the connection closes.
+void Worker::fail_connect(ConnectionImpl* c, bool timed_out, int err) {
+  const CloseReason reason = timed_out ? CloseReason::kUpstreamConnectTimeout : CloseReason::kUpstreamConnectFailed;
+  if (c->filter && !c->side[0].write_shut && c->side[0].fd >= 0) {
+    release_queue(c->side[1].out);  // never to be sent
+    Output out(this, c, 1, nullptr, 0, kNoBuffer);
+    const FilterStatus st = c->filter->on_connect_failed(out, timed_out);
+    if (st != FilterStatus::kReset && c->side[0].out.count > 0) {
+      counters_.local_responses.add();
+      c->stats.reason = reason;
+      c->stats.error = err;
+      enter_lingering(c);
+      return;
+    }
+  }
+  begin_close(c, reason, err, false, false);
 }
 
 void Worker::on_connect_cqe(ConnectionImpl* c, int res) {
@@ -1104,8 +1122,7 @@ void Worker::on_connect_cqe(ConnectionImpl* c, int res) {
     if (c->upstream_next < c->upstream_count) {
       start_connect(c);
     } else {
-      begin_close(c, timed_out ? CloseReason::kUpstreamConnectTimeout : CloseReason::kUpstreamConnectFailed,
-                  timed_out ? ETIMEDOUT : -res, false, false);
+      fail_connect(c, timed_out, timed_out ? ETIMEDOUT : -res);
     }
     return;
   }

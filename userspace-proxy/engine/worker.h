@@ -218,6 +218,7 @@ class Worker {
   bool filter_local_response(ConnectionImpl* c, std::span<const uint8_t> response);
   void start_connect(ConnectionImpl* c);
   void enter_relaying(ConnectionImpl* c);
+  void fail_connect(ConnectionImpl* c, bool timed_out, int err);
   bool adopt_pooled(ConnectionImpl* c);
   // FilterStatus::kNewUpstream: stop the upstream, then (from settle, once
   // nothing is in flight on it) park or close it and ask the handler again.

@@ -265,6 +265,17 @@ HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::sp
   if (state_ == State::kHead && !held_.empty()) first_ok_ = false;
 }
 
+FilterStatus HttpRequestGuard::on_connect_failed(FilterOutput& out, bool timed_out) {
+  if (discard_) return FilterStatus::kClose;
+  info_->first_response_code = 503;
+  const std::string reply =
+      local_reply(503, realtime_ns(),
+                  std::string("upstream connect error or disconnect/reset before headers. reset reason: ") +
+                      (timed_out ? "connection timeout" : "connection failure"));
+  return out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply)) == 0 ? FilterStatus::kClose
+                                                                                     : FilterStatus::kReset;
+}
+
 HttpRequestGuard::~HttpRequestGuard() {
   if (mirror_body_ >= 0 || mirror_first_ >= 0) mirror_end(/*cut=*/true);
 }

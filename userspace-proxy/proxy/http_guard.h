@@ -244,6 +244,10 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // response.
   void set_max_requests_per_connection(uint32_t n) { max_requests_ = n; }
   engine::FilterStatus on_timer(engine::FilterOutput& out) override;
+  // Envoy's answer when no upstream connection could be made: 503
+  // "upstream connect error or disconnect/reset before headers" (flag UF in
+  // the access log); a mirrored copy answers nobody.
+  engine::FilterStatus on_connect_failed(engine::FilterOutput& out, bool timed_out) override;
   // The held request (a switch or a retry) becomes the pending bytes.
   bool on_new_upstream(engine::FilterOutput& out) override;
   // A mirrored copy's guard: responses (and local answers such as a 504)

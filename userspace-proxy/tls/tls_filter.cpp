@@ -538,6 +538,16 @@ FilterStatus TlsFilter::on_timer(FilterOutput& out) {
   return worse(inner_status, io.status());
 }
 
+// No upstream connection: the inner filter's answer goes to the downstream
+// (encrypted when it is TLS); the upstream TLS never started.
+FilterStatus TlsFilter::on_connect_failed(FilterOutput& out, bool timed_out) {
+  if (!options_.inner || failed_) return FilterStatus::kClose;
+  InnerOutput io(this, &out, Direction::kUpstreamToDownstream, {}, /*engine_chunk=*/false);
+  // Sequenced: io.status() is only known after the inner filter ran.
+  const FilterStatus inner_status = options_.inner->on_connect_failed(io, timed_out);
+  return worse(inner_status, io.status());
+}
+
 FilterStatus TlsFilter::end_inner(Direction dir, FilterOutput& out) {
   const int i = dir == Direction::kDownstreamToUpstream ? 0 : 1;
   if (!options_.inner || inner_ended_[i]) return FilterStatus::kContinue;

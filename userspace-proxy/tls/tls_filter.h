@@ -121,6 +121,7 @@ class TlsFilter final : public engine::StreamFilter {
   engine::FilterStatus on_end_stream(engine::Direction dir, engine::FilterOutput& out) override;
   // The inner filter's timer (its replies are encrypted toward a TLS downstream).
   engine::FilterStatus on_timer(engine::FilterOutput& out) override;
+  engine::FilterStatus on_connect_failed(engine::FilterOutput& out, bool timed_out) override;
   bool takes_held_bytes() const override;
   engine::FilterStatus on_start(std::span<const uint8_t> held, engine::FilterOutput& out) override;
   // Pooling (origination only, plaintext downstream): the upstream session

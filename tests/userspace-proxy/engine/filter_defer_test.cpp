@@ -241,6 +241,10 @@ class DeadlineFilter final : public StreamFilter {
     out.inject(Direction::kUpstreamToDownstream, bytes("LATE\n"));
     return FilterStatus::kClose;
   }
+  FilterStatus on_connect_failed(FilterOutput& out, bool timed_out) override {
+    out.inject(Direction::kUpstreamToDownstream, bytes(timed_out ? "NO UPSTREAM (timeout)\n" : "NO UPSTREAM\n"));
+    return FilterStatus::kClose;
+  }
 };
 
 
@@ -957,6 +961,26 @@ TEST_F(FilterDeferTest, AFilterTimerFiresUnlessCancelled) {
   close(s);
   ASSERT_TRUE(log_.wait_for(1));
   EXPECT_EQ(log_.first().reason, CloseReason::kFilterClose);
+}
+
+// Every upstream address refused: the filter answers the client before the
+// connection closes (an HTTP filter's 503), and the close still says why.
+TEST_F(FilterDeferTest, AFilterAnswersWhenNoUpstreamConnects) {
+  uint16_t refusing = 0;
+  int hold = reserve_refusing_port(&refusing);
+  start([refusing](ScriptedHandler& h) {
+    h.upstreams = {SocketAddress::loopback4(refusing)};
+    h.filter_fn = [] { return std::make_unique<DeadlineFilter>(); };
+  });
+  int c = client();
+  ASSERT_TRUE(write_all(c, "request"));
+  EXPECT_EQ(read_to_eof(c), "NO UPSTREAM\n");
+  close(c);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(log_.first().reason, CloseReason::kUpstreamConnectFailed);
+  EXPECT_EQ(log_.first().error, ECONNREFUSED);
+  EXPECT_EQ(engine_->counters().local_responses, 1u);
+  close(hold);
 }
 
 }  // namespace

@@ -870,6 +870,29 @@ TEST_F(EgressHandlerTest, ARequestSentDuringARetryFollowsTheRetriedOne) {
   close(*h, c, engine::CloseReason::kCompleted);
 }
 
+// No endpoint accepts the connection: Envoy's 503 "upstream connect error
+// or disconnect/reset before headers" reaches the client (not an empty
+// reply), logged with flag UF.
+TEST_F(EgressHandlerTest, AnUpstreamConnectFailureIsAnswered503UF) {
+  load({kRegistryOnly, kCnnServiceEntry});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  auto h = handler("203.0.113.20:80");
+  FakeConnection c;
+  const std::string req = "GET /x HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  auto f = decided(*h, c, req);
+  ASSERT_NE(f, nullptr);
+  FakeOutput out("");
+  EXPECT_EQ(f->on_connect_failed(out, /*timed_out=*/false), engine::FilterStatus::kClose);
+  EXPECT_EQ(out.downstream.rfind("HTTP/1.1 503 Service Unavailable\r\n", 0), 0u) << out.downstream;
+  EXPECT_NE(out.downstream.find("\r\n\r\nupstream connect error or disconnect/reset before headers. reset reason: "
+                                "connection failure"),
+            std::string::npos)
+      << out.downstream;
+  close(*h, c, engine::CloseReason::kUpstreamConnectFailed);
+  const std::string lines = log_->lines();
+  EXPECT_NE(lines.find("\"GET /x HTTP/1.1\" 503 UF "), std::string::npos) << lines;
+}
+
 TEST_F(EgressHandlerTest, RetriesEndWithTheLastTriesResponseFlaggedURX) {
   const char* vs = R"(
 apiVersion: networking.istio.io/v1alpha3
