@@ -220,6 +220,15 @@ use_variant() {
 	GENERATION=$((GENERATION + 1))
 	wait_generation "$GENERATION"
 }
+# gateways_listen PORT: both gateways listen on PORT again (a reload that
+# adds a Gateway server opens its listener after the load is logged).
+gateways_listen() {
+	local n ns
+	for n in 1 2; do
+		ns=$([ "$n" = 1 ] && echo "$NS_G1" || echo "$NS_G2")
+		kt_wait_listen "$ns" "10.20.$n.2:$1" || fail "gateway $n does not listen on :$1 after the reload"
+	done
+}
 new_lines() {  # FILE BEFORE: the lines of FILE after line BEFORE
 	tail -n +"$(($2 + 1))" "$1" 2>/dev/null
 }
@@ -481,10 +490,7 @@ variants)
 
 	# ------------------------------------------------ TLS passthrough through the gateway
 	use_variant tls-passthrough-gateway
-	for n in 1 2; do
-		ns=$([ "$n" = 1 ] && echo "$NS_G1" || echo "$NS_G2")
-		kt_wait_listen "$ns" "10.20.$n.2:443" || fail "gateway $n does not listen on :443 after the reload"
-	done
+	gateways_listen 443
 	b443=$(wc -l <"$TMP/nginx/access443.log")
 	ms=$(lines_of "$TMP/sidecar.log") m1=$(lines_of "$TMP/gw1/access.log") m2=$(lines_of "$TMP/gw2/access.log")
 	out=$(in_cg_ns workload "$NS_W" env CURL_CA_BUNDLE="$EXT_CA" curl -s --max-time 10 -w ' %{http_code}' \
@@ -583,10 +589,7 @@ YAML
 	wait_generation "$GENERATION"
 	# The walkthrough's Gateway is back (port 80; the passthrough variant had
 	# only 443): its listeners are reconciled after the load.
-	for n in 1 2; do
-		ns=$([ "$n" = 1 ] && echo "$NS_G1" || echo "$NS_G2")
-		kt_wait_listen "$ns" "10.20.$n.2:80" || fail "gateway $n does not listen on :80 after the reload"
-	done
+	gateways_listen 80
 	b80=$(wc -l <"$TMP/nginx/access80.log")
 	m1=$(lines_of "$TMP/gw1/access.log") m2=$(lines_of "$TMP/gw2/access.log")
 	out=$(in_cg_ns workload "$NS_W" curl -s --max-time 10 -w ' %{http_code}' http://edition.cnn.com/teapot)

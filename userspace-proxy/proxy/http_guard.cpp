@@ -280,14 +280,26 @@ HttpRequestGuard::~HttpRequestGuard() {
   if (mirror_body_ >= 0 || mirror_first_ >= 0) mirror_end(/*cut=*/true);
 }
 
+namespace {
+// Ends a mirrored copy's body descriptor (-1 after): closed when the body is
+// complete (the copy's own descriptor stays open, so its upstream sees no
+// FIN), or cut — shut down, so the copy's request ends short (its upstream
+// answers or closes it) instead of waiting for bytes that will not come.
+void end_copy(int& fd, bool cut, ProxyCounters* counters) {
+  if (fd < 0) return;
+  if (cut) {
+    shutdown(fd, SHUT_WR);
+    if (counters) bump(counters->mirror_cut);
+  }
+  close(fd);
+  fd = -1;
+}
+}  // namespace
+
 // The body being forwarded now goes to `fd` too (one left unfinished, which
 // cannot happen with a body framed to its end, is cut first).
 void HttpRequestGuard::mirror_take(int fd) {
-  if (mirror_body_ >= 0) {
-    shutdown(mirror_body_, SHUT_WR);
-    close(mirror_body_);
-    bump(info_->counters->mirror_cut);
-  }
+  end_copy(mirror_body_, /*cut=*/true, info_->counters);
   mirror_body_ = fd;
 }
 
@@ -297,33 +309,16 @@ void HttpRequestGuard::mirror_feed(std::string_view bytes) {
   if (n != static_cast<ssize_t>(bytes.size())) mirror_end(/*cut=*/true);
 }
 
-// The copy's body is complete (the descriptor is closed; the copy's own one
-// stays open, so its upstream sees no FIN), or cut: shut down, the copy's
-// request ends short (its upstream answers or closes it) instead of
-// waiting for bytes that will not come.
 void HttpRequestGuard::mirror_end(bool cut) {
-  for (int* fd : {&mirror_body_, &mirror_first_}) {
-    if (*fd < 0) continue;
-    if (cut) {
-      shutdown(*fd, SHUT_WR);
-      bump(info_->counters->mirror_cut);
-    }
-    close(*fd);
-    *fd = -1;
-  }
+  end_copy(mirror_body_, cut, info_->counters);
+  end_copy(mirror_first_, cut, info_->counters);
 }
 
 ConnectionInfo::~ConnectionInfo() { cut_mirror_sink(); }
 
 // A sink left for a guard that will not take it (never built: an upstream
 // failure; or its request dropped, as by a retry): the copy ends short.
-void ConnectionInfo::cut_mirror_sink() {
-  if (mirror_sink < 0) return;
-  shutdown(mirror_sink, SHUT_WR);
-  close(mirror_sink);
-  mirror_sink = -1;
-  if (counters) bump(counters->mirror_cut);
-}
+void ConnectionInfo::cut_mirror_sink() { end_copy(mirror_sink, /*cut=*/true, counters); }
 
 FilterStatus HttpRequestGuard::on_start(std::span<const uint8_t> held, FilterOutput& out) {
   return advance(held, &out);
