@@ -820,7 +820,7 @@ void Worker::accept_conn(int fd, uint64_t spawn_tag) {
     side.paused = false;
     side.bulk = side.armed_bulk = false;
     side.full_reads = 0;
-    side.end_filtered = false;
+    side.end_filtered = side.tail_held = false;
     side.out = SendQueue{};
     side.starved.prev = side.starved.next = nullptr;
   }
@@ -1526,17 +1526,38 @@ void Worker::maybe_shutdown_write(ConnectionImpl* c, int s) {
     begin_close(c, CloseReason::kLocalClose, 0, false, false);
   } else {
     shutdown(dst.fd, SHUT_WR);
+    dst.tail_held = false;  // the FIN pushed it
   }
+}
+
+// Whether our FIN to side `s` is decided and goes as soon as its queue is
+// written: the client of a connection whose filter ended it (kEndDownstream:
+// a `Connection: close` exchange, its upstream parked) or one lingering after
+// a local reply. Its last bytes then go with MSG_MORE: the kernel holds the
+// final partial segment and the FIN rides on it (tcp_send_fin marks an unsent
+// tail), one segment and one wake-up of the client instead of two. Not for
+// an upstream FIN (the pool may keep the socket) nor for a client FIN that
+// only follows the upstream's (a filter may still switch upstreams and keep
+// the client): a held tail would wait for a FIN that never comes.
+bool Worker::fin_follows(const ConnectionImpl* c, int s) const {
+  if (s != 0 || c->side[0].write_shut) return false;
+  if (c->phase == Phase::kLingering) return true;
+  return c->phase == Phase::kRelaying && c->parking && c->side[1].read_eof;
 }
 
 void Worker::kick_send(ConnectionImpl* c, int s) {
   Side& dst = c->side[s];
   if (dst.send_inflight || dst.out.count == 0 || dst.fd < 0 || dst.write_shut) return;
   if (s == 1 && c->phase != Phase::kRelaying) return;
+  int flags = MSG_NOSIGNAL;
+  if (fin_follows(c, s)) {
+    flags |= MSG_MORE;
+    dst.tail_held = true;
+  }
   io_uring_sqe* sqe = get_sqe();
   uint32_t b = dst.out.head;
   if (dst.out.count == 1) {
-    io_uring_prep_send(sqe, dst.fd, buf_addr(b) + seg_off_[b], seg_len_[b], MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, dst.fd, buf_addr(b) + seg_off_[b], seg_len_[b], flags);
   } else {
     int n = 0;
     for (; b != kNoBuffer && n < kMaxSendIov; b = seg_next_[b], ++n) {
@@ -1546,7 +1567,7 @@ void Worker::kick_send(ConnectionImpl* c, int s) {
     std::memset(&dst.msg, 0, sizeof(dst.msg));
     dst.msg.msg_iov = dst.iov;
     dst.msg.msg_iovlen = static_cast<size_t>(n);
-    io_uring_prep_sendmsg(sqe, dst.fd, &dst.msg, MSG_NOSIGNAL);
+    io_uring_prep_sendmsg(sqe, dst.fd, &dst.msg, flags);
   }
   io_uring_sqe_set_data64(sqe, ud(c, kTagSend0 + static_cast<uint64_t>(s)));
   dst.send_inflight = true;
@@ -1711,6 +1732,17 @@ void Worker::finalize(ConnectionImpl* c) {
       // Batched with the loop's next submit rather than a syscall of its
       // own. Nothing is in flight on the socket any more, and its number
       // stays taken until the close runs, so no accept can reuse it early.
+      if (side.tail_held && !side.reset_on_close) {
+        // The FIN carries the held tail out first (a close() finding unread
+        // bytes would reset instead and drop it); hard-linked, so the close
+        // runs whatever the shutdown returns. Both in one submission.
+        if (io_uring_sq_space_left(&ring_) < 2) io_uring_submit(&ring_);
+        io_uring_sqe* shut = get_sqe();
+        io_uring_prep_shutdown(shut, side.fd, SHUT_WR);
+        io_uring_sqe_set_data64(shut, kUdIgnore);
+        shut->flags |= IOSQE_IO_HARDLINK;
+      }
+      side.tail_held = false;
       io_uring_sqe* sqe = get_sqe();
       io_uring_prep_close(sqe, side.fd);
       io_uring_sqe_set_data64(sqe, kUdIgnore);

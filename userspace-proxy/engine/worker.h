@@ -62,6 +62,11 @@ struct Side {
   bool armed_bulk = false;     // the recv in flight selects from the bulk ring
   uint8_t full_reads = 0;      // reads in a row that filled their buffer
   bool end_filtered = false;   // the filter was told this side's FIN (on_end_stream)
+  // A send went with MSG_MORE because our FIN follows it (fin_follows): the
+  // kernel may hold its last partial segment for that FIN to carry, so the
+  // FIN must come from shutdown, which pushes it, never from a close() alone
+  // (which drops unsent bytes when unread ones are left).
+  bool tail_held = false;
   SendQueue out;               // bytes to write to this side
   TimerNode starved;           // link on the worker's starved list (prev/next only)
   iovec iov[kMaxSendIov];
@@ -250,6 +255,7 @@ class Worker {
   void cancel_recv(ConnectionImpl* c, int s);
   void kick_send(ConnectionImpl* c, int s);
   void maybe_shutdown_write(ConnectionImpl* c, int s);
+  bool fin_follows(const ConnectionImpl* c, int s) const;
   void enter_lingering(ConnectionImpl* c);
   void begin_close(ConnectionImpl* c, CloseReason reason, int error, bool rst_down, bool rst_up);
   void settle(ConnectionImpl* c);  // finalize if closing and nothing in flight

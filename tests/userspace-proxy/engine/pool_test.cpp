@@ -5,9 +5,12 @@
 // that closes or speaks while idle, or outlives the idle timeout, is dropped.
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <poll.h>
 
 #include <atomic>
+#include <cstring>
+#include <thread>
 
 #include "tests/userspace-proxy/engine/test_util.h"
 
@@ -197,6 +200,48 @@ TEST_F(PoolTest, AnUpstreamThatClosesWhileIdleIsDroppedAndTheNextClientConnects)
   EXPECT_EQ(engine_->counters().upstream_reused, 0u);
   close(c2);
   close(up2);
+}
+
+// The client's last response goes with MSG_MORE so the FIN rides on its
+// final segment; the socket is then closed with bytes the client sent still
+// unread (its upload was held back when the upstream stopped reading), where
+// a close() alone resets and drops unsent bytes. The FIN is sent first
+// (shutdown hard-linked before the close): the response arrives whole.
+TEST_F(PoolTest, AResponseEndingTheClientArrivesWholeWhenItsUploadWasNotRead) {
+  start();
+  int c = client();
+  ASSERT_TRUE(write_all(c, "PUT 1\n"));
+  int up = server();
+  EXPECT_EQ(read_n(up, 6), "PUT 1\n");
+  // An upload the upstream never reads: the proxy's queue to it fills, it
+  // pauses reading the client, and the rest waits in the client's socket.
+  const int flags = fcntl(c, F_GETFL);
+  ASSERT_EQ(fcntl(c, F_SETFL, flags | O_NONBLOCK), 0);
+  const std::string chunk(65536, 'u');
+  size_t uploaded = 0;
+  for (int idle = 0; idle < 20;) {
+    const ssize_t w = send(c, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+    if (w > 0) {
+      uploaded += static_cast<size_t>(w);
+      idle = 0;
+    } else {
+      ASSERT_TRUE(errno == EAGAIN || errno == EWOULDBLOCK) << strerror(errno);
+      ++idle;
+      std::this_thread::sleep_for(5ms);
+    }
+  }
+  ASSERT_EQ(fcntl(c, F_SETFL, flags), 0);
+  ASSERT_GT(uploaded, 1u << 20);
+  EXPECT_GT(engine_->counters().backpressure_pauses, 0u);
+  // The upstream answers without reading it (an early 413, say): that ends
+  // the client's connection.
+  ASSERT_TRUE(write_all(up, "R 1 END\n"));
+  int err = 0;
+  EXPECT_EQ(read_to_eof(c, &err), "R 1 END\n");
+  EXPECT_TRUE(err == 0 || err == -ECONNRESET) << err;
+  close(c);
+  close(up);
+  ASSERT_TRUE(log_.wait_for(1));
 }
 
 TEST_F(PoolTest, AnIdleUpstreamIsClosedAfterTheIdleTimeout) {
