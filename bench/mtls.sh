@@ -26,7 +26,8 @@
 #   host us/req all CPUs' busy time per request (/proc/stat)
 #
 #   sudo bench/mtls.sh [BUILD_DIR]    (default: build)
-# Env: DURATION seconds per run (5), CONNECTIONS (32), ROUNDS (1), WARMUP (1 s
+# Env: DURATION seconds per run (5), CONNECTIONS (32), ROUNDS (1; above 1 the medians per
+# test follow the rounds), WARMUP (1 s
 # of the same load, unmeasured, before each run),
 # SOCKET_REDIRECT (1: a last round with the agent's --socket-redirect, the
 # workload <-> sidecar hop socket to socket; 0: skip it), PERF (a directory:
@@ -225,10 +226,33 @@ row() {
 	measure h hp hc hh "$HH_PIDS" other http://127.0.0.1:18081/ "${extra[@]}"
 	printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s %s\n" "$2" "$d" "$s" "$t" "$h" "$(ratio "$s" "$d")" \
 		"$(ratio "$s" "$t")" "$(ratio "$s" "$h")" "$dp/$sp/$tp/$hp" "  $sc/$tc/$hc" "  $dh/$sh/$th/$hh"
+	echo "$2 $s $t $h $sc $hc $sh $hh" >>"$TMP/rows.txt"
+}
+# The median of every round's figures per test: one round's ratio moves by
+# +-15 % on a shared 2-CPU machine, so a target is judged on the median.
+medians() {
+	python3 - "$TMP/rows.txt" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    rows.setdefault(f[0], []).append(f[1:])
+def med(vals):
+    vals = [float(v) for v in vals if v not in ("-", "0", "")]
+    return statistics.median(vals) if vals else float("nan")
+for test, rs in rows.items():
+    ratios = lambda i: med([float(r[0]) / float(r[i]) for r in rs if float(r[i]) > 0])
+    print("%-12s %d rounds: sl/tcp %.2f  sl/http %.2f  (ranges %.2f-%.2f)  cpu us/req sluice %.0f hap-http %.0f  host us/req sluice %.0f hap-http %.0f"
+          % (test, len(rs), ratios(1), ratios(2),
+             min(float(r[0]) / float(r[2]) for r in rs if float(r[2]) > 0),
+             max(float(r[0]) / float(r[2]) for r in rs if float(r[2]) > 0),
+             med([r[3] for r in rs]), med([r[4] for r in rs]), med([r[5] for r in rs]), med([r[6] for r in rs])))
+PY
 }
 for round in $(seq "$ROUNDS"); do
 	for kind in keepalive new-conn; do row "$kind" "$kind"; done
 done
+[ "$ROUNDS" -gt 1 ] && { echo "median per test (sl/http range over the rounds):"; medians; }
 echo "p99 column: direct/sluice/haproxy-tcp/haproxy-http; cpu us/req: both proxies of the chain (user + system" \
 	"from /proc) per request, sluice/haproxy-tcp/haproxy-http; lower is cheaper; host us/req: every CPU's busy" \
 	"time per request (direct/sluice/haproxy-tcp/haproxy-http: clients, servers, proxies, kernel) — with the CPUs" \
