@@ -1377,6 +1377,10 @@ void Worker::filter_status(ConnectionImpl* c, FilterStatus st) {
       return;
     }
   }
+  // A client whose FIN is already decided (its last bytes held for it) is
+  // not kept for another upstream: a held tail would wait for a FIN that
+  // never comes.
+  if (st == FilterStatus::kNewUpstream && c->side[0].tail_held) st = FilterStatus::kClose;
   if (st == FilterStatus::kNewUpstream) {
     if (c->phase == Phase::kRelaying) {
       begin_switch(c);
@@ -1732,12 +1736,21 @@ void Worker::finalize(ConnectionImpl* c) {
       // Batched with the loop's next submit rather than a syscall of its
       // own. Nothing is in flight on the socket any more, and its number
       // stays taken until the close runs, so no accept can reuse it early.
-      if (side.tail_held && !side.reset_on_close) {
-        // The FIN carries the held tail out first (a close() finding unread
-        // bytes would reset instead and drop it). A plain syscall: io_uring
-        // runs every IORING_OP_SHUTDOWN on an io-wq thread (a context
-        // switch or two per connection, measured: far dearer than this).
-        shutdown(side.fd, SHUT_WR);
+      if (side.tail_held) {
+        // The held tail goes out before the close (a close() finding unread
+        // bytes, or one with SO_LINGER{1,0}, resets instead and drops unsent
+        // bytes): with the FIN, by a plain shutdown() (io_uring runs every
+        // IORING_OP_SHUTDOWN on an io-wq thread: a context switch or two per
+        // connection, measured), or, when the client is to be reset anyway
+        // (its upstream reset after the response), pushed without one
+        // (TCP_NODELAY pushes pending frames), as it went before the reset
+        // when no tail was held.
+        if (side.reset_on_close) {
+          const int one = 1;
+          setsockopt(side.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        } else {
+          shutdown(side.fd, SHUT_WR);
+        }
       }
       side.tail_held = false;
       io_uring_sqe* sqe = get_sqe();

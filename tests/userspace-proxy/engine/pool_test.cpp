@@ -119,6 +119,37 @@ class PoolTest : public LoopbackEngine<> {
     return up;
   }
 
+  // A request the upstream reads, then an upload it never reads: the
+  // proxy's queue to it fills, the proxy pauses reading the client, and the
+  // rest waits unread in the proxy's socket. Returns the upstream's end.
+  int hold_an_unread_upload(int c) {
+    EXPECT_TRUE(write_all(c, "PUT 1\n"));
+    int up = server();
+    EXPECT_EQ(read_n(up, 6), "PUT 1\n");
+    const int flags = fcntl(c, F_GETFL);
+    EXPECT_EQ(fcntl(c, F_SETFL, flags | O_NONBLOCK), 0);
+    const std::string chunk(65536, 'u');
+    size_t uploaded = 0;
+    // Until the proxy paused and the client's socket stayed full for 100 ms
+    // (at most 10 s).
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    for (int idle = 0; idle < 20 && std::chrono::steady_clock::now() < deadline;) {
+      const ssize_t w = send(c, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+      if (w > 0) {
+        uploaded += static_cast<size_t>(w);
+        idle = 0;
+      } else {
+        EXPECT_TRUE(errno == EAGAIN || errno == EWOULDBLOCK) << strerror(errno);
+        if (engine_->counters().backpressure_pauses > 0) ++idle;
+        std::this_thread::sleep_for(5ms);
+      }
+    }
+    EXPECT_EQ(fcntl(c, F_SETFL, flags), 0);
+    EXPECT_GT(uploaded, 1u << 20);
+    EXPECT_GT(engine_->counters().backpressure_pauses, 0u);
+    return up;
+  }
+
   PoolLog pool_log_;
 };
 
@@ -202,37 +233,17 @@ TEST_F(PoolTest, AnUpstreamThatClosesWhileIdleIsDroppedAndTheNextClientConnects)
   close(up2);
 }
 
+// A client whose request the upstream holds, then an upload the upstream
+// never reads: the proxy's queue to it fills, it pauses reading the client,
+// and the rest waits unread in the proxy's socket. Returns the upstream's end.
 // The client's last response goes with MSG_MORE so the FIN rides on its
 // final segment; the socket is then closed with bytes the client sent still
-// unread (its upload was held back when the upstream stopped reading), where
-// a close() alone resets and drops unsent bytes. The FIN is sent first
-// (shutdown hard-linked before the close): the response arrives whole.
+// unread, where a close() alone resets and drops unsent bytes. The FIN goes
+// first (a shutdown() before the close): the response arrives whole.
 TEST_F(PoolTest, AResponseEndingTheClientArrivesWholeWhenItsUploadWasNotRead) {
   start();
   int c = client();
-  ASSERT_TRUE(write_all(c, "PUT 1\n"));
-  int up = server();
-  EXPECT_EQ(read_n(up, 6), "PUT 1\n");
-  // An upload the upstream never reads: the proxy's queue to it fills, it
-  // pauses reading the client, and the rest waits in the client's socket.
-  const int flags = fcntl(c, F_GETFL);
-  ASSERT_EQ(fcntl(c, F_SETFL, flags | O_NONBLOCK), 0);
-  const std::string chunk(65536, 'u');
-  size_t uploaded = 0;
-  for (int idle = 0; idle < 20;) {
-    const ssize_t w = send(c, chunk.data(), chunk.size(), MSG_NOSIGNAL);
-    if (w > 0) {
-      uploaded += static_cast<size_t>(w);
-      idle = 0;
-    } else {
-      ASSERT_TRUE(errno == EAGAIN || errno == EWOULDBLOCK) << strerror(errno);
-      ++idle;
-      std::this_thread::sleep_for(5ms);
-    }
-  }
-  ASSERT_EQ(fcntl(c, F_SETFL, flags), 0);
-  ASSERT_GT(uploaded, 1u << 20);
-  EXPECT_GT(engine_->counters().backpressure_pauses, 0u);
+  int up = hold_an_unread_upload(c);
   // The upstream answers without reading it (an early 413, say): that ends
   // the client's connection.
   ASSERT_TRUE(write_all(up, "R 1 END\n"));
@@ -241,6 +252,23 @@ TEST_F(PoolTest, AResponseEndingTheClientArrivesWholeWhenItsUploadWasNotRead) {
   EXPECT_TRUE(err == 0 || err == -ECONNRESET) << err;
   close(c);
   close(up);
+  ASSERT_TRUE(log_.wait_for(1));
+}
+
+// The same, but the upstream then closes with the upload unread (its kernel
+// resets): the proxy resets the client too, and the response held for the
+// FIN still goes out before that reset, as it did when nothing was held.
+TEST_F(PoolTest, AResponseEndingTheClientArrivesWholeWhenItsUpstreamThenResets) {
+  start();
+  int c = client();
+  int up = hold_an_unread_upload(c);
+  const std::string response = std::string(3000, 'r') + "END\n";
+  ASSERT_TRUE(write_all(up, response));
+  close(up);
+  int err = 0;
+  EXPECT_EQ(read_to_eof(c, &err), response);
+  EXPECT_TRUE(err == 0 || err == -ECONNRESET) << err;
+  close(c);
   ASSERT_TRUE(log_.wait_for(1));
 }
 
