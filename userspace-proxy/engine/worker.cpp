@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -807,7 +808,7 @@ void Worker::accept_conn(int fd, uint64_t spawn_tag) {
   c->eof_unreported = false;
   c->inflight_ops = 0;
   c->ctx = 0;
-  c->parking = false;
+  c->parking = c->ending_downstream = false;
   c->pool_key.clear();
   c->last_activity_ns = now_ns_;
   c->phase_deadline_ns = INT64_MAX;
@@ -1262,6 +1263,8 @@ void Worker::on_recv_cqe(ConnectionImpl* c, int s, int res, uint32_t flags) {
       if (s == 1 && c->phase == Phase::kSwitching) {
         // The upstream being left broke: it is closed, not parked.
         c->parking = false;
+      } else if (s == 1 && (c->ending_downstream || c->phase == Phase::kLingering)) {
+        upstream_broke_after_end(c);
       } else if (c->phase == Phase::kLingering) {
         begin_close(c, CloseReason::kLocalClose, -res, false, false);
       } else if (is_reset_error(-res)) {
@@ -1377,10 +1380,10 @@ void Worker::filter_status(ConnectionImpl* c, FilterStatus st) {
       return;
     }
   }
-  // A client whose FIN is already decided (its last bytes held for it) is
-  // not kept for another upstream: a held tail would wait for a FIN that
-  // never comes.
-  if (st == FilterStatus::kNewUpstream && c->side[0].tail_held) st = FilterStatus::kClose;
+  // A client whose end is already decided (its last bytes may be held for
+  // the FIN) is not kept for another upstream: a held tail would wait for a
+  // FIN that never comes.
+  if (st == FilterStatus::kNewUpstream && c->ending_downstream) st = FilterStatus::kClose;
   if (st == FilterStatus::kNewUpstream) {
     if (c->phase == Phase::kRelaying) {
       begin_switch(c);
@@ -1394,6 +1397,7 @@ void Worker::filter_status(ConnectionImpl* c, FilterStatus st) {
     } else {
       if (c->stats.reason == CloseReason::kNone) c->stats.reason = CloseReason::kCompleted;
       c->parking = true;
+      c->ending_downstream = true;
       stop_reading(c, 0);
       stop_reading(c, 1);
       maybe_shutdown_write(c, 0);  // FIN once flushed; then the connection ends
@@ -1520,7 +1524,16 @@ void Worker::maybe_shutdown_write(ConnectionImpl* c, int s) {
   dst.write_shut = true;
   // When the connection closes right after, close() sends this FIN (behind
   // anything still unsent, as shutdown would): one syscall fewer.
-  if (c->parking) {
+  if (c->parking || (c->ending_downstream && s == 0 && c->phase == Phase::kRelaying)) {
+    // (Not parkable any more, the upstream is closed with it.) A client that
+    // sent bytes nobody read (an upload an early answer cut short, requests
+    // pipelined after its last) is drained first like a local reply's: a
+    // close() now would reset it and drop what is still unsent.
+    int unread = 0;
+    if (s == 0 && ioctl(dst.fd, FIONREAD, &unread) == 0 && unread > 0) {
+      linger_after_end(c);
+      return;
+    }
     begin_close(c, CloseReason::kCompleted, 0, false, false);
   } else if (c->phase == Phase::kRelaying && c->side[0].write_shut && c->side[1].write_shut && c->side[0].read_eof &&
              c->side[1].read_eof) {
@@ -1546,7 +1559,44 @@ void Worker::maybe_shutdown_write(ConnectionImpl* c, int s) {
 bool Worker::fin_follows(const ConnectionImpl* c, int s) const {
   if (s != 0 || c->side[0].write_shut) return false;
   if (c->phase == Phase::kLingering) return true;
-  return c->phase == Phase::kRelaying && c->parking && c->side[1].read_eof;
+  return c->phase == Phase::kRelaying && c->ending_downstream;
+}
+
+// The upstream failed (reset, a send error) after the filter ended the
+// downstream, or while the client lingers: the client's answer is complete,
+// so it still gets the rest of it and a FIN (or its drain goes on), not a
+// reset; the upstream is only not parked, and written to no more.
+void Worker::upstream_broke_after_end(ConnectionImpl* c) {
+  c->parking = false;
+  c->side[1].write_shut = true;
+  release_queue_if_idle(c, 1);
+  if (c->phase == Phase::kRelaying) maybe_shutdown_write(c, 0);
+}
+
+// kEndDownstream's client still had unread bytes when its queue was written:
+// FIN (its held tail with it), then read and discard until its FIN or
+// linger_timeout, as after a local reply. The upstream is not parked (what
+// it was sent may be cut short) and closes with the connection.
+void Worker::linger_after_end(ConnectionImpl* c) {
+  Side& d = c->side[0];
+  shutdown(d.fd, SHUT_WR);
+  d.tail_held = false;
+  c->parking = false;
+  c->phase = Phase::kLingering;
+  c->last_activity_ns = now_ns_;
+  counters_.lingered_after_end.add();
+  reschedule_timer(c);
+  d.read_eof = false;
+  d.paused = false;
+  maybe_arm_recv(c, 0);  // or, with its cancel still in flight, when that lands
+  // An upload still being written to the upstream stops: its buffers come
+  // back when the cancel's CQE does (upstream_broke_after_end).
+  c->side[1].write_shut = true;
+  if (c->side[1].send_inflight) {
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_cancel64(sqe, ud(c, kTagSend0 + 1), 0);
+    io_uring_sqe_set_data64(sqe, kUdIgnore);
+  }
 }
 
 void Worker::kick_send(ConnectionImpl* c, int s) {
@@ -1589,7 +1639,9 @@ void Worker::on_send_cqe(ConnectionImpl* c, int s, int res) {
       c->parking = false;  // the upstream being left broke: closed, not parked
       return;
     }
-    if (c->phase == Phase::kLingering) {
+    if (s == 1 && (c->ending_downstream || c->phase == Phase::kLingering)) {
+      upstream_broke_after_end(c);
+    } else if (c->phase == Phase::kLingering) {
       begin_close(c, CloseReason::kLocalClose, err, false, false);
     } else {
       // The side we write to is gone: it was reset, so reset the other one too.

@@ -133,6 +133,10 @@ class alignas(16) ConnectionImpl final : public Connection {
   // (kEndDownstream with a pool key); cleared by anything that makes it
   // unusable (bytes or FIN from it, an unfinished send, a reset).
   bool parking = false;
+  // The filter ended the downstream (kEndDownstream): once its queue is
+  // written it gets our FIN and the connection ends, whether or not the
+  // upstream can still be parked.
+  bool ending_downstream = false;
   // The downstream FIN arrived while deferred and the handler has not been
   // told yet (on_downstream_eof once it asks for more bytes again).
   bool eof_unreported = false;
@@ -256,6 +260,8 @@ class Worker {
   void kick_send(ConnectionImpl* c, int s);
   void maybe_shutdown_write(ConnectionImpl* c, int s);
   bool fin_follows(const ConnectionImpl* c, int s) const;
+  void linger_after_end(ConnectionImpl* c);
+  void upstream_broke_after_end(ConnectionImpl* c);
   void enter_lingering(ConnectionImpl* c);
   void begin_close(ConnectionImpl* c, CloseReason reason, int error, bool rst_down, bool rst_up);
   void settle(ConnectionImpl* c);  // finalize if closing and nothing in flight

@@ -52,6 +52,7 @@ class Counter {
   X(wakes)                /* wakes delivered to on_wake */                              \
   X(wakes_ignored)        /* wakes for connections no longer deferred (or gone) */      \
   X(local_responses)                                                                    \
+  X(lingered_after_end)   /* kEndDownstream's client drained: it sent unread bytes */   \
   X(drain_aborted)        /* connections cut at the drain deadline */                  \
   X(loop_iterations)                                                                    \
   X(ring_errors)          /* io_uring_enter failures other than ETIME/EINTR */         \
