@@ -1525,10 +1525,11 @@ void Worker::maybe_shutdown_write(ConnectionImpl* c, int s) {
   // When the connection closes right after, close() sends this FIN (behind
   // anything still unsent, as shutdown would): one syscall fewer.
   if (c->parking || (c->ending_downstream && s == 0 && c->phase == Phase::kRelaying)) {
-    // (Not parkable any more, the upstream is closed with it.) A client that
-    // sent bytes nobody read (an upload an early answer cut short, requests
-    // pipelined after its last) is drained first like a local reply's: a
-    // close() now would reset it and drop what is still unsent.
+    // The client of an ending connection (its upstream parked, or closed
+    // with it when it spoke or broke after the end). One that sent bytes
+    // nobody read (an upload an early answer cut short, requests pipelined
+    // after its last) is drained first like a local reply's: a close() now
+    // would reset it and drop what is still unsent.
     int unread = 0;
     if (s == 0 && ioctl(dst.fd, FIONREAD, &unread) == 0 && unread > 0) {
       linger_after_end(c);
@@ -1582,13 +1583,11 @@ void Worker::linger_after_end(ConnectionImpl* c) {
   shutdown(d.fd, SHUT_WR);
   d.tail_held = false;
   c->parking = false;
-  c->phase = Phase::kLingering;
-  c->last_activity_ns = now_ns_;
   counters_.lingered_after_end.add();
-  reschedule_timer(c);
+  // Reading again: the recv is armed now, or when its cancel lands.
   d.read_eof = false;
   d.paused = false;
-  maybe_arm_recv(c, 0);  // or, with its cancel still in flight, when that lands
+  enter_lingering(c);
   // An upload still being written to the upstream stops: its buffers come
   // back when the cancel's CQE does (upstream_broke_after_end).
   c->side[1].write_shut = true;

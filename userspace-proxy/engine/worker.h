@@ -63,9 +63,9 @@ struct Side {
   uint8_t full_reads = 0;      // reads in a row that filled their buffer
   bool end_filtered = false;   // the filter was told this side's FIN (on_end_stream)
   // A send went with MSG_MORE because our FIN follows it (fin_follows): the
-  // kernel may hold its last partial segment for that FIN to carry, so the
-  // FIN must come from shutdown, which pushes it, never from a close() alone
-  // (which drops unsent bytes when unread ones are left).
+  // kernel may hold its last partial segment for that FIN to carry, so it is
+  // pushed (shutdown, or TCP_NODELAY before a reset) before any close(),
+  // which drops unsent bytes when unread ones are left.
   bool tail_held = false;
   SendQueue out;               // bytes to write to this side
   TimerNode starved;           // link on the worker's starved list (prev/next only)
