@@ -24,6 +24,7 @@
 #
 #   cpu us/req  CPU time of the chain's two proxies per request (/proc)
 #   host us/req all CPUs' busy time per request (/proc/stat)
+#   segs/req    TCP segments sent per request over every hop (nstat TcpOutSegs)
 #
 #   sudo bench/mtls.sh [BUILD_DIR]    (default: build)
 # Env: DURATION seconds per run (5), CONNECTIONS (32), ROUNDS (1; above 1 the medians per
@@ -178,6 +179,9 @@ pids_of() { local l; for l in "$@"; do kt_listener_pid "$NS" "$l"; done; }
 SL_PIDS=$(pids_of 127.0.0.1:15001 10.99.0.2:80)
 HT_PIDS=$(pids_of 127.0.0.1:18080 10.99.0.3:18443)
 HH_PIDS=$(pids_of 127.0.0.1:18081 10.99.0.3:18444)
+# TCP segments sent in the bench's namespace (every hop is in it): per
+# request, what the chain puts on the wire (data, ACKs, SYNs, FINs).
+out_segs() { ip netns exec "$NS" nstat -az TcpOutSegs | awk '/TcpOutSegs/ { print $2 }'; }
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }  # user nice system irq softirq
 # measure VAR_RPS VAR_P99 VAR_CPU VAR_HOST "PIDS" CGROUP URL [wrk args]
 measure() {
@@ -190,6 +194,8 @@ measure() {
 	# shellcheck disable=SC2086
 	[ -n "$pids" ] && before=$(kt_cpu_ticks $pids)
 	host_before=$(busy_ticks)
+	local segs_before
+	segs_before=$(out_segs)
 	local perf_pid=""
 	if [ -n "${PERF:-}" ] && [ -n "$pids" ] && [ "$pids" = "$SL_PIDS" ]; then
 		mkdir -p "$PERF"
@@ -202,7 +208,10 @@ measure() {
 		kill -INT "$perf_pid" 2>/dev/null
 		wait "$perf_pid" 2>/dev/null
 	fi
-	cpu_=- host_=-
+	cpu_=- host_=- LAST_SEGS=-
+	if [ "${rps_:-0}" -gt 0 ]; then
+		LAST_SEGS=$(python3 -c "print('%.1f' % (($(out_segs) - $segs_before) / ($rps_ * $DURATION)))")
+	fi
 	if [ "${rps_:-0}" -gt 0 ]; then
 		host_=$(python3 -c "print('%.0f' % (($(busy_ticks) - $host_before) * 1e6 / $(getconf CLK_TCK) / ($rps_ * $DURATION)))")
 	fi
@@ -213,19 +222,24 @@ measure() {
 }
 
 echo "mTLS chain, 1 worker/thread per proxy, wrk -t1 -c$CONNECTIONS, ${DURATION}s per run, $ROUNDS round(s)"
-printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s %s\n" test direct sluice hap-tcp hap-http sl/direct sl/tcp \
-	sl/http "p99 ms" "  cpu us/req" "  host us/req"
+printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s %s %s\n" test direct sluice hap-tcp hap-http sl/direct sl/tcp \
+	sl/http "p99 ms" "  cpu us/req" "  host us/req" "  segs/req"
 # row KIND LABEL: direct, Sluice, HAProxy TCP and HTTP one after the other.
 row() {
 	local extra=()
 	[ "$1" = new-conn ] && extra=(-H "Connection: close")
 	PERF_LABEL=$2
 	measure d dp dc dh "" other http://10.99.0.1/ "${extra[@]}"
+	local dg=$LAST_SEGS
 	measure s sp sc sh "$SL_PIDS" workload http://10.99.0.1/ "${extra[@]}"
+	local sg=$LAST_SEGS
 	measure t tp tc th "$HT_PIDS" other http://127.0.0.1:18080/ "${extra[@]}"
+	local tg=$LAST_SEGS
 	measure h hp hc hh "$HH_PIDS" other http://127.0.0.1:18081/ "${extra[@]}"
-	printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s %s\n" "$2" "$d" "$s" "$t" "$h" "$(ratio "$s" "$d")" \
-		"$(ratio "$s" "$t")" "$(ratio "$s" "$h")" "$dp/$sp/$tp/$hp" "  $sc/$tc/$hc" "  $dh/$sh/$th/$hh"
+	local hg=$LAST_SEGS
+	printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s %s %s\n" "$2" "$d" "$s" "$t" "$h" "$(ratio "$s" "$d")" \
+		"$(ratio "$s" "$t")" "$(ratio "$s" "$h")" "$dp/$sp/$tp/$hp" "  $sc/$tc/$hc" "  $dh/$sh/$th/$hh" \
+		"  $dg/$sg/$tg/$hg"
 	echo "$2 $s $t $h $sc $hc $sh $hh" >>"$TMP/rows.txt"
 }
 # The median of every round's figures per test: one round's ratio moves by
@@ -256,7 +270,8 @@ done
 echo "p99 column: direct/sluice/haproxy-tcp/haproxy-http; cpu us/req: both proxies of the chain (user + system" \
 	"from /proc) per request, sluice/haproxy-tcp/haproxy-http; lower is cheaper; host us/req: every CPU's busy" \
 	"time per request (direct/sluice/haproxy-tcp/haproxy-http: clients, servers, proxies, kernel) — with the CPUs" \
-	"saturated, requests/s = CPUs / host us/req, so a proxy's saving shows as its share of it"
+	"saturated, requests/s = CPUs / host us/req, so a proxy's saving shows as its share of it; segs/req: TCP" \
+	"segments sent per request over every hop (nstat TcpOutSegs in the bench's namespace)"
 if [ "${SOCKET_REDIRECT:-1}" = 1 ]; then
 	# Once more with the agent's --socket-redirect (opt-in: the workload <->
 	# sidecar hop socket to socket), HAProxy measured again beside it.
