@@ -1524,14 +1524,15 @@ void Worker::maybe_shutdown_write(ConnectionImpl* c, int s) {
   dst.write_shut = true;
   // When the connection closes right after, close() sends this FIN (behind
   // anything still unsent, as shutdown would): one syscall fewer.
-  if (c->parking || (c->ending_downstream && s == 0 && c->phase == Phase::kRelaying)) {
+  if (c->ending_downstream && s == 0 && c->phase == Phase::kRelaying) {
     // The client of an ending connection (its upstream parked, or closed
-    // with it when it spoke or broke after the end). One that sent bytes
-    // nobody read (an upload an early answer cut short, requests pipelined
-    // after its last) is drained first like a local reply's: a close() now
-    // would reset it and drop what is still unsent.
+    // with it when it spoke or broke after the end; `parking` while relaying
+    // implies this). One that sent bytes nobody read (an upload an early
+    // answer cut short, requests pipelined after its last) is drained first
+    // like a local reply's: a close() now would reset it and drop what is
+    // still unsent.
     int unread = 0;
-    if (s == 0 && ioctl(dst.fd, FIONREAD, &unread) == 0 && unread > 0) {
+    if (ioctl(dst.fd, FIONREAD, &unread) == 0 && unread > 0) {
       linger_after_end(c);
       return;
     }
