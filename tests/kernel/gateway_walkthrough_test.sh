@@ -580,6 +580,10 @@ spec:
   - match: [{gateways: [istio-egressgateway], port: 80, uri: {prefix: /teapot}}]
     fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
     route: [{destination: {host: edition.cnn.com, port: {number: 80}}}]
+  - match: [{gateways: [istio-egressgateway], port: 80, uri: {exact: /scheme}, scheme: {exact: https}}]
+    directResponse: {status: 200, body: {string: "https"}}
+  - match: [{gateways: [istio-egressgateway], port: 80, uri: {exact: /scheme}}]
+    directResponse: {status: 200, body: {string: "http"}}
   - match: [{gateways: [istio-egressgateway], port: 80}]
     route: [{destination: {host: edition.cnn.com, port: {number: 80}}}]
     mirror: {host: shadow.example, port: {number: 80}}
@@ -613,6 +617,14 @@ YAML
 	[ "$n" = 1 ] || fail "mirror at the gateway: $n gateway log lines for /news"
 	log "ok fault and mirror at the gateway: /teapot answered 418 FI there (never at nginx); /news 200 and its copy" \
 		"reached nginx from a gateway as edition.cnn.com-shadow, logged once"
+	# Requests arriving over the gateway's TLS (ISTIO_MUTUAL) have scheme
+	# https, a connection's later requests too: /news then /scheme on one
+	# client connection stay on one sidecar -> gateway connection, where
+	# /scheme is a later request (answered at the gateway by its scheme).
+	out=$(in_cg_ns workload "$NS_W" curl -s --max-time 10 -w ' %{http_code}\n' http://edition.cnn.com/scheme \
+		http://edition.cnn.com/news http://edition.cnn.com/scheme | tr '\n' '|')
+	[ "$out" = "https 200|plain /news| 200|https 200|" ] || fail "match.scheme at the gateway: got \"$out\""
+	log "ok match.scheme https at the gateway for a first and a later request on one mTLS connection"
 	;;
 *)
 	fail "unknown case $CASE"

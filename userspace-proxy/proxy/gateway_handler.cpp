@@ -112,8 +112,9 @@ class GatewayHandler final : public Forwarder {
 
  protected:
   RequestPlan plan_later(const ConnectionInfo& ci, const sniff::HttpRequestHead& head) override {
-    std::vector<policy::HeaderField> headers;
+    thread_local std::vector<policy::HeaderField> headers;  // per request: the thread's, reused
     policy::HttpRequest hr = http_request_of(head, headers);
+    if (ci.downstream_tls) hr.scheme = "https";
     return plan(ci, Traffic::kHttp, std::string(head.host), &hr);
   }
 
@@ -139,7 +140,7 @@ class GatewayHandler final : public Forwarder {
   Verdict decide_http(ProxyConnection& c, const sniff::HttpRequestHead& head, std::span<const uint8_t> pending) {
     std::vector<policy::HeaderField> headers;
     policy::HttpRequest hr = http_request_of(head, headers);
-    if (c.terminator) hr.scheme = "https";
+    if (c.info->downstream_tls) hr.scheme = "https";
     RequestPlan p = plan(*c.info, Traffic::kHttp, std::string(head.host), &hr);
     return execute_http(c, head, std::move(p), pending);
   }
@@ -203,6 +204,7 @@ class GatewayHandler final : public Forwarder {
       return Verdict::close();
     }
     c.terminator = filter.get();
+    ci.downstream_tls = true;
     auto mode = ci.server->server->tls->mode;
     ci.security_policy = mode == config::ServerTLSMode::kMutual || mode == config::ServerTLSMode::kIstioMutual
                              ? "mutual_tls"

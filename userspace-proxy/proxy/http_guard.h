@@ -98,6 +98,9 @@ struct ConnectionInfo {
   // connection_security_policy: "mutual_tls" for a downstream that presented
   // a verified client certificate, "none" for plaintext, else "unknown".
   std::string_view security_policy = "unknown";
+  // A gateway server terminated the client's TLS: its requests' scheme is
+  // https (VirtualService match.scheme, redirects), later ones too.
+  bool downstream_tls = false;
   // The connection's upstream, as the role names it for comparisons.
   std::string upstream_key;
   std::string cluster;     // for TCP lines: outbound|80||host, PassthroughCluster, ...
@@ -308,7 +311,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
 
   std::shared_ptr<ConnectionInfo> info_;
   sniff::HttpRequestParser parser_;
-  sniff::BodyFramerPtr framer_;
+  std::optional<sniff::RequestBodyFramer> framer_;  // in place: one per request, no allocation
   State state_ = State::kHead;
   bool first_head_ = true;
   bool tunnel_after_body_ = false;
