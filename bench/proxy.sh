@@ -34,7 +34,9 @@
 # relayed connection costs the proxy two descriptors, and the open-files hard
 # limit here is 20000; the figure is per connection either way),
 # SIDECAR_ARGS (extra sluice-proxy flags, e.g. "--bulk-buffers 0" for an A/B),
-# WARMUP (1) seconds of the same load, unmeasured, before each wrk run.
+# WARMUP (1) seconds of the same load, unmeasured, before each wrk run,
+# PERF (a directory: `perf record -g` of the proxy during each Sluice and
+# HAProxy wrk run, one file per row, e.g. keepalive.pass.data).
 # All inside one network namespace and one cgroup the script creates
 # (servers on 10.99.0.1, proxies on 127.0.0.1); removed on exit.
 set -u -o pipefail
@@ -252,7 +254,17 @@ measure_http() {  # NAME CGROUP URL [wrk args]
 	[ "$WARMUP" -gt 0 ] && DURATION=$WARMUP wrk_run "$@" >/dev/null
 	[ -n "$pid" ] && before=$(kt_cpu_ticks "$pid")
 	host_before=$(busy_ticks)
+	local perf_pid=""
+	if [ -n "${PERF:-}" ] && [ -n "$pid" ]; then
+		mkdir -p "$PERF"
+		perf record -q -F 999 -g -o "$PERF/$name.data" -p "$pid" >/dev/null 2>&1 &
+		perf_pid=$!
+	fi
 	read -r R[$name] P[$name] < <(wrk_run "$@")
+	if [ -n "$perf_pid" ]; then
+		kill -INT "$perf_pid" 2>/dev/null
+		wait "$perf_pid" 2>/dev/null
+	fi
 	H[$name]=-
 	if [ "${R[$name]:-0}" -gt 0 ]; then
 		H[$name]=$("$SLUICE_PYTHON" -c "print('%.1f' % (($(busy_ticks) - $host_before) * 1e6 / $(getconf CLK_TCK) / (${R[$name]} * $DURATION)))")

@@ -32,6 +32,10 @@ struct OutboundRequest {
   // case; TLS: the SNI; TCP: empty. An empty host on HTTP/TLS matches nothing
   // by name and falls back to the IP:port rules.
   std::string host;
+  // Build OutboundDecision::reason. The data plane's per-request decisions
+  // leave it off (PlanRequest::explain): the decision is the same, without
+  // formatting an explanation nobody reads.
+  bool explain = true;
 };
 
 enum class Action { kRoute, kPassthrough, kLocalReply502, kBlackhole };
@@ -44,7 +48,8 @@ struct OutboundDecision {
   std::string cluster;        // outbound|80||edition.cnn.com, PassthroughCluster, BlackHoleCluster
   std::string route_name;     // "allow_any", "block_all", or empty
   std::string response_flags; // "UH" for a blackholed connection, "-" otherwise
-  // Why, in one line, for logs and `sluicectl explain`.
+  // Why, in one line, for logs and `sluicectl explain` (empty unless
+  // OutboundRequest::explain).
   std::string reason;
 };
 

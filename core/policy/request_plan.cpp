@@ -134,7 +134,7 @@ bool RetryPlan::retries_status(uint32_t status) const {
   if (on_5xx && status >= 500 && status <= 599) return true;
   if (on_gateway_error && (status == 502 || status == 503 || status == 504)) return true;
   if (on_retriable_4xx && status == 409) return true;
-  return std::find(status_codes.begin(), status_codes.end(), status) != status_codes.end();
+  return status < status_codes.size() && status_codes.test(status);
 }
 
 RetryPlan retry_plan(const RetryPolicy* policy) {
@@ -157,7 +157,11 @@ RetryPlan retry_plan(const RetryPolicy* policy) {
     // connect-failure: ForwardPlan::connect_attempts; refused-stream and the
     // gRPC conditions (cancelled, unavailable, ...) never occur on HTTP/1.
   }
-  if (status_codes) r.status_codes = policy->retriable_status_codes;
+  if (status_codes) {
+    for (uint32_t code : policy->retriable_status_codes) {
+      if (code < r.status_codes.size()) r.status_codes.set(code);
+    }
+  }
   if (policy->per_try_timeout) r.per_try_timeout = *policy->per_try_timeout;
   return r;
 }
@@ -202,10 +206,11 @@ class Planner {
     oreq.original_port = r_.port;
     oreq.traffic = r_.traffic;
     oreq.host = r_.host;
+    oreq.explain = r_.explain;
     OutboundDecision d = decide_outbound(*t_.registry, t_.mode, oreq);
     if (r_.explain) p_.steps.push_back("outboundTrafficPolicy " + std::string(config::to_string(t_.mode)) + ": " + d.reason);
-    p_.cluster = d.cluster;
-    p_.route_name = d.route_name;
+    p_.cluster = std::move(d.cluster);
+    p_.route_name = std::move(d.route_name);
     switch (d.action) {
       case Action::kLocalReply502:
         p_.kind = RequestPlan::Kind::kLocalReply;
@@ -222,7 +227,7 @@ class Planner {
         p_.forward.port = r_.port;
         // Istio's allow_any route carries the default retry policy.
         if (r_.traffic == Traffic::kHttp) {
-          const RetryPolicy defaults;
+          static const RetryPolicy defaults;
           p_.forward.connect_attempts = 1 + defaults.num_retries;
           p_.forward.retry = retry_plan(&defaults);
         }
@@ -255,7 +260,7 @@ class Planner {
         // Every HTTP route has Istio's default retry policy unless its
         // VirtualService rule says otherwise (attempts 0: none).
         {
-          const RetryPolicy defaults;
+          static const RetryPolicy defaults;
           p_.forward.connect_attempts = 1 + defaults.num_retries;
           p_.forward.retry = retry_plan(&defaults);
         }

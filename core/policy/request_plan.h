@@ -15,6 +15,7 @@
 // Both call the same functions, so what explain says is what the proxy does.
 #pragma once
 
+#include <bitset>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -71,7 +72,10 @@ struct RetryPlan {
   bool on_gateway_error = false;  // "gateway-error": 502, 503, 504, or no response
   bool on_reset = false;          // "reset": no response
   bool on_retriable_4xx = false;  // "retriable-4xx": 409
-  std::vector<uint32_t> status_codes;  // "retriable-status-codes" (Istio's default: 503)
+  // "retriable-status-codes" (Istio's default: 503), a bit per code: a
+  // plan is built per request, and a set of bits costs no allocation.
+  // convert_retries keeps codes in 100..599 only, as Istio does.
+  std::bitset<600> status_codes;
   // perTryTimeout (0: none): each try's own deadline for its response; the
   // route timeout spans every try. A try that runs out is retried when the
   // policy retries resets (5xx, gateway-error, reset: Envoy's "read
@@ -84,7 +88,7 @@ struct RetryPlan {
   bool retries_reset() const { return on_5xx || on_gateway_error || on_reset; }
   // Whether anything after the request was sent can be retried.
   bool retries_responses() const {
-    return attempts > 1 && (retries_reset() || on_retriable_4xx || !status_codes.empty());
+    return attempts > 1 && (retries_reset() || on_retriable_4xx || status_codes.any());
   }
 };
 // Istio's policy (null: retries off) as the data plane applies it.

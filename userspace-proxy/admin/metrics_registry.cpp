@@ -161,13 +161,21 @@ uint32_t MetricsShard::lookup(const Family* family, std::span<const std::string_
   }
   key_.clear();
   encode_series_key(key_, family->id, values);
-  if (auto it = cache_.find(std::string_view(key_)); it != cache_.end()) return it->second;
-  uint32_t first = registry_.intern(family, values, key_);
-  if (first == kNone) {
-    registry_.count_dropped();
-    return kNone;
+  Recent& recent = recent_[family->id % kRecent];
+  if (recent.key == key_) return recent.first;  // the key holds the family id: no false hit
+  uint32_t first;
+  if (auto it = cache_.find(std::string_view(key_)); it != cache_.end()) {
+    first = it->second;
+  } else {
+    first = registry_.intern(family, values, key_);
+    if (first == kNone) {
+      registry_.count_dropped();
+      return kNone;
+    }
+    cache_.emplace(key_, first);
   }
-  cache_.emplace(key_, first);
+  recent.key.assign(key_);  // capacity kept: no allocation once warm
+  recent.first = first;
   return first;
 }
 

@@ -32,6 +32,7 @@
 //   (bytewise), label names in registration order.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -155,6 +156,15 @@ class MetricsShard {
   };
   std::unordered_map<std::string, uint32_t, KeyHash, std::equal_to<>> cache_;
   std::string key_;  // reused encoding buffer
+  // The last label set each family looked up (by family id, direct-mapped):
+  // a connection's requests repeat their labels, so most lookups end here,
+  // with a compare instead of hashing the whole key. Owner thread only.
+  struct Recent {
+    std::string key;
+    uint32_t first = 0;
+  };
+  static constexpr std::size_t kRecent = 16;
+  std::array<Recent, kRecent> recent_;
 };
 
 // Receives the samples of a callback family at scrape time.

@@ -110,7 +110,7 @@ class SidecarHandler final : public Forwarder {
 
  protected:
   RequestPlan plan_later(const ConnectionInfo& ci, const sniff::HttpRequestHead& head) override {
-    std::vector<policy::HeaderField> headers;
+    thread_local std::vector<policy::HeaderField> headers;  // per request: the thread's, reused
     policy::HttpRequest hr = http_request_of(head, headers);
     return plan(ci, Traffic::kHttp, std::string(head.host), &hr);
   }

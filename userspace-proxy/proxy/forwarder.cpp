@@ -39,16 +39,29 @@ void count_handshake(ProxyCounters* counters, const tls::TlsHandshakeResult& r) 
   if (r.ok && r.resumed) bump(counters->tls_resumed);
 }
 
-std::string upstream_key(const RequestPlan& plan, const ConnectionInfo& ci) {
-  std::string key = std::string(policy::to_string(plan.kind)) + "|" + plan.cluster;
-  if (plan.kind != RequestPlan::Kind::kForward) return key;
+void append_upstream_key(std::string& key, const RequestPlan& plan, const ConnectionInfo& ci) {
+  key.append(policy::to_string(plan.kind)).append("|").append(plan.cluster);
+  if (plan.kind != RequestPlan::Kind::kForward) return;
   if (plan.forward.upstream.kind == policy::UpstreamPlan::Kind::kOriginalDestination) {
-    key += "|" + ci.original_dst_text();
+    key.append("|").append(ci.original_dst_text());
   } else if (plan.forward.upstream.kind == policy::UpstreamPlan::Kind::kDns) {
-    for (const auto& ep : plan.forward.upstream.endpoints) key += "|" + ep.dns_name;
+    for (const auto& ep : plan.forward.upstream.endpoints) key.append("|").append(ep.dns_name);
   }
-  if (plan.forward.tls_mode != config::ClientTLSMode::kDisable) key += "|sni=" + plan.forward.sni;
+  if (plan.forward.tls_mode != config::ClientTLSMode::kDisable) key.append("|sni=").append(plan.forward.sni);
+}
+
+std::string upstream_key(const RequestPlan& plan, const ConnectionInfo& ci) {
+  std::string key;
+  append_upstream_key(key, plan, ci);
   return key;
+}
+
+bool same_upstream(const RequestPlan& plan, const ConnectionInfo& ci, std::string_view key) {
+  // Asked for every later request: built in a buffer the thread keeps.
+  thread_local std::string scratch;
+  scratch.clear();
+  append_upstream_key(scratch, plan, ci);
+  return scratch == key;
 }
 
 std::unique_ptr<ProxyConnection> Forwarder::new_connection(const engine::AcceptInfo& info) {
@@ -489,7 +502,7 @@ void Forwarder::install_check_later(ProxyConnection& c) {
     }
     // Another upstream: the connection moves there once the responses due
     // from this one are in (Forwarder::on_new_upstream goes on with the plan).
-    out.kind = delayed || upstream_key(plan, *ci) != key ? LaterRequest::Kind::kSwitch : LaterRequest::Kind::kForward;
+    out.kind = delayed || !same_upstream(plan, *ci, key) ? LaterRequest::Kind::kSwitch : LaterRequest::Kind::kForward;
     if (out.kind == LaterRequest::Kind::kForward) out.edits = route_edits(plan.forward);
     // A retry of this request (or the move to its upstream) goes on with it.
     if (ci->later_plan) *ci->later_plan = std::move(plan);
@@ -511,7 +524,7 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
       // A later request with a fault comes this way even for the same
       // upstream (the delay holds the connection; an abort answers it).
       c.plan = std::move(*ci.later_plan);
-      if (std::string key = upstream_key(c.plan, ci); key != ci.upstream_key) bump(o_.counters->upstream_changed);
+      if (!same_upstream(c.plan, ci, ci.upstream_key)) bump(o_.counters->upstream_changed);
       ci.later_plan.reset();
       ci.first_attempt = 1;
       ci.tried_upstreams.clear();

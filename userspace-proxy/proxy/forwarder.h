@@ -194,7 +194,9 @@ void count_handshake(ProxyCounters* counters, const tls::TlsHandshakeResult& r);
 // Identifies "the same upstream" for a later request: the cluster, plus the
 // original destination for passthrough and the requested host for DNS
 // resolution of a wildcard entry.
-std::string upstream_key(const policy::RequestPlan& plan, const std::string& host,
-                         const engine::SocketAddress& original_dst);
+std::string upstream_key(const policy::RequestPlan& plan, const ConnectionInfo& ci);
+// Whether `plan` goes to the upstream `key` names (upstream_key's text),
+// without allocating.
+bool same_upstream(const policy::RequestPlan& plan, const ConnectionInfo& ci, std::string_view key);
 
 }  // namespace sluice::proxy

@@ -1058,7 +1058,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         }
         rest.remove_prefix(r.consumed);
         tunnel_after_body_ = head.is_connect || !head.upgrade.empty();
-        framer_ = sniff::make_body_framer(head);
+        framer_.emplace(head);
         state_ = State::kBody;
         if (framer_->status() == sniff::BodyStatus::kDone) {
           replay_done_ = true;

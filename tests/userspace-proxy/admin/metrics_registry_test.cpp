@@ -245,6 +245,36 @@ TEST(MetricsRegistry, SeriesKeysDoNotCollide) {
   EXPECT_EQ(e.value("c_total", {{"x", "ab"}, {"y", "c"}}), 2.0);
 }
 
+// Each family remembers the label set it looked up last (a connection's
+// requests repeat theirs); families share those memories by id, so more
+// families than memories, with the same and with alternating values, must
+// each still reach their own series.
+TEST(MetricsRegistry, RepeatedLookupsAcrossManyFamiliesFindTheirOwnSeries) {
+  MetricsRegistry reg;
+  std::vector<CounterFamily> families;
+  for (int f = 0; f < 40; ++f) {
+    auto c = reg.add_counter("c" + std::to_string(f) + "_total", "h", {"code"});
+    ASSERT_TRUE(c);
+    families.push_back(*c);
+  }
+  MetricsShard& s = reg.add_shard();
+  for (int round = 0; round < 3; ++round) {
+    for (int f = 0; f < 40; ++f) {
+      s.add(s.series(families[f], {"200"}), static_cast<uint64_t>(f + 1));
+      s.add(s.series(families[f], {"200"}));  // again at once: the remembered one
+      s.add(s.series(families[f], {f % 2 ? "503" : "200"}), 1000);
+    }
+  }
+  Exposition e = parse_or_fail(reg.render());
+  for (int f = 0; f < 40; ++f) {
+    const std::string name = "c" + std::to_string(f) + "_total";
+    const double ok = 3.0 * (f + 2) + (f % 2 ? 0 : 3000);
+    EXPECT_EQ(e.value(name, {{"code", "200"}}), ok) << name;
+    if (f % 2) EXPECT_EQ(e.value(name, {{"code", "503"}}), 3000.0) << name;
+    else EXPECT_FALSE(e.value(name, {{"code", "503"}}).has_value()) << name;
+  }
+}
+
 TEST(MetricsRegistry, HistogramIgnoresNaNAndAddsFractions) {
   MetricsRegistry reg;
   auto h = reg.add_histogram("d_ms", "h", {}, {0.5, 1});
