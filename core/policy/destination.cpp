@@ -137,9 +137,10 @@ const DestinationRules::Merged* DestinationRules::find(std::string_view host) co
   return nullptr;
 }
 
-EffectivePolicy DestinationRules::resolve_policy(std::string_view host, std::string_view subset,
-                                                 uint32_t port) const {
+EffectivePolicy DestinationRules::resolve_policy(std::string_view host, std::string_view subset, uint32_t port,
+                                                 bool explain) const {
   EffectivePolicy p;
+  if (!explain) p.reason.off();
   p.host = std::string(host);
   p.subset = std::string(subset);
   p.port = port;
@@ -150,7 +151,7 @@ EffectivePolicy DestinationRules::resolve_policy(std::string_view host, std::str
   if (m) {
     p.rule = m->policy_rule ? m->policy_rule : m->rules.front();
     p.rule_host = m->host;
-    p.reason.append("DestinationRule ").append(p.rule->meta.key());
+    if (p.reason.on()) p.reason.append("DestinationRule ").append(p.rule->meta.key());
     if (m->host != host) p.reason.append(" (host ").append(m->host).append(")");
   } else {
     p.reason.append("no DestinationRule");
@@ -190,7 +191,7 @@ EffectivePolicy DestinationRules::resolve_policy(std::string_view host, std::str
     p.subset_rule = named->rule;
     if (!named->subset->labels.empty()) p.subset_labels = &named->subset->labels;
     p.reason.append(", subset ").append(subset);
-    if (named->rule != p.rule) p.reason.append(" (from ").append(named->rule->meta.key()).append(")");
+    if (named->rule != p.rule && p.reason.on()) p.reason.append(" (from ").append(named->rule->meta.key()).append(")");
     if (named->subset->traffic_policy) {
       const config::TrafficPolicy& sp = *named->subset->traffic_policy;
       size_t pls_index = 0;

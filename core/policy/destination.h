@@ -125,9 +125,11 @@ class DestinationRules {
 
   // The policy for traffic to `host` (qualified, lower case), `subset` (empty:
   // none) and `port` (the cluster's port: the route's destination port).
-  EffectivePolicy resolve_policy(std::string_view host, std::string_view subset, uint32_t port) const;
-  EffectivePolicy resolve_policy(const RouteTarget& target) const {
-    return resolve_policy(target.host, target.subset, target.port);
+  // explain = false: the policy's reason stays empty (per-request decisions).
+  EffectivePolicy resolve_policy(std::string_view host, std::string_view subset, uint32_t port,
+                                 bool explain = true) const;
+  EffectivePolicy resolve_policy(const RouteTarget& target, bool explain = true) const {
+    return resolve_policy(target.host, target.subset, target.port, explain);
   }
 
  private:

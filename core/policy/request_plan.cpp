@@ -256,7 +256,7 @@ class Planner {
         hr.host = r_.host;
         hr.port = r_.port;
         hr.pick = r_.pick;
-        HttpRouteDecision rd = t_.routes->route_http(scope, hr);
+        HttpRouteDecision rd = t_.routes->route_http(scope, hr, nullptr, r_.explain);
         // Every HTTP route has Istio's default retry policy unless its
         // VirtualService rule says otherwise (attempts 0: none).
         {
@@ -410,7 +410,7 @@ class Planner {
     f.host = std::string(target.host);
     f.subset = std::string(target.subset);
     f.port = target.port != 0 ? target.port : r_.port;
-    f.policy = t_.destinations->resolve_policy(f.host, f.subset, f.port);
+    f.policy = t_.destinations->resolve_policy(f.host, f.subset, f.port, r_.explain);
     if (r_.explain) p_.steps.push_back("DestinationRule: " + f.policy.reason.str());
     p_.cluster = f.policy.cluster_name;
     if (!f.policy.ok()) {

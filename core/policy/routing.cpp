@@ -14,7 +14,8 @@ namespace sluice::policy {
 // ---------------------------------------------------------------------------
 // ReasonText
 
-ReasonText::ReasonText(const ReasonText& other) : len_(other.len_), truncated_(other.truncated_) {
+ReasonText::ReasonText(const ReasonText& other)
+    : len_(other.len_), truncated_(other.truncated_), off_(other.off_) {
   std::memcpy(buf_, other.buf_, len_);
 }
 
@@ -22,6 +23,7 @@ ReasonText& ReasonText::operator=(const ReasonText& other) {
   if (this != &other) {
     len_ = other.len_;
     truncated_ = other.truncated_;
+    off_ = other.off_;
     std::memcpy(buf_, other.buf_, len_);
   }
   return *this;
@@ -36,7 +38,7 @@ void ReasonText::mark_truncated() {
 }
 
 ReasonText& ReasonText::append(std::string_view text) {
-  if (truncated_) return *this;
+  if (truncated_ || off_) return *this;
   const size_t room = kCapacity - len_;
   if (text.size() > room) {
     std::memcpy(buf_ + len_, text.data(), room);
@@ -50,13 +52,14 @@ ReasonText& ReasonText::append(std::string_view text) {
 }
 
 ReasonText& ReasonText::append(uint64_t number) {
+  if (truncated_ || off_) return *this;
   char digits[24];
   int n = std::snprintf(digits, sizeof(digits), "%llu", static_cast<unsigned long long>(number));
   return append(std::string_view(digits, n > 0 ? static_cast<size_t>(n) : 0));
 }
 
 ReasonText& ReasonText::appendf(const char* format, ...) {
-  if (truncated_) return *this;
+  if (truncated_ || off_) return *this;
   const size_t room = kCapacity - len_;
   va_list args;
   va_start(args, format);
@@ -1081,9 +1084,11 @@ void no_scope_reason(ReasonText& r, const RouteScope& scope) {
 
 }  // namespace
 
-HttpRouteDecision RouteTable::route_http(const RouteScope& scope, const HttpRequest& req, RouteTrace* trace) const {
+HttpRouteDecision RouteTable::route_http(const RouteScope& scope, const HttpRequest& req, RouteTrace* trace,
+                                         bool explain) const {
   const Compiled& c = *compiled_;
   HttpRouteDecision d;
+  if (!explain && !trace) d.reason.off();
   const ScopeIndex* index = find_scope(c, scope);
   if (!index) {
     no_scope_reason(d.reason, scope);
@@ -1091,8 +1096,10 @@ HttpRouteDecision RouteTable::route_http(const RouteScope& scope, const HttpRequ
   }
   const Domain* domain = select_domain(c, *index, req.host, Protocol::kHttp, scope, req.port, trace);
   if (!domain) {
-    d.reason.append("no VirtualService bound to ").append(scope.describe()).append(" has http routes for host \"");
-    d.reason.append(req.host).appendf("\" on port %u: the host's default route applies", req.port);
+    if (d.reason.on()) {
+      d.reason.append("no VirtualService bound to ").append(scope.describe()).append(" has http routes for host \"");
+      d.reason.append(req.host).appendf("\" on port %u: the host's default route applies", req.port);
+    }
     if (trace) trace->push_back(std::string(d.reason.view()));
     return d;
   }
@@ -1173,7 +1180,7 @@ HttpRouteDecision RouteTable::route_http(const RouteScope& scope, const HttpRequ
   if (!d.route_name.empty()) d.reason.append(" (route \"").append(d.route_name).append("\")");
   d.reason.append(" matched host \"").append(req.host).append("\"");
   if (domain->name != req.host) d.reason.append(" via ").append(domain->name);
-  d.reason.append(" for ").append(scope.describe()).append(": ");
+  if (d.reason.on()) d.reason.append(" for ").append(scope.describe()).append(": ");
 
   if (rule.redirect) {
     d.outcome = RouteOutcome::kRedirect;

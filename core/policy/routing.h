@@ -82,6 +82,11 @@ class ReasonText {
   ReasonText& append(uint64_t number);
   ReasonText& appendf(const char* format, ...) __attribute__((format(printf, 2, 3)));
   void clear() { len_ = 0; truncated_ = false; }
+  // Off: appends do nothing (a per-request decision nobody will explain
+  // skips the formatting). Callers test on() before building arguments
+  // that cost something themselves.
+  void off() { clear(); off_ = true; }
+  bool on() const { return !off_; }
 
   std::string_view view() const { return {buf_, len_}; }
   std::string str() const { return std::string(view()); }
@@ -94,6 +99,7 @@ class ReasonText {
   char buf_[kCapacity + 1];
   uint16_t len_ = 0;
   bool truncated_ = false;
+  bool off_ = false;
 };
 
 // Optional step-by-step account of a routing decision (`sluicectl explain`):
@@ -284,8 +290,9 @@ class RouteTable {
   RouteTable(const RouteTable&) = delete;
   RouteTable& operator=(const RouteTable&) = delete;
 
+  // explain = false (and no trace): the decision's reason stays empty.
   HttpRouteDecision route_http(const RouteScope& scope, const HttpRequest& request,
-                               RouteTrace* trace = nullptr) const;
+                               RouteTrace* trace = nullptr, bool explain = true) const;
 
   // `sni` lower case; `destination` the original destination address.
   L4RouteDecision route_tls(const RouteScope& scope, std::string_view sni, uint32_t port,

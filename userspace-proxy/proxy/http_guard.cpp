@@ -134,12 +134,16 @@ AccessLogEntry request_entry(const ConnectionInfo& info, const sniff::HttpReques
   AccessLogEntry e = info.base_entry();
   e.start_realtime_ns = realtime_ns();
   AccessLogEntry::Http h;
-  h.method = std::string(head.method);
-  h.path = std::string(head.path);
-  h.protocol = head.version == sniff::HttpVersion::kHttp10 ? "HTTP/1.0" : "HTTP/1.1";
+  // The metrics read the authority (and the code, cluster, flags); the rest
+  // is for the access log, copied only when there is one.
   h.authority = head.has_host_header ? std::string(head.host_header) : std::string(head.host);
-  if (auto ua = head.find_header("user-agent")) h.user_agent = std::string(*ua);
-  if (auto rid = head.find_header("x-request-id")) h.request_id = std::string(*rid);
+  if (info.log) {
+    h.method = std::string(head.method);
+    h.path = std::string(head.path);
+    h.protocol = head.version == sniff::HttpVersion::kHttp10 ? "HTTP/1.0" : "HTTP/1.1";
+    if (auto ua = head.find_header("user-agent")) h.user_agent = std::string(*ua);
+    if (auto rid = head.find_header("x-request-id")) h.request_id = std::string(*rid);
+  }
   e.http = std::move(h);
   return e;
 }

@@ -27,6 +27,25 @@ config::ConfigSet load_dir(const std::string& rel) { return test_support::load_r
 // ---------------------------------------------------------------------------
 // The walkthrough and variants
 
+// The data path's per-request resolution leaves the reason out; the policy
+// is the same, a missing subset included.
+TEST(WalkthroughPolicy, WithoutExplainThePolicyIsTheSameAndHasNoReason) {
+  auto cfg = load_dir("configs/walkthrough");
+  DestinationRules rules(cfg);
+  for (const char* subset : {"cnn", "nope"}) {
+    auto full = rules.resolve_policy(kGatewayHost, subset, 80);
+    auto quiet = rules.resolve_policy(kGatewayHost, subset, 80, /*explain=*/false);
+    EXPECT_FALSE(full.reason.empty());
+    EXPECT_TRUE(quiet.reason.empty()) << quiet.reason.view();
+    EXPECT_EQ(quiet.ok(), full.ok()) << full.reason.view();
+    EXPECT_EQ(quiet.status, full.status);
+    EXPECT_EQ(quiet.cluster_name, full.cluster_name);
+    EXPECT_EQ(quiet.tls_mode, full.tls_mode);
+    EXPECT_EQ(quiet.sni, full.sni);
+    EXPECT_EQ(quiet.lb, full.lb);
+  }
+}
+
 TEST(WalkthroughPolicy, GatewaySubsetOnPort80IsRoundRobinOverIstioMutual) {
   auto cfg = load_dir("configs/walkthrough");
   DestinationRules rules(cfg);

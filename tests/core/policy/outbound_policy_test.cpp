@@ -89,5 +89,37 @@ TEST_F(OutboundPolicy, ReasonNamesDestination) {
   EXPECT_NE(d.reason.find("[2001:db8::1]:5432"), std::string::npos) << d.reason;
 }
 
+// The data path asks without the explanation: every outcome the same, the
+// reason left empty.
+TEST_F(OutboundPolicy, WithoutExplainTheDecisionIsTheSameAndHasNoReason) {
+  struct Case {
+    OutboundTrafficPolicyMode mode;
+    Traffic traffic;
+    const char* ip;
+    uint16_t port;
+    const char* host;
+  };
+  const Case cases[] = {
+      {kRegistry, Traffic::kHttp, "192.0.2.1", 80, "edition.cnn.com"},  // known by Host
+      {kRegistry, Traffic::kTls, "192.0.2.1", 443, "edition.cnn.com"},  // known by SNI
+      {kAllow, Traffic::kHttp, "192.0.2.1", 80, "unknown.example"},     // passthrough
+      {kRegistry, Traffic::kHttp, "192.0.2.1", 80, "unknown.example"},  // 502
+      {kRegistry, Traffic::kTcp, "2001:db8::1", 5432, ""},              // blackhole
+  };
+  for (const Case& c : cases) {
+    OutboundRequest r{*IpAddress::parse(c.ip), c.port, c.traffic, c.host};
+    OutboundDecision full = decide_outbound(*registry_, c.mode, r);
+    r.explain = false;
+    OutboundDecision quiet = decide_outbound(*registry_, c.mode, r);
+    EXPECT_FALSE(full.reason.empty()) << c.host;
+    EXPECT_TRUE(quiet.reason.empty()) << quiet.reason;
+    EXPECT_EQ(quiet.action, full.action) << full.reason;
+    EXPECT_EQ(quiet.cluster, full.cluster) << full.reason;
+    EXPECT_EQ(quiet.route_name, full.route_name) << full.reason;
+    EXPECT_EQ(quiet.response_flags, full.response_flags) << full.reason;
+    EXPECT_EQ(quiet.service.has_value(), full.service.has_value()) << full.reason;
+  }
+}
+
 }  // namespace
 }  // namespace sluice::policy

@@ -982,5 +982,38 @@ TEST(ReasonTextTest, TruncatesWithAnEllipsis) {
   EXPECT_EQ(f.view(), "port=80 42");
 }
 
+TEST(ReasonTextTest, OffIgnoresAppendsAndStaysOffWhenCopied) {
+  ReasonText r;
+  r.append("kept? ");
+  r.off();
+  EXPECT_FALSE(r.on());
+  r.append("x").appendf("%d", 1).append(uint64_t{2});
+  EXPECT_TRUE(r.empty());
+  ReasonText copy = r;
+  copy.append("y");
+  EXPECT_TRUE(copy.empty());
+  EXPECT_FALSE(copy.on());
+}
+
+// The data path's per-request routing: the same decision without its reason
+// (a trace asked for turns it back on).
+TEST(WalkthroughRouting, WithoutExplainTheDecisionIsTheSameAndHasNoReason) {
+  auto cfg = load_dir("configs/walkthrough");
+  RouteTable table(cfg);
+  for (const char* host : {"edition.cnn.com", "www.google.com"}) {
+    auto full = table.route_http(RouteScope::sidecar(), get(host, 80, "/politics"));
+    auto quiet = table.route_http(RouteScope::sidecar(), get(host, 80, "/politics"), nullptr, false);
+    EXPECT_FALSE(full.reason.empty());
+    EXPECT_TRUE(quiet.reason.empty()) << quiet.reason.view();
+    EXPECT_EQ(quiet.outcome, full.outcome);
+    EXPECT_EQ(quiet.target.host, full.target.host);
+    EXPECT_EQ(quiet.target.subset, full.target.subset);
+    EXPECT_EQ(quiet.rule_index, full.rule_index);
+    RouteTrace trace;
+    auto traced = table.route_http(RouteScope::sidecar(), get(host, 80, "/politics"), &trace, false);
+    EXPECT_EQ(traced.reason.view(), full.reason.view());
+  }
+}
+
 }  // namespace
 }  // namespace sluice::policy
