@@ -115,7 +115,17 @@ class GatewayHandler final : public Forwarder {
     thread_local std::vector<policy::HeaderField> headers;  // per request: the thread's, reused
     policy::HttpRequest hr = http_request_of(head, headers);
     if (ci.downstream_tls) hr.scheme = "https";
-    return plan(ci, Traffic::kHttp, std::string(head.host), &hr);
+    // Plain HTTP servers on a port share one route table in Envoy (Istio's
+    // http.<port>): each request's Host picks its server, as the first
+    // request's did — a sidecar's pooled connection carries requests for
+    // several hosts. A terminated TLS server stays the one its SNI chose.
+    const policy::GatewayServerRef* server = ci.server;
+    if (!ci.downstream_tls && server && server->kind == ServerKind::kHttp) {
+      server = ci.snapshot->gateway_servers.select_by_host(ci.original_dst.port(), head.host);
+      if (!server) return no_route_plan();
+    }
+    return policy::plan_gateway(ci.snapshot->tables(), *server,
+                                plan_request(ci, Traffic::kHttp, std::string(head.host), &hr));
   }
 
  private:
@@ -148,13 +158,16 @@ class GatewayHandler final : public Forwarder {
   // An HTTP request no server on the port accepts (its Host is not among
   // any server's hosts): Envoy has no virtual host for it, 404 NR.
   Verdict no_server_http(ProxyConnection& c, const sniff::HttpRequestHead& head, std::span<const uint8_t> pending) {
+    return execute_http(c, head, no_route_plan(), pending);
+  }
+  static RequestPlan no_route_plan() {
     RequestPlan p;
     p.kind = RequestPlan::Kind::kLocalReply;
     p.status = 404;
     p.cluster = "-";
     p.response_flags = "NR";
     p.response_code_details = "route_not_found";
-    return execute_http(c, head, std::move(p), pending);
+    return p;
   }
 
   Verdict on_client_hello(ProxyConnection& c, std::span<const uint8_t> pending) {
