@@ -404,6 +404,11 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
     return no_upstream(c, "UH", dns_error.empty() ? "DNS answer timed out" : dns_error, 503);
   }
 
+  // A connection going again (a retry, a later request moved or delayed)
+  // leaves the upstream its lease was for: give it back before taking one,
+  // or maxConnections would count the connection against itself (and a
+  // move to passthrough would keep the old cluster's slot taken).
+  c.info->cluster_lease.reset();
   // Passthrough (and NONE resolution) goes to the one original destination;
   // clusters balance over their endpoints.
   std::vector<SocketAddress> order;

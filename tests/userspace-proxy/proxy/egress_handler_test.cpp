@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/config/loader.h"
+#include "userspace-proxy/proxy/clusters.h"
 #include "userspace-proxy/proxy/http_guard.h"
 #include "tests/userspace-proxy/proxy/handler_fakes.h"
 #include "tests/userspace-proxy/sniff/tls_test_util.h"
@@ -88,6 +89,7 @@ class EgressHandlerTest : public ::testing::Test {
     o.dns = &dns_;
     o.access_log = log_.get();
     o.counters = &counters_;
+    if (with_clusters_) o.clusters = &clusters_;
     o.dns_wait = std::chrono::milliseconds(60000);
     o.lookup_original_dst = [original](int, engine::SocketAddress* out) {
       if (original.empty()) return -ENOENT;
@@ -154,6 +156,10 @@ class EgressHandlerTest : public ::testing::Test {
   std::unique_ptr<AccessLogSink> log_ = AccessLogSink::memory();
   ProxyCounters counters_;
   engine::AcceptInfo info_{-1};
+  // Load balancing, maxConnections and outlier detection (off by default:
+  // endpoints in plan order).
+  bool with_clusters_ = false;
+  Clusters clusters_;
 };
 
 TEST_F(EgressHandlerTest, WithoutOriginalDestinationTheConnectionIsRefused) {
@@ -448,6 +454,54 @@ TEST_F(EgressHandlerTest, A503IsRetriedOnAnotherEndpoint) {
   EXPECT_NE(lv.upstreams()[0], first);
   EXPECT_EQ(counters_.retries.load(), 2u);
   close(*h, c2, engine::CloseReason::kCompleted);
+}
+
+// maxConnections counts connections to the cluster: a request that goes
+// again (a retry; a later request moved or delayed) gives up its connection's
+// lease before it takes one, or maxConnections 1 would refuse it (503 UO)
+// for the connection it is itself leaving.
+TEST_F(EgressHandlerTest, ARetryUnderMaxConnectionsOneTakesTheLeaseItGaveUp) {
+  const char* dr = R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: cnn}
+spec:
+  host: edition.cnn.com
+  trafficPolicy: {connectionPool: {tcp: {maxConnections: 1}}}
+)";
+  load({kRegistryOnly, kCnnServiceEntry, dr});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  dns_.answer("edition.cnn.com", "203.0.113.21");
+  with_clusters_ = true;
+  auto h = handler("203.0.113.20:80");
+  FakeConnection c;
+  const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  auto f = decided(*h, c, req);
+  ASSERT_NE(f, nullptr);
+  start(*f, req);
+  engine::SocketAddress first;
+  ASSERT_TRUE(engine::SocketAddress::parse("203.0.113.20:80", &first));
+  h->on_upstream_connected(c, first);
+  EXPECT_EQ(respond(*f, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").first,
+            engine::FilterStatus::kNewUpstream);
+  Verdict again = next_try(*h, c, *f, req);
+  ASSERT_EQ(again.kind(), Verdict::Kind::kConnect) << log_->lines();
+  auto f2 = again.take_filter();
+  ASSERT_NE(f2, nullptr);
+  start(*f2, req);
+  h->on_upstream_connected(c, again.upstreams()[0]);
+
+  // The one connection is still counted: another client is refused, 503 UO.
+  FakeConnection other;
+  ASSERT_EQ(h->on_accept(other, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict refused = h->on_downstream_data(other, bytes(req));
+  EXPECT_NE(refused.kind(), Verdict::Kind::kConnect);
+  close(*h, other, engine::CloseReason::kLocalClose);
+  EXPECT_NE(log_->lines().find(" 503 UO "), std::string::npos) << log_->lines();
+
+  EXPECT_EQ(respond(*f2, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
+  close(*h, c, engine::CloseReason::kCompleted);
+  EXPECT_NE(log_->lines().find("\"GET /p HTTP/1.1\" 200 - via_upstream"), std::string::npos) << log_->lines();
 }
 
 // VirtualService fault injection, as Envoy's fault filter does it before
