@@ -244,6 +244,7 @@ HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::sp
   // A later request for another upstream is held back from the engine's
   // unfiltered first bytes too.
   for (bool sw : checked_switch_) rerun_ = rerun_ || sw;
+  first_deadline_ = !outstanding_.empty() && outstanding_.front().next_deadline() != INT64_MAX;
   if (takes_held_bytes()) {
     // The held bytes come again through on_start, to be rewritten and sent:
     // the later requests among them are decided (and logged) already.

@@ -235,7 +235,9 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
                                engine::FilterOutput& out) override;
   engine::FilterStatus on_end_stream(engine::Direction dir, engine::FilterOutput& out) override;
   // A mirrored first request's body is copied from the held bytes too.
-  bool takes_held_bytes() const override { return pooled_ || first_edits_ != nullptr || rerun_ || mirror_rerun_; }
+  bool takes_held_bytes() const override {
+    return pooled_ || first_edits_ != nullptr || rerun_ || mirror_rerun_ || first_deadline_;
+  }
   engine::FilterStatus on_start(std::span<const uint8_t> held, engine::FilterOutput& out) override;
   bool upstream_reusable() const override;
   // The upstream's request count travels with it through the pool
@@ -337,6 +339,10 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // A later request in the handler's bytes has edits: they go through
   // on_start too (else the engine would send them as received).
   bool rerun_ = false;
+  // The handler's first request has a deadline (a retry policy's
+  // perTryTimeout): on_start arms its timer (a guard that never gets
+  // on_start has no FilterOutput to set one with).
+  bool first_deadline_ = false;
   RouteEditsPtr later_edits_;  // of the later request being forwarded (from check_later)
   std::vector<RouteEditsPtr> checked_edits_;  // of the later requests decided before on_start
   bool reusable_ = true;         // nothing seen so far rules out reuse

@@ -134,6 +134,27 @@ class EgressHandlerTest : public ::testing::Test {
     EXPECT_EQ(v.kind(), Verdict::Kind::kConnect);
     return v;
   }
+  // `f` (a perTryTimeout of 1 ms) is started with `req`, its try runs out
+  // and is retried: the next try's filter, started, its own try running.
+  engine::StreamFilterPtr late_try(engine::ConnectionHandler& h, FakeConnection& c, engine::StreamFilter& f,
+                                   const std::string& req) {
+    FakeOutput out0(req);
+    EXPECT_EQ(f.on_start(bytes(req), out0), engine::FilterStatus::kContinue);
+    EXPECT_TRUE(out0.timer.has_value() && out0.timer->count() <= 1);  // the try's deadline
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    FakeOutput none("");
+    EXPECT_EQ(f.on_timer(none), engine::FilterStatus::kNewUpstream);
+    EXPECT_EQ(none.downstream, "");
+    EXPECT_FALSE(f.upstream_reusable());  // its response is still due there
+    Verdict v = next_try(h, c, f, req);
+    engine::StreamFilterPtr next = v.take_filter();
+    if (!next) return next;
+    FakeOutput out1(req);
+    EXPECT_EQ(next->on_start(bytes(req), out1), engine::FilterStatus::kContinue);
+    EXPECT_TRUE(out1.timer.has_value() && out1.timer->count() <= 1);  // a fresh per-try deadline
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return next;
+  }
   // The filter's timer ends the request with Envoy's 504 "upstream request
   // timeout"; the connection closes and the access log has `log_line`.
   void expect_timeout_504(engine::ConnectionHandler& h, FakeConnection& c, engine::StreamFilter& f,
@@ -1296,6 +1317,34 @@ spec:
 // retries.perTryTimeout: a try whose response is late goes again (retryOn
 // reset, 5xx or gateway-error) while the route timeout spans every try;
 // out of tries, 504 UT,URX; without a retryOn that covers it, 504 UT.
+// perTryTimeout alone (no route timeout, no edits) on a connection that is
+// not pooled (maxRequestsPerConnection 1): the first request's try still
+// runs out and is retried (before, no timer was set: a hung upstream held
+// the request forever).
+TEST_F(EgressHandlerTest, PerTryTimeoutAloneAppliesToAnUnpooledFirstRequest) {
+  load({kRegistryOnly, kCnnServiceEntry, kNoPooling, R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - retries: {attempts: 1, perTryTimeout: 0.001s, retryOn: gateway-error}
+    route: [{destination: {host: edition.cnn.com}}]
+)"});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  dns_.answer("edition.cnn.com", "203.0.113.21");
+  auto h = handler("203.0.113.20:80");
+  FakeConnection c;
+  const std::string req = "GET /late HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  auto f = decided(*h, c, req);
+  ASSERT_NE(f, nullptr);
+  ASSERT_TRUE(f->takes_held_bytes());  // to set the timer
+  auto f2 = late_try(*h, c, *f, req);
+  ASSERT_NE(f2, nullptr);
+  expect_timeout_504(*h, c, *f2, "\"GET /late HTTP/1.1\" 504 UT,URX upstream_response_timeout");
+}
+
 TEST_F(EgressHandlerTest, PerTryTimeoutRetriesALateTryWithinTheRouteTimeout) {
   load({kRegistryOnly, kCnnServiceEntry, R"(
 apiVersion: networking.istio.io/v1alpha3
@@ -1323,22 +1372,8 @@ spec:
     FakeConnection c;
     const std::string req = "GET /late HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
     auto f = decided(*h, c, req);
-    FakeOutput out0(req);
-    ASSERT_EQ(f->on_start(bytes(req), out0), engine::FilterStatus::kContinue);
-    ASSERT_TRUE(out0.timer.has_value());
-    EXPECT_LE(out0.timer->count(), 1);  // the try's deadline, not the route's 10 s
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    FakeOutput none("");
-    EXPECT_EQ(f->on_timer(none), engine::FilterStatus::kNewUpstream);
-    EXPECT_EQ(none.downstream, "");
-    EXPECT_FALSE(f->upstream_reusable());  // its response is still due there
-    Verdict v = next_try(*h, c, *f, req);
-    auto f2 = v.take_filter();
-    FakeOutput out1(req);
-    ASSERT_EQ(f2->on_start(bytes(req), out1), engine::FilterStatus::kContinue);
-    ASSERT_TRUE(out1.timer.has_value());
-    EXPECT_LE(out1.timer->count(), 1);  // a fresh per-try deadline
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    auto f2 = late_try(*h, c, *f, req);
+    ASSERT_NE(f2, nullptr);
     // No tries left.
     expect_timeout_504(*h, c, *f2, "\"GET /late HTTP/1.1\" 504 UT,URX upstream_response_timeout");
   }
