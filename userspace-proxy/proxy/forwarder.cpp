@@ -74,6 +74,7 @@ std::unique_ptr<ProxyConnection> Forwarder::new_connection(const engine::AcceptI
   ci.counters = o_.counters;
   ci.metrics = o_.istio_metrics;
   ci.metrics_shard = o_.metrics_shard;
+  ci.clusters = o_.clusters;
   // Only the access log shows the client's address: without one, no
   // getpeername per connection (the gateway asks for it: its TLS logs).
   if (o_.access_log) ci.peer = info.peer();
@@ -308,6 +309,7 @@ Verdict Forwarder::execute(ProxyConnection& c, RequestPlan plan, std::span<const
   ConnectionInfo& ci = *c.info;
   c.decided = true;
   ci.cluster = plan.cluster;
+  ci.outlier_detection = plan.forward.policy.outlier_detection != nullptr;
   ci.route_name = plan.route_name;
   ci.tcp_flags = plan.response_flags == "-" ? "" : plan.response_flags;
   ci.upstream_key = upstream_key(plan, ci);
@@ -563,8 +565,10 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
   // entry is the newest pending one.
   if (!ci.pending_requests.empty()) ci.pending_requests.back().first = true;
   ci.first_response_code = 0;
+  ci.response_reported = false;
   ci.first_retry = c.plan.forward.retry;
   ci.cluster = c.plan.cluster;
+  ci.outlier_detection = c.plan.forward.policy.outlier_detection != nullptr;
   ci.route_name = c.plan.route_name;
   ci.upstream_key = upstream_key(c.plan, ci);
   ci.upstream_host.clear();
@@ -729,9 +733,10 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
       stats.upstream.valid()) {
     o_.clusters->report_connect(c->plan.cluster, stats.upstream, false);
   }
-  // Outlier detection sees the first response's status (the only one the
-  // relay reads) for the endpoint that served it.
-  if (o_.clusters && ci.http && ci.first_response_code > 0 && stats.upstream.valid() &&
+  // Outlier detection: the responses were reported as they came
+  // (ConnectionInfo::report_response); a connection that got none counts
+  // what it ended with instead (503 for a reset, 502 for a malformed head).
+  if (o_.clusters && ci.http && !ci.response_reported && ci.first_response_code > 0 && stats.upstream.valid() &&
       c->plan.kind == policy::RequestPlan::Kind::kForward) {
     o_.clusters->report_response(c->plan.cluster, stats.upstream, static_cast<uint32_t>(ci.first_response_code));
   }

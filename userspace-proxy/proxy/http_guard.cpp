@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <ctime>
 
+#include "userspace-proxy/proxy/clusters.h"
+
 namespace sluice::proxy {
 
 using engine::FilterOutput;
@@ -31,6 +33,12 @@ const std::string& ConnectionInfo::original_dst_text() const {
 const std::string& ConnectionInfo::peer_text() const {
   if (peer_text_.empty()) peer_text_ = peer.to_string();
   return peer_text_;
+}
+
+void ConnectionInfo::report_response(int status) {
+  if (!clusters || !outlier_detection || !upstream_address.valid() || status <= 0) return;
+  response_reported = true;
+  clusters->report_response(cluster, upstream_address, static_cast<uint32_t>(status));
 }
 
 AccessLogEntry ConnectionInfo::base_entry() const {
@@ -800,6 +808,7 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
         }
         response_status_ = h.status;
         const bool interim = h.status < 200 && h.status != 101;
+        if (!interim) info_->report_response(h.status);
         if (!interim) {
           response_framer_.emplace(h, req.head, req.connect);
           if (!response_framer_->reusable_after()) reusable_ = false;

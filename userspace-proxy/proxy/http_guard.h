@@ -42,6 +42,8 @@
 
 namespace sluice::proxy {
 
+class Clusters;
+
 int64_t realtime_ns();
 int64_t monotonic_ns();
 inline std::span<const uint8_t> bytes_of(const std::string& s) {
@@ -170,6 +172,13 @@ struct ConnectionInfo {
   std::vector<Request> pending_requests;
   uint64_t requests = 0;
   int first_response_code = 0;
+  // Outlier detection (consecutive5xxErrors): every response the current
+  // upstream gives counts for its endpoint, as Envoy's detector sees them
+  // (a retried one through the retry). Null: no clusters (tests, mirrors).
+  Clusters* clusters = nullptr;
+  bool outlier_detection = false;  // the current plan's DestinationRule has outlierDetection
+  bool response_reported = false;  // by report_response, since the upstream was chosen
+  void report_response(int status);
   mutable std::string original_dst_text_, peer_text_;
 
   AccessLogEntry base_entry() const;

@@ -525,6 +525,53 @@ spec:
   EXPECT_NE(log_->lines().find("\"GET /p HTTP/1.1\" 200 - via_upstream"), std::string::npos) << log_->lines();
 }
 
+// Outlier detection counts every response an endpoint gives, as Envoy's
+// detector does: two 500s on one kept-alive connection eject the endpoint
+// (consecutive5xxErrors 2) while the connection is still open; new
+// connections then go to the other one. (Before, only a connection's first
+// response was counted, at its close.)
+TEST_F(EgressHandlerTest, OutlierDetectionCountsEveryResponseOfAKeptAliveConnection) {
+  const char* dr = R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: cnn}
+spec:
+  host: edition.cnn.com
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
+)";
+  load({kRegistryOnly, kCnnServiceEntry, dr});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  dns_.answer("edition.cnn.com", "203.0.113.21");
+  with_clusters_ = true;
+  auto h = handler("203.0.113.20:80");
+  FakeConnection c;
+  const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict v = h->on_downstream_data(c, bytes(req));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+  const engine::SocketAddress bad = v.upstreams()[0];
+  auto f = v.take_filter();
+  start(*f, req);
+  h->on_upstream_connected(c, bad);
+  const std::string err = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n";
+  EXPECT_EQ(respond(*f, err).first, engine::FilterStatus::kContinue);  // 500: not retried by default
+  FakeOutput again(req);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(req), again), engine::FilterStatus::kContinue);
+  EXPECT_EQ(respond(*f, err).first, engine::FilterStatus::kContinue);
+  // `bad` is ejected now: every new connection goes to the other endpoint.
+  for (int i = 0; i < 4; ++i) {
+    FakeConnection n;
+    ASSERT_EQ(h->on_accept(n, info_).kind(), Verdict::Kind::kNeedMore);
+    Verdict nv = h->on_downstream_data(n, bytes(req));
+    ASSERT_EQ(nv.kind(), Verdict::Kind::kConnect);
+    EXPECT_NE(nv.upstreams()[0], bad) << "connection " << i;
+    close(*h, n, engine::CloseReason::kLocalClose);
+  }
+  close(*h, c, engine::CloseReason::kCompleted);
+}
+
 // VirtualService fault injection, as Envoy's fault filter does it before
 // the router: a delay holds the request (first or later on a kept-alive
 // connection) then carries it out, flag DI; an abort answers it locally
