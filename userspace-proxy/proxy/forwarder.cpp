@@ -267,7 +267,11 @@ void Forwarder::on_upstream_connected(engine::Connection& conn, const SocketAddr
   c.info->upstream_host = upstream.to_string();
   c.info->upstream_address = upstream;
   if (!c.info->http) c.info->record_tcp_open();
-  if (o_.clusters && c.plan.kind == RequestPlan::Kind::kForward) {
+  // A connect that works is a success for outlier detection only where it is
+  // the final word (TCP proxying: Envoy's LocalOriginConnectSuccessFinal);
+  // for HTTP the responses speak (Envoy ignores a mere connect success
+  // there, so it does not wipe a run of 5xx and resets).
+  if (o_.clusters && c.plan.kind == RequestPlan::Kind::kForward && !c.info->http) {
     o_.clusters->report_connect(c.plan.cluster, upstream, true);
   }
 }
@@ -733,11 +737,15 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
       stats.upstream.valid()) {
     o_.clusters->report_connect(c->plan.cluster, stats.upstream, false);
   }
-  // Outlier detection: the responses were reported as they came
-  // (ConnectionInfo::report_response); a connection that got none counts
-  // what it ended with instead (503 for a reset, 502 for a malformed head).
-  if (o_.clusters && ci.http && !ci.response_reported && ci.first_response_code > 0 && stats.upstream.valid() &&
-      c->plan.kind == policy::RequestPlan::Kind::kForward) {
+  // Outlier detection: responses, resets and timeouts were reported as they
+  // came (ConnectionInfo::report_response) and a failed connect just above;
+  // otherwise (no outlier detection for the cluster, or a path that reported
+  // nothing, such as a malformed response head: 502) the status the
+  // connection ended with counts, as before.
+  const bool connect_failed = stats.reason == engine::CloseReason::kUpstreamConnectFailed ||
+                              stats.reason == engine::CloseReason::kUpstreamConnectTimeout;
+  if (o_.clusters && ci.http && !ci.response_reported && !connect_failed && ci.first_response_code >= 200 &&
+      stats.upstream.valid() && c->plan.kind == policy::RequestPlan::Kind::kForward) {
     o_.clusters->report_response(c->plan.cluster, stats.upstream, static_cast<uint32_t>(ci.first_response_code));
   }
   if (ci.http) {

@@ -481,6 +481,7 @@ FilterStatus HttpRequestGuard::end_stream(engine::Direction dir, FilterOutput& o
     outstanding_.clear();
     reusable_ = false;
     state_ = State::kStopped;
+    info_->report_response(503);  // outlier detection: a reset counts as a 503, as in Envoy
     const std::string reply =
         local_reply(503, realtime_ns(),
                     "upstream connect error or disconnect/reset before headers. reset reason: connection termination");
@@ -560,9 +561,11 @@ void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEdi
   // Kept as received while it may have to go again: a lone request (not
   // pipelined behind another) whose route retries responses.
   const policy::RetryPlan* rp = retry_policy(outstanding_.back());
-  if (rp && rp->per_try_timeout.count() > 0) {
-    outstanding_.back().try_deadline_ns =
-        monotonic_ns() + static_cast<int64_t>(rp->per_try_timeout.count()) * 1'000'000;
+  if (rp && rp->per_try_timeout.count() > 0 && !head.is_connect && head.upgrade.empty()) {
+    Outstanding& o = outstanding_.back();
+    o.try_timeout_ns = static_cast<int64_t>(rp->per_try_timeout.count()) * 1'000'000;
+    const bool body = head.chunked || head.content_length.value_or(0) > 0;
+    if (!body) o.try_deadline_ns = monotonic_ns() + o.try_timeout_ns;
   }
   replay_ok_ = outstanding_.size() == 1 && rp && rp->retries_responses() && outstanding_.back().attempt < rp->attempts &&
                !head.is_connect && head.upgrade.empty() && held_.size() + head_bytes.size() <= kMaxReplayBytes;
@@ -572,6 +575,14 @@ void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEdi
     replay_.append(held_);
     replay_.append(head_bytes);
   }
+}
+
+void HttpRequestGuard::request_sent(FilterOutput* out) {
+  if (outstanding_.empty()) return;
+  Outstanding& o = outstanding_.back();
+  if (o.try_timeout_ns == 0 || o.try_deadline_ns != INT64_MAX) return;
+  o.try_deadline_ns = monotonic_ns() + o.try_timeout_ns;
+  if (out && outstanding_.size() == 1) arm_timer(*out);
 }
 
 // The engine's timer follows the oldest outstanding request's deadline
@@ -616,6 +627,9 @@ FilterStatus HttpRequestGuard::timer(FilterOutput& out) {
   outstanding_.clear();
   reusable_ = false;
   state_ = State::kStopped;
+  // Outlier detection: a timed-out request counts as a 504, as in Envoy
+  // (unless its response had begun: that status was counted).
+  if (response_state_ == ResponseState::kHead) info_->report_response(504);
   const char* flags = late.retry_exhausted ? "UT,URX" : "UT";
   if (late.bytes_out > 0 || response_state_ != ResponseState::kHead) {
     info_->complete_request(response_status_, late.bytes_in, late.bytes_out, flags, "upstream_response_timeout");
@@ -968,6 +982,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         rest.remove_prefix(r.consumed);
         if (r.status == sniff::BodyStatus::kDone) {
           if (mirror_body_ >= 0) mirror_end(/*cut=*/false);
+          request_sent(out);
           replay_done_ = true;
           framer_.reset();
           state_ = tunnel_after_body_ ? State::kOpaque : State::kHead;

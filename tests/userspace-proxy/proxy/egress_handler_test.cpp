@@ -64,6 +64,32 @@ spec:
   resolution: NONE
 )";
 
+// One route for edition.cnn.com whose tries have 1 ms each (perTryTimeout).
+std::string retrying_vs(int attempts) {
+  return R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - retries: {attempts: )" + std::to_string(attempts) + R"(, perTryTimeout: 0.001s, retryOn: gateway-error}
+    route: [{destination: {host: edition.cnn.com}}]
+)";
+}
+
+// Round robin over two endpoints; two consecutive errors eject one.
+constexpr const char* kOutlierTwo5xx = R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: cnn}
+spec:
+  host: edition.cnn.com
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
+)";
+
 // maxRequestsPerConnection 1: no keep-alive to the upstream, so no pooling.
 constexpr const char* kNoPooling = R"(
 apiVersion: networking.istio.io/v1alpha3
@@ -531,17 +557,7 @@ spec:
 // connections then go to the other one. (Before, only a connection's first
 // response was counted, at its close.)
 TEST_F(EgressHandlerTest, OutlierDetectionCountsEveryResponseOfAKeptAliveConnection) {
-  const char* dr = R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: DestinationRule
-metadata: {name: cnn}
-spec:
-  host: edition.cnn.com
-  trafficPolicy:
-    loadBalancer: {simple: ROUND_ROBIN}
-    outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
-)";
-  load({kRegistryOnly, kCnnServiceEntry, dr});
+  load({kRegistryOnly, kCnnServiceEntry, kOutlierTwo5xx});
   dns_.answer("edition.cnn.com", "203.0.113.20");
   dns_.answer("edition.cnn.com", "203.0.113.21");
   with_clusters_ = true;
@@ -570,6 +586,66 @@ spec:
     close(*h, n, engine::CloseReason::kLocalClose);
   }
   close(*h, c, engine::CloseReason::kCompleted);
+}
+
+// A failed connect counts once for outlier detection (it was counted as a
+// local failure and again as a 503 at the close), and a reset before any
+// response counts as a 503.
+TEST_F(EgressHandlerTest, OutlierDetectionCountsAFailedConnectOnceAndAResetAsA503) {
+  load({kRegistryOnly, kCnnServiceEntry, kOutlierTwo5xx});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  dns_.answer("edition.cnn.com", "203.0.113.21");
+  with_clusters_ = true;
+  auto h = handler("203.0.113.20:80");
+  const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  // The endpoint each new connection is sent to first.
+  auto next_first = [&](engine::StreamFilterPtr* filter, FakeConnection& n) {
+    EXPECT_EQ(h->on_accept(n, info_).kind(), Verdict::Kind::kNeedMore);
+    Verdict v = h->on_downstream_data(n, bytes(req));
+    EXPECT_EQ(v.kind(), Verdict::Kind::kConnect);
+    if (filter) *filter = v.take_filter();
+    return v.upstreams().empty() ? engine::SocketAddress{} : v.upstreams()[0];
+  };
+  // One failed connect to `bad`: the engine tries the other endpoint next;
+  // here the connection just ends with the failure.
+  FakeConnection c;
+  engine::StreamFilterPtr f;
+  const engine::SocketAddress bad = next_first(&f, c);
+  FakeOutput failed("");
+  f->on_connect_failed(failed, false);
+  engine::ConnectionStats st;
+  st.reason = engine::CloseReason::kUpstreamConnectFailed;
+  st.upstream = bad;
+  h->on_close(c, st);
+  // One error: not ejected, round robin still reaches it.
+  int to_bad = 0;
+  for (int i = 0; i < 4; ++i) {
+    FakeConnection n;
+    if (next_first(nullptr, n) == bad) ++to_bad;
+    close(*h, n, engine::CloseReason::kLocalClose);
+  }
+  EXPECT_GE(to_bad, 1);
+  // A reset before the response on `bad`: the second error, ejected.
+  FakeConnection r;
+  engine::StreamFilterPtr g;
+  engine::SocketAddress got = next_first(&g, r);
+  for (int i = 0; got != bad && i < 4; ++i) {  // round robin: one of the next goes there
+    close(*h, r, engine::CloseReason::kLocalClose);
+    r = FakeConnection();
+    got = next_first(&g, r);
+  }
+  ASSERT_EQ(got, bad);
+  start(*g, req);
+  h->on_upstream_connected(r, bad);
+  FakeOutput eof("");
+  EXPECT_EQ(g->on_end_stream(engine::Direction::kUpstreamToDownstream, eof), engine::FilterStatus::kClose);
+  EXPECT_NE(eof.downstream.find("503"), std::string::npos) << eof.downstream;
+  close(*h, r, engine::CloseReason::kFilterClose);
+  for (int i = 0; i < 4; ++i) {
+    FakeConnection n;
+    EXPECT_NE(next_first(nullptr, n), bad) << "connection " << i;
+    close(*h, n, engine::CloseReason::kLocalClose);
+  }
 }
 
 // VirtualService fault injection, as Envoy's fault filter does it before
@@ -1369,16 +1445,8 @@ spec:
 // runs out and is retried (before, no timer was set: a hung upstream held
 // the request forever).
 TEST_F(EgressHandlerTest, PerTryTimeoutAloneAppliesToAnUnpooledFirstRequest) {
-  load({kRegistryOnly, kCnnServiceEntry, kNoPooling, R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: VirtualService
-metadata: {name: cnn}
-spec:
-  hosts: [edition.cnn.com]
-  http:
-  - retries: {attempts: 1, perTryTimeout: 0.001s, retryOn: gateway-error}
-    route: [{destination: {host: edition.cnn.com}}]
-)"});
+  const std::string vs = retrying_vs(1);
+  load({kRegistryOnly, kCnnServiceEntry, kNoPooling, vs.c_str()});
   dns_.answer("edition.cnn.com", "203.0.113.20");
   dns_.answer("edition.cnn.com", "203.0.113.21");
   auto h = handler("203.0.113.20:80");
@@ -1390,6 +1458,46 @@ spec:
   auto f2 = late_try(*h, c, *f, req);
   ASSERT_NE(f2, nullptr);
   expect_timeout_504(*h, c, *f2, "\"GET /late HTTP/1.1\" 504 UT,URX upstream_response_timeout");
+}
+
+// A try's clock starts when its request has been sent whole (Envoy starts
+// the per-try timer at the end of the downstream request): an upload slower
+// than perTryTimeout is not cut while it is being sent; a tunnel's request
+// never ends, so an Upgrade gets no per-try timer at all.
+TEST_F(EgressHandlerTest, PerTryTimeoutStartsWhenTheRequestIsSentWhole) {
+  const std::string vs = retrying_vs(2);
+  load({kRegistryOnly, kCnnServiceEntry, vs.c_str()});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  auto h = handler("203.0.113.20:80");
+  {
+    FakeConnection c;
+    const std::string head = "POST /up HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 6\r\n\r\nabc";
+    auto f = decided(*h, c, head);
+    ASSERT_NE(f, nullptr);
+    FakeOutput out0(head);
+    ASSERT_EQ(f->on_start(bytes(head), out0), engine::FilterStatus::kContinue);
+    EXPECT_FALSE(out0.timer.has_value() && out0.timer->count() > 0);  // the body is still coming
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    const std::string rest = "def";
+    FakeOutput out1(rest);
+    ASSERT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(rest), out1), engine::FilterStatus::kContinue);
+    EXPECT_EQ(out1.upstream, rest);
+    ASSERT_TRUE(out1.timer.has_value());  // sent whole: the try's 1 ms starts now
+    EXPECT_LE(out1.timer->count(), 1);
+    close(*h, c, engine::CloseReason::kCompleted);
+  }
+  {
+    FakeConnection c;
+    const std::string up = "GET /ws HTTP/1.1\r\nHost: edition.cnn.com\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+    auto f = decided(*h, c, up);
+    ASSERT_NE(f, nullptr);
+    FakeOutput out0(up);
+    if (f->takes_held_bytes()) ASSERT_EQ(f->on_start(bytes(up), out0), engine::FilterStatus::kContinue);
+    EXPECT_FALSE(out0.timer.has_value() && out0.timer->count() > 0);
+    EXPECT_EQ(respond(*f, "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").first,
+              engine::FilterStatus::kContinue);
+    close(*h, c, engine::CloseReason::kCompleted);
+  }
 }
 
 TEST_F(EgressHandlerTest, PerTryTimeoutRetriesALateTryWithinTheRouteTimeout) {
