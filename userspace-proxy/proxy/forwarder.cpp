@@ -513,7 +513,13 @@ void Forwarder::install_check_later(ProxyConnection& c) {
     }
     // Another upstream: the connection moves there once the responses due
     // from this one are in (Forwarder::on_new_upstream goes on with the plan).
-    out.kind = delayed || !same_upstream(plan, *ci, key) ? LaterRequest::Kind::kSwitch : LaterRequest::Kind::kForward;
+    // maxRequestsPerConnection 1: an upstream connection carries one request
+    // (Envoy closes it after the response), so every later request gets a
+    // connection of its own, balanced on its own.
+    const auto& pool = plan.forward.policy.connection_pool;
+    const bool one_request = pool && pool->http && pool->http->max_requests_per_connection == 1;
+    out.kind = delayed || one_request || !same_upstream(plan, *ci, key) ? LaterRequest::Kind::kSwitch
+                                                                        : LaterRequest::Kind::kForward;
     if (out.kind == LaterRequest::Kind::kForward) out.edits = route_edits(plan.forward);
     // A retry of this request (or the move to its upstream) goes on with it.
     if (ci->later_plan) *ci->later_plan = std::move(plan);

@@ -1362,20 +1362,32 @@ spec:
     EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 0\r\n\r\n").second,
               "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nx-served-by: sluice\r\n\r\n")
         << pooled;
-    // A later request of the other rule: nothing changed, head as received
-    // (rebuilt only when pooled, without hop-by-hop fields).
+    // A later request: on the same upstream connection when pooled; without
+    // pooling each request has an upstream connection of its own (as Envoy
+    // with maxRequestsPerConnection 1), so it goes to a new one.
+    auto send_later = [&](const std::string& later) {
+      FakeOutput out(later);
+      const engine::FilterStatus st = f->on_data(engine::Direction::kDownstreamToUpstream, bytes(later), out);
+      if (pooled) {
+        EXPECT_EQ(st, engine::FilterStatus::kContinue);
+        return out.upstream;
+      }
+      EXPECT_EQ(st, engine::FilterStatus::kNewUpstream);
+      Verdict v = next_try(*h, c, *f, later);
+      f = v.take_filter();
+      return f ? start(*f, later) : std::string();
+    };
+    // Of the other rule: nothing changed, head as received (rebuilt only
+    // when pooled, without hop-by-hop fields).
     const std::string later = "GET /other HTTP/1.1\r\nHost: edition.cnn.com\r\nX-Debug: 1\r\n\r\n";
-    FakeOutput out(later);
-    EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(later), out), engine::FilterStatus::kContinue);
-    EXPECT_EQ(out.upstream, later) << pooled;
+    EXPECT_EQ(send_later(later), later) << pooled;
+    ASSERT_NE(f, nullptr);
     EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 0\r\n\r\n").second,
               "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 0\r\n\r\n")
         << pooled;
-    // A later request of the first rule: edited again.
+    // Of the first rule: edited again.
     const std::string again = "GET /old/b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
-    FakeOutput out2(again);
-    EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(again), out2), engine::FilterStatus::kContinue);
-    EXPECT_EQ(out2.upstream, "GET /new/b HTTP/1.1\r\nHost: www.cnn.com\r\nx-env: prod\r\n\r\n") << pooled;
+    EXPECT_EQ(send_later(again), "GET /new/b HTTP/1.1\r\nHost: www.cnn.com\r\nx-env: prod\r\n\r\n") << pooled;
     close(*h, c, engine::CloseReason::kCompleted);
   }
 }
@@ -1583,15 +1595,20 @@ spec:
   auto h = handler("203.0.113.10:80");
   {
     // Not pooled, the first request unedited: the second one, in the same
-    // read, is still rewritten.
+    // read, waits for its own upstream connection (maxRequestsPerConnection
+    // 1), and is rewritten there.
     FakeConnection c;
-    const std::string two = "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"
-                            "GET /old/b HTTP/1.1\r\nHost: edition.cnn.com\r\nX-Secret: 1\r\n\r\n";
-    auto f = decided(*h, c, two);
+    const std::string first = "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+    const std::string second = "GET /old/b HTTP/1.1\r\nHost: edition.cnn.com\r\nX-Secret: 1\r\n\r\n";
+    auto f = decided(*h, c, first + second);
     ASSERT_NE(f, nullptr);
     ASSERT_TRUE(f->takes_held_bytes());
-    EXPECT_EQ(start(*f, two), "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"
-                              "GET /new/b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n");
+    EXPECT_EQ(start(*f, first + second), first);
+    EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kNewUpstream);
+    Verdict v = next_try(*h, c, *f, second);
+    auto f2 = v.take_filter();
+    ASSERT_NE(f2, nullptr);
+    EXPECT_EQ(start(*f2, second), "GET /new/b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n");
     close(*h, c, engine::CloseReason::kCompleted);
   }
   {
