@@ -371,7 +371,7 @@ bool HttpRequestGuard::on_new_upstream(FilterOutput& out) {
 
 const policy::RetryPlan* HttpRequestGuard::retry_policy(const Outstanding& r) const {
   if (r.first) return &info_->first_retry;
-  return info_->later_plan ? &info_->later_plan->forward.retry : nullptr;
+  return r.retry ? &*r.retry : nullptr;
 }
 
 // Only a lone request, received whole and kept, with nothing of its
@@ -554,6 +554,7 @@ void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEdi
                 std::move(edits), deadline};
   r.first = first;
   r.attempt = first ? info_->first_attempt : 1;
+  if (!first && info_->later_plan) r.retry = info_->later_plan->forward.retry;
   // A retry keeps the route deadline of its first try (Envoy's route
   // timeout spans the retries).
   if (r.attempt > 1) r.deadline_ns = info_->retry_deadline_ns;

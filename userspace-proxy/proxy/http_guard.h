@@ -295,6 +295,10 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
     bool first = false;        // the request the upstream was chosen for
     uint32_t attempt = 1;      // which try this is
     bool retry_exhausted = false;  // its response was retriable, no tries left (flag URX)
+    // A later request's retry policy, from its own plan (the connection's
+    // later_plan is the newest later request's); the first request's is
+    // ConnectionInfo::first_retry.
+    std::optional<policy::RetryPlan> retry;
   };
   // kDiscard: a response being retried, read to its end and dropped.
   enum class ResponseState : uint8_t { kHead, kBody, kOpaque, kDiscard };

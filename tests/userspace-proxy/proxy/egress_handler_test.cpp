@@ -648,6 +648,46 @@ TEST_F(EgressHandlerTest, OutlierDetectionCountsAFailedConnectOnceAndAResetAsA50
   }
 }
 
+// Pipelined later requests of different routes: each response is judged by
+// its own request's retry policy, not by the newest request's.
+TEST_F(EgressHandlerTest, APipelinedRequestKeepsItsOwnRetryPolicy) {
+  load({kRegistryOnly, kCnnServiceEntry, R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - match: [{uri: {prefix: /none}}]
+    retries: {attempts: 0}
+    route: [{destination: {host: edition.cnn.com}}]
+  - route: [{destination: {host: edition.cnn.com}}]
+)"});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  auto h = handler("203.0.113.20:80");
+  FakeConnection c;
+  const std::string first = "GET /none/1 HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  auto f = decided(*h, c, first);
+  ASSERT_NE(f, nullptr);
+  start(*f, first);
+  const std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  EXPECT_EQ(respond(*f, ok).first, engine::FilterStatus::kContinue);
+  // /r (Istio's default policy: a 503 is retriable) then /none/2 (no
+  // retries), both outstanding: /r's 503 cannot go again (a request is
+  // behind it) and is passed on flagged URX, by /r's own policy.
+  const std::string two = "GET /r HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"
+                          "GET /none/2 HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeOutput out(two);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(two), out), engine::FilterStatus::kContinue);
+  EXPECT_EQ(respond(*f, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").first,
+            engine::FilterStatus::kContinue);
+  EXPECT_EQ(respond(*f, ok).first, engine::FilterStatus::kContinue);
+  close(*h, c, engine::CloseReason::kCompleted);
+  const std::string lines = log_->lines();
+  EXPECT_NE(lines.find("\"GET /r HTTP/1.1\" 503 URX via_upstream"), std::string::npos) << lines;
+  EXPECT_NE(lines.find("\"GET /none/2 HTTP/1.1\" 200 - via_upstream"), std::string::npos) << lines;
+}
+
 // VirtualService fault injection, as Envoy's fault filter does it before
 // the router: a delay holds the request (first or later on a kept-alive
 // connection) then carries it out, flag DI; an abort answers it locally
