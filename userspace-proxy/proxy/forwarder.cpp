@@ -509,6 +509,10 @@ void Forwarder::install_check_later(ProxyConnection& c) {
         out.kind = LaterRequest::Kind::kClose;
         return out;
       case RequestPlan::Kind::kForward:
+        // Counted as a first request's is (a delayed one when carried out).
+        if (!delayed) {
+          counters->count(plan.cluster == "PassthroughCluster" ? policy::Action::kPassthrough : policy::Action::kRoute);
+        }
         break;
     }
     // Another upstream: the connection moves there once the responses due

@@ -31,7 +31,9 @@ struct ProxyCounters {
   Counter tls_handshakes{0};
   Counter tls_handshake_failures{0};
   Counter tls_resumed{0};
-  std::array<Counter, 4> actions{};          // by policy::Action
+  // Decisions by policy::Action: one per TCP/TLS connection and one per
+  // HTTP request (a keep-alive connection's later requests too).
+  std::array<Counter, 4> actions{};
   std::array<Counter, 16> close_reasons{};   // by engine::CloseReason
 
   void count(policy::Action a) { actions[static_cast<size_t>(a)].fetch_add(1, std::memory_order_relaxed); }

@@ -413,6 +413,10 @@ TEST_F(EgressHandlerTest, ALaterRequestForAnotherUpstreamMovesTheConnectionThere
   h->on_upstream_connected(c, v2.upstreams()[0]);
   EXPECT_EQ(respond(*f2, "HTTP/1.1 204 No Content\r\n\r\n").first, engine::FilterStatus::kContinue);
   EXPECT_EQ(counters_.upstream_changed.load(), 1u);
+  // One decision per request: the first to the cnn cluster, the later one
+  // passed through.
+  EXPECT_EQ(counters_.actions[static_cast<size_t>(policy::Action::kRoute)].load(), 1u);
+  EXPECT_EQ(counters_.actions[static_cast<size_t>(policy::Action::kPassthrough)].load(), 1u);
   close(*h, c, engine::CloseReason::kCompleted);
   const std::string lines = log_->lines();
   EXPECT_NE(lines.find("\"GET / HTTP/1.1\" 200 - via_upstream"), std::string::npos) << lines;
