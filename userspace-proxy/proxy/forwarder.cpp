@@ -536,6 +536,7 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
   ProxyConnection& c = state(conn);
   ConnectionInfo& ci = *c.info;
   const ConnectionInfo::NextUpstream why = std::exchange(ci.next_upstream, ConnectionInfo::NextUpstream::kNone);
+  c.moved = true;
   std::chrono::milliseconds backoff{0};
   switch (why) {
     case ConnectionInfo::NextUpstream::kNone:
@@ -615,7 +616,7 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
                       !(conn_pool && conn_pool->http && conn_pool->http->max_requests_per_connection == 1);
   if (ci.http) {
     install_check_later(c);
-    auto guard = std::make_unique<HttpRequestGuard>(c.info, pending, pooled, route_edits(c.plan.forward));
+    auto guard = std::make_unique<HttpRequestGuard>(c.info, pending, pooled, route_edits(c.plan.forward), c.moved);
     if (c.mirror_plan) guard->discard_responses();
     if (pooled && conn_pool && conn_pool->http && conn_pool->http->max_requests_per_connection > 1) {
       guard->set_max_requests_per_connection(static_cast<uint32_t>(conn_pool->http->max_requests_per_connection));

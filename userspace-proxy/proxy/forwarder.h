@@ -37,6 +37,7 @@ namespace sluice::proxy {
 // than malloc's per-thread cache takes.
 struct ProxyConnection : Recycled<ProxyConnection> {
   std::shared_ptr<ConnectionInfo> info = std::make_shared<ConnectionInfo>();
+  bool moved = false;  // on a later upstream (a switch or a retry): see HttpRequestGuard's `moved`
   sniff::SniffMode mode = sniff::SniffMode::kDetect;
   std::unique_ptr<sniff::ProtocolDetector> detector;  // kDetect
   std::unique_ptr<sniff::HttpRequestParser> http;      // kHttp

@@ -239,8 +239,8 @@ sniff::HeadRewrite request_rewrite(const sniff::HttpRequestHead& head, const Rou
 }
 
 HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::span<const uint8_t> first, bool pooled,
-                                   RouteEditsPtr first_edits)
-    : info_(std::move(info)), pooled_(pooled), first_edits_(std::move(first_edits)) {
+                                   RouteEditsPtr first_edits, bool moved)
+    : info_(std::move(info)), pooled_(pooled), first_edits_(std::move(first_edits)), moved_(moved) {
   // A body to mirror for the request this guard is built for: its bytes,
   // held ones included, are copied as they are forwarded (on_start onwards;
   // never from the pass below, which forwards nothing).

@@ -232,8 +232,12 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // pooled guard takes them through on_start instead (and rewrites them).
   // `first_edits`: what the first request's route changes in it (its head
   // is then rebuilt too, and the held bytes come through on_start).
+  // `moved`: built for a connection's later upstream (a switch, a retry),
+  // whose held bytes (what the previous guard held back, up to its limit)
+  // can be more than `first` (the engine's sniffing window): they all come
+  // through on_start, framed and checked, never forwarded unread.
   HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::span<const uint8_t> first, bool pooled = false,
-                   RouteEditsPtr first_edits = nullptr);
+                   RouteEditsPtr first_edits = nullptr, bool moved = false);
   ~HttpRequestGuard() override;
 
   // Runs the framing over `first` without output; false if `first` holds a
@@ -245,7 +249,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   engine::FilterStatus on_end_stream(engine::Direction dir, engine::FilterOutput& out) override;
   // A mirrored first request's body is copied from the held bytes too.
   bool takes_held_bytes() const override {
-    return pooled_ || first_edits_ != nullptr || rerun_ || mirror_rerun_ || first_deadline_;
+    return pooled_ || first_edits_ != nullptr || rerun_ || mirror_rerun_ || first_deadline_ || moved_;
   }
   engine::FilterStatus on_start(std::span<const uint8_t> held, engine::FilterOutput& out) override;
   bool upstream_reusable() const override;
@@ -362,6 +366,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // perTryTimeout): on_start arms its timer (a guard that never gets
   // on_start has no FilterOutput to set one with).
   bool first_deadline_ = false;
+  bool moved_ = false;  // see the constructor
   RouteEditsPtr later_edits_;  // of the later request being forwarded (from check_later)
   std::vector<RouteEditsPtr> checked_edits_;  // of the later requests decided before on_start
   bool reusable_ = true;         // nothing seen so far rules out reuse

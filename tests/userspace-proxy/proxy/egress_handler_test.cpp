@@ -692,6 +692,46 @@ spec:
   EXPECT_NE(lines.find("\"GET /none/2 HTTP/1.1\" 200 - via_upstream"), std::string::npos) << lines;
 }
 
+// After a move to another upstream, the engine shows the handler only its
+// sniffing window (16 KiB) of what the previous guard held back (up to 1
+// MiB): the new guard must take all of it through on_start, or a request
+// behind a large body would go upstream unchecked and unlogged.
+TEST_F(EgressHandlerTest, ARequestBehindALargeBodyHeldAcrossAMoveIsStillChecked) {
+  load({kRegistryOnly, kCnnServiceEntry, kNoPooling});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  auto h = handler("203.0.113.20:80");
+  FakeConnection c;
+  const std::string first = "GET /slow HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  auto f = decided(*h, c, first);
+  ASSERT_NE(f, nullptr);
+  start(*f, first);
+  // Pipelined behind it: an upload with a 100 KB body, then a request for a
+  // host REGISTRY_ONLY refuses.
+  const std::string post = "POST /up HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 100000\r\n\r\n" +
+                           std::string(100000, 'x');
+  const std::string denied = "GET /denied HTTP/1.1\r\nHost: other.example\r\n\r\n";
+  const std::string held_bytes = post + denied;
+  FakeOutput out(held_bytes);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(held_bytes), out),
+            engine::FilterStatus::kContinue);
+  EXPECT_TRUE(out.upstream.empty());  // held: the upload goes on a connection of its own
+  EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kNewUpstream);
+  FakeOutput held("");
+  f->on_new_upstream(held);
+  ASSERT_EQ(held.upstream, held_bytes);
+  // The handler sees the first 16 KiB, as from the engine.
+  Verdict v = h->on_new_upstream(c, bytes(held_bytes.substr(0, 16384)));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+  auto f2 = v.take_filter();
+  ASSERT_NE(f2, nullptr);
+  ASSERT_TRUE(f2->takes_held_bytes());
+  FakeOutput all(held_bytes);
+  f2->on_start(bytes(held_bytes), all);
+  EXPECT_EQ(all.upstream.find("GET /denied"), std::string::npos) << "an unchecked request went upstream";
+  EXPECT_EQ(all.upstream.size(), post.size());
+  close(*h, c, engine::CloseReason::kCompleted);
+}
+
 // VirtualService fault injection, as Envoy's fault filter does it before
 // the router: a delay holds the request (first or later on a kept-alive
 // connection) then carries it out, flag DI; an abort answers it locally
