@@ -547,11 +547,18 @@ FilterStatus HttpRequestGuard::forward_head(const sniff::HttpRequestHead& head, 
 // response and its access log line.
 void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEditsPtr edits, bool first,
                                     std::string_view head_bytes) {
-  const int64_t deadline = edits && edits->timeout.count() > 0
-                               ? monotonic_ns() + static_cast<int64_t>(edits->timeout.count()) * 1'000'000
-                               : INT64_MAX;
+  // Envoy's route timeout and per-try timeout both run from the end of the
+  // request (a request without a body: now; with one: its end,
+  // request_sent(); a CONNECT/Upgrade tunnel's request never ends).
+  const bool tunnel = head.is_connect || !head.upgrade.empty();
+  const bool body = head.chunked || head.content_length.value_or(0) > 0;
+  const int64_t route_ns = edits && edits->timeout.count() > 0 && !tunnel
+                               ? static_cast<int64_t>(edits->timeout.count()) * 1'000'000
+                               : 0;
+  const int64_t deadline = route_ns > 0 && !body ? monotonic_ns() + route_ns : INT64_MAX;
   Outstanding r{head.method == "HEAD", head.is_connect, !head.keep_alive, head.head_length, 0,
                 std::move(edits), deadline};
+  r.route_timeout_ns = route_ns;
   r.first = first;
   r.attempt = first ? info_->first_attempt : 1;
   if (!first && info_->later_plan) r.retry = info_->later_plan->forward.retry;
@@ -562,10 +569,9 @@ void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEdi
   // Kept as received while it may have to go again: a lone request (not
   // pipelined behind another) whose route retries responses.
   const policy::RetryPlan* rp = retry_policy(outstanding_.back());
-  if (rp && rp->per_try_timeout.count() > 0 && !head.is_connect && head.upgrade.empty()) {
+  if (rp && rp->per_try_timeout.count() > 0 && !tunnel) {
     Outstanding& o = outstanding_.back();
     o.try_timeout_ns = static_cast<int64_t>(rp->per_try_timeout.count()) * 1'000'000;
-    const bool body = head.chunked || head.content_length.value_or(0) > 0;
     if (!body) o.try_deadline_ns = monotonic_ns() + o.try_timeout_ns;
   }
   replay_ok_ = outstanding_.size() == 1 && rp && rp->retries_responses() && outstanding_.back().attempt < rp->attempts &&
@@ -581,9 +587,17 @@ void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEdi
 void HttpRequestGuard::request_sent(FilterOutput* out) {
   if (outstanding_.empty()) return;
   Outstanding& o = outstanding_.back();
-  if (o.try_timeout_ns == 0 || o.try_deadline_ns != INT64_MAX) return;
-  o.try_deadline_ns = monotonic_ns() + o.try_timeout_ns;
-  if (out && outstanding_.size() == 1) arm_timer(*out);
+  const int64_t now = monotonic_ns();
+  bool started = false;
+  if (o.route_timeout_ns > 0 && o.deadline_ns == INT64_MAX) {
+    o.deadline_ns = now + o.route_timeout_ns;
+    started = true;
+  }
+  if (o.try_timeout_ns > 0 && o.try_deadline_ns == INT64_MAX) {
+    o.try_deadline_ns = now + o.try_timeout_ns;
+    started = true;
+  }
+  if (started && out && outstanding_.size() == 1) arm_timer(*out);
 }
 
 // The engine's timer follows the oldest outstanding request's deadline
@@ -615,6 +629,14 @@ FilterStatus HttpRequestGuard::timer(FilterOutput& out) {
   }
   if (outstanding_.front().deadline_ns > now) {
     Outstanding& r = outstanding_.front();
+    // The try ran out, not the route: once the response has reached the
+    // client Envoy ignores a per-try timeout (it can no longer retry), and
+    // the route timeout alone governs.
+    if (r.bytes_out > 0 || response_state_ == ResponseState::kBody || response_state_ == ResponseState::kOpaque) {
+      r.try_deadline_ns = INT64_MAX;
+      arm_timer(out);
+      return FilterStatus::kContinue;
+    }
     const policy::RetryPlan* rp = retry_policy(r);
     if (rp && rp->retries_reset()) {
       if ((can_retry() || retrying_) && r.attempt < rp->attempts) {

@@ -295,6 +295,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
     // whole, as Envoy does: at once without a body, at the body's end with
     // one; never for CONNECT/Upgrade (a tunnel's request never ends).
     int64_t try_timeout_ns = 0;
+    int64_t route_timeout_ns = 0;  // the route's timeout, started likewise (0: none)
     int64_t next_deadline() const { return std::min(deadline_ns, try_deadline_ns); }
     bool first = false;        // the request the upstream was chosen for
     uint32_t attempt = 1;      // which try this is
@@ -316,7 +317,8 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // `head_bytes`: the head's bytes in the current chunk (held_ has any
   // before them), kept for a retry.
   void note_request(const sniff::HttpRequestHead& head, RouteEditsPtr edits, bool first, std::string_view head_bytes);
-  // The newest request's body has been forwarded whole: its try's clock starts.
+  // The newest request's body has been forwarded whole: its route and try
+  // clocks start.
   void request_sent(engine::FilterOutput* out);
 
   // The retry policy of the outstanding request `r` (null: none known).

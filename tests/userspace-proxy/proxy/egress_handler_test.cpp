@@ -1596,6 +1596,71 @@ TEST_F(EgressHandlerTest, PerTryTimeoutStartsWhenTheRequestIsSentWhole) {
   }
 }
 
+// The route timeout, like a try's, runs from the end of the request (an
+// upload slower than it is not cut; a tunnel gets none), and a try that
+// runs out after its response began reaching the client is let be (Envoy
+// cannot retry it then; the route timeout governs).
+TEST_F(EgressHandlerTest, RouteTimeoutStartsAtTheRequestsEndAndAnAnsweredTryIsNotCut) {
+  load({kRegistryOnly, kCnnServiceEntry, R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - match: [{uri: {prefix: /route}}]
+    timeout: 0.001s
+    route: [{destination: {host: edition.cnn.com}}]
+  - retries: {attempts: 2, perTryTimeout: 0.001s, retryOn: gateway-error}
+    route: [{destination: {host: edition.cnn.com}}]
+)"});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  auto h = handler("203.0.113.20:80");
+  {
+    FakeConnection c;
+    const std::string head = "POST /route HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 6\r\n\r\nabc";
+    auto f = decided(*h, c, head);
+    ASSERT_NE(f, nullptr);
+    FakeOutput out0(head);
+    ASSERT_EQ(f->on_start(bytes(head), out0), engine::FilterStatus::kContinue);
+    EXPECT_FALSE(out0.timer.has_value() && out0.timer->count() > 0);  // the body is still coming
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    FakeOutput out1("def");
+    ASSERT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes("def"), out1), engine::FilterStatus::kContinue);
+    ASSERT_TRUE(out1.timer.has_value());
+    EXPECT_LE(out1.timer->count(), 1);
+    close(*h, c, engine::CloseReason::kCompleted);
+  }
+  {
+    FakeConnection c;
+    const std::string up = "GET /route HTTP/1.1\r\nHost: edition.cnn.com\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+    auto f = decided(*h, c, up);
+    ASSERT_NE(f, nullptr);
+    FakeOutput out0(up);
+    ASSERT_EQ(f->on_start(bytes(up), out0), engine::FilterStatus::kContinue);
+    EXPECT_FALSE(out0.timer.has_value() && out0.timer->count() > 0);  // a tunnel's request never ends
+    close(*h, c, engine::CloseReason::kCompleted);
+  }
+  {
+    FakeConnection c;
+    const std::string req = "GET /stream HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+    auto f = decided(*h, c, req);
+    ASSERT_NE(f, nullptr);
+    FakeOutput out0(req);
+    ASSERT_EQ(f->on_start(bytes(req), out0), engine::FilterStatus::kContinue);
+    ASSERT_TRUE(out0.timer.has_value());
+    auto [st, shown] = respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabc");
+    EXPECT_EQ(st, engine::FilterStatus::kContinue);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    FakeOutput t("");
+    EXPECT_EQ(f->on_timer(t), engine::FilterStatus::kContinue);  // the try ran out, the response goes on
+    EXPECT_EQ(t.downstream, "");
+    EXPECT_EQ(respond(*f, "def").second, "def");
+    close(*h, c, engine::CloseReason::kCompleted);
+    EXPECT_NE(log_->lines().find("\"GET /stream HTTP/1.1\" 200 - via_upstream"), std::string::npos) << log_->lines();
+  }
+}
+
 TEST_F(EgressHandlerTest, PerTryTimeoutRetriesALateTryWithinTheRouteTimeout) {
   load({kRegistryOnly, kCnnServiceEntry, R"(
 apiVersion: networking.istio.io/v1alpha3
