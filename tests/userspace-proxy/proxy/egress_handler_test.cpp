@@ -160,6 +160,37 @@ class EgressHandlerTest : public ::testing::Test {
     EXPECT_EQ(v.kind(), Verdict::Kind::kConnect);
     return v;
   }
+  // A POST to `path` whose body ends 5 ms after its head: its route's 1 ms
+  // clock (timeout or perTryTimeout) starts only then. And an Upgrade to
+  // `path` gets no timer (a tunnel's request never ends).
+  void expect_clocks_start_at_the_requests_end(engine::ConnectionHandler& h, const std::string& path) {
+    {
+      FakeConnection c;
+      const std::string head = "POST " + path + " HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 6\r\n\r\nabc";
+      auto f = decided(h, c, head);
+      ASSERT_NE(f, nullptr);
+      FakeOutput out0(head);
+      ASSERT_EQ(f->on_start(bytes(head), out0), engine::FilterStatus::kContinue);
+      EXPECT_FALSE(out0.timer.has_value() && out0.timer->count() > 0) << path;  // the body is still coming
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      FakeOutput out1("def");
+      ASSERT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes("def"), out1), engine::FilterStatus::kContinue);
+      EXPECT_EQ(out1.upstream, "def");
+      ASSERT_TRUE(out1.timer.has_value()) << path;  // sent whole: the 1 ms starts now
+      EXPECT_LE(out1.timer->count(), 1);
+      close(h, c, engine::CloseReason::kCompleted);
+    }
+    FakeConnection c;
+    const std::string up = "GET " + path + " HTTP/1.1\r\nHost: edition.cnn.com\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+    auto f = decided(h, c, up);
+    ASSERT_NE(f, nullptr);
+    FakeOutput out0(up);
+    if (f->takes_held_bytes()) ASSERT_EQ(f->on_start(bytes(up), out0), engine::FilterStatus::kContinue);
+    EXPECT_FALSE(out0.timer.has_value() && out0.timer->count() > 0) << path;
+    EXPECT_EQ(respond(*f, "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").first,
+              engine::FilterStatus::kContinue);
+    close(h, c, engine::CloseReason::kCompleted);
+  }
   // `f` (a perTryTimeout of 1 ms) is started with `req`, its try runs out
   // and is retried: the next try's filter, started, its own try running.
   engine::StreamFilterPtr late_try(engine::ConnectionHandler& h, FakeConnection& c, engine::StreamFilter& f,
@@ -1565,35 +1596,7 @@ TEST_F(EgressHandlerTest, PerTryTimeoutStartsWhenTheRequestIsSentWhole) {
   load({kRegistryOnly, kCnnServiceEntry, vs.c_str()});
   dns_.answer("edition.cnn.com", "203.0.113.20");
   auto h = handler("203.0.113.20:80");
-  {
-    FakeConnection c;
-    const std::string head = "POST /up HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 6\r\n\r\nabc";
-    auto f = decided(*h, c, head);
-    ASSERT_NE(f, nullptr);
-    FakeOutput out0(head);
-    ASSERT_EQ(f->on_start(bytes(head), out0), engine::FilterStatus::kContinue);
-    EXPECT_FALSE(out0.timer.has_value() && out0.timer->count() > 0);  // the body is still coming
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    const std::string rest = "def";
-    FakeOutput out1(rest);
-    ASSERT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(rest), out1), engine::FilterStatus::kContinue);
-    EXPECT_EQ(out1.upstream, rest);
-    ASSERT_TRUE(out1.timer.has_value());  // sent whole: the try's 1 ms starts now
-    EXPECT_LE(out1.timer->count(), 1);
-    close(*h, c, engine::CloseReason::kCompleted);
-  }
-  {
-    FakeConnection c;
-    const std::string up = "GET /ws HTTP/1.1\r\nHost: edition.cnn.com\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
-    auto f = decided(*h, c, up);
-    ASSERT_NE(f, nullptr);
-    FakeOutput out0(up);
-    if (f->takes_held_bytes()) ASSERT_EQ(f->on_start(bytes(up), out0), engine::FilterStatus::kContinue);
-    EXPECT_FALSE(out0.timer.has_value() && out0.timer->count() > 0);
-    EXPECT_EQ(respond(*f, "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").first,
-              engine::FilterStatus::kContinue);
-    close(*h, c, engine::CloseReason::kCompleted);
-  }
+  expect_clocks_start_at_the_requests_end(*h, "/up");
 }
 
 // The route timeout, like a try's, runs from the end of the request (an
@@ -1616,31 +1619,7 @@ spec:
 )"});
   dns_.answer("edition.cnn.com", "203.0.113.20");
   auto h = handler("203.0.113.20:80");
-  {
-    FakeConnection c;
-    const std::string head = "POST /route HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 6\r\n\r\nabc";
-    auto f = decided(*h, c, head);
-    ASSERT_NE(f, nullptr);
-    FakeOutput out0(head);
-    ASSERT_EQ(f->on_start(bytes(head), out0), engine::FilterStatus::kContinue);
-    EXPECT_FALSE(out0.timer.has_value() && out0.timer->count() > 0);  // the body is still coming
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    FakeOutput out1("def");
-    ASSERT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes("def"), out1), engine::FilterStatus::kContinue);
-    ASSERT_TRUE(out1.timer.has_value());
-    EXPECT_LE(out1.timer->count(), 1);
-    close(*h, c, engine::CloseReason::kCompleted);
-  }
-  {
-    FakeConnection c;
-    const std::string up = "GET /route HTTP/1.1\r\nHost: edition.cnn.com\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
-    auto f = decided(*h, c, up);
-    ASSERT_NE(f, nullptr);
-    FakeOutput out0(up);
-    ASSERT_EQ(f->on_start(bytes(up), out0), engine::FilterStatus::kContinue);
-    EXPECT_FALSE(out0.timer.has_value() && out0.timer->count() > 0);  // a tunnel's request never ends
-    close(*h, c, engine::CloseReason::kCompleted);
-  }
+  expect_clocks_start_at_the_requests_end(*h, "/route");
   {
     FakeConnection c;
     const std::string req = "GET /stream HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
