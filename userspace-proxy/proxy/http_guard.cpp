@@ -546,7 +546,7 @@ FilterStatus HttpRequestGuard::forward_head(const sniff::HttpRequestHead& head, 
 // Remembers a request head forwarded upstream, for the framing of its
 // response and its access log line.
 void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEditsPtr edits, bool first,
-                                    std::string_view head_bytes) {
+                                    std::string_view head_bytes, std::optional<policy::RetryPlan> retry) {
   // Envoy's route timeout and per-try timeout both run from the end of the
   // request (a request without a body: now; with one: its end,
   // request_sent(); a CONNECT/Upgrade tunnel's request never ends).
@@ -561,7 +561,7 @@ void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEdi
   r.route_timeout_ns = route_ns;
   r.first = first;
   r.attempt = first ? info_->first_attempt : 1;
-  if (!first && info_->later_plan) r.retry = info_->later_plan->forward.retry;
+  if (!first) r.retry = std::move(retry);
   // A retry keeps the route deadline of its first try (Envoy's route
   // timeout spans the retries).
   if (r.attempt > 1) r.deadline_ns = info_->retry_deadline_ns;
@@ -1081,6 +1081,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
             // For another upstream (its log entry is pending already).
             if (out == nullptr) {
               checked_edits_.push_back(nullptr);
+              checked_retry_.push_back(std::nullopt);
               checked_switch_.push_back(true);
             }
             return hold_for_switch(rest, out);
@@ -1094,8 +1095,16 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
           }
           RouteEditsPtr edits = checked ? checked_edits_[later_heads_ - 1] : std::move(later_edits_);
           later_edits_.reset();
-          if (out == nullptr) checked_edits_.push_back(edits);  // the handler's bytes: kept for on_start
-          note_request(head, edits, /*first=*/false, rest.substr(0, r.consumed));
+          // Its retry policy: from its plan, the newest later_plan when it
+          // was just decided.
+          std::optional<policy::RetryPlan> retry;
+          if (checked) retry = checked_retry_[later_heads_ - 1];
+          else if (info_->later_plan) retry = info_->later_plan->forward.retry;
+          if (out == nullptr) {  // the handler's bytes: kept for on_start
+            checked_edits_.push_back(edits);
+            checked_retry_.push_back(retry);
+          }
+          note_request(head, edits, /*first=*/false, rest.substr(0, r.consumed), std::move(retry));
           if (out && outstanding_.size() == 1 && outstanding_.front().next_deadline() != INT64_MAX) arm_timer(*out);
           if (pooled_ || edits) {
             if (forward_head(head, r.consumed, out, edits.get()) != FilterStatus::kContinue) return FilterStatus::kReset;

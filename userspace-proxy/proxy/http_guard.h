@@ -316,7 +316,9 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   void arm_timer(engine::FilterOutput& out);
   // `head_bytes`: the head's bytes in the current chunk (held_ has any
   // before them), kept for a retry.
-  void note_request(const sniff::HttpRequestHead& head, RouteEditsPtr edits, bool first, std::string_view head_bytes);
+  // `retry`: a later request's own retry policy (from its plan).
+  void note_request(const sniff::HttpRequestHead& head, RouteEditsPtr edits, bool first, std::string_view head_bytes,
+                    std::optional<policy::RetryPlan> retry = std::nullopt);
   // The newest request's body has been forwarded whole: its route and try
   // clocks start.
   void request_sent(engine::FilterOutput* out);
@@ -393,6 +395,8 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   std::string behind_retry_;       // what the client sent meanwhile: follows the retried request
   uint32_t retry_status_ = 0;
   std::vector<bool> checked_switch_;  // of the later requests decided before on_start: to another upstream
+  // ... and their retry policies (later_plan holds only the newest one's).
+  std::vector<std::optional<policy::RetryPlan>> checked_retry_;
   std::string response_prefix_;  // a response head's bytes held back (unpooled) while a retry is possible
 };
 

@@ -721,6 +721,22 @@ spec:
   const std::string lines = log_->lines();
   EXPECT_NE(lines.find("\"GET /r HTTP/1.1\" 503 URX via_upstream"), std::string::npos) << lines;
   EXPECT_NE(lines.find("\"GET /none/2 HTTP/1.1\" 200 - via_upstream"), std::string::npos) << lines;
+
+  // The same three requests in the connection's first read: decided before
+  // the guard starts, each keeps its own policy through on_start.
+  FakeConnection c2;
+  const std::string three = first + two;
+  auto g = decided(*h, c2, three);
+  ASSERT_NE(g, nullptr);
+  EXPECT_EQ(start(*g, three).size(), three.size());
+  EXPECT_EQ(respond(*g, ok).first, engine::FilterStatus::kContinue);
+  EXPECT_EQ(respond(*g, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").first,
+            engine::FilterStatus::kContinue);
+  EXPECT_EQ(respond(*g, ok).first, engine::FilterStatus::kContinue);
+  close(*h, c2, engine::CloseReason::kCompleted);
+  const std::string all = log_->lines();
+  EXPECT_EQ(all.find("\"GET /r HTTP/1.1\" 503 - via_upstream"), std::string::npos) << all;
+  EXPECT_NE(all.find("\"GET /r HTTP/1.1\" 503 URX via_upstream", lines.size()), std::string::npos) << all;
 }
 
 // After a move to another upstream, the engine shows the handler only its
