@@ -78,6 +78,10 @@ struct EgressOptions {
   // Warnings about single connections (a failed TLS handshake, an SNI no
   // server accepts); null: not logged.
   std::function<void(const std::string&)> log_warning;
+  // The engine's sniffing window (EngineConfig::max_sniff_bytes): what a
+  // handler is shown of the bytes held for a decision. A full window may
+  // hide more (one read beyond it, or a previous guard's held requests).
+  size_t sniff_window = 16 * 1024;
   std::chrono::milliseconds detection_timeout{5000};
   std::chrono::milliseconds dns_wait{3000};
   // Cache re-check interval, only for connections without a waker (tests).

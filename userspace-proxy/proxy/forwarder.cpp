@@ -616,7 +616,10 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
                       !(conn_pool && conn_pool->http && conn_pool->http->max_requests_per_connection == 1);
   if (ci.http) {
     install_check_later(c);
-    auto guard = std::make_unique<HttpRequestGuard>(c.info, pending, pooled, route_edits(c.plan.forward), c.moved);
+    // Held bytes beyond what the handler was shown (a later upstream's, or a
+    // full window) all go through the guard, never forwarded unread.
+    const bool more_held = c.moved || pending.size() >= o_.sniff_window;
+    auto guard = std::make_unique<HttpRequestGuard>(c.info, pending, pooled, route_edits(c.plan.forward), more_held);
     if (c.mirror_plan) guard->discard_responses();
     if (pooled && conn_pool && conn_pool->http && conn_pool->http->max_requests_per_connection > 1) {
       guard->set_max_requests_per_connection(static_cast<uint32_t>(conn_pool->http->max_requests_per_connection));

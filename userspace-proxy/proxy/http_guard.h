@@ -232,10 +232,11 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // pooled guard takes them through on_start instead (and rewrites them).
   // `first_edits`: what the first request's route changes in it (its head
   // is then rebuilt too, and the held bytes come through on_start).
-  // `moved`: built for a connection's later upstream (a switch, a retry),
-  // whose held bytes (what the previous guard held back, up to its limit)
-  // can be more than `first` (the engine's sniffing window): they all come
-  // through on_start, framed and checked, never forwarded unread.
+  // `moved`: the held bytes may be more than `first` (the engine's sniffing
+  // window): on a connection's later upstream (a switch, a retry: what the
+  // previous guard held back, up to its limit), or when `first` fills the
+  // window (a deferred decision reads on). They all come through on_start,
+  // framed and checked, never forwarded unread.
   HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::span<const uint8_t> first, bool pooled = false,
                    RouteEditsPtr first_edits = nullptr, bool moved = false);
   ~HttpRequestGuard() override;
@@ -303,7 +304,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
     // A later request's retry policy, from its own plan (the connection's
     // later_plan is the newest later request's); the first request's is
     // ConnectionInfo::first_retry.
-    std::optional<policy::RetryPlan> retry;
+    std::optional<policy::RetryPlan> retry{};
   };
   // kDiscard: a response being retried, read to its end and dropped.
   enum class ResponseState : uint8_t { kHead, kBody, kOpaque, kDiscard };

@@ -343,6 +343,7 @@ int run(const Flags& flags) {
   // ports on --listen-address, reconciled whenever the config changes.
   auto start_engine = [&](const engine::SocketAddress& addr) -> bool {
     engine::EngineConfig ec;
+    ec.max_sniff_bytes = static_cast<uint32_t>(eo.sniff_window);
     ec.listen = addr;
     ec.workers = flags.workers;
     ec.upstream_mark = *mark;

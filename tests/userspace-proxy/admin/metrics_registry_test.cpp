@@ -270,8 +270,11 @@ TEST(MetricsRegistry, RepeatedLookupsAcrossManyFamiliesFindTheirOwnSeries) {
     const std::string name = "c" + std::to_string(f) + "_total";
     const double ok = 3.0 * (f + 2) + (f % 2 ? 0 : 3000);
     EXPECT_EQ(e.value(name, {{"code", "200"}}), ok) << name;
-    if (f % 2) EXPECT_EQ(e.value(name, {{"code", "503"}}), 3000.0) << name;
-    else EXPECT_FALSE(e.value(name, {{"code", "503"}}).has_value()) << name;
+    if (f % 2) {
+      EXPECT_EQ(e.value(name, {{"code", "503"}}), 3000.0) << name;
+    } else {
+      EXPECT_FALSE(e.value(name, {{"code", "503"}}).has_value()) << name;
+    }
   }
 }
 

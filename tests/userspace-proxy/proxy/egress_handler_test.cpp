@@ -185,7 +185,9 @@ class EgressHandlerTest : public ::testing::Test {
     auto f = decided(h, c, up);
     ASSERT_NE(f, nullptr);
     FakeOutput out0(up);
-    if (f->takes_held_bytes()) ASSERT_EQ(f->on_start(bytes(up), out0), engine::FilterStatus::kContinue);
+    if (f->takes_held_bytes()) {
+      ASSERT_EQ(f->on_start(bytes(up), out0), engine::FilterStatus::kContinue);
+    }
     EXPECT_FALSE(out0.timer.has_value() && out0.timer->count() > 0) << path;
     EXPECT_EQ(respond(*f, "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").first,
               engine::FilterStatus::kContinue);
@@ -777,6 +779,27 @@ TEST_F(EgressHandlerTest, ARequestBehindALargeBodyHeldAcrossAMoveIsStillChecked)
   EXPECT_EQ(all.upstream.find("GET /denied"), std::string::npos) << "an unchecked request went upstream";
   EXPECT_EQ(all.upstream.size(), post.size());
   close(*h, c, engine::CloseReason::kCompleted);
+}
+
+// The same on a connection's first upstream: a decision taken on a full
+// sniffing window (a deferred one reads on meanwhile) may leave more held
+// than the guard was shown: the guard takes them all.
+TEST_F(EgressHandlerTest, AFullSniffingWindowMakesTheGuardTakeTheHeldBytes) {
+  load({kRegistryOnly, kCnnServiceEntry, kNoPooling});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  auto h = handler("203.0.113.20:80");
+  const std::string head = "POST /up HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 20000\r\n\r\n";
+  FakeConnection c;
+  auto f = decided(*h, c, head + std::string(16 * 1024 - head.size(), 'x'));
+  ASSERT_NE(f, nullptr);
+  EXPECT_TRUE(f->takes_held_bytes());
+  close(*h, c, engine::CloseReason::kCompleted);
+  // A smaller first read: as received, the engine forwards it.
+  FakeConnection small;
+  auto g = decided(*h, small, head + "abc");
+  ASSERT_NE(g, nullptr);
+  EXPECT_FALSE(g->takes_held_bytes());
+  close(*h, small, engine::CloseReason::kCompleted);
 }
 
 // VirtualService fault injection, as Envoy's fault filter does it before
