@@ -64,18 +64,19 @@ spec:
   resolution: NONE
 )";
 
+// A VirtualService for edition.cnn.com (bound to the mesh) with these
+// http[] rules (YAML list items, indented two spaces).
+std::string cnn_routes(std::string_view http) {
+  return "apiVersion: networking.istio.io/v1alpha3\nkind: VirtualService\nmetadata: {name: cnn}\n"
+         "spec:\n  hosts: [edition.cnn.com]\n  http:\n" +
+         std::string(http);
+}
+
 // One route for edition.cnn.com whose tries have 1 ms each (perTryTimeout).
 std::string retrying_vs(int attempts) {
-  return R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: VirtualService
-metadata: {name: cnn}
-spec:
-  hosts: [edition.cnn.com]
-  http:
-  - retries: {attempts: )" + std::to_string(attempts) + R"(, perTryTimeout: 0.001s, retryOn: gateway-error}
-    route: [{destination: {host: edition.cnn.com}}]
-)";
+  return cnn_routes("  - retries: {attempts: " + std::to_string(attempts) +
+                    ", perTryTimeout: 0.001s, retryOn: gateway-error}\n"
+                    "    route: [{destination: {host: edition.cnn.com}}]\n");
 }
 
 // Round robin over two endpoints; two consecutive errors eject one.
@@ -688,18 +689,12 @@ TEST_F(EgressHandlerTest, OutlierDetectionCountsAFailedConnectOnceAndAResetAsA50
 // Pipelined later requests of different routes: each response is judged by
 // its own request's retry policy, not by the newest request's.
 TEST_F(EgressHandlerTest, APipelinedRequestKeepsItsOwnRetryPolicy) {
-  load({kRegistryOnly, kCnnServiceEntry, R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: VirtualService
-metadata: {name: cnn}
-spec:
-  hosts: [edition.cnn.com]
-  http:
+  load({kRegistryOnly, kCnnServiceEntry, cnn_routes(R"(
   - match: [{uri: {prefix: /none}}]
     retries: {attempts: 0}
     route: [{destination: {host: edition.cnn.com}}]
   - route: [{destination: {host: edition.cnn.com}}]
-)"});
+)").c_str()});
   dns_.answer("edition.cnn.com", "203.0.113.20");
   auto h = handler("203.0.113.20:80");
   FakeConnection c;
@@ -807,13 +802,7 @@ TEST_F(EgressHandlerTest, AFullSniffingWindowMakesTheGuardTakeTheHeldBytes) {
 // connection) then carries it out, flag DI; an abort answers it locally
 // with "fault filter abort", flag FI; both: the answer after the delay.
 TEST_F(EgressHandlerTest, FaultDelayHoldsARequestAndAbortAnswersIt) {
-  const char* vs = R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: VirtualService
-metadata: {name: cnn}
-spec:
-  hosts: [edition.cnn.com]
-  http:
+  const std::string vs = cnn_routes(R"(
   - match: [{uri: {prefix: /delay}}]
     fault: {delay: {fixedDelay: 2s, percentage: {value: 100}}}
     route: [{destination: {host: edition.cnn.com}}]
@@ -826,8 +815,8 @@ spec:
       abort: {httpStatus: 503, percentage: {value: 100}}
     route: [{destination: {host: edition.cnn.com}}]
   - route: [{destination: {host: edition.cnn.com}}]
-)";
-  load({kRegistryOnly, kCnnServiceEntry, vs});
+)");
+  load({kRegistryOnly, kCnnServiceEntry, vs.c_str()});
   dns_.answer("edition.cnn.com", "203.0.113.20");
   auto h = handler("203.0.113.20:80");
 
@@ -927,13 +916,7 @@ std::string read_copy(int fd) {
 // spawns; that one is forwarded to the mirror's cluster and its response
 // dropped; only the original is logged.
 TEST_F(EgressHandlerTest, MirrorSendsACopyWithAShadowHostAndDropsItsResponse) {
-  const char* vs = R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: VirtualService
-metadata: {name: cnn}
-spec:
-  hosts: [edition.cnn.com]
-  http:
+  const std::string vs = cnn_routes(R"(
   - match: [{uri: {prefix: /never}}]
     mirror: {host: shadow.example}
     mirrorPercentage: {value: 0}
@@ -941,8 +924,8 @@ spec:
   - mirror: {host: shadow.example}
     headers: {request: {set: {x-route: a}}}
     route: [{destination: {host: edition.cnn.com}}]
-)";
-  load({kRegistryOnly, kCnnServiceEntry, kShadowServiceEntry, vs});
+)");
+  load({kRegistryOnly, kCnnServiceEntry, kShadowServiceEntry, vs.c_str()});
   dns_.answer("edition.cnn.com", "203.0.113.20");
   auto h = handler("203.0.113.20:80");
 
@@ -1090,18 +1073,12 @@ spec:
 // A delayed request is copied when its delay ends, as Envoy's router (which
 // mirrors) comes after the fault filter: first requests and later ones.
 TEST_F(EgressHandlerTest, ADelayedRequestIsMirroredWhenItsDelayEnds) {
-  const char* vs = R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: VirtualService
-metadata: {name: cnn}
-spec:
-  hosts: [edition.cnn.com]
-  http:
+  const std::string vs = cnn_routes(R"(
   - fault: {delay: {fixedDelay: 1s, percentage: {value: 100}}}
     mirror: {host: shadow.example}
     route: [{destination: {host: edition.cnn.com}}]
-)";
-  load({kRegistryOnly, kCnnServiceEntry, kShadowServiceEntry, vs});
+)");
+  load({kRegistryOnly, kCnnServiceEntry, kShadowServiceEntry, vs.c_str()});
   dns_.answer("edition.cnn.com", "203.0.113.20");
   auto h = handler("203.0.113.20:80");
 
@@ -1193,20 +1170,14 @@ TEST_F(EgressHandlerTest, AnUpstreamConnectFailureIsAnswered503UF) {
 }
 
 TEST_F(EgressHandlerTest, RetriesEndWithTheLastTriesResponseFlaggedURX) {
-  const char* vs = R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: VirtualService
-metadata: {name: cnn}
-spec:
-  hosts: [edition.cnn.com]
-  http:
+  const std::string vs = cnn_routes(R"(
   - match: [{uri: {prefix: /none}}]
     retries: {attempts: 0}
     route: [{destination: {host: edition.cnn.com}}]
   - retries: {attempts: 1, retryOn: "gateway-error,reset"}
     route: [{destination: {host: edition.cnn.com}}]
-)";
-  load({kRegistryOnly, kCnnServiceEntry, vs});
+)");
+  load({kRegistryOnly, kCnnServiceEntry, vs.c_str()});
   dns_.answer("edition.cnn.com", "203.0.113.20");
   auto h = handler("203.0.113.20:80");
   {
@@ -1488,13 +1459,7 @@ TEST_F(EgressHandlerTest, MaxRequestsPerConnectionOneTurnsPoolingOff) {
 // Istio's rewrite and headers, applied to every request of the route and
 // its response; also without pooling (maxRequestsPerConnection 1).
 TEST_F(EgressHandlerTest, RouteRewriteAndHeaderOperationsAreApplied) {
-  const char* vs = R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: VirtualService
-metadata: {name: cnn}
-spec:
-  hosts: [edition.cnn.com]
-  http:
+  const std::string vs = cnn_routes(R"(
   - match: [{uri: {prefix: /old/}}]
     rewrite: {uri: /new/, authority: www.cnn.com}
     headers:
@@ -1502,10 +1467,10 @@ spec:
       response: {add: {x-served-by: sluice}, remove: [server]}
     route: [{destination: {host: edition.cnn.com}}]
   - route: [{destination: {host: edition.cnn.com}}]
-)";
+)");
   for (bool pooled : {true, false}) {
-    if (pooled) load({kRegistryOnly, kCnnServiceEntry, vs});
-    else load({kRegistryOnly, kCnnServiceEntry, vs, kNoPooling});
+    if (pooled) load({kRegistryOnly, kCnnServiceEntry, vs.c_str()});
+    else load({kRegistryOnly, kCnnServiceEntry, vs.c_str(), kNoPooling});
     dns_.answer("edition.cnn.com", "203.0.113.10");
     auto h = handler("203.0.113.10:80");
     FakeConnection c;
@@ -1549,18 +1514,12 @@ spec:
 // http[].timeout: Envoy's 504 "upstream request timeout" (UT) when the
 // response has not started in time; the timer follows the oldest request.
 TEST_F(EgressHandlerTest, RouteTimeoutAnswers504WhenTheResponseIsLate) {
-  load({kRegistryOnly, kCnnServiceEntry, R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: VirtualService
-metadata: {name: cnn}
-spec:
-  hosts: [edition.cnn.com]
-  http:
+  load({kRegistryOnly, kCnnServiceEntry, cnn_routes(R"(
   - match: [{uri: {prefix: /slow}}]
     timeout: 0.001s
     route: [{destination: {host: edition.cnn.com}}]
   - route: [{destination: {host: edition.cnn.com}}]
-)"});
+)").c_str()});
   dns_.answer("edition.cnn.com", "203.0.113.10");
   auto h = handler("203.0.113.10:80");
   // A quick answer cancels the timer.
@@ -1643,19 +1602,13 @@ TEST_F(EgressHandlerTest, PerTryTimeoutStartsWhenTheRequestIsSentWhole) {
 // runs out after its response began reaching the client is let be (Envoy
 // cannot retry it then; the route timeout governs).
 TEST_F(EgressHandlerTest, RouteTimeoutStartsAtTheRequestsEndAndAnAnsweredTryIsNotCut) {
-  load({kRegistryOnly, kCnnServiceEntry, R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: VirtualService
-metadata: {name: cnn}
-spec:
-  hosts: [edition.cnn.com]
-  http:
+  load({kRegistryOnly, kCnnServiceEntry, cnn_routes(R"(
   - match: [{uri: {prefix: /route}}]
     timeout: 0.001s
     route: [{destination: {host: edition.cnn.com}}]
   - retries: {attempts: 2, perTryTimeout: 0.001s, retryOn: gateway-error}
     route: [{destination: {host: edition.cnn.com}}]
-)"});
+)").c_str()});
   dns_.answer("edition.cnn.com", "203.0.113.20");
   auto h = handler("203.0.113.20:80");
   expect_clocks_start_at_the_requests_end(*h, "/route");
@@ -1680,13 +1633,7 @@ spec:
 }
 
 TEST_F(EgressHandlerTest, PerTryTimeoutRetriesALateTryWithinTheRouteTimeout) {
-  load({kRegistryOnly, kCnnServiceEntry, R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: VirtualService
-metadata: {name: cnn}
-spec:
-  hosts: [edition.cnn.com]
-  http:
+  load({kRegistryOnly, kCnnServiceEntry, cnn_routes(R"(
   - match: [{uri: {prefix: /late}}]
     timeout: 10s
     retries: {attempts: 1, perTryTimeout: 0.001s, retryOn: gateway-error}
@@ -1698,7 +1645,7 @@ spec:
   - match: [{uri: {prefix: /noretry}}]
     retries: {attempts: 2, perTryTimeout: 0.001s, retryOn: "503"}
     route: [{destination: {host: edition.cnn.com}}]
-)"});
+)").c_str()});
   dns_.answer("edition.cnn.com", "203.0.113.20");
   dns_.answer("edition.cnn.com", "203.0.113.21");
   auto h = handler("203.0.113.20:80");
@@ -1742,13 +1689,7 @@ spec:
 // authority when an absolute-form target becomes origin-form; a late timer
 // after part of a response head; an upstream that closes before answering.
 TEST_F(EgressHandlerTest, EditsAbsoluteFormPartialHeadsAndEarlyUpstreamClose) {
-  const char* vs = R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: VirtualService
-metadata: {name: cnn}
-spec:
-  hosts: [edition.cnn.com]
-  http:
+  const std::string vs = cnn_routes(R"(
   - match: [{uri: {prefix: /old/}}]
     rewrite: {uri: /new/}
     timeout: 0.001s
@@ -1756,8 +1697,8 @@ spec:
     headers: {request: {remove: [x-secret]}}
     route: [{destination: {host: edition.cnn.com}}]
   - route: [{destination: {host: edition.cnn.com}}]
-)";
-  load({kRegistryOnly, kCnnServiceEntry, vs, kNoPooling});
+)");
+  load({kRegistryOnly, kCnnServiceEntry, vs.c_str(), kNoPooling});
   dns_.answer("edition.cnn.com", "203.0.113.10");
   auto h = handler("203.0.113.10:80");
   {
