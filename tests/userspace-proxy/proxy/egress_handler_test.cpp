@@ -146,6 +146,21 @@ class EgressHandlerTest : public ::testing::Test {
     EXPECT_EQ(v.kind(), Verdict::Kind::kConnect);
     return v.take_filter();
   }
+  // An HTTP connection decided on `req` and connected: its filter, started
+  // with `req`; *upstream: the endpoint it connected to.
+  engine::StreamFilterPtr connected(engine::ConnectionHandler& h, FakeConnection& c, const std::string& req,
+                                    engine::SocketAddress* upstream) {
+    EXPECT_EQ(h.on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+    Verdict v = h.on_downstream_data(c, bytes(req));
+    EXPECT_EQ(v.kind(), Verdict::Kind::kConnect);
+    if (v.kind() != Verdict::Kind::kConnect || v.upstreams().empty()) return nullptr;
+    *upstream = v.upstreams()[0];
+    engine::StreamFilterPtr f = v.take_filter();
+    if (!f) return f;
+    start(*f, req);
+    h.on_upstream_connected(c, *upstream);
+    return f;
+  }
   // After the guard asked for a new upstream (a retry or a switch): the
   // handler's next connect verdict, past the retry back-off (this fake
   // connection has no waker: a detection timeout stands in for the wake).
@@ -495,13 +510,9 @@ TEST_F(EgressHandlerTest, A503IsRetriedOnAnotherEndpoint) {
   auto h = handler("203.0.113.20:80");
   FakeConnection c;
   const std::string req = "POST /p HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 4\r\n\r\nbody";
-  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
-  Verdict v = h->on_downstream_data(c, bytes(req));
-  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
-  const engine::SocketAddress first = v.upstreams()[0];
-  auto f = v.take_filter();
-  start(*f, req);
-  h->on_upstream_connected(c, first);
+  engine::SocketAddress first;
+  auto f = connected(*h, c, req, &first);
+  ASSERT_NE(f, nullptr);
   auto [st, shown] = respond(*f, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy");
   EXPECT_EQ(st, engine::FilterStatus::kNewUpstream);
   EXPECT_EQ(shown, "");  // the client never sees the retried response
@@ -602,13 +613,9 @@ TEST_F(EgressHandlerTest, OutlierDetectionCountsEveryResponseOfAKeptAliveConnect
   auto h = handler("203.0.113.20:80");
   FakeConnection c;
   const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
-  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
-  Verdict v = h->on_downstream_data(c, bytes(req));
-  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
-  const engine::SocketAddress bad = v.upstreams()[0];
-  auto f = v.take_filter();
-  start(*f, req);
-  h->on_upstream_connected(c, bad);
+  engine::SocketAddress bad;
+  auto f = connected(*h, c, req, &bad);
+  ASSERT_NE(f, nullptr);
   const std::string err = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n";
   EXPECT_EQ(respond(*f, err).first, engine::FilterStatus::kContinue);  // 500: not retried by default
   FakeOutput again(req);
