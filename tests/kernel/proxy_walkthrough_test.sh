@@ -696,12 +696,30 @@ code=$(in_cg_ns workload "$NS_W" curl -s -o /dev/null -w '%{http_code}' --max-ti
 [ "$code" = 502 ] || fail "(4) HTTP to an undeclared host: expected 502, got $code"
 grep -q '"GET / HTTP/1.1" 502 - direct_response .* BlackHoleCluster .* block_all' "$TMP/access.log" ||
 	fail "(4) no block_all 502 line"
+# The 502 keeps the client's connection (Envoy keeps an HTTP/1.1 connection
+# after a local reply): the next request on it, for a declared host, goes
+# through on the same socket.
+cat >"$TMP/keepalive_client.py" <<'PYEOF'
+import http.client
+c = http.client.HTTPConnection("203.0.113.10", 80, timeout=10)
+c.request("GET", "/", headers={"Host": "unknown.example.org"})
+r1 = c.getresponse()
+r1.read()
+port1 = c.sock.getsockname()[1] if c.sock else None
+c.request("GET", "/politics", headers={"Host": "edition.cnn.com"})
+r2 = c.getresponse()
+r2.read()
+port2 = c.sock.getsockname()[1] if c.sock else None
+print(r1.status, r2.status, "same" if port1 is not None and port1 == port2 else "reconnected")
+PYEOF
+out=$(in_cg_ns workload "$NS_W" "$PY" "$TMP/keepalive_client.py" 2>&1) || fail "(4) keep-alive client: $out"
+[ "$out" = "502 301 same" ] || fail "(4) a 502 then a declared host on one connection: $out (want: 502 301 same)"
 before=$(count_bytes)
 out=$(raw_tcp 203.0.113.20 9000)
 sleep 0.3
 case "$out" in "SENT 16 GOT 0"|CLOSED*) ;; *) fail "(4) raw TCP to an undeclared IP:port: $out" ;; esac
 [ "$(count_bytes)" = "$before" ] || fail "(4) the server received $(( $(count_bytes) - before )) bytes"
-log "ok (4) plain HTTP to an undeclared host: 502; raw TCP to 203.0.113.20:9000 closed, server received 0 bytes"
+log "ok (4) plain HTTP to an undeclared host: 502 (the connection kept: the next request on it 301); raw TCP to 203.0.113.20:9000 closed, server received 0 bytes"
 explain_matches 203.0.113.20:80 --host unknown.example.org "$(seen_line "$TMP/access.log" "$mark" 203.0.113.20:80)"
 explain_matches 203.0.113.20:9000 "$(seen_line "$TMP/access.log" "$mark" 203.0.113.20:9000)"
 

@@ -20,6 +20,7 @@ class Verdict {
     kNeedMore,  // keep reading downstream; ask again on more bytes or on detection timeout
     kDefer,     // wait for Connection::waker().wake() (any thread), then on_wake; timeout -> on_detection_timeout
     kClose,     // close now (optionally after writing local_response)
+    kRespond,   // answer locally, drop the answered bytes, keep the connection undecided
     kConnect,   // connect to upstreams in order, then relay (already-read bytes go first)
   };
   static constexpr size_t kMaxUpstreams = 8;
@@ -80,6 +81,24 @@ class Verdict {
     v.response_ = response;
     return v;
   }
+  // Answers a request locally and keeps the connection (an HTTP/1.1
+  // keep-alive local reply: Envoy keeps the connection after answering a
+  // complete request itself). `response` goes to the downstream (through
+  // need_more()'s filter, as plaintext, without its end of stream), the
+  // first `consumed` pending bytes (the request answered) are dropped, and
+  // the connection stays undecided as after need_more(timeout): the handler
+  // is asked again at once when bytes remain (a pipelined request), else on
+  // the next bytes. A downstream that does not read its answers (its queue
+  // beyond max_sniff_bytes) gets this one and then a close. `response` is
+  // copied by the engine before the call returns to it.
+  static Verdict respond(std::span<const uint8_t> response, size_t consumed,
+                         std::chrono::milliseconds timeout) {
+    Verdict v(Kind::kRespond);
+    v.response_ = response;
+    v.consumed_ = consumed;
+    v.detection_timeout_ = timeout;
+    return v;
+  }
   // Up to kMaxUpstreams addresses, tried in order on connect failure/timeout.
   static Verdict connect(std::span<const SocketAddress> upstreams, StreamFilterPtr filter = nullptr) {
     Verdict v(Kind::kConnect);
@@ -118,6 +137,7 @@ class Verdict {
   Kind kind() const { return kind_; }
   std::chrono::milliseconds detection_timeout() const { return detection_timeout_; }
   std::span<const uint8_t> response() const { return response_; }
+  size_t consumed() const { return consumed_; }
   std::span<const SocketAddress> upstreams() const { return {upstreams_.data(), upstream_count_}; }
   StreamFilterPtr take_filter() { return std::move(filter_); }
 
@@ -128,6 +148,7 @@ class Verdict {
   std::chrono::milliseconds detection_timeout_{0};
   std::chrono::milliseconds connect_timeout_{0};
   std::span<const uint8_t> response_;
+  size_t consumed_ = 0;
   std::array<SocketAddress, kMaxUpstreams> upstreams_{};
   StreamFilterPtr filter_;
   std::string pool_key_;

@@ -509,6 +509,18 @@ void Worker::begin_drain() {
   // Idle upstreams carry nothing: close them now (a draining worker parks
   // no more).
   pool_close_all();
+  // Clients kept after a local answer and idle since: nothing is under way
+  // on them, so they end now with a FIN (Envoy closes idle HTTP/1
+  // connections when it drains), not at the deadline with a reset.
+  for (auto& slab : slabs_) {
+    for (uint32_t i = 0; i < slab_size_; ++i) {
+      ConnectionImpl* c = &slab[i];
+      if (c->phase == Phase::kSniffing && c->answered_idle && c->side[1].out.count == 0) {
+        linger_after_answer(c, CloseReason::kLocalClose);
+        settle(c);
+      }
+    }
+  }
 }
 
 void Worker::process_cqe(const io_uring_cqe* cqe) {
@@ -806,6 +818,7 @@ void Worker::accept_conn(int fd, uint64_t spawn_tag) {
   c->upstream_count = c->upstream_next = 0;
   c->last_connect_timed_out = 0;
   c->eof_unreported = false;
+  c->answered_idle = false;
   c->inflight_ops = 0;
   c->ctx = 0;
   c->parking = c->ending_downstream = false;
@@ -921,6 +934,60 @@ bool Worker::filter_local_response(ConnectionImpl* c, std::span<const uint8_t> r
   return true;  // kClose or kContinue: the connection closes after the flush either way
 }
 
+// Verdict::respond: the answer goes out (through the filter: plaintext for
+// a TLS server, without its end of stream) and the answered request's bytes
+// leave the pending ones. False when the connection ended instead: the
+// filter failed, or the client does not read its answers (their queue beyond
+// the sniffing window: this one is the last, then a close).
+bool Worker::respond_locally(ConnectionImpl* c, std::span<const uint8_t> response, size_t consumed) {
+  counters_.local_responses.add();
+  if (c->filter) {
+    Output out(this, c, 1, response.data(), static_cast<uint32_t>(response.size()), kNoBuffer);
+    const FilterStatus st = c->filter->on_data(Direction::kUpstreamToDownstream, response, out);
+    if (st == FilterStatus::kReset) {
+      begin_close(c, CloseReason::kFilterClose, 0, true, true);
+      return false;
+    }
+    if (st != FilterStatus::kContinue) {
+      // The filter ends the stream (a TLS session that failed): what it
+      // wrote goes, then the close.
+      linger_after_answer(c, CloseReason::kFilterClose);
+      return false;
+    }
+  } else if (enqueue_copy(c->side[0].out, response) < 0) {
+    begin_close(c, CloseReason::kResourceExhausted, ENOBUFS, true, false);
+    return false;
+  }
+  // The pending bytes after the answered request stay, in a queue of their own.
+  const size_t n = gather(c->side[1].out, SIZE_MAX);
+  release_queue(c->side[1].out);
+  if (consumed < n && enqueue_copy(c->side[1].out, {scratch_.data() + consumed, n - consumed}) < 0) {
+    begin_close(c, CloseReason::kResourceExhausted, ENOBUFS, true, false);
+    return false;
+  }
+  c->last_activity_ns = now_ns_;
+  if (c->side[0].out.bytes > config_.max_sniff_bytes) {
+    linger_after_answer(c, CloseReason::kLocalClose);
+    return false;
+  }
+  kick_send(c, 0);
+  return true;
+}
+
+// After local answers that kept the connection: it ends now (the client
+// half-closed, the worker drains, answers pile up unread). The filter (a TLS
+// server) ends its stream first (close_notify), then the answers and a FIN
+// go, as after Verdict::close.
+void Worker::linger_after_answer(ConnectionImpl* c, CloseReason reason) {
+  if (c->filter) {
+    if (!filter_local_response(c, {})) return;
+  } else {
+    release_queue(c->side[1].out);
+  }
+  c->stats.reason = reason;
+  enter_lingering(c);
+}
+
 void Worker::enter_deferred(ConnectionImpl* c) {
   c->phase = Phase::kDeferred;
   deferred_.emplace(c->stats.id, c);
@@ -936,6 +1003,28 @@ void Worker::leave_deferred(ConnectionImpl* c) {
 // (kSniffing; a deferred one is moved back to kSniffing before on_wake or
 // on_detection_timeout).
 void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reason) {
+  // A local answer that keeps the connection goes on as need_more(), or asks
+  // the handler again for the bytes after the answered request (a loop, not
+  // a recursion: a read may hold many small pipelined requests).
+  while (v.kind() == Verdict::Kind::kRespond) {
+    if (!respond_locally(c, v.response(), v.consumed())) return;
+    // Reading may have stopped at max_sniff_bytes while the handler was
+    // deciding (deferred): what is left pending now is below it.
+    c->side[0].paused = false;
+    maybe_arm_recv(c, 0);
+    if (c->side[1].out.count > 0) {
+      v = handler_->on_downstream_data(*c, pending_downstream(c));
+    } else if (c->side[0].read_eof || draining_) {
+      // The client half-closed after its request, or the worker is
+      // draining (a connection kept idle would only be reset at the
+      // deadline): the answer, then a FIN.
+      linger_after_answer(c, CloseReason::kLocalClose);
+      return;
+    } else {
+      v = Verdict::need_more(v.detection_timeout());
+      c->answered_idle = true;
+    }
+  }
   switch (v.kind()) {
     case Verdict::Kind::kNeedMore: {
       if (StreamFilterPtr f = v.take_filter()) {
@@ -963,6 +1052,11 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
           return;
         }
         // Nothing more will come; the handler had its chance in on_downstream_eof.
+        if (c->side[0].out.count > 0 || c->side[0].send_inflight) {
+          // A local answer (Verdict::respond) is still going out: it goes first.
+          linger_after_answer(c, CloseReason::kLocalClose);
+          return;
+        }
         begin_close(c, close_reason, 0, false, false);
         return;
       }
@@ -993,6 +1087,8 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
       enter_lingering(c);
       return;
     }
+    case Verdict::Kind::kRespond:
+      return;  // handled above
     case Verdict::Kind::kConnect: {
       auto ups = v.upstreams();
       if (ups.empty()) {
@@ -1311,6 +1407,7 @@ void Worker::note_read_size(ConnectionImpl* c, int s, uint32_t len) {
 void Worker::on_bytes(ConnectionImpl* c, int s, uint32_t bid, uint32_t len) {
   c->last_activity_ns = now_ns_;
   if (s == 0) {
+    c->answered_idle = false;
     c->stats.bytes_from_downstream += len;
   } else {
     c->stats.bytes_from_upstream += len;

@@ -140,6 +140,9 @@ class alignas(16) ConnectionImpl final : public Connection {
   // The downstream FIN arrived while deferred and the handler has not been
   // told yet (on_downstream_eof once it asks for more bytes again).
   bool eof_unreported = false;
+  // Verdict::respond answered a request and the connection waits for the
+  // next one (a drain ends it gracefully rather than at the deadline).
+  bool answered_idle = false;
   int inflight_ops = 0;  // SQEs whose final CQE has not arrived
   uint64_t ctx = 0;
   int64_t last_activity_ns = 0;
@@ -269,6 +272,8 @@ class Worker {
   void reschedule_timer(ConnectionImpl* c);
   int64_t conn_deadline(const ConnectionImpl* c) const;
   std::span<const uint8_t> pending_downstream(ConnectionImpl* c);
+  bool respond_locally(ConnectionImpl* c, std::span<const uint8_t> response, size_t consumed);
+  void linger_after_answer(ConnectionImpl* c, CloseReason reason);
   size_t gather(const SendQueue& q, size_t limit);  // linearize into scratch_
 
   // Buffers.

@@ -295,11 +295,15 @@ Verdict Forwarder::execute_http(ProxyConnection& c, const sniff::HttpRequestHead
   ci.http = true;
   ci.requests = 1;
   AccessLogEntry e = request_entry(ci, head);
-  e.start_realtime_ns = ci.start_realtime_ns;
+  // The connection's first request started with it; one after a kept local
+  // answer starts now (request_entry's time).
+  if (c.answered_in == 0) e.start_realtime_ns = ci.start_realtime_ns;
   e.upstream_cluster = plan.cluster;
   e.route_name = plan.route_name;
   e.response_flags = plan.response_flags == "-" ? "" : plan.response_flags;
   ci.pending_requests.push_back({std::move(e), true});
+  // A local answer to it may keep the connection (Forwarder::answer).
+  c.answerable = !c.moved && !c.mirror_plan && local_reply_keeps_connection(head) ? head.head_length : 0;
   c.host = std::string(head.host);
   c.traffic = Traffic::kHttp;
   if (plan.mirror && plan.fault_delay.count() > 0) c.mirror_after_delay = true;
@@ -329,16 +333,12 @@ Verdict Forwarder::carry_out(ProxyConnection& c, std::span<const uint8_t> pendin
     case RequestPlan::Kind::kLocalReply: {
       o_.counters->count(c.plan.status == 502 ? policy::Action::kLocalReply502 : policy::Action::kRoute);
       if (c.plan.response_code_details == "fault_filter_abort") bump(o_.counters->faults_aborted);
-      c.logged = true;
       if (!ci.pending_requests.empty()) {
         AccessLogEntry& e = ci.pending_requests.front().entry;
         e.http->response_code = c.plan.status;
         e.response_code_details = c.plan.response_code_details;
-        e.bytes_received = pending.size();
-        ci.flush_requests();
       }
-      c.reply = local_reply(static_cast<int>(c.plan.status), realtime_ns(), c.plan.body, c.plan.location);
-      return Verdict::close(bytes_of(c.reply));
+      return answer(c, static_cast<int>(c.plan.status), c.plan.body, c.plan.location, pending);
     }
     case RequestPlan::Kind::kClose:
       o_.counters->count(policy::Action::kBlackhole);
@@ -360,7 +360,7 @@ Verdict Forwarder::carry_out(ProxyConnection& c, std::span<const uint8_t> pendin
 
 Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) {
   const policy::UpstreamPlan& up = c.plan.forward.upstream;
-  if (!up.error.empty()) return no_upstream(c, "UH", up.error, 503);
+  if (!up.error.empty()) return no_upstream(c, "UH", up.error, 503, pending);
   std::vector<SocketAddress> addrs;
   std::vector<uint32_t> weights;
   bool waiting = false;
@@ -407,7 +407,7 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
   }
   if (addrs.empty()) {
     bump(o_.counters->dns_failures);
-    return no_upstream(c, "UH", dns_error.empty() ? "DNS answer timed out" : dns_error, 503);
+    return no_upstream(c, "UH", dns_error.empty() ? "DNS answer timed out" : dns_error, 503, pending);
   }
 
   // A connection going again (a retry, a later request moved or delayed)
@@ -426,9 +426,9 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
       order.push_back(c.info->original_dst);
     } else if (choice.overflow) {
       // Envoy's circuit breaker: 503 with flag UO.
-      return no_upstream(c, "UO", "upstream overflow: " + choice.reason, 503);
+      return no_upstream(c, "UO", "upstream overflow: " + choice.reason, 503, pending);
     } else if (choice.no_healthy) {
-      return no_upstream(c, "UH", "no healthy upstream (" + choice.reason + ")", 503);
+      return no_upstream(c, "UH", "no healthy upstream (" + choice.reason + ")", 503, pending);
     } else {
       order = std::move(choice.order);
       c.info->cluster_lease = std::move(choice.lease);
@@ -457,7 +457,7 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
   std::string pool_key;
   engine::StreamFilterPtr filter = build_filter(c, pending, &ok, &error, &pool_key);
   if (!ok) {
-    if (!error.empty()) return no_upstream(c, "UF", error, 503);
+    if (!error.empty()) return no_upstream(c, "UF", error, 503, pending);
     // The first read already holds a later request that may not ride on this
     // connection's decision: forward nothing at all.
     c.info->flush_requests();
@@ -502,7 +502,9 @@ void Forwarder::install_check_later(ProxyConnection& c) {
         e.http->response_code = plan.status;
         e.response_code_details = plan.response_code_details.empty() ? "direct_response" : plan.response_code_details;
         out.kind = LaterRequest::Kind::kLocalReply;
-        out.reply = local_reply(static_cast<int>(plan.status), realtime_ns(), plan.body, plan.location);
+        out.status = plan.status;
+        out.body = plan.body;
+        out.location = plan.location;
         return out;
       case RequestPlan::Kind::kClose:
         counters->count(policy::Action::kBlackhole);
@@ -708,7 +710,8 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
 
 // Envoy answers an HTTP request with no usable upstream 503 (UH, or UF when
 // the upstream TLS setup failed); other traffic is closed.
-Verdict Forwarder::no_upstream(ProxyConnection& c, const std::string& flags, const std::string& why, int status) {
+Verdict Forwarder::no_upstream(ProxyConnection& c, const std::string& flags, const std::string& why, int status,
+                               std::span<const uint8_t> pending) {
   ConnectionInfo& ci = *c.info;
   c.logged = true;
   if (ci.http) {
@@ -717,9 +720,7 @@ Verdict Forwarder::no_upstream(ProxyConnection& c, const std::string& flags, con
       r.entry.http->response_code = static_cast<uint32_t>(status);
       r.entry.upstream_transport_failure_reason = why;
     }
-    ci.flush_requests();
-    c.reply = local_reply(status, realtime_ns());
-    return Verdict::close(bytes_of(c.reply));
+    return answer(c, status, {}, {}, pending);
   }
   AccessLogEntry e = ci.base_entry();
   e.upstream_cluster = ci.cluster;
@@ -728,6 +729,44 @@ Verdict Forwarder::no_upstream(ProxyConnection& c, const std::string& flags, con
   e.upstream_transport_failure_reason = why;
   ci.log_entry(e);
   return Verdict::close();
+}
+
+Verdict Forwarder::answer(ProxyConnection& c, int status, std::string_view body, std::string_view location,
+                          std::span<const uint8_t> pending) {
+  ConnectionInfo& ci = *c.info;
+  c.logged = true;
+  const size_t consumed = c.answerable;
+  const bool keep = consumed > 0 && !c.moved && consumed <= pending.size();
+  c.reply = local_reply(status, realtime_ns(), body, location, keep);
+  if (!ci.pending_requests.empty()) {
+    AccessLogEntry& e = ci.pending_requests.front().entry;
+    e.bytes_received = keep ? consumed : pending.size();
+    e.bytes_sent = c.reply.size();
+  }
+  ci.flush_requests();
+  if (!keep) return Verdict::close(bytes_of(c.reply));
+  c.answered_in += consumed;
+  c.answered_out += c.reply.size();
+  // A slot taken for it (a pick before a 503 UF) is not held while idle.
+  ci.cluster_lease.reset();
+  // The next request is sniffed and decided afresh, as a new connection's
+  // first one (its bytes may be in `pending` already: the engine asks again).
+  c.decided = false;
+  c.logged = false;
+  c.fed = 0;
+  c.answerable = 0;
+  c.mode = sniff::SniffMode::kHttp;
+  c.detector.reset();
+  if (c.http) c.http->reset();
+  else c.http = std::make_unique<sniff::HttpRequestParser>();
+  c.plan = policy::RequestPlan{};
+  c.dns_started = false;
+  c.fault_until_ns = 0;
+  c.mirror_after_delay = false;
+  ci.requests = 0;
+  ci.first_response_code = 0;
+  // Between requests only the engine's idle timeout applies.
+  return Verdict::respond(bytes_of(c.reply), consumed, std::chrono::milliseconds(0));
 }
 
 void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats& stats) {
@@ -770,10 +809,16 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
       return;
     }
     if (ci.requests == 1) {
+      // The connection's bytes are its one request's, less those of the
+      // requests answered locally before it on a kept connection.
       AccessLogEntry& e = ci.pending_requests.front().entry;
-      e.bytes_received = stats.bytes_from_downstream;
-      e.bytes_sent = stats.bytes_to_downstream;
+      e.bytes_received = stats.bytes_from_downstream - std::min(stats.bytes_from_downstream, c->answered_in);
+      e.bytes_sent = stats.bytes_to_downstream - std::min(stats.bytes_to_downstream, c->answered_out);
       e.duration_ms = duration_ms;
+      if (c->answered_in > 0) {
+        const int64_t now = realtime_ns();
+        e.duration_ms = now > e.start_realtime_ns ? static_cast<uint64_t>(now - e.start_realtime_ns) / 1'000'000 : 0;
+      }
     }
     if (!flags.empty()) {
       for (auto& r : ci.pending_requests) {

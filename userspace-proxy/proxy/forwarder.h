@@ -63,7 +63,14 @@ struct ProxyConnection : Recycled<ProxyConnection> {
   // Wakes the connection when a DNS answer it waits for arrives.
   engine::Waker waker;
   bool logged = false;  // TCP line or local reply already written
-  std::string reply;    // kept alive for Verdict::close
+  std::string reply;    // kept alive for Verdict::close / respond
+  // The first request's bytes when a local answer to it may keep the
+  // connection (local_reply_keeps_connection; not on a later upstream); 0: no.
+  size_t answerable = 0;
+  // Bytes of the requests answered locally with the connection kept, and of
+  // their answers (not the next request's, in its access log line).
+  uint64_t answered_in = 0;
+  uint64_t answered_out = 0;
 
   // Gateway role: TLS termination installed before routing.
   tls::TlsFilter* terminator = nullptr;  // installed by need_more(); owned by the engine
@@ -145,7 +152,16 @@ class Forwarder : public engine::ConnectionHandler {
   // Holds c.plan for its fault delay (once: a retry of the request is not
   // delayed again), then proceed() carries it out.
   engine::Verdict fault_delay(ProxyConnection& c);
-  engine::Verdict no_upstream(ProxyConnection& c, const std::string& flags, const std::string& why, int status);
+  engine::Verdict no_upstream(ProxyConnection& c, const std::string& flags, const std::string& why, int status,
+                              std::span<const uint8_t> pending);
+  // A local answer to the connection's first request (its log line is
+  // written now). Envoy keeps an HTTP/1.1 connection after answering a
+  // complete request itself (a 502 of REGISTRY_ONLY, 404 NR, a redirect, a
+  // direct response, a fault abort, 503 UH/UO/NC): when c.answerable, only
+  // the request's bytes are answered and the next request is decided afresh
+  // (Verdict::respond); else the answer closes the connection.
+  engine::Verdict answer(ProxyConnection& c, int status, std::string_view body, std::string_view location,
+                         std::span<const uint8_t> pending);
   // `pool_key` is set when the upstream connection may be pooled (HTTP/1.1
   // forwarding without TLS termination here; not with a DestinationRule's
   // http.maxRequestsPerConnection 1).

@@ -156,7 +156,8 @@ AccessLogEntry request_entry(const ConnectionInfo& info, const sniff::HttpReques
   return e;
 }
 
-std::string local_reply(int status, int64_t realtime_ns, std::string_view body, std::string_view location) {
+std::string local_reply(int status, int64_t realtime_ns, std::string_view body, std::string_view location,
+                        bool keep_alive) {
   const char* reason = "Error";
   switch (status) {
     case 200: reason = "OK"; break;
@@ -189,9 +190,16 @@ std::string local_reply(int status, int64_t realtime_ns, std::string_view body, 
   if (!location.empty()) out += "location: " + std::string(location) + "\r\n";
   out += "content-length: " + std::to_string(body.size()) + "\r\n";
   if (!body.empty()) out += "content-type: text/plain\r\n";
-  out += "date: " + std::string(date) + "\r\nserver: sluice\r\nconnection: close\r\n\r\n";
+  out += "date: " + std::string(date) + "\r\nserver: sluice\r\n";
+  if (!keep_alive) out += "connection: close\r\n";
+  out += "\r\n";
   out += body;
   return out;
+}
+
+bool local_reply_keeps_connection(const sniff::HttpRequestHead& head) {
+  return head.version == sniff::HttpVersion::kHttp11 && head.keep_alive && !head.chunked &&
+         head.content_length.value_or(0) == 0 && !head.is_connect && head.upgrade.empty();
 }
 
 RouteEditsPtr route_edits(const policy::ForwardPlan& plan) {
@@ -678,6 +686,15 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
   response_parser_->reset();
   response_framer_.reset();
   response_state_ = ResponseState::kHead;
+  if (!deferred_reply_.empty() && outstanding_.empty()) {
+    // A later request answered locally behind pipelined ones: its answer
+    // now, in order, then the connection ends.
+    info_->flush_requests();  // its line: the last pending one
+    out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(deferred_reply_));
+    deferred_reply_.clear();
+    reusable_ = false;
+    return FilterStatus::kClose;
+  }
   if (state_ == State::kSwitching && outstanding_.empty() && !switch_signalled_) {
     // A request for another upstream waited for this response.
     switch_signalled_ = true;
@@ -920,7 +937,9 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
   ++info_->requests;
   AccessLogEntry e = request_entry(*info_, head);
   e.upstream_host = info_->upstream_host;
-  LaterRequest verdict = info_->check_later ? info_->check_later(head, e) : LaterRequest{LaterRequest::Kind::kClose, {}, nullptr};
+  LaterRequest verdict;
+  if (info_->check_later) verdict = info_->check_later(head, e);
+  else verdict.kind = LaterRequest::Kind::kClose;
   if (verdict.kind == LaterRequest::Kind::kForward) {
     // Logged when its response ends (ConnectionInfo::complete_request).
     info_->pending_requests.push_back({std::move(e), false});
@@ -933,16 +952,46 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
     info_->pending_requests.push_back({std::move(e), false});
     return FilterStatus::kNewUpstream;
   }
+  if (verdict.kind == LaterRequest::Kind::kLocalReply && out) {
+    e.upstream_host.clear();
+    e.bytes_received = head.head_length;
+    if (outstanding_.empty() && !close_requested_ && local_reply_keeps_connection(head)) {
+      // Answered here, and the connection goes on (Envoy keeps it after a
+      // complete request's local reply): the next request is decided afresh.
+      const std::string reply = local_reply(static_cast<int>(verdict.status), realtime_ns(), verdict.body,
+                                            verdict.location, /*keep_alive=*/true);
+      e.bytes_sent = reply.size();
+      info_->log_entry(e);
+      if (out->inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply)) != 0) return FilterStatus::kReset;
+      answered_ = true;
+      return FilterStatus::kContinue;
+    }
+    const std::string reply =
+        local_reply(static_cast<int>(verdict.status), realtime_ns(), verdict.body, verdict.location);
+    e.bytes_sent = reply.size();
+    if (!outstanding_.empty()) {
+      // Responses to earlier (pipelined) requests are still due: the answer
+      // follows them (response_done), then the connection ends. Its line
+      // waits behind theirs (written at the close if they never end).
+      e.http->response_code = verdict.status;
+      deferred_reply_ = reply;
+      info_->pending_requests.push_back({std::move(e), false});
+      return FilterStatus::kClose;
+    }
+    info_->flush_requests();
+    info_->log_entry(e);
+    out->inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply));
+    return FilterStatus::kClose;
+  }
   // The connection ends here: the requests before this one first.
   info_->flush_requests();
   switch (verdict.kind) {
     case LaterRequest::Kind::kForward:
     case LaterRequest::Kind::kSwitch:
       return FilterStatus::kContinue;
-    case LaterRequest::Kind::kLocalReply:
+    case LaterRequest::Kind::kLocalReply:  // in the handler's bytes (no output): nothing of them is forwarded
       e.upstream_host.clear();
       info_->log_entry(e);
-      if (out) out->inject(engine::Direction::kUpstreamToDownstream, bytes_of(verdict.reply));
       return FilterStatus::kClose;
     case LaterRequest::Kind::kClose:
       e.upstream_host.clear();
@@ -976,7 +1025,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
     switch (state_) {
       case State::kStopped:
         if (out) out->skip(rest.size());
-        return FilterStatus::kClose;
+        return deferred_reply_.empty() ? FilterStatus::kClose : FilterStatus::kContinue;
       case State::kSwitching:
         // Everything after a request for the next upstream waits for it.
         return hold_back(held_, rest, out);
@@ -1072,6 +1121,15 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
                                                                         : FilterStatus::kContinue)
                                     : on_later_head(head, out);
           info_->mirror_stream_ok = false;
+          if (std::exchange(answered_, false)) {
+            // Answered locally, the connection kept: on to the next request
+            // (nothing of this one, its head's earlier part included, goes).
+            held_.clear();
+            if (out) out->skip(r.consumed);
+            rest.remove_prefix(r.consumed);
+            parser_.reset();
+            break;
+          }
           // Forwarded here: its body goes to its copy too. (Moving to another
           // upstream, the sink waits for the guard built there.)
           if (st == FilterStatus::kContinue && info_->mirror_sink >= 0) {
@@ -1091,7 +1149,8 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
             state_ = State::kStopped;
             first_ok_ = false;
             if (out) out->skip(rest.size());
-            return st;
+            // An answer waiting for earlier responses: they are relayed first.
+            return deferred_reply_.empty() ? st : FilterStatus::kContinue;
           }
           RouteEditsPtr edits = checked ? checked_edits_[later_heads_ - 1] : std::move(later_edits_);
           later_edits_.reset();

@@ -75,7 +75,11 @@ sniff::HeadRewrite request_rewrite(const sniff::HttpRequestHead& head, const Rou
 struct LaterRequest {
   enum class Kind { kForward, kLocalReply, kClose, kSwitch };
   Kind kind = Kind::kForward;
-  std::string reply;  // kLocalReply: the full HTTP response to send before closing
+  // kLocalReply: the answer (local_reply()'s status, body, Location); the
+  // guard builds it, with connection: close or not.
+  uint32_t status = 0;
+  std::string body;
+  std::string location;
   RouteEditsPtr edits;  // kForward: the route's rewrite and header operations
 };
 
@@ -202,11 +206,16 @@ struct ConnectionInfo {
 AccessLogEntry request_entry(const ConnectionInfo& info, const sniff::HttpRequestHead& head);
 
 // Envoy's local reply, as Istio's proxies send it (server: sluice instead of
-// envoy): status line, content-length, date, server, connection: close.
-// `body` is sent as text/plain when not empty; `location` adds a Location
-// header (redirects).
+// envoy): status line, content-length, date, server, and connection: close
+// unless `keep_alive` (the connection goes on with the client's next
+// request). `body` is sent as text/plain when not empty; `location` adds a
+// Location header (redirects).
 std::string local_reply(int status, int64_t realtime_ns, std::string_view body = {},
-                        std::string_view location = {});
+                        std::string_view location = {}, bool keep_alive = false);
+// Whether a request may be answered locally with the connection kept, as
+// Envoy does: HTTP/1.1 keep-alive, and nothing of it left unread (no body,
+// no CONNECT or Upgrade).
+bool local_reply_keeps_connection(const sniff::HttpRequestHead& head);
 
 // Checks each request after the first on an HTTP/1 keep-alive connection
 // (downstream -> upstream) through ConnectionInfo::check_later; relays
@@ -398,6 +407,11 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   std::vector<bool> checked_switch_;  // of the later requests decided before on_start: to another upstream
   // ... and their retry policies (later_plan holds only the newest one's).
   std::vector<std::optional<policy::RetryPlan>> checked_retry_;
+  // on_later_head answered the request locally and kept the connection.
+  bool answered_ = false;
+  // A later request's local answer waiting for the responses due before it
+  // (pipelining; its access log line is the last pending one).
+  std::string deferred_reply_;
   std::string response_prefix_;  // a response head's bytes held back (unpooled) while a retry is possible
 };
 

@@ -358,6 +358,113 @@ TEST_F(FilterDeferTest, LocalResponseGoesThroughTheSniffingFilter) {
   EXPECT_EQ(engine_->counters().local_responses, 1u);
 }
 
+// Verdict::respond through the sniffing filter (a TLS server's shape): each
+// answer is encrypted without the end-of-stream record, the connection goes
+// on (the next request is decided too), and when it ends the record comes.
+TEST_F(FilterDeferTest, AKeptLocalAnswerGoesThroughTheSniffingFilter) {
+  start([](ScriptedHandler& h) {
+    h.accept_fn = [](Connection&, const AcceptInfo&) { return Verdict::need_more(10s, std::make_unique<XorFilter>()); };
+    h.data_fn = [](Connection&, std::span<const uint8_t> pending) {
+      static thread_local std::string reply;
+      const std::string p = str(pending);
+      const size_t nl = p.find('\n');
+      if (nl == std::string::npos) return Verdict::need_more(10s);
+      reply = "DENIED " + p.substr(0, nl) + "\n";
+      return Verdict::respond(bytes(reply), nl + 1, 0ms);
+    };
+    h.eof_fn = [](Connection&, std::span<const uint8_t>) { return Verdict::close(); };
+  });
+  int c = client();
+  ASSERT_TRUE(write_all(c, "HELLO\n"));
+  EXPECT_EQ(read_n(c, 8), "WELCOME\n");
+  ASSERT_TRUE(write_all(c, xored("GET /1\n")));
+  EXPECT_EQ(read_n(c, 14), xored("DENIED GET /1\n"));
+  ASSERT_TRUE(write_all(c, xored("GET /2\n")));
+  EXPECT_EQ(read_n(c, 14), xored("DENIED GET /2\n"));
+  shutdown(c, SHUT_WR);
+  int err = -1;
+  EXPECT_EQ(read_to_eof(c, &err), xored("BYE\n"));
+  EXPECT_EQ(err, 0);
+  close(c);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(engine_->counters().local_responses, 2u);
+}
+
+// A client that sends its request and half-closes while the handler waits
+// (deferred): the kept answer goes, then the filter's end-of-stream record
+// and a FIN; nothing is cut.
+TEST_F(FilterDeferTest, AKeptAnswerToAClientThatLeftWhileDeferredIsFlushedThenFin) {
+  start([](ScriptedHandler& h) {
+    h.accept_fn = [](Connection&, const AcceptInfo&) { return Verdict::need_more(10s, std::make_unique<XorFilter>()); };
+    h.data_fn = [](Connection&, std::span<const uint8_t> pending) {
+      if (str(pending).find('\n') == std::string::npos) return Verdict::need_more(10s);
+      return Verdict::defer(100ms);
+    };
+    h.timeout_fn = [](Connection&, std::span<const uint8_t> pending) {
+      static const std::string reply = "ANSWER\n";
+      const size_t nl = str(pending).find('\n');
+      return Verdict::respond(bytes(reply), nl + 1, 0ms);
+    };
+    h.eof_fn = [](Connection&, std::span<const uint8_t>) {
+      ADD_FAILURE() << "the FIN came while deferred: the answer ends the connection";
+      return Verdict::close();
+    };
+  });
+  int c = client();
+  ASSERT_TRUE(write_all(c, "HELLO\n"));
+  EXPECT_EQ(read_n(c, 8), "WELCOME\n");
+  ASSERT_TRUE(write_all(c, xored("GET /x\n")));
+  shutdown(c, SHUT_WR);
+  int err = -1;
+  EXPECT_EQ(read_to_eof(c, &err), xored("ANSWER\n") + xored("BYE\n"));
+  EXPECT_EQ(err, 0);
+  close(c);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(log_.first().reason, CloseReason::kLocalClose);
+}
+
+// Reading stopped at max_sniff_bytes while the handler waited (deferred);
+// a kept answer leaves less than that pending: reading resumes, so the rest
+// of the next request arrives and is answered.
+TEST_F(FilterDeferTest, ReadingResumesAfterAKeptAnswerToADeferredRequest) {
+  start(
+      [](ScriptedHandler& h) {
+        h.accept_fn = [](Connection&, const AcceptInfo&) { return Verdict::need_more(10s); };
+        h.data_fn = [](Connection& c, std::span<const uint8_t> pending) {
+          static const std::string reply = "ok\n";
+          const std::string p = str(pending);
+          const size_t nl = p.find('\n');
+          if (nl == std::string::npos) return Verdict::need_more(60s);
+          if (c.context() == 0) {
+            c.set_context(1);
+            return Verdict::defer(300ms);  // the first line waits; more arrives meanwhile
+          }
+          return Verdict::respond(bytes(reply), nl + 1, 0ms);
+        };
+        // Only the deferral times out (once): the first line's answer.
+        h.timeout_fn = [](Connection& c, std::span<const uint8_t> pending) {
+          static const std::string reply = "ok\n";
+          EXPECT_EQ(c.context(), 1u);
+          c.set_context(2);
+          const size_t nl = str(pending).find('\n');
+          EXPECT_NE(nl, std::string::npos);
+          return nl == std::string::npos ? Verdict::close() : Verdict::respond(bytes(reply), nl + 1, 0ms);
+        };
+      },
+      [](EngineConfig& cfg) { cfg.max_sniff_bytes = 4096; });
+  int c = client();
+  ASSERT_TRUE(write_all(c, std::string(3000, 'a') + "\n"));
+  std::this_thread::sleep_for(20ms);
+  // The next line's start, past the limit: the reading pauses.
+  ASSERT_TRUE(write_all(c, std::string(3000, 'b')));
+  EXPECT_EQ(read_n(c, 3), "ok\n");
+  ASSERT_TRUE(write_all(c, "\n"));
+  EXPECT_EQ(read_n(c, 3), "ok\n");
+  close(c);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(engine_->counters().local_responses, 2u);
+}
+
 TEST_F(FilterDeferTest, FilterInstalledAfterSniffingGetsTheBytesAlreadyRead) {
   // The handler looks at the raw opening (as it would at a ClientHello's SNI)
   // and only then installs the filter: the filter must see those bytes, and

@@ -43,6 +43,46 @@ TEST_F(HandlerTest, LocalResponseIsDeliveredExactlyThenEof) {
   EXPECT_EQ(engine_->counters().local_responses, 1u);
 }
 
+// Verdict::respond: each complete line is answered locally and dropped from
+// the pending bytes; the connection stays undecided, so lines pipelined in
+// one write are answered in order, and a later one can still go upstream
+// (with only its own bytes).
+TEST_F(HandlerTest, LocalAnswerKeepsTheConnectionForTheNextRequest) {
+  std::atomic<int> calls{0};
+  start([&calls](ScriptedHandler& h) {
+    h.accept_fn = [](Connection&, const AcceptInfo&) { return Verdict::need_more(10s); };
+    h.data_fn = [&calls, up = h.upstreams](Connection&, std::span<const uint8_t> pending) {
+      static thread_local std::string reply;
+      ++calls;
+      std::string_view s(reinterpret_cast<const char*>(pending.data()), pending.size());
+      const size_t nl = s.find('\n');
+      if (nl == std::string_view::npos) return Verdict::need_more(10s);
+      if (s.substr(0, nl) == "UP") return Verdict::connect(std::span<const SocketAddress>(up));
+      reply = "answer " + std::string(s.substr(0, nl)) + "\n";
+      return Verdict::respond({reinterpret_cast<const uint8_t*>(reply.data()), reply.size()}, nl + 1, 0ms);
+    };
+  });
+  int c = client();
+  ASSERT_TRUE(write_all(c, "one\n"));
+  EXPECT_EQ(read_n(c, 11), "answer one\n");
+  // Three requests in one write, the last one split.
+  ASSERT_TRUE(write_all(c, "two\nthree\nfo"));
+  EXPECT_EQ(read_n(c, 24), "answer two\nanswer three\n");
+  ASSERT_TRUE(write_all(c, "ur\nUP\nrest"));
+  EXPECT_EQ(read_n(c, 12), "answer four\n");
+  int s = server();
+  shutdown(c, SHUT_WR);
+  EXPECT_EQ(read_to_eof(s), "UP\nrest");
+  close(s);
+  int err = -1;
+  EXPECT_EQ(read_to_eof(c, &err), "");
+  EXPECT_EQ(err, 0);
+  close(c);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(log_.first().reason, CloseReason::kCompleted);
+  EXPECT_EQ(engine_->counters().local_responses, 4u);
+}
+
 // Connection::spawn: a socket the handler made (one end of a socketpair) is
 // taken after the callback like an accepted one, with its tag, and relayed
 // like any other (here: answered locally through the pair).

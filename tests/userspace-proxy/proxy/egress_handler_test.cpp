@@ -292,14 +292,39 @@ TEST_F(EgressHandlerTest, RegistryOnlyAnswersUnknownHttpWith502OnAnHttpPort) {
   auto h = handler("203.0.113.20:80");
   FakeConnection c;
   ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
-  Verdict v = h->on_downstream_data(c, bytes("GET / HTTP/1.1\r\nHost: unknown.example.org\r\n\r\n"));
-  ASSERT_EQ(v.kind(), Verdict::Kind::kClose);
+  const std::string unknown = "GET / HTTP/1.1\r\nHost: unknown.example.org\r\n\r\n";
+  const std::string cnn = "GET /politics HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  // The 502 answers only its request: the connection stays (Envoy keeps an
+  // HTTP/1.1 connection after a local reply to a complete request), and the
+  // request pipelined behind it is decided on its own.
+  Verdict v = h->on_downstream_data(c, bytes(unknown + cnn));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kRespond);
+  EXPECT_EQ(v.consumed(), unknown.size());
   std::string reply = text(v.response());
   EXPECT_EQ(reply.rfind("HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n", 0), 0u) << reply;
   EXPECT_NE(reply.find("server: sluice\r\n"), std::string::npos);
-  close(*h, c, engine::CloseReason::kLocalClose);
+  EXPECT_EQ(reply.find("connection: close"), std::string::npos) << reply;
   EXPECT_NE(log_->lines().find("502 - direct_response"), std::string::npos) << log_->lines();
   EXPECT_NE(log_->lines().find("block_all"), std::string::npos);
+  dns_.answer("edition.cnn.com", "203.0.113.10");
+  Verdict next = h->on_downstream_data(c, bytes(cnn));
+  ASSERT_EQ(next.kind(), Verdict::Kind::kConnect);
+  EXPECT_EQ(next.upstreams()[0].to_string(), "203.0.113.10:80");
+  close(*h, c, engine::CloseReason::kCompleted);
+  EXPECT_NE(log_->lines().find("\"GET /politics HTTP/1.1\" 0 "), std::string::npos) << log_->lines();
+
+  // A client that closes with its request, an HTTP/1.0 one, and one whose
+  // body is unread: answered, then closed.
+  for (const std::string req : {"GET / HTTP/1.1\r\nHost: unknown.example.org\r\nConnection: close\r\n\r\n",
+                                "GET / HTTP/1.0\r\nHost: unknown.example.org\r\n\r\n",
+                                "POST / HTTP/1.1\r\nHost: unknown.example.org\r\nContent-Length: 3\r\n\r\nab"}) {
+    FakeConnection c2;
+    ASSERT_EQ(h->on_accept(c2, info_).kind(), Verdict::Kind::kNeedMore);
+    Verdict cv = h->on_downstream_data(c2, bytes(req));
+    ASSERT_EQ(cv.kind(), Verdict::Kind::kClose) << req;
+    EXPECT_NE(text(cv.response()).find("connection: close\r\n"), std::string::npos) << req;
+    close(*h, c2, engine::CloseReason::kLocalClose);
+  }
 }
 
 TEST_F(EgressHandlerTest, RegistryOnlyBlackholesUnknownSni) {
@@ -413,18 +438,143 @@ TEST_F(EgressHandlerTest, EachKeepAliveRequestIsCheckedOnItsOwn) {
   EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(chunk2), out2), engine::FilterStatus::kContinue);
   EXPECT_EQ(out2.upstream, "GET /b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n");
 
-  // Chunked body, then a request for an unknown host: a local 502, closed,
-  // nothing of it forwarded.
+  // Chunked body, then a request for an unknown host: a local 502, nothing
+  // of it forwarded; it waits for the responses due before it (pipelined),
+  // then the connection closes.
   std::string chunk3 =
       "POST /c HTTP/1.1\r\nHost: edition.cnn.com\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
       "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n";
   FakeOutput out3(chunk3);
-  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(chunk3), out3), engine::FilterStatus::kClose);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(chunk3), out3),
+            engine::FilterStatus::kContinue);
   EXPECT_EQ(out3.upstream.find("evil.example"), std::string::npos);
   EXPECT_NE(out3.upstream.find("0\r\n\r\n"), std::string::npos);
-  EXPECT_EQ(out3.downstream.rfind("HTTP/1.1 502 Bad Gateway", 0), 0u);
+  EXPECT_EQ(out3.downstream, "");
+  // More from the client meanwhile is dropped.
+  std::string more = "GET /more HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeOutput outm(more);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(more), outm), engine::FilterStatus::kContinue);
+  EXPECT_EQ(outm.upstream, "");
+  const std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+  for (int i = 0; i < 3; ++i) {
+    FakeOutput r(ok);
+    EXPECT_EQ(f->on_data(engine::Direction::kUpstreamToDownstream, bytes(ok), r),
+              i < 2 ? engine::FilterStatus::kContinue : engine::FilterStatus::kClose);
+    EXPECT_EQ(r.all.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r.all;
+    // The answer follows the last response due, in order.
+    if (i == 2) {
+      EXPECT_NE(r.all.find("okHTTP/1.1 502 Bad Gateway\r\n"), std::string::npos) << r.all;
+    } else {
+      EXPECT_EQ(r.all.find("502"), std::string::npos) << r.all;
+    }
+  }
   close(*h, c, engine::CloseReason::kFilterClose);
   EXPECT_EQ(counters_.http_requests.load(), 4u);
+  const std::string lines = log_->lines();
+  ASSERT_NE(lines.find("\"GET / HTTP/1.1\" 502"), std::string::npos) << lines;
+  EXPECT_LT(lines.find("\"POST /c HTTP/1.1\" 200"), lines.find("\"GET / HTTP/1.1\" 502")) << lines;
+}
+
+// The answer waiting behind a pipelined request whose upstream ends before
+// responding: both lines are still written (the 503 UC, then the 502).
+TEST_F(EgressHandlerTest, AnAnswerWaitingBehindAResponseIsLoggedWhenTheUpstreamEnds) {
+  load({kRegistryOnly, kCnnServiceEntry, kDb});
+  dns_.answer("edition.cnn.com", "203.0.113.10");
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  engine::SocketAddress upstream;
+  engine::StreamFilterPtr f = connected(*h, c, "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n", &upstream);
+  ASSERT_NE(f, nullptr);
+  const std::string denied = "GET /denied HTTP/1.1\r\nHost: evil.example\r\n\r\n";
+  FakeOutput out(denied);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(denied), out), engine::FilterStatus::kContinue);
+  EXPECT_EQ(out.all, "");
+  FakeOutput end("");
+  f->on_end_stream(engine::Direction::kUpstreamToDownstream, end);
+  close(*h, c, engine::CloseReason::kCompleted);
+  const std::string lines = log_->lines();
+  EXPECT_NE(lines.find("\"GET /a HTTP/1.1\" 503 UC"), std::string::npos) << lines;
+  EXPECT_NE(lines.find("\"GET /denied HTTP/1.1\" 502 - "), std::string::npos) << lines;
+}
+
+// A later request answered locally that arrived in two reads: nothing of it
+// (its head's first part held meanwhile included) reaches the upstream.
+TEST_F(EgressHandlerTest, ALaterRequestAnsweredLocallyLeavesNothingOfItsHeadBehind) {
+  load({kRegistryOnly, kCnnServiceEntry, kDb});
+  dns_.answer("edition.cnn.com", "203.0.113.10");
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  engine::SocketAddress upstream;
+  engine::StreamFilterPtr f = connected(*h, c, "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n", &upstream);
+  ASSERT_NE(f, nullptr);
+  const std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+  FakeOutput r1(ok);
+  EXPECT_EQ(f->on_data(engine::Direction::kUpstreamToDownstream, bytes(ok), r1), engine::FilterStatus::kContinue);
+  const std::string part1 = "GET /secret HTTP/1.1\r\nHost: evil.ex";
+  FakeOutput o1(part1);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(part1), o1), engine::FilterStatus::kContinue);
+  const std::string part2 = "ample\r\n\r\nGET /b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeOutput o2(part2);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(part2), o2), engine::FilterStatus::kContinue);
+  EXPECT_EQ(o1.upstream + o2.upstream, "GET /b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n");
+  EXPECT_EQ(o2.downstream.rfind("HTTP/1.1 502 Bad Gateway\r\n", 0), 0u) << o2.downstream;
+  close(*h, c, engine::CloseReason::kCompleted);
+}
+
+// The request after a kept local answer has its own start time and bytes in
+// its access log line, also when the connection ends before its response.
+TEST_F(EgressHandlerTest, TheRequestAfterAKeptAnswerIsLoggedWithItsOwnBytes) {
+  load({kRegistryOnly, kCnnServiceEntry, kDb});
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+  const std::string unknown = "GET /u HTTP/1.1\r\nHost: unknown.example.org\r\n\r\n";
+  Verdict v = h->on_downstream_data(c, bytes(unknown));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kRespond);
+  const size_t answer = v.response().size();
+  dns_.answer("edition.cnn.com", "203.0.113.10");
+  const std::string cnn = "GET /politics HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  ASSERT_EQ(h->on_downstream_data(c, bytes(cnn)).kind(), Verdict::Kind::kConnect);
+  engine::ConnectionStats st;
+  st.reason = engine::CloseReason::kDownstreamReset;
+  st.bytes_from_downstream = unknown.size() + cnn.size();
+  st.bytes_to_downstream = answer;
+  h->on_close(c, st);
+  const std::string lines = log_->lines();
+  // "... 0 - - 0 50 ..." (flags, details, bytes received and sent): only /politics's 50 bytes.
+  const size_t at = lines.find("\"GET /politics HTTP/1.1\" 0 ");
+  ASSERT_NE(at, std::string::npos) << lines;
+  const std::string line = lines.substr(at, lines.find('\n', at) - at);
+  EXPECT_NE(line.find(" " + std::to_string(cnn.size()) + " 0 "), std::string::npos) << line;
+}
+
+// A later request answered locally with nothing due before it keeps the
+// connection too: the request after it is decided and forwarded.
+TEST_F(EgressHandlerTest, ALaterRequestAnsweredLocallyKeepsTheConnection) {
+  load({kRegistryOnly, kCnnServiceEntry, kDb});
+  dns_.answer("edition.cnn.com", "203.0.113.10");
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  engine::SocketAddress upstream;
+  engine::StreamFilterPtr f = connected(*h, c, "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n", &upstream);
+  ASSERT_NE(f, nullptr);
+  const std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+  FakeOutput r1(ok);
+  EXPECT_EQ(f->on_data(engine::Direction::kUpstreamToDownstream, bytes(ok), r1), engine::FilterStatus::kContinue);
+  const std::string two =
+      "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\nGET /b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeOutput out(two);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(two), out), engine::FilterStatus::kContinue);
+  EXPECT_EQ(out.downstream.rfind("HTTP/1.1 502 Bad Gateway\r\n", 0), 0u) << out.downstream;
+  EXPECT_EQ(out.downstream.find("connection: close"), std::string::npos) << out.downstream;
+  EXPECT_EQ(out.upstream, "GET /b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n");
+  FakeOutput r2(ok);
+  EXPECT_EQ(f->on_data(engine::Direction::kUpstreamToDownstream, bytes(ok), r2), engine::FilterStatus::kContinue);
+  EXPECT_EQ(r2.all, ok);
+  close(*h, c, engine::CloseReason::kCompleted);
+  const std::string lines = log_->lines();
+  EXPECT_NE(lines.find("\"GET / HTTP/1.1\" 502 - "), std::string::npos) << lines;
+  EXPECT_NE(lines.find("\"GET /b HTTP/1.1\" 200 - "), std::string::npos) << lines;
 }
 
 TEST_F(EgressHandlerTest, ALaterRequestForAnotherUpstreamMovesTheConnectionThere) {
@@ -885,7 +1035,7 @@ TEST_F(EgressHandlerTest, FaultDelayHoldsARequestAndAbortAnswersIt) {
   FakeConnection c2;
   ASSERT_EQ(h->on_accept(c2, info_).kind(), Verdict::Kind::kNeedMore);
   Verdict av = h->on_downstream_data(c2, bytes("GET /abort HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"));
-  ASSERT_EQ(av.kind(), Verdict::Kind::kClose);
+  ASSERT_EQ(av.kind(), Verdict::Kind::kRespond);  // the connection stays for the next request
   EXPECT_EQ(text(av.response()).rfind("HTTP/1.1 418 ", 0), 0u) << text(av.response());
   close(*h, c2, engine::CloseReason::kCompleted);
   EXPECT_EQ(counters_.faults_aborted.load(), 2u);

@@ -150,5 +150,37 @@ TEST_F(GatewayHandlerTest, ALaterRequestIsRoutedByTheServerItsHostSelects) {
   EXPECT_NE(lines.find("\"GET /3 HTTP/1.1\" 404 NR route_not_found"), std::string::npos) << lines;
 }
 
+// A first request no server on the port takes is answered 404 NR and the
+// connection stays (Envoy keeps it after a local reply): the next request's
+// Host picks its server afresh.
+TEST_F(GatewayHandlerTest, AFirstRequestAnswered404KeepsTheConnection) {
+  load(two_gateways(port_));
+  auto h = handler();
+  FakeConnection c;
+  engine::AcceptInfo info(fd_);
+  ASSERT_EQ(h->on_accept(c, info).kind(), Verdict::Kind::kNeedMore);
+  const std::string stray = "GET /1 HTTP/1.1\r\nHost: c.example.com\r\n\r\n";
+  const std::string next = "GET /2 HTTP/1.1\r\nHost: b.example.com\r\n\r\n";
+  Verdict v = h->on_downstream_data(c, bytes(stray + "GET /2 HT"));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kRespond);
+  EXPECT_EQ(v.consumed(), stray.size());
+  const std::string reply(reinterpret_cast<const char*>(v.response().data()), v.response().size());
+  EXPECT_EQ(reply.rfind("HTTP/1.1 404 Not Found\r\n", 0), 0u) << reply;
+  EXPECT_EQ(reply.find("connection: close"), std::string::npos) << reply;
+  // The engine shows the rest: a partial head, then all of it.
+  EXPECT_EQ(h->on_downstream_data(c, bytes("GET /2 HT")).kind(), Verdict::Kind::kNeedMore);
+  Verdict v2 = h->on_downstream_data(c, bytes(next));
+  ASSERT_EQ(v2.kind(), Verdict::Kind::kConnect);
+  EXPECT_EQ(v2.upstreams()[0].to_string(), "192.0.2.2:80");
+  auto f = answered(*h, c, v2, next);
+  ASSERT_NE(f, nullptr);
+  engine::ConnectionStats st;
+  st.reason = engine::CloseReason::kCompleted;
+  h->on_close(c, st);
+  const std::string lines = log_->lines();
+  EXPECT_NE(lines.find("\"GET /1 HTTP/1.1\" 404 NR route_not_found"), std::string::npos) << lines;
+  EXPECT_NE(lines.find("\"GET /2 HTTP/1.1\" 200 - via_upstream"), std::string::npos) << lines;
+}
+
 }  // namespace
 }  // namespace sluice::proxy

@@ -63,6 +63,7 @@ class FakeOutput final : public engine::FilterOutput {
   explicit FakeOutput(std::string_view chunk) : chunk_(chunk) {}
   int forward(size_t n) override {
     upstream += std::string(chunk_.substr(pos_, n));
+    all += std::string(chunk_.substr(pos_, n));
     pos_ += n;
     return 0;
   }
@@ -70,10 +71,13 @@ class FakeOutput final : public engine::FilterOutput {
   int inject(engine::Direction dir, std::span<const uint8_t> b) override {
     (dir == engine::Direction::kDownstreamToUpstream ? upstream : downstream)
         .append(reinterpret_cast<const char*>(b.data()), b.size());
+    all.append(reinterpret_cast<const char*>(b.data()), b.size());
     return 0;
   }
   void set_timer(std::chrono::milliseconds after) override { timer = after; }
-  std::string upstream, downstream;
+  // forward() lands in `upstream` whatever the chunk's direction; `all`:
+  // every byte output, in order.
+  std::string upstream, downstream, all;
   std::optional<std::chrono::milliseconds> timer;  // the last set_timer
 
  private:
