@@ -245,6 +245,23 @@ class EgressHandlerTest : public ::testing::Test {
     st.reason = r;
     h.on_close(c, st);
   }
+  // REGISTRY_ONLY with edition.cnn.com declared: `c` decided and connected on
+  // "GET /a" through `h` (a sidecar's); its filter, with the response to
+  // /a relayed when `answered`.
+  engine::StreamFilterPtr cnn_keepalive(engine::ConnectionHandlerPtr& h, FakeConnection& c, bool answered) {
+    load({kRegistryOnly, kCnnServiceEntry, kDb});
+    dns_.answer("edition.cnn.com", "203.0.113.10");
+    h = handler("203.0.113.10:80");
+    engine::SocketAddress upstream;
+    engine::StreamFilterPtr f = connected(*h, c, "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n", &upstream);
+    if (f && answered) {
+      const std::string ok(kOk2);
+      FakeOutput r(ok);
+      EXPECT_EQ(f->on_data(engine::Direction::kUpstreamToDownstream, bytes(ok), r), engine::FilterStatus::kContinue);
+    }
+    return f;
+  }
+  static constexpr std::string_view kOk2 = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
   SnapshotStore store_;
   uint64_t generation_ = 0;
@@ -478,12 +495,9 @@ TEST_F(EgressHandlerTest, EachKeepAliveRequestIsCheckedOnItsOwn) {
 // The answer waiting behind a pipelined request whose upstream ends before
 // responding: both lines are still written (the 503 UC, then the 502).
 TEST_F(EgressHandlerTest, AnAnswerWaitingBehindAResponseIsLoggedWhenTheUpstreamEnds) {
-  load({kRegistryOnly, kCnnServiceEntry, kDb});
-  dns_.answer("edition.cnn.com", "203.0.113.10");
-  auto h = handler("203.0.113.10:80");
+  engine::ConnectionHandlerPtr h;
   FakeConnection c;
-  engine::SocketAddress upstream;
-  engine::StreamFilterPtr f = connected(*h, c, "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n", &upstream);
+  engine::StreamFilterPtr f = cnn_keepalive(h, c, /*answered=*/false);
   ASSERT_NE(f, nullptr);
   const std::string denied = "GET /denied HTTP/1.1\r\nHost: evil.example\r\n\r\n";
   FakeOutput out(denied);
@@ -500,16 +514,11 @@ TEST_F(EgressHandlerTest, AnAnswerWaitingBehindAResponseIsLoggedWhenTheUpstreamE
 // A later request answered locally that arrived in two reads: nothing of it
 // (its head's first part held meanwhile included) reaches the upstream.
 TEST_F(EgressHandlerTest, ALaterRequestAnsweredLocallyLeavesNothingOfItsHeadBehind) {
-  load({kRegistryOnly, kCnnServiceEntry, kDb});
-  dns_.answer("edition.cnn.com", "203.0.113.10");
-  auto h = handler("203.0.113.10:80");
+  engine::ConnectionHandlerPtr h;
   FakeConnection c;
-  engine::SocketAddress upstream;
-  engine::StreamFilterPtr f = connected(*h, c, "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n", &upstream);
+  engine::StreamFilterPtr f = cnn_keepalive(h, c, /*answered=*/true);
   ASSERT_NE(f, nullptr);
-  const std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-  FakeOutput r1(ok);
-  EXPECT_EQ(f->on_data(engine::Direction::kUpstreamToDownstream, bytes(ok), r1), engine::FilterStatus::kContinue);
+  const std::string ok(kOk2);
   const std::string part1 = "GET /secret HTTP/1.1\r\nHost: evil.ex";
   FakeOutput o1(part1);
   EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(part1), o1), engine::FilterStatus::kContinue);
@@ -551,16 +560,11 @@ TEST_F(EgressHandlerTest, TheRequestAfterAKeptAnswerIsLoggedWithItsOwnBytes) {
 // A later request answered locally with nothing due before it keeps the
 // connection too: the request after it is decided and forwarded.
 TEST_F(EgressHandlerTest, ALaterRequestAnsweredLocallyKeepsTheConnection) {
-  load({kRegistryOnly, kCnnServiceEntry, kDb});
-  dns_.answer("edition.cnn.com", "203.0.113.10");
-  auto h = handler("203.0.113.10:80");
+  engine::ConnectionHandlerPtr h;
   FakeConnection c;
-  engine::SocketAddress upstream;
-  engine::StreamFilterPtr f = connected(*h, c, "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n", &upstream);
+  engine::StreamFilterPtr f = cnn_keepalive(h, c, /*answered=*/true);
   ASSERT_NE(f, nullptr);
-  const std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-  FakeOutput r1(ok);
-  EXPECT_EQ(f->on_data(engine::Direction::kUpstreamToDownstream, bytes(ok), r1), engine::FilterStatus::kContinue);
+  const std::string ok(kOk2);
   const std::string two =
       "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\nGET /b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   FakeOutput out(two);
