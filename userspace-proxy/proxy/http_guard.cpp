@@ -276,6 +276,7 @@ HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::sp
     close_requested_ = false;
     reusable_ = true;
     upstream_requests_ = 0;
+    upstream_spent_ = false;
     replay_.clear();
     replay_ok_ = replay_done_ = false;
     return;
@@ -368,7 +369,8 @@ bool HttpRequestGuard::adopt_upstream(engine::UpstreamStatePtr state) {
 bool HttpRequestGuard::upstream_reusable() const {
   // Switching, the held bytes are the next upstream's, not this one's.
   const bool idle = (state_ == State::kHead && held_.empty()) || state_ == State::kSwitching;
-  return pooled_ && reusable_ && outstanding_.empty() && idle && response_state_ == ResponseState::kHead;
+  return pooled_ && reusable_ && !upstream_spent_ && outstanding_.empty() && idle &&
+         response_state_ == ResponseState::kHead;
 }
 
 bool HttpRequestGuard::on_new_upstream(FilterOutput& out) {
@@ -519,11 +521,13 @@ FilterStatus HttpRequestGuard::forward_head(const sniff::HttpRequestHead& head, 
   const bool http11 = head.version == sniff::HttpVersion::kHttp11;
   if (pooled_) {
     ++upstream_requests_;
-    if (max_requests_ != 0 && upstream_requests_ >= max_requests_ && !outstanding_.empty()) {
-      // The upstream connection's last request: the client's ends with it.
-      outstanding_.back().close_after = true;
-      reusable_ = false;
-      close_requested_ = true;
+    if (max_requests_ != 0 && upstream_requests_ >= max_requests_) {
+      // The upstream connection's last request (Envoy closes it after its
+      // response): it is not parked again, and the client's next request
+      // moves to another upstream connection (on_later_head); the client's
+      // own connection goes on (so it is not told to close, as for an
+      // upstream that says it will: reusable_ stays).
+      upstream_spent_ = true;
     }
     if (!head.keep_alive) close_requested_ = true;
     // HTTP/1.0 goes as it is (unless the route edits it); its connection is
@@ -940,6 +944,9 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
   LaterRequest verdict;
   if (info_->check_later) verdict = info_->check_later(head, e);
   else verdict.kind = LaterRequest::Kind::kClose;
+  // The upstream carried its last request (maxRequestsPerConnection): the
+  // same upstream, but a new connection to it.
+  if (verdict.kind == LaterRequest::Kind::kForward && upstream_spent_) verdict.kind = LaterRequest::Kind::kSwitch;
   if (verdict.kind == LaterRequest::Kind::kForward) {
     // Logged when its response ends (ConnectionInfo::complete_request).
     info_->pending_requests.push_back({std::move(e), false});
@@ -1120,6 +1127,16 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
           FilterStatus st = checked ? (checked_switch_[later_heads_ - 1] ? FilterStatus::kNewUpstream
                                                                         : FilterStatus::kContinue)
                                     : on_later_head(head, out);
+          if (checked && st == FilterStatus::kContinue && upstream_spent_) {
+            // Decided with the handler's bytes, before the upstream's limit
+            // was known here: no other upstream was planned for it, so the
+            // spent upstream's last response ends the client's connection
+            // ("connection: close"), and the client sends it again.
+            if (!outstanding_.empty()) outstanding_.back().close_after = true;
+            close_requested_ = true;
+            if (out) out->skip(rest.size());
+            return FilterStatus::kContinue;
+          }
           info_->mirror_stream_ok = false;
           if (std::exchange(answered_, false)) {
             // Answered locally, the connection kept: on to the next request

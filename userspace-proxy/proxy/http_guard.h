@@ -268,8 +268,9 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   engine::UpstreamStatePtr release_upstream() override;
   bool adopt_upstream(engine::UpstreamStatePtr state) override;
   // 0: unlimited. At the limit, the request that reaches it is the
-  // upstream connection's last: the client's connection ends after its
-  // response.
+  // upstream connection's last: it is not reused, and the client's next
+  // request goes to a new upstream connection (a switch), as Envoy's pool
+  // closes such a connection after its response.
   void set_max_requests_per_connection(uint32_t n) { max_requests_ = n; }
   engine::FilterStatus on_timer(engine::FilterOutput& out) override;
   // Envoy's answer when no upstream connection could be made: 503
@@ -395,6 +396,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   bool timer_armed_ = false;  // the engine's timer is set for the front request
   uint32_t upstream_requests_ = 0;  // sent on this upstream connection, earlier clients' included
   uint32_t max_requests_ = 0;
+  bool upstream_spent_ = false;  // the upstream connection carried max_requests_
   // Retries: the newest request as received while it may be sent again
   // (replay_ok_: retriable so far; replay_done_: all of it is in).
   std::string replay_;

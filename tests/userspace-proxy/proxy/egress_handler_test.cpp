@@ -1935,8 +1935,10 @@ TEST_F(EgressHandlerTest, PooledEarlyResponseToAnUploadKeepsRelaying) {
 }
 
 // maxRequestsPerConnection 2: the count travels with the pooled upstream;
-// the request that reaches it is the connection's last (its client is told
-// connection: close and the upstream is not parked again).
+// the request that reaches it is the upstream connection's last: it is not
+// parked again, and the client's next request goes to a new upstream
+// connection while the client's own connection goes on (Envoy's pool
+// closes a connection at its limit; the client is not told to close).
 TEST_F(EgressHandlerTest, MaxRequestsPerConnectionCountsAcrossPooledClients) {
   load({kRegistryOnly, kCnnServiceEntry, R"(
 apiVersion: networking.istio.io/v1alpha3
@@ -1964,10 +1966,28 @@ spec:
   ASSERT_TRUE(f2->adopt_upstream(std::move(state)));
   start(*f2, keep);
   auto [st, out] = respond(*f2, resp);
-  EXPECT_EQ(st, engine::FilterStatus::kClose);  // the client's connection ends with the upstream's
-  EXPECT_EQ(out, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nconnection: close\r\n\r\n");
+  EXPECT_EQ(st, engine::FilterStatus::kContinue);
+  EXPECT_EQ(out, resp);
   EXPECT_FALSE(f2->upstream_reusable());
+  // The client's next request: held for a new upstream connection, to the
+  // same endpoint, where it is that connection's first.
+  const std::string next = "GET /c HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeOutput o(next);
+  EXPECT_EQ(f2->on_data(engine::Direction::kDownstreamToUpstream, bytes(next), o), engine::FilterStatus::kNewUpstream);
+  EXPECT_EQ(o.upstream, "");
+  FakeOutput held("");
+  f2->on_new_upstream(held);
+  EXPECT_EQ(held.upstream, next);
+  Verdict v = h->on_new_upstream(c2, bytes(next));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+  EXPECT_EQ(v.upstreams()[0].to_string(), "203.0.113.10:80");
+  auto f3 = v.take_filter();
+  ASSERT_NE(f3, nullptr);
+  start(*f3, next);
+  EXPECT_EQ(respond(*f3, resp).first, engine::FilterStatus::kContinue);
+  EXPECT_TRUE(f3->upstream_reusable());  // 1 of 2 on the new connection
   close(*h, c2, engine::CloseReason::kCompleted);
+  EXPECT_EQ(counters_.upstream_changed.load(), 0u);  // the same upstream, a new connection
 }
 
 }  // namespace
