@@ -90,6 +90,12 @@ class StreamFilter {
   // the connection closes. `out` has no chunk: what the filter injects
   // toward the downstream (Envoy's 503 for an HTTP request) is sent first.
   virtual FilterStatus on_connect_failed(FilterOutput& /*out*/, bool /*timed_out*/) { return FilterStatus::kClose; }
+  // A new upstream connection is ready for requests: its connect completed
+  // (a filter that originates TLS passes it on to an inner one once the
+  // handshake is done too). Not called for a pooled upstream, ready at
+  // once. `out` has no chunk: set_timer (Envoy's per-try timer starts at
+  // "pool ready" when that comes after the request's end).
+  virtual void on_upstream_ready(FilterOutput& /*out*/) {}
 
   // Held bytes: what is queued toward the upstream when the connect verdict
   // is applied — the sniffed bytes the handler decided on or, for a filter

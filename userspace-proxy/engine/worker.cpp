@@ -1224,6 +1224,10 @@ void Worker::on_connect_cqe(ConnectionImpl* c, int res) {
     return;
   }
   enter_relaying(c);
+  if (c->phase == Phase::kRelaying && c->filter) {
+    Output out(this, c, 1, nullptr, 0, kNoBuffer);
+    c->filter->on_upstream_ready(out);
+  }
 }
 
 void Worker::enter_relaying(ConnectionImpl* c) {

@@ -612,6 +612,23 @@ void HttpRequestGuard::request_sent(FilterOutput* out) {
   if (started && out && outstanding_.size() == 1) arm_timer(*out);
 }
 
+// Envoy starts a try's timer when its request has ended and the upstream
+// connection is ready ("pool ready"), whichever is later: the clocks of the
+// requests sent before this connection was up (connected, TLS handshake
+// done) start again now, so a slow connect does not eat a try's budget. The
+// route timeout runs from the request's end regardless.
+void HttpRequestGuard::on_upstream_ready(FilterOutput& out) {
+  const int64_t now = monotonic_ns();
+  bool restarted = false;
+  for (Outstanding& o : outstanding_) {
+    if (o.try_timeout_ns > 0 && o.try_deadline_ns != INT64_MAX) {
+      o.try_deadline_ns = now + o.try_timeout_ns;
+      restarted = true;
+    }
+  }
+  if (restarted) arm_timer(out);
+}
+
 // The engine's timer follows the oldest outstanding request's deadline
 // (responses come in order).
 void HttpRequestGuard::arm_timer(FilterOutput& out) {

@@ -273,6 +273,9 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // closes such a connection after its response.
   void set_max_requests_per_connection(uint32_t n) { max_requests_ = n; }
   engine::FilterStatus on_timer(engine::FilterOutput& out) override;
+  // Each try's clock (perTryTimeout) starts at its request's end or when
+  // its upstream connection is ready, whichever is later, as Envoy's.
+  void on_upstream_ready(engine::FilterOutput& out) override;
   // Envoy's answer when no upstream connection could be made: 503
   // "upstream connect error or disconnect/reset before headers" (flag UF in
   // the access log); a mirrored copy answers nobody.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <utility>
 
 namespace sluice::tls {
 
@@ -190,6 +191,7 @@ bool TlsFilter::on_new_upstream(FilterOutput& out) {
   // of the next decision.
   up_.reset();
   up_pending_ = false;
+  ready_pending_ = false;
   started_ = false;
   adopted_ = false;
   upstream_spoke_ = false;
@@ -457,6 +459,7 @@ FilterStatus TlsFilter::pump_up(FilterOutput& out) {
       return FilterStatus::kContinue;
     }
     report(TlsSide::kUpstream, true, {});
+    if (std::exchange(ready_pending_, false)) inner_ready(out);
     if (!to_upstream_.empty()) {
       std::string pending = std::move(to_upstream_);
       to_upstream_.clear();
@@ -536,6 +539,20 @@ FilterStatus TlsFilter::on_timer(FilterOutput& out) {
   // Sequenced: io.status() is only known after the inner filter ran.
   const FilterStatus inner_status = options_.inner->on_timer(io);
   return worse(inner_status, io.status());
+}
+
+void TlsFilter::on_upstream_ready(FilterOutput& out) {
+  if (up_pending_ || (up_ != nullptr && up_->state() != HandshakeState::kDone)) {
+    ready_pending_ = true;
+    return;
+  }
+  inner_ready(out);
+}
+
+void TlsFilter::inner_ready(FilterOutput& out) {
+  if (!options_.inner || failed_) return;
+  InnerOutput io(this, &out, Direction::kUpstreamToDownstream, {}, /*engine_chunk=*/false);
+  options_.inner->on_upstream_ready(io);
 }
 
 // No upstream connection: the inner filter's answer goes to the downstream

@@ -121,6 +121,9 @@ class TlsFilter final : public engine::StreamFilter {
   engine::FilterStatus on_end_stream(engine::Direction dir, engine::FilterOutput& out) override;
   // The inner filter's timer (its replies are encrypted toward a TLS downstream).
   engine::FilterStatus on_timer(engine::FilterOutput& out) override;
+  // Passed on to the inner filter at once, or, when this filter originates
+  // TLS, once the upstream handshake is done (the connection is ready then).
+  void on_upstream_ready(engine::FilterOutput& out) override;
   engine::FilterStatus on_connect_failed(engine::FilterOutput& out, bool timed_out) override;
   bool takes_held_bytes() const override;
   engine::FilterStatus on_start(std::span<const uint8_t> held, engine::FilterOutput& out) override;
@@ -177,6 +180,8 @@ class TlsFilter final : public engine::StreamFilter {
   bool saw_downstream_ = false;  // on_data(downstream -> upstream) ran before on_start
   bool failed_ = false;
   bool inner_ended_[2] = {false, false};
+  bool ready_pending_ = false;  // connected, the upstream handshake still going
+  void inner_ready(engine::FilterOutput& out);
   bool close_upstream_after_handshake_ = false;  // downstream close_notify came first
   bool upstream_spoke_ = false;                  // plaintext came from the upstream
   bool adopted_ = false;                         // up_ came from a pooled connection

@@ -248,6 +248,38 @@ TEST_F(HandlerTest, StreamFilterTransformsBytes) {
   ASSERT_TRUE(log_.wait_for(1));
 }
 
+// Counts on_upstream_ready; passes bytes through.
+class ReadyFilter final : public StreamFilter {
+ public:
+  explicit ReadyFilter(std::atomic<int>* ready) : ready_(ready) {}
+  FilterStatus on_data(Direction, std::span<const uint8_t> chunk, FilterOutput& out) override {
+    out.forward(chunk.size());
+    return FilterStatus::kContinue;
+  }
+  void on_upstream_ready(FilterOutput&) override { ++*ready_; }
+
+ private:
+  std::atomic<int>* ready_;
+};
+
+// A filter hears once that its new upstream connection is ready (after the
+// connect, with the bytes read before it already queued).
+TEST_F(HandlerTest, AFilterIsToldWhenItsUpstreamConnectionIsReady) {
+  std::atomic<int> ready{0};
+  start([&ready](ScriptedHandler& h) { h.filter_fn = [&ready] { return std::make_unique<ReadyFilter>(&ready); }; });
+  int c = client();
+  ASSERT_TRUE(write_all(c, "ping"));
+  int s = server();
+  EXPECT_EQ(read_n(s, 4), "ping");
+  EXPECT_EQ(ready.load(), 1);
+  ASSERT_TRUE(write_all(s, "pong"));
+  EXPECT_EQ(read_n(c, 4), "pong");
+  close(s);
+  close(c);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(ready.load(), 1);
+}
+
 // Inserts a header after the request line: forward (zero-copy), inject, forward (copied).
 class HeaderInsertFilter final : public StreamFilter {
  public:

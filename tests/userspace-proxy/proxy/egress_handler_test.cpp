@@ -1758,6 +1758,31 @@ TEST_F(EgressHandlerTest, PerTryTimeoutStartsWhenTheRequestIsSentWhole) {
   expect_clocks_start_at_the_requests_end(*h, "/up");
 }
 
+// A try's clock starts again when its upstream connection is ready (Envoy:
+// at "pool ready" when that comes after the request's end): the time a
+// connect takes is not the try's.
+TEST_F(EgressHandlerTest, PerTryTimeoutStartsWhenTheUpstreamConnectionIsReady) {
+  const std::string vs = cnn_routes(
+      "  - retries: {attempts: 2, perTryTimeout: 1s, retryOn: gateway-error}\n"
+      "    route: [{destination: {host: edition.cnn.com}}]\n");
+  load({kRegistryOnly, kCnnServiceEntry, vs.c_str()});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  auto h = handler("203.0.113.20:80");
+  FakeConnection c;
+  const std::string req = "GET /slow-connect HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  auto f = decided(*h, c, req);
+  ASSERT_NE(f, nullptr);
+  FakeOutput started(req);
+  ASSERT_EQ(f->on_start(bytes(req), started), engine::FilterStatus::kContinue);
+  ASSERT_TRUE(started.timer.has_value());  // the request is whole: its try's clock runs
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the connect takes a while
+  FakeOutput ready("");
+  f->on_upstream_ready(ready);
+  ASSERT_TRUE(ready.timer.has_value());
+  EXPECT_GT(ready.timer->count(), 950);  // a full second again, not what was left (~900 ms)
+  close(*h, c, engine::CloseReason::kCompleted);
+}
+
 // The route timeout, like a try's, runs from the end of the request (an
 // upload slower than it is not cut; a tunnel gets none), and a try that
 // runs out after its response began reaching the client is let be (Envoy

@@ -717,6 +717,38 @@ TEST(TlsFilterTest, InnerFilterSeesPlaintextAndItsOutputIsEncrypted) {
   EXPECT_EQ(chain.client_rx, kResponse);
 }
 
+// TLS origination: the inner filter hears that the upstream connection is
+// ready once the handshake is done, not at the TCP connect (Envoy's pool
+// ready: a per-try timer does not pay for the handshake).
+TEST(TlsFilterTest, TheInnerFilterIsToldTheUpstreamIsReadyAfterTheHandshake) {
+  Recorded gw;
+  auto inner = std::make_unique<RecordingInner>();
+  RecordingInner* rec = inner.get();
+  TlsFilterOptions o;
+  o.upstream_tls = make_client(sidecar_client());
+  o.inner = std::move(inner);
+  auto sidecar = make_filter(std::move(o));
+  rec->tls = sidecar.get();
+  auto gateway = terminator(make_server(gateway_server()), &gw);
+  FilterChain chain({sidecar.get(), gateway.get()});
+  chain.sniffed(kRequest);
+  chain.connect(0);
+  chain.connect(1);
+  EXPECT_EQ(rec->ready, 1);
+  EXPECT_TRUE(rec->ready_after_handshake);
+  EXPECT_EQ(chain.backend_rx, kRequest);
+  // Without a TLS leg toward the upstream: at once.
+  auto plain_inner = std::make_unique<RecordingInner>();
+  RecordingInner* plain = plain_inner.get();
+  TlsFilterOptions po;
+  po.inner = std::move(plain_inner);
+  auto f = make_filter(std::move(po));
+  std::string up, down;
+  RecordingOutput out(engine::Direction::kUpstreamToDownstream, {}, &up, &down);
+  f->on_upstream_ready(out);
+  EXPECT_EQ(plain->ready, 1);
+}
+
 TEST(TlsFilterTest, WithoutTlsLegsTheInnerFilterKeepsZeroCopyForwarding) {
   auto inner = std::make_unique<RecordingInner>();
   RecordingInner* rec = inner.get();

@@ -164,6 +164,12 @@ class FilterChain {
       links_[i].connected = true;
     else
       backend_connected = true;
+    // The engine tells the filter its new connection is up, before anything
+    // is read from it.
+    invoke(i, Direction::kUpstreamToDownstream, {}, [&](FilterOutput& out) {
+      f_[i]->on_upstream_ready(out);
+      return FilterStatus::kContinue;
+    });
     pump();
   }
   void connect_all() {
@@ -285,7 +291,15 @@ class RecordingInner final : public engine::StreamFilter {
   int end_up = 0, end_down = 0;
   std::string tag;  // injected before each downstream->upstream chunk
   bool take_held = false;
+  // on_upstream_ready calls, and whether `tls` (the filter around this one)
+  // had its upstream handshake done by the first.
+  int ready = 0;
+  const tls::TlsFilter* tls = nullptr;
+  bool ready_after_handshake = false;
 
+  void on_upstream_ready(FilterOutput&) override {
+    if (ready++ == 0) ready_after_handshake = tls != nullptr && tls->upstream_result() != nullptr;
+  }
   FilterStatus on_data(Direction dir, std::span<const uint8_t> chunk, FilterOutput& out) override {
     std::string& seen = dir == Direction::kDownstreamToUpstream ? seen_up : seen_down;
     seen.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
