@@ -941,6 +941,14 @@ bool Worker::filter_local_response(ConnectionImpl* c, std::span<const uint8_t> r
 // the sniffing window: this one is the last, then a close).
 bool Worker::respond_locally(ConnectionImpl* c, std::span<const uint8_t> response, size_t consumed) {
   counters_.local_responses.add();
+  // The pending bytes after the answered request stay, in a queue of their
+  // own (trimmed first: the filter's output below goes elsewhere).
+  const size_t n = gather(c->side[1].out, SIZE_MAX);
+  release_queue(c->side[1].out);
+  if (consumed < n && enqueue_copy(c->side[1].out, {scratch_.data() + consumed, n - consumed}) < 0) {
+    begin_close(c, CloseReason::kResourceExhausted, ENOBUFS, true, false);
+    return false;
+  }
   if (c->filter) {
     Output out(this, c, 1, response.data(), static_cast<uint32_t>(response.size()), kNoBuffer);
     const FilterStatus st = c->filter->on_data(Direction::kUpstreamToDownstream, response, out);
@@ -955,13 +963,6 @@ bool Worker::respond_locally(ConnectionImpl* c, std::span<const uint8_t> respons
       return false;
     }
   } else if (enqueue_copy(c->side[0].out, response) < 0) {
-    begin_close(c, CloseReason::kResourceExhausted, ENOBUFS, true, false);
-    return false;
-  }
-  // The pending bytes after the answered request stay, in a queue of their own.
-  const size_t n = gather(c->side[1].out, SIZE_MAX);
-  release_queue(c->side[1].out);
-  if (consumed < n && enqueue_copy(c->side[1].out, {scratch_.data() + consumed, n - consumed}) < 0) {
     begin_close(c, CloseReason::kResourceExhausted, ENOBUFS, true, false);
     return false;
   }
@@ -1054,7 +1055,7 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
         // Nothing more will come; the handler had its chance in on_downstream_eof.
         if (c->side[0].out.count > 0 || c->side[0].send_inflight) {
           // A local answer (Verdict::respond) is still going out: it goes first.
-          linger_after_answer(c, CloseReason::kLocalClose);
+          linger_after_answer(c, close_reason);
           return;
         }
         begin_close(c, close_reason, 0, false, false);

@@ -304,6 +304,7 @@ Verdict Forwarder::execute_http(ProxyConnection& c, const sniff::HttpRequestHead
   ci.pending_requests.push_back({std::move(e), true});
   // A local answer to it may keep the connection (Forwarder::answer).
   c.answerable = !c.moved && !c.mirror_plan && local_reply_keeps_connection(head) ? head.head_length : 0;
+  c.head_request = head.method == "HEAD";
   c.host = std::string(head.host);
   c.traffic = Traffic::kHttp;
   if (plan.mirror && plan.fault_delay.count() > 0) c.mirror_after_delay = true;
@@ -736,8 +737,11 @@ Verdict Forwarder::answer(ProxyConnection& c, int status, std::string_view body,
   ConnectionInfo& ci = *c.info;
   c.logged = true;
   const size_t consumed = c.answerable;
-  const bool keep = consumed > 0 && !c.moved && consumed <= pending.size();
-  c.reply = local_reply(status, realtime_ns(), body, location, keep);
+  // Not when the guard's pass over the handler's bytes decided a pipelined
+  // later request already (a 503 UF after build_filter): it would be
+  // decided, logged and counted again.
+  const bool keep = consumed > 0 && !c.moved && consumed <= pending.size() && ci.requests == 1;
+  c.reply = local_reply(status, realtime_ns(), body, location, keep, c.head_request);
   if (!ci.pending_requests.empty()) {
     AccessLogEntry& e = ci.pending_requests.front().entry;
     e.bytes_received = keep ? consumed : pending.size();
@@ -838,8 +842,9 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
     e.response_flags = !flags.empty() ? flags : ci.tcp_flags;
     e.upstream_host = stats.upstream.valid() ? stats.upstream.to_string() : "";
     e.upstream_transport_failure_reason = ci.upstream_failure;
-    e.bytes_received = stats.bytes_from_downstream;
-    e.bytes_sent = stats.bytes_to_downstream;
+    // Less the requests answered locally before on a kept connection.
+    e.bytes_received = stats.bytes_from_downstream - std::min(stats.bytes_from_downstream, c->answered_in);
+    e.bytes_sent = stats.bytes_to_downstream - std::min(stats.bytes_to_downstream, c->answered_out);
     e.duration_ms = duration_ms;
     e.connection_termination_details = std::string(engine::close_reason_name(stats.reason));
     ci.log_entry(e);

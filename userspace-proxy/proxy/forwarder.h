@@ -67,6 +67,7 @@ struct ProxyConnection : Recycled<ProxyConnection> {
   // The first request's bytes when a local answer to it may keep the
   // connection (local_reply_keeps_connection; not on a later upstream); 0: no.
   size_t answerable = 0;
+  bool head_request = false;  // the first request is a HEAD: its answer has no body
   // Bytes of the requests answered locally with the connection kept, and of
   // their answers (not the next request's, in its access log line).
   uint64_t answered_in = 0;

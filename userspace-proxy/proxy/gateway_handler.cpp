@@ -99,7 +99,13 @@ class GatewayHandler final : public Forwarder {
   Verdict on_detection_timeout(engine::Connection& conn, std::span<const uint8_t> pending) override {
     ProxyConnection& c = state(conn);
     if (c.decided) return proceed(c, pending, /*timer_fired=*/true);
-    if (c.terminator) return handshake_stalled(c);
+    if (c.terminator) {
+      // Inside a finished handshake, an HTTP request that never completed:
+      // 408, logged, as on a plain port.
+      const tls::TlsHandshakeResult* hs = c.terminator->downstream_result();
+      if (hs && hs->ok && c.mode == sniff::SniffMode::kHttp) return protocol_error(c, 408);
+      return handshake_stalled(c);
+    }
     if (c.tls) return protocol_error(c, 0);
     return protocol_error(c, 408);
   }

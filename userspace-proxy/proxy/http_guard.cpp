@@ -157,7 +157,7 @@ AccessLogEntry request_entry(const ConnectionInfo& info, const sniff::HttpReques
 }
 
 std::string local_reply(int status, int64_t realtime_ns, std::string_view body, std::string_view location,
-                        bool keep_alive) {
+                        bool keep_alive, bool head_request) {
   const char* reason = "Error";
   switch (status) {
     case 200: reason = "OK"; break;
@@ -188,12 +188,16 @@ std::string local_reply(int status, int64_t realtime_ns, std::string_view body, 
   strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &utc);
   std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason + "\r\n";
   if (!location.empty()) out += "location: " + std::string(location) + "\r\n";
-  out += "content-length: " + std::to_string(body.size()) + "\r\n";
-  if (!body.empty()) out += "content-type: text/plain\r\n";
+  // 204 and 304 have no body (RFC 9110 §15.3.5, §15.4.5); a HEAD request's
+  // answer has its length but not its body (a body would be read as the
+  // start of the next response on a kept connection).
+  const bool no_body = status == 204 || status == 304;
+  if (!no_body) out += "content-length: " + std::to_string(body.size()) + "\r\n";
+  if (!body.empty() && !no_body) out += "content-type: text/plain\r\n";
   out += "date: " + std::string(date) + "\r\nserver: sluice\r\n";
   if (!keep_alive) out += "connection: close\r\n";
   out += "\r\n";
-  out += body;
+  if (!no_body && !head_request) out += body;
   return out;
 }
 
@@ -680,10 +684,15 @@ FilterStatus HttpRequestGuard::timer(FilterOutput& out) {
   reusable_ = false;
   state_ = State::kStopped;
   // Outlier detection: a timed-out request counts as a 504, as in Envoy
-  // (unless its response had begun: that status was counted).
+  // (unless its response had begun: that status was counted). A retriable
+  // response being dropped for a retry counts as itself (the retry that
+  // would have reported it does not happen).
   if (response_state_ == ResponseState::kHead) info_->report_response(504);
+  if (response_state_ == ResponseState::kDiscard) info_->report_response(retry_status_);
   const char* flags = late.retry_exhausted ? "UT,URX" : "UT";
-  if (late.bytes_out > 0 || response_state_ != ResponseState::kHead) {
+  // Nothing of a dropped response reached the client: it still gets the 504.
+  const bool started = response_state_ != ResponseState::kHead && response_state_ != ResponseState::kDiscard;
+  if (late.bytes_out > 0 || started) {
     info_->complete_request(response_status_, late.bytes_in, late.bytes_out, flags, "upstream_response_timeout");
     return FilterStatus::kReset;
   }
@@ -983,7 +992,7 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
       // Answered here, and the connection goes on (Envoy keeps it after a
       // complete request's local reply): the next request is decided afresh.
       const std::string reply = local_reply(static_cast<int>(verdict.status), realtime_ns(), verdict.body,
-                                            verdict.location, /*keep_alive=*/true);
+                                            verdict.location, /*keep_alive=*/true, head.method == "HEAD");
       e.bytes_sent = reply.size();
       info_->log_entry(e);
       if (out->inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply)) != 0) return FilterStatus::kReset;
@@ -991,7 +1000,8 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
       return FilterStatus::kContinue;
     }
     const std::string reply =
-        local_reply(static_cast<int>(verdict.status), realtime_ns(), verdict.body, verdict.location);
+        local_reply(static_cast<int>(verdict.status), realtime_ns(), verdict.body, verdict.location,
+                    /*keep_alive=*/false, head.method == "HEAD");
     e.bytes_sent = reply.size();
     if (!outstanding_.empty()) {
       // Responses to earlier (pipelined) requests are still due: the answer

@@ -208,10 +208,11 @@ AccessLogEntry request_entry(const ConnectionInfo& info, const sniff::HttpReques
 // Envoy's local reply, as Istio's proxies send it (server: sluice instead of
 // envoy): status line, content-length, date, server, and connection: close
 // unless `keep_alive` (the connection goes on with the client's next
-// request). `body` is sent as text/plain when not empty; `location` adds a
+// request). `body` is sent as text/plain when not empty (with its length
+// only, for a `head_request`; neither for 204 and 304); `location` adds a
 // Location header (redirects).
 std::string local_reply(int status, int64_t realtime_ns, std::string_view body = {},
-                        std::string_view location = {}, bool keep_alive = false);
+                        std::string_view location = {}, bool keep_alive = false, bool head_request = false);
 // Whether a request may be answered locally with the connection kept, as
 // Envoy does: HTTP/1.1 keep-alive, and nothing of it left unread (no body,
 // no CONNECT or Upgrade).

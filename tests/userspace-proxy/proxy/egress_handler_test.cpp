@@ -261,6 +261,19 @@ class EgressHandlerTest : public ::testing::Test {
     }
     return f;
   }
+  // `req` decided and connected on `c`, answered by a retriable 503 of which
+  // the head and part of the body came: the retry is decided, the rest of
+  // the body still to be dropped; its filter.
+  engine::StreamFilterPtr dropping_503(engine::ConnectionHandler& h, FakeConnection& c, const std::string& req) {
+    auto f = decided(h, c, req);
+    if (!f) return f;
+    start(*f, req);
+    h.on_upstream_connected(c, engine::SocketAddress());
+    auto [st, shown] = respond(*f, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbu");
+    EXPECT_EQ(st, engine::FilterStatus::kContinue);
+    EXPECT_EQ(shown, "");
+    return f;
+  }
   static constexpr std::string_view kOk2 = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
   SnapshotStore store_;
@@ -1041,8 +1054,28 @@ TEST_F(EgressHandlerTest, FaultDelayHoldsARequestAndAbortAnswersIt) {
   Verdict av = h->on_downstream_data(c2, bytes("GET /abort HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"));
   ASSERT_EQ(av.kind(), Verdict::Kind::kRespond);  // the connection stays for the next request
   EXPECT_EQ(text(av.response()).rfind("HTTP/1.1 418 ", 0), 0u) << text(av.response());
+  // A HEAD's answer has the body's length but not the body (on a kept
+  // connection it would be read as the start of the next response), for a
+  // first request and a later one alike.
+  Verdict hv = h->on_downstream_data(c2, bytes("HEAD /abort HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"));
+  ASSERT_EQ(hv.kind(), Verdict::Kind::kRespond);
+  const std::string head_reply = text(hv.response());
+  EXPECT_NE(head_reply.find("content-length: 18\r\n"), std::string::npos) << head_reply;
+  EXPECT_EQ(head_reply.substr(head_reply.size() - 4), "\r\n\r\n") << head_reply;
   close(*h, c2, engine::CloseReason::kCompleted);
-  EXPECT_EQ(counters_.faults_aborted.load(), 2u);
+  EXPECT_EQ(counters_.faults_aborted.load(), 3u);
+  FakeConnection c3;
+  engine::SocketAddress up3;
+  auto f3 = connected(*h, c3, "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n", &up3);
+  ASSERT_NE(f3, nullptr);
+  EXPECT_EQ(respond(*f3, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
+  const std::string later_head = "HEAD /abort HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeOutput ho(later_head);
+  EXPECT_EQ(f3->on_data(engine::Direction::kDownstreamToUpstream, bytes(later_head), ho),
+            engine::FilterStatus::kContinue);
+  EXPECT_NE(ho.downstream.find("content-length: 18\r\n"), std::string::npos) << ho.downstream;
+  EXPECT_EQ(ho.downstream.substr(ho.downstream.size() - 4), "\r\n\r\n") << ho.downstream;
+  close(*h, c3, engine::CloseReason::kCompleted);
 
   const std::string lines = log_->lines();
   EXPECT_NE(lines.find("\"GET /delay HTTP/1.1\" 200 DI via_upstream"), std::string::npos) << lines;
@@ -1285,14 +1318,7 @@ TEST_F(EgressHandlerTest, ARequestSentDuringARetryFollowsTheRetriedOne) {
   auto h = handler("203.0.113.20:80");
   FakeConnection c;
   const std::string req = "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
-  auto f = decided(*h, c, req);
-  start(*f, req);
-  h->on_upstream_connected(c, engine::SocketAddress());
-  // The 503's head and part of its body: the retry is decided, the body
-  // still being dropped.
-  auto [st, shown] = respond(*f, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbu");
-  EXPECT_EQ(st, engine::FilterStatus::kContinue);
-  EXPECT_EQ(shown, "");
+  auto f = dropping_503(*h, c, req);
   const std::string later = "GET /b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   FakeOutput lo(later);
   EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(later), lo), engine::FilterStatus::kContinue);
@@ -1305,6 +1331,57 @@ TEST_F(EgressHandlerTest, ARequestSentDuringARetryFollowsTheRetriedOne) {
   EXPECT_EQ(start(*f2, req + later), req + later);
   EXPECT_EQ(counters_.retries.load(), 1u);
   close(*h, c, engine::CloseReason::kCompleted);
+}
+
+// The route timeout runs out while a retriable 503 is being dropped for a
+// retry: nothing of it reached the client, which gets Envoy's 504 (not a
+// reset), logged UT.
+TEST_F(EgressHandlerTest, ARouteTimeoutDuringADroppedResponseIsAnswered504) {
+  load({kRegistryOnly, kCnnServiceEntry, cnn_routes(R"(
+  - timeout: 0.001s
+    route: [{destination: {host: edition.cnn.com}}]
+)").c_str()});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  auto h = handler("203.0.113.20:80");
+  FakeConnection c;
+  const std::string req = "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  auto f = dropping_503(*h, c, req);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // past the 1 ms route timeout
+  FakeOutput none("");
+  EXPECT_EQ(f->on_timer(none), engine::FilterStatus::kClose);
+  EXPECT_EQ(none.downstream.rfind("HTTP/1.1 504 Gateway Timeout", 0), 0u) << none.downstream;
+  close(*h, c, engine::CloseReason::kFilterClose);
+  EXPECT_NE(log_->lines().find("\"GET /a HTTP/1.1\" 504 UT upstream_response_timeout"), std::string::npos)
+      << log_->lines();
+}
+
+// A 503 UF decided after the guard's pass over the handler's bytes (here:
+// TLS origination without the proxy's TLS contexts), with a later request
+// pipelined in them: the connection is not kept (that request was decided,
+// logged and counted already), and each request is logged once.
+TEST_F(EgressHandlerTest, A503UFWithAPipelinedRequestClosesAndLogsEachOnce) {
+  load({kRegistryOnly, kCnnServiceEntry, R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: cnn}
+spec:
+  host: edition.cnn.com
+  trafficPolicy: {tls: {mode: SIMPLE}}
+)"});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  auto h = handler("203.0.113.20:80");
+  FakeConnection c;
+  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+  const std::string two = "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\nGET /b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  Verdict v = h->on_downstream_data(c, bytes(two));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kClose);
+  EXPECT_NE(text(v.response()).find("connection: close\r\n"), std::string::npos) << text(v.response());
+  close(*h, c, engine::CloseReason::kLocalClose);
+  const std::string lines = log_->lines();
+  const size_t b = lines.find("\"GET /b HTTP/1.1\" 503 UF");
+  ASSERT_NE(b, std::string::npos) << lines;
+  EXPECT_EQ(lines.find("\"GET /b HTTP/1.1\"", b + 1), std::string::npos) << lines;
+  EXPECT_EQ(counters_.http_requests.load(), 2u);
 }
 
 // No endpoint accepts the connection: Envoy's 503 "upstream connect error
