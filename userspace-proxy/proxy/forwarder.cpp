@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include "userspace-proxy/proxy/clusters.h"
@@ -579,6 +580,9 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
       break;
     }
   }
+  // A local answer to the request carried on (a fault abort after its
+  // delay) has a body unless it is a HEAD's: the held request comes first.
+  c.head_request = pending.size() >= 5 && std::memcmp(pending.data(), "HEAD ", 5) == 0;
   // The request to carry on is the first of the new upstream's: its log
   // entry is the newest pending one.
   if (!ci.pending_requests.empty()) ci.pending_requests.back().first = true;

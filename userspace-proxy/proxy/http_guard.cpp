@@ -363,10 +363,15 @@ engine::UpstreamStatePtr HttpRequestGuard::release_upstream() {
 }
 
 bool HttpRequestGuard::adopt_upstream(engine::UpstreamStatePtr state) {
-  if (state == nullptr) return true;
+  // A pooled upstream connection is ready at once.
+  if (state == nullptr) {
+    upstream_ready_ = true;
+    return true;
+  }
   auto* s = dynamic_cast<GuardUpstreamState*>(state.get());
   if (s == nullptr) return false;
   upstream_requests_ = s->requests;
+  upstream_ready_ = true;
   return true;
 }
 
@@ -506,7 +511,12 @@ FilterStatus HttpRequestGuard::end_stream(engine::Direction dir, FilterOutput& o
     return FilterStatus::kClose;
   }
   if (!pooled_) return FilterStatus::kContinue;
-  if (dir == engine::Direction::kDownstreamToUpstream && upstream_reusable()) {
+  // A spent upstream (maxRequestsPerConnection) at a boundary ends as well:
+  // not parked, but closed with the client's connection rather than told of
+  // its FIN and left to close on its own.
+  const bool spent_idle = upstream_spent_ && reusable_ && outstanding_.empty() && state_ == State::kHead &&
+                          held_.empty() && response_state_ == ResponseState::kHead;
+  if (dir == engine::Direction::kDownstreamToUpstream && (upstream_reusable() || spent_idle)) {
     // The client left between requests: its connection ends, the
     // upstream's need not.
     return FilterStatus::kEndDownstream;
@@ -588,7 +598,9 @@ void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEdi
   if (rp && rp->per_try_timeout.count() > 0 && !tunnel) {
     Outstanding& o = outstanding_.back();
     o.try_timeout_ns = static_cast<int64_t>(rp->per_try_timeout.count()) * 1'000'000;
-    if (!body) o.try_deadline_ns = monotonic_ns() + o.try_timeout_ns;
+    o.sent = !body;
+    // Not before the upstream connection is ready (on_upstream_ready).
+    if (!body && upstream_ready_) o.try_deadline_ns = monotonic_ns() + o.try_timeout_ns;
   }
   replay_ok_ = outstanding_.size() == 1 && rp && rp->retries_responses() && outstanding_.back().attempt < rp->attempts &&
                !head.is_connect && head.upgrade.empty() && held_.size() + head_bytes.size() <= kMaxReplayBytes;
@@ -609,7 +621,8 @@ void HttpRequestGuard::request_sent(FilterOutput* out) {
     o.deadline_ns = now + o.route_timeout_ns;
     started = true;
   }
-  if (o.try_timeout_ns > 0 && o.try_deadline_ns == INT64_MAX) {
+  o.sent = true;
+  if (o.try_timeout_ns > 0 && o.try_deadline_ns == INT64_MAX && upstream_ready_) {
     o.try_deadline_ns = now + o.try_timeout_ns;
     started = true;
   }
@@ -618,19 +631,22 @@ void HttpRequestGuard::request_sent(FilterOutput* out) {
 
 // Envoy starts a try's timer when its request has ended and the upstream
 // connection is ready ("pool ready"), whichever is later: the clocks of the
-// requests sent before this connection was up (connected, TLS handshake
-// done) start again now, so a slow connect does not eat a try's budget. The
-// route timeout runs from the request's end regardless.
+// requests sent whole before this connection was up (connected, TLS
+// handshake done) start now, so a slow connect does not eat a try's budget
+// (nor fires it mid-handshake). The route timeout runs from the request's
+// end regardless.
 void HttpRequestGuard::on_upstream_ready(FilterOutput& out) {
+  if (upstream_ready_) return;
+  upstream_ready_ = true;
   const int64_t now = monotonic_ns();
-  bool restarted = false;
+  bool started = false;
   for (Outstanding& o : outstanding_) {
-    if (o.try_timeout_ns > 0 && o.try_deadline_ns != INT64_MAX) {
+    if (o.try_timeout_ns > 0 && o.sent && o.try_deadline_ns == INT64_MAX) {
       o.try_deadline_ns = now + o.try_timeout_ns;
-      restarted = true;
+      started = true;
     }
   }
-  if (restarted) arm_timer(out);
+  if (started) arm_timer(out);
 }
 
 // The engine's timer follows the oldest outstanding request's deadline
@@ -665,7 +681,10 @@ FilterStatus HttpRequestGuard::timer(FilterOutput& out) {
     // The try ran out, not the route: once the response has reached the
     // client Envoy ignores a per-try timeout (it can no longer retry), and
     // the route timeout alone governs.
-    if (r.bytes_out > 0 || response_state_ == ResponseState::kBody || response_state_ == ResponseState::kOpaque) {
+    // Nor once its response is being dropped for a retry already decided
+    // (Envoy resets that try then: its timer is gone).
+    if (r.bytes_out > 0 || response_state_ == ResponseState::kBody || response_state_ == ResponseState::kOpaque ||
+        retrying_) {
       r.try_deadline_ns = INT64_MAX;
       arm_timer(out);
       return FilterStatus::kContinue;
@@ -683,6 +702,9 @@ FilterStatus HttpRequestGuard::timer(FilterOutput& out) {
   outstanding_.clear();
   reusable_ = false;
   state_ = State::kStopped;
+  // A retry that was under way is off (the client is answered now).
+  retrying_ = false;
+  behind_retry_.clear();
   // Outlier detection: a timed-out request counts as a 504, as in Envoy
   // (unless its response had begun: that status was counted). A retriable
   // response being dropped for a retry counts as itself (the retry that

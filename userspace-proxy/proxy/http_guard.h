@@ -311,6 +311,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
     // one; never for CONNECT/Upgrade (a tunnel's request never ends).
     int64_t try_timeout_ns = 0;
     int64_t route_timeout_ns = 0;  // the route's timeout, started likewise (0: none)
+    bool sent = false;             // the request has been sent whole (its clocks may run)
     int64_t next_deadline() const { return std::min(deadline_ns, try_deadline_ns); }
     bool first = false;        // the request the upstream was chosen for
     uint32_t attempt = 1;      // which try this is
@@ -401,6 +402,9 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   uint32_t upstream_requests_ = 0;  // sent on this upstream connection, earlier clients' included
   uint32_t max_requests_ = 0;
   bool upstream_spent_ = false;  // the upstream connection carried max_requests_
+  // The upstream connection is up (on_upstream_ready, or adopted from the
+  // pool): try clocks may start.
+  bool upstream_ready_ = false;
   // Retries: the newest request as received while it may be sent again
   // (replay_ok_: retriable so far; replay_done_: all of it is in).
   std::string replay_;

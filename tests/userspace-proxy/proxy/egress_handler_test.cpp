@@ -91,6 +91,16 @@ spec:
     outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
 )";
 
+// maxRequestsPerConnection 2: an upstream connection carries two requests.
+constexpr const char* kMaxRequestsTwo = R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: cnn}
+spec:
+  host: edition.cnn.com
+  trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 2}}}
+)";
+
 // maxRequestsPerConnection 1: no keep-alive to the upstream, so no pooling.
 constexpr const char* kNoPooling = R"(
 apiVersion: networking.istio.io/v1alpha3
@@ -132,6 +142,15 @@ class EgressHandlerTest : public ::testing::Test {
     FakeOutput out(held);
     EXPECT_EQ(f.on_start(bytes(held), out), engine::FilterStatus::kContinue);
     return out.upstream;
+  }
+  // As the engine does for a new upstream connection: on_start with `held`
+  // (when the filter takes it), then the connection is up
+  // (on_upstream_ready); `out` sees both (its timer: the last one set).
+  void start_ready(engine::StreamFilter& f, const std::string& held, FakeOutput& out) {
+    if (f.takes_held_bytes()) {
+      EXPECT_EQ(f.on_start(bytes(held), out), engine::FilterStatus::kContinue);
+    }
+    f.on_upstream_ready(out);
   }
   // The filter's view of a response chunk: its status and what reached the client.
   std::pair<engine::FilterStatus, std::string> respond(engine::StreamFilter& f, const std::string& chunk) {
@@ -186,7 +205,7 @@ class EgressHandlerTest : public ::testing::Test {
       auto f = decided(h, c, head);
       ASSERT_NE(f, nullptr);
       FakeOutput out0(head);
-      ASSERT_EQ(f->on_start(bytes(head), out0), engine::FilterStatus::kContinue);
+      start_ready(*f, head, out0);
       EXPECT_FALSE(out0.timer.has_value() && out0.timer->count() > 0) << path;  // the body is still coming
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       FakeOutput out1("def");
@@ -201,9 +220,7 @@ class EgressHandlerTest : public ::testing::Test {
     auto f = decided(h, c, up);
     ASSERT_NE(f, nullptr);
     FakeOutput out0(up);
-    if (f->takes_held_bytes()) {
-      ASSERT_EQ(f->on_start(bytes(up), out0), engine::FilterStatus::kContinue);
-    }
+    start_ready(*f, up, out0);
     EXPECT_FALSE(out0.timer.has_value() && out0.timer->count() > 0) << path;
     EXPECT_EQ(respond(*f, "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").first,
               engine::FilterStatus::kContinue);
@@ -214,7 +231,7 @@ class EgressHandlerTest : public ::testing::Test {
   engine::StreamFilterPtr late_try(engine::ConnectionHandler& h, FakeConnection& c, engine::StreamFilter& f,
                                    const std::string& req) {
     FakeOutput out0(req);
-    EXPECT_EQ(f.on_start(bytes(req), out0), engine::FilterStatus::kContinue);
+    start_ready(f, req, out0);
     EXPECT_TRUE(out0.timer.has_value() && out0.timer->count() <= 1);  // the try's deadline
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     FakeOutput none("");
@@ -225,7 +242,7 @@ class EgressHandlerTest : public ::testing::Test {
     engine::StreamFilterPtr next = v.take_filter();
     if (!next) return next;
     FakeOutput out1(req);
-    EXPECT_EQ(next->on_start(bytes(req), out1), engine::FilterStatus::kContinue);
+    start_ready(*next, req, out1);
     EXPECT_TRUE(out1.timer.has_value() && out1.timer->count() <= 1);  // a fresh per-try deadline
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     return next;
@@ -267,7 +284,8 @@ class EgressHandlerTest : public ::testing::Test {
   engine::StreamFilterPtr dropping_503(engine::ConnectionHandler& h, FakeConnection& c, const std::string& req) {
     auto f = decided(h, c, req);
     if (!f) return f;
-    start(*f, req);
+    FakeOutput started(req);
+    start_ready(*f, req, started);
     h.on_upstream_connected(c, engine::SocketAddress());
     auto [st, shown] = respond(*f, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbu");
     EXPECT_EQ(st, engine::FilterStatus::kContinue);
@@ -1076,6 +1094,24 @@ TEST_F(EgressHandlerTest, FaultDelayHoldsARequestAndAbortAnswersIt) {
   EXPECT_NE(ho.downstream.find("content-length: 18\r\n"), std::string::npos) << ho.downstream;
   EXPECT_EQ(ho.downstream.substr(ho.downstream.size() - 4), "\r\n\r\n") << ho.downstream;
   close(*h, c3, engine::CloseReason::kCompleted);
+  // A HEAD first, then a GET delayed and aborted (it moves off the upstream
+  // for its delay): the GET's answer has its body.
+  FakeConnection c4;
+  engine::SocketAddress up4;
+  auto f4 = connected(*h, c4, "HEAD / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n", &up4);
+  ASSERT_NE(f4, nullptr);
+  EXPECT_EQ(respond(*f4, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n").first, engine::FilterStatus::kContinue);
+  const std::string get_both = "GET /both HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeOutput g4(get_both);
+  EXPECT_EQ(f4->on_data(engine::Direction::kDownstreamToUpstream, bytes(get_both), g4),
+            engine::FilterStatus::kNewUpstream);
+  FakeOutput h4("");
+  f4->on_new_upstream(h4);
+  ASSERT_EQ(h->on_new_upstream(c4, bytes(get_both)).kind(), Verdict::Kind::kNeedMore);  // the delay
+  Verdict r4 = h->on_detection_timeout(c4, bytes(get_both));
+  ASSERT_EQ(r4.kind(), Verdict::Kind::kClose);
+  EXPECT_NE(text(r4.response()).find("\r\n\r\nfault filter abort"), std::string::npos) << text(r4.response());
+  close(*h, c4, engine::CloseReason::kCompleted);
 
   const std::string lines = log_->lines();
   EXPECT_NE(lines.find("\"GET /delay HTTP/1.1\" 200 DI via_upstream"), std::string::npos) << lines;
@@ -1353,6 +1389,51 @@ TEST_F(EgressHandlerTest, ARouteTimeoutDuringADroppedResponseIsAnswered504) {
   close(*h, c, engine::CloseReason::kFilterClose);
   EXPECT_NE(log_->lines().find("\"GET /a HTTP/1.1\" 504 UT upstream_response_timeout"), std::string::npos)
       << log_->lines();
+}
+
+// A try whose retriable response is being dropped for a retry already
+// decided is not cut by its per-try timeout (Envoy resets that try when it
+// decides the retry: its timer is gone); the retry goes on.
+TEST_F(EgressHandlerTest, APerTryTimeoutDuringADroppedResponseLetsTheRetryGoOn) {
+  load({kRegistryOnly, kCnnServiceEntry, cnn_routes(R"(
+  - retries: {attempts: 2, perTryTimeout: 0.001s, retryOn: "503"}
+    route: [{destination: {host: edition.cnn.com}}]
+)").c_str()});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  auto h = handler("203.0.113.20:80");
+  FakeConnection c;
+  const std::string req = "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  auto f = dropping_503(*h, c, req);
+  ASSERT_NE(f, nullptr);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // past the 1 ms try
+  FakeOutput t("");
+  EXPECT_EQ(f->on_timer(t), engine::FilterStatus::kContinue);
+  EXPECT_EQ(t.downstream, "");
+  EXPECT_EQ(respond(*f, "sy").first, engine::FilterStatus::kNewUpstream);
+  close(*h, c, engine::CloseReason::kCompleted);
+}
+
+// maxRequestsPerConnection 2 reached, the client leaves between requests:
+// its connection ends at once (the spent upstream closes with it, not
+// parked) rather than waiting for the upstream to close on its own.
+TEST_F(EgressHandlerTest, AClientLeavingASpentUpstreamEndsAtOnce) {
+  load({kRegistryOnly, kCnnServiceEntry, kMaxRequestsTwo});
+  dns_.answer("edition.cnn.com", "203.0.113.10");
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  engine::SocketAddress up;
+  auto f = connected(*h, c, "GET /1 HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n", &up);
+  ASSERT_NE(f, nullptr);
+  const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  EXPECT_EQ(respond(*f, resp).first, engine::FilterStatus::kContinue);
+  const std::string second = "GET /2 HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeOutput o(second);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(second), o), engine::FilterStatus::kContinue);
+  EXPECT_EQ(respond(*f, resp).first, engine::FilterStatus::kContinue);
+  EXPECT_FALSE(f->upstream_reusable());  // 2 of 2
+  FakeOutput fin("");
+  EXPECT_EQ(f->on_end_stream(engine::Direction::kDownstreamToUpstream, fin), engine::FilterStatus::kEndDownstream);
+  close(*h, c, engine::CloseReason::kCompleted);
 }
 
 // A 503 UF decided after the guard's pass over the handler's bytes (here:
@@ -1817,7 +1898,6 @@ TEST_F(EgressHandlerTest, PerTryTimeoutAloneAppliesToAnUnpooledFirstRequest) {
   const std::string req = "GET /late HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   auto f = decided(*h, c, req);
   ASSERT_NE(f, nullptr);
-  ASSERT_TRUE(f->takes_held_bytes());  // to set the timer
   auto f2 = late_try(*h, c, *f, req);
   ASSERT_NE(f2, nullptr);
   expect_timeout_504(*h, c, *f2, "\"GET /late HTTP/1.1\" 504 UT,URX upstream_response_timeout");
@@ -1850,13 +1930,15 @@ TEST_F(EgressHandlerTest, PerTryTimeoutStartsWhenTheUpstreamConnectionIsReady) {
   auto f = decided(*h, c, req);
   ASSERT_NE(f, nullptr);
   FakeOutput started(req);
-  ASSERT_EQ(f->on_start(bytes(req), started), engine::FilterStatus::kContinue);
-  ASSERT_TRUE(started.timer.has_value());  // the request is whole: its try's clock runs
+  if (f->takes_held_bytes()) {
+    ASSERT_EQ(f->on_start(bytes(req), started), engine::FilterStatus::kContinue);
+  }
+  EXPECT_FALSE(started.timer.has_value());  // the request is whole, but not on its way yet
   std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the connect takes a while
   FakeOutput ready("");
   f->on_upstream_ready(ready);
   ASSERT_TRUE(ready.timer.has_value());
-  EXPECT_GT(ready.timer->count(), 950);  // a full second again, not what was left (~900 ms)
+  EXPECT_GT(ready.timer->count(), 950);  // a full second from now, not what would be left (~900 ms)
   close(*h, c, engine::CloseReason::kCompleted);
 }
 
@@ -1881,7 +1963,7 @@ TEST_F(EgressHandlerTest, RouteTimeoutStartsAtTheRequestsEndAndAnAnsweredTryIsNo
     auto f = decided(*h, c, req);
     ASSERT_NE(f, nullptr);
     FakeOutput out0(req);
-    ASSERT_EQ(f->on_start(bytes(req), out0), engine::FilterStatus::kContinue);
+    start_ready(*f, req, out0);
     ASSERT_TRUE(out0.timer.has_value());
     auto [st, shown] = respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabc");
     EXPECT_EQ(st, engine::FilterStatus::kContinue);
@@ -1941,7 +2023,8 @@ TEST_F(EgressHandlerTest, PerTryTimeoutRetriesALateTryWithinTheRouteTimeout) {
     FakeConnection c;
     const std::string req = "GET /noretry HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
     auto f = decided(*h, c, req);
-    start(*f, req);
+    FakeOutput o(req);
+    start_ready(*f, req, o);
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     expect_timeout_504(*h, c, *f, "\"GET /noretry HTTP/1.1\" 504 UT upstream_response_timeout");
   }
@@ -2042,14 +2125,7 @@ TEST_F(EgressHandlerTest, PooledEarlyResponseToAnUploadKeepsRelaying) {
 // connection while the client's own connection goes on (Envoy's pool
 // closes a connection at its limit; the client is not told to close).
 TEST_F(EgressHandlerTest, MaxRequestsPerConnectionCountsAcrossPooledClients) {
-  load({kRegistryOnly, kCnnServiceEntry, R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: DestinationRule
-metadata: {name: cnn}
-spec:
-  host: edition.cnn.com
-  trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 2}}}
-)"});
+  load({kRegistryOnly, kCnnServiceEntry, kMaxRequestsTwo});
   dns_.answer("edition.cnn.com", "203.0.113.10");
   auto h = handler("203.0.113.10:80");
   const std::string req = "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\nConnection: close\r\n\r\n";
