@@ -516,7 +516,7 @@ void Worker::begin_drain() {
     for (uint32_t i = 0; i < slab_size_; ++i) {
       ConnectionImpl* c = &slab[i];
       if (c->phase == Phase::kSniffing && c->answered_idle && c->side[1].out.count == 0) {
-        linger_after_answer(c, CloseReason::kLocalClose);
+        close_with(c, {}, CloseReason::kLocalClose);
         settle(c);
       }
     }
@@ -681,6 +681,26 @@ void Worker::enqueue(SendQueue& q, uint32_t bid, uint32_t off, uint32_t len, boo
   q.count++;
   q.bytes += len;
   counters_.queued_bytes_peak.max(q.bytes);
+}
+
+// Drops the first `n` bytes of `q` in place (sent, or answered locally).
+void Worker::drop_front(SendQueue& q, uint64_t n) {
+  n = std::min<uint64_t>(n, q.bytes);
+  q.bytes -= n;
+  while (n > 0 && q.head != kNoBuffer) {
+    uint32_t b = q.head;
+    if (n >= seg_len_[b]) {
+      n -= seg_len_[b];
+      q.head = seg_next_[b];
+      if (q.head == kNoBuffer) q.tail = kNoBuffer;
+      q.count--;
+      release_buffer(b);
+    } else {
+      seg_off_[b] += static_cast<uint32_t>(n);
+      seg_len_[b] -= static_cast<uint32_t>(n);
+      n = 0;
+    }
+  }
 }
 
 int Worker::enqueue_copy(SendQueue& q, std::span<const uint8_t> bytes) {
@@ -941,14 +961,9 @@ bool Worker::filter_local_response(ConnectionImpl* c, std::span<const uint8_t> r
 // the sniffing window: this one is the last, then a close).
 bool Worker::respond_locally(ConnectionImpl* c, std::span<const uint8_t> response, size_t consumed) {
   counters_.local_responses.add();
-  // The pending bytes after the answered request stay, in a queue of their
-  // own (trimmed first: the filter's output below goes elsewhere).
-  const size_t n = gather(c->side[1].out, SIZE_MAX);
-  release_queue(c->side[1].out);
-  if (consumed < n && enqueue_copy(c->side[1].out, {scratch_.data() + consumed, n - consumed}) < 0) {
-    begin_close(c, CloseReason::kResourceExhausted, ENOBUFS, true, false);
-    return false;
-  }
+  // The answered request's bytes leave the pending ones (in place; first:
+  // the filter's output below goes elsewhere).
+  drop_front(c->side[1].out, consumed);
   if (c->filter) {
     Output out(this, c, 1, response.data(), static_cast<uint32_t>(response.size()), kNoBuffer);
     const FilterStatus st = c->filter->on_data(Direction::kUpstreamToDownstream, response, out);
@@ -959,7 +974,7 @@ bool Worker::respond_locally(ConnectionImpl* c, std::span<const uint8_t> respons
     if (st != FilterStatus::kContinue) {
       // The filter ends the stream (a TLS session that failed): what it
       // wrote goes, then the close.
-      linger_after_answer(c, CloseReason::kFilterClose);
+      close_with(c, {}, CloseReason::kFilterClose);
       return false;
     }
   } else if (enqueue_copy(c->side[0].out, response) < 0) {
@@ -968,22 +983,26 @@ bool Worker::respond_locally(ConnectionImpl* c, std::span<const uint8_t> respons
   }
   c->last_activity_ns = now_ns_;
   if (c->side[0].out.bytes > config_.max_sniff_bytes) {
-    linger_after_answer(c, CloseReason::kLocalClose);
+    close_with(c, {}, CloseReason::kLocalClose);
     return false;
   }
   kick_send(c, 0);
   return true;
 }
 
-// After local answers that kept the connection: it ends now (the client
-// half-closed, the worker drains, answers pile up unread). The filter (a TLS
-// server) ends its stream first (close_notify), then the answers and a FIN
-// go, as after Verdict::close.
-void Worker::linger_after_answer(ConnectionImpl* c, CloseReason reason) {
+// Verdict::close, and the end of a connection kept after local answers (the
+// client half-closed, the worker drains, answers pile up unread): the
+// pending bytes go, `response` (through the filter, which ends its stream:
+// a TLS server's close_notify) and what was queued for the client before it
+// are sent, then a FIN, the client drained until its own.
+void Worker::close_with(ConnectionImpl* c, std::span<const uint8_t> response, CloseReason reason) {
+  release_queue(c->side[1].out);
+  c->eof_unreported = false;
   if (c->filter) {
-    if (!filter_local_response(c, {})) return;
-  } else {
-    release_queue(c->side[1].out);
+    if (!filter_local_response(c, response)) return;
+  } else if (!response.empty() && enqueue_copy(c->side[0].out, response) < 0) {
+    begin_close(c, CloseReason::kResourceExhausted, ENOBUFS, true, false);
+    return;
   }
   c->stats.reason = reason;
   enter_lingering(c);
@@ -1019,7 +1038,7 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
       // The client half-closed after its request, or the worker is
       // draining (a connection kept idle would only be reset at the
       // deadline): the answer, then a FIN.
-      linger_after_answer(c, CloseReason::kLocalClose);
+      close_with(c, {}, CloseReason::kLocalClose);
       return;
     } else {
       v = Verdict::need_more(v.detection_timeout());
@@ -1055,7 +1074,7 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
         // Nothing more will come; the handler had its chance in on_downstream_eof.
         if (c->side[0].out.count > 0 || c->side[0].send_inflight) {
           // A local answer (Verdict::respond) is still going out: it goes first.
-          linger_after_answer(c, close_reason);
+          close_with(c, {}, close_reason);
           return;
         }
         begin_close(c, close_reason, 0, false, false);
@@ -1074,20 +1093,10 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
       reschedule_timer(c);
       return;
     }
-    case Verdict::Kind::kClose: {
-      release_queue(c->side[1].out);
-      c->eof_unreported = false;
+    case Verdict::Kind::kClose:
       if (!v.response().empty()) counters_.local_responses.add();
-      if (c->filter) {
-        if (!filter_local_response(c, v.response())) return;
-      } else if (!v.response().empty() && enqueue_copy(c->side[0].out, v.response()) < 0) {
-        begin_close(c, CloseReason::kResourceExhausted, ENOBUFS, true, false);
-        return;
-      }
-      c->stats.reason = close_reason;
-      enter_lingering(c);
+      close_with(c, v.response(), close_reason);
       return;
-    }
     case Verdict::Kind::kRespond:
       return;  // handled above
     case Verdict::Kind::kConnect: {
@@ -1761,21 +1770,7 @@ void Worker::on_send_cqe(ConnectionImpl* c, int s, int res) {
     counters_.bytes_upstream_to_downstream.add(sent);
   }
   SendQueue& q = dst.out;
-  q.bytes -= sent;
-  while (sent > 0 && q.head != kNoBuffer) {
-    uint32_t b = q.head;
-    if (sent >= seg_len_[b]) {
-      sent -= seg_len_[b];
-      q.head = seg_next_[b];
-      if (q.head == kNoBuffer) q.tail = kNoBuffer;
-      q.count--;
-      release_buffer(b);
-    } else {
-      seg_off_[b] += static_cast<uint32_t>(sent);
-      seg_len_[b] -= static_cast<uint32_t>(sent);
-      sent = 0;
-    }
-  }
+  drop_front(q, sent);
   if (q.count > 0) kick_send(c, s);
   else maybe_shutdown_write(c, s);
   if (c->phase == Phase::kClosing) return;

@@ -273,7 +273,7 @@ class Worker {
   int64_t conn_deadline(const ConnectionImpl* c) const;
   std::span<const uint8_t> pending_downstream(ConnectionImpl* c);
   bool respond_locally(ConnectionImpl* c, std::span<const uint8_t> response, size_t consumed);
-  void linger_after_answer(ConnectionImpl* c, CloseReason reason);
+  void close_with(ConnectionImpl* c, std::span<const uint8_t> response, CloseReason reason);
   size_t gather(const SendQueue& q, size_t limit);  // linearize into scratch_
 
   // Buffers.
@@ -292,6 +292,7 @@ class Worker {
   bool is_local(uint32_t bid) const { return bid >= local_base_; }
   void note_read_size(ConnectionImpl* c, int s, uint32_t len);
   void enqueue(SendQueue& q, uint32_t bid, uint32_t off, uint32_t len, bool coalesce = true);
+  void drop_front(SendQueue& q, uint64_t n);
   int enqueue_copy(SendQueue& q, std::span<const uint8_t> bytes);  // into local buffers
   void release_buffer(uint32_t bid);
   void release_queue(SendQueue& q);

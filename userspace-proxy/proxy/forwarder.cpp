@@ -340,6 +340,10 @@ Verdict Forwarder::carry_out(ProxyConnection& c, std::span<const uint8_t> pendin
         e.http->response_code = c.plan.status;
         e.response_code_details = c.plan.response_code_details;
       }
+      // A request carried on to a later upstream (a fault abort after its
+      // delay) is the first of the pending bytes: its answer has a body
+      // unless it is a HEAD's.
+      if (c.moved) c.head_request = pending.size() >= 5 && std::memcmp(pending.data(), "HEAD ", 5) == 0;
       return answer(c, static_cast<int>(c.plan.status), c.plan.body, c.plan.location, pending);
     }
     case RequestPlan::Kind::kClose:
@@ -505,8 +509,8 @@ void Forwarder::install_check_later(ProxyConnection& c) {
         e.response_code_details = plan.response_code_details.empty() ? "direct_response" : plan.response_code_details;
         out.kind = LaterRequest::Kind::kLocalReply;
         out.status = plan.status;
-        out.body = plan.body;
-        out.location = plan.location;
+        out.body = std::move(plan.body);
+        out.location = std::move(plan.location);
         return out;
       case RequestPlan::Kind::kClose:
         counters->count(policy::Action::kBlackhole);
@@ -580,9 +584,6 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
       break;
     }
   }
-  // A local answer to the request carried on (a fault abort after its
-  // delay) has a body unless it is a HEAD's: the held request comes first.
-  c.head_request = pending.size() >= 5 && std::memcmp(pending.data(), "HEAD ", 5) == 0;
   // The request to carry on is the first of the new upstream's: its log
   // entry is the newest pending one.
   if (!ci.pending_requests.empty()) ci.pending_requests.back().first = true;
@@ -718,7 +719,6 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
 Verdict Forwarder::no_upstream(ProxyConnection& c, const std::string& flags, const std::string& why, int status,
                                std::span<const uint8_t> pending) {
   ConnectionInfo& ci = *c.info;
-  c.logged = true;
   if (ci.http) {
     for (auto& r : ci.pending_requests) {
       r.entry.response_flags = policy::merge_response_flags(r.entry.response_flags, flags);
@@ -727,6 +727,7 @@ Verdict Forwarder::no_upstream(ProxyConnection& c, const std::string& flags, con
     }
     return answer(c, status, {}, {}, pending);
   }
+  c.logged = true;
   AccessLogEntry e = ci.base_entry();
   e.upstream_cluster = ci.cluster;
   e.route_name = ci.route_name;
@@ -739,7 +740,6 @@ Verdict Forwarder::no_upstream(ProxyConnection& c, const std::string& flags, con
 Verdict Forwarder::answer(ProxyConnection& c, int status, std::string_view body, std::string_view location,
                           std::span<const uint8_t> pending) {
   ConnectionInfo& ci = *c.info;
-  c.logged = true;
   const size_t consumed = c.answerable;
   // Not when the guard's pass over the handler's bytes decided a pipelined
   // later request already (a 503 UF after build_filter): it would be
@@ -752,7 +752,10 @@ Verdict Forwarder::answer(ProxyConnection& c, int status, std::string_view body,
     e.bytes_sent = c.reply.size();
   }
   ci.flush_requests();
-  if (!keep) return Verdict::close(bytes_of(c.reply));
+  if (!keep) {
+    c.logged = true;
+    return Verdict::close(bytes_of(c.reply));
+  }
   c.answered_in += consumed;
   c.answered_out += c.reply.size();
   // A slot taken for it (a pick before a 503 UF) is not held while idle.
@@ -760,7 +763,6 @@ Verdict Forwarder::answer(ProxyConnection& c, int status, std::string_view body,
   // The next request is sniffed and decided afresh, as a new connection's
   // first one (its bytes may be in `pending` already: the engine asks again).
   c.decided = false;
-  c.logged = false;
   c.fed = 0;
   c.answerable = 0;
   c.mode = sniff::SniffMode::kHttp;
@@ -809,6 +811,11 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
       stats.upstream.valid() && c->plan.kind == policy::RequestPlan::Kind::kForward) {
     o_.clusters->report_response(c->plan.cluster, stats.upstream, static_cast<uint32_t>(ci.first_response_code));
   }
+  // The connection's bytes and time less those of the requests answered
+  // locally before, on a kept connection (the line is its last request's).
+  const uint64_t bytes_received =
+      stats.bytes_from_downstream - std::min(stats.bytes_from_downstream, c->answered_in);
+  const uint64_t bytes_sent = stats.bytes_to_downstream - std::min(stats.bytes_to_downstream, c->answered_out);
   if (ci.http) {
     // Requests whose response ended are logged already (complete_request);
     // what is left did not get one before the connection closed.
@@ -817,16 +824,10 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
       return;
     }
     if (ci.requests == 1) {
-      // The connection's bytes are its one request's, less those of the
-      // requests answered locally before it on a kept connection.
       AccessLogEntry& e = ci.pending_requests.front().entry;
-      e.bytes_received = stats.bytes_from_downstream - std::min(stats.bytes_from_downstream, c->answered_in);
-      e.bytes_sent = stats.bytes_to_downstream - std::min(stats.bytes_to_downstream, c->answered_out);
-      e.duration_ms = duration_ms;
-      if (c->answered_in > 0) {
-        const int64_t now = realtime_ns();
-        e.duration_ms = now > e.start_realtime_ns ? static_cast<uint64_t>(now - e.start_realtime_ns) / 1'000'000 : 0;
-      }
+      e.bytes_received = bytes_received;
+      e.bytes_sent = bytes_sent;
+      e.duration_ms = c->answered_in > 0 ? ms_since(e.start_realtime_ns) : duration_ms;
     }
     if (!flags.empty()) {
       for (auto& r : ci.pending_requests) {
@@ -846,9 +847,8 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
     e.response_flags = !flags.empty() ? flags : ci.tcp_flags;
     e.upstream_host = stats.upstream.valid() ? stats.upstream.to_string() : "";
     e.upstream_transport_failure_reason = ci.upstream_failure;
-    // Less the requests answered locally before on a kept connection.
-    e.bytes_received = stats.bytes_from_downstream - std::min(stats.bytes_from_downstream, c->answered_in);
-    e.bytes_sent = stats.bytes_to_downstream - std::min(stats.bytes_to_downstream, c->answered_out);
+    e.bytes_received = bytes_received;
+    e.bytes_sent = bytes_sent;
     e.duration_ms = duration_ms;
     e.connection_termination_details = std::string(engine::close_reason_name(stats.reason));
     ci.log_entry(e);

@@ -130,12 +130,14 @@ void ConnectionInfo::complete_request(int status, uint64_t bytes_received, uint6
   r.entry.response_code_details = details.empty() ? std::string("via_upstream") : std::string(details);
   r.entry.bytes_received = bytes_received;
   r.entry.bytes_sent = bytes_sent;
-  const int64_t now = realtime_ns();
-  if (now > r.entry.start_realtime_ns) {
-    r.entry.duration_ms = static_cast<uint64_t>(now - r.entry.start_realtime_ns) / 1'000'000;
-  }
+  r.entry.duration_ms = ms_since(r.entry.start_realtime_ns);
   if (r.entry.upstream_host.empty()) r.entry.upstream_host = upstream_host;
   log_entry(r.entry);
+}
+
+uint64_t ms_since(int64_t start_realtime_ns) {
+  const int64_t now = realtime_ns();
+  return now > start_realtime_ns ? static_cast<uint64_t>(now - start_realtime_ns) / 1'000'000 : 0;
 }
 
 AccessLogEntry request_entry(const ConnectionInfo& info, const sniff::HttpRequestHead& head) {
@@ -264,7 +266,6 @@ HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::sp
   // A later request for another upstream is held back from the engine's
   // unfiltered first bytes too.
   for (bool sw : checked_switch_) rerun_ = rerun_ || sw;
-  first_deadline_ = !outstanding_.empty() && outstanding_.front().next_deadline() != INT64_MAX;
   if (takes_held_bytes()) {
     // The held bytes come again through on_start, to be rewritten and sent:
     // the later requests among them are decided (and logged) already.
@@ -280,7 +281,6 @@ HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::sp
     close_requested_ = false;
     reusable_ = true;
     upstream_requests_ = 0;
-    upstream_spent_ = false;
     replay_.clear();
     replay_ok_ = replay_done_ = false;
     return;
@@ -363,23 +363,23 @@ engine::UpstreamStatePtr HttpRequestGuard::release_upstream() {
 }
 
 bool HttpRequestGuard::adopt_upstream(engine::UpstreamStatePtr state) {
-  // A pooled upstream connection is ready at once.
-  if (state == nullptr) {
-    upstream_ready_ = true;
-    return true;
+  if (state != nullptr) {
+    auto* s = dynamic_cast<GuardUpstreamState*>(state.get());
+    if (s == nullptr) return false;
+    upstream_requests_ = s->requests;
   }
-  auto* s = dynamic_cast<GuardUpstreamState*>(state.get());
-  if (s == nullptr) return false;
-  upstream_requests_ = s->requests;
-  upstream_ready_ = true;
+  upstream_ready_ = true;  // a pooled upstream connection is ready at once
   return true;
 }
 
-bool HttpRequestGuard::upstream_reusable() const {
+bool HttpRequestGuard::at_boundary() const {
   // Switching, the held bytes are the next upstream's, not this one's.
   const bool idle = (state_ == State::kHead && held_.empty()) || state_ == State::kSwitching;
-  return pooled_ && reusable_ && !upstream_spent_ && outstanding_.empty() && idle &&
-         response_state_ == ResponseState::kHead;
+  return outstanding_.empty() && idle && response_state_ == ResponseState::kHead;
+}
+
+bool HttpRequestGuard::upstream_reusable() const {
+  return pooled_ && reusable_ && !spent() && at_boundary();
 }
 
 bool HttpRequestGuard::on_new_upstream(FilterOutput& out) {
@@ -514,8 +514,7 @@ FilterStatus HttpRequestGuard::end_stream(engine::Direction dir, FilterOutput& o
   // A spent upstream (maxRequestsPerConnection) at a boundary ends as well:
   // not parked, but closed with the client's connection rather than told of
   // its FIN and left to close on its own.
-  const bool spent_idle = upstream_spent_ && reusable_ && outstanding_.empty() && state_ == State::kHead &&
-                          held_.empty() && response_state_ == ResponseState::kHead;
+  const bool spent_idle = spent() && reusable_ && at_boundary() && state_ == State::kHead;
   if (dir == engine::Direction::kDownstreamToUpstream && (upstream_reusable() || spent_idle)) {
     // The client left between requests: its connection ends, the
     // upstream's need not.
@@ -535,14 +534,11 @@ FilterStatus HttpRequestGuard::forward_head(const sniff::HttpRequestHead& head, 
   const bool http11 = head.version == sniff::HttpVersion::kHttp11;
   if (pooled_) {
     ++upstream_requests_;
-    if (max_requests_ != 0 && upstream_requests_ >= max_requests_) {
-      // The upstream connection's last request (Envoy closes it after its
-      // response): it is not parked again, and the client's next request
-      // moves to another upstream connection (on_later_head); the client's
-      // own connection goes on (so it is not told to close, as for an
-      // upstream that says it will: reusable_ stays).
-      upstream_spent_ = true;
-    }
+    // At max_requests_ this is the upstream connection's last request
+    // (spent(): Envoy closes it after its response): it is not parked
+    // again, and the client's next request moves to another upstream
+    // connection (on_later_head); the client's own connection goes on (so
+    // it is not told to close, as for an upstream that says it will).
     if (!head.keep_alive) close_requested_ = true;
     // HTTP/1.0 goes as it is (unless the route edits it); its connection is
     // not one to share.
@@ -599,8 +595,7 @@ void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEdi
     Outstanding& o = outstanding_.back();
     o.try_timeout_ns = static_cast<int64_t>(rp->per_try_timeout.count()) * 1'000'000;
     o.sent = !body;
-    // Not before the upstream connection is ready (on_upstream_ready).
-    if (!body && upstream_ready_) o.try_deadline_ns = monotonic_ns() + o.try_timeout_ns;
+    start_try(o, monotonic_ns());
   }
   replay_ok_ = outstanding_.size() == 1 && rp && rp->retries_responses() && outstanding_.back().attempt < rp->attempts &&
                !head.is_connect && head.upgrade.empty() && held_.size() + head_bytes.size() <= kMaxReplayBytes;
@@ -622,11 +617,17 @@ void HttpRequestGuard::request_sent(FilterOutput* out) {
     started = true;
   }
   o.sent = true;
-  if (o.try_timeout_ns > 0 && o.try_deadline_ns == INT64_MAX && upstream_ready_) {
-    o.try_deadline_ns = now + o.try_timeout_ns;
-    started = true;
-  }
+  started = start_try(o, now) || started;
   if (started && out && outstanding_.size() == 1) arm_timer(*out);
+}
+
+// A try's clock starts once its request is sent whole and its upstream
+// connection is ready (Envoy's per-try timer: at the later of the request's
+// end and "pool ready"); once.
+bool HttpRequestGuard::start_try(Outstanding& o, int64_t now) const {
+  if (o.try_timeout_ns == 0 || !o.sent || !upstream_ready_ || o.try_deadline_ns != INT64_MAX) return false;
+  o.try_deadline_ns = now + o.try_timeout_ns;
+  return true;
 }
 
 // Envoy starts a try's timer when its request has ended and the upstream
@@ -640,12 +641,7 @@ void HttpRequestGuard::on_upstream_ready(FilterOutput& out) {
   upstream_ready_ = true;
   const int64_t now = monotonic_ns();
   bool started = false;
-  for (Outstanding& o : outstanding_) {
-    if (o.try_timeout_ns > 0 && o.sent && o.try_deadline_ns == INT64_MAX) {
-      o.try_deadline_ns = now + o.try_timeout_ns;
-      started = true;
-    }
-  }
+  for (Outstanding& o : outstanding_) started = start_try(o, now) || started;
   if (started) arm_timer(out);
 }
 
@@ -994,7 +990,7 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
   else verdict.kind = LaterRequest::Kind::kClose;
   // The upstream carried its last request (maxRequestsPerConnection): the
   // same upstream, but a new connection to it.
-  if (verdict.kind == LaterRequest::Kind::kForward && upstream_spent_) verdict.kind = LaterRequest::Kind::kSwitch;
+  if (verdict.kind == LaterRequest::Kind::kForward && spent()) verdict.kind = LaterRequest::Kind::kSwitch;
   if (verdict.kind == LaterRequest::Kind::kForward) {
     // Logged when its response ends (ConnectionInfo::complete_request).
     info_->pending_requests.push_back({std::move(e), false});
@@ -1008,36 +1004,30 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
     return FilterStatus::kNewUpstream;
   }
   if (verdict.kind == LaterRequest::Kind::kLocalReply && out) {
+    // Answered here. With nothing due before it the connection goes on
+    // (Envoy keeps it after a complete request's local reply) and the next
+    // request is decided afresh; else it ends after the answer.
+    const bool keep = outstanding_.empty() && !close_requested_ && local_reply_keeps_connection(head);
+    std::string reply = local_reply(static_cast<int>(verdict.status), realtime_ns(), verdict.body, verdict.location,
+                                    keep, head.method == "HEAD");
     e.upstream_host.clear();
     e.bytes_received = head.head_length;
-    if (outstanding_.empty() && !close_requested_ && local_reply_keeps_connection(head)) {
-      // Answered here, and the connection goes on (Envoy keeps it after a
-      // complete request's local reply): the next request is decided afresh.
-      const std::string reply = local_reply(static_cast<int>(verdict.status), realtime_ns(), verdict.body,
-                                            verdict.location, /*keep_alive=*/true, head.method == "HEAD");
-      e.bytes_sent = reply.size();
-      info_->log_entry(e);
-      if (out->inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply)) != 0) return FilterStatus::kReset;
-      answered_ = true;
-      return FilterStatus::kContinue;
-    }
-    const std::string reply =
-        local_reply(static_cast<int>(verdict.status), realtime_ns(), verdict.body, verdict.location,
-                    /*keep_alive=*/false, head.method == "HEAD");
     e.bytes_sent = reply.size();
     if (!outstanding_.empty()) {
       // Responses to earlier (pipelined) requests are still due: the answer
-      // follows them (response_done), then the connection ends. Its line
-      // waits behind theirs (written at the close if they never end).
-      e.http->response_code = verdict.status;
-      deferred_reply_ = reply;
+      // follows them (response_done), then the connection ends (the caller
+      // stops reading requests but keeps relaying them). Its line waits
+      // behind theirs (written at the close if they never end).
+      deferred_reply_ = std::move(reply);
       info_->pending_requests.push_back({std::move(e), false});
       return FilterStatus::kClose;
     }
     info_->flush_requests();
     info_->log_entry(e);
-    out->inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply));
-    return FilterStatus::kClose;
+    if (out->inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply)) != 0) return FilterStatus::kReset;
+    if (!keep) return FilterStatus::kClose;
+    answered_ = true;
+    return FilterStatus::kContinue;
   }
   // The connection ends here: the requests before this one first.
   info_->flush_requests();
@@ -1046,9 +1036,6 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
     case LaterRequest::Kind::kSwitch:
       return FilterStatus::kContinue;
     case LaterRequest::Kind::kLocalReply:  // in the handler's bytes (no output): nothing of them is forwarded
-      e.upstream_host.clear();
-      info_->log_entry(e);
-      return FilterStatus::kClose;
     case LaterRequest::Kind::kClose:
       e.upstream_host.clear();
       info_->log_entry(e);
@@ -1176,7 +1163,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
           FilterStatus st = checked ? (checked_switch_[later_heads_ - 1] ? FilterStatus::kNewUpstream
                                                                         : FilterStatus::kContinue)
                                     : on_later_head(head, out);
-          if (checked && st == FilterStatus::kContinue && upstream_spent_) {
+          if (checked && st == FilterStatus::kContinue && spent()) {
             // Decided with the handler's bytes, before the upstream's limit
             // was known here: no other upstream was planned for it, so the
             // spent upstream's last response ends the client's connection

@@ -46,6 +46,8 @@ class Clusters;
 
 int64_t realtime_ns();
 int64_t monotonic_ns();
+// Milliseconds of wall clock since `start_realtime_ns` (0 if none passed).
+uint64_t ms_since(int64_t start_realtime_ns);
 inline std::span<const uint8_t> bytes_of(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
@@ -260,7 +262,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   engine::FilterStatus on_end_stream(engine::Direction dir, engine::FilterOutput& out) override;
   // A mirrored first request's body is copied from the held bytes too.
   bool takes_held_bytes() const override {
-    return pooled_ || first_edits_ != nullptr || rerun_ || mirror_rerun_ || first_deadline_ || moved_;
+    return pooled_ || first_edits_ != nullptr || rerun_ || mirror_rerun_ || moved_;
   }
   engine::FilterStatus on_start(std::span<const uint8_t> held, engine::FilterOutput& out) override;
   bool upstream_reusable() const override;
@@ -271,7 +273,9 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // 0: unlimited. At the limit, the request that reaches it is the
   // upstream connection's last: it is not reused, and the client's next
   // request goes to a new upstream connection (a switch), as Envoy's pool
-  // closes such a connection after its response.
+  // closes such a connection after its response (requests pipelined in the
+  // handler's first bytes, decided before the limit was known here, end the
+  // client's connection instead).
   void set_max_requests_per_connection(uint32_t n) { max_requests_ = n; }
   engine::FilterStatus on_timer(engine::FilterOutput& out) override;
   // Each try's clock (perTryTimeout) starts at its request's end or when
@@ -338,6 +342,9 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // The newest request's body has been forwarded whole: its route and try
   // clocks start.
   void request_sent(engine::FilterOutput* out);
+  // Starts `o`'s try clock if it may run now (sent whole, upstream ready);
+  // true if it started.
+  bool start_try(Outstanding& o, int64_t now) const;
 
   // The retry policy of the outstanding request `r` (null: none known).
   const policy::RetryPlan* retry_policy(const Outstanding& r) const;
@@ -382,10 +389,6 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // A later request in the handler's bytes has edits: they go through
   // on_start too (else the engine would send them as received).
   bool rerun_ = false;
-  // The handler's first request has a deadline (a retry policy's
-  // perTryTimeout): on_start arms its timer (a guard that never gets
-  // on_start has no FilterOutput to set one with).
-  bool first_deadline_ = false;
   bool moved_ = false;  // see the constructor
   RouteEditsPtr later_edits_;  // of the later request being forwarded (from check_later)
   std::vector<RouteEditsPtr> checked_edits_;  // of the later requests decided before on_start
@@ -401,7 +404,11 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   bool timer_armed_ = false;  // the engine's timer is set for the front request
   uint32_t upstream_requests_ = 0;  // sent on this upstream connection, earlier clients' included
   uint32_t max_requests_ = 0;
-  bool upstream_spent_ = false;  // the upstream connection carried max_requests_
+  // The upstream connection carried max_requests_ (counted when pooled).
+  bool spent() const { return max_requests_ != 0 && upstream_requests_ >= max_requests_; }
+  // No request or response under way on the upstream (held bytes, when
+  // switching, are the next upstream's).
+  bool at_boundary() const;
   // The upstream connection is up (on_upstream_ready, or adopted from the
   // pool): try clocks may start.
   bool upstream_ready_ = false;
