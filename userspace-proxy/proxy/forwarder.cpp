@@ -464,8 +464,8 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
   engine::StreamFilterPtr filter = build_filter(c, pending, &ok, &error, &pool_key);
   if (!ok) {
     if (!error.empty()) return no_upstream(c, "UF", error, 503, pending);
-    // The first read already holds a later request that may not ride on this
-    // connection's decision: forward nothing at all.
+    // The first request's body, as far as the first read holds it, is
+    // malformed (chunked framing): forward nothing at all.
     c.info->flush_requests();
     c.logged = true;
     return Verdict::close();

@@ -262,15 +262,11 @@ HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::sp
   mirror_rerun_ = mirror_first_ >= 0;
   response_parser_ = std::make_unique<sniff::HttpResponseParser>();
   advance(first, nullptr);
-  for (const RouteEditsPtr& e : checked_edits_) rerun_ = rerun_ || e != nullptr;
-  // A later request for another upstream is held back from the engine's
-  // unfiltered first bytes too.
-  for (bool sw : checked_switch_) rerun_ = rerun_ || sw;
   if (takes_held_bytes()) {
-    // The held bytes come again through on_start, to be rewritten and sent:
-    // the later requests among them are decided (and logged) already.
-    checked_heads_ = later_heads_;
-    later_heads_ = 0;
+    // The held bytes come again through on_start, to be rewritten and sent,
+    // and the later requests among them decided (and logged) as they come,
+    // as any later read's would be: a local answer waits for the responses
+    // due before it, a request for another upstream moves there.
     parser_.reset();
     framer_.reset();
     state_ = first_ok_ ? State::kHead : State::kStopped;
@@ -283,12 +279,7 @@ HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::sp
     upstream_requests_ = 0;
     replay_.clear();
     replay_ok_ = replay_done_ = false;
-    return;
   }
-  // A later request cut off at the end of the first read is already on its
-  // way upstream (the engine forwards sniffed bytes as read) and cannot be
-  // checked: refuse the connection rather than let it through.
-  if (state_ == State::kHead && !held_.empty()) first_ok_ = false;
 }
 
 FilterStatus HttpRequestGuard::on_connect_failed(FilterOutput& out, bool timed_out) {
@@ -431,12 +422,12 @@ FilterStatus HttpRequestGuard::retry_now(uint32_t status) {
 // A later request for another upstream: it and everything after it wait
 // for the next upstream; the engine is asked for it once no response from
 // this one is due.
-FilterStatus HttpRequestGuard::hold_for_switch(std::string_view rest, FilterOutput* out) {
+FilterStatus HttpRequestGuard::hold_for_switch(std::string_view rest, FilterOutput& out) {
   held_.append(rest);
-  if (out) out->skip(rest.size());
+  out.skip(rest.size());
   state_ = State::kSwitching;
   info_->next_upstream = ConnectionInfo::NextUpstream::kSwitch;
-  if (out == nullptr || !outstanding_.empty()) return FilterStatus::kContinue;
+  if (!outstanding_.empty()) return FilterStatus::kContinue;
   switch_signalled_ = true;
   return FilterStatus::kNewUpstream;
 }
@@ -980,7 +971,7 @@ FilterStatus HttpRequestGuard::on_data(engine::Direction dir, std::span<const ui
   return advance(chunk, &out);
 }
 
-FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head, FilterOutput* out) {
+FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head, FilterOutput& out) {
   bump(info_->counters->http_requests);
   ++info_->requests;
   AccessLogEntry e = request_entry(*info_, head);
@@ -1003,7 +994,7 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
     info_->pending_requests.push_back({std::move(e), false});
     return FilterStatus::kNewUpstream;
   }
-  if (verdict.kind == LaterRequest::Kind::kLocalReply && out) {
+  if (verdict.kind == LaterRequest::Kind::kLocalReply) {
     // Answered here. With nothing due before it the connection goes on
     // (Envoy keeps it after a complete request's local reply) and the next
     // request is decided afresh; else it ends after the answer.
@@ -1024,28 +1015,22 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
     }
     info_->flush_requests();
     info_->log_entry(e);
-    if (out->inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply)) != 0) return FilterStatus::kReset;
+    if (out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply)) != 0) return FilterStatus::kReset;
     if (!keep) return FilterStatus::kClose;
     answered_ = true;
     return FilterStatus::kContinue;
   }
-  // The connection ends here: the requests before this one first.
+  // Blackholed (kClose): the connection ends here, the requests before this
+  // one logged first.
   info_->flush_requests();
-  switch (verdict.kind) {
-    case LaterRequest::Kind::kForward:
-    case LaterRequest::Kind::kSwitch:
-      return FilterStatus::kContinue;
-    case LaterRequest::Kind::kLocalReply:  // in the handler's bytes (no output): nothing of them is forwarded
-    case LaterRequest::Kind::kClose:
-      e.upstream_host.clear();
-      info_->log_entry(e);
-      return FilterStatus::kClose;
-  }
+  e.upstream_host.clear();
+  info_->log_entry(e);
   return FilterStatus::kClose;
 }
 
 // Walks `chunk` through the framing. With `out` null (the handler's first
-// bytes) nothing is output and a failed check sets first_ok_ = false.
+// bytes) nothing is output, the walk stops at a later request's head (it is
+// decided in on_start: rerun_) and a malformed body sets first_ok_ = false.
 // Keeps `rest` in `into` (up to kMaxHeldBytes; more resets the connection).
 FilterStatus HttpRequestGuard::hold_back(std::string& into, std::string_view rest, FilterOutput* out) {
   if (into.size() + rest.size() > kMaxHeldBytes) {
@@ -1115,6 +1100,13 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         break;
       }
       case State::kHead: {
+        if (out == nullptr && !first_head_) {
+          // The handler's bytes go on with a later request (or its start):
+          // it is decided in on_start with output at hand, so all of them
+          // go through on_start rather than upstream as they were read.
+          rerun_ = true;
+          return FilterStatus::kContinue;
+        }
         if (close_requested_) {
           // The client said its last request was the last: nothing after it
           // is forwarded.
@@ -1132,14 +1124,17 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         }
         if (r.status != sniff::HttpParseStatus::kDone) {
           // Not HTTP or malformed after a valid first request: stop here.
+          // (Only ever with output: the handler's bytes stop at a later head.)
           bump(info_->counters->protocol_errors);
           state_ = State::kStopped;
-          first_ok_ = false;
-          if (out) {
-            std::string reply = local_reply(parser_.error().status ? parser_.error().status : 400, realtime_ns());
-            out->inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply));
-            out->skip(rest.size());
+          std::string reply = local_reply(parser_.error().status ? parser_.error().status : 400, realtime_ns());
+          out->skip(rest.size());
+          if (!outstanding_.empty()) {
+            // Responses to earlier requests are due: the 400 follows them.
+            deferred_reply_ = std::move(reply);
+            return FilterStatus::kContinue;
           }
+          out->inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply));
           return FilterStatus::kClose;
         }
         const sniff::HttpRequestHead& head = parser_.head();
@@ -1156,29 +1151,15 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
             return FilterStatus::kReset;
           }
         } else {
-          ++later_heads_;
-          const bool checked = later_heads_ <= checked_heads_;  // decided in the handler's bytes already
-          // Its mirror's body can be streamed when it is forwarded now.
-          info_->mirror_stream_ok = out != nullptr && !checked;
-          FilterStatus st = checked ? (checked_switch_[later_heads_ - 1] ? FilterStatus::kNewUpstream
-                                                                        : FilterStatus::kContinue)
-                                    : on_later_head(head, out);
-          if (checked && st == FilterStatus::kContinue && spent()) {
-            // Decided with the handler's bytes, before the upstream's limit
-            // was known here: no other upstream was planned for it, so the
-            // spent upstream's last response ends the client's connection
-            // ("connection: close"), and the client sends it again.
-            if (!outstanding_.empty()) outstanding_.back().close_after = true;
-            close_requested_ = true;
-            if (out) out->skip(rest.size());
-            return FilterStatus::kContinue;
-          }
+          // Its mirror's body can be streamed: it is forwarded now.
+          info_->mirror_stream_ok = true;
+          FilterStatus st = on_later_head(head, *out);
           info_->mirror_stream_ok = false;
           if (std::exchange(answered_, false)) {
             // Answered locally, the connection kept: on to the next request
             // (nothing of this one, its head's earlier part included, goes).
             held_.clear();
-            if (out) out->skip(r.consumed);
+            out->skip(r.consumed);
             rest.remove_prefix(r.consumed);
             parser_.reset();
             break;
@@ -1190,42 +1171,27 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
           }
           if (st == FilterStatus::kNewUpstream) {
             // For another upstream (its log entry is pending already).
-            if (out == nullptr) {
-              checked_edits_.push_back(nullptr);
-              checked_retry_.push_back(std::nullopt);
-              checked_switch_.push_back(true);
-            }
-            return hold_for_switch(rest, out);
+            return hold_for_switch(rest, *out);
           }
-          if (out == nullptr && st == FilterStatus::kContinue) checked_switch_.push_back(false);
           if (st != FilterStatus::kContinue) {
             state_ = State::kStopped;
-            first_ok_ = false;
-            if (out) out->skip(rest.size());
+            out->skip(rest.size());
             // An answer waiting for earlier responses: they are relayed first.
             return deferred_reply_.empty() ? st : FilterStatus::kContinue;
           }
-          RouteEditsPtr edits = checked ? checked_edits_[later_heads_ - 1] : std::move(later_edits_);
+          RouteEditsPtr edits = std::move(later_edits_);
           later_edits_.reset();
-          // Its retry policy: from its plan, the newest later_plan when it
-          // was just decided.
+          // Its retry policy: from its plan (later_plan, just decided).
           std::optional<policy::RetryPlan> retry;
-          if (checked) retry = checked_retry_[later_heads_ - 1];
-          else if (info_->later_plan) retry = info_->later_plan->forward.retry;
-          if (out == nullptr) {  // the handler's bytes: kept for on_start
-            checked_edits_.push_back(edits);
-            checked_retry_.push_back(retry);
-          }
+          if (info_->later_plan) retry = info_->later_plan->forward.retry;
           note_request(head, edits, /*first=*/false, rest.substr(0, r.consumed), std::move(retry));
-          if (out && outstanding_.size() == 1 && outstanding_.front().next_deadline() != INT64_MAX) arm_timer(*out);
+          if (outstanding_.size() == 1 && outstanding_.front().next_deadline() != INT64_MAX) arm_timer(*out);
           if (pooled_ || edits) {
             if (forward_head(head, r.consumed, out, edits.get()) != FilterStatus::kContinue) return FilterStatus::kReset;
           } else {
             held_.append(rest.substr(0, r.consumed));
-            if (out && out->inject(engine::Direction::kDownstreamToUpstream, bytes_of(held_)) != 0) {
-              return FilterStatus::kReset;
-            }
-            if (out) out->skip(r.consumed);
+            if (out->inject(engine::Direction::kDownstreamToUpstream, bytes_of(held_)) != 0) return FilterStatus::kReset;
+            out->skip(r.consumed);
             held_.clear();
           }
         }

@@ -253,8 +253,9 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
                    RouteEditsPtr first_edits = nullptr, bool moved = false);
   ~HttpRequestGuard() override;
 
-  // Runs the framing over `first` without output; false if `first` holds a
-  // later request that would not ride on the first one's decision.
+  // Runs the framing over `first` without output; false if the first
+  // request's body in `first` is malformed (nothing is to be forwarded).
+  // Later requests in `first` are decided in on_start, one by one.
   bool first_bytes_ok() const { return first_ok_; }
 
   engine::FilterStatus on_data(engine::Direction dir, std::span<const uint8_t> chunk,
@@ -352,13 +353,13 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   bool can_retry() const;
   // Hands the held request to the next upstream (kNewUpstream).
   engine::FilterStatus retry_now(uint32_t status);
-  engine::FilterStatus hold_for_switch(std::string_view rest, engine::FilterOutput* out);
+  engine::FilterStatus hold_for_switch(std::string_view rest, engine::FilterOutput& out);
   engine::FilterStatus hold_back(std::string& into, std::string_view rest, engine::FilterOutput* out);
 
   // kSwitching: a request for another upstream (or a retry) is held, with
   // everything after it, for the next upstream.
   enum class State : uint8_t { kHead, kBody, kOpaque, kStopped, kSwitching };
-  engine::FilterStatus on_later_head(const sniff::HttpRequestHead& head, engine::FilterOutput* out);
+  engine::FilterStatus on_later_head(const sniff::HttpRequestHead& head, engine::FilterOutput& out);
   engine::FilterStatus advance(std::span<const uint8_t> chunk, engine::FilterOutput* out);
 
   std::shared_ptr<ConnectionInfo> info_;
@@ -386,16 +387,14 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   void mirror_take(int fd);
   void mirror_end(bool cut);
   RouteEditsPtr first_edits_;
-  // A later request in the handler's bytes has edits: they go through
-  // on_start too (else the engine would send them as received).
+  // The handler's bytes hold (the start of) a later request: they all go
+  // through on_start, where that request is decided (else the engine would
+  // send them as received, unchecked).
   bool rerun_ = false;
   bool moved_ = false;  // see the constructor
   RouteEditsPtr later_edits_;  // of the later request being forwarded (from check_later)
-  std::vector<RouteEditsPtr> checked_edits_;  // of the later requests decided before on_start
   bool reusable_ = true;         // nothing seen so far rules out reuse
   bool close_requested_ = false; // a request without keep-alive was forwarded
-  uint32_t later_heads_ = 0;     // later request heads seen
-  uint32_t checked_heads_ = 0;   // of those, decided before on_start (in the handler's bytes)
   std::deque<Outstanding> outstanding_;
   std::unique_ptr<sniff::HttpResponseParser> response_parser_;
   std::optional<sniff::ResponseBodyFramer> response_framer_;
@@ -421,9 +420,6 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   bool retrying_ = false;          // the front response is being discarded for a retry
   std::string behind_retry_;       // what the client sent meanwhile: follows the retried request
   uint32_t retry_status_ = 0;
-  std::vector<bool> checked_switch_;  // of the later requests decided before on_start: to another upstream
-  // ... and their retry policies (later_plan holds only the newest one's).
-  std::vector<std::optional<policy::RetryPlan>> checked_retry_;
   // on_later_head answered the request locally and kept the connection.
   bool answered_ = false;
   // A later request's local answer waiting for the responses due before it

@@ -1436,11 +1436,12 @@ TEST_F(EgressHandlerTest, AClientLeavingASpentUpstreamEndsAtOnce) {
   close(*h, c, engine::CloseReason::kCompleted);
 }
 
-// A 503 UF decided after the guard's pass over the handler's bytes (here:
-// TLS origination without the proxy's TLS contexts), with a later request
-// pipelined in them: the connection is not kept (that request was decided,
-// logged and counted already), and each request is logged once.
-TEST_F(EgressHandlerTest, A503UFWithAPipelinedRequestClosesAndLogsEachOnce) {
+// A 503 UF decided after the guard was built (here: TLS origination without
+// the proxy's TLS contexts), with a later request pipelined in the first
+// read: the answer keeps the connection (Envoy's local reply to a complete
+// keep-alive request), the later request is decided on its own, and each
+// request is logged and counted once.
+TEST_F(EgressHandlerTest, A503UFWithAPipelinedRequestAnswersEachOnce) {
   load({kRegistryOnly, kCnnServiceEntry, R"(
 apiVersion: networking.istio.io/v1alpha3
 kind: DestinationRule
@@ -1453,15 +1454,26 @@ spec:
   auto h = handler("203.0.113.20:80");
   FakeConnection c;
   ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
-  const std::string two = "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\nGET /b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  const std::string a = "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  const std::string b = "GET /b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  const std::string two = a + b;
   Verdict v = h->on_downstream_data(c, bytes(two));
-  ASSERT_EQ(v.kind(), Verdict::Kind::kClose);
-  EXPECT_NE(text(v.response()).find("connection: close\r\n"), std::string::npos) << text(v.response());
-  close(*h, c, engine::CloseReason::kLocalClose);
+  ASSERT_EQ(v.kind(), Verdict::Kind::kRespond);
+  EXPECT_EQ(v.consumed(), a.size());
+  EXPECT_EQ(text(v.response()).rfind("HTTP/1.1 503 ", 0), 0u) << text(v.response());
+  EXPECT_EQ(text(v.response()).find("connection: close\r\n"), std::string::npos) << text(v.response());
+  // The engine asks again with what is left: /b, answered the same way.
+  Verdict vb = h->on_downstream_data(c, bytes(b));
+  ASSERT_EQ(vb.kind(), Verdict::Kind::kRespond);
+  EXPECT_EQ(vb.consumed(), b.size());
+  close(*h, c, engine::CloseReason::kCompleted);
   const std::string lines = log_->lines();
-  const size_t b = lines.find("\"GET /b HTTP/1.1\" 503 UF");
-  ASSERT_NE(b, std::string::npos) << lines;
-  EXPECT_EQ(lines.find("\"GET /b HTTP/1.1\"", b + 1), std::string::npos) << lines;
+  for (const char* path : {"/a", "/b"}) {
+    const std::string want = std::string("\"GET ") + path + " HTTP/1.1\" 503 UF";
+    const size_t at = lines.find(want);
+    ASSERT_NE(at, std::string::npos) << lines;
+    EXPECT_EQ(lines.find(std::string("\"GET ") + path + " ", at + 1), std::string::npos) << lines;
+  }
   EXPECT_EQ(counters_.http_requests.load(), 2u);
 }
 
@@ -1570,35 +1582,90 @@ TEST_F(EgressHandlerTest, RetriesEndWithTheLastTriesResponseFlaggedURX) {
   EXPECT_EQ(counters_.retries.load(), 2u);
 }
 
-TEST_F(EgressHandlerTest, PipelinedRequestsInTheFirstReadAreCheckedBeforeAnythingIsForwarded) {
+// Requests pipelined behind the first one in the connection's first read
+// are decided one by one as the guard forwards them (on_start), never sent
+// unchecked: one for the same upstream goes; one for a host REGISTRY_ONLY
+// refuses is answered 502 after the first one's response, and nothing of it
+// goes upstream; an incomplete one waits until it is complete.
+TEST_F(EgressHandlerTest, PipelinedRequestsInTheFirstReadAreEachChecked) {
   load({kRegistryOnly, kCnnServiceEntry, kDb});
   dns_.answer("edition.cnn.com", "203.0.113.10");
   const std::string ok = "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  const std::string evil = "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n";
+  const std::string partial = "GET / HTTP/1.1\r\nHost: edition.c";
+  const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
   struct Case {
     std::string later;
-    Verdict::Kind want;
-  } cases[] = {
-      {ok, Verdict::Kind::kConnect},                                            // same upstream
-      {"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n", Verdict::Kind::kClose},  // blocked
-      // Cannot be checked yet: the (pooled) guard holds it back until it is
-      // complete, so the first request goes and this one waits.
-      {"GET / HTTP/1.1\r\nHost: edition.c", Verdict::Kind::kConnect},
-  };
-  for (const Case& c : cases) {
+    std::string upstream;  // what on_start sends
+  } cases[] = {{ok, ok + ok}, {evil, ok}, {partial, ok}};
+  for (const Case& k : cases) {
     auto h = handler("203.0.113.10:80");
     FakeConnection conn;
     ASSERT_EQ(h->on_accept(conn, info_).kind(), Verdict::Kind::kNeedMore);
-    std::string first = ok + c.later;
+    const std::string first = ok + k.later;
     Verdict v = h->on_downstream_data(conn, bytes(first));
-    EXPECT_EQ(v.kind(), c.want) << c.later;
+    ASSERT_EQ(v.kind(), Verdict::Kind::kConnect) << k.later;
     EXPECT_TRUE(v.response().empty());
-    if (v.kind() == Verdict::Kind::kConnect) {
-      auto f = v.take_filter();
-      const bool complete = c.later.find("\r\n\r\n") != std::string::npos;
-      EXPECT_EQ(start(*f, first), complete ? first : ok) << c.later;
+    auto f = v.take_filter();
+    ASSERT_TRUE(f->takes_held_bytes());
+    FakeOutput o(first);
+    EXPECT_EQ(f->on_start(bytes(first), o), engine::FilterStatus::kContinue) << k.later;
+    EXPECT_EQ(o.upstream, k.upstream) << k.later;
+    EXPECT_TRUE(o.downstream.empty()) << k.later;  // nothing ahead of the first response
+    FakeOutput r(resp);
+    const engine::FilterStatus st = f->on_data(engine::Direction::kUpstreamToDownstream, bytes(resp), r);
+    if (k.later == evil) {
+      // The 502 follows the first response, then the connection ends.
+      EXPECT_EQ(st, engine::FilterStatus::kClose);
+      EXPECT_EQ(r.all.rfind(resp, 0), 0u) << r.all;
+      EXPECT_EQ(r.all.find("HTTP/1.1 502 Bad Gateway\r\n"), resp.size()) << r.all;
+    } else {
+      EXPECT_EQ(st, engine::FilterStatus::kContinue) << k.later;
+      EXPECT_EQ(r.all, resp);
     }
     close(*h, conn, engine::CloseReason::kLocalClose);
   }
+  const std::string lines = log_->lines();
+  EXPECT_NE(lines.find("\"GET / HTTP/1.1\" 502 - direct_response"), std::string::npos) << lines;
+}
+
+// Unpooled (maxRequestsPerConnection 1), a first read that holds a
+// `Connection: close` request and bytes after it: only that request goes
+// upstream (the engine would otherwise send the first read as it is).
+TEST_F(EgressHandlerTest, NothingAfterAClosingRequestInTheFirstReadIsForwarded) {
+  load({kRegistryOnly, kCnnServiceEntry, kNoPooling});
+  dns_.answer("edition.cnn.com", "203.0.113.10");
+  auto h = handler("203.0.113.10:80");
+  FakeConnection conn;
+  const std::string last = "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\nConnection: close\r\n\r\n";
+  const std::string first = last + "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n";
+  auto f = decided(*h, conn, first);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(start(*f, first), last);
+  close(*h, conn, engine::CloseReason::kCompleted);
+}
+
+// A malformed request pipelined behind one whose response is due: its 400
+// follows that response (it is not sent ahead of it).
+TEST_F(EgressHandlerTest, APipelinedMalformedRequestIsAnsweredAfterTheResponseBeforeIt) {
+  load({kRegistryOnly, kCnnServiceEntry});
+  dns_.answer("edition.cnn.com", "203.0.113.10");
+  auto h = handler("203.0.113.10:80");
+  FakeConnection conn;
+  const std::string ok = "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  auto f = decided(*h, conn, ok);
+  ASSERT_NE(f, nullptr);
+  start(*f, ok);
+  const std::string bad = "GET / HTTP/1.1\r\nHost edition.cnn.com\r\n\r\n";
+  FakeOutput in(bad);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(bad), in), engine::FilterStatus::kContinue);
+  EXPECT_TRUE(in.all.empty()) << in.all;
+  const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  FakeOutput r(resp);
+  EXPECT_EQ(f->on_data(engine::Direction::kUpstreamToDownstream, bytes(resp), r), engine::FilterStatus::kClose);
+  EXPECT_EQ(r.all.rfind(resp, 0), 0u) << r.all;
+  EXPECT_EQ(r.all.find("HTTP/1.1 400 Bad Request\r\n"), resp.size()) << r.all;
+  close(*h, conn, engine::CloseReason::kCompleted);
 }
 
 TEST_F(EgressHandlerTest, UpgradeSwitchesToOpaque) {
@@ -2166,6 +2233,24 @@ TEST_F(EgressHandlerTest, MaxRequestsPerConnectionCountsAcrossPooledClients) {
   EXPECT_TRUE(f3->upstream_reusable());  // 1 of 2 on the new connection
   close(*h, c2, engine::CloseReason::kCompleted);
   EXPECT_EQ(counters_.upstream_changed.load(), 0u);  // the same upstream, a new connection
+
+  // The same with the client's two requests in its first read, on an adopted
+  // upstream with one request left: the second waits for a new connection
+  // (it was told `connection: close` before).
+  FakeConnection c3;
+  const std::string two = keep + next;
+  auto g = decided(*h, c3, two);
+  ASSERT_NE(g, nullptr);
+  ASSERT_TRUE(f3->upstream_reusable());
+  ASSERT_TRUE(g->adopt_upstream(f3->release_upstream()));
+  EXPECT_EQ(start(*g, two), keep);
+  FakeOutput r(resp);
+  EXPECT_EQ(g->on_data(engine::Direction::kUpstreamToDownstream, bytes(resp), r), engine::FilterStatus::kNewUpstream);
+  EXPECT_EQ(r.all, resp);  // no `connection: close`
+  FakeOutput held2("");
+  g->on_new_upstream(held2);
+  EXPECT_EQ(held2.upstream, next);
+  close(*h, c3, engine::CloseReason::kCompleted);
 }
 
 }  // namespace
