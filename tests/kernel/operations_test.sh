@@ -165,6 +165,28 @@ PYEOF
 # The burst client: THREADS threads each make back-to-back HTTP/1.1
 # requests (a new connection each) to HOST:80 for Host HOST_HEADER until STOP
 # exists; prints "<n> requests, <m> failed" and the failures, exit 1 if any.
+# A keep-alive client: one request, then it waits for the proxy's end of the
+# connection (up to 20 s): "FIN <s>" once read (seconds since the signal
+# file appeared), "RESET" or "TIMEOUT" otherwise.
+cat >"$TMP/idle_client.py" <<'PYEOF'
+import os, socket, sys, time
+host, host_header, ready, signal = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+s = socket.create_connection((host, 80), timeout=20)
+s.sendall(("GET /politics HTTP/1.1\r\nHost: %s\r\n\r\n" % host_header).encode())
+d = b""
+while b"\r\n\r\n" not in d:
+    d += s.recv(4096)
+open(ready, "w").close()
+try:
+    while s.recv(4096):
+        pass
+    t = os.stat(signal).st_mtime if os.path.exists(signal) else time.time()
+    print("FIN %.1f" % (time.time() - t))
+except ConnectionResetError:
+    print("RESET")
+except socket.timeout:
+    print("TIMEOUT")
+PYEOF
 cat >"$TMP/burst_client.py" <<'PYEOF'
 import socket, sys, os, threading, time
 host, host_header, threads, stop = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -307,6 +329,13 @@ case_upgrade() {
 	kt_wait_file "$TMP/a.ready" || fail "transfer A did not start: $(cat "$TMP/a.out")"
 	sleep 1
 
+	# A keep-alive client idle on the first proxy (its request answered).
+	kt_bg in_cg_ns workload "$NS_W" "$PY" "$TMP/idle_client.py" 203.0.113.10 edition.cnn.com "$TMP/idle.ready" \
+		"$TMP/p1.term" >"$TMP/idle.out" 2>&1
+	local idle_client=${KT_PIDS[-1]}
+	KT_LOGS+=("$TMP/idle.out")
+	kt_wait_file "$TMP/idle.ready" || fail "the keep-alive client did not get its answer: $(cat "$TMP/idle.out")"
+
 	# (a) upgrade: the new proxy joins the listener's SO_REUSEPORT group, then
 	# the old one stops accepting and drains. A burst of back-to-back
 	# connections spans the moment the old listeners close: those already in
@@ -320,6 +349,7 @@ case_upgrade() {
 		>"$TMP/burst.out" 2>&1
 	local burst=${KT_PIDS[-1]}
 	sleep 0.3
+	touch "$TMP/p1.term"
 	kill -TERM "$p1"
 	for _ in $(seq 40); do grep -q "draining for up to 30 s" "$TMP/p1.err" && break; sleep 0.05; done
 	grep -q "draining for up to 30 s" "$TMP/p1.err" || fail "(a) the old proxy did not start draining"
@@ -333,8 +363,16 @@ case_upgrade() {
 	sleep 0.3
 	touch "$TMP/burst.stop"
 	wait "$burst" || fail "(a) connections failed across the upgrade: $(cat "$TMP/burst.out")"
+	# Draining, the old proxy ends a keep-alive connection idle between
+	# requests at once with a FIN (Envoy's drain), not at its 30 s deadline.
+	wait "$idle_client"
+	forget_pid "$idle_client"
+	case "$(cat "$TMP/idle.out")" in
+	"FIN "[0-2].*) ;;
+	*) fail "(a) the idle keep-alive client of the draining proxy: $(cat "$TMP/idle.out") (want a FIN within 3 s)" ;;
+	esac
 	log "ok (a) upgrade: proxy $p2 joined 127.0.0.1:15001, proxy $p1 closed its listeners and drains transfer A;" \
-		"burst across the switch: $(head -1 "$TMP/burst.out")"
+		"burst across the switch: $(head -1 "$TMP/burst.out"); an idle keep-alive client got its FIN $(cut -d' ' -f2 "$TMP/idle.out") s after SIGTERM"
 
 	# Transfer B: starts on the new proxy, runs through (b) and (c).
 	kt_bg in_cg_ns workload "$NS_W" "$PY" "$TMP/pattern_client.py" 203.0.113.20 9000 4.5 3000000 "$TMP/b.ready" \

@@ -721,7 +721,7 @@ cat >"$TMP/pipelined_client.py" <<'PYEOF'
 import re, socket
 s = socket.create_connection(("203.0.113.10", 80), timeout=10)
 s.sendall(b"GET /politics HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"
-          b"GET /p HTTP/1.1\r\nHost: unknown.example.org\r\n\r\n")
+          b"GET /p HTTP/1.1\r\nHost: unknown.example.org\r\nConnection: close\r\n\r\n")
 data = b""
 while True:
     chunk = s.recv(65536)

@@ -54,6 +54,9 @@ class Connection {
   // call on; while draining, or with no room for another connection, it
   // closes it and calls on_spawn_dropped(tag) instead.
   virtual void spawn(int fd, uint64_t tag) = 0;
+  // The worker is draining (the proxy stops): a local answer should carry
+  // "connection: close" (the connection ends after it).
+  virtual bool draining() const = 0;
 
  protected:
   ~Connection() = default;

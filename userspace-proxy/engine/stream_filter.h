@@ -86,6 +86,14 @@ class StreamFilter {
   // The timer set through FilterOutput::set_timer expired. `out` has no
   // chunk: inject() only (a local reply toward the downstream).
   virtual FilterStatus on_timer(FilterOutput& /*out*/) { return FilterStatus::kContinue; }
+  // The worker is draining (the proxy stops): told once per filter, as the
+  // drain begins or, for a connection decided during it, when it starts
+  // relaying. An HTTP filter ends a connection idle between requests
+  // (kEndDownstream) and tells the client of one under way, in its next
+  // response, that it closes ("connection: close"), as Envoy's drain does;
+  // a byte stream goes on until it ends or the drain deadline. `out` has no
+  // chunk.
+  virtual FilterStatus on_drain(FilterOutput& /*out*/) { return FilterStatus::kContinue; }
   // Every upstream address failed (refused, unreachable, or `timed_out`):
   // the connection closes. `out` has no chunk: what the filter injects
   // toward the downstream (Envoy's 503 for an HTTP request) is sent first.

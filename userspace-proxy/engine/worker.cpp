@@ -105,6 +105,8 @@ Waker ConnectionImpl::waker() { return Waker(owner->mailbox(), stats.id); }
 
 void ConnectionImpl::spawn(int fd, uint64_t tag) { owner->queue_spawn(fd, tag); }
 
+bool ConnectionImpl::draining() const { return owner->draining(); }
+
 void Worker::accept_spawned() {
   // A spawned connection's callbacks may spawn more: take batches until none
   // is left.
@@ -518,9 +520,25 @@ void Worker::begin_drain() {
       if (c->phase == Phase::kSniffing && c->answered_idle && c->side[1].out.count == 0) {
         close_with(c, {}, CloseReason::kLocalClose);
         settle(c);
+      } else if (c->phase == Phase::kRelaying) {
+        tell_drain(c);
+        settle(c);
       }
     }
   }
+}
+
+// A relaying connection's filter hears of the drain once (an HTTP one ends
+// an idle keep-alive client now, a busy one after its next response).
+void Worker::tell_drain(ConnectionImpl* c) {
+  if (!c->filter || c->drain_told) return;
+  c->drain_told = true;
+  Output out(this, c, 1, nullptr, 0, kNoBuffer);
+  FilterStatus st = c->filter->on_drain(out);
+  for (int s = 0; s < 2; ++s) {
+    if (c->side[s].out.count > 0) kick_send(c, s);
+  }
+  filter_status(c, st);
 }
 
 void Worker::process_cqe(const io_uring_cqe* cqe) {
@@ -839,6 +857,7 @@ void Worker::accept_conn(int fd, uint64_t spawn_tag) {
   c->last_connect_timed_out = 0;
   c->eof_unreported = false;
   c->answered_idle = false;
+  c->drain_told = false;
   c->inflight_ops = 0;
   c->ctx = 0;
   c->parking = c->ending_downstream = false;
@@ -908,6 +927,7 @@ bool Worker::install_filter(ConnectionImpl* c, StreamFilterPtr f) {
     return false;
   }
   c->filter = std::move(f);
+  c->drain_told = false;
   return true;
 }
 
@@ -1254,6 +1274,8 @@ void Worker::enter_relaying(ConnectionImpl* c) {
   maybe_shutdown_write(c, 0);
   maybe_arm_recv(c, 1);
   maybe_arm_recv(c, 0);
+  // Decided while the worker drains (or moved to another upstream).
+  if (draining_) tell_drain(c);
 }
 
 void Worker::arm_recv(ConnectionImpl* c, int s) {
@@ -1870,6 +1892,7 @@ void Worker::finish_switch(ConnectionImpl* c) {
   // What the filter held for the upstream it left becomes the pending bytes.
   Output out(this, c, 0, nullptr, 0, kNoBuffer);
   if (!c->filter->on_new_upstream(out)) c->filter.reset();
+  c->drain_told = false;  // a filter that stays hears again (its inner one is new)
   if (c->side[0].out.count > 0) kick_send(c, 0);
   c->eof_unreported = c->side[0].read_eof;
   reschedule_timer(c);

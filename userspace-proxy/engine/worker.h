@@ -121,6 +121,7 @@ class alignas(16) ConnectionImpl final : public Connection {
   void set_context(uint64_t v) override { ctx = v; }
   Waker waker() override;
   void spawn(int fd, uint64_t tag) override;
+  bool draining() const override;
 
   Phase phase = Phase::kFree;
   uint8_t upstream_count = 0;
@@ -143,6 +144,8 @@ class alignas(16) ConnectionImpl final : public Connection {
   // Verdict::respond answered a request and the connection waits for the
   // next one (a drain ends it gracefully rather than at the deadline).
   bool answered_idle = false;
+  // The filter heard StreamFilter::on_drain.
+  bool drain_told = false;
   int inflight_ops = 0;  // SQEs whose final CQE has not arrived
   uint64_t ctx = 0;
   int64_t last_activity_ns = 0;
@@ -187,6 +190,7 @@ class Worker {
   const std::shared_ptr<WakeMailbox>& mailbox() const { return mailbox_; }
   // Connection::spawn (worker thread): queued, taken after the current callback.
   void queue_spawn(int fd, uint64_t tag) { spawned_.emplace_back(fd, tag); }
+  bool draining() const { return draining_; }
 
  private:
   class Output;
@@ -214,6 +218,7 @@ class Worker {
   void begin_drain();
   void on_timer(ConnectionImpl* c);
   void fire_filter_timer(ConnectionImpl* c);
+  void tell_drain(ConnectionImpl* c);
   void rearm_starved();
 
   // Connection lifecycle.

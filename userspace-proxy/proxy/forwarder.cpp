@@ -741,10 +741,9 @@ Verdict Forwarder::answer(ProxyConnection& c, int status, std::string_view body,
                           std::span<const uint8_t> pending) {
   ConnectionInfo& ci = *c.info;
   const size_t consumed = c.answerable;
-  // Not when the guard's pass over the handler's bytes decided a pipelined
-  // later request already (a 503 UF after build_filter): it would be
-  // decided, logged and counted again.
-  const bool keep = consumed > 0 && !c.moved && consumed <= pending.size() && ci.requests == 1;
+  // Not while the proxy drains: the answer says "connection: close", and
+  // the connection ends after it.
+  const bool keep = consumed > 0 && !c.moved && consumed <= pending.size() && !(ci.conn != nullptr && ci.conn->draining());
   c.reply = local_reply(status, realtime_ns(), body, location, keep, c.head_request);
   if (!ci.pending_requests.empty()) {
     AccessLogEntry& e = ci.pending_requests.front().entry;

@@ -282,6 +282,27 @@ HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::sp
   }
 }
 
+// Envoy's drain of an HTTP/1 connection: one idle between requests ends
+// now; on a busy one the response to the last request forwarded says
+// "connection: close" and the connection ends after it (requests the client
+// pipelined behind it are not forwarded: the client sends them again
+// elsewhere); a head on its way becomes the last request (note_request).
+FilterStatus HttpRequestGuard::on_drain(FilterOutput& /*out*/) {
+  if (discard_ || draining_) return FilterStatus::kContinue;
+  draining_ = true;
+  // A tunnel is a byte stream now; a stopped guard ends already; one
+  // switching leaves the rest to the guard on the next upstream.
+  if (state_ == State::kOpaque || state_ == State::kStopped || state_ == State::kSwitching) {
+    return FilterStatus::kContinue;
+  }
+  if (!outstanding_.empty()) {
+    outstanding_.back().close_after = true;
+    close_requested_ = true;
+    return FilterStatus::kContinue;
+  }
+  return at_boundary() ? FilterStatus::kEndDownstream : FilterStatus::kContinue;
+}
+
 FilterStatus HttpRequestGuard::on_connect_failed(FilterOutput& out, bool timed_out) {
   if (discard_) return FilterStatus::kClose;
   info_->first_response_code = 503;
@@ -530,7 +551,6 @@ FilterStatus HttpRequestGuard::forward_head(const sniff::HttpRequestHead& head, 
     // again, and the client's next request moves to another upstream
     // connection (on_later_head); the client's own connection goes on (so
     // it is not told to close, as for an upstream that says it will).
-    if (!head.keep_alive) close_requested_ = true;
     // HTTP/1.0 goes as it is (unless the route edits it); its connection is
     // not one to share.
     if (!http11) reusable_ = false;
@@ -578,6 +598,10 @@ void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEdi
   // A retry keeps the route deadline of its first try (Envoy's route
   // timeout spans the retries).
   if (r.attempt > 1) r.deadline_ns = info_->retry_deadline_ns;
+  // The client's last request (it said so, or the proxy drains): nothing
+  // after it is forwarded, as Envoy reads no request after it.
+  if (draining_) r.close_after = true;
+  if (r.close_after) close_requested_ = true;
   outstanding_.push_back(std::move(r));
   // Kept as received while it may have to go again: a lone request (not
   // pipelined behind another) whose route retries responses.
@@ -744,7 +768,9 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
   if (discard_ && outstanding_.empty() && state_ == State::kHead) {
     return reusable_ ? FilterStatus::kEndDownstream : FilterStatus::kClose;
   }
-  if (!pooled_ || !done.close_after) return FilterStatus::kContinue;
+  // Unpooled, the upstream ends a connection the client asked to close;
+  // a drain's close is the proxy's own.
+  if (!done.close_after || (!pooled_ && !draining_)) return FilterStatus::kContinue;
   if (state_ == State::kBody) {
     // The response came before the request's body ended (an early 401 or
     // 413 to an upload): ending the client's connection now would reset
@@ -914,8 +940,12 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
         // Pooled, a head goes as received when it has nothing hop-by-hop
         // but "Connection: keep-alive" and the client's connection stays.
         const bool whole = r.consumed == h.head_length;  // nothing of it skipped before
-        const bool rebuild = edited || (pooled_ && (!whole || ends || h.status == 101 ||
-                                                    sniff::has_hop_by_hop_fields(h.headers, /*keep_alive_ok=*/true)));
+        // Draining, an unpooled response closes too: its head is rebuilt to
+        // say so when none of it has reached the client yet.
+        const bool drain_close = draining_ && ends && response_prefix_.size() + r.consumed == h.head_length;
+        const bool rebuild = edited || drain_close ||
+                             (pooled_ && (!whole || ends || h.status == 101 ||
+                                          sniff::has_hop_by_hop_fields(h.headers, /*keep_alive_ok=*/true)));
         if (rebuild) {
           sniff::HeadRewrite rw;
           if (edited) {
@@ -998,7 +1028,7 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
     // Answered here. With nothing due before it the connection goes on
     // (Envoy keeps it after a complete request's local reply) and the next
     // request is decided afresh; else it ends after the answer.
-    const bool keep = outstanding_.empty() && !close_requested_ && local_reply_keeps_connection(head);
+    const bool keep = outstanding_.empty() && !close_requested_ && !draining_ && local_reply_keeps_connection(head);
     std::string reply = local_reply(static_cast<int>(verdict.status), realtime_ns(), verdict.body, verdict.location,
                                     keep, head.method == "HEAD");
     e.upstream_host.clear();
@@ -1124,8 +1154,12 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         }
         if (r.status != sniff::HttpParseStatus::kDone) {
           // Not HTTP or malformed after a valid first request: stop here.
-          // (Only ever with output: the handler's bytes stop at a later head.)
           bump(info_->counters->protocol_errors);
+          if (out == nullptr) {
+            // The first head (the handler parsed it already: not expected).
+            first_ok_ = false;
+            return FilterStatus::kClose;
+          }
           state_ = State::kStopped;
           std::string reply = local_reply(parser_.error().status ? parser_.error().status : 400, realtime_ns());
           out->skip(rest.size());

@@ -89,8 +89,8 @@ struct LaterRequest {
 // outlive on_close by a little: the engine frees it after the connection).
 struct ConnectionInfo {
   SnapshotPtr snapshot;
-  // The engine's connection, for Connection::spawn (mirrored copies); only
-  // used from this connection's own callbacks.
+  // The engine's connection, for Connection::spawn (mirrored copies) and
+  // draining(); only used from this connection's own callbacks.
   engine::Connection* conn = nullptr;
   engine::SocketAddress original_dst;  // the sidecar's SO_ORIGINAL_DST; the gateway's listener address
   decision::IpAddress original_ip;
@@ -274,11 +274,10 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // 0: unlimited. At the limit, the request that reaches it is the
   // upstream connection's last: it is not reused, and the client's next
   // request goes to a new upstream connection (a switch), as Envoy's pool
-  // closes such a connection after its response (requests pipelined in the
-  // handler's first bytes, decided before the limit was known here, end the
-  // client's connection instead).
+  // closes such a connection after its response.
   void set_max_requests_per_connection(uint32_t n) { max_requests_ = n; }
   engine::FilterStatus on_timer(engine::FilterOutput& out) override;
+  engine::FilterStatus on_drain(engine::FilterOutput& out) override;
   // Each try's clock (perTryTimeout) starts at its request's end or when
   // its upstream connection is ready, whichever is later, as Envoy's.
   void on_upstream_ready(engine::FilterOutput& out) override;
@@ -395,6 +394,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   RouteEditsPtr later_edits_;  // of the later request being forwarded (from check_later)
   bool reusable_ = true;         // nothing seen so far rules out reuse
   bool close_requested_ = false; // a request without keep-alive was forwarded
+  bool draining_ = false;        // on_drain: the last request forwarded is the connection's last
   std::deque<Outstanding> outstanding_;
   std::unique_ptr<sniff::HttpResponseParser> response_parser_;
   std::optional<sniff::ResponseBodyFramer> response_framer_;

@@ -541,6 +541,14 @@ FilterStatus TlsFilter::on_timer(FilterOutput& out) {
   return worse(inner_status, io.status());
 }
 
+FilterStatus TlsFilter::on_drain(FilterOutput& out) {
+  if (!options_.inner || failed_) return FilterStatus::kContinue;
+  InnerOutput io(this, &out, Direction::kUpstreamToDownstream, {}, /*engine_chunk=*/false);
+  // Sequenced: io.status() is only known after the inner filter ran.
+  const FilterStatus inner_status = options_.inner->on_drain(io);
+  return worse(inner_status, io.status());
+}
+
 void TlsFilter::on_upstream_ready(FilterOutput& out) {
   if (up_pending_ || (up_ != nullptr && up_->state() != HandshakeState::kDone)) {
     ready_pending_ = true;

@@ -121,6 +121,7 @@ class TlsFilter final : public engine::StreamFilter {
   engine::FilterStatus on_end_stream(engine::Direction dir, engine::FilterOutput& out) override;
   // The inner filter's timer (its replies are encrypted toward a TLS downstream).
   engine::FilterStatus on_timer(engine::FilterOutput& out) override;
+  engine::FilterStatus on_drain(engine::FilterOutput& out) override;
   // Passed on to the inner filter at once, or, when this filter originates
   // TLS, once the upstream handshake is done (the connection is ready then).
   void on_upstream_ready(engine::FilterOutput& out) override;

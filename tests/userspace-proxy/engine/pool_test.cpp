@@ -27,6 +27,7 @@ struct PoolLog {
   std::atomic<int> sessions_made{0};
   std::atomic<int> adopted{0};
   std::atomic<int> last_adopted_session{-1};
+  std::atomic<int> drains{0};  // on_drain calls
 };
 
 // A line protocol standing in for HTTP: a response ends with "END\n"; the
@@ -55,6 +56,11 @@ class LineFilter final : public StreamFilter {
     if (dir == Direction::kDownstreamToUpstream && !waiting_) return FilterStatus::kEndDownstream;
     reusable_ = false;
     return FilterStatus::kContinue;
+  }
+  // Between responses the client ends at once; with one due, after it.
+  FilterStatus on_drain(FilterOutput&) override {
+    log_->drains++;
+    return waiting_ ? FilterStatus::kContinue : FilterStatus::kEndDownstream;
   }
   bool upstream_reusable() const override { return reusable_ && !waiting_; }
   UpstreamStatePtr release_upstream() override {
@@ -318,6 +324,34 @@ TEST_F(PoolTest, AnIdleUpstreamIsClosedAfterTheIdleTimeout) {
   EXPECT_EQ(read_to_eof(up, &err), "");
   EXPECT_EQ(err, 0);
   EXPECT_EQ(engine_->counters().upstream_pool_expired, 1u);
+  close(up);
+}
+
+// A drain tells each relaying connection's filter: one whose client is idle
+// between responses ends it now with a FIN (not the deadline's reset), and
+// its upstream is closed rather than parked.
+TEST_F(PoolTest, StoppingEndsAClientIdleBetweenResponsesAtOnce) {
+  start();
+  int c = client();
+  ASSERT_TRUE(write_all(c, "GET 1\n"));
+  int up = server();
+  EXPECT_EQ(read_n(up, 6), "GET 1\n");
+  ASSERT_TRUE(write_all(up, "R 1\n"));  // a response that keeps the client
+  EXPECT_EQ(read_n(c, 4), "R 1\n");
+  const auto t0 = std::chrono::steady_clock::now();
+  engine_->stop(5000ms);
+  int err = 0;
+  EXPECT_EQ(read_to_eof(c, &err), "");
+  EXPECT_EQ(err, 0);  // a FIN
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 4s);  // not at the deadline
+  EXPECT_EQ(read_to_eof(up), "");
+  engine_->wait();
+  EXPECT_EQ(pool_log_.drains.load(), 1);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(log_.first().reason, CloseReason::kCompleted);
+  EXPECT_EQ(engine_->counters().upstream_pooled, 0u);
+  engine_.reset();
+  close(c);
   close(up);
 }
 

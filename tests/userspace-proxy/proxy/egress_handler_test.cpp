@@ -1629,20 +1629,33 @@ TEST_F(EgressHandlerTest, PipelinedRequestsInTheFirstReadAreEachChecked) {
   EXPECT_NE(lines.find("\"GET / HTTP/1.1\" 502 - direct_response"), std::string::npos) << lines;
 }
 
-// Unpooled (maxRequestsPerConnection 1), a first read that holds a
-// `Connection: close` request and bytes after it: only that request goes
-// upstream (the engine would otherwise send the first read as it is).
+// A first read that holds a `Connection: close` request and requests after
+// it: only that request goes upstream, and nothing after it is decided,
+// answered or logged (Envoy reads no request after it), pooled or not (the
+// engine would otherwise send an unpooled first read as it is).
 TEST_F(EgressHandlerTest, NothingAfterAClosingRequestInTheFirstReadIsForwarded) {
-  load({kRegistryOnly, kCnnServiceEntry, kNoPooling});
-  dns_.answer("edition.cnn.com", "203.0.113.10");
-  auto h = handler("203.0.113.10:80");
-  FakeConnection conn;
-  const std::string last = "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\nConnection: close\r\n\r\n";
-  const std::string first = last + "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n";
-  auto f = decided(*h, conn, first);
-  ASSERT_NE(f, nullptr);
-  EXPECT_EQ(start(*f, first), last);
-  close(*h, conn, engine::CloseReason::kCompleted);
+  const std::string last = "GET /last HTTP/1.1\r\nHost: edition.cnn.com\r\nConnection: close\r\n\r\n";
+  const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  for (bool pooled : {true, false}) {
+    if (pooled) load({kRegistryOnly, kCnnServiceEntry});
+    else load({kRegistryOnly, kCnnServiceEntry, kNoPooling});
+    dns_.answer("edition.cnn.com", "203.0.113.10");
+    for (const char* host : {"edition.cnn.com", "evil.example"}) {
+      auto h = handler("203.0.113.10:80");
+      FakeConnection conn;
+      const std::string first = last + "GET /after HTTP/1.1\r\nHost: " + host + "\r\n\r\n";
+      auto f = decided(*h, conn, first);
+      ASSERT_NE(f, nullptr);
+      const std::string sent = start(*f, first);
+      EXPECT_EQ(sent.find("/after"), std::string::npos) << sent;
+      FakeOutput r(resp);
+      f->on_data(engine::Direction::kUpstreamToDownstream, bytes(resp), r);
+      EXPECT_EQ(r.all.find("HTTP/1.1", 1), std::string::npos) << r.all;  // one response only
+      close(*h, conn, engine::CloseReason::kCompleted);
+    }
+  }
+  EXPECT_EQ(log_->lines().find("/after"), std::string::npos) << log_->lines();
+  EXPECT_EQ(counters_.http_requests.load(), 4u);
 }
 
 // A malformed request pipelined behind one whose response is due: its 400
@@ -1666,6 +1679,101 @@ TEST_F(EgressHandlerTest, APipelinedMalformedRequestIsAnsweredAfterTheResponseBe
   EXPECT_EQ(r.all.rfind(resp, 0), 0u) << r.all;
   EXPECT_EQ(r.all.find("HTTP/1.1 400 Bad Request\r\n"), resp.size()) << r.all;
   close(*h, conn, engine::CloseReason::kCompleted);
+}
+
+// The proxy drains (Envoy's drain of an HTTP/1 connection): a client idle
+// between requests is ended at once; with a request under way, its response
+// says "connection: close" and ends the connection, and what the client
+// pipelines meanwhile is not forwarded; a head arriving after the drain
+// began becomes the last request.
+TEST_F(EgressHandlerTest, ADrainClosesEachKeepAliveConnectionAtAResponseBoundary) {
+  const std::string ok(kOk2);
+  {
+    engine::ConnectionHandlerPtr h;
+    FakeConnection c;
+    engine::StreamFilterPtr f = cnn_keepalive(h, c, /*answered=*/true);
+    ASSERT_NE(f, nullptr);
+    FakeOutput d("");
+    EXPECT_EQ(f->on_drain(d), engine::FilterStatus::kEndDownstream);
+    EXPECT_TRUE(d.all.empty());
+    close(*h, c, engine::CloseReason::kCompleted);
+  }
+  {
+    engine::ConnectionHandlerPtr h;
+    FakeConnection c;
+    engine::StreamFilterPtr f = cnn_keepalive(h, c, /*answered=*/false);
+    ASSERT_NE(f, nullptr);
+    FakeOutput d("");
+    EXPECT_EQ(f->on_drain(d), engine::FilterStatus::kContinue);
+    const std::string next = "GET /b HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+    FakeOutput in(next);
+    EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(next), in), engine::FilterStatus::kContinue);
+    EXPECT_TRUE(in.upstream.empty()) << in.upstream;  // not forwarded
+    FakeOutput r(ok);
+    EXPECT_EQ(f->on_data(engine::Direction::kUpstreamToDownstream, bytes(ok), r), engine::FilterStatus::kEndDownstream);
+    EXPECT_NE(r.all.find("connection: close\r\n"), std::string::npos) << r.all;
+    EXPECT_EQ(r.all.substr(r.all.size() - 6), "\r\n\r\nok") << r.all;
+    close(*h, c, engine::CloseReason::kCompleted);
+  }
+  {
+    // Unpooled (the response head is relayed as received otherwise).
+    load({kRegistryOnly, kCnnServiceEntry, kNoPooling});
+    dns_.answer("edition.cnn.com", "203.0.113.10");
+    auto h = handler("203.0.113.10:80");
+    FakeConnection c;
+    const std::string req = "GET /u HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+    auto f = decided(*h, c, req);
+    ASSERT_NE(f, nullptr);
+    start(*f, req);
+    FakeOutput d("");
+    EXPECT_EQ(f->on_drain(d), engine::FilterStatus::kContinue);
+    FakeOutput r(ok);
+    EXPECT_NE(f->on_data(engine::Direction::kUpstreamToDownstream, bytes(ok), r), engine::FilterStatus::kContinue);
+    EXPECT_NE(r.all.find("connection: close\r\n"), std::string::npos) << r.all;
+    close(*h, c, engine::CloseReason::kCompleted);
+  }
+  // A head on its way when the drain began: forwarded as the last one, or
+  // answered locally, closing and saying so.
+  for (const char* host : {"edition.cnn.com", "evil.example"}) {
+    engine::ConnectionHandlerPtr h;
+    FakeConnection c;
+    engine::StreamFilterPtr f = cnn_keepalive(h, c, /*answered=*/true);
+    ASSERT_NE(f, nullptr);
+    const std::string part1 = "GET /c HTTP/1.1\r\nHost: ";
+    const std::string part2 = std::string(host) + "\r\n\r\n";
+    FakeOutput in1(part1);
+    EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(part1), in1), engine::FilterStatus::kContinue);
+    FakeOutput d("");
+    EXPECT_EQ(f->on_drain(d), engine::FilterStatus::kContinue);
+    FakeOutput in2(part2);
+    const engine::FilterStatus st = f->on_data(engine::Direction::kDownstreamToUpstream, bytes(part2), in2);
+    if (std::string_view(host) == "evil.example") {
+      EXPECT_EQ(st, engine::FilterStatus::kClose);
+      EXPECT_NE(in2.downstream.find("connection: close\r\n"), std::string::npos) << in2.downstream;
+    } else {
+      EXPECT_EQ(st, engine::FilterStatus::kContinue);
+      EXPECT_EQ(in2.all, part1 + part2);
+      FakeOutput r(ok);
+      EXPECT_EQ(f->on_data(engine::Direction::kUpstreamToDownstream, bytes(ok), r), engine::FilterStatus::kEndDownstream);
+      EXPECT_NE(r.all.find("connection: close\r\n"), std::string::npos) << r.all;
+    }
+    close(*h, c, engine::CloseReason::kCompleted);
+  }
+}
+
+// A local answer to a first request while the proxy drains says
+// "connection: close" (the engine ends the connection after it).
+TEST_F(EgressHandlerTest, ALocalAnswerWhileDrainingClosesTheConnection) {
+  load({kRegistryOnly, kCnnServiceEntry});
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  c.drain = true;
+  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict v = h->on_downstream_data(c, bytes("GET / HTTP/1.1\r\nHost: unknown.example.org\r\n\r\n"));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kClose);
+  EXPECT_EQ(text(v.response()).rfind("HTTP/1.1 502 Bad Gateway\r\n", 0), 0u) << text(v.response());
+  EXPECT_NE(text(v.response()).find("connection: close\r\n"), std::string::npos) << text(v.response());
+  close(*h, c, engine::CloseReason::kLocalClose);
 }
 
 TEST_F(EgressHandlerTest, UpgradeSwitchesToOpaque) {

@@ -33,7 +33,9 @@ class FakeConnection final : public engine::Connection {
   void set_context(uint64_t v) override { ctx_ = v; }
   engine::Waker waker() override { return {}; }
   void spawn(int fd, uint64_t tag) override { spawned.emplace_back(fd, tag); }
+  bool draining() const override { return drain; }
   std::vector<std::pair<int, uint64_t>> spawned;  // the test closes them
+  bool drain = false;  // what draining() says
 
  private:
   uint64_t ctx_ = 0;
