@@ -175,13 +175,18 @@ s = socket.create_connection((host, 80), timeout=20)
 s.sendall(("GET /politics HTTP/1.1\r\nHost: %s\r\n\r\n" % host_header).encode())
 d = b""
 while b"\r\n\r\n" not in d:
-    d += s.recv(4096)
+    b = s.recv(4096)
+    if not b:
+        sys.exit("closed before the response: %r" % d)
+    d += b
 open(ready, "w").close()
 try:
     while s.recv(4096):
         pass
-    t = os.stat(signal).st_mtime if os.path.exists(signal) else time.time()
-    print("FIN %.1f" % (time.time() - t))
+    if os.path.exists(signal):
+        print("FIN %.1f" % (time.time() - os.stat(signal).st_mtime))
+    else:
+        print("EARLY")
 except ConnectionResetError:
     print("RESET")
 except socket.timeout:

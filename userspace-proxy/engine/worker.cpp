@@ -1525,11 +1525,14 @@ void Worker::filter_status(ConnectionImpl* c, FilterStatus st) {
     st = FilterStatus::kClose;  // no upstream to leave yet
   }
   if (st == FilterStatus::kEndDownstream) {
-    if (c->pool_key.empty() || undecided(c->phase) || c->phase == Phase::kConnecting) {
-      st = FilterStatus::kClose;  // nothing to keep the upstream for
+    if (undecided(c->phase) || c->phase == Phase::kConnecting) {
+      st = FilterStatus::kClose;  // no exchange to end gracefully
     } else {
+      // The client's end as a completed exchange (its unread bytes drained
+      // before the close, not reset); the upstream is parked when pooled,
+      // else closed with the connection.
       if (c->stats.reason == CloseReason::kNone) c->stats.reason = CloseReason::kCompleted;
-      c->parking = true;
+      c->parking = !c->pool_key.empty();
       c->ending_downstream = true;
       stop_reading(c, 0);
       stop_reading(c, 1);

@@ -300,6 +300,11 @@ FilterStatus HttpRequestGuard::on_drain(FilterOutput& /*out*/) {
     close_requested_ = true;
     return FilterStatus::kContinue;
   }
+  // An upload answered before its body ended: the connection ends with it.
+  if (state_ == State::kBody) {
+    close_requested_ = true;
+    return FilterStatus::kContinue;
+  }
   return at_boundary() ? FilterStatus::kEndDownstream : FilterStatus::kContinue;
 }
 
@@ -860,7 +865,15 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
             response_prefix_.append(rest.substr(0, r.consumed));
             out.skip(r.consumed);
           } else {
-            // Relayed as it comes: the client has part of a response now.
+            // Relayed as it comes: the client has part of a response now
+            // (after what was held while a retry was possible).
+            if (!response_prefix_.empty()) {
+              if (out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(response_prefix_)) != 0) {
+                return FilterStatus::kReset;
+              }
+              outstanding_.front().bytes_out += response_prefix_.size();
+              response_prefix_.clear();
+            }
             if (out.forward(r.consumed) != 0) return FilterStatus::kReset;
             outstanding_.front().bytes_out += r.consumed;
           }
@@ -935,8 +948,8 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
         // The client hears "connection: close" when its connection ends
         // after this response: it asked, or the upstream's will close (a
         // body delimited by the close included; not for a tunnel).
-        const bool ends = !interim && (req.close_after || (!reusable_ && response_framer_->kind() !=
-                                                                              sniff::ResponseBodyKind::kTunnel));
+        const bool ends = !interim && response_framer_->kind() != sniff::ResponseBodyKind::kTunnel &&
+                          (req.close_after || !reusable_);
         // Pooled, a head goes as received when it has nothing hop-by-hop
         // but "Connection: keep-alive" and the client's connection stays.
         const bool whole = r.consumed == h.head_length;  // nothing of it skipped before
@@ -1113,6 +1126,13 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         if (r.status == sniff::BodyStatus::kDone) {
           if (mirror_body_ >= 0) mirror_end(/*cut=*/false);
           request_sent(out);
+          if (out && draining_ && close_requested_ && outstanding_.empty()) {
+            // Draining, an upload whose response came (and went, without
+            // "connection: close") before its body ended: the connection
+            // ends now rather than wait idle for the deadline.
+            if (!rest.empty()) out->skip(rest.size());
+            return pooled_ && reusable_ ? FilterStatus::kEndDownstream : FilterStatus::kClose;
+          }
           replay_done_ = true;
           framer_.reset();
           state_ = tunnel_after_body_ ? State::kOpaque : State::kHead;

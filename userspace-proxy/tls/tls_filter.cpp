@@ -330,7 +330,7 @@ FilterStatus TlsFilter::plain_in(Direction dir, std::span<const uint8_t> bytes, 
     InnerOutput io(this, &out, dir, bytes, engine_chunk);
     // Sequenced: io.status() is only known after the inner filter ran.
     const FilterStatus inner_status = options_.inner->on_data(dir, bytes, io);
-    return worse(inner_status, io.status());
+    return inner_ended_downstream(worse(inner_status, io.status()), out);
   }
   if (engine_chunk && !encrypts(dir)) {
     return out.forward(bytes.size()) == 0 ? FilterStatus::kContinue : FilterStatus::kReset;
@@ -546,7 +546,16 @@ FilterStatus TlsFilter::on_drain(FilterOutput& out) {
   InnerOutput io(this, &out, Direction::kUpstreamToDownstream, {}, /*engine_chunk=*/false);
   // Sequenced: io.status() is only known after the inner filter ran.
   const FilterStatus inner_status = options_.inner->on_drain(io);
-  return worse(inner_status, io.status());
+  return inner_ended_downstream(worse(inner_status, io.status()), out);
+}
+
+// The inner filter ends the client's connection (kEndDownstream: its last
+// response is out; kClose): a TLS client hears close_notify before the FIN.
+FilterStatus TlsFilter::inner_ended_downstream(FilterStatus st, FilterOutput& out) {
+  if (st != FilterStatus::kEndDownstream && st != FilterStatus::kClose) return st;
+  if (down_ == nullptr || down_->state() != HandshakeState::kDone) return st;
+  down_->send_close_notify();
+  return worse(st, flush(*down_, out));
 }
 
 void TlsFilter::on_upstream_ready(FilterOutput& out) {

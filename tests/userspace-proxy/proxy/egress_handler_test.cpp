@@ -1761,6 +1761,37 @@ TEST_F(EgressHandlerTest, ADrainClosesEachKeepAliveConnectionAtAResponseBoundary
   }
 }
 
+// Draining, an upload answered before its body ended (its response gone
+// without "connection: close", the drain told before or after it) ends the
+// connection with the body, rather than leave it idle until the deadline.
+TEST_F(EgressHandlerTest, ADrainEndsAnUploadAnsweredEarlyWithItsBody) {
+  for (bool drain_first : {true, false}) {
+    engine::ConnectionHandlerPtr h;
+    FakeConnection c;
+    engine::StreamFilterPtr f = cnn_keepalive(h, c, /*answered=*/true);
+    ASSERT_NE(f, nullptr);
+    const std::string head = "POST /up HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 10\r\n\r\n01234";
+    FakeOutput in(head);
+    EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(head), in), engine::FilterStatus::kContinue);
+    FakeOutput d("");
+    if (drain_first) {
+      EXPECT_EQ(f->on_drain(d), engine::FilterStatus::kContinue);
+    }
+    const std::string early = "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n";
+    FakeOutput r(early);
+    EXPECT_EQ(f->on_data(engine::Direction::kUpstreamToDownstream, bytes(early), r), engine::FilterStatus::kContinue);
+    if (!drain_first) {
+      EXPECT_EQ(f->on_drain(d), engine::FilterStatus::kContinue);
+    }
+    const std::string rest = "56789";
+    FakeOutput in2(rest);
+    EXPECT_NE(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(rest), in2), engine::FilterStatus::kContinue)
+        << drain_first;
+    EXPECT_EQ(in2.upstream, rest);
+    close(*h, c, engine::CloseReason::kCompleted);
+  }
+}
+
 // A local answer to a first request while the proxy drains says
 // "connection: close" (the engine ends the connection after it).
 TEST_F(EgressHandlerTest, ALocalAnswerWhileDrainingClosesTheConnection) {
@@ -1774,6 +1805,35 @@ TEST_F(EgressHandlerTest, ALocalAnswerWhileDrainingClosesTheConnection) {
   EXPECT_EQ(text(v.response()).rfind("HTTP/1.1 502 Bad Gateway\r\n", 0), 0u) << text(v.response());
   EXPECT_NE(text(v.response()).find("connection: close\r\n"), std::string::npos) << text(v.response());
   close(*h, c, engine::CloseReason::kLocalClose);
+}
+
+// A response head held back while its request could still be retried,
+// then relayed as it comes once it cannot (the client started another
+// request): the client gets the head's bytes in order.
+TEST_F(EgressHandlerTest, AHeldBackResponseHeadIsRelayedInOrder) {
+  load({kRegistryOnly, kCnnServiceEntry, kNoPooling});
+  dns_.answer("edition.cnn.com", "203.0.113.10");
+  auto h = handler("203.0.113.10:80");
+  FakeConnection c;
+  const std::string req = "GET /a HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  auto f = decided(*h, c, req);
+  ASSERT_NE(f, nullptr);
+  FakeOutput started(req);
+  start_ready(*f, req, started);
+  std::string shown;
+  auto piece = [&](const std::string& p) {
+    FakeOutput o(p);
+    EXPECT_EQ(f->on_data(engine::Direction::kUpstreamToDownstream, bytes(p), o), engine::FilterStatus::kContinue);
+    shown += o.all;
+  };
+  piece("HTTP/1.1 200");  // held: a retriable status may follow
+  const std::string later = "GET /b HTTP/1.1\r\nHo";
+  FakeOutput in(later);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(later), in), engine::FilterStatus::kContinue);
+  piece(" OK\r\nContent-Len");
+  piece("gth: 2\r\n\r\nok");
+  EXPECT_EQ(shown, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+  close(*h, c, engine::CloseReason::kCompleted);
 }
 
 TEST_F(EgressHandlerTest, UpgradeSwitchesToOpaque) {

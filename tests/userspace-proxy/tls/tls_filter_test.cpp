@@ -717,6 +717,35 @@ TEST(TlsFilterTest, InnerFilterSeesPlaintextAndItsOutputIsEncrypted) {
   EXPECT_EQ(chain.client_rx, kResponse);
 }
 
+// The worker drains: a terminating filter passes it to its inner filter,
+// and when that ends the client's connection the client's TLS session gets
+// close_notify before the FIN (not a bare FIN: an "unexpected EOF").
+TEST(TlsFilterTest, ADrainEndingTheClientSendsCloseNotify) {
+  Recorded side, gw;
+  auto sidecar_inner = std::make_unique<RecordingInner>();
+  RecordingInner* rec = sidecar_inner.get();
+  TlsFilterOptions o;
+  o.upstream_tls = make_client(sidecar_client());
+  o.inner = std::move(sidecar_inner);
+  o.on_handshake = side.callback();
+  auto sidecar = make_filter(std::move(o));
+  auto gateway = terminator(make_server(gateway_server()), &gw);
+  auto gw_inner = std::make_unique<RecordingInner>();
+  RecordingInner* g = gw_inner.get();
+  g->drain_status = FilterStatus::kEndDownstream;
+  ASSERT_TRUE(gateway->set_inner(std::move(gw_inner)));
+  FilterChain chain({sidecar.get(), gateway.get()});
+  chain.sniffed(kRequest);
+  chain.connect_all();
+  chain.backend_send(kResponse);
+  ASSERT_EQ(chain.client_rx, kResponse);
+  const std::string alert = chain.drain(1);
+  EXPECT_EQ(g->drains, 1);
+  EXPECT_EQ(chain.status(1), FilterStatus::kEndDownstream);
+  EXPECT_FALSE(alert.empty());  // close_notify, a TLS record
+  EXPECT_EQ(rec->end_down, 1);  // the sidecar's session ended
+}
+
 // TLS origination: the inner filter hears that the upstream connection is
 // ready once the handshake is done, not at the TCP connect (Envoy's pool
 // ready: a per-try timer does not pay for the handshake).

@@ -172,6 +172,15 @@ class FilterChain {
     });
     pump();
   }
+  // The worker drains: filters[i] hears on_drain; returns what it output
+  // toward its downstream then.
+  std::string drain(size_t i) {
+    std::string to_down;
+    invoke(i, Direction::kUpstreamToDownstream, {}, [&](FilterOutput& out) { return f_[i]->on_drain(out); },
+           &to_down);
+    pump();
+    return to_down;
+  }
   void connect_all() {
     for (size_t i = f_.size(); i-- > 0;) {
       if (i + 1 < f_.size() ? !links_[i].connected : !backend_connected) connect(i);
@@ -198,10 +207,11 @@ class FilterChain {
   };
 
   template <typename Fn>
-  void invoke(size_t i, Direction dir, const std::string& chunk, Fn fn) {
+  void invoke(size_t i, Direction dir, const std::string& chunk, Fn fn, std::string* down_copy = nullptr) {
     std::string to_up, to_down;
     RecordingOutput out(dir, bytes(chunk), &to_up, &to_down);
     const FilterStatus st = fn(out);
+    if (down_copy) *down_copy = to_down;
     deliver_output(i, to_up, to_down);
     if (st != FilterStatus::kContinue && status_[i] == FilterStatus::kContinue) {
       status_[i] = st;
@@ -296,7 +306,14 @@ class RecordingInner final : public engine::StreamFilter {
   int ready = 0;
   const tls::TlsFilter* tls = nullptr;
   bool ready_after_handshake = false;
+  // on_drain calls and what they answer.
+  int drains = 0;
+  FilterStatus drain_status = FilterStatus::kContinue;
 
+  FilterStatus on_drain(FilterOutput&) override {
+    ++drains;
+    return drain_status;
+  }
   void on_upstream_ready(FilterOutput&) override {
     if (ready++ == 0) ready_after_handshake = tls != nullptr && tls->upstream_result() != nullptr;
   }
