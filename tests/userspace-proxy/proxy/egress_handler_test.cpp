@@ -11,6 +11,8 @@
 #include "tests/support/config_fixtures.h"
 
 #include <map>
+#include <random>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -1834,6 +1836,138 @@ TEST_F(EgressHandlerTest, AHeldBackResponseHeadIsRelayedInOrder) {
   piece("gth: 2\r\n\r\nok");
   EXPECT_EQ(shown, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
   close(*h, c, engine::CloseReason::kCompleted);
+}
+
+// The per-request check, as a property: random sequences of pipelined
+// requests (GETs, bodies framed by Content-Length or chunked, some for a
+// host REGISTRY_ONLY refuses, some closing), cut into random reads, run
+// through the handler and its guard as the engine would (the upstream
+// answering each request it gets; a move to another upstream ends the
+// run), pooled or not: no request for the refused host ever
+// reaches the upstream, and the client never gets more answers than it
+// asked for.
+TEST_F(EgressHandlerTest, NoRequestForAnUndeclaredHostReachesTheUpstreamWhateverTheReads) {
+  std::mt19937 rng(20261127);
+  auto pick = [&rng](uint32_t n) { return static_cast<uint32_t>(rng() % n); };
+  const std::string ok_response = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  const std::regex host_line("\r\nHost: ([^\r]*)\r\n");
+  for (int run = 0; run < 400; ++run) {
+    // Pooled, and without pooling (maxRequestsPerConnection 1: the engine
+    // would send a first read as it is unless the guard takes it).
+    if (run % 2 == 0) load({kRegistryOnly, kCnnServiceEntry});
+    else load({kRegistryOnly, kCnnServiceEntry, kNoPooling});
+    dns_.answer("edition.cnn.com", "203.0.113.10");
+    std::string stream;
+    std::string expected;  // the status each request should get, in order
+    const uint32_t n = 1 + pick(5);
+    for (uint32_t i = 0; i < n; ++i) {
+      const std::string host = pick(3) == 0 ? "evil.example" : "edition.cnn.com";
+      expected += host == "evil.example" ? "502 " : "200 ";
+      const std::string body(pick(4) == 0 ? 0 : pick(40), 'b');
+      std::string req;
+      switch (pick(3)) {
+        case 0: req = "GET /" + std::to_string(i) + " HTTP/1.1\r\nHost: " + host + "\r\n"; break;
+        case 1:
+          req = "POST /" + std::to_string(i) + " HTTP/1.1\r\nHost: " + host + "\r\nContent-Length: " +
+                std::to_string(body.size()) + "\r\n";
+          break;
+        default:
+          req = "POST /" + std::to_string(i) + " HTTP/1.1\r\nHost: " + host + "\r\nTransfer-Encoding: chunked\r\n";
+          break;
+      }
+      if (pick(8) == 0) req += "Connection: close\r\n";
+      req += "\r\n";
+      if (req.rfind("POST", 0) == 0 && req.find("chunked") != std::string::npos) {
+        char size[16];
+        snprintf(size, sizeof(size), "%zx", body.size());
+        req += body.empty() ? "0\r\n\r\n" : std::string(size) + "\r\n" + body + "\r\n0\r\n\r\n";
+      } else if (req.rfind("POST", 0) == 0) {
+        req += body;
+      }
+      stream += req;
+    }
+    std::vector<std::string> reads;
+    for (size_t at = 0; at < stream.size();) {
+      const size_t len = std::min<size_t>(stream.size() - at, 1 + pick(pick(2) ? 8 : 200));
+      reads.push_back(stream.substr(at, len));
+      at += len;
+    }
+    auto h = handler("203.0.113.10:80");
+    FakeConnection c;
+    ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+    std::string up, down, pending;
+    engine::StreamFilterPtr f;
+    bool ended = false;
+    size_t next = 0;
+    // The handler, until it connects (local answers keep the connection:
+    // the engine asks again with what is left).
+    while (!f && !ended && next < reads.size()) {
+      pending += reads[next++];
+      Verdict v = h->on_downstream_data(c, bytes(pending));
+      while (v.kind() == Verdict::Kind::kRespond) {
+        down += text(v.response());
+        pending.erase(0, v.consumed());
+        if (pending.empty()) break;
+        v = h->on_downstream_data(c, bytes(pending));
+      }
+      if (v.kind() == Verdict::Kind::kConnect) {
+        f = v.take_filter();
+        ASSERT_NE(f, nullptr);
+        if (f->takes_held_bytes()) {
+          FakeOutput o(pending);
+          ended = f->on_start(bytes(pending), o) != engine::FilterStatus::kContinue;
+          up += o.upstream;
+          down += o.downstream;
+        } else {
+          up += pending;
+        }
+        FakeOutput ready("");
+        f->on_upstream_ready(ready);
+      } else if (v.kind() == Verdict::Kind::kClose) {
+        down += text(v.response());
+        ended = true;
+      }
+    }
+    // The guard: the rest of the reads, the upstream answering each
+    // request head it gets.
+    size_t answered = 0;
+    auto answer_new = [&] {
+      size_t got = 0;
+      for (size_t at = up.find(" HTTP/1.1\r\n"); at != std::string::npos; at = up.find(" HTTP/1.1\r\n", at + 1)) ++got;
+      while (!ended && answered < got) {
+        FakeOutput o(ok_response);
+        const engine::FilterStatus st = f->on_data(engine::Direction::kUpstreamToDownstream, bytes(ok_response), o);
+        down += o.all;
+        ++answered;
+        if (st != engine::FilterStatus::kContinue) ended = true;
+      }
+    };
+    while (f && !ended && next < reads.size()) {
+      FakeOutput o(reads[next]);
+      const engine::FilterStatus st = f->on_data(engine::Direction::kDownstreamToUpstream, bytes(reads[next]), o);
+      ++next;
+      up += o.upstream;
+      down += o.downstream;
+      if (st != engine::FilterStatus::kContinue) {
+        ended = true;  // the engine stops reading
+        break;
+      }
+      answer_new();
+    }
+    if (f) answer_new();
+    for (std::sregex_iterator it(up.begin(), up.end(), host_line), end; it != end; ++it) {
+      ASSERT_EQ((*it)[1].str(), "edition.cnn.com") << "run " << run << ", upstream got:\n" << up;
+    }
+    // Answers in the requests' order (a prefix: the connection may end
+    // before the last ones, e.g. after a `Connection: close`).
+    std::string statuses;
+    for (size_t at = down.find("HTTP/1.1 "); at != std::string::npos; at = down.find("HTTP/1.1 ", at + 1)) {
+      statuses += down.substr(at + 9, 4);
+    }
+    EXPECT_EQ(expected.rfind(statuses, 0), 0u) << "run " << run << ": " << statuses << "vs " << expected << "\n"
+                                               << stream << "\n---\n" << down;
+    close(*h, c, engine::CloseReason::kCompleted);
+  }
 }
 
 TEST_F(EgressHandlerTest, UpgradeSwitchesToOpaque) {
