@@ -629,7 +629,9 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
     const bool more_held = c.moved || pending.size() >= o_.sniff_window;
     auto guard = std::make_unique<HttpRequestGuard>(c.info, pending, pooled, route_edits(c.plan.forward), more_held);
     if (c.mirror_plan) guard->discard_responses();
-    if (pooled && conn_pool && conn_pool->http && conn_pool->http->max_requests_per_connection > 1) {
+    // Pooled or not (a TLS-terminating gateway's upstream is its client's
+    // own): the upstream connection's limit.
+    if (conn_pool && conn_pool->http && conn_pool->http->max_requests_per_connection > 1) {
       guard->set_max_requests_per_connection(static_cast<uint32_t>(conn_pool->http->max_requests_per_connection));
     }
     if (!guard->first_bytes_ok()) {

@@ -549,17 +549,9 @@ FilterStatus HttpRequestGuard::end_stream(engine::Direction dir, FilterOutput& o
 FilterStatus HttpRequestGuard::forward_head(const sniff::HttpRequestHead& head, size_t consumed, FilterOutput* out,
                                             const RouteEdits* edits) {
   const bool http11 = head.version == sniff::HttpVersion::kHttp11;
-  if (pooled_) {
-    ++upstream_requests_;
-    // At max_requests_ this is the upstream connection's last request
-    // (spent(): Envoy closes it after its response): it is not parked
-    // again, and the client's next request moves to another upstream
-    // connection (on_later_head); the client's own connection goes on (so
-    // it is not told to close, as for an upstream that says it will).
-    // HTTP/1.0 goes as it is (unless the route edits it); its connection is
-    // not one to share.
-    if (!http11) reusable_ = false;
-  }
+  // Pooled, HTTP/1.0 goes as it is (unless the route edits it); its
+  // connection is not one to share.
+  if (pooled_ && !http11) reusable_ = false;
   // A head with nothing to drop or change goes as received (no copy).
   const bool rebuild =
       edits != nullptr || (pooled_ && http11 && sniff::has_hop_by_hop_fields(head.headers, /*keep_alive_ok=*/false));
@@ -608,6 +600,12 @@ void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEdi
   if (draining_) r.close_after = true;
   if (r.close_after) close_requested_ = true;
   outstanding_.push_back(std::move(r));
+  // At max_requests_ this is the upstream connection's last request
+  // (spent(): Envoy closes it after its response): it is not parked again,
+  // and the client's next request moves to another upstream connection
+  // (on_later_head); the client's own connection goes on (so it is not told
+  // to close, as for an upstream that says it will).
+  ++upstream_requests_;
   // Kept as received while it may have to go again: a lone request (not
   // pipelined behind another) whose route retries responses.
   const policy::RetryPlan* rp = retry_policy(outstanding_.back());

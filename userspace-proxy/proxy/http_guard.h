@@ -274,7 +274,8 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // 0: unlimited. At the limit, the request that reaches it is the
   // upstream connection's last: it is not reused, and the client's next
   // request goes to a new upstream connection (a switch), as Envoy's pool
-  // closes such a connection after its response.
+  // closes such a connection after its response. Unpooled too (a
+  // TLS-terminating gateway's upstream serves one client connection).
   void set_max_requests_per_connection(uint32_t n) { max_requests_ = n; }
   engine::FilterStatus on_timer(engine::FilterOutput& out) override;
   engine::FilterStatus on_drain(engine::FilterOutput& out) override;

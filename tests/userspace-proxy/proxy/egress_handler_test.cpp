@@ -1970,6 +1970,46 @@ TEST_F(EgressHandlerTest, NoRequestForAnUndeclaredHostReachesTheUpstreamWhatever
   }
 }
 
+// An unpooled guard (a TLS-terminating gateway's: its upstream serves one
+// client connection) keeps maxRequestsPerConnection too: the request after
+// the limit moves to a new upstream connection.
+TEST_F(EgressHandlerTest, AnUnpooledGuardMovesOnAtMaxRequestsPerConnection) {
+  auto info = std::make_shared<ConnectionInfo>();
+  info->counters = &counters_;
+  info->log = log_.get();
+  info->http = true;
+  int decided = 0;
+  info->check_later = [&decided](const sniff::HttpRequestHead&, AccessLogEntry&) {
+    ++decided;
+    LaterRequest r;
+    r.kind = LaterRequest::Kind::kForward;
+    return r;
+  };
+  const std::string req = "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  HttpRequestGuard g(info, bytes(req), /*pooled=*/false);
+  g.set_max_requests_per_connection(2);
+  ASSERT_FALSE(g.takes_held_bytes());  // the engine sends the first request as read
+  auto respond_ok = [&] {
+    FakeOutput r(resp);
+    EXPECT_EQ(g.on_data(engine::Direction::kUpstreamToDownstream, bytes(resp), r), engine::FilterStatus::kContinue);
+    EXPECT_EQ(r.all, resp);
+  };
+  respond_ok();
+  FakeOutput second(req);
+  EXPECT_EQ(g.on_data(engine::Direction::kDownstreamToUpstream, bytes(req), second), engine::FilterStatus::kContinue);
+  EXPECT_EQ(second.upstream, req);  // the upstream connection's second
+  respond_ok();
+  FakeOutput third(req);
+  EXPECT_EQ(g.on_data(engine::Direction::kDownstreamToUpstream, bytes(req), third), engine::FilterStatus::kNewUpstream);
+  EXPECT_TRUE(third.upstream.empty());
+  FakeOutput held("");
+  g.on_new_upstream(held);
+  EXPECT_EQ(held.upstream, req);
+  EXPECT_EQ(info->next_upstream, ConnectionInfo::NextUpstream::kSwitch);
+  EXPECT_EQ(decided, 2);
+}
+
 TEST_F(EgressHandlerTest, UpgradeSwitchesToOpaque) {
   load({kAllowAny});
   auto h = handler("203.0.113.10:80");
