@@ -1805,6 +1805,7 @@ void Worker::on_send_cqe(ConnectionImpl* c, int s, int res) {
 void Worker::begin_close(ConnectionImpl* c, CloseReason reason, int error, bool rst_down, bool rst_up) {
   if (c->phase == Phase::kClosing || c->phase == Phase::kFree) return;
   if (c->phase == Phase::kDeferred) leave_deferred(c);
+  const bool connecting = c->phase == Phase::kConnecting;
   c->phase = Phase::kClosing;
   // The first reason wins: a local close or filter close that ends in a clean
   // FIN exchange stays a local close.
@@ -1827,13 +1828,26 @@ void Worker::begin_close(ConnectionImpl* c, CloseReason reason, int error, bool 
   }
   if (c->inflight_ops > 0) {
     // In-flight requests hold file references, so close() alone would neither
-    // stop them nor send the RST; cancel everything on both sockets first.
-    for (int s = 0; s < 2; ++s) {
-      if (c->side[s].fd < 0) continue;
+    // stop them nor send the RST: each one still running is cancelled first,
+    // by its user_data (a hash lookup; a cancel by descriptor scans every
+    // armed request of the ring). A socket has at most a recv and a send in
+    // flight, the upstream also its connect; a recv being cancelled already
+    // (kCancelling) needs nothing more.
+    auto cancel = [this](uint64_t user_data) {
       io_uring_sqe* sqe = get_sqe();
-      io_uring_prep_cancel_fd(sqe, c->side[s].fd, IORING_ASYNC_CANCEL_ALL);
+      io_uring_prep_cancel64(sqe, user_data, 0);
       io_uring_sqe_set_data64(sqe, kUdIgnore);
+    };
+    for (int s = 0; s < 2; ++s) {
+      Side& side = c->side[s];
+      if (side.fd < 0) continue;
+      if (side.recv == RecvState::kArmed) {
+        cancel(ud(c, kTagRecv0 + static_cast<uint64_t>(s)));
+        side.recv = RecvState::kCancelling;
+      }
+      if (side.send_inflight) cancel(ud(c, kTagSend0 + static_cast<uint64_t>(s)));
     }
+    if (connecting) cancel(ud(c, kTagConnect));
   }
 }
 
