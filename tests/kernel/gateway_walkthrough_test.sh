@@ -91,10 +91,12 @@ mkdir -p "$TMP/nginx"
 	kt_nginx_conf "$TMP/nginx"
 	cat <<NGINX
     log_format peer '\$remote_addr \$server_port "\$request" \$status \$http_host';
+    log_format conn '\$remote_addr \$connection \$connection_requests "\$request"';
     server {
         listen 203.0.113.10:80;
         server_name edition.cnn.com;
         access_log $TMP/nginx/access80.log peer;
+        access_log $TMP/nginx/conn80.log conn;
         location = /politics { return 301 https://edition.cnn.com/politics; }
         location / { return 200 "plain \$request_uri\n"; }
     }
@@ -625,6 +627,81 @@ YAML
 		http://edition.cnn.com/news http://edition.cnn.com/scheme | tr '\n' '|')
 	[ "$out" = "https 200|plain /news| 200|https 200|" ] || fail "match.scheme at the gateway: got \"$out\""
 	log "ok match.scheme https at the gateway for a first and a later request on one mTLS connection"
+
+	# ------------------------------------------------ maxRequestsPerConnection at the gateway
+	# The gateway terminates the sidecar's mTLS: its upstream connection to
+	# nginx serves that one client connection, and still carries at most
+	# the DestinationRule's maxRequestsPerConnection. /cap goes through a
+	# subset of its own (a cluster of its own at the sidecar: new mTLS
+	# connections, whose gateway side is decided under this config; older
+	# pooled ones keep the config they started with).
+	use_walkthrough_resources
+	cat >"$CONF/egress-gateway.yaml" <<'YAML'
+apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata: {name: istio-egressgateway}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 80, name: https, protocol: HTTPS}
+    hosts: [edition.cnn.com]
+    tls: {mode: MUTUAL, serverCertificate: /etc/certs/cert-chain.pem, privateKey: /etc/certs/key.pem,
+          caCertificates: /etc/certs/root-cert.pem}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: egressgateway-for-cnn}
+spec:
+  host: istio-egressgateway.istio-system.svc.cluster.local
+  subsets:
+  - name: cnn
+    trafficPolicy:
+      loadBalancer: {simple: ROUND_ROBIN}
+      portLevelSettings: [{port: {number: 80}, tls: {mode: ISTIO_MUTUAL, sni: edition.cnn.com}}]
+  - name: cap
+    trafficPolicy:
+      loadBalancer: {simple: ROUND_ROBIN}
+      portLevelSettings: [{port: {number: 80}, tls: {mode: ISTIO_MUTUAL, sni: edition.cnn.com}}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: cnn-pool}
+spec:
+  host: edition.cnn.com
+  trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 2}}}
+YAML
+	cat >"$CONF/virtualservice-cnn.yaml" <<'YAML'
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: direct-cnn-through-egress-gateway}
+spec:
+  hosts: [edition.cnn.com]
+  gateways: [istio-egressgateway, mesh]
+  http:
+  - match: [{gateways: [mesh], port: 80, uri: {prefix: /cap/}}]
+    route:
+    - destination: {host: istio-egressgateway.istio-system.svc.cluster.local, subset: cap, port: {number: 80}}
+  - match: [{gateways: [mesh], port: 80}]
+    route:
+    - destination: {host: istio-egressgateway.istio-system.svc.cluster.local, subset: cnn, port: {number: 80}}
+  - match: [{gateways: [istio-egressgateway], port: 80}]
+    route: [{destination: {host: edition.cnn.com, port: {number: 80}}}]
+YAML
+	GENERATION=$((GENERATION + 1))
+	wait_generation "$GENERATION"
+	bc=$(wc -l <"$TMP/nginx/conn80.log")
+	urls=()
+	for i in 1 2 3 4 5 6; do urls+=(-o /dev/null "http://edition.cnn.com/cap/$i"); done
+	out=$(in_cg_ns workload "$NS_W" curl -s --max-time 10 -w '%{http_code} ' "${urls[@]}")
+	[ "$out" = "200 200 200 200 200 200 " ] || fail "maxRequestsPerConnection at the gateway: got \"$out\""
+	sleep 0.3
+	got=$(new_lines "$TMP/nginx/conn80.log" "$bc" | grep ' "GET /cap/')
+	[ "$(wc -l <<<"$got")" = 6 ] || fail "maxRequestsPerConnection at the gateway: nginx saw $got"
+	most=$(awk '{ print $3 }' <<<"$got" | sort -n | tail -1)
+	conns=$(awk '{ print $1 " " $2 }' <<<"$got" | sort -u | wc -l)
+	[ "$most" -le 2 ] && [ "$conns" -ge 3 ] ||
+		fail "maxRequestsPerConnection 2 at the gateway: an nginx connection carried $most requests ($conns connections): $got"
+	log "ok maxRequestsPerConnection 2 at the gateways: 6 requests on one client connection reached nginx over $conns connections, at most $most each"
 	;;
 *)
 	fail "unknown case $CASE"

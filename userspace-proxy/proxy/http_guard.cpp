@@ -883,8 +883,14 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
           bump(info_->counters->protocol_errors);
           reusable_ = false;
           if (!pooled_) {
-            // Relayed as it comes (it was so far): what the client gets is
-            // what the upstream sent.
+            // Relayed as it comes (what was held back while a retry was
+            // possible first): what the client gets is what the upstream sent.
+            if (!response_prefix_.empty()) {
+              if (out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(response_prefix_)) != 0) {
+                return FilterStatus::kReset;
+              }
+              response_prefix_.clear();
+            }
             response_state_ = ResponseState::kOpaque;
             continue;
           }
@@ -1127,9 +1133,10 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
           if (out && draining_ && close_requested_ && outstanding_.empty()) {
             // Draining, an upload whose response came (and went, without
             // "connection: close") before its body ended: the connection
-            // ends now rather than wait idle for the deadline.
+            // ends now rather than wait idle for the deadline (kClose: the
+            // body's tail, still queued, reaches the upstream first).
             if (!rest.empty()) out->skip(rest.size());
-            return pooled_ && reusable_ ? FilterStatus::kEndDownstream : FilterStatus::kClose;
+            return FilterStatus::kClose;
           }
           replay_done_ = true;
           framer_.reset();

@@ -404,7 +404,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   bool timer_armed_ = false;  // the engine's timer is set for the front request
   uint32_t upstream_requests_ = 0;  // sent on this upstream connection, earlier clients' included
   uint32_t max_requests_ = 0;
-  // The upstream connection carried max_requests_ (counted when pooled).
+  // The upstream connection carried max_requests_.
   bool spent() const { return max_requests_ != 0 && upstream_requests_ >= max_requests_; }
   // No request or response under way on the upstream (held bytes, when
   // switching, are the next upstream's).

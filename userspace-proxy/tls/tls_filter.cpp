@@ -257,7 +257,7 @@ FilterStatus TlsFilter::on_start(std::span<const uint8_t> held, FilterOutput& ou
     InnerOutput io(this, &out, Direction::kDownstreamToUpstream, held, /*engine_chunk=*/true);
     // Sequenced: io.status() is only known after the inner filter ran.
     const FilterStatus inner_status = options_.inner->on_start(held, io);
-    return worse(inner_status, io.status());
+    return inner_ended_downstream(worse(inner_status, io.status()), out);
   }
   if (!encrypts(Direction::kDownstreamToUpstream)) {
     return out.forward(held.size()) == 0 ? FilterStatus::kContinue : FilterStatus::kReset;
@@ -538,7 +538,7 @@ FilterStatus TlsFilter::on_timer(FilterOutput& out) {
   InnerOutput io(this, &out, Direction::kUpstreamToDownstream, {}, /*engine_chunk=*/false);
   // Sequenced: io.status() is only known after the inner filter ran.
   const FilterStatus inner_status = options_.inner->on_timer(io);
-  return worse(inner_status, io.status());
+  return inner_ended_downstream(worse(inner_status, io.status()), out);
 }
 
 FilterStatus TlsFilter::on_drain(FilterOutput& out) {
@@ -579,7 +579,7 @@ FilterStatus TlsFilter::on_connect_failed(FilterOutput& out, bool timed_out) {
   InnerOutput io(this, &out, Direction::kUpstreamToDownstream, {}, /*engine_chunk=*/false);
   // Sequenced: io.status() is only known after the inner filter ran.
   const FilterStatus inner_status = options_.inner->on_connect_failed(io, timed_out);
-  return worse(inner_status, io.status());
+  return inner_ended_downstream(worse(inner_status, io.status()), out);
 }
 
 FilterStatus TlsFilter::end_inner(Direction dir, FilterOutput& out) {
