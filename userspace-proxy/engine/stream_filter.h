@@ -38,12 +38,12 @@ class FilterOutput {
 enum class FilterStatus : uint8_t {
   kContinue,  // keep relaying
   // The downstream is done (an HTTP response to "Connection: close" was
-  // relayed, or the client closed between requests): flush what was output
-  // toward it, FIN it, stop reading both sides. The upstream gets no FIN:
-  // with a pool key (Verdict::with_pool) and upstream_reusable() it is
-  // parked for another connection, else closed (without a pool key: closed;
-  // the client still gets the graceful end). Before the connection relays
-  // it is kClose.
+  // relayed, the client closed between requests, the worker drains): flush
+  // what was output toward it, FIN it, stop reading both sides. The
+  // upstream gets no FIN: with a pool key (Verdict::with_pool) and
+  // upstream_reusable() it is parked for another connection, otherwise (no
+  // pool key included) closed; the client gets the graceful end either way.
+  // Before the connection relays it is kClose.
   kEndDownstream,
   // The next bytes toward the upstream need another decision (an HTTP
   // request for another upstream, a request to retry elsewhere). The filter

@@ -528,17 +528,25 @@ void Worker::begin_drain() {
   }
 }
 
-// A relaying connection's filter hears of the drain once (an HTTP one ends
-// an idle keep-alive client now, a busy one after its next response).
-void Worker::tell_drain(ConnectionImpl* c) {
-  if (!c->filter || c->drain_told) return;
-  c->drain_told = true;
+// A filter callback without a chunk (its timer, the drain): its output is
+// sent, its status carried out.
+template <typename Fn>
+void Worker::call_filter(ConnectionImpl* c, Fn fn) {
   Output out(this, c, 1, nullptr, 0, kNoBuffer);
-  FilterStatus st = c->filter->on_drain(out);
+  FilterStatus st = fn(*c->filter, out);
   for (int s = 0; s < 2; ++s) {
     if (c->side[s].out.count > 0) kick_send(c, s);
   }
   filter_status(c, st);
+}
+
+// A relaying connection's filter hears of the drain once (an HTTP one ends
+// an idle keep-alive client now, a busy one after its next response); not
+// one that is ending already.
+void Worker::tell_drain(ConnectionImpl* c) {
+  if (!c->filter || c->drain_told || c->phase != Phase::kRelaying || c->ending_downstream) return;
+  c->drain_told = true;
+  call_filter(c, [](StreamFilter& f, FilterOutput& out) { return f.on_drain(out); });
 }
 
 void Worker::process_cqe(const io_uring_cqe* cqe) {
@@ -645,12 +653,7 @@ void Worker::on_timer(ConnectionImpl* c) {
 void Worker::fire_filter_timer(ConnectionImpl* c) {
   c->filter_deadline_ns = INT64_MAX;
   if (!c->filter) return;
-  Output out(this, c, 1, nullptr, 0, kNoBuffer);
-  FilterStatus st = c->filter->on_timer(out);
-  for (int s = 0; s < 2; ++s) {
-    if (c->side[s].out.count > 0) kick_send(c, s);
-  }
-  filter_status(c, st);
+  call_filter(c, [](StreamFilter& f, FilterOutput& out) { return f.on_timer(out); });
 }
 
 int64_t Worker::conn_deadline(const ConnectionImpl* c) const {
@@ -1275,7 +1278,7 @@ void Worker::enter_relaying(ConnectionImpl* c) {
   maybe_arm_recv(c, 1);
   maybe_arm_recv(c, 0);
   // Decided while the worker drains (or moved to another upstream).
-  if (draining_) tell_drain(c);
+  if (draining_ && c->phase == Phase::kRelaying) tell_drain(c);
 }
 
 void Worker::arm_recv(ConnectionImpl* c, int s) {

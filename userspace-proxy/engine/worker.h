@@ -219,6 +219,8 @@ class Worker {
   void on_timer(ConnectionImpl* c);
   void fire_filter_timer(ConnectionImpl* c);
   void tell_drain(ConnectionImpl* c);
+  template <typename Fn>
+  void call_filter(ConnectionImpl* c, Fn fn);
   void rearm_starved();
 
   // Connection lifecycle.

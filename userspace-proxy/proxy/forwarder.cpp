@@ -498,9 +498,9 @@ void Forwarder::install_check_later(ProxyConnection& c) {
     // another upstream (on_new_upstream waits, then carries the plan out).
     const bool delayed = plan.fault_delay.count() > 0;
     // A copy for the route's mirror, as it is decided (its body, not at
-    // hand here, is streamed by the guard when the guard is forwarding it
-    // now: ci->mirror_stream_ok); a delayed one when its delay ends.
-    if (plan.mirror && !delayed) mirror_request(*ci, plan, head, {}, ci->mirror_stream_ok);
+    // hand here, is streamed by the guard, which decides later requests as
+    // it forwards them); a delayed one when its delay ends.
+    if (plan.mirror && !delayed) mirror_request(*ci, plan, head, {}, /*may_stream=*/true);
     switch (delayed ? RequestPlan::Kind::kForward : plan.kind) {
       case RequestPlan::Kind::kLocalReply:
         counters->count(plan.status == 502 ? policy::Action::kLocalReply502 : policy::Action::kRoute);

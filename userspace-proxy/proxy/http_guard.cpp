@@ -413,6 +413,17 @@ const policy::RetryPlan* HttpRequestGuard::retry_policy(const Outstanding& r) co
 // Only a lone request, received whole and kept, with nothing of its
 // response sent to the client and nothing after it from the client, goes
 // again (Envoy also retries only what it buffered and has not answered).
+// What was held back of a response head while its request could still be
+// retried goes to the client, counted as the response's (false: the output
+// failed).
+bool HttpRequestGuard::flush_response_prefix(FilterOutput& out) {
+  if (response_prefix_.empty()) return true;
+  if (out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(response_prefix_)) != 0) return false;
+  if (!outstanding_.empty()) outstanding_.front().bytes_out += response_prefix_.size();
+  response_prefix_.clear();
+  return true;
+}
+
 bool HttpRequestGuard::can_retry() const {
   return outstanding_.size() == 1 && replay_ok_ && replay_done_ && state_ == State::kHead && held_.empty() &&
          !switch_signalled_ && outstanding_.front().bytes_out == 0;
@@ -865,13 +876,7 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
           } else {
             // Relayed as it comes: the client has part of a response now
             // (after what was held while a retry was possible).
-            if (!response_prefix_.empty()) {
-              if (out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(response_prefix_)) != 0) {
-                return FilterStatus::kReset;
-              }
-              outstanding_.front().bytes_out += response_prefix_.size();
-              response_prefix_.clear();
-            }
+            if (!flush_response_prefix(out)) return FilterStatus::kReset;
             if (out.forward(r.consumed) != 0) return FilterStatus::kReset;
             outstanding_.front().bytes_out += r.consumed;
           }
@@ -885,12 +890,7 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
           if (!pooled_) {
             // Relayed as it comes (what was held back while a retry was
             // possible first): what the client gets is what the upstream sent.
-            if (!response_prefix_.empty()) {
-              if (out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(response_prefix_)) != 0) {
-                return FilterStatus::kReset;
-              }
-              response_prefix_.clear();
-            }
+            if (!flush_response_prefix(out)) return FilterStatus::kReset;
             response_state_ = ResponseState::kOpaque;
             continue;
           }
@@ -976,13 +976,8 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
           if (out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(rebuilt)) != 0) return FilterStatus::kReset;
           req.bytes_out += rebuilt.size();
         } else {
-          if (!response_prefix_.empty()) {
-            // Held back while a retry was possible: it goes now, as received.
-            if (out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(response_prefix_)) != 0) {
-              return FilterStatus::kReset;
-            }
-            req.bytes_out += response_prefix_.size();
-          }
+          // Held back while a retry was possible: it goes now, as received.
+          if (!flush_response_prefix(out)) return FilterStatus::kReset;
           if (out.forward(r.consumed) != 0) return FilterStatus::kReset;
           req.bytes_out += r.consumed;  // the earlier part was counted as it went
         }
@@ -1131,10 +1126,10 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
           if (mirror_body_ >= 0) mirror_end(/*cut=*/false);
           request_sent(out);
           if (out && draining_ && close_requested_ && outstanding_.empty()) {
-            // Draining, an upload whose response came (and went, without
-            // "connection: close") before its body ended: the connection
-            // ends now rather than wait idle for the deadline (kClose: the
-            // body's tail, still queued, reaches the upstream first).
+            // Draining, an upload whose response came (and went) before its
+            // body ended: the connection ends now rather than wait idle for
+            // the deadline (kClose: the body's tail, still queued, reaches
+            // the upstream first).
             if (!rest.empty()) out->skip(rest.size());
             return FilterStatus::kClose;
           }
@@ -1210,10 +1205,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
             return FilterStatus::kReset;
           }
         } else {
-          // Its mirror's body can be streamed: it is forwarded now.
-          info_->mirror_stream_ok = true;
           FilterStatus st = on_later_head(head, *out);
-          info_->mirror_stream_ok = false;
           if (std::exchange(answered_, false)) {
             // Answered locally, the connection kept: on to the next request
             // (nothing of this one, its head's earlier part included, goes).

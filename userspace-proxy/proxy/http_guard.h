@@ -127,11 +127,8 @@ struct ConnectionInfo {
   const policy::GatewayServerRef* server = nullptr;
   // A mirrored request's body goes here as it is forwarded (a descriptor of
   // the copy's socketpair writer, Forwarder::mirror_request): left by the
-  // handler for the guard that forwards that request. mirror_stream_ok: the
-  // guard is forwarding the request being decided now (check_later), so its
-  // body can be streamed.
+  // handler for the guard that forwards that request.
   int mirror_sink = -1;
-  bool mirror_stream_ok = false;
 
   ConnectionInfo() = default;
   ConnectionInfo(const ConnectionInfo&) = delete;
@@ -241,7 +238,8 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
  public:
   // `first` are the bytes the handler already saw and decided on (forwarded
   // by the engine unfiltered); the guard resumes framing after them. A
-  // pooled guard takes them through on_start instead (and rewrites them).
+  // pooled guard takes them through on_start instead (and rewrites them),
+  // as does one whose `first` goes on past the first request (rerun_).
   // `first_edits`: what the first request's route changes in it (its head
   // is then rebuilt too, and the held bytes come through on_start).
   // `moved`: the held bytes may be more than `first` (the engine's sniffing
@@ -305,7 +303,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   struct Outstanding {
     bool head = false;         // HEAD: the response has no body
     bool connect = false;      // CONNECT: a 2xx response starts a tunnel
-    bool close_after = false;  // the client's last request (no keep-alive)
+    bool close_after = false;  // the connection's last request (no keep-alive, or the proxy drains)
     uint64_t bytes_in = 0;     // request head and body, as received
     uint64_t bytes_out = 0;    // response head and body, as sent to the client
     RouteEditsPtr edits;       // its route's response header operations
@@ -360,6 +358,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // everything after it, for the next upstream.
   enum class State : uint8_t { kHead, kBody, kOpaque, kStopped, kSwitching };
   engine::FilterStatus on_later_head(const sniff::HttpRequestHead& head, engine::FilterOutput& out);
+  bool flush_response_prefix(engine::FilterOutput& out);
   engine::FilterStatus advance(std::span<const uint8_t> chunk, engine::FilterOutput* out);
 
   std::shared_ptr<ConnectionInfo> info_;
@@ -394,7 +393,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   bool moved_ = false;  // see the constructor
   RouteEditsPtr later_edits_;  // of the later request being forwarded (from check_later)
   bool reusable_ = true;         // nothing seen so far rules out reuse
-  bool close_requested_ = false; // a request without keep-alive was forwarded
+  bool close_requested_ = false; // the connection's last request was forwarded (close_after)
   bool draining_ = false;        // on_drain: the last request forwarded is the connection's last
   std::deque<Outstanding> outstanding_;
   std::unique_ptr<sniff::HttpResponseParser> response_parser_;

@@ -257,7 +257,7 @@ FilterStatus TlsFilter::on_start(std::span<const uint8_t> held, FilterOutput& ou
     InnerOutput io(this, &out, Direction::kDownstreamToUpstream, held, /*engine_chunk=*/true);
     // Sequenced: io.status() is only known after the inner filter ran.
     const FilterStatus inner_status = options_.inner->on_start(held, io);
-    return inner_ended_downstream(worse(inner_status, io.status()), out);
+    return close_notify_if_ended(worse(inner_status, io.status()), out);
   }
   if (!encrypts(Direction::kDownstreamToUpstream)) {
     return out.forward(held.size()) == 0 ? FilterStatus::kContinue : FilterStatus::kReset;
@@ -330,7 +330,7 @@ FilterStatus TlsFilter::plain_in(Direction dir, std::span<const uint8_t> bytes, 
     InnerOutput io(this, &out, dir, bytes, engine_chunk);
     // Sequenced: io.status() is only known after the inner filter ran.
     const FilterStatus inner_status = options_.inner->on_data(dir, bytes, io);
-    return inner_ended_downstream(worse(inner_status, io.status()), out);
+    return close_notify_if_ended(worse(inner_status, io.status()), out);
   }
   if (engine_chunk && !encrypts(dir)) {
     return out.forward(bytes.size()) == 0 ? FilterStatus::kContinue : FilterStatus::kReset;
@@ -538,7 +538,7 @@ FilterStatus TlsFilter::on_timer(FilterOutput& out) {
   InnerOutput io(this, &out, Direction::kUpstreamToDownstream, {}, /*engine_chunk=*/false);
   // Sequenced: io.status() is only known after the inner filter ran.
   const FilterStatus inner_status = options_.inner->on_timer(io);
-  return inner_ended_downstream(worse(inner_status, io.status()), out);
+  return close_notify_if_ended(worse(inner_status, io.status()), out);
 }
 
 FilterStatus TlsFilter::on_drain(FilterOutput& out) {
@@ -546,12 +546,12 @@ FilterStatus TlsFilter::on_drain(FilterOutput& out) {
   InnerOutput io(this, &out, Direction::kUpstreamToDownstream, {}, /*engine_chunk=*/false);
   // Sequenced: io.status() is only known after the inner filter ran.
   const FilterStatus inner_status = options_.inner->on_drain(io);
-  return inner_ended_downstream(worse(inner_status, io.status()), out);
+  return close_notify_if_ended(worse(inner_status, io.status()), out);
 }
 
 // The inner filter ends the client's connection (kEndDownstream: its last
 // response is out; kClose): a TLS client hears close_notify before the FIN.
-FilterStatus TlsFilter::inner_ended_downstream(FilterStatus st, FilterOutput& out) {
+FilterStatus TlsFilter::close_notify_if_ended(FilterStatus st, FilterOutput& out) {
   if (st != FilterStatus::kEndDownstream && st != FilterStatus::kClose) return st;
   if (down_ == nullptr || down_->state() != HandshakeState::kDone) return st;
   down_->send_close_notify();
@@ -579,7 +579,7 @@ FilterStatus TlsFilter::on_connect_failed(FilterOutput& out, bool timed_out) {
   InnerOutput io(this, &out, Direction::kUpstreamToDownstream, {}, /*engine_chunk=*/false);
   // Sequenced: io.status() is only known after the inner filter ran.
   const FilterStatus inner_status = options_.inner->on_connect_failed(io, timed_out);
-  return inner_ended_downstream(worse(inner_status, io.status()), out);
+  return close_notify_if_ended(worse(inner_status, io.status()), out);
 }
 
 FilterStatus TlsFilter::end_inner(Direction dir, FilterOutput& out) {

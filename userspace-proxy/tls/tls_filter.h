@@ -164,7 +164,7 @@ class TlsFilter final : public engine::StreamFilter {
   Status start_upstream(engine::FilterOutput& out);
   Status peer_closed(TlsConnection& conn, engine::FilterOutput& out);
   Status end_inner(Dir dir, engine::FilterOutput& out);
-  Status inner_ended_downstream(Status st, engine::FilterOutput& out);
+  Status close_notify_if_ended(Status st, engine::FilterOutput& out);
   Status fail_downstream(std::string reason);
   Status fail_upstream_handshake(std::string reason, engine::FilterOutput& out);
   Status fail_stream(std::string reason, Status status);
