@@ -714,14 +714,16 @@ print(r1.status, r2.status, "same" if port1 is not None and port1 == port2 else 
 PYEOF
 out=$(in_cg_ns workload "$NS_W" "$PY" "$TMP/keepalive_client.py" 2>&1) || fail "(4) keep-alive client: $out"
 [ "$out" = "502 301 same" ] || fail "(4) a 502 then a declared host on one connection: $out (want: 502 301 same)"
-# Pipelined in one write (the proxy's first read holds both): the declared
-# request is forwarded and answered, the undeclared one after it gets its 502
-# behind that answer, in order.
+# Pipelined in one write (the proxy's first read holds them all): the
+# declared request is forwarded and answered, the undeclared one after it
+# gets its 502 behind that answer, in order, and the connection goes on: the
+# third request (the last: Connection: close) is decided afresh and answered.
 cat >"$TMP/pipelined_client.py" <<'PYEOF'
 import re, socket
 s = socket.create_connection(("203.0.113.10", 80), timeout=10)
 s.sendall(b"GET /politics HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"
-          b"GET /p HTTP/1.1\r\nHost: unknown.example.org\r\nConnection: close\r\n\r\n")
+          b"GET /p HTTP/1.1\r\nHost: unknown.example.org\r\n\r\n"
+          b"GET /politics HTTP/1.1\r\nHost: edition.cnn.com\r\nConnection: close\r\n\r\n")
 data = b""
 while True:
     chunk = s.recv(65536)
@@ -731,7 +733,7 @@ while True:
 print(" ".join(m.decode() for m in re.findall(rb"^HTTP/1\.1 (\d+)", data, re.M)))
 PYEOF
 out=$(in_cg_ns workload "$NS_W" "$PY" "$TMP/pipelined_client.py" 2>&1) || fail "(4) pipelined client: $out"
-[ "$out" = "301 502" ] || fail "(4) two pipelined requests, the second undeclared: $out (want: 301 502)"
+[ "$out" = "301 502 301" ] || fail "(4) three pipelined requests, the second undeclared: $out (want: 301 502 301)"
 grep -q '"GET /p HTTP/1.1" 502 - direct_response .* BlackHoleCluster' "$TMP/access.log" ||
 	fail "(4) no 502 line for the pipelined undeclared request"
 before=$(count_bytes)
@@ -739,7 +741,7 @@ out=$(raw_tcp 203.0.113.20 9000)
 sleep 0.3
 case "$out" in "SENT 16 GOT 0"|CLOSED*) ;; *) fail "(4) raw TCP to an undeclared IP:port: $out" ;; esac
 [ "$(count_bytes)" = "$before" ] || fail "(4) the server received $(( $(count_bytes) - before )) bytes"
-log "ok (4) plain HTTP to an undeclared host: 502 (the connection kept: the next request on it 301; pipelined behind a declared one: 301 502); raw TCP to 203.0.113.20:9000 closed, server received 0 bytes"
+log "ok (4) plain HTTP to an undeclared host: 502 (the connection kept: the next request on it 301; pipelined between declared ones: 301 502 301); raw TCP to 203.0.113.20:9000 closed, server received 0 bytes"
 explain_matches 203.0.113.20:80 --host unknown.example.org "$(seen_line "$TMP/access.log" "$mark" 203.0.113.20:80)"
 explain_matches 203.0.113.20:9000 "$(seen_line "$TMP/access.log" "$mark" 203.0.113.20:9000)"
 

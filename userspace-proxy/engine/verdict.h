@@ -90,7 +90,9 @@ class Verdict {
   // is asked again at once when bytes remain (a pipelined request), else on
   // the next bytes. A downstream that does not read its answers (its queue
   // beyond max_sniff_bytes) gets this one and then a close. `response` is
-  // copied by the engine before the call returns to it.
+  // copied by the engine before the call returns to it. Empty with nothing
+  // consumed (on_new_upstream after the upstream was let go): the
+  // connection is undecided again, as after an answer.
   static Verdict respond(std::span<const uint8_t> response, size_t consumed,
                          std::chrono::milliseconds timeout) {
     Verdict v(Kind::kRespond);

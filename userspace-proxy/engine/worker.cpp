@@ -1050,7 +1050,7 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
   // the handler again for the bytes after the answered request (a loop, not
   // a recursion: a read may hold many small pipelined requests).
   while (v.kind() == Verdict::Kind::kRespond) {
-    if (!respond_locally(c, v.response(), v.consumed())) return;
+    if ((!v.response().empty() || v.consumed() > 0) && !respond_locally(c, v.response(), v.consumed())) return;
     // Reading may have stopped at max_sniff_bytes while the handler was
     // deciding (deferred): what is left pending now is below it.
     c->side[0].paused = false;

@@ -297,8 +297,8 @@ Verdict Forwarder::execute_http(ProxyConnection& c, const sniff::HttpRequestHead
   ci.requests = 1;
   AccessLogEntry e = request_entry(ci, head);
   // The connection's first request started with it; one after a kept local
-  // answer starts now (request_entry's time).
-  if (c.answered_in == 0) e.start_realtime_ns = ci.start_realtime_ns;
+  // answer or a released upstream starts now (request_entry's time).
+  if (ci.logged_in == 0) e.start_realtime_ns = ci.start_realtime_ns;
   e.upstream_cluster = plan.cluster;
   e.route_name = plan.route_name;
   e.response_flags = plan.response_flags == "-" ? "" : plan.response_flags;
@@ -549,6 +549,13 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
   switch (why) {
     case ConnectionInfo::NextUpstream::kNone:
       return Verdict::close();
+    case ConnectionInfo::NextUpstream::kRelease:
+      // The upstream is done with; the client's connection goes on. Held
+      // bytes beyond the engine's window (a large upload pipelined behind
+      // the last request) go through the next guard whole, as after a move.
+      c.moved = pending.size() >= o_.sniff_window;
+      await_next_request(c);
+      return Verdict::respond({}, 0, std::chrono::milliseconds(0));
     case ConnectionInfo::NextUpstream::kSwitch:
       if (!ci.later_plan) return Verdict::close();
       // A later request with a fault comes this way even for the same
@@ -631,7 +638,7 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
     if (c.mirror_plan) guard->discard_responses();
     // Pooled or not (a TLS-terminating gateway's upstream is its client's
     // own): the upstream connection's limit.
-    if (conn_pool && conn_pool->http && conn_pool->http->max_requests_per_connection > 1) {
+    if (conn_pool && conn_pool->http && conn_pool->http->max_requests_per_connection >= 1) {
       guard->set_max_requests_per_connection(static_cast<uint32_t>(conn_pool->http->max_requests_per_connection));
     }
     if (!guard->first_bytes_ok()) {
@@ -757,12 +764,18 @@ Verdict Forwarder::answer(ProxyConnection& c, int status, std::string_view body,
     c.logged = true;
     return Verdict::close(bytes_of(c.reply));
   }
-  c.answered_in += consumed;
-  c.answered_out += c.reply.size();
-  // A slot taken for it (a pick before a 503 UF) is not held while idle.
+  await_next_request(c);
+  // Between requests only the engine's idle timeout applies.
+  return Verdict::respond(bytes_of(c.reply), consumed, std::chrono::milliseconds(0));
+}
+
+// The next request is sniffed and decided afresh, as a new connection's
+// first one (its bytes may be pending already: the engine asks again).
+void Forwarder::await_next_request(ProxyConnection& c) {
+  ConnectionInfo& ci = *c.info;
+  // A slot taken for the last one (a pick before a 503 UF) is not held
+  // while idle.
   ci.cluster_lease.reset();
-  // The next request is sniffed and decided afresh, as a new connection's
-  // first one (its bytes may be in `pending` already: the engine asks again).
   c.decided = false;
   c.fed = 0;
   c.answerable = 0;
@@ -776,8 +789,13 @@ Verdict Forwarder::answer(ProxyConnection& c, int status, std::string_view body,
   c.mirror_after_delay = false;
   ci.requests = 0;
   ci.first_response_code = 0;
-  // Between requests only the engine's idle timeout applies.
-  return Verdict::respond(bytes_of(c.reply), consumed, std::chrono::milliseconds(0));
+  ci.response_reported = false;
+  ci.later_plan.reset();
+  ci.first_attempt = 1;
+  ci.retry_deadline_ns = INT64_MAX;
+  ci.tried_upstreams.clear();
+  ci.upstream_host.clear();
+  ci.upstream_failure.clear();
 }
 
 void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats& stats) {
@@ -812,11 +830,12 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
       stats.upstream.valid() && c->plan.kind == policy::RequestPlan::Kind::kForward) {
     o_.clusters->report_response(c->plan.cluster, stats.upstream, static_cast<uint32_t>(ci.first_response_code));
   }
-  // The connection's bytes and time less those of the requests answered
-  // locally before, on a kept connection (the line is its last request's).
+  // The connection's bytes and time less those of the requests logged
+  // before (answered locally or by an upstream let go since: the line is
+  // the connection's last request's).
   const uint64_t bytes_received =
-      stats.bytes_from_downstream - std::min(stats.bytes_from_downstream, c->answered_in);
-  const uint64_t bytes_sent = stats.bytes_to_downstream - std::min(stats.bytes_to_downstream, c->answered_out);
+      stats.bytes_from_downstream - std::min(stats.bytes_from_downstream, ci.logged_in);
+  const uint64_t bytes_sent = stats.bytes_to_downstream - std::min(stats.bytes_to_downstream, ci.logged_out);
   if (ci.http) {
     // Requests whose response ended are logged already (complete_request);
     // what is left did not get one before the connection closed.
@@ -828,7 +847,7 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
       AccessLogEntry& e = ci.pending_requests.front().entry;
       e.bytes_received = bytes_received;
       e.bytes_sent = bytes_sent;
-      e.duration_ms = c->answered_in > 0 ? ms_since(e.start_realtime_ns) : duration_ms;
+      e.duration_ms = ci.logged_in > 0 ? ms_since(e.start_realtime_ns) : duration_ms;
     }
     if (!flags.empty()) {
       for (auto& r : ci.pending_requests) {

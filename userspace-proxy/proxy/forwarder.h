@@ -68,10 +68,6 @@ struct ProxyConnection : Recycled<ProxyConnection> {
   // connection (local_reply_keeps_connection; not on a later upstream); 0: no.
   size_t answerable = 0;
   bool head_request = false;  // the first request is a HEAD: its answer has no body
-  // Bytes of the requests answered locally with the connection kept, and of
-  // their answers (not the next request's, in its access log line).
-  uint64_t answered_in = 0;
-  uint64_t answered_out = 0;
 
   // Gateway role: TLS termination installed before routing.
   tls::TlsFilter* terminator = nullptr;  // installed by need_more(); owned by the engine
@@ -163,6 +159,9 @@ class Forwarder : public engine::ConnectionHandler {
   // (Verdict::respond); else the answer closes the connection.
   engine::Verdict answer(ProxyConnection& c, int status, std::string_view body, std::string_view location,
                          std::span<const uint8_t> pending);
+  // Back to undecided: the connection's next request is decided as a first
+  // one (after a kept local answer, or an upstream let go: kRelease).
+  void await_next_request(ProxyConnection& c);
   // `pool_key` is set when the upstream connection may be pooled (HTTP/1.1
   // forwarding without TLS termination here; not with a DestinationRule's
   // http.maxRequestsPerConnection 1).

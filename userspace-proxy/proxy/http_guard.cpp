@@ -76,6 +76,10 @@ void fill_labels(const ConnectionInfo& ci, const AccessLogEntry& e, admin::Istio
 }  // namespace
 
 void ConnectionInfo::log_entry(const AccessLogEntry& e) const {
+  if (e.http) {
+    logged_in += e.bytes_received;
+    logged_out += e.bytes_sent;
+  }
   if (log) log->write(e);
   if (!metrics || !metrics_shard) return;
   admin::IstioLabels l;
@@ -765,10 +769,15 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
   response_state_ = ResponseState::kHead;
   if (!deferred_reply_.empty() && outstanding_.empty()) {
     // A later request answered locally behind pipelined ones: its answer
-    // now, in order, then the connection ends.
+    // now, in order; then the connection goes on undecided (the upstream
+    // let go, parked when it can be) or ends.
     info_->flush_requests();  // its line: the last pending one
     out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(deferred_reply_));
     deferred_reply_.clear();
+    if (deferred_keeps_) {
+      switch_signalled_ = true;
+      return FilterStatus::kNewUpstream;
+    }
     reusable_ = false;
     return FilterStatus::kClose;
   }
@@ -781,6 +790,15 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
   // the upstream parked for reuse.
   if (discard_ && outstanding_.empty() && state_ == State::kHead) {
     return reusable_ ? FilterStatus::kEndDownstream : FilterStatus::kClose;
+  }
+  // The upstream carried its last request (maxRequestsPerConnection) and
+  // nothing is under way: it is let go now, as Envoy closes it after this
+  // response, rather than held until the client's next request; the
+  // client's connection goes on undecided.
+  if (!done.close_after && !discard_ && spent() && state_ == State::kHead && at_boundary()) {
+    info_->next_upstream = ConnectionInfo::NextUpstream::kRelease;
+    switch_signalled_ = true;
+    return FilterStatus::kNewUpstream;
   }
   // Unpooled, the upstream ends a connection the client asked to close;
   // a drain's close is the proxy's own.
@@ -1037,10 +1055,10 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
     return FilterStatus::kNewUpstream;
   }
   if (verdict.kind == LaterRequest::Kind::kLocalReply) {
-    // Answered here. With nothing due before it the connection goes on
-    // (Envoy keeps it after a complete request's local reply) and the next
-    // request is decided afresh; else it ends after the answer.
-    const bool keep = outstanding_.empty() && !close_requested_ && !draining_ && local_reply_keeps_connection(head);
+    // Answered here. The connection goes on after a complete request's
+    // local reply (Envoy keeps it) and the next request is decided afresh;
+    // else it ends after the answer.
+    const bool keep = !close_requested_ && !draining_ && local_reply_keeps_connection(head);
     std::string reply = local_reply(static_cast<int>(verdict.status), realtime_ns(), verdict.body, verdict.location,
                                     keep, head.method == "HEAD");
     e.upstream_host.clear();
@@ -1048,10 +1066,15 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
     e.bytes_sent = reply.size();
     if (!outstanding_.empty()) {
       // Responses to earlier (pipelined) requests are still due: the answer
-      // follows them (response_done), then the connection ends (the caller
-      // stops reading requests but keeps relaying them). Its line waits
-      // behind theirs (written at the close if they never end).
+      // follows them (response_done). Kept, what the client sends after it
+      // waits (the caller holds it) and the upstream is let go after the
+      // answer (kRelease): the handler decides it afresh; else the
+      // connection ends (the caller stops reading requests but keeps
+      // relaying the responses). Its line waits behind theirs (written at
+      // the close if they never end).
       deferred_reply_ = std::move(reply);
+      deferred_keeps_ = keep;
+      if (keep) info_->next_upstream = ConnectionInfo::NextUpstream::kRelease;
       info_->pending_requests.push_back({std::move(e), false});
       return FilterStatus::kClose;
     }
@@ -1225,6 +1248,18 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
             return hold_for_switch(rest, *out);
           }
           if (st != FilterStatus::kContinue) {
+            if (!deferred_reply_.empty() && deferred_keeps_) {
+              // Answered after the responses due before it, the connection
+              // kept: what follows waits for the handler's next decision
+              // (nothing of this request goes).
+              out->skip(r.consumed);
+              rest.remove_prefix(r.consumed);
+              held_.clear();
+              held_.append(rest);
+              out->skip(rest.size());
+              state_ = State::kSwitching;
+              return FilterStatus::kContinue;
+            }
             state_ = State::kStopped;
             out->skip(rest.size());
             // An answer waiting for earlier responses: they are relayed first.

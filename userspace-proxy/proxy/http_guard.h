@@ -146,6 +146,11 @@ struct ConnectionInfo {
     kNone,
     kSwitch,  // a later request for another upstream (later_plan)
     kRetry,   // the newest request again, after a retriable response or reset
+    // The upstream is done (it carried maxRequestsPerConnection, or a later
+    // request was answered locally behind pipelined ones): the client's
+    // connection goes on undecided, its next request (held bytes, if any)
+    // decided afresh as a first one.
+    kRelease,
   };
   NextUpstream next_upstream = NextUpstream::kNone;
   uint32_t retry_status = 0;  // kRetry: the status retried (0: no response, a reset)
@@ -192,6 +197,11 @@ struct ConnectionInfo {
   // Writes the access log line and records the entry in Istio's metrics
   // (istio_requests_total for HTTP, istio_tcp_* for a TCP connection).
   void log_entry(const AccessLogEntry& e) const;
+  // The bytes of the HTTP requests logged so far (received from and sent
+  // to the client): a request the connection's end finds unanswered is
+  // given the connection's bytes less these.
+  mutable uint64_t logged_in = 0;
+  mutable uint64_t logged_out = 0;
   // istio_tcp_connections_opened_total, when a TCP connection is relayed.
   void record_tcp_open() const;
   void flush_requests();
@@ -425,6 +435,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // A later request's local answer waiting for the responses due before it
   // (pipelining; its access log line is the last pending one).
   std::string deferred_reply_;
+  bool deferred_keeps_ = false;  // ... and the connection goes on after it (kRelease)
   std::string response_prefix_;  // a response head's bytes held back (unpooled) while a retry is possible
 };
 

@@ -490,7 +490,8 @@ TEST_F(EgressHandlerTest, EachKeepAliveRequestIsCheckedOnItsOwn) {
 
   // Chunked body, then a request for an unknown host: a local 502, nothing
   // of it forwarded; it waits for the responses due before it (pipelined),
-  // then the connection closes.
+  // and the connection goes on: the upstream is let go and what the client
+  // sent meanwhile is decided afresh.
   std::string chunk3 =
       "POST /c HTTP/1.1\r\nHost: edition.cnn.com\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
       "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n";
@@ -500,7 +501,7 @@ TEST_F(EgressHandlerTest, EachKeepAliveRequestIsCheckedOnItsOwn) {
   EXPECT_EQ(out3.upstream.find("evil.example"), std::string::npos);
   EXPECT_NE(out3.upstream.find("0\r\n\r\n"), std::string::npos);
   EXPECT_EQ(out3.downstream, "");
-  // More from the client meanwhile is dropped.
+  // More from the client meanwhile waits (held, not forwarded).
   std::string more = "GET /more HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   FakeOutput outm(more);
   EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(more), outm), engine::FilterStatus::kContinue);
@@ -509,7 +510,7 @@ TEST_F(EgressHandlerTest, EachKeepAliveRequestIsCheckedOnItsOwn) {
   for (int i = 0; i < 3; ++i) {
     FakeOutput r(ok);
     EXPECT_EQ(f->on_data(engine::Direction::kUpstreamToDownstream, bytes(ok), r),
-              i < 2 ? engine::FilterStatus::kContinue : engine::FilterStatus::kClose);
+              i < 2 ? engine::FilterStatus::kContinue : engine::FilterStatus::kNewUpstream);
     EXPECT_EQ(r.all.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r.all;
     // The answer follows the last response due, in order.
     if (i == 2) {
@@ -518,8 +519,19 @@ TEST_F(EgressHandlerTest, EachKeepAliveRequestIsCheckedOnItsOwn) {
       EXPECT_EQ(r.all.find("502"), std::string::npos) << r.all;
     }
   }
+  // The held request becomes the pending bytes; the handler, told the
+  // upstream was let go, leaves the connection undecided (an empty answer)
+  // and then decides /more as a first request.
+  FakeOutput held("");
+  f->on_new_upstream(held);
+  EXPECT_EQ(held.upstream, more);
+  Verdict rv = h->on_new_upstream(c, bytes(more));
+  ASSERT_EQ(rv.kind(), Verdict::Kind::kRespond);
+  EXPECT_TRUE(rv.response().empty());
+  EXPECT_EQ(rv.consumed(), 0u);
+  ASSERT_EQ(h->on_downstream_data(c, bytes(more)).kind(), Verdict::Kind::kConnect);
   close(*h, c, engine::CloseReason::kFilterClose);
-  EXPECT_EQ(counters_.http_requests.load(), 4u);
+  EXPECT_EQ(counters_.http_requests.load(), 5u);
   const std::string lines = log_->lines();
   ASSERT_NE(lines.find("\"GET / HTTP/1.1\" 502"), std::string::npos) << lines;
   EXPECT_LT(lines.find("\"POST /c HTTP/1.1\" 200"), lines.find("\"GET / HTTP/1.1\" 502")) << lines;
@@ -1415,10 +1427,10 @@ TEST_F(EgressHandlerTest, APerTryTimeoutDuringADroppedResponseLetsTheRetryGoOn) 
   close(*h, c, engine::CloseReason::kCompleted);
 }
 
-// maxRequestsPerConnection 2 reached, the client leaves between requests:
-// its connection ends at once (the spent upstream closes with it, not
-// parked) rather than waiting for the upstream to close on its own.
-TEST_F(EgressHandlerTest, AClientLeavingASpentUpstreamEndsAtOnce) {
+// maxRequestsPerConnection 2 reached: the spent upstream is let go after
+// its last response (Envoy closes it), not held until the client's next
+// request or close; the client's connection goes on undecided.
+TEST_F(EgressHandlerTest, ASpentUpstreamIsLetGoAfterItsLastResponse) {
   load({kRegistryOnly, kCnnServiceEntry, kMaxRequestsTwo});
   dns_.answer("edition.cnn.com", "203.0.113.10");
   auto h = handler("203.0.113.10:80");
@@ -1431,11 +1443,29 @@ TEST_F(EgressHandlerTest, AClientLeavingASpentUpstreamEndsAtOnce) {
   const std::string second = "GET /2 HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   FakeOutput o(second);
   EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(second), o), engine::FilterStatus::kContinue);
-  EXPECT_EQ(respond(*f, resp).first, engine::FilterStatus::kContinue);
-  EXPECT_FALSE(f->upstream_reusable());  // 2 of 2
-  FakeOutput fin("");
-  EXPECT_EQ(f->on_end_stream(engine::Direction::kDownstreamToUpstream, fin), engine::FilterStatus::kEndDownstream);
-  close(*h, c, engine::CloseReason::kCompleted);
+  EXPECT_EQ(respond(*f, resp).first, engine::FilterStatus::kNewUpstream);
+  EXPECT_FALSE(f->upstream_reusable());  // 2 of 2: closed, not parked
+  FakeOutput held("");
+  f->on_new_upstream(held);
+  EXPECT_EQ(held.upstream, "");
+  Verdict rv = h->on_new_upstream(c, {});
+  ASSERT_EQ(rv.kind(), Verdict::Kind::kRespond);
+  EXPECT_TRUE(rv.response().empty());
+  // The next request: a first one again, on a new upstream connection, with
+  // its own start time and bytes in its access log line.
+  const std::string third = "GET /3 HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  Verdict v3 = h->on_downstream_data(c, bytes(third));
+  ASSERT_EQ(v3.kind(), Verdict::Kind::kConnect);
+  engine::ConnectionStats st;
+  st.reason = engine::CloseReason::kDownstreamReset;
+  st.bytes_from_downstream = 2 * second.size() + third.size();  // /1 and /2 are as long as /3
+  st.bytes_to_downstream = 2 * resp.size();
+  h->on_close(c, st);
+  const std::string lines = log_->lines();
+  const size_t at = lines.find("\"GET /3 HTTP/1.1\" 0 ");
+  ASSERT_NE(at, std::string::npos) << lines;
+  const std::string line = lines.substr(at, lines.find('\n', at) - at);
+  EXPECT_NE(line.find(" " + std::to_string(third.size()) + " 0 "), std::string::npos) << line;
 }
 
 // A 503 UF decided after the guard was built (here: TLS origination without
@@ -1617,10 +1647,12 @@ TEST_F(EgressHandlerTest, PipelinedRequestsInTheFirstReadAreEachChecked) {
     FakeOutput r(resp);
     const engine::FilterStatus st = f->on_data(engine::Direction::kUpstreamToDownstream, bytes(resp), r);
     if (k.later == evil) {
-      // The 502 follows the first response, then the connection ends.
-      EXPECT_EQ(st, engine::FilterStatus::kClose);
+      // The 502 follows the first response; the connection goes on (the
+      // upstream let go, the client's next request decided afresh).
+      EXPECT_EQ(st, engine::FilterStatus::kNewUpstream);
       EXPECT_EQ(r.all.rfind(resp, 0), 0u) << r.all;
       EXPECT_EQ(r.all.find("HTTP/1.1 502 Bad Gateway\r\n"), resp.size()) << r.all;
+      EXPECT_EQ(r.all.find("connection: close"), std::string::npos) << r.all;
     } else {
       EXPECT_EQ(st, engine::FilterStatus::kContinue) << k.later;
       EXPECT_EQ(r.all, resp);
@@ -1979,8 +2011,9 @@ TEST_F(EgressHandlerTest, NoRequestForAnUndeclaredHostReachesTheUpstreamWhatever
 }
 
 // An unpooled guard (a TLS-terminating gateway's: its upstream serves one
-// client connection) keeps maxRequestsPerConnection too: the request after
-// the limit moves to a new upstream connection.
+// client connection) keeps maxRequestsPerConnection too: a request
+// pipelined past the limit moves to a new upstream connection; without
+// one, the spent upstream is let go after its last response.
 TEST_F(EgressHandlerTest, AnUnpooledGuardMovesOnAtMaxRequestsPerConnection) {
   auto info = std::make_shared<ConnectionInfo>();
   info->counters = &counters_;
@@ -1995,27 +2028,33 @@ TEST_F(EgressHandlerTest, AnUnpooledGuardMovesOnAtMaxRequestsPerConnection) {
   };
   const std::string req = "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-  HttpRequestGuard g(info, bytes(req), /*pooled=*/false);
-  g.set_max_requests_per_connection(2);
-  ASSERT_FALSE(g.takes_held_bytes());  // the engine sends the first request as read
-  auto respond_ok = [&] {
-    FakeOutput r(resp);
-    EXPECT_EQ(g.on_data(engine::Direction::kUpstreamToDownstream, bytes(resp), r), engine::FilterStatus::kContinue);
-    EXPECT_EQ(r.all, resp);
-  };
-  respond_ok();
-  FakeOutput second(req);
-  EXPECT_EQ(g.on_data(engine::Direction::kDownstreamToUpstream, bytes(req), second), engine::FilterStatus::kContinue);
-  EXPECT_EQ(second.upstream, req);  // the upstream connection's second
-  respond_ok();
-  FakeOutput third(req);
-  EXPECT_EQ(g.on_data(engine::Direction::kDownstreamToUpstream, bytes(req), third), engine::FilterStatus::kNewUpstream);
-  EXPECT_TRUE(third.upstream.empty());
-  FakeOutput held("");
-  g.on_new_upstream(held);
-  EXPECT_EQ(held.upstream, req);
-  EXPECT_EQ(info->next_upstream, ConnectionInfo::NextUpstream::kSwitch);
-  EXPECT_EQ(decided, 2);
+  for (bool pipelined : {true, false}) {
+    info->next_upstream = ConnectionInfo::NextUpstream::kNone;
+    HttpRequestGuard g(info, bytes(req), /*pooled=*/false);
+    g.set_max_requests_per_connection(2);
+    ASSERT_FALSE(g.takes_held_bytes());  // the engine sends the first request as read
+    auto respond = [&](engine::FilterStatus want) {
+      FakeOutput r(resp);
+      EXPECT_EQ(g.on_data(engine::Direction::kUpstreamToDownstream, bytes(resp), r), want) << pipelined;
+      EXPECT_EQ(r.all, resp);
+    };
+    respond(engine::FilterStatus::kContinue);
+    FakeOutput second(req);
+    EXPECT_EQ(g.on_data(engine::Direction::kDownstreamToUpstream, bytes(req), second), engine::FilterStatus::kContinue);
+    EXPECT_EQ(second.upstream, req);  // the upstream connection's second
+    if (pipelined) {
+      FakeOutput third(req);
+      EXPECT_EQ(g.on_data(engine::Direction::kDownstreamToUpstream, bytes(req), third), engine::FilterStatus::kContinue);
+      EXPECT_TRUE(third.upstream.empty());  // held for the next upstream
+    }
+    respond(engine::FilterStatus::kNewUpstream);
+    FakeOutput held("");
+    g.on_new_upstream(held);
+    EXPECT_EQ(held.upstream, pipelined ? req : "");
+    EXPECT_EQ(info->next_upstream,
+              pipelined ? ConnectionInfo::NextUpstream::kSwitch : ConnectionInfo::NextUpstream::kRelease);
+  }
+  EXPECT_EQ(decided, 3);
 }
 
 TEST_F(EgressHandlerTest, UpgradeSwitchesToOpaque) {
@@ -2560,20 +2599,19 @@ TEST_F(EgressHandlerTest, MaxRequestsPerConnectionCountsAcrossPooledClients) {
   auto f2 = decided(*h, c2, keep);
   ASSERT_TRUE(f2->adopt_upstream(std::move(state)));
   start(*f2, keep);
+  // Its last: the spent upstream is let go after the response.
   auto [st, out] = respond(*f2, resp);
-  EXPECT_EQ(st, engine::FilterStatus::kContinue);
+  EXPECT_EQ(st, engine::FilterStatus::kNewUpstream);
   EXPECT_EQ(out, resp);
   EXPECT_FALSE(f2->upstream_reusable());
-  // The client's next request: held for a new upstream connection, to the
-  // same endpoint, where it is that connection's first.
+  FakeOutput released("");
+  f2->on_new_upstream(released);
+  EXPECT_EQ(released.upstream, "");
+  ASSERT_EQ(h->on_new_upstream(c2, {}).kind(), Verdict::Kind::kRespond);
+  // The client's next request: a first one again, on a new upstream
+  // connection to the same endpoint.
   const std::string next = "GET /c HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
-  FakeOutput o(next);
-  EXPECT_EQ(f2->on_data(engine::Direction::kDownstreamToUpstream, bytes(next), o), engine::FilterStatus::kNewUpstream);
-  EXPECT_EQ(o.upstream, "");
-  FakeOutput held("");
-  f2->on_new_upstream(held);
-  EXPECT_EQ(held.upstream, next);
-  Verdict v = h->on_new_upstream(c2, bytes(next));
+  Verdict v = h->on_downstream_data(c2, bytes(next));
   ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
   EXPECT_EQ(v.upstreams()[0].to_string(), "203.0.113.10:80");
   auto f3 = v.take_filter();
