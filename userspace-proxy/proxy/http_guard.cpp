@@ -294,6 +294,8 @@ HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::sp
 FilterStatus HttpRequestGuard::on_drain(FilterOutput& /*out*/) {
   if (discard_ || draining_) return FilterStatus::kContinue;
   draining_ = true;
+  // A local answer waiting behind responses closes the connection instead.
+  drop_deferred_keep();
   // A tunnel is a byte stream now; a stopped guard ends already; one
   // switching leaves the rest to the guard on the next upstream.
   if (state_ == State::kOpaque || state_ == State::kStopped || state_ == State::kSwitching) {
@@ -426,6 +428,21 @@ bool HttpRequestGuard::flush_response_prefix(FilterOutput& out) {
   if (!outstanding_.empty()) outstanding_.front().bytes_out += response_prefix_.size();
   response_prefix_.clear();
   return true;
+}
+
+// A deferred local answer no longer keeps the connection: its closing
+// version goes, and what the client sent after it (held for the handler) is
+// dropped, as it is never answered.
+void HttpRequestGuard::drop_deferred_keep() {
+  if (!deferred_keeps_) return;
+  deferred_keeps_ = false;
+  if (info_->next_upstream == ConnectionInfo::NextUpstream::kRelease) {
+    info_->next_upstream = ConnectionInfo::NextUpstream::kNone;
+  }
+  if (state_ == State::kSwitching) {
+    held_.clear();
+    state_ = State::kStopped;
+  }
 }
 
 bool HttpRequestGuard::can_retry() const {
@@ -771,9 +788,15 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
     // A later request answered locally behind pipelined ones: its answer
     // now, in order; then the connection goes on undecided (the upstream
     // let go, parked when it can be) or ends.
+    // Kept only if no response before it told the client the connection
+    // closes (it would take what follows as unanswered and send it again).
+    if (deferred_keeps_ && !reusable_) drop_deferred_keep();
+    const std::string& reply = deferred_keeps_ ? deferred_kept_reply_ : deferred_reply_;
+    if (!info_->pending_requests.empty()) info_->pending_requests.back().entry.bytes_sent = reply.size();
     info_->flush_requests();  // its line: the last pending one
-    out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(deferred_reply_));
+    out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply));
     deferred_reply_.clear();
+    deferred_kept_reply_.clear();
     if (deferred_keeps_) {
       switch_signalled_ = true;
       return FilterStatus::kNewUpstream;
@@ -1072,9 +1095,17 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
       // connection ends (the caller stops reading requests but keeps
       // relaying the responses). Its line waits behind theirs (written at
       // the close if they never end).
+      // Both versions: whether the connection can go on is known when it is
+      // sent (a response before it may tell the client it closes).
+      deferred_kept_reply_.clear();
+      if (keep) {
+        deferred_kept_reply_ = std::move(reply);
+        reply = local_reply(static_cast<int>(verdict.status), realtime_ns(), verdict.body, verdict.location,
+                            /*keep_alive=*/false, head.method == "HEAD");
+        info_->next_upstream = ConnectionInfo::NextUpstream::kRelease;
+      }
       deferred_reply_ = std::move(reply);
       deferred_keeps_ = keep;
-      if (keep) info_->next_upstream = ConnectionInfo::NextUpstream::kRelease;
       info_->pending_requests.push_back({std::move(e), false});
       return FilterStatus::kClose;
     }
@@ -1120,6 +1151,13 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         if (out) out->skip(rest.size());
         return deferred_reply_.empty() ? FilterStatus::kClose : FilterStatus::kContinue;
       case State::kSwitching:
+        if (deferred_keeps_ && held_.size() + rest.size() > kMaxHeldBytes) {
+          // Too much behind a kept answer to hold: the connection ends after
+          // it instead (what follows is not read on).
+          drop_deferred_keep();
+          if (out) out->skip(rest.size());
+          return FilterStatus::kContinue;
+        }
         // Everything after a request for the next upstream waits for it.
         return hold_back(held_, rest, out);
       case State::kOpaque:

@@ -434,8 +434,10 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   bool answered_ = false;
   // A later request's local answer waiting for the responses due before it
   // (pipelining; its access log line is the last pending one).
-  std::string deferred_reply_;
-  bool deferred_keeps_ = false;  // ... and the connection goes on after it (kRelease)
+  std::string deferred_reply_;        // with "connection: close"
+  std::string deferred_kept_reply_;   // without, when it may keep the connection
+  bool deferred_keeps_ = false;       // ... and the connection goes on after it (kRelease)
+  void drop_deferred_keep();
   std::string response_prefix_;  // a response head's bytes held back (unpooled) while a retry is possible
 };
 

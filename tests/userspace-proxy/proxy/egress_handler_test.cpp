@@ -537,6 +537,38 @@ TEST_F(EgressHandlerTest, EachKeepAliveRequestIsCheckedOnItsOwn) {
   EXPECT_LT(lines.find("\"POST /c HTTP/1.1\" 200"), lines.find("\"GET / HTTP/1.1\" 502")) << lines;
 }
 
+// A local answer waiting behind a pipelined response keeps the connection
+// only if nothing before it told the client the connection closes (the
+// upstream's `Connection: close`), and not while the proxy drains: then it
+// says `connection: close` and the request held after it never goes.
+TEST_F(EgressHandlerTest, ADeferredAnswerClosesWhenTheResponseBeforeItSaidClose) {
+  for (int drain = 0; drain < 2; ++drain) {
+    engine::ConnectionHandlerPtr h;
+    FakeConnection c;
+    engine::StreamFilterPtr f = cnn_keepalive(h, c, /*answered=*/false);
+    ASSERT_NE(f, nullptr);
+    const std::string later =
+        "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\nPOST /pay HTTP/1.1\r\nHost: edition.cnn.com\r\n"
+        "Content-Length: 0\r\n\r\n";
+    FakeOutput in(later);
+    EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(later), in), engine::FilterStatus::kContinue);
+    EXPECT_TRUE(in.upstream.empty()) << in.upstream;
+    if (drain) {
+      FakeOutput d("");
+      EXPECT_EQ(f->on_drain(d), engine::FilterStatus::kContinue);
+    }
+    const std::string resp = drain ? std::string(kOk2)
+                                   : "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok";
+    FakeOutput r(resp);
+    EXPECT_EQ(f->on_data(engine::Direction::kUpstreamToDownstream, bytes(resp), r), engine::FilterStatus::kClose) << drain;
+    const size_t at = r.all.find("HTTP/1.1 502 Bad Gateway\r\n");
+    ASSERT_NE(at, std::string::npos) << r.all;
+    EXPECT_NE(r.all.find("connection: close\r\n", at), std::string::npos) << r.all;
+    EXPECT_EQ(r.all.find("/pay"), std::string::npos);
+    close(*h, c, engine::CloseReason::kCompleted);
+  }
+}
+
 // The answer waiting behind a pipelined request whose upstream ends before
 // responding: both lines are still written (the 503 UC, then the 502).
 TEST_F(EgressHandlerTest, AnAnswerWaitingBehindAResponseIsLoggedWhenTheUpstreamEnds) {
