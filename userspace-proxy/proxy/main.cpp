@@ -524,8 +524,10 @@ int main(int argc, char** argv) {
   app.add_option("--poll-interval-ms", flags.poll_ms, "how often to check the config files")->capture_default_str();
   app.add_option("--drain-seconds", flags.drain_seconds,
                  "on SIGTERM/SIGINT: close the listeners, then let established connections finish for up to this "
-                 "long before aborting them (Istio's terminationDrainDuration); a replacement proxy started on "
-                 "the same --listen (SO_REUSEPORT) takes the new connections meanwhile")
+                 "long before aborting them (Istio's terminationDrainDuration); HTTP/1 keep-alive clients are "
+                 "closed at their next response boundary (idle ones at once, busy ones told 'connection: close'); "
+                 "a replacement proxy started on the same --listen (SO_REUSEPORT) takes the new connections "
+                 "meanwhile")
       ->capture_default_str();
   app.add_option("--admin-port", flags.admin_port,
                  "admin endpoint port (Envoy's 15000): /ready /healthz /stats/prometheus /config_dump /logging; 0 = off")
