@@ -54,7 +54,9 @@ enum class FilterStatus : uint8_t {
   // then calls on_new_upstream(out): the filter's injects toward the
   // upstream become the connection's pending bytes, and the handler's
   // ConnectionHandler::on_new_upstream decides again as for a new
-  // connection (connect, defer, close). Downstream bytes read meanwhile
+  // connection (connect, defer, close, or an empty respond(): the upstream
+  // was only let go, the connection waits undecided for its next request).
+  // Downstream bytes read meanwhile
   // still go through on_data (the filter holds them too). Only while
   // relaying; elsewhere it is kClose.
   kNewUpstream,

@@ -540,12 +540,13 @@ void Worker::call_filter(ConnectionImpl* c, Fn fn) {
   filter_status(c, st);
 }
 
-// A relaying connection's filter hears of the drain once (an HTTP one ends
-// an idle keep-alive client now, a busy one after its next response); not
-// one that is ending already.
+// A relaying connection's filter hears of the drain (an HTTP one ends an
+// idle keep-alive client now, a busy one after its next response); not one
+// that is ending already. Once per filter: begin_drain tells the connections
+// relaying then, enter_relaying those that start relaying afterwards (a new
+// filter, or a TLS terminator's new inner one, after a switch).
 void Worker::tell_drain(ConnectionImpl* c) {
-  if (!c->filter || c->drain_told || c->phase != Phase::kRelaying || c->ending_downstream) return;
-  c->drain_told = true;
+  if (!c->filter || c->phase != Phase::kRelaying || c->ending_downstream) return;
   call_filter(c, [](StreamFilter& f, FilterOutput& out) { return f.on_drain(out); });
 }
 
@@ -860,7 +861,6 @@ void Worker::accept_conn(int fd, uint64_t spawn_tag) {
   c->last_connect_timed_out = 0;
   c->eof_unreported = false;
   c->answered_idle = false;
-  c->drain_told = false;
   c->inflight_ops = 0;
   c->ctx = 0;
   c->parking = c->ending_downstream = false;
@@ -930,7 +930,6 @@ bool Worker::install_filter(ConnectionImpl* c, StreamFilterPtr f) {
     return false;
   }
   c->filter = std::move(f);
-  c->drain_told = false;
   return true;
 }
 
@@ -1278,7 +1277,7 @@ void Worker::enter_relaying(ConnectionImpl* c) {
   maybe_arm_recv(c, 1);
   maybe_arm_recv(c, 0);
   // Decided while the worker drains (or moved to another upstream).
-  if (draining_ && c->phase == Phase::kRelaying) tell_drain(c);
+  if (draining_) tell_drain(c);
 }
 
 void Worker::arm_recv(ConnectionImpl* c, int s) {
@@ -1731,11 +1730,14 @@ void Worker::linger_after_end(ConnectionImpl* c) {
   // An upload still being written to the upstream stops: its buffers come
   // back when the cancel's CQE does (upstream_broke_after_end).
   c->side[1].write_shut = true;
-  if (c->side[1].send_inflight) {
-    io_uring_sqe* sqe = get_sqe();
-    io_uring_prep_cancel64(sqe, ud(c, kTagSend0 + 1), 0);
-    io_uring_sqe_set_data64(sqe, kUdIgnore);
-  }
+  cancel_send(c, 1);
+}
+
+void Worker::cancel_send(ConnectionImpl* c, int s) {
+  if (!c->side[s].send_inflight) return;
+  io_uring_sqe* sqe = get_sqe();
+  io_uring_prep_cancel64(sqe, ud(c, kTagSend0 + static_cast<uint64_t>(s)), 0);
+  io_uring_sqe_set_data64(sqe, kUdIgnore);
 }
 
 void Worker::kick_send(ConnectionImpl* c, int s) {
@@ -1836,21 +1838,16 @@ void Worker::begin_close(ConnectionImpl* c, CloseReason reason, int error, bool 
     // armed request of the ring). A socket has at most a recv and a send in
     // flight, the upstream also its connect; a recv being cancelled already
     // (kCancelling) needs nothing more.
-    auto cancel = [this](uint64_t user_data) {
-      io_uring_sqe* sqe = get_sqe();
-      io_uring_prep_cancel64(sqe, user_data, 0);
-      io_uring_sqe_set_data64(sqe, kUdIgnore);
-    };
     for (int s = 0; s < 2; ++s) {
-      Side& side = c->side[s];
-      if (side.fd < 0) continue;
-      if (side.recv == RecvState::kArmed) {
-        cancel(ud(c, kTagRecv0 + static_cast<uint64_t>(s)));
-        side.recv = RecvState::kCancelling;
-      }
-      if (side.send_inflight) cancel(ud(c, kTagSend0 + static_cast<uint64_t>(s)));
+      if (c->side[s].fd < 0) continue;
+      cancel_recv(c, s);
+      cancel_send(c, s);
     }
-    if (connecting) cancel(ud(c, kTagConnect));
+    if (connecting) {
+      io_uring_sqe* sqe = get_sqe();
+      io_uring_prep_cancel64(sqe, ud(c, kTagConnect), 0);
+      io_uring_sqe_set_data64(sqe, kUdIgnore);
+    }
   }
 }
 
@@ -1912,7 +1909,6 @@ void Worker::finish_switch(ConnectionImpl* c) {
   // What the filter held for the upstream it left becomes the pending bytes.
   Output out(this, c, 0, nullptr, 0, kNoBuffer);
   if (!c->filter->on_new_upstream(out)) c->filter.reset();
-  c->drain_told = false;  // a filter that stays hears again (its inner one is new)
   if (c->side[0].out.count > 0) kick_send(c, 0);
   c->eof_unreported = c->side[0].read_eof;
   reschedule_timer(c);

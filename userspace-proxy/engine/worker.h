@@ -144,8 +144,6 @@ class alignas(16) ConnectionImpl final : public Connection {
   // Verdict::respond answered a request and the connection waits for the
   // next one (a drain ends it gracefully rather than at the deadline).
   bool answered_idle = false;
-  // The filter heard StreamFilter::on_drain.
-  bool drain_told = false;
   int inflight_ops = 0;  // SQEs whose final CQE has not arrived
   uint64_t ctx = 0;
   int64_t last_activity_ns = 0;
@@ -266,6 +264,7 @@ class Worker {
   void release_queue_if_idle(ConnectionImpl* c, int s);  // drops queued bytes unless a send uses them
   void arm_recv(ConnectionImpl* c, int s);
   void maybe_arm_recv(ConnectionImpl* c, int s);
+  void cancel_send(ConnectionImpl* c, int s);
   void cancel_recv(ConnectionImpl* c, int s);
   void kick_send(ConnectionImpl* c, int s);
   void maybe_shutdown_write(ConnectionImpl* c, int s);

@@ -75,7 +75,7 @@ void fill_labels(const ConnectionInfo& ci, const AccessLogEntry& e, admin::Istio
 
 }  // namespace
 
-void ConnectionInfo::log_entry(const AccessLogEntry& e) const {
+void ConnectionInfo::log_entry(const AccessLogEntry& e) {
   if (e.http) {
     logged_in += e.bytes_received;
     logged_out += e.bytes_sent;
@@ -434,11 +434,8 @@ bool HttpRequestGuard::flush_response_prefix(FilterOutput& out) {
 // version goes, and what the client sent after it (held for the handler) is
 // dropped, as it is never answered.
 void HttpRequestGuard::drop_deferred_keep() {
-  if (!deferred_keeps_) return;
-  deferred_keeps_ = false;
-  if (info_->next_upstream == ConnectionInfo::NextUpstream::kRelease) {
-    info_->next_upstream = ConnectionInfo::NextUpstream::kNone;
-  }
+  if (!deferred_ || !deferred_->keeps) return;
+  deferred_->keeps = false;
   if (state_ == State::kSwitching) {
     held_.clear();
     state_ = State::kStopped;
@@ -633,10 +630,11 @@ void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEdi
   if (r.close_after) close_requested_ = true;
   outstanding_.push_back(std::move(r));
   // At max_requests_ this is the upstream connection's last request
-  // (spent(): Envoy closes it after its response): it is not parked again,
-  // and the client's next request moves to another upstream connection
-  // (on_later_head); the client's own connection goes on (so it is not told
-  // to close, as for an upstream that says it will).
+  // (spent(): Envoy closes it after its response): it is let go then
+  // (response_done: kRelease), or the client's next request, if it comes
+  // first, moves to another upstream connection (on_later_head); the
+  // client's own connection goes on (so it is not told to close, as for an
+  // upstream that says it will).
   ++upstream_requests_;
   // Kept as received while it may have to go again: a lone request (not
   // pipelined behind another) whose route retries responses.
@@ -784,20 +782,21 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
   response_parser_->reset();
   response_framer_.reset();
   response_state_ = ResponseState::kHead;
-  if (!deferred_reply_.empty() && outstanding_.empty()) {
+  if (deferred_ && outstanding_.empty()) {
     // A later request answered locally behind pipelined ones: its answer
     // now, in order; then the connection goes on undecided (the upstream
-    // let go, parked when it can be) or ends.
-    // Kept only if no response before it told the client the connection
-    // closes (it would take what follows as unanswered and send it again).
-    if (deferred_keeps_ && !reusable_) drop_deferred_keep();
-    const std::string& reply = deferred_keeps_ ? deferred_kept_reply_ : deferred_reply_;
-    if (!info_->pending_requests.empty()) info_->pending_requests.back().entry.bytes_sent = reply.size();
+    // let go, parked when it can be) or ends. Kept only if no response
+    // before it told the client the connection closes (it would take what
+    // follows as unanswered and send it again).
+    if (!reusable_) drop_deferred_keep();
+    const DeferredAnswer d = std::move(*deferred_);
+    deferred_.reset();
+    const std::string reply = local_reply(d.status, realtime_ns(), d.body, d.location, d.keeps, d.head);
+    if (d.logged && !info_->pending_requests.empty()) info_->pending_requests.back().entry.bytes_sent = reply.size();
     info_->flush_requests();  // its line: the last pending one
     out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply));
-    deferred_reply_.clear();
-    deferred_kept_reply_.clear();
-    if (deferred_keeps_) {
+    if (d.keeps) {
+      info_->next_upstream = ConnectionInfo::NextUpstream::kRelease;
       switch_signalled_ = true;
       return FilterStatus::kNewUpstream;
     }
@@ -1082,33 +1081,25 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
     // local reply (Envoy keeps it) and the next request is decided afresh;
     // else it ends after the answer.
     const bool keep = !close_requested_ && !draining_ && local_reply_keeps_connection(head);
-    std::string reply = local_reply(static_cast<int>(verdict.status), realtime_ns(), verdict.body, verdict.location,
-                                    keep, head.method == "HEAD");
     e.upstream_host.clear();
     e.bytes_received = head.head_length;
-    e.bytes_sent = reply.size();
     if (!outstanding_.empty()) {
       // Responses to earlier (pipelined) requests are still due: the answer
-      // follows them (response_done). Kept, what the client sends after it
+      // follows them (response_done, where it is made: whether it keeps the
+      // connection is known then). Kept, what the client sends after it
       // waits (the caller holds it) and the upstream is let go after the
       // answer (kRelease): the handler decides it afresh; else the
       // connection ends (the caller stops reading requests but keeps
       // relaying the responses). Its line waits behind theirs (written at
       // the close if they never end).
-      // Both versions: whether the connection can go on is known when it is
-      // sent (a response before it may tell the client it closes).
-      deferred_kept_reply_.clear();
-      if (keep) {
-        deferred_kept_reply_ = std::move(reply);
-        reply = local_reply(static_cast<int>(verdict.status), realtime_ns(), verdict.body, verdict.location,
-                            /*keep_alive=*/false, head.method == "HEAD");
-        info_->next_upstream = ConnectionInfo::NextUpstream::kRelease;
-      }
-      deferred_reply_ = std::move(reply);
-      deferred_keeps_ = keep;
+      deferred_ = DeferredAnswer{static_cast<int>(verdict.status), std::move(verdict.body),
+                                 std::move(verdict.location), head.method == "HEAD", keep, /*logged=*/true};
       info_->pending_requests.push_back({std::move(e), false});
       return FilterStatus::kClose;
     }
+    std::string reply = local_reply(static_cast<int>(verdict.status), realtime_ns(), verdict.body, verdict.location,
+                                    keep, head.method == "HEAD");
+    e.bytes_sent = reply.size();
     info_->flush_requests();
     info_->log_entry(e);
     if (out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply)) != 0) return FilterStatus::kReset;
@@ -1124,19 +1115,21 @@ FilterStatus HttpRequestGuard::on_later_head(const sniff::HttpRequestHead& head,
   return FilterStatus::kClose;
 }
 
-// Walks `chunk` through the framing. With `out` null (the handler's first
-// bytes) nothing is output, the walk stops at a later request's head (it is
-// decided in on_start: rerun_) and a malformed body sets first_ok_ = false.
 // Keeps `rest` in `into` (up to kMaxHeldBytes; more resets the connection).
-FilterStatus HttpRequestGuard::hold_back(std::string& into, std::string_view rest, FilterOutput* out) {
+FilterStatus HttpRequestGuard::hold_back(std::string& into, std::string_view rest, FilterOutput& out) {
   if (into.size() + rest.size() > kMaxHeldBytes) {
     bump(info_->counters->protocol_errors);
     return FilterStatus::kReset;
   }
   into.append(rest);
-  if (out) out->skip(rest.size());
+  out.skip(rest.size());
   return FilterStatus::kContinue;
 }
+
+// Walks `chunk` through the framing. With `out` null (the handler's first
+// bytes) nothing is output, the walk stops at a later request's head (it is
+// decided in on_start: rerun_) and a malformed body sets first_ok_ = false.
+// Retrying or switching (never in that first walk) the bytes are held.
 
 FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOutput* out) {
   std::string_view rest(reinterpret_cast<const char*>(chunk.data()), chunk.size());
@@ -1144,14 +1137,14 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
   // The request is about to go again: what the client sends meanwhile
   // waits, unread, to follow it (deciding a request now would let it
   // overtake the retried one).
-  if (retrying_ && !rest.empty()) return hold_back(behind_retry_, rest, out);
+  if (retrying_ && !rest.empty()) return hold_back(behind_retry_, rest, *out);
   while (!rest.empty()) {
     switch (state_) {
       case State::kStopped:
         if (out) out->skip(rest.size());
-        return deferred_reply_.empty() ? FilterStatus::kClose : FilterStatus::kContinue;
+        return deferred_ ? FilterStatus::kContinue : FilterStatus::kClose;
       case State::kSwitching:
-        if (deferred_keeps_ && held_.size() + rest.size() > kMaxHeldBytes) {
+        if (deferred_ && deferred_->keeps && held_.size() + rest.size() > kMaxHeldBytes) {
           // Too much behind a kept answer to hold: the connection ends after
           // it instead (what follows is not read on).
           drop_deferred_keep();
@@ -1159,7 +1152,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
           return FilterStatus::kContinue;
         }
         // Everything after a request for the next upstream waits for it.
-        return hold_back(held_, rest, out);
+        return hold_back(held_, rest, *out);
       case State::kOpaque:
         if (forward(rest.size()) != 0) return FilterStatus::kReset;
         return FilterStatus::kContinue;
@@ -1242,13 +1235,14 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
             return FilterStatus::kClose;
           }
           state_ = State::kStopped;
-          std::string reply = local_reply(parser_.error().status ? parser_.error().status : 400, realtime_ns());
+          const int status = parser_.error().status ? parser_.error().status : 400;
           out->skip(rest.size());
           if (!outstanding_.empty()) {
             // Responses to earlier requests are due: the 400 follows them.
-            deferred_reply_ = std::move(reply);
+            deferred_ = DeferredAnswer{status, {}, {}, false, /*keeps=*/false, /*logged=*/false};
             return FilterStatus::kContinue;
           }
+          std::string reply = local_reply(status, realtime_ns());
           out->inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply));
           return FilterStatus::kClose;
         }
@@ -1286,7 +1280,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
             return hold_for_switch(rest, *out);
           }
           if (st != FilterStatus::kContinue) {
-            if (!deferred_reply_.empty() && deferred_keeps_) {
+            if (deferred_ && deferred_->keeps) {
               // Answered after the responses due before it, the connection
               // kept: what follows waits for the handler's next decision
               // (nothing of this request goes).
@@ -1301,7 +1295,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
             state_ = State::kStopped;
             out->skip(rest.size());
             // An answer waiting for earlier responses: they are relayed first.
-            return deferred_reply_.empty() ? st : FilterStatus::kContinue;
+            return deferred_ ? FilterStatus::kContinue : st;
           }
           RouteEditsPtr edits = std::move(later_edits_);
           later_edits_.reset();

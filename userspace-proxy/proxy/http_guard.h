@@ -6,8 +6,9 @@
 // request on the same HTTP/1 connection is decided on its own by the role's
 // `check_later` (a sidecar re-applies outboundTrafficPolicy and its routes,
 // a gateway its Gateway server and routes): forwarded when it goes to the
-// connection's upstream, answered locally (502, 404, a redirect...) and the
-// connection closed after it, or, for another upstream, held until the
+// connection's upstream, answered locally (502, 404, a redirect...; the
+// connection goes on after a complete keep-alive request's answer), or, for
+// another upstream, held until the
 // responses due from this one are in, then carried there (the engine's
 // FilterStatus::kNewUpstream: this upstream is parked or closed and the
 // handler connects the next one, as Envoy picks an upstream per request).
@@ -196,12 +197,12 @@ struct ConnectionInfo {
   const std::string& peer_text() const;
   // Writes the access log line and records the entry in Istio's metrics
   // (istio_requests_total for HTTP, istio_tcp_* for a TCP connection).
-  void log_entry(const AccessLogEntry& e) const;
+  void log_entry(const AccessLogEntry& e);
   // The bytes of the HTTP requests logged so far (received from and sent
   // to the client): a request the connection's end finds unanswered is
   // given the connection's bytes less these.
-  mutable uint64_t logged_in = 0;
-  mutable uint64_t logged_out = 0;
+  uint64_t logged_in = 0;
+  uint64_t logged_out = 0;
   // istio_tcp_connections_opened_total, when a TCP connection is relayed.
   void record_tcp_open() const;
   void flush_requests();
@@ -280,10 +281,11 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   engine::UpstreamStatePtr release_upstream() override;
   bool adopt_upstream(engine::UpstreamStatePtr state) override;
   // 0: unlimited. At the limit, the request that reaches it is the
-  // upstream connection's last: it is not reused, and the client's next
-  // request goes to a new upstream connection (a switch), as Envoy's pool
-  // closes such a connection after its response. Unpooled too (a
-  // TLS-terminating gateway's upstream serves one client connection).
+  // upstream connection's last: it is let go after its response (kRelease),
+  // as Envoy's pool closes such a connection, and the client's next request
+  // goes to a new upstream connection (a switch when it came before that
+  // response). Unpooled too (a TLS-terminating gateway's upstream serves
+  // one client connection).
   void set_max_requests_per_connection(uint32_t n) { max_requests_ = n; }
   engine::FilterStatus on_timer(engine::FilterOutput& out) override;
   engine::FilterStatus on_drain(engine::FilterOutput& out) override;
@@ -362,7 +364,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // Hands the held request to the next upstream (kNewUpstream).
   engine::FilterStatus retry_now(uint32_t status);
   engine::FilterStatus hold_for_switch(std::string_view rest, engine::FilterOutput& out);
-  engine::FilterStatus hold_back(std::string& into, std::string_view rest, engine::FilterOutput* out);
+  engine::FilterStatus hold_back(std::string& into, std::string_view rest, engine::FilterOutput& out);
 
   // kSwitching: a request for another upstream (or a retry) is held, with
   // everything after it, for the next upstream.
@@ -434,9 +436,14 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   bool answered_ = false;
   // A later request's local answer waiting for the responses due before it
   // (pipelining; its access log line is the last pending one).
-  std::string deferred_reply_;        // with "connection: close"
-  std::string deferred_kept_reply_;   // without, when it may keep the connection
-  bool deferred_keeps_ = false;       // ... and the connection goes on after it (kRelease)
+  struct DeferredAnswer {
+    int status = 0;
+    std::string body, location;
+    bool head = false;   // to a HEAD: no body
+    bool keeps = false;  // the connection goes on after it (kRelease)
+    bool logged = false; // its access log line is the last pending one
+  };
+  std::optional<DeferredAnswer> deferred_;
   void drop_deferred_keep();
   std::string response_prefix_;  // a response head's bytes held back (unpooled) while a retry is possible
 };
