@@ -533,20 +533,25 @@ FilterStatus TlsFilter::peer_closed(TlsConnection& conn, FilterOutput& out) {
   return st;
 }
 
-FilterStatus TlsFilter::on_timer(FilterOutput& out) {
-  if (!options_.inner || failed_) return FilterStatus::kContinue;
+// An inner filter callback without a chunk (its timer, the drain, a failed
+// connect): its output toward the downstream is encrypted when that side is
+// TLS, and a TLS client whose connection it ends hears close_notify.
+template <typename Fn>
+FilterStatus TlsFilter::call_inner(FilterOutput& out, Fn fn) {
   InnerOutput io(this, &out, Direction::kUpstreamToDownstream, {}, /*engine_chunk=*/false);
   // Sequenced: io.status() is only known after the inner filter ran.
-  const FilterStatus inner_status = options_.inner->on_timer(io);
+  const FilterStatus inner_status = fn(*options_.inner, io);
   return close_notify_if_ended(worse(inner_status, io.status()), out);
+}
+
+FilterStatus TlsFilter::on_timer(FilterOutput& out) {
+  if (!options_.inner || failed_) return FilterStatus::kContinue;
+  return call_inner(out, [](engine::StreamFilter& f, FilterOutput& io) { return f.on_timer(io); });
 }
 
 FilterStatus TlsFilter::on_drain(FilterOutput& out) {
   if (!options_.inner || failed_) return FilterStatus::kContinue;
-  InnerOutput io(this, &out, Direction::kUpstreamToDownstream, {}, /*engine_chunk=*/false);
-  // Sequenced: io.status() is only known after the inner filter ran.
-  const FilterStatus inner_status = options_.inner->on_drain(io);
-  return close_notify_if_ended(worse(inner_status, io.status()), out);
+  return call_inner(out, [](engine::StreamFilter& f, FilterOutput& io) { return f.on_drain(io); });
 }
 
 // The inner filter ends the client's connection (kEndDownstream: its last
@@ -576,10 +581,9 @@ void TlsFilter::inner_ready(FilterOutput& out) {
 // (encrypted when it is TLS); the upstream TLS never started.
 FilterStatus TlsFilter::on_connect_failed(FilterOutput& out, bool timed_out) {
   if (!options_.inner || failed_) return FilterStatus::kClose;
-  InnerOutput io(this, &out, Direction::kUpstreamToDownstream, {}, /*engine_chunk=*/false);
-  // Sequenced: io.status() is only known after the inner filter ran.
-  const FilterStatus inner_status = options_.inner->on_connect_failed(io, timed_out);
-  return close_notify_if_ended(worse(inner_status, io.status()), out);
+  return call_inner(out, [timed_out](engine::StreamFilter& f, FilterOutput& io) {
+    return f.on_connect_failed(io, timed_out);
+  });
 }
 
 FilterStatus TlsFilter::end_inner(Direction dir, FilterOutput& out) {

@@ -165,6 +165,8 @@ class TlsFilter final : public engine::StreamFilter {
   Status peer_closed(TlsConnection& conn, engine::FilterOutput& out);
   Status end_inner(Dir dir, engine::FilterOutput& out);
   Status close_notify_if_ended(Status st, engine::FilterOutput& out);
+  template <typename Fn>
+  Status call_inner(engine::FilterOutput& out, Fn fn);
   Status fail_downstream(std::string reason);
   Status fail_upstream_handshake(std::string reason, engine::FilterOutput& out);
   Status fail_stream(std::string reason, Status status);
