@@ -264,6 +264,23 @@ class EgressHandlerTest : public ::testing::Test {
     st.reason = r;
     h.on_close(c, st);
   }
+  // The client resets `c` after `in` bytes from it and `out` to it; the
+  // access log line of `request` ("GET /x HTTP/1.1") must count `bytes`
+  // received and nothing sent (it got no response).
+  void expect_reset_line(engine::ConnectionHandler& h, engine::Connection& c, uint64_t in, uint64_t out,
+                         const std::string& request, size_t bytes) {
+    engine::ConnectionStats st;
+    st.reason = engine::CloseReason::kDownstreamReset;
+    st.bytes_from_downstream = in;
+    st.bytes_to_downstream = out;
+    h.on_close(c, st);
+    const std::string lines = log_->lines();
+    // "... 0 - - 50 0 ..." (code, flags, details, bytes received and sent).
+    const size_t at = lines.find("\"" + request + "\" 0 ");
+    ASSERT_NE(at, std::string::npos) << lines;
+    const std::string line = lines.substr(at, lines.find('\n', at) - at);
+    EXPECT_NE(line.find(" " + std::to_string(bytes) + " 0 "), std::string::npos) << line;
+  }
   // REGISTRY_ONLY with edition.cnn.com declared: `c` decided and connected on
   // "GET /a" through `h` (a sidecar's); its filter, with the response to
   // /a relayed when `answered`.
@@ -621,17 +638,8 @@ TEST_F(EgressHandlerTest, TheRequestAfterAKeptAnswerIsLoggedWithItsOwnBytes) {
   dns_.answer("edition.cnn.com", "203.0.113.10");
   const std::string cnn = "GET /politics HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   ASSERT_EQ(h->on_downstream_data(c, bytes(cnn)).kind(), Verdict::Kind::kConnect);
-  engine::ConnectionStats st;
-  st.reason = engine::CloseReason::kDownstreamReset;
-  st.bytes_from_downstream = unknown.size() + cnn.size();
-  st.bytes_to_downstream = answer;
-  h->on_close(c, st);
-  const std::string lines = log_->lines();
-  // "... 0 - - 0 50 ..." (flags, details, bytes received and sent): only /politics's 50 bytes.
-  const size_t at = lines.find("\"GET /politics HTTP/1.1\" 0 ");
-  ASSERT_NE(at, std::string::npos) << lines;
-  const std::string line = lines.substr(at, lines.find('\n', at) - at);
-  EXPECT_NE(line.find(" " + std::to_string(cnn.size()) + " 0 "), std::string::npos) << line;
+  // Only /politics's bytes, not the answered request's.
+  expect_reset_line(*h, c, unknown.size() + cnn.size(), answer, "GET /politics HTTP/1.1", cnn.size());
 }
 
 // A later request answered locally with nothing due before it keeps the
@@ -1488,16 +1496,8 @@ TEST_F(EgressHandlerTest, ASpentUpstreamIsLetGoAfterItsLastResponse) {
   const std::string third = "GET /3 HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   Verdict v3 = h->on_downstream_data(c, bytes(third));
   ASSERT_EQ(v3.kind(), Verdict::Kind::kConnect);
-  engine::ConnectionStats st;
-  st.reason = engine::CloseReason::kDownstreamReset;
-  st.bytes_from_downstream = 2 * second.size() + third.size();  // /1 and /2 are as long as /3
-  st.bytes_to_downstream = 2 * resp.size();
-  h->on_close(c, st);
-  const std::string lines = log_->lines();
-  const size_t at = lines.find("\"GET /3 HTTP/1.1\" 0 ");
-  ASSERT_NE(at, std::string::npos) << lines;
-  const std::string line = lines.substr(at, lines.find('\n', at) - at);
-  EXPECT_NE(line.find(" " + std::to_string(third.size()) + " 0 "), std::string::npos) << line;
+  // /1 and /2 are as long as /3; only /3's bytes count.
+  expect_reset_line(*h, c, 2 * second.size() + third.size(), 2 * resp.size(), "GET /3 HTTP/1.1", third.size());
 }
 
 // A 503 UF decided after the guard was built (here: TLS origination without
