@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "core/config/model.h"
@@ -453,9 +454,8 @@ class Explainer {
     }
     if (!f.host.empty()) {
       const policy::EffectivePolicy& pol = f.policy;
-      text += "; load balancing " + std::string(config::to_string(pol.lb)) + " (" +
-              policy::to_string(pol.load_balancer_source) + ")";
-      if (pol.consistent_hash) text += " (consistentHash is not implemented: " + std::string(config::to_string(pol.lb)) + " is used)";
+      text += "; load balancing " + std::string(pol.consistent_hash ? "RING_HASH (consistentHash)" : config::to_string(pol.lb)) +
+              " (" + policy::to_string(pol.load_balancer_source) + ")";
       if (pol.rule) text += "; DestinationRule " + where(pol.rule->meta);
       // With TLS origination the plan's own step names mode, SNI and peer identity.
       if (f.tls_mode == config::ClientTLSMode::kDisable) text += "; no TLS origination";
@@ -539,7 +539,12 @@ nlohmann::json plan_json(const RequestPlan& p) {
       } else {
         pj["destination_rule"] = nullptr;
       }
-      pj["load_balancer"] = config::to_string(pol.lb);
+      pj["load_balancer"] = pol.consistent_hash ? "RING_HASH" : config::to_string(pol.lb);
+      if (f.hash_key) {
+        char hex[17];
+        snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(*f.hash_key));
+        pj["hash_key"] = hex;  // a string: JSON readers take numbers as doubles
+      }
       pj["load_balancer_source"] = policy::to_string(pol.load_balancer_source);
       pj["consistent_hash"] = pol.consistent_hash;
       pj["tls_source"] = policy::to_string(pol.tls_source);

@@ -29,7 +29,7 @@ void decode_consistent_hash(const Field& f, ConsistentHashLB& h) {
          v.read_object({
              {"name", [&](Field& x) { x.read(h.http_cookie_name); }},
              {"ttl", [&](Field& x) { x.read_duration(h.http_cookie_ttl); }},
-             {"path", warn_unsupported},
+             {"path", [&](Field& x) { x.read(h.http_cookie_path); }},
          });
        }},
       {"useSourceIp", [&](Field& v) { v.read(h.use_source_ip); }},

@@ -261,6 +261,7 @@ struct ConsistentHashLB {
   std::string http_header_name;
   std::string http_cookie_name;
   std::optional<Duration> http_cookie_ttl;
+  std::string http_cookie_path;  // Path= of a made-up cookie
   bool use_source_ip = false;
   std::string http_query_parameter_name;
   uint64_t minimum_ring_size = 0;

@@ -899,6 +899,16 @@ void validate_load_balancer(Sink& s, const std::string& path, const std::optiona
   if (ch.http_cookie_ttl && ch.http_cookie_name.empty()) {
     s.error(dot(dot(path, "consistentHash"), "httpCookie"), "name required for HttpCookie");
   }
+  if (!ch.http_cookie_name.empty() && !ch.http_cookie_ttl) {
+    s.error(dot(dot(path, "consistentHash"), "httpCookie"), "ttl required for HttpCookie");
+  }
+  // hashKey is a oneof in Istio's API: the API server refuses a second one.
+  const int keys = !ch.http_header_name.empty() + (!ch.http_cookie_name.empty() || ch.http_cookie_ttl.has_value()) +
+                   ch.use_source_ip + !ch.http_query_parameter_name.empty();
+  if (keys > 1) {
+    s.error(dot(path, "consistentHash"),
+            "only one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName may be set (hashKey is a oneof)");
+  }
 }
 
 void validate_traffic_policy(Sink& s, const std::string& path, const std::optional<TrafficPolicy>& tp) {

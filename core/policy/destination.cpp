@@ -269,8 +269,17 @@ EffectivePolicy DestinationRules::resolve_policy(std::string_view host, std::str
   p.reason.append(": ");
   bool first = true;
   describe_setting(p.reason, "loadBalancer", s.lb, lb_src, first);
-  p.reason.append(" (").append(config::to_string(p.lb));
-  if (p.consistent_hash) p.reason.append("; consistentHash not implemented");
+  if (p.consistent_hash) {
+    const config::ConsistentHashLB& ch = *s.lb->consistent_hash;
+    p.reason.append(" (RING_HASH by ");
+    if (!ch.http_header_name.empty()) p.reason.append("header ").append(ch.http_header_name);
+    else if (!ch.http_cookie_name.empty()) p.reason.append("cookie ").append(ch.http_cookie_name);
+    else if (!ch.http_query_parameter_name.empty()) p.reason.append("query parameter ").append(ch.http_query_parameter_name);
+    else if (ch.use_source_ip) p.reason.append("source IP");
+    else p.reason.append("nothing: a random point");
+  } else {
+    p.reason.append(" (").append(config::to_string(p.lb));
+  }
   p.reason.append(")");
   describe_setting(p.reason, "tls", s.tls, tls_src, first);
   if (s.tls) {

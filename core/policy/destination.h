@@ -88,7 +88,7 @@ struct EffectivePolicy {
 
   // Derived
   config::SimpleLB lb = config::SimpleLB::kRoundRobin;  // never kUnspecified or kLeastConn
-  bool consistent_hash = false;  // loadBalancer.consistentHash: not implemented, `lb` is used instead
+  bool consistent_hash = false;  // loadBalancer.consistentHash: RING_HASH over the request's key, not `lb`
   config::ClientTLSMode tls_mode = config::ClientTLSMode::kDisable;
   std::string sni;        // the SNI to send; empty with auto_sni or without TLS
   bool auto_sni = false;  // SIMPLE/MUTUAL without sni: SNI from the request's Host

@@ -1,6 +1,8 @@
 #include "core/policy/load_balancer.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 
 namespace sluice::policy {
 
@@ -10,12 +12,15 @@ const char* to_string(LbAlgorithm a) {
     case LbAlgorithm::kLeastRequest: return "LEAST_REQUEST";
     case LbAlgorithm::kRandom: return "RANDOM";
     case LbAlgorithm::kPassthrough: return "PASSTHROUGH";
+    case LbAlgorithm::kRingHash: return "RING_HASH";
   }
   return "?";
 }
 
 LbAlgorithm lb_algorithm(const config::LoadBalancerSettings* settings) {
   if (!settings) return LbAlgorithm::kRoundRobin;
+  // Istio's loadBalancer is one of simple and consistentHash.
+  if (settings->consistent_hash) return LbAlgorithm::kRingHash;
   switch (settings->simple) {
     case config::SimpleLB::kUnspecified:
     case config::SimpleLB::kRoundRobin:
@@ -27,6 +32,88 @@ LbAlgorithm lb_algorithm(const config::LoadBalancerSettings* settings) {
       return LbAlgorithm::kLeastRequest;
   }
   return LbAlgorithm::kRoundRobin;
+}
+
+uint64_t stable_hash(std::string_view text) {
+  uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a offset basis
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 0x100000001b3ULL;  // FNV prime
+  }
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  h ^= h >> 33;
+  return h;
+}
+
+namespace {
+
+// The value of cookie `name` in the request's Cookie headers (quotes
+// around it dropped, as Envoy's parser does).
+std::optional<std::string_view> cookie_value(const HttpRequest& http, std::string_view name) {
+  for (const HeaderField& f : http.headers) {
+    if (!header_name_equals(f.name, "cookie")) continue;
+    std::string_view rest = f.value;
+    while (!rest.empty()) {
+      size_t semi = rest.find(';');
+      std::string_view pair = rest.substr(0, semi);
+      while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
+      size_t eq = pair.find('=');
+      if (eq != std::string_view::npos && pair.substr(0, eq) == name) {
+        std::string_view v = pair.substr(eq + 1);
+        while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
+        if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+        return v;
+      }
+      if (semi == std::string_view::npos) break;
+      rest.remove_prefix(semi + 1);
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<uint64_t> consistent_hash_key(const config::ConsistentHashLB& policy, const HashInput& in,
+                                            std::string* set_cookie) {
+  if (!policy.http_header_name.empty()) {
+    if (!in.http) return std::nullopt;
+    std::string joined;
+    if (std::optional<std::string_view> v = request_header(*in.http, policy.http_header_name, joined)) {
+      return stable_hash(*v);
+    }
+    return std::nullopt;
+  }
+  if (!policy.http_cookie_name.empty()) {
+    if (!in.http) return std::nullopt;
+    std::optional<std::string_view> v = cookie_value(*in.http, policy.http_cookie_name);
+    if (v && !v->empty()) return stable_hash(*v);  // an empty one counts as none (Envoy)
+    // Envoy makes one up only with a ttl (Istio requires it), and only
+    // with a client address to derive it from.
+    if (!policy.http_cookie_ttl || !in.source) return std::nullopt;
+    std::string from = in.source->str() + ":" + std::to_string(in.source_port);
+    char hex[17];
+    snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(stable_hash(from)));
+    if (set_cookie) {
+      *set_cookie = policy.http_cookie_name + "=\"" + hex + "\"";
+      const int64_t seconds = policy.http_cookie_ttl->count() / 1000;
+      if (seconds > 0) set_cookie->append("; Max-Age=").append(std::to_string(seconds));
+      if (!policy.http_cookie_path.empty()) set_cookie->append("; Path=").append(policy.http_cookie_path);
+      set_cookie->append("; HttpOnly");
+    }
+    return stable_hash(hex);
+  }
+  if (!policy.http_query_parameter_name.empty()) {
+    if (!in.http) return std::nullopt;
+    if (std::optional<std::string_view> v = query_parameter(in.http->path, policy.http_query_parameter_name)) {
+      return stable_hash(*v);
+    }
+    return std::nullopt;
+  }
+  if (policy.use_source_ip && in.source) return stable_hash(in.source->unmapped().str());
+  return std::nullopt;
 }
 
 uint64_t SplitMix64::next() {
@@ -155,6 +242,10 @@ ReasonText PickResult::reason() const {
       break;
     case Status::kPicked:
       r.appendf("%s picked endpoint %zu (%zu of %zu available)", to_string(algorithm), host, available, total);
+      if (algorithm == LbAlgorithm::kRingHash) {
+        if (hash) r.appendf(" for hash %016llx", static_cast<unsigned long long>(*hash));
+        else r.append(" at a random point: the request has no hash key");
+      }
       if (panic) {
         r.appendf("; below the panic threshold of %u%%: chosen among all endpoints, ejected ones included",
                   panic_threshold);
@@ -173,10 +264,15 @@ LoadBalancer::Options LoadBalancer::options_for(const EffectivePolicy& policy) {
   // Istio 1.4 overrides Envoy's 50% panic threshold only for a positive
   // minHealthPercent, which the config model does not carry.
   if (policy.outlier_detection) o.outlier = OutlierConfig::from(*policy.outlier_detection);
+  if (policy.load_balancer && policy.load_balancer->consistent_hash) {
+    const uint64_t n = policy.load_balancer->consistent_hash->minimum_ring_size;
+    if (n > 0) o.min_ring_size = std::min(n, kMaxRingSize);
+  }
   return o;
 }
 
-LoadBalancer::LoadBalancer(Options options, std::vector<uint32_t> weights, RandomSource* random)
+LoadBalancer::LoadBalancer(Options options, std::vector<uint32_t> weights, RandomSource* random,
+                           const std::vector<std::string>& host_keys)
     : options_(std::move(options)), own_random_(options_.seed), random_(random ? random : &own_random_) {
   hosts_.resize(weights.size());
   for (size_t i = 0; i < weights.size(); ++i) {
@@ -187,6 +283,78 @@ LoadBalancer::LoadBalancer(Options options, std::vector<uint32_t> weights, Rando
   all_.reserve(hosts_.size());
   for (size_t i = 0; i < hosts_.size(); ++i) all_.push_back(static_cast<uint32_t>(i));
   available_ = all_;
+  if (options_.algorithm == LbAlgorithm::kRingHash) build_ring(host_keys);
+}
+
+void LoadBalancer::build_ring(const std::vector<std::string>& host_keys) {
+  if (hosts_.empty()) return;
+  // Envoy's sizing: the lightest host gets at least its share of
+  // min_ring_size points, the others in proportion to their weights.
+  double total = 0;
+  uint32_t lightest = hosts_[0].weight;
+  for (const Host& h : hosts_) {
+    total += h.weight;
+    lightest = std::min(lightest, h.weight);
+  }
+  const uint64_t min_size = std::clamp<uint64_t>(options_.min_ring_size, 1, kMaxRingSize);
+  const double min_share = lightest / total;
+  const double scale = std::min(std::ceil(min_share * static_cast<double>(min_size)) / min_share,
+                                static_cast<double>(kMaxRingSize));
+  ring_.reserve(static_cast<size_t>(scale) + hosts_.size());
+  // Running totals, so that rounding never adds up past the scale.
+  double target = 0;
+  uint64_t placed = 0;
+  std::string key;
+  for (size_t i = 0; i < hosts_.size(); ++i) {
+    target += scale * (hosts_[i].weight / total);
+    const std::string base = i < host_keys.size() ? host_keys[i] : std::to_string(i);
+    for (uint64_t n = 0; placed < target; ++n, ++placed) {
+      key.assign(base).append("_").append(std::to_string(n));
+      ring_.push_back(RingPoint{stable_hash(key), static_cast<uint32_t>(i)});
+    }
+  }
+  std::sort(ring_.begin(), ring_.end(), [](const RingPoint& a, const RingPoint& b) {
+    return a.hash != b.hash ? a.hash < b.hash : a.host < b.host;
+  });
+}
+
+size_t LoadBalancer::ring_index(uint64_t hash) const {
+  auto it = std::lower_bound(ring_.begin(), ring_.end(), hash,
+                             [](const RingPoint& p, uint64_t h) { return p.hash < h; });
+  return it == ring_.end() ? 0 : static_cast<size_t>(it - ring_.begin());
+}
+
+size_t LoadBalancer::pick_ring(uint64_t hash, bool any_host) const {
+  const size_t at = ring_index(hash);
+  // Pass over an ejected host's points: the next host clockwise, as on a
+  // ring built without it.
+  for (size_t step = 0; step < ring_.size(); ++step) {
+    const uint32_t host = ring_[(at + step) % ring_.size()].host;
+    if (any_host || !outlier_ || !outlier_->ejected(host)) return host;
+  }
+  // Only ejected hosts have points (a host whose weight is too small for a
+  // point of its own on a capped ring): any available one.
+  return available_.empty() ? ring_[at].host : available_[hash % available_.size()];
+}
+
+void LoadBalancer::ring_order(const PickResult& pick, std::vector<uint32_t>& out) const {
+  out.clear();
+  if (ring_.empty() || pick.status != PickResult::Status::kPicked) return;
+  std::vector<bool> seen(hosts_.size(), false);
+  std::vector<uint32_t> ejected;
+  auto add = [&](uint32_t host) {
+    if (seen[host]) return;
+    seen[host] = true;
+    if (!pick.panic && outlier_ && outlier_->ejected(host)) ejected.push_back(host);
+    else out.push_back(host);
+  };
+  add(static_cast<uint32_t>(pick.host));
+  const size_t at = ring_index(pick.point);
+  for (size_t step = 0; step < ring_.size() && out.size() + ejected.size() < hosts_.size(); ++step) {
+    add(ring_[(at + step) % ring_.size()].host);
+  }
+  for (uint32_t h = 0; h < hosts_.size(); ++h) add(h);  // hosts without a point of their own
+  out.insert(out.end(), ejected.begin(), ejected.end());
 }
 
 void LoadBalancer::refresh_available(MonotonicTime now) {
@@ -222,7 +390,7 @@ size_t LoadBalancer::pick_weighted(const std::vector<uint32_t>& candidates, bool
   return best;
 }
 
-PickResult LoadBalancer::pick(MonotonicTime now) {
+PickResult LoadBalancer::pick(MonotonicTime now, std::optional<uint64_t> hash) {
   PickResult r;
   r.algorithm = options_.algorithm;
   r.total = hosts_.size();
@@ -261,6 +429,11 @@ PickResult LoadBalancer::pick(MonotonicTime now) {
       break;
     case LbAlgorithm::kRandom:
       r.host = c[random() % c.size()];
+      break;
+    case LbAlgorithm::kRingHash:
+      r.hash = hash;
+      r.point = hash ? *hash : random();
+      r.host = pick_ring(r.point, r.panic);
       break;
     case LbAlgorithm::kPassthrough:
       break;  // handled above

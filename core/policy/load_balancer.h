@@ -16,9 +16,20 @@
 //                  weighted schedule over weight / (active + 1).
 //   RANDOM         uniform over the available hosts (Envoy ignores weights).
 //   PASSTHROUGH    no choice: connect to the original destination.
+//   RING_HASH      loadBalancer.consistentHash (Envoy's ring hash, as Istio
+//                  configures it): every host has points on a 64-bit ring,
+//                  about minimumRingSize (default 1024) in all, in proportion
+//                  to its weight, each the hash of "<host key>_<n>"; a
+//                  request's hash (consistent_hash_key) goes to the first
+//                  point at or after it. The same key keeps its host while
+//                  the host set stays, and a host that goes takes only its
+//                  own keys with it. An ejected host's points are passed
+//                  over (what Envoy's ring rebuilt without it gives). No
+//                  key in the request (a missing header): a random point.
 // Unset is ROUND_ROBIN (Istio 1.4 kept Envoy's default; Istio 1.14+ sets
-// LEAST_REQUEST). LEAST_CONN is LEAST_REQUEST. consistentHash is not
-// implemented and gets the default.
+// LEAST_REQUEST). LEAST_CONN is LEAST_REQUEST. The ring's hash is this
+// file's stable_hash (FNV-1a with a MurmurHash3 finish), not Envoy's
+// xxHash64: the same keys stick, on other hosts than Envoy would pick.
 //
 // Outlier detection (DestinationRule outlierDetection → Envoy's
 // consecutive_5xx / consecutive_gateway_failure detectors, enforced 100%):
@@ -53,9 +64,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/config/model.h"
+#include "core/decision/ip_address.h"
 #include "core/policy/destination.h"
 #include "core/policy/routing.h"
 
@@ -63,11 +77,36 @@ namespace sluice::policy {
 
 using MonotonicTime = std::chrono::steady_clock::time_point;
 
-enum class LbAlgorithm { kRoundRobin, kLeastRequest, kRandom, kPassthrough };
+enum class LbAlgorithm { kRoundRobin, kLeastRequest, kRandom, kPassthrough, kRingHash };
 const char* to_string(LbAlgorithm a);
 
 // The algorithm for DestinationRule settings (nullptr: unset).
 LbAlgorithm lb_algorithm(const config::LoadBalancerSettings* settings);
+
+// A 64-bit hash that is the same on every build and run (the ring's points
+// and the requests' keys): FNV-1a, then MurmurHash3's 64-bit finaliser so
+// that short, similar strings spread over the whole ring.
+uint64_t stable_hash(std::string_view text);
+
+// What a request hashes to under a consistentHash policy, as Envoy's hash
+// policy computes it: the value of header `httpHeaderName`, of cookie
+// `httpCookie.name`, of query parameter `httpQueryParameterName` (the first
+// of each), or the client's IP (`useSourceIp`). Nullopt when the request
+// has no such value (no header, a TCP connection for an HTTP key, no client
+// address): the ring then takes a random point, as Envoy does.
+//
+// A missing cookie with a `ttl` is made up, as Envoy's router does: its
+// value is 16 hex digits hashed from the client's address and port, the
+// request hashes to that value, and *set_cookie gets the response's
+// `Set-Cookie` value (`name="value"; Max-Age=ttl; HttpOnly`, no Max-Age for
+// a zero ttl: a session cookie) so that the client's next requests carry it.
+struct HashInput {
+  const HttpRequest* http = nullptr;       // null for TCP/TLS connections
+  const decision::IpAddress* source = nullptr;  // the client's address; null when unknown
+  uint16_t source_port = 0;
+};
+std::optional<uint64_t> consistent_hash_key(const config::ConsistentHashLB& policy, const HashInput& input,
+                                            std::string* set_cookie = nullptr);
 
 // Random numbers for LEAST_REQUEST and RANDOM; tests script them.
 class RandomSource {
@@ -151,6 +190,8 @@ struct PickResult {
   LbAlgorithm algorithm = LbAlgorithm::kRoundRobin;
   size_t available = 0;  // hosts not ejected
   size_t total = 0;
+  std::optional<uint64_t> hash;  // RING_HASH: the request's key (nullopt: a random point)
+  uint64_t point = 0;            // RING_HASH: where on the ring the pick started (the key, or the random point)
   bool panic = false;  // below the panic threshold: chosen among all hosts
   uint32_t panic_threshold = 0;
 
@@ -165,6 +206,10 @@ class LoadBalancer {
     LbAlgorithm algorithm = LbAlgorithm::kRoundRobin;
     std::optional<OutlierConfig> outlier;  // nullopt: no outlier detection
     uint32_t healthy_panic_threshold = 50;  // percent; 0: panic routing off
+    // RING_HASH: points on the ring in all, at least (Envoy's
+    // minimum_ring_size; Istio's minimumRingSize, default 1024). At most
+    // kMaxRingSize, Envoy's maximum_ring_size default.
+    uint64_t min_ring_size = 1024;
     // For the built-in SplitMix64. Give each worker its own seed, or their
     // RANDOM / LEAST_REQUEST draws move in lockstep.
     uint64_t seed = 0x9e3779b97f4a7c15ULL;
@@ -174,11 +219,18 @@ class LoadBalancer {
   // outlierDetection, the detector (panic threshold stays 50, as Istio 1.4).
   static Options options_for(const EffectivePolicy& policy);
 
-  // One weight per endpoint (0 counts as 1, Envoy's default weight).
-  // `random`, when given, must outlive the balancer.
-  LoadBalancer(Options options, std::vector<uint32_t> weights, RandomSource* random = nullptr);
+  static constexpr uint64_t kMaxRingSize = 8 * 1024 * 1024;
 
-  PickResult pick(MonotonicTime now);
+  // One weight per endpoint (0 counts as 1, Envoy's default weight).
+  // `random`, when given, must outlive the balancer. RING_HASH places each
+  // host by its key (`host_keys[i]`, e.g. "10.0.0.1:80"; the index when
+  // none are given): a host keeps its points whatever else is in the list.
+  LoadBalancer(Options options, std::vector<uint32_t> weights, RandomSource* random = nullptr,
+               const std::vector<std::string>& host_keys = {});
+
+  // `hash`: the request's consistent_hash_key (RING_HASH only; the others
+  // ignore it).
+  PickResult pick(MonotonicTime now, std::optional<uint64_t> hash = std::nullopt);
 
   // LEAST_REQUEST reads these; callers pair them per request.
   void on_request_start(size_t host) { ++hosts_[host].active; }
@@ -193,6 +245,11 @@ class LoadBalancer {
   void report_connect_success(size_t host, MonotonicTime now);
 
   size_t size() const { return hosts_.size(); }
+  size_t ring_size() const { return ring_.size(); }  // RING_HASH: points on the ring
+  // RING_HASH: every host once, `pick`'s host first, then clockwise from
+  // its point (ejected hosts last, unless the pick was in panic): where
+  // connect failures and retries go next, as Envoy's ring walks on.
+  void ring_order(const PickResult& pick, std::vector<uint32_t>& out) const;
   const Options& options() const { return options_; }
   const OutlierDetector* outlier() const { return outlier_ ? &*outlier_ : nullptr; }
 
@@ -204,6 +261,9 @@ class LoadBalancer {
   };
 
   void refresh_available(MonotonicTime now);
+  void build_ring(const std::vector<std::string>& host_keys);
+  size_t ring_index(uint64_t hash) const;  // the first point at or after `hash`, wrapping
+  size_t pick_ring(uint64_t hash, bool any_host) const;
   size_t pick_weighted(const std::vector<uint32_t>& candidates, bool by_load);
   uint64_t random() { return random_->next(); }
 
@@ -215,6 +275,11 @@ class LoadBalancer {
   std::vector<uint32_t> available_;  // hosts not ejected, ascending
   std::vector<uint32_t> all_;        // every host, for panic routing
   uint64_t rr_index_ = 0;
+  struct RingPoint {
+    uint64_t hash;
+    uint32_t host;
+  };
+  std::vector<RingPoint> ring_;  // RING_HASH, ascending by hash
   SplitMix64 own_random_;
   RandomSource* random_;
 };

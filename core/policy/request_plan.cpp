@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 
 #include "core/config/host_match.h"
+#include "core/policy/load_balancer.h"
 
 namespace sluice::policy {
 
@@ -187,6 +189,12 @@ std::string expected_service_identity(std::string_view host, std::string_view tr
 }
 
 namespace {
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
 
 // The ServiceEntry declaring `host` on `port`, if any (HTTP-family first,
 // then TLS-family ports), for a route's destination.
@@ -481,6 +489,25 @@ class Planner {
       p_.steps.push_back(std::string("TLS origination ") + config::to_string(f.tls_mode) + ", SNI " +
                          (f.sni.empty() ? "(none)" : f.sni) + ", server identity " +
                          (sans.empty() ? "any from the trusted roots" : sans));
+    }
+    // consistentHash: Envoy's hash policy, which Istio puts on the route
+    // (and on the TCP proxy for useSourceIp).
+    if (f.policy.load_balancer && f.policy.load_balancer->consistent_hash) {
+      const HttpRequest* http = r_.traffic == Traffic::kHttp ? r_.http : nullptr;
+      std::string set_cookie;
+      f.hash_key = consistent_hash_key(*f.policy.load_balancer->consistent_hash,
+                                       HashInput{http, r_.source, r_.source_port}, &set_cookie);
+      if (!set_cookie.empty()) f.response_headers.push_back(HeaderEdit{HeaderEdit::Op::kAdd, "set-cookie", set_cookie});
+      if (r_.explain) {
+        const config::ConsistentHashLB& ch = *f.policy.load_balancer->consistent_hash;
+        const bool by_client = ch.use_source_ip || (!ch.http_cookie_name.empty() && ch.http_cookie_ttl);
+        p_.steps.push_back(
+            f.hash_key ? "consistentHash: the request's key hashes to " + hex64(*f.hash_key) +
+                             (set_cookie.empty() ? "" : " (cookie made up: Set-Cookie " + set_cookie + ")")
+            : by_client && !r_.source
+                ? std::string("consistentHash: the key comes from the client's address, which is not known here")
+                : std::string("consistentHash: the request has no key: a random point on the ring"));
+      }
     }
     return std::move(p_);
   }

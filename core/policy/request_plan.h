@@ -136,6 +136,10 @@ struct ForwardPlan {
   uint32_t connect_attempts = 1;
   // HTTP: retries of a response or a reset (RetryPlan).
   RetryPlan retry;
+  // loadBalancer.consistentHash: the request's key on the cluster's ring
+  // (consistent_hash_key); nullopt: none (a random point), or no
+  // consistentHash.
+  std::optional<uint64_t> hash_key;
 
   bool rewrites_request() const {
     return !authority_rewrite.empty() || !path_rewrite.empty() || !request_headers.empty();
@@ -182,6 +186,10 @@ struct PlanRequest {
   // HTTP only (may be null for TLS/TCP): method, path, headers for routes.
   const HttpRequest* http = nullptr;
   uint64_t pick = 0;  // random, for weighted routes
+  // The client's address, for consistentHash useSourceIp and a made-up
+  // httpCookie; null when the proxy did not look it up.
+  const decision::IpAddress* source = nullptr;
+  uint16_t source_port = 0;
   // Fill RequestPlan::steps (sluicectl explain, the first request's debug
   // log). The data plane's per-request checks leave it off: the decision is
   // the same, without building the explanation's strings.

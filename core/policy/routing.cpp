@@ -1346,4 +1346,14 @@ L4RouteDecision RouteTable::route_tcp(const RouteScope& scope, uint32_t port, co
   return route_l4(*compiled_, Protocol::kTcp, scope, host, port, destination, pick, trace);
 }
 
+bool header_name_equals(std::string_view a, std::string_view b) { return iequals(a, b); }
+
+std::optional<std::string_view> request_header(const HttpRequest& req, std::string_view name, std::string& joined) {
+  return find_header(req, name, joined);
+}
+
+std::optional<std::string_view> query_parameter(std::string_view path, std::string_view name) {
+  return find_query_param(path, name);
+}
+
 }  // namespace sluice::policy

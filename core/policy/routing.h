@@ -152,6 +152,19 @@ struct HeaderField {
 };
 using HeaderList = std::span<const HeaderField>;
 
+// ASCII case-insensitive comparison, for header names.
+bool header_name_equals(std::string_view a, std::string_view b);
+// The first value of query parameter `name` in `path` (raw, not
+// percent-decoded, as Envoy reads it; "" for a key without '='); nullopt
+// when there is none.
+std::optional<std::string_view> query_parameter(std::string_view path, std::string_view name);
+
+struct HttpRequest;
+// The value of header `name` (case-insensitive; `:authority`/`host`,
+// `:method`, `:path`, `:scheme` from the request line), several fields of
+// one name comma-joined into `joined`, as Envoy's header matchers read it.
+std::optional<std::string_view> request_header(const HttpRequest& req, std::string_view name, std::string& joined);
+
 struct HttpRequest {
   std::string_view host;       // Host / :authority without port, lower case
   std::string_view authority;  // Host header as received (may carry a port); empty: `host`

@@ -1,5 +1,8 @@
 #include "userspace-proxy/proxy/clusters.h"
 
+#include <algorithm>
+#include <cstring>
+
 namespace sluice::proxy {
 
 std::shared_ptr<Clusters::Cluster> Clusters::get(const std::string& name) {
@@ -11,7 +14,7 @@ std::shared_ptr<Clusters::Cluster> Clusters::get(const std::string& name) {
 
 Clusters::Choice Clusters::pick(const std::string& name, const policy::EffectivePolicy& policy,
                                 const std::vector<engine::SocketAddress>& endpoints,
-                                const std::vector<uint32_t>& weights) {
+                                const std::vector<uint32_t>& weights, std::optional<uint64_t> hash) {
   Choice out;
   if (endpoints.empty()) {
     out.no_healthy = true;
@@ -22,19 +25,14 @@ Clusters::Choice Clusters::pick(const std::string& name, const policy::Effective
   policy::LoadBalancer::Options options = policy::LoadBalancer::options_for(policy);
   auto now = std::chrono::steady_clock::now();
   std::lock_guard<std::mutex> lock(c->mu);
-  if (!c->lb || c->endpoints != endpoints || c->weights != weights || c->algorithm != options.algorithm) {
-    c->endpoints = endpoints;
-    c->weights = weights;
-    c->algorithm = options.algorithm;
-    c->lb = std::make_unique<policy::LoadBalancer>(options, weights);
-  }
+  update_balancer(*c, options, endpoints, weights);
   int32_t max = policy.connection_pool && policy.connection_pool->tcp ? policy.connection_pool->tcp->max_connections : 0;
   if (max > 0 && c->active >= max) {
     out.overflow = true;
     out.reason = "maxConnections " + std::to_string(max) + " reached";
     return out;
   }
-  policy::PickResult r = c->lb->pick(now);
+  policy::PickResult r = c->lb->pick(now, hash);
   switch (r.status) {
     case policy::PickResult::Status::kNoHealthyUpstream:
       out.no_healthy = true;
@@ -51,10 +49,96 @@ Clusters::Choice Clusters::pick(const std::string& name, const policy::Effective
     std::lock_guard<std::mutex> l(c->mu);
     --c->active;
   });
-  size_t n = endpoints.size();
+  // Where a failed connect or a retry goes next: the ring's next hosts
+  // clockwise for RING_HASH, else the list from the chosen one on.
+  const std::vector<engine::SocketAddress>& list = c->endpoints;
+  const size_t n = list.size();
   out.order.reserve(n);
-  for (size_t i = 0; i < n; ++i) out.order.push_back(endpoints[(r.host + i) % n]);
+  if (options.algorithm == policy::LbAlgorithm::kRingHash) {
+    std::vector<uint32_t> hosts;
+    c->lb->ring_order(r, hosts);
+    for (uint32_t h : hosts) out.order.push_back(list[h]);
+  } else {
+    for (size_t i = 0; i < n; ++i) out.order.push_back(list[(r.host + i) % n]);
+  }
   return out;
+}
+
+namespace {
+
+// Indices of `endpoints` in address order (a total order on the raw
+// socket address: the same set sorts the same whatever order DNS gave).
+std::vector<size_t> address_order(const std::vector<engine::SocketAddress>& endpoints,
+                                  const std::vector<uint32_t>& weights) {
+  std::vector<size_t> idx(endpoints.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
+    const engine::SocketAddress& x = endpoints[a];
+    const engine::SocketAddress& y = endpoints[b];
+    if (x.len() != y.len()) return x.len() < y.len();
+    if (int d = std::memcmp(x.sa(), y.sa(), x.len()); d != 0) return d < 0;
+    return weights[a] < weights[b];  // one address twice (two names): still one order
+  });
+  return idx;
+}
+
+}  // namespace
+
+bool Clusters::balancer_current(const Cluster& c, const policy::LoadBalancer::Options& options,
+                                const std::vector<engine::SocketAddress>& endpoints,
+                                const std::vector<uint32_t>& weights) {
+  if (!c.lb || c.algorithm != options.algorithm || c.min_ring_size != options.min_ring_size) return false;
+  if (c.endpoints == endpoints && c.weights == weights) return true;
+  if (options.algorithm != policy::LbAlgorithm::kRingHash || endpoints.size() != c.endpoints.size()) return false;
+  if (c.input_endpoints == endpoints && c.input_weights == weights) return true;  // as last time
+  // A ring keeps its endpoints in address order: DNS answers in another
+  // order are the same ring (no rebuild, the same placement).
+  std::vector<size_t> idx = address_order(endpoints, weights);
+  for (size_t i = 0; i < idx.size(); ++i) {
+    if (!(endpoints[idx[i]] == c.endpoints[i]) || weights[idx[i]] != c.weights[i]) return false;
+  }
+  return true;
+}
+
+void Clusters::update_balancer(Cluster& c, const policy::LoadBalancer::Options& options,
+                               const std::vector<engine::SocketAddress>& endpoints,
+                               const std::vector<uint32_t>& weights) {
+  if (balancer_current(c, options, endpoints, weights)) {
+    if (c.algorithm == policy::LbAlgorithm::kRingHash && c.input_endpoints != endpoints) {
+      c.input_endpoints = endpoints;  // the same set in another order: compared at once next time
+      c.input_weights = weights;
+    }
+    return;
+  }
+  c.input_endpoints = endpoints;
+  c.input_weights = weights;
+  c.algorithm = options.algorithm;
+  c.min_ring_size = options.min_ring_size;
+  c.endpoints = endpoints;
+  c.weights = weights;
+  std::vector<std::string> keys;
+  if (options.algorithm == policy::LbAlgorithm::kRingHash) {
+    // Each endpoint placed by its address, so a key stays on its endpoint
+    // when others come or go (a new DNS answer, a reload).
+    std::vector<size_t> idx = address_order(endpoints, weights);
+    for (size_t i = 0; i < idx.size(); ++i) {
+      c.endpoints[i] = endpoints[idx[i]];
+      c.weights[i] = weights[idx[i]];
+    }
+    keys.reserve(c.endpoints.size());
+    for (const auto& e : c.endpoints) keys.push_back(e.to_string());
+  }
+  c.lb = std::make_unique<policy::LoadBalancer>(options, c.weights, nullptr, keys);
+}
+
+std::optional<engine::SocketAddress> Clusters::ring_endpoint(const std::string& name, uint64_t hash) {
+  std::shared_ptr<Cluster> c = find(name);
+  if (!c) return std::nullopt;
+  std::lock_guard<std::mutex> lock(c->mu);
+  if (!c->lb || c->algorithm != policy::LbAlgorithm::kRingHash) return std::nullopt;
+  policy::PickResult r = c->lb->pick(std::chrono::steady_clock::now(), hash);
+  if (r.status != policy::PickResult::Status::kPicked) return std::nullopt;
+  return c->endpoints[r.host];
 }
 
 int64_t Clusters::index_of(const Cluster& c, const engine::SocketAddress& address) {

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -37,8 +38,14 @@ class Clusters {
     std::string reason;                 // why not (no_healthy, overflow)
   };
 
+  // `hash`: the request's consistentHash key (ForwardPlan::hash_key).
   Choice pick(const std::string& cluster, const policy::EffectivePolicy& policy,
-              const std::vector<engine::SocketAddress>& endpoints, const std::vector<uint32_t>& weights);
+              const std::vector<engine::SocketAddress>& endpoints, const std::vector<uint32_t>& weights,
+              std::optional<uint64_t> hash = std::nullopt);
+
+  // RING_HASH: the endpoint `hash` goes to now, as the cluster's last pick
+  // saw its endpoints (nullopt: not a ring, or no pick yet). Takes no lease.
+  std::optional<engine::SocketAddress> ring_endpoint(const std::string& cluster, uint64_t hash);
 
   // Outcomes, for outlier detection (no-op for unknown clusters/addresses).
   void report_connect(const std::string& cluster, const engine::SocketAddress& address, bool ok);
@@ -50,9 +57,23 @@ class Clusters {
     std::vector<engine::SocketAddress> endpoints;
     std::vector<uint32_t> weights;
     policy::LbAlgorithm algorithm = policy::LbAlgorithm::kLeastRequest;
+    uint64_t min_ring_size = 0;
+    // RING_HASH keeps `endpoints` in address order; what the last pick
+    // passed in, in its own order (a quick check before sorting).
+    std::vector<engine::SocketAddress> input_endpoints;
+    std::vector<uint32_t> input_weights;
     std::unique_ptr<policy::LoadBalancer> lb;
     int64_t active = 0;  // connections holding a lease (under mu)
   };
+  // Whether c.lb still fits (under c.mu).
+  static bool balancer_current(const Cluster& c, const policy::LoadBalancer::Options& options,
+                               const std::vector<engine::SocketAddress>& endpoints,
+                               const std::vector<uint32_t>& weights);
+  // Builds c.lb anew when the endpoints, weights or algorithm changed
+  // (under c.mu).
+  static void update_balancer(Cluster& c, const policy::LoadBalancer::Options& options,
+                              const std::vector<engine::SocketAddress>& endpoints,
+                              const std::vector<uint32_t>& weights);
   // The balancer index of `address` in `c`, or -1.
   static int64_t index_of(const Cluster& c, const engine::SocketAddress& address);
   std::shared_ptr<Cluster> get(const std::string& name);   // creates it

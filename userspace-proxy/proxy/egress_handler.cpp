@@ -44,6 +44,7 @@ class SidecarHandler final : public Forwarder {
     }
     ci.original_ip = to_ip_address(ci.original_dst);
     ci.snapshot = o_.snapshots->current();
+    note_client_address(ci, info);
     uint16_t port = ci.original_dst.port();
     switch (ci.snapshot->registry.declared_protocol(port)) {
       case policy::PortProtocol::kHttp: owned->mode = sniff::SniffMode::kHttp; break;

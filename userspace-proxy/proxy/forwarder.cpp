@@ -82,6 +82,12 @@ std::unique_ptr<ProxyConnection> Forwarder::new_connection(const engine::AcceptI
   return c;
 }
 
+void Forwarder::note_client_address(ConnectionInfo& ci, const engine::AcceptInfo& info) {
+  if (!ci.snapshot || !ci.snapshot->client_address_needed) return;
+  if (!ci.peer.valid()) ci.peer = info.peer();
+  if (ci.peer.valid()) ci.peer_ip = to_ip_address(ci.peer);
+}
+
 policy::PlanRequest Forwarder::plan_request(const ConnectionInfo& ci, Traffic traffic, std::string host,
                                             const policy::HttpRequest* http) {
   policy::PlanRequest pr;
@@ -91,6 +97,10 @@ policy::PlanRequest Forwarder::plan_request(const ConnectionInfo& ci, Traffic tr
   pr.host = std::move(host);
   pr.http = http;
   pr.pick = next_pick();
+  if (ci.peer_ip) {
+    pr.source = &*ci.peer_ip;
+    pr.source_port = ci.peer.port();
+  }
   pr.explain = false;  // the data plane acts on the decision; sluicectl explain shows its steps
   return pr;
 }
@@ -267,6 +277,7 @@ void Forwarder::on_upstream_connected(engine::Connection& conn, const SocketAddr
   ProxyConnection& c = state(conn);
   c.info->upstream_host = upstream.to_string();
   c.info->upstream_address = upstream;
+  c.info->bound_upstream = upstream;
   if (!c.info->http) c.info->record_tcp_open();
   // A connect that works is a success for outlier detection only where it is
   // the final word (TCP proxying: Envoy's LocalOriginConnectSuccessFinal);
@@ -427,7 +438,8 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
   if (up.kind == policy::UpstreamPlan::Kind::kOriginalDestination || !o_.clusters) {
     order = std::move(addrs);
   } else {
-    Clusters::Choice choice = o_.clusters->pick(c.plan.cluster, c.plan.forward.policy, addrs, weights);
+    Clusters::Choice choice =
+        o_.clusters->pick(c.plan.cluster, c.plan.forward.policy, addrs, weights, c.plan.forward.hash_key);
     if (choice.original_destination) {
       order.push_back(c.info->original_dst);
     } else if (choice.overflow) {
@@ -458,6 +470,9 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
     for (size_t i = 0; i < attempts; ++i) tries.push_back(order[i % order.size()]);
     order = std::move(tries);
   }
+  // Requests held behind this one are checked against it before the
+  // connection is up (consistentHash: hashes_here).
+  if (!order.empty()) c.info->bound_upstream = order.front();
   bool ok = true;
   std::string error;
   std::string pool_key;
@@ -480,6 +495,14 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
     return std::move(v).with_connect_timeout(*pool->tcp->connect_timeout);
   }
   return v;
+}
+
+bool Forwarder::hashes_here(const RequestPlan& plan, const ConnectionInfo& ci) const {
+  // consistentHash: a later request whose key the ring puts on another
+  // endpoint moves there; one that lands here (or has no key) stays.
+  if (!plan.forward.hash_key || !o_.clusters || !ci.bound_upstream.valid()) return true;
+  std::optional<SocketAddress> home = o_.clusters->ring_endpoint(plan.cluster, *plan.forward.hash_key);
+  return !home || *home == ci.bound_upstream;
 }
 
 void Forwarder::install_check_later(ProxyConnection& c) {
@@ -530,8 +553,9 @@ void Forwarder::install_check_later(ProxyConnection& c) {
     // connection of its own, balanced on its own.
     const auto& pool = plan.forward.policy.connection_pool;
     const bool one_request = pool && pool->http && pool->http->max_requests_per_connection == 1;
-    out.kind = delayed || one_request || !same_upstream(plan, *ci, key) ? LaterRequest::Kind::kSwitch
-                                                                        : LaterRequest::Kind::kForward;
+    out.kind = delayed || one_request || !same_upstream(plan, *ci, key) || !hashes_here(plan, *ci)
+                   ? LaterRequest::Kind::kSwitch
+                   : LaterRequest::Kind::kForward;
     if (out.kind == LaterRequest::Kind::kForward) out.edits = route_edits(plan.forward);
     // A retry of this request (or the move to its upstream) goes on with it.
     if (ci->later_plan) *ci->later_plan = std::move(plan);
@@ -561,7 +585,7 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
       // A later request with a fault comes this way even for the same
       // upstream (the delay holds the connection; an abort answers it).
       c.plan = std::move(*ci.later_plan);
-      if (!same_upstream(c.plan, ci, ci.upstream_key)) bump(o_.counters->upstream_changed);
+      if (!same_upstream(c.plan, ci, ci.upstream_key) || !hashes_here(c.plan, ci)) bump(o_.counters->upstream_changed);
       ci.later_plan.reset();
       ci.first_attempt = 1;
       ci.tried_upstreams.clear();

@@ -99,6 +99,9 @@ class Forwarder : public engine::ConnectionHandler {
   // peer, log and metrics sinks); counts it as accepted.
   std::unique_ptr<ProxyConnection> new_connection(const engine::AcceptInfo& info);
   // What the policy core needs to plan for this connection.
+  // Looks up the client's address when the connection's snapshot hashes
+  // on it (consistentHash useSourceIp or a made-up cookie).
+  void note_client_address(ConnectionInfo& ci, const engine::AcceptInfo& info);
   policy::PlanRequest plan_request(const ConnectionInfo& ci, policy::Traffic traffic, std::string host,
                                    const policy::HttpRequest* http);
   // Hands `c` to the connection (context) and keeps its waker.
@@ -168,6 +171,9 @@ class Forwarder : public engine::ConnectionHandler {
   engine::StreamFilterPtr build_filter(ProxyConnection& c, std::span<const uint8_t> pending, bool* ok,
                                        std::string* error, std::string* pool_key);
   void install_check_later(ProxyConnection& c);
+  // Whether a later request's consistentHash key belongs to the endpoint
+  // the connection is on (true when there is no key or no ring).
+  bool hashes_here(const policy::RequestPlan& plan, const ConnectionInfo& ci) const;
   // The TLS client context for a plan's origination. Remembered per worker
   // for up to a second (TlsContexts rechecks the files no more often), so a
   // connection does not rebuild the shared cache's key or take its lock.

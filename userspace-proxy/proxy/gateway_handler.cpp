@@ -43,6 +43,7 @@ class GatewayHandler final : public Forwarder {
     ci.original_dst = info.local();
     ci.original_ip = to_ip_address(ci.original_dst);
     ci.snapshot = o_.snapshots->current();
+    note_client_address(ci, info);
     uint16_t port = ci.original_dst.port();
     const policy::GatewayServers& servers = ci.snapshot->gateway_servers;
     ProxyConnection* c = adopt(conn, std::move(owned));

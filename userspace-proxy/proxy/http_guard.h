@@ -96,6 +96,8 @@ struct ConnectionInfo {
   engine::SocketAddress original_dst;  // the sidecar's SO_ORIGINAL_DST; the gateway's listener address
   decision::IpAddress original_ip;
   engine::SocketAddress peer;
+  // The client's IP, when a consistentHash needs it (Snapshot::client_address_needed).
+  std::optional<decision::IpAddress> peer_ip;
   int64_t start_realtime_ns = 0;
   int64_t start_monotonic_ns = 0;
   AccessLogSink* log = nullptr;
@@ -170,6 +172,10 @@ struct ConnectionInfo {
   // The current upstream, and the ones the current request tried before
   // (a retry prefers another endpoint: Envoy's previous_hosts predicate).
   engine::SocketAddress upstream_address;
+  // The upstream this connection's requests go to: the first of the
+  // decision's endpoints from the decision on, the connected one once up
+  // (consistentHash compares a later request's endpoint with it).
+  engine::SocketAddress bound_upstream;
   std::vector<engine::SocketAddress> tried_upstreams;
 
   // HTTP requests not yet written to the access log (the last one waits for

@@ -6,6 +6,37 @@
 
 namespace sluice::proxy {
 
+namespace {
+
+bool hashes_by_client(const std::optional<config::LoadBalancerSettings>& lb) {
+  if (!lb || !lb->consistent_hash) return false;
+  const config::ConsistentHashLB& ch = *lb->consistent_hash;
+  return ch.use_source_ip || (!ch.http_cookie_name.empty() && ch.http_cookie_ttl);
+}
+
+bool hashes_by_client(const std::optional<config::TrafficPolicy>& tp) {
+  if (!tp) return false;
+  if (hashes_by_client(tp->load_balancer)) return true;
+  for (const auto& port : tp->port_level_settings) {
+    if (hashes_by_client(port.load_balancer)) return true;
+  }
+  return false;
+}
+
+// Whether some DestinationRule hashes on the client's address (useSourceIp,
+// or a cookie made up from it): only then does every connection look it up.
+bool needs_client_address(const config::ConfigSet& config) {
+  for (const auto& dr : config.destination_rules) {
+    if (hashes_by_client(dr.traffic_policy)) return true;
+    for (const auto& subset : dr.subsets) {
+      if (hashes_by_client(subset.traffic_policy)) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 Snapshot::Snapshot(config::ConfigSet loaded, uint64_t gen, const ProxyIdentity& identity)
     : config(std::move(loaded)),
       registry(config),
@@ -13,7 +44,8 @@ Snapshot::Snapshot(config::ConfigSet loaded, uint64_t gen, const ProxyIdentity& 
       destinations(config),
       gateway_servers(identity.gateway ? policy::GatewayServers(config, identity.labels)
                                        : policy::GatewayServers()),
-      generation(gen) {}
+      generation(gen),
+      client_address_needed(needs_client_address(config)) {}
 
 config::OutboundTrafficPolicyMode Snapshot::mode() const { return policy::effective_outbound_mode(config).mode; }
 

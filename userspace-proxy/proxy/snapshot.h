@@ -46,6 +46,8 @@ struct Snapshot {
   // The Gateway servers selecting this proxy (empty for a sidecar).
   const policy::GatewayServers gateway_servers;
   const uint64_t generation;
+  // Some DestinationRule's consistentHash hashes on the client's address.
+  const bool client_address_needed;
 };
 
 using SnapshotPtr = std::shared_ptr<const Snapshot>;

@@ -682,6 +682,28 @@ TEST(DestinationRuleValidation, ConnectionPoolOutlierAndLoadBalancer) {
   EXPECT_EQ(d.error_count(), 10u) << dump(d);
 }
 
+TEST(DestinationRuleValidation, HttpCookieNeedsATtl) {
+  // Istio: "ttl required for HttpCookie" (a session cookie is ttl: 0s).
+  DestinationRule dr = egress_destination_rule();
+  dr.traffic_policy = TrafficPolicy{};
+  ConsistentHashLB ch;
+  ch.http_cookie_name = "user";
+  dr.traffic_policy->load_balancer = LoadBalancerSettings{SimpleLB::kUnspecified, ch};
+  Diagnostics d = run(dr);
+  EXPECT_DIAG(d, "ttl required for HttpCookie", "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie");
+  EXPECT_EQ(d.error_count(), 1u) << dump(d);
+  dr.traffic_policy->load_balancer->consistent_hash->http_cookie_ttl = Duration(0);
+  EXPECT_EQ(run(dr).error_count(), 0u) << dump(run(dr));
+  // One key only (a oneof).
+  dr.traffic_policy->load_balancer->consistent_hash->use_source_ip = true;
+  d = run(dr);
+  EXPECT_DIAG(d,
+              "only one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName may be set (hashKey is a "
+              "oneof)",
+              "spec.trafficPolicy.loadBalancer.consistentHash");
+  EXPECT_EQ(d.error_count(), 1u) << dump(d);
+}
+
 TEST(DestinationRuleValidation, WorkloadSelectorAndExportTo) {
   DestinationRule dr = egress_destination_rule();
   dr.workload_selector = Labels{{"app", "*"}};

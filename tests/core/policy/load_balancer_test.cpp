@@ -6,6 +6,7 @@
 
 #include <deque>
 #include <map>
+#include <set>
 #include <vector>
 
 #include "tests/support/config_fixtures.h"
@@ -81,6 +82,8 @@ TEST(LbAlgorithmTest, IstioNamesMapToEnvoyPolicies) {
   EXPECT_EQ(lb_algorithm(&s), LbAlgorithm::kRandom);
   s.simple = config::SimpleLB::kPassthrough;
   EXPECT_EQ(lb_algorithm(&s), LbAlgorithm::kPassthrough);
+  s.consistent_hash = config::ConsistentHashLB{};
+  EXPECT_EQ(lb_algorithm(&s), LbAlgorithm::kRingHash) << "consistentHash is Envoy's RING_HASH";
 }
 
 TEST(RoundRobin, RotatesInOrder) {
@@ -404,6 +407,263 @@ spec:
   auto none = LoadBalancer::options_for(rules.resolve_policy("other.example.com", "", 80));
   EXPECT_EQ(none.algorithm, LbAlgorithm::kRoundRobin);
   EXPECT_FALSE(none.outlier.has_value());
+}
+
+// ---------------------------------------------------------------------------
+// RING_HASH (consistentHash)
+
+std::vector<std::string> keys(std::initializer_list<const char*> k) { return {k.begin(), k.end()}; }
+
+// Where each of `n` user names lands.
+std::map<std::string, size_t> placement(LoadBalancer& lb, int n, MonotonicTime now) {
+  std::map<std::string, size_t> out;
+  for (int i = 0; i < n; ++i) {
+    std::string user = "user-" + std::to_string(i);
+    PickResult r = lb.pick(now, stable_hash(user));
+    EXPECT_EQ(r.status, PickResult::Status::kPicked) << r.reason().view();
+    out[user] = r.host;
+  }
+  return out;
+}
+
+TEST(StableHash, IsFixedAcrossBuildsAndSpreads) {
+  // Pinned values (computed apart from this code: FNV-1a 64, then
+  // MurmurHash3's fmix64): the ring, and so the endpoint a user sticks to,
+  // must not move between releases or machines.
+  EXPECT_EQ(stable_hash(""), 0xefd01f60ba992926ULL) << std::hex << stable_hash("");
+  EXPECT_EQ(stable_hash("alice"), 0x3507d047a67c08f4ULL) << std::hex << stable_hash("alice");
+  EXPECT_EQ(stable_hash("alice"), stable_hash("alice"));
+  EXPECT_NE(stable_hash("alice"), stable_hash("alicf"));
+  // Similar short keys land all over the ring (the top bits differ).
+  std::map<uint64_t, int> top;
+  for (int i = 0; i < 256; ++i) ++top[stable_hash("user-" + std::to_string(i)) >> 60];
+  EXPECT_EQ(top.size(), 16u);
+}
+
+TEST(RingHash, TheSameKeyKeepsItsHost) {
+  FakeClock clock;
+  LoadBalancer lb(options(LbAlgorithm::kRingHash), {1, 1, 1}, nullptr, keys({"10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"}));
+  auto first = placement(lb, 300, clock.now);
+  EXPECT_EQ(placement(lb, 300, clock.now), first) << "a key's host does not change from pick to pick";
+  std::map<size_t, int> load;
+  for (const auto& [user, host] : first) ++load[host];
+  ASSERT_EQ(load.size(), 3u) << "keys spread over every host";
+  for (const auto& [host, n] : load) EXPECT_GT(n, 60) << "host " << host << " got " << n << " of 300";
+  PickResult r = lb.pick(clock.now, stable_hash("user-0"));
+  EXPECT_NE(r.reason().view().find("RING_HASH picked endpoint"), std::string_view::npos) << r.reason().view();
+  EXPECT_NE(r.reason().view().find("for hash"), std::string_view::npos) << r.reason().view();
+}
+
+TEST(RingHash, AHostThatGoesTakesOnlyItsOwnKeys) {
+  FakeClock clock;
+  LoadBalancer three(options(LbAlgorithm::kRingHash), {1, 1, 1}, nullptr,
+                     keys({"10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"}));
+  // The same endpoints without the second, in another order: placed by
+  // address, not by position.
+  LoadBalancer two(options(LbAlgorithm::kRingHash), {1, 1}, nullptr, keys({"10.0.0.3:80", "10.0.0.1:80"}));
+  auto before = placement(three, 600, clock.now);
+  auto after = placement(two, 600, clock.now);
+  const size_t to_index[] = {1, 99, 0};  // three's host -> two's index (host 1 is gone)
+  int gone = 0, stayed = 0, others = 0;
+  for (const auto& [user, host] : before) {
+    if (host == 1) {
+      ++gone;
+      continue;
+    }
+    ++others;
+    if (after[user] == to_index[host]) ++stayed;
+  }
+  EXPECT_GT(gone, 100);
+  // As on Envoy's ring, the remaining hosts get more points when the ring
+  // is sized again for two (512 each instead of 342), and those take some
+  // keys from each other; most stay where they were.
+  EXPECT_GT(stayed * 100, others * 75) << stayed << " of " << others << " stayed";
+  // The same host list in another order is the same ring.
+  LoadBalancer reordered(options(LbAlgorithm::kRingHash), {1, 1, 1}, nullptr,
+                         keys({"10.0.0.3:80", "10.0.0.1:80", "10.0.0.2:80"}));
+  const size_t from_reordered[] = {2, 0, 1};
+  for (const auto& [user, host] : placement(reordered, 600, clock.now)) {
+    EXPECT_EQ(from_reordered[host], before[user]) << user;
+  }
+}
+
+TEST(RingHash, WeightsSetTheShareOfKeys) {
+  FakeClock clock;
+  LoadBalancer lb(options(LbAlgorithm::kRingHash), {3, 1}, nullptr, keys({"a:80", "b:80"}));
+  std::map<size_t, int> load;
+  for (const auto& [user, host] : placement(lb, 2000, clock.now)) ++load[host];
+  EXPECT_GT(load[0], 1300) << "weight 3 of 4: about 1500 of 2000, got " << load[0];
+  EXPECT_LT(load[0], 1700);
+}
+
+TEST(RingHash, EjectedHostsArePassedOverAndKeysComeBack) {
+  FakeClock clock;
+  OutlierConfig oc;
+  oc.consecutive_5xx = 1;
+  oc.max_ejection_percent = 100;
+  LoadBalancer lb(with_outlier(LbAlgorithm::kRingHash, oc), {1, 1, 1}, nullptr, keys({"a:80", "b:80", "c:80"}));
+  auto before = placement(lb, 300, clock.now);
+  fail_n(lb, 2, 1, clock.now);
+  auto during = placement(lb, 300, clock.now);
+  for (const auto& [user, host] : before) {
+    if (host == 2) EXPECT_NE(during[user], 2u) << user << " moves off the ejected host";
+    else EXPECT_EQ(during[user], host) << user << " keeps its host";
+  }
+  clock.advance(31s);
+  EXPECT_EQ(placement(lb, 300, clock.now), before) << "the host is back with its own keys";
+}
+
+TEST(RingHash, NoKeyIsARandomPoint) {
+  FakeClock clock;
+  ScriptedRandom random({stable_hash("user-7"), stable_hash("user-8")});
+  LoadBalancer lb(options(LbAlgorithm::kRingHash), {1, 1, 1}, &random, keys({"a:80", "b:80", "c:80"}));
+  EXPECT_EQ(lb.pick(clock.now).host, lb.pick(clock.now, stable_hash("user-7")).host);
+  PickResult r = lb.pick(clock.now);
+  EXPECT_EQ(r.host, lb.pick(clock.now, stable_hash("user-8")).host);
+  EXPECT_NE(r.reason().view().find("no hash key"), std::string_view::npos) << r.reason().view();
+}
+
+TEST(RingHash, MinimumRingSizeFromTheRule) {
+  auto cfg = sluice::test_support::load_config({R"(
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: sticky}
+spec:
+  host: sticky.example.com
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpHeaderName: x-user, minimumRingSize: 64}
+)"});
+  DestinationRules rules(cfg);
+  EffectivePolicy p = rules.resolve_policy("sticky.example.com", "", 80);
+  auto o = LoadBalancer::options_for(p);
+  EXPECT_EQ(o.algorithm, LbAlgorithm::kRingHash);
+  EXPECT_EQ(o.min_ring_size, 64u);
+  EXPECT_NE(p.reason.view().find("RING_HASH by header x-user"), std::string_view::npos) << p.reason.view();
+  LoadBalancer small(o, {1, 1}, nullptr, keys({"a:80", "b:80"}));
+  EXPECT_EQ(small.ring_size(), 64u);
+  LoadBalancer usual(options(LbAlgorithm::kRingHash), {1, 1}, nullptr, keys({"a:80", "b:80"}));
+  EXPECT_EQ(usual.ring_size(), 1024u) << "Envoy's default minimum";
+  // Three hosts: the lightest's share of 1024 rounded up, the others alike.
+  LoadBalancer three(options(LbAlgorithm::kRingHash), {1, 1, 2}, nullptr, keys({"a:80", "b:80", "c:80"}));
+  EXPECT_EQ(three.ring_size(), 1024u);
+  LoadBalancer odd(options(LbAlgorithm::kRingHash), {1, 1, 1}, nullptr, keys({"a:80", "b:80", "c:80"}));
+  EXPECT_EQ(odd.ring_size(), 1026u) << "342 points each";
+}
+
+TEST(RingHash, RetriesWalkTheRingToTheNextHosts) {
+  FakeClock clock;
+  LoadBalancer lb(options(LbAlgorithm::kRingHash), {1, 1, 1, 1}, nullptr, keys({"a:80", "b:80", "c:80", "d:80"}));
+  for (int i = 0; i < 20; ++i) {
+    PickResult r = lb.pick(clock.now, stable_hash("user-" + std::to_string(i)));
+    std::vector<uint32_t> order;
+    lb.ring_order(r, order);
+    ASSERT_EQ(order.size(), 4u);
+    EXPECT_EQ(order[0], r.host) << "the pick first";
+    EXPECT_EQ(std::set<uint32_t>(order.begin(), order.end()).size(), 4u) << "every host once";
+  }
+}
+
+TEST(RingHash, AnEjectedHomeIsNeitherTheFirstConnectNorAnEarlyRetry) {
+  FakeClock clock;
+  OutlierConfig oc;
+  oc.consecutive_5xx = 1;
+  oc.max_ejection_percent = 100;
+  LoadBalancer lb(with_outlier(LbAlgorithm::kRingHash, oc), {1, 1, 1, 1}, nullptr,
+                  keys({"a:80", "b:80", "c:80", "d:80"}));
+  const uint64_t key = stable_hash("user-3");
+  const size_t home = lb.pick(clock.now, key).host;
+  fail_n(lb, home, 1, clock.now);
+  PickResult r = lb.pick(clock.now, key);
+  ASSERT_NE(r.host, home);
+  std::vector<uint32_t> order;
+  lb.ring_order(r, order);
+  ASSERT_EQ(order.size(), 4u);
+  EXPECT_EQ(order[0], r.host) << "the connect goes where the pick went";
+  EXPECT_EQ(order[3], home) << "the ejected home is tried last";
+}
+
+// What a request hashes to: the header, cookie, query parameter or client
+// address the rule names.
+struct HashRequest {
+  std::vector<HeaderField> headers;
+  HttpRequest http;
+  HashRequest(std::vector<HeaderField> h, std::string_view path) : headers(std::move(h)) {
+    http.headers = headers;
+    http.path = path;
+  }
+  HashRequest(const HashRequest&) = delete;
+};
+
+TEST(ConsistentHashKey, HeaderCookieQueryAndSourceIp) {
+  config::ConsistentHashLB by_header;
+  by_header.http_header_name = "X-User";
+  HashRequest alice(std::vector<HeaderField>{{"host", "a"}, {"x-user", "alice"}}, "/");
+  EXPECT_EQ(consistent_hash_key(by_header, {&alice.http}), stable_hash("alice")) << "header names fold case";
+  HashRequest nobody(std::vector<HeaderField>{{"host", "a"}}, "/");
+  EXPECT_FALSE(consistent_hash_key(by_header, {&nobody.http}).has_value());
+  EXPECT_FALSE(consistent_hash_key(by_header, {}).has_value()) << "a TCP connection has no headers";
+
+  config::ConsistentHashLB by_cookie;
+  by_cookie.http_cookie_name = "session";
+  by_cookie.http_cookie_ttl = std::chrono::milliseconds(60'000);
+  HashRequest cookie(std::vector<HeaderField>{{"Cookie", "theme=dark; session=\"abc123\"; x=1"}}, "/");
+  std::string set_cookie;
+  EXPECT_EQ(consistent_hash_key(by_cookie, {&cookie.http}, &set_cookie), stable_hash("abc123"));
+  EXPECT_TRUE(set_cookie.empty()) << "the client has one: none made up";
+  HashRequest empty(std::vector<HeaderField>{{"cookie", "session=\"\""}}, "/");
+  EXPECT_FALSE(consistent_hash_key(by_cookie, {&empty.http}).has_value()) << "an empty cookie is none (Envoy)";
+
+  config::ConsistentHashLB by_authority;
+  by_authority.http_header_name = ":authority";
+  HashRequest host(std::vector<HeaderField>{{"host", "api.example.com"}}, "/");
+  host.http.authority = "api.example.com";
+  EXPECT_EQ(consistent_hash_key(by_authority, {&host.http}), stable_hash("api.example.com"))
+      << "HTTP/1.1's Host is the :authority";
+
+  config::ConsistentHashLB by_query;
+  by_query.http_query_parameter_name = "user";
+  HashRequest query(std::vector<HeaderField>{}, "/cart?item=1&user=bob&user=eve");
+  EXPECT_EQ(consistent_hash_key(by_query, {&query.http}), stable_hash("bob")) << "the first one";
+  HashRequest no_query(std::vector<HeaderField>{}, "/cart?username=bob");
+  EXPECT_FALSE(consistent_hash_key(by_query, {&no_query.http}).has_value());
+
+  config::ConsistentHashLB by_ip;
+  by_ip.use_source_ip = true;
+  auto ip = decision::IpAddress::parse("10.1.2.3");
+  ASSERT_TRUE(ip.has_value());
+  EXPECT_EQ(consistent_hash_key(by_ip, {nullptr, &*ip, 4242}), stable_hash("10.1.2.3")) << "TCP too; no port";
+  EXPECT_FALSE(consistent_hash_key(by_ip, {}).has_value());
+}
+
+TEST(ConsistentHashKey, AMissingCookieIsMadeUpFromTheClientAddress) {
+  config::ConsistentHashLB by_cookie;
+  by_cookie.http_cookie_name = "session";
+  by_cookie.http_cookie_ttl = std::chrono::milliseconds(3'600'000);
+  auto ip = decision::IpAddress::parse("10.1.2.3");
+  HashRequest none(std::vector<HeaderField>{{"cookie", "theme=dark"}}, "/");
+  std::string set_cookie;
+  std::optional<uint64_t> key = consistent_hash_key(by_cookie, {&none.http, &*ip, 4242}, &set_cookie);
+  ASSERT_TRUE(key.has_value());
+  ASSERT_EQ(set_cookie.rfind("session=\"", 0), 0u) << set_cookie;
+  const std::string value = set_cookie.substr(9, 16);
+  EXPECT_EQ(set_cookie, "session=\"" + value + "\"; Max-Age=3600; HttpOnly");
+  EXPECT_EQ(*key, stable_hash(value)) << "the request goes where the cookie's next requests will";
+  // The client's next request, carrying the cookie, hashes the same.
+  const std::string sent = set_cookie.substr(0, set_cookie.find(';'));
+  HashRequest next(std::vector<HeaderField>{{"cookie", sent}}, "/");
+  std::string again;
+  EXPECT_EQ(consistent_hash_key(by_cookie, {&next.http, &*ip, 5555}, &again), key);
+  EXPECT_TRUE(again.empty());
+  // ttl 0s: a session cookie, no Max-Age; httpCookie.path scopes it.
+  by_cookie.http_cookie_ttl = std::chrono::milliseconds(0);
+  by_cookie.http_cookie_path = "/";
+  consistent_hash_key(by_cookie, {&none.http, &*ip, 4242}, &set_cookie);
+  EXPECT_EQ(set_cookie, "session=\"" + value + "\"; Path=/; HttpOnly");
+  // Without a client address nothing is made up.
+  set_cookie.clear();
+  EXPECT_FALSE(consistent_hash_key(by_cookie, {&none.http}, &set_cookie).has_value());
+  EXPECT_TRUE(set_cookie.empty());
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/config/loader.h"
+#include "core/policy/load_balancer.h"
 #include "tests/support/config_fixtures.h"
 
 namespace sluice::policy {
@@ -317,6 +318,71 @@ spec:
   RequestPlan other = plan_sidecar(t.tables(), r);
   EXPECT_TRUE(other.forward.path_rewrite.empty());
   EXPECT_TRUE(other.forward.request_headers.empty());
+}
+
+// consistentHash: the request's key in the plan (a made-up cookie's
+// Set-Cookie among the response edits), TCP keyed by the client's IP.
+TEST(RequestPlanTest, ConsistentHashKeysTheForwardPlan) {
+  Tables t(load_config({R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: api}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}, {number: 5432, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.1}, {address: 10.0.0.2}]
+)", R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: api}
+spec:
+  host: api.example.com
+  trafficPolicy:
+    loadBalancer:
+      consistentHash:
+        httpCookie: {name: session, ttl: 60s}
+    portLevelSettings:
+    - port: {number: 5432}
+      loadBalancer:
+        consistentHash: {useSourceIp: true}
+)"}));
+  auto client = *decision::IpAddress::parse("10.9.8.7");
+  HttpRequest req;
+  req.path = "/";
+  PlanRequest r = http("api.example.com", 80);
+  r.http = &req;
+  r.source = &client;
+  r.source_port = 40000;
+  // No cookie yet: one is made up from the client's address, sent back
+  // with the response, and the request already goes where it points.
+  RequestPlan first = plan_sidecar(t.tables(), r);
+  ASSERT_EQ(first.kind, RequestPlan::Kind::kForward) << steps(first);
+  ASSERT_TRUE(first.forward.hash_key.has_value()) << steps(first);
+  ASSERT_EQ(first.forward.response_headers.size(), 1u);
+  const HeaderEdit& cookie = first.forward.response_headers[0];
+  EXPECT_EQ(cookie.op, HeaderEdit::Op::kAdd);
+  EXPECT_EQ(cookie.name, "set-cookie");
+  EXPECT_EQ(cookie.value.rfind("session=\"", 0), 0u) << cookie.value;
+  EXPECT_NE(cookie.value.find("; Max-Age=60; HttpOnly"), std::string::npos) << cookie.value;
+  EXPECT_NE(steps(first).find("consistentHash: the request's key hashes to"), std::string::npos) << steps(first);
+  // The next request carries it: the same key, nothing set again.
+  const std::string sent = cookie.value.substr(0, cookie.value.find(';'));
+  std::vector<HeaderField> headers{{"cookie", sent}};
+  req.headers = headers;
+  r.source_port = 40001;  // another connection of the same client
+  RequestPlan next = plan_sidecar(t.tables(), r);
+  EXPECT_EQ(next.forward.hash_key, first.forward.hash_key);
+  EXPECT_TRUE(next.forward.response_headers.empty());
+  // TCP on the port whose rule hashes the source IP.
+  PlanRequest tcp;
+  tcp.traffic = Traffic::kTcp;
+  tcp.original_ip = *decision::IpAddress::parse("10.0.0.1");
+  tcp.port = 5432;
+  tcp.source = &client;
+  RequestPlan opaque = plan_sidecar(t.tables(), tcp);
+  ASSERT_EQ(opaque.kind, RequestPlan::Kind::kForward) << steps(opaque);
+  EXPECT_EQ(opaque.forward.hash_key, stable_hash("10.9.8.7")) << steps(opaque);
 }
 
 // Connect failures are retried per the route's retry policy: Istio's

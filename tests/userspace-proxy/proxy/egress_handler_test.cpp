@@ -11,6 +11,7 @@
 #include "tests/support/config_fixtures.h"
 
 #include <map>
+#include <set>
 #include <random>
 #include <regex>
 #include <string>
@@ -710,6 +711,100 @@ TEST_F(EgressHandlerTest, ALaterRequestForAnotherUpstreamMovesTheConnectionThere
   EXPECT_NE(lines.find("\"GET / HTTP/1.1\" 200 - via_upstream"), std::string::npos) << lines;
   EXPECT_NE(lines.find("\"GET /x HTTP/1.1\" 204 - via_upstream"), std::string::npos) << lines;
   EXPECT_NE(lines.find("\"other.example\" \"203.0.113.10:80\" PassthroughCluster"), std::string::npos) << lines;
+}
+
+// consistentHash: every request goes to its key's endpoint on the ring —
+// new connections, and later requests on a kept-alive one (a request with
+// another user's key moves to that user's endpoint; the same key stays).
+TEST_F(EgressHandlerTest, ConsistentHashSendsEachKeyToItsEndpointRequestByRequest) {
+  load({kRegistryOnly, kCnnServiceEntry, R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: cnn}
+spec:
+  host: edition.cnn.com
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpHeaderName: x-user}
+)"});
+  for (const char* ip : {"203.0.113.20", "203.0.113.21", "203.0.113.22"}) dns_.answer("edition.cnn.com", ip);
+  with_clusters_ = true;
+  auto h = handler("203.0.113.20:80");
+  auto request = [](const std::string& user) {
+    return "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\nx-user: " + user + "\r\n\r\n";
+  };
+  // Where each user's first request goes, on a connection of its own.
+  auto first_upstream = [&](const std::string& user) {
+    FakeConnection n;
+    EXPECT_EQ(h->on_accept(n, info_).kind(), Verdict::Kind::kNeedMore);
+    Verdict v = h->on_downstream_data(n, bytes(request(user)));
+    EXPECT_EQ(v.kind(), Verdict::Kind::kConnect);
+    std::string to = v.kind() == Verdict::Kind::kConnect ? v.upstreams()[0].to_string() : "";
+    close(*h, n, engine::CloseReason::kLocalClose);
+    return to;
+  };
+  std::map<std::string, std::string> home;
+  std::set<std::string> used;
+  for (int i = 0; i < 12; ++i) {
+    std::string user = "user-" + std::to_string(i);
+    home[user] = first_upstream(user);
+    used.insert(home[user]);
+    for (int again = 0; again < 3; ++again) EXPECT_EQ(first_upstream(user), home[user]) << user;
+  }
+  EXPECT_GE(used.size(), 2u) << "twelve users spread over the endpoints";
+  // Two users with different endpoints.
+  std::string a = "user-0", b;
+  for (const auto& [user, to] : home) {
+    if (to != home[a]) b = user;
+  }
+  ASSERT_FALSE(b.empty());
+  FakeConnection c;
+  engine::SocketAddress up;
+  auto f = connected(*h, c, request(a), &up);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(up.to_string(), home[a]);
+  EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
+  // The same user again: the same upstream connection.
+  FakeOutput same(request(a));
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(request(a)), same),
+            engine::FilterStatus::kContinue);
+  EXPECT_EQ(same.upstream, request(a));
+  EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
+  // A user whose key the ring puts on the same endpoint stays too.
+  std::string neighbour;
+  for (const auto& [user, to] : home) {
+    if (user != a && to == home[a]) neighbour = user;
+  }
+  ASSERT_FALSE(neighbour.empty());
+  FakeOutput near(request(neighbour));
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(request(neighbour)), near),
+            engine::FilterStatus::kContinue);
+  EXPECT_EQ(near.upstream, request(neighbour));
+  EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
+  // Another user's request moves to that user's endpoint.
+  FakeOutput other(request(b));
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(request(b)), other),
+            engine::FilterStatus::kNewUpstream);
+  EXPECT_TRUE(other.upstream.empty());
+  FakeOutput held("");
+  f->on_new_upstream(held);
+  Verdict moved = h->on_new_upstream(c, bytes(request(b)));
+  ASSERT_EQ(moved.kind(), Verdict::Kind::kConnect);
+  EXPECT_EQ(moved.upstreams()[0].to_string(), home[b]);
+  close(*h, c, engine::CloseReason::kCompleted);
+  // Pipelined in the first read, before any upstream is up: the second
+  // user's request still waits for its own endpoint.
+  FakeConnection p;
+  const std::string two = request(a) + request(b);
+  auto pf = decided(*h, p, two);
+  ASSERT_NE(pf, nullptr);
+  EXPECT_EQ(start(*pf, two), request(a));
+  auto [st, shown] = respond(*pf, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(st, engine::FilterStatus::kNewUpstream);
+  FakeOutput held2("");
+  pf->on_new_upstream(held2);
+  EXPECT_EQ(held2.upstream, request(b));
+  close(*h, p, engine::CloseReason::kCompleted);
 }
 
 TEST_F(EgressHandlerTest, ARequestForAnotherUpstreamWaitsForTheResponsesBeforeIt) {
