@@ -887,6 +887,19 @@ void validate_connection_pool(Sink& s, const std::string& path, const std::optio
     if (const auto& ka = t->tcp_keepalive) {
       if (ka->time) s.error(dot(p, "tcpKeepalive.time"), validate_duration(*ka->time));
       if (ka->interval) s.error(dot(p, "tcpKeepalive.interval"), validate_duration(*ka->interval));
+      // Istio hands Envoy whole seconds; Linux takes 1..32767 s and 1..127
+      // probes. Sluice keeps the kernel's default for a value outside them.
+      auto seconds = [&](const std::optional<Duration>& d, const char* name) {
+        if (d && d->count() > 0 && (d->count() < 1000 || d->count() > 32767'000)) {
+          s.warning(dot(p, std::string("tcpKeepalive.") + name),
+                    "outside 1s..32767s: the kernel's default is used (Envoy would fail the connection)");
+        }
+      };
+      seconds(ka->time, "time");
+      seconds(ka->interval, "interval");
+      if (ka->probes > 127) {
+        s.warning(dot(p, "tcpKeepalive.probes"), "above 127: the kernel's default is used (Envoy would fail the connection)");
+      }
     }
   }
 }

@@ -12,6 +12,17 @@
 
 namespace sluice::engine {
 
+// TCP keep-alive on a connection's upstream socket (a DestinationRule's
+// connectionPool.tcp.tcpKeepalive, Envoy's upstream_connection_options):
+// SO_KEEPALIVE, and each of the three that is non-zero overrides the
+// kernel's default (net.ipv4.tcp_keepalive_*).
+struct TcpKeepalive {
+  bool enabled = false;
+  uint32_t probes = 0;      // TCP_KEEPCNT
+  uint32_t time_s = 0;      // TCP_KEEPIDLE: idle seconds before the first probe
+  uint32_t interval_s = 0;  // TCP_KEEPINTVL: seconds between probes
+};
+
 // What a ConnectionHandler decides about a connection that is still in its
 // first-bytes phase.
 class Verdict {
@@ -124,6 +135,14 @@ class Verdict {
   }
   std::chrono::milliseconds connect_timeout() const { return connect_timeout_; }
 
+  // kConnect: TCP keep-alive for the upstream socket this connection
+  // opens (a pooled one keeps the settings it was opened with).
+  Verdict&& with_tcp_keepalive(TcpKeepalive keepalive) && {
+    keepalive_ = keepalive;
+    return std::move(*this);
+  }
+  const TcpKeepalive& tcp_keepalive() const { return keepalive_; }
+
   // kConnect: the upstream may come from, and go back to, the worker's pool
   // of idle upstream connections under `key` (same key = interchangeable:
   // same endpoint, same TLS settings). A pooled one is used instead of
@@ -135,6 +154,14 @@ class Verdict {
     return std::move(*this);
   }
   std::string take_pool_key() { return std::move(pool_key_); }
+  // kConnect with a pool key: how long the upstream may wait idle in the
+  // pool (a DestinationRule's connectionPool.http.idleTimeout); zero: the
+  // engine's EngineConfig::upstream_pool_idle_timeout.
+  Verdict&& with_pool_idle_timeout(std::chrono::milliseconds timeout) && {
+    pool_idle_timeout_ = timeout;
+    return std::move(*this);
+  }
+  std::chrono::milliseconds pool_idle_timeout() const { return pool_idle_timeout_; }
 
   Kind kind() const { return kind_; }
   std::chrono::milliseconds detection_timeout() const { return detection_timeout_; }
@@ -149,6 +176,8 @@ class Verdict {
   uint8_t upstream_count_ = 0;
   std::chrono::milliseconds detection_timeout_{0};
   std::chrono::milliseconds connect_timeout_{0};
+  TcpKeepalive keepalive_;
+  std::chrono::milliseconds pool_idle_timeout_{0};
   std::span<const uint8_t> response_;
   size_t consumed_ = 0;
   std::array<SocketAddress, kMaxUpstreams> upstreams_{};

@@ -865,6 +865,8 @@ void Worker::accept_conn(int fd, uint64_t spawn_tag) {
   c->ctx = 0;
   c->parking = c->ending_downstream = false;
   c->pool_key.clear();
+  c->keepalive = {};
+  c->pool_idle_ns = 0;
   c->last_activity_ns = now_ns_;
   c->phase_deadline_ns = INT64_MAX;
   c->filter_deadline_ns = INT64_MAX;
@@ -1140,6 +1142,8 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
       } else {
         c->connect_ts = connect_ts_;
       }
+      c->keepalive = v.tcp_keepalive();
+      c->pool_idle_ns = to_ns(v.pool_idle_timeout());
       c->pool_key = v.take_pool_key();
       // A pooled upstream first: its filter state must be in place before
       // on_start encrypts the held bytes.
@@ -1172,6 +1176,26 @@ void Worker::enter_lingering(ConnectionImpl* c) {
   maybe_arm_recv(c, 0);
 }
 
+namespace {
+
+// A value the kernel refuses (out of its range: 1..32767 s, 1..127 probes)
+// leaves its default in place and the connect goes on (Envoy fails the
+// connection instead); the config check warns about such values.
+void set_keepalive(int fd, const TcpKeepalive& k) {
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+  auto opt = [fd](int name, uint32_t v) {
+    if (v == 0) return;
+    int value = static_cast<int>(std::min<uint32_t>(v, INT32_MAX));
+    setsockopt(fd, IPPROTO_TCP, name, &value, sizeof(value));
+  };
+  opt(TCP_KEEPCNT, k.probes);
+  opt(TCP_KEEPIDLE, k.time_s);
+  opt(TCP_KEEPINTVL, k.interval_s);
+}
+
+}  // namespace
+
 void Worker::start_connect(ConnectionImpl* c) {
   int err = EHOSTUNREACH;
   while (c->upstream_next < c->upstream_count) {
@@ -1191,6 +1215,7 @@ void Worker::start_connect(ConnectionImpl* c) {
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (c->keepalive.enabled) set_keepalive(fd, c->keepalive);
     const auto& src = addr.family() == AF_INET ? config_.upstream_source_v4 : config_.upstream_source_v6;
     if (src && src->valid()) {
       setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
@@ -1903,6 +1928,8 @@ void Worker::finish_switch(ConnectionImpl* c) {
   c->stats.upstream_reused = false;
   c->upstream_count = c->upstream_next = 0;
   c->pool_key.clear();
+  c->keepalive = {};
+  c->pool_idle_ns = 0;
   c->phase = Phase::kSniffing;
   c->phase_deadline_ns = INT64_MAX;
   c->last_activity_ns = now_ns_;
@@ -2027,6 +2054,7 @@ void Worker::pool_park(ConnectionImpl* c) {
   e->state = c->filter->release_upstream();
   e->key = c->pool_key;
   e->parked_ns = now_ns_;
+  e->expires_ns = now_ns_ + (c->pool_idle_ns > 0 ? c->pool_idle_ns : to_ns(config_.upstream_pool_idle_timeout));
   up.fd = -1;  // the pool owns it now
   io_uring_sqe* sqe = get_sqe();
   io_uring_prep_poll_add(sqe, e->fd, POLLIN | POLLRDHUP);
@@ -2040,6 +2068,8 @@ void Worker::pool_park(ConnectionImpl* c) {
   if (list.size() > config_.upstream_pool_max_idle_per_key) pool_close(list.front(), true);
   counters_.upstream_pool_idle.set(pool_idle_count_);
   if (pool_next_sweep_ns_ <= now_ns_) pool_next_sweep_ns_ = now_ns_ + sweep_interval_ns();
+  // A shorter timeout than the engine's (a DestinationRule's) is met too.
+  pool_next_sweep_ns_ = std::min(pool_next_sweep_ns_, std::max(e->expires_ns, now_ns_ + to_ns(config_.timer_tick)));
 }
 
 void Worker::pool_unlink(PooledUpstream* e) {
@@ -2097,15 +2127,16 @@ int64_t Worker::sweep_interval_ns() const {
 }
 
 void Worker::pool_sweep() {
-  const int64_t limit = now_ns_ - to_ns(config_.upstream_pool_idle_timeout);
   std::vector<PooledUpstream*> expired;
+  int64_t next = now_ns_ + sweep_interval_ns();
   for (auto& [key, list] : pool_idle_) {
     for (PooledUpstream* e : list) {
-      if (e->parked_ns <= limit) expired.push_back(e);
+      if (e->expires_ns <= now_ns_) expired.push_back(e);
+      else next = std::min(next, e->expires_ns);
     }
   }
   for (PooledUpstream* e : expired) pool_close(e, true);
-  pool_next_sweep_ns_ = now_ns_ + sweep_interval_ns();
+  pool_next_sweep_ns_ = std::max(next, now_ns_ + to_ns(config_.timer_tick));
 }
 
 void Worker::pool_close_all() {

@@ -130,6 +130,8 @@ class alignas(16) ConnectionImpl final : public Connection {
   // The linked timeout of each connect attempt (the kernel reads it when the
   // SQE is submitted, so it lives with the connection).
   __kernel_timespec connect_ts{};
+  TcpKeepalive keepalive;  // for the upstream sockets this connection opens
+  int64_t pool_idle_ns = 0;  // the verdict's pool idle timeout; 0: the engine's
   // The upstream is to be parked in the pool once the connection is closed
   // (kEndDownstream with a pool key); cleared by anything that makes it
   // unusable (bytes or FIN from it, an unfinished send, a reset).
@@ -168,6 +170,7 @@ struct alignas(16) PooledUpstream {
   UpstreamStatePtr state;
   std::string key;
   int64_t parked_ns = 0;
+  int64_t expires_ns = 0;    // closed by the sweep from then on
   bool idle = false;         // in pool_idle_[key]
   bool poll_armed = false;   // its POLL_ADD has not completed yet
   PooledUpstream* next_free = nullptr;

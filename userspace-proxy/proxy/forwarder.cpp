@@ -488,13 +488,34 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
   // Pooled upstream connections are interchangeable when they share the
   // cluster, endpoint and TLS settings (build_filter's key names the latter).
   if (!pool_key.empty() && !order.empty()) pool_key = c.plan.cluster + "|" + order.front().to_string() + pool_key;
-  Verdict v = Verdict::connect(std::span<const SocketAddress>(order), std::move(filter)).with_pool(std::move(pool_key));
-  // DestinationRule connectionPool.tcp.connectTimeout, per attempt.
+  // DestinationRule connectionPool.tcp: connectTimeout per attempt (zero:
+  // the engine's), tcpKeepalive on the upstream socket (Istio passes whole
+  // seconds to Envoy's upstream_connection_options).
+  // connectionPool.http.idleTimeout: how long a pooled upstream waits idle.
+  std::chrono::milliseconds connect_timeout{0};
+  std::chrono::milliseconds pool_idle{0};
+  engine::TcpKeepalive keepalive;
   const auto& pool = c.plan.forward.policy.connection_pool;
-  if (pool && pool->tcp && pool->tcp->connect_timeout) {
-    return std::move(v).with_connect_timeout(*pool->tcp->connect_timeout);
+  if (pool && pool->tcp) {
+    if (pool->tcp->connect_timeout) connect_timeout = *pool->tcp->connect_timeout;
+    if (const auto& k = pool->tcp->tcp_keepalive) {
+      keepalive.enabled = true;
+      keepalive.probes = k->probes;
+      if (k->time) keepalive.time_s = static_cast<uint32_t>(std::max<int64_t>(0, k->time->count() / 1000));
+      if (k->interval) keepalive.interval_s = static_cast<uint32_t>(std::max<int64_t>(0, k->interval->count() / 1000));
+    }
   }
-  return v;
+  if (pool && pool->http && pool->http->idle_timeout) pool_idle = *pool->http->idle_timeout;
+  // A socket is opened with its keep-alive: only one opened alike serves.
+  if (keepalive.enabled && !pool_key.empty()) {
+    pool_key += "|ka=" + std::to_string(keepalive.probes) + "/" + std::to_string(keepalive.time_s) + "/" +
+                std::to_string(keepalive.interval_s);
+  }
+  return Verdict::connect(std::span<const SocketAddress>(order), std::move(filter))
+      .with_pool(std::move(pool_key))
+      .with_pool_idle_timeout(pool_idle)
+      .with_connect_timeout(connect_timeout)
+      .with_tcp_keepalive(keepalive);
 }
 
 bool Forwarder::hashes_here(const RequestPlan& plan, const ConnectionInfo& ci) const {

@@ -682,6 +682,24 @@ TEST(DestinationRuleValidation, ConnectionPoolOutlierAndLoadBalancer) {
   EXPECT_EQ(d.error_count(), 10u) << dump(d);
 }
 
+TEST(DestinationRuleValidation, KeepaliveValuesTheKernelRefusesAreWarnedAbout) {
+  DestinationRule dr = egress_destination_rule();
+  dr.traffic_policy = TrafficPolicy{};
+  TCPSettings tcp;
+  tcp.tcp_keepalive = TCPSettings::KeepAlive{200, Duration(500), Duration(40000 * 1000LL)};
+  dr.traffic_policy->connection_pool = ConnectionPoolSettings{tcp, std::nullopt};
+  Diagnostics d = run(dr);
+  EXPECT_WARN(d, "outside 1s..32767s: the kernel's default is used (Envoy would fail the connection)",
+              "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.time");
+  EXPECT_WARN(d, "outside 1s..32767s: the kernel's default is used (Envoy would fail the connection)",
+              "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.interval");
+  EXPECT_WARN(d, "above 127: the kernel's default is used (Envoy would fail the connection)",
+              "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.probes");
+  EXPECT_EQ(d.error_count(), 0u) << dump(d);
+  dr.traffic_policy->connection_pool->tcp->tcp_keepalive = TCPSettings::KeepAlive{9, Duration(60000), Duration(5000)};
+  EXPECT_CLEAN(run(dr));
+}
+
 TEST(DestinationRuleValidation, HttpCookieNeedsATtl) {
   // Istio: "ttl required for HttpCookie" (a session cookie is ttl: 0s).
   DestinationRule dr = egress_destination_rule();

@@ -85,13 +85,16 @@ class LineFilter final : public StreamFilter {
 
 class PoolTest : public LoopbackEngine<> {
  protected:
-  void start(std::function<void(EngineConfig&)> tweak = nullptr) {
+  void start(std::function<void(EngineConfig&)> tweak = nullptr,
+             std::chrono::milliseconds pool_idle = std::chrono::milliseconds(0)) {
     PoolLog* plog = &pool_log_;
     SocketAddress up = SocketAddress::loopback4(upstream_port_);
     start_engine(
-        [up, plog](ScriptedHandler& h) {
-          h.data_fn = [up, plog](Connection&, std::span<const uint8_t>) {
-            return Verdict::connect(up, std::make_unique<LineFilter>(plog)).with_pool("line|" + up.to_string());
+        [up, plog, pool_idle](ScriptedHandler& h) {
+          h.data_fn = [up, plog, pool_idle](Connection&, std::span<const uint8_t>) {
+            return Verdict::connect(up, std::make_unique<LineFilter>(plog))
+                .with_pool("line|" + up.to_string())
+                .with_pool_idle_timeout(pool_idle);
           };
           h.accept_fn = [](Connection&, const AcceptInfo&) { return Verdict::need_more(std::chrono::seconds(10)); };
         },
@@ -322,6 +325,19 @@ TEST_F(PoolTest, AnIdleUpstreamIsClosedAfterTheIdleTimeout) {
   // The proxy closes it: the server reads EOF.
   int err = 0;
   EXPECT_EQ(read_to_eof(up, &err), "");
+  EXPECT_EQ(err, 0);
+  EXPECT_EQ(engine_->counters().upstream_pool_expired, 1u);
+  close(up);
+}
+
+// The verdict's own idle timeout (a DestinationRule's
+// connectionPool.http.idleTimeout) beats the engine's, shorter or longer.
+TEST_F(PoolTest, TheVerdictsIdleTimeoutIsTheOneThatCounts) {
+  start([](EngineConfig& cfg) { cfg.upstream_pool_idle_timeout = std::chrono::seconds(600); },
+        std::chrono::milliseconds(30));
+  int up = park_first();
+  int err = 0;
+  EXPECT_EQ(read_to_eof(up, &err), "") << "closed after 30 ms, not 10 minutes";
   EXPECT_EQ(err, 0);
   EXPECT_EQ(engine_->counters().upstream_pool_expired, 1u);
   close(up);

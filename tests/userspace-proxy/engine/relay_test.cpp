@@ -3,6 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <dirent.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <atomic>
 #include <future>
 
 #include "tests/userspace-proxy/engine/test_util.h"
@@ -268,6 +274,81 @@ TEST_P(RelayTest, PerConnectionConnectTimeoutOverridesTheEngines) {
   EXPECT_LT(waited, 20s);
   for (int f : fillers) close(f);
   close(full);
+}
+
+// The proxy's own socket behind the server's accepted `server_fd` (this
+// process's: the one whose local and peer ports are the server socket's
+// peer and local ports).
+int upstream_socket_of(int server_fd) {
+  sockaddr_in here{}, there{};
+  socklen_t len = sizeof(here);
+  if (getsockname(server_fd, reinterpret_cast<sockaddr*>(&here), &len) != 0) return -1;
+  len = sizeof(there);
+  if (getpeername(server_fd, reinterpret_cast<sockaddr*>(&there), &len) != 0) return -1;
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return -1;
+  int found = -1;
+  while (dirent* d = readdir(dir)) {
+    const int fd = atoi(d->d_name);
+    if (fd <= 2 || fd == server_fd) continue;
+    sockaddr_in local{}, peer{};
+    socklen_t l1 = sizeof(local), l2 = sizeof(peer);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &l1) == 0 &&
+        getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &l2) == 0 && local.sin_family == AF_INET &&
+        local.sin_port == there.sin_port && peer.sin_port == here.sin_port) {
+      found = fd;
+      break;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
+int int_option(int fd, int level, int name) {
+  int v = -1;
+  socklen_t len = sizeof(v);
+  return getsockopt(fd, level, name, &v, &len) == 0 ? v : -1;
+}
+
+// A DestinationRule's connectionPool.tcp.tcpKeepalive: the upstream socket
+// gets SO_KEEPALIVE and the verdict's probe settings; without it, none.
+TEST_P(RelayTest, VerdictKeepaliveSetsTheUpstreamSocketsOptions) {
+  SocketAddress up = SocketAddress::loopback4(upstream_port_);
+  std::atomic<bool> with{true};  // read on the worker's thread
+  start(nullptr, [up, &with](ScriptedHandler& h) {
+    h.accept_fn = [up, &with](Connection&, const AcceptInfo&) {
+      TcpKeepalive k;
+      k.enabled = with.load();
+      k.probes = 4;
+      k.time_s = 77;
+      k.interval_s = 9;
+      return Verdict::connect(up).with_tcp_keepalive(k);
+    };
+  });
+  int c = client();
+  int s = server();
+  ASSERT_TRUE(write_all(c, "x"));
+  char b;
+  ASSERT_TRUE(read_exact(s, &b, 1));
+  int fd = upstream_socket_of(s);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(int_option(fd, SOL_SOCKET, SO_KEEPALIVE), 1);
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_KEEPCNT), 4);
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_KEEPIDLE), 77);
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_KEEPINTVL), 9);
+  close(c);
+  close(s);
+  ASSERT_TRUE(log_.wait_for(1));
+  with = false;
+  c = client();
+  s = server();
+  ASSERT_TRUE(write_all(c, "y"));
+  ASSERT_TRUE(read_exact(s, &b, 1));
+  fd = upstream_socket_of(s);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(int_option(fd, SOL_SOCKET, SO_KEEPALIVE), 0) << "no tcpKeepalive: the kernel's default, off";
+  close(c);
+  close(s);
 }
 
 TEST_P(RelayTest, ConnectTimeoutWhenTheUpstreamBacklogIsFull) {

@@ -807,6 +807,48 @@ spec:
   close(*h, p, engine::CloseReason::kCompleted);
 }
 
+// connectionPool: tcp.connectTimeout, tcp.tcpKeepalive (whole seconds, as
+// Istio gives them to Envoy) and http.idleTimeout reach the engine with the
+// connect verdict.
+TEST_F(EgressHandlerTest, TcpSettingsOfTheDestinationRuleGoWithTheConnect) {
+  load({kRegistryOnly, kCnnServiceEntry, R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: cnn}
+spec:
+  host: edition.cnn.com
+  trafficPolicy:
+    connectionPool:
+      tcp:
+        connectTimeout: 250ms
+        tcpKeepalive: {probes: 3, time: 90s, interval: 7500ms}
+      http: {idleTimeout: 4s}
+)"});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  auto h = handler("203.0.113.20:80");
+  FakeConnection c;
+  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict v = h->on_downstream_data(c, bytes("GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"));
+  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+  EXPECT_EQ(v.connect_timeout(), std::chrono::milliseconds(250));
+  EXPECT_TRUE(v.tcp_keepalive().enabled);
+  EXPECT_EQ(v.tcp_keepalive().probes, 3u);
+  EXPECT_EQ(v.tcp_keepalive().time_s, 90u);
+  EXPECT_EQ(v.tcp_keepalive().interval_s, 7u);
+  EXPECT_EQ(v.pool_idle_timeout(), std::chrono::milliseconds(4000));
+  close(*h, c, engine::CloseReason::kLocalClose);
+  // Without the setting: no keep-alive, the engine's connect timeout.
+  load({kRegistryOnly, kCnnServiceEntry});
+  FakeConnection d;
+  ASSERT_EQ(h->on_accept(d, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict w = h->on_downstream_data(d, bytes("GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"));
+  ASSERT_EQ(w.kind(), Verdict::Kind::kConnect);
+  EXPECT_FALSE(w.tcp_keepalive().enabled);
+  EXPECT_EQ(w.connect_timeout(), std::chrono::milliseconds(0));
+  EXPECT_EQ(w.pool_idle_timeout(), std::chrono::milliseconds(0));
+  close(*h, d, engine::CloseReason::kLocalClose);
+}
+
 TEST_F(EgressHandlerTest, ARequestForAnotherUpstreamWaitsForTheResponsesBeforeIt) {
   load({kAllowAny, kCnnServiceEntry});
   dns_.answer("edition.cnn.com", "203.0.113.20");
