@@ -54,16 +54,7 @@ void decode_tcp_settings(const Field& f, TCPSettings& tcp) {
   f.read_object({
       {"maxConnections", [&](Field& v) { v.read(tcp.max_connections); }},
       {"connectTimeout", [&](Field& v) { v.read_duration(tcp.connect_timeout); }},
-      {"tcpKeepalive",
-       [&](Field& v) {
-         read_optional(v, tcp.tcp_keepalive, [](const Field& k, TCPSettings::KeepAlive& ka) {
-           k.read_object({
-               {"probes", [&](Field& x) { x.read(ka.probes); }},
-               {"time", [&](Field& x) { x.read_duration(ka.time); }},
-               {"interval", [&](Field& x) { x.read_duration(ka.interval); }},
-           });
-         });
-       }},
+      {"tcpKeepalive", [&](Field& v) { read_optional(v, tcp.tcp_keepalive, decode_tcp_keepalive); }},
       {"maxConnectionDuration", warn_unsupported},
       {"idleTimeout", warn_unsupported},
   });
@@ -173,6 +164,14 @@ void decode_destination_rule_spec(const Field& spec, DestinationRule& dr) {
        }},
       {"exportTo", [&](Field& v) { v.read(dr.export_to); }},
       {"workloadSelector", [&](Field& v) { decode_workload_selector(v, dr.workload_selector); }},
+  });
+}
+
+void decode_tcp_keepalive(const Field& f, TCPSettings::KeepAlive& ka) {
+  f.read_object({
+      {"probes", [&](Field& x) { x.read(ka.probes); }},
+      {"time", [&](Field& x) { x.read_duration(ka.time); }},
+      {"interval", [&](Field& x) { x.read_duration(ka.interval); }},
   });
 }
 

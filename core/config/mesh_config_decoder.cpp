@@ -67,7 +67,6 @@ constexpr std::string_view kOtherMeshFields[] = {
     "serviceScopeConfigs",
     "serviceSettings",
     "sidecarToTelemetrySessionAffinity",
-    "tcpKeepalive",
     "thriftConfig",
     "tlsDefaults",
     "trustDomainAliases",
@@ -76,7 +75,8 @@ constexpr std::string_view kOtherMeshFields[] = {
 
 constexpr std::string_view kMeshFields[] = {
     "accessLogEncoding", "accessLogFile",         "accessLogFormat", "connectTimeout",
-    "enableAutoMtls",    "outboundTrafficPolicy", "rootNamespace",   "trustDomain",
+    "enableAutoMtls",    "outboundTrafficPolicy", "rootNamespace",   "tcpKeepalive",
+    "trustDomain",
 };
 
 bool is_other_mesh_field(std::string_view key) {
@@ -111,6 +111,7 @@ void decode_mesh_config(const Field& root, MeshConfig& mesh) {
           {"rootNamespace", [&](Field& v) { v.read(mesh.root_namespace); }},
           {"enableAutoMtls", [&](Field& v) { v.read(mesh.enable_auto_mtls); }},
           {"connectTimeout", [&](Field& v) { v.read_duration(mesh.connect_timeout); }},
+          {"tcpKeepalive", [&](Field& v) { read_optional(v, mesh.tcp_keepalive, decode_tcp_keepalive); }},
       },
       UnknownFields::kWarn, is_other_mesh_field);
 }

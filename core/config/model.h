@@ -410,6 +410,9 @@ struct MeshConfig {
   std::string root_namespace = "istio-system";
   bool enable_auto_mtls = true;
   std::optional<Duration> connect_timeout;  // mesh-wide default, Istio's 10s
+  // Every upstream connection's TCP keep-alive; a DestinationRule's
+  // tcpKeepalive overrides it field by field (Istio's applyTCPKeepalive).
+  std::optional<TCPSettings::KeepAlive> tcp_keepalive;
 
   std::string file;  // where it came from; empty = built-in default
   uint32_t line = 0;

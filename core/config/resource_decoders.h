@@ -16,6 +16,8 @@ void decode_port_selector(const Field& f, PortSelector& out);
 void decode_destination(const Field& f, Destination& out);
 void decode_percent(const Field& f, Percent& out);
 void decode_workload_selector(const Field& f, std::optional<Labels>& out);
+// TCPSettings.TcpKeepalive (a DestinationRule's, and the mesh config's).
+void decode_tcp_keepalive(const Field& f, TCPSettings::KeepAlive& out);
 
 // Handlers for fields that exist in Istio's API but that Sluice does not
 // implement: warn, so nobody believes they took effect.

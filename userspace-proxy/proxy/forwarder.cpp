@@ -492,18 +492,26 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
   // the engine's), tcpKeepalive on the upstream socket (Istio passes whole
   // seconds to Envoy's upstream_connection_options).
   // connectionPool.http.idleTimeout: how long a pooled upstream waits idle.
+  // The mesh config's connectTimeout and tcpKeepalive are every cluster's
+  // defaults; the DestinationRule's replace them (keep-alive field by
+  // field, as Istio's applyTCPKeepalive).
   std::chrono::milliseconds connect_timeout{0};
   std::chrono::milliseconds pool_idle{0};
   engine::TcpKeepalive keepalive;
+  auto apply_keepalive = [&keepalive](const config::TCPSettings::KeepAlive& k) {
+    keepalive.enabled = true;
+    if (k.probes > 0) keepalive.probes = k.probes;
+    if (k.time) keepalive.time_s = static_cast<uint32_t>(std::max<int64_t>(0, k.time->count() / 1000));
+    if (k.interval) keepalive.interval_s = static_cast<uint32_t>(std::max<int64_t>(0, k.interval->count() / 1000));
+  };
+  if (const Snapshot* snap = c.info->snapshot.get()) {
+    if (snap->config.mesh.connect_timeout) connect_timeout = *snap->config.mesh.connect_timeout;
+    if (snap->config.mesh.tcp_keepalive) apply_keepalive(*snap->config.mesh.tcp_keepalive);
+  }
   const auto& pool = c.plan.forward.policy.connection_pool;
   if (pool && pool->tcp) {
     if (pool->tcp->connect_timeout) connect_timeout = *pool->tcp->connect_timeout;
-    if (const auto& k = pool->tcp->tcp_keepalive) {
-      keepalive.enabled = true;
-      keepalive.probes = k->probes;
-      if (k->time) keepalive.time_s = static_cast<uint32_t>(std::max<int64_t>(0, k->time->count() / 1000));
-      if (k->interval) keepalive.interval_s = static_cast<uint32_t>(std::max<int64_t>(0, k->interval->count() / 1000));
-    }
+    if (pool->tcp->tcp_keepalive) apply_keepalive(*pool->tcp->tcp_keepalive);
   }
   if (pool && pool->http && pool->http->idle_timeout) pool_idle = *pool->http->idle_timeout;
   // A socket is opened with its keep-alive: only one opened alike serves.

@@ -515,7 +515,7 @@ int main(int argc, char** argv) {
                  "DNS servers for resolution: DNS entries, e.g. 127.0.0.1:5353 (default: /etc/resolv.conf)");
   app.add_option("--dns-lookups", flags.dns_lookups, "c-ares lookup order: fb = /etc/hosts then DNS, f = hosts only")
       ->capture_default_str();
-  app.add_option("--connect-timeout", flags.connect_timeout_ms, "upstream connect timeout in ms (Istio: 10 s)")
+  app.add_option("--connect-timeout", flags.connect_timeout_ms, "upstream connect timeout in ms (Istio: 10 s) when neither the mesh config's connectTimeout nor a DestinationRule's sets one")
       ->capture_default_str();
   app.add_option("--detection-timeout", flags.detection_timeout_ms,
                  "ms to wait for a client's first bytes on a port of undeclared protocol before treating the "

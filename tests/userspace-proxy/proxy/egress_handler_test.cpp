@@ -847,6 +847,35 @@ spec:
   EXPECT_EQ(w.connect_timeout(), std::chrono::milliseconds(0));
   EXPECT_EQ(w.pool_idle_timeout(), std::chrono::milliseconds(0));
   close(*h, d, engine::CloseReason::kLocalClose);
+  // The mesh config's connectTimeout and tcpKeepalive are the defaults; a
+  // DestinationRule's keep-alive replaces them field by field.
+  load({R"(
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+    connectTimeout: 2s
+    tcpKeepalive: {probes: 5, time: 300s, interval: 30s}
+)", kCnnServiceEntry, R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: cnn}
+spec:
+  host: edition.cnn.com
+  trafficPolicy: {connectionPool: {tcp: {tcpKeepalive: {time: 60s}}}}
+)"});
+  FakeConnection m;
+  ASSERT_EQ(h->on_accept(m, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict mv = h->on_downstream_data(m, bytes("GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"));
+  ASSERT_EQ(mv.kind(), Verdict::Kind::kConnect);
+  EXPECT_EQ(mv.connect_timeout(), std::chrono::milliseconds(2000));
+  EXPECT_TRUE(mv.tcp_keepalive().enabled);
+  EXPECT_EQ(mv.tcp_keepalive().probes, 5u);
+  EXPECT_EQ(mv.tcp_keepalive().time_s, 60u) << "the DestinationRule's";
+  EXPECT_EQ(mv.tcp_keepalive().interval_s, 30u);
+  close(*h, m, engine::CloseReason::kLocalClose);
 }
 
 TEST_F(EgressHandlerTest, ARequestForAnotherUpstreamWaitsForTheResponsesBeforeIt) {
