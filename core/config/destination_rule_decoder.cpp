@@ -91,8 +91,8 @@ void decode_outlier_detection(const Field& f, OutlierDetection& od) {
       {"interval", [&](Field& v) { v.read_duration(od.interval); }},
       {"baseEjectionTime", [&](Field& v) { v.read_duration(od.base_ejection_time); }},
       {"maxEjectionPercent", [&](Field& v) { v.read(od.max_ejection_percent); }},
-      {"consecutiveErrors", warn_unsupported},
-      {"minHealthPercent", warn_unsupported},
+      {"consecutiveErrors", [&](Field& v) { read_count(v, od.consecutive_errors); }},
+      {"minHealthPercent", [&](Field& v) { v.read(od.min_health_percent); }},
       {"splitExternalLocalOriginErrors", warn_unsupported},
       {"consecutiveLocalOriginFailures", warn_unsupported},
   });

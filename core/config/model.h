@@ -302,6 +302,8 @@ struct OutlierDetection {
   std::optional<Duration> interval;
   std::optional<Duration> base_ejection_time;
   int32_t max_ejection_percent = 0;
+  int32_t min_health_percent = 0;                // Envoy's healthy_panic_threshold when > 0 (Istio 1.4)
+  std::optional<uint32_t> consecutive_errors;    // deprecated: consecutive gateway errors (Istio 1.4)
 };
 
 enum class ClientTLSMode { kDisable, kSimple, kMutual, kIstioMutual };

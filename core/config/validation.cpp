@@ -864,6 +864,7 @@ void validate_outlier_detection(Sink& s, const std::string& path, const std::opt
   if (o->base_ejection_time) s.error(dot(path, "baseEjectionTime"), validate_duration(*o->base_ejection_time));
   if (o->interval) s.error(dot(path, "interval"), validate_duration(*o->interval));
   s.error(dot(path, "maxEjectionPercent"), validate_percent(o->max_ejection_percent));
+  s.error(dot(path, "minHealthPercent"), validate_percent(o->min_health_percent));
 }
 
 void validate_connection_pool(Sink& s, const std::string& path, const std::optional<ConnectionPoolSettings>& c) {

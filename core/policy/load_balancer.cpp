@@ -128,6 +128,13 @@ uint64_t SplitMix64::next() {
 
 OutlierConfig OutlierConfig::from(const config::OutlierDetection& od) {
   OutlierConfig c;
+  // The deprecated consecutiveErrors counts gateway errors only (Istio 1.4:
+  // consecutive_gateway_failure, the 5xx detector not enforced); the newer
+  // fields, when set, override it.
+  if (od.consecutive_errors && *od.consecutive_errors > 0) {
+    c.consecutive_gateway_errors = *od.consecutive_errors;
+    c.consecutive_5xx = 0;
+  }
   // Istio copies consecutive5xxErrors when set (0 disables the detector);
   // unset keeps Envoy's 5.
   if (od.consecutive_5xx_errors) c.consecutive_5xx = *od.consecutive_5xx_errors;
@@ -262,8 +269,13 @@ LoadBalancer::Options LoadBalancer::options_for(const EffectivePolicy& policy) {
   Options o;
   o.algorithm = lb_algorithm(policy.load_balancer);
   // Istio 1.4 overrides Envoy's 50% panic threshold only for a positive
-  // minHealthPercent, which the config model does not carry.
-  if (policy.outlier_detection) o.outlier = OutlierConfig::from(*policy.outlier_detection);
+  // minHealthPercent.
+  if (policy.outlier_detection) {
+    o.outlier = OutlierConfig::from(*policy.outlier_detection);
+    if (policy.outlier_detection->min_health_percent > 0) {
+      o.healthy_panic_threshold = static_cast<uint32_t>(std::min(policy.outlier_detection->min_health_percent, 100));
+    }
+  }
   if (policy.load_balancer && policy.load_balancer->consistent_hash) {
     const uint64_t n = policy.load_balancer->consistent_hash->minimum_ring_size;
     if (n > 0) o.min_ring_size = std::min(n, kMaxRingSize);

@@ -55,7 +55,7 @@
 // default 50) of the hosts are available, Envoy balances over all of them,
 // ejected ones included — so when every host is ejected traffic still flows.
 // Istio 1.4 overrode the threshold only for outlierDetection.minHealthPercent
-// > 0 (not in the config model: always 50 here). Current Istio sets it to
+// > 0, as here (options_for). Current Istio sets it to
 // minHealthPercent even when 0, which turns panic routing off (all ejected →
 // 503 UH); Options::healthy_panic_threshold = 0 gives that behaviour.
 #pragma once

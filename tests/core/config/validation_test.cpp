@@ -718,6 +718,17 @@ TEST(DestinationRuleValidation, CircuitBreakersSluiceDoesNotEnforceAreWarnedAbou
   EXPECT_EQ(d.error_count(), 0u) << dump(d);
 }
 
+TEST(DestinationRuleValidation, MinHealthPercentIsAPercentage) {
+  DestinationRule dr = egress_destination_rule();
+  dr.traffic_policy = TrafficPolicy{};
+  OutlierDetection od;
+  od.min_health_percent = 150;
+  dr.traffic_policy->outlier_detection = od;
+  Diagnostics d = run(dr);
+  EXPECT_DIAG(d, "percentage 150 is not in range 0..100", "spec.trafficPolicy.outlierDetection.minHealthPercent");
+  EXPECT_EQ(d.error_count(), 1u) << dump(d);
+}
+
 TEST(DestinationRuleValidation, HttpCookieNeedsATtl) {
   // Istio: "ttl required for HttpCookie" (a session cookie is ttl: 0s).
   DestinationRule dr = egress_destination_rule();

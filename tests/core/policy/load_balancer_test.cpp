@@ -409,6 +409,33 @@ spec:
   EXPECT_FALSE(none.outlier.has_value());
 }
 
+TEST(LoadBalancerTest, MinHealthPercentAndTheDeprecatedConsecutiveErrors) {
+  auto cfg = sluice::test_support::load_config({R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: old-style}
+spec:
+  host: old.example.com
+  trafficPolicy:
+    outlierDetection: {consecutiveErrors: 3, minHealthPercent: 30}
+  subsets:
+  - name: newer
+    trafficPolicy:
+      outlierDetection: {consecutiveErrors: 3, consecutive5xxErrors: 7}
+)"});
+  DestinationRules rules(cfg);
+  auto o = LoadBalancer::options_for(rules.resolve_policy("old.example.com", "", 80));
+  ASSERT_TRUE(o.outlier.has_value());
+  EXPECT_EQ(o.healthy_panic_threshold, 30u) << "Istio 1.4: a positive minHealthPercent is the panic threshold";
+  EXPECT_EQ(o.outlier->consecutive_gateway_errors, 3u) << "consecutiveErrors counts gateway errors";
+  EXPECT_EQ(o.outlier->consecutive_5xx, 0u) << "and the 5xx detector is off";
+  auto n = LoadBalancer::options_for(rules.resolve_policy("old.example.com", "newer", 80));
+  ASSERT_TRUE(n.outlier.has_value());
+  EXPECT_EQ(n.outlier->consecutive_5xx, 7u) << "the newer field wins";
+  EXPECT_EQ(n.outlier->consecutive_gateway_errors, 3u);
+  EXPECT_EQ(n.healthy_panic_threshold, 50u);
+}
+
 // ---------------------------------------------------------------------------
 // RING_HASH (consistentHash)
 
