@@ -203,6 +203,9 @@ struct HTTPRoute {
   std::optional<HTTPFaultInjection> fault;
   std::optional<Destination> mirror;
   std::optional<Percent> mirror_percentage;
+  // Istio 1.4's mirror_percent (deprecated): the share when
+  // mirrorPercentage is unset.
+  std::optional<uint32_t> mirror_percent;
   std::optional<Headers> headers;
 };
 

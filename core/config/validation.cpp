@@ -703,6 +703,10 @@ void validate_http_route(Sink& s, const std::string& path, const HTTPRoute& r) {
     }
   }
 
+  if (r.mirror_percent && *r.mirror_percent > 100) {
+    s.error(dot(path, "mirrorPercent"),
+            "mirror_percent must have a max value of 100 (it has " + std::to_string(*r.mirror_percent) + ")");
+  }
   if (r.mirror_percentage) {
     double v = r.mirror_percentage->value;
     if (v > 100) s.error(dot(path, "mirrorPercentage"), "mirror_percentage must have a max value of 100 (it has " + go_fixed(v) + ")");

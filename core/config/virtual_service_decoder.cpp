@@ -172,8 +172,8 @@ void decode_http_route(const Field& f, HTTPRoute& r) {
       {"headers", [&](Field& v) { read_optional(v, r.headers, decode_headers); }},
       {"delegate", warn_unsupported},
       {"mirrors", warn_unsupported},
-      {"mirrorPercent", warn_unsupported},
-      {"mirror_percent", warn_unsupported},
+      {"mirrorPercent", [&](Field& v) { read_optional(v, r.mirror_percent, [](const Field& f, uint32_t& out) { f.read(out); }); }},
+      {"mirror_percent", [&](Field& v) { read_optional(v, r.mirror_percent, [](const Field& f, uint32_t& out) { f.read(out); }); }},
       {"corsPolicy", warn_unsupported},
   });
 }

@@ -1174,6 +1174,10 @@ HttpRouteDecision RouteTable::route_http(const RouteScope& scope, const HttpRequ
   d.route_headers = rule.headers ? &*rule.headers : nullptr;
   d.fault = rule.fault ? &*rule.fault : nullptr;
   d.mirror_percentage = rule.mirror_percentage;
+  // Istio: mirrorPercentage when set, else the deprecated mirror_percent.
+  if (!d.mirror_percentage && rule.mirror_percent) {
+    d.mirror_percentage = config::Percent{static_cast<double>(*rule.mirror_percent)};
+  }
 
   d.reason.append("VirtualService ").append(hit_vs->key).appendf(" http[%zu]", hit_rule_index);
   if (hit_match->source) d.reason.appendf(".match[%zu]", hit_match_index);

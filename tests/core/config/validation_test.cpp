@@ -445,6 +445,11 @@ TEST(VirtualServiceValidation, RewriteRetriesTimeoutFaultMirror) {
   EXPECT_DIAG(d, "invalid destination host *", "spec.http[1].mirror.host");
   EXPECT_DIAG(d, "mirror_percentage must have a max value of 100 (it has 101.000000)", "spec.http[1].mirrorPercentage");
 
+  // Istio 1.4's mirror_percent.
+  vs = egress_virtual_service();
+  vs.http[1].mirror_percent = 150;
+  EXPECT_DIAG(run(vs), "mirror_percent must have a max value of 100 (it has 150)", "spec.http[1].mirrorPercent");
+
   vs = egress_virtual_service();
   vs.http[1].retries = HTTPRetry{0, Duration(1000), "", false};
   EXPECT_DIAG(run(vs), "http retry policy configured when attempts are set to 0 (disabled)", "spec.http[1].retries");

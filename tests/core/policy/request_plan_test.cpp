@@ -565,6 +565,19 @@ spec:
   - match: [{uri: {prefix: /missing}}]
     mirror: {host: shadow.example, subset: none}
     route: [{destination: {host: edition.cnn.com}}]
+  - match: [{uri: {prefix: /old-off}}]
+    mirror: {host: shadow.example}
+    mirrorPercent: 0
+    route: [{destination: {host: edition.cnn.com}}]
+  - match: [{uri: {prefix: /old-on}}]
+    mirror: {host: shadow.example}
+    mirrorPercent: 100
+    route: [{destination: {host: edition.cnn.com}}]
+  - match: [{uri: {prefix: /both}}]
+    mirror: {host: shadow.example}
+    mirrorPercent: 0
+    mirrorPercentage: {value: 100}
+    route: [{destination: {host: edition.cnn.com}}]
   - mirror: {host: shadow.example}
     route: [{destination: {host: edition.cnn.com}}]
 )"}));
@@ -581,6 +594,10 @@ spec:
   EXPECT_EQ(plan("/off").mirror, nullptr);
   EXPECT_EQ(plan("/missing").mirror, nullptr);  // no such subset: no copy (the original is unaffected)
   EXPECT_EQ(plan("/missing").kind, RequestPlan::Kind::kForward);
+  // Istio 1.4's mirror_percent, when mirrorPercentage is unset.
+  EXPECT_EQ(plan("/old-off").mirror, nullptr);
+  EXPECT_NE(plan("/old-on").mirror, nullptr);
+  EXPECT_NE(plan("/both").mirror, nullptr) << "mirrorPercentage wins";
 }
 
 }  // namespace
