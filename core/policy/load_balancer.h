@@ -135,6 +135,7 @@ struct OutlierConfig {
 
   // Istio's translation of a DestinationRule outlierDetection.
   static OutlierConfig from(const config::OutlierDetection& od);
+  friend bool operator==(const OutlierConfig&, const OutlierConfig&) = default;
 };
 
 class OutlierDetector {
@@ -216,7 +217,8 @@ class LoadBalancer {
   };
 
   // Istio's cluster for an effective policy: its algorithm and, with
-  // outlierDetection, the detector (panic threshold stays 50, as Istio 1.4).
+  // outlierDetection, the detector and (Istio 1.4) a positive
+  // minHealthPercent as the panic threshold, else Envoy's 50.
   static Options options_for(const EffectivePolicy& policy);
 
   static constexpr uint64_t kMaxRingSize = 8 * 1024 * 1024;

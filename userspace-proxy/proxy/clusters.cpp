@@ -14,7 +14,8 @@ std::shared_ptr<Clusters::Cluster> Clusters::get(const std::string& name) {
 
 Clusters::Choice Clusters::pick(const std::string& name, const policy::EffectivePolicy& policy,
                                 const std::vector<engine::SocketAddress>& endpoints,
-                                const std::vector<uint32_t>& weights, std::optional<uint64_t> hash) {
+                                const std::vector<uint32_t>& weights, std::optional<uint64_t> hash,
+                                uint64_t generation) {
   Choice out;
   if (endpoints.empty()) {
     out.no_healthy = true;
@@ -25,6 +26,11 @@ Clusters::Choice Clusters::pick(const std::string& name, const policy::Effective
   policy::LoadBalancer::Options options = policy::LoadBalancer::options_for(policy);
   auto now = std::chrono::steady_clock::now();
   std::lock_guard<std::mutex> lock(c->mu);
+  // A connection still on an older config (keep-alive across a reload)
+  // uses the newer balancer as it is, rather than rebuilding it back and
+  // forth (which would lose its ejections and round-robin place).
+  if (c->lb && generation < c->generation) options = c->lb->options();
+  else c->generation = generation;
   update_balancer(*c, options, endpoints, weights);
   int32_t max = policy.connection_pool && policy.connection_pool->tcp ? policy.connection_pool->tcp->max_connections : 0;
   if (max > 0 && c->active >= max) {
@@ -88,6 +94,12 @@ bool Clusters::balancer_current(const Cluster& c, const policy::LoadBalancer::Op
                                 const std::vector<engine::SocketAddress>& endpoints,
                                 const std::vector<uint32_t>& weights) {
   if (!c.lb || c.algorithm != options.algorithm || c.min_ring_size != options.min_ring_size) return false;
+  // A reload that changes outlierDetection or the panic threshold gets a
+  // balancer of its own (Envoy: a new cluster, its detector fresh).
+  if (!(c.lb->options().outlier == options.outlier) ||
+      c.lb->options().healthy_panic_threshold != options.healthy_panic_threshold) {
+    return false;
+  }
   if (c.endpoints == endpoints && c.weights == weights) return true;
   if (options.algorithm != policy::LbAlgorithm::kRingHash || endpoints.size() != c.endpoints.size()) return false;
   if (c.input_endpoints == endpoints && c.input_weights == weights) return true;  // as last time

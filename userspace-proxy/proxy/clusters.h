@@ -39,9 +39,11 @@ class Clusters {
   };
 
   // `hash`: the request's consistentHash key (ForwardPlan::hash_key).
+  // `generation`: the config snapshot the caller decided under; an older
+  // one than the balancer's was built from uses that balancer's options.
   Choice pick(const std::string& cluster, const policy::EffectivePolicy& policy,
               const std::vector<engine::SocketAddress>& endpoints, const std::vector<uint32_t>& weights,
-              std::optional<uint64_t> hash = std::nullopt);
+              std::optional<uint64_t> hash = std::nullopt, uint64_t generation = 0);
 
   // RING_HASH: the endpoint `hash` goes to now, as the cluster's last pick
   // saw its endpoints (nullopt: not a ring, or no pick yet). Takes no lease.
@@ -58,6 +60,7 @@ class Clusters {
     std::vector<uint32_t> weights;
     policy::LbAlgorithm algorithm = policy::LbAlgorithm::kLeastRequest;
     uint64_t min_ring_size = 0;
+    uint64_t generation = 0;  // the newest config snapshot a pick came from
     // RING_HASH keeps `endpoints` in address order; what the last pick
     // passed in, in its own order (a quick check before sorting).
     std::vector<engine::SocketAddress> input_endpoints;

@@ -439,7 +439,8 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
     order = std::move(addrs);
   } else {
     Clusters::Choice choice =
-        o_.clusters->pick(c.plan.cluster, c.plan.forward.policy, addrs, weights, c.plan.forward.hash_key);
+        o_.clusters->pick(c.plan.cluster, c.plan.forward.policy, addrs, weights, c.plan.forward.hash_key,
+                          c.info->snapshot ? c.info->snapshot->generation : 0);
     if (choice.original_destination) {
       order.push_back(c.info->original_dst);
     } else if (choice.overflow) {

@@ -5,9 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
 #include <thread>
 
 #include "core/policy/destination.h"
+#include "core/policy/load_balancer.h"
 #include "tests/support/config_fixtures.h"
 
 namespace sluice::proxy {
@@ -95,6 +97,120 @@ TEST(ClustersTest, ConsecutiveFailuresEjectAnEndpoint) {
     ASSERT_FALSE(c.order.empty()) << c.reason;
     EXPECT_EQ(c.order[0].to_string(), "10.0.0.2:80") << "10.0.0.1 is ejected: " << c.reason;
   }
+}
+
+// A reload that adds outlierDetection (or changes it) takes effect for the
+// cluster at once, its endpoints unchanged.
+TEST(ClustersTest, AReloadedOutlierPolicyAppliesToTheSameEndpoints) {
+  Clusters clusters;
+  policy::EffectivePolicy plain = policy_for(kRoundRobinMax2, "gw.example", 80);
+  std::vector<engine::SocketAddress> eps{addr("10.0.0.1:80"), addr("10.0.0.2:80")};
+  clusters.pick("c", plain, eps, {1, 1}).lease.reset();
+  policy::EffectivePolicy guarded = policy_for(kOutlier, "gw.example", 80);
+  clusters.pick("c", guarded, eps, {1, 1}).lease.reset();
+  clusters.report_response("c", addr("10.0.0.1:80"), 503);
+  clusters.report_response("c", addr("10.0.0.1:80"), 503);
+  for (int i = 0; i < 4; ++i) {
+    Clusters::Choice c = clusters.pick("c", guarded, eps, {1, 1});
+    ASSERT_FALSE(c.order.empty()) << c.reason;
+    EXPECT_EQ(c.order[0].to_string(), "10.0.0.2:80") << "ejected under the reloaded policy";
+  }
+}
+
+// Connections decided under the old config (generation 1) and new ones
+// (generation 2) at once: the old ones use the newer balancer, which keeps
+// its ejection, instead of rebuilding it back and forth.
+TEST(ClustersTest, AnOlderConfigsPickDoesNotUndoTheNewerBalancer) {
+  Clusters clusters;
+  policy::EffectivePolicy old_policy = policy_for(kRoundRobinMax2, "gw.example", 80);
+  policy::EffectivePolicy new_policy = policy_for(kOutlier, "gw.example", 80);
+  std::vector<engine::SocketAddress> eps{addr("10.0.0.1:80"), addr("10.0.0.2:80")};
+  clusters.pick("c", old_policy, eps, {1, 1}, std::nullopt, 1).lease.reset();
+  clusters.pick("c", new_policy, eps, {1, 1}, std::nullopt, 2).lease.reset();
+  clusters.report_response("c", addr("10.0.0.1:80"), 503);
+  clusters.report_response("c", addr("10.0.0.1:80"), 503);
+  for (int i = 0; i < 4; ++i) {
+    const uint64_t gen = i % 2 == 0 ? 1 : 2;
+    Clusters::Choice c = clusters.pick("c", gen == 1 ? old_policy : new_policy, eps, {1, 1}, std::nullopt, gen);
+    ASSERT_FALSE(c.order.empty()) << c.reason;
+    EXPECT_EQ(c.order[0].to_string(), "10.0.0.2:80") << "generation " << gen;
+  }
+}
+
+// minHealthPercent alone changing (the same outlier settings) is a new
+// balancer too.
+TEST(ClustersTest, AReloadedPanicThresholdApplies) {
+  Clusters clusters;
+  policy::EffectivePolicy low = policy_for(R"(
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: gw}
+spec:
+  host: gw.example
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1, maxEjectionPercent: 100}
+)", "gw.example", 80);
+  policy::EffectivePolicy none = policy_for(R"(
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: gw}
+spec:
+  host: gw.example
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1, maxEjectionPercent: 100, minHealthPercent: 100}
+)", "gw.example", 80);
+  std::vector<engine::SocketAddress> eps{addr("10.0.0.1:80"), addr("10.0.0.2:80")};
+  clusters.pick("c", low, eps, {1, 1}).lease.reset();
+  clusters.report_response("c", addr("10.0.0.1:80"), 503);
+  // One of two ejected: 50 % available is not below Envoy's 50 %: no panic.
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(clusters.pick("c", low, eps, {1, 1}).order[0].to_string(), "10.0.0.2:80");
+  // Reloaded with minHealthPercent 100 (a fresh detector): eject again, and
+  // now 50 % is below the threshold: both endpoints take turns.
+  clusters.pick("c", none, eps, {1, 1}).lease.reset();
+  clusters.report_response("c", addr("10.0.0.1:80"), 503);
+  std::set<std::string> seen;
+  for (int i = 0; i < 4; ++i) seen.insert(clusters.pick("c", none, eps, {1, 1}).order[0].to_string());
+  EXPECT_EQ(seen.size(), 2u) << "panic routing over both";
+}
+
+constexpr const char* kRingOutlier = R"(
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: gw}
+spec:
+  host: gw.example
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpHeaderName: x-user}}
+    outlierDetection: {consecutive5xxErrors: 1, maxEjectionPercent: 100}
+)";
+
+// consistentHash: the same key goes to the same endpoint whatever order the
+// endpoints come in (DNS), and an ejected home is neither the first connect
+// nor an early fallback.
+TEST(ClustersTest, RingHashIgnoresEndpointOrderAndPassesOverAnEjectedHome) {
+  Clusters clusters;
+  policy::EffectivePolicy p = policy_for(kRingOutlier, "gw.example", 80);
+  std::vector<engine::SocketAddress> eps{addr("10.0.0.1:80"), addr("10.0.0.2:80"), addr("10.0.0.3:80")};
+  std::vector<engine::SocketAddress> reversed(eps.rbegin(), eps.rend());
+  const uint64_t key = policy::stable_hash("alice");
+  Clusters::Choice a = clusters.pick("c", p, eps, {1, 1, 1}, key);
+  ASSERT_EQ(a.order.size(), 3u) << a.reason;
+  const engine::SocketAddress home = a.order[0];
+  a.lease.reset();
+  Clusters::Choice b = clusters.pick("c", p, reversed, {1, 1, 1}, key);
+  ASSERT_EQ(b.order.size(), 3u);
+  EXPECT_EQ(b.order[0], home);
+  EXPECT_EQ(b.order, a.order) << "the same fallbacks too";
+  b.lease.reset();
+  std::optional<engine::SocketAddress> peek = clusters.ring_endpoint("c", key);
+  ASSERT_TRUE(peek.has_value());
+  EXPECT_EQ(*peek, home);
+  clusters.report_response("c", home, 503);  // ejected
+  Clusters::Choice c = clusters.pick("c", p, eps, {1, 1, 1}, key);
+  ASSERT_EQ(c.order.size(), 3u);
+  EXPECT_NE(c.order[0], home);
+  EXPECT_EQ(c.order[2], home) << "tried last";
+  EXPECT_EQ(*clusters.ring_endpoint("c", key), c.order[0]);
 }
 
 TEST(ClustersTest, NoEndpointsIsNoHealthyUpstream) {

@@ -864,18 +864,36 @@ kind: DestinationRule
 metadata: {name: cnn}
 spec:
   host: edition.cnn.com
-  trafficPolicy: {connectionPool: {tcp: {tcpKeepalive: {time: 60s}}}}
+  trafficPolicy: {connectionPool: {tcp: {connectTimeout: 750ms, tcpKeepalive: {time: 60s}}}}
 )"});
   FakeConnection m;
   ASSERT_EQ(h->on_accept(m, info_).kind(), Verdict::Kind::kNeedMore);
   Verdict mv = h->on_downstream_data(m, bytes("GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"));
   ASSERT_EQ(mv.kind(), Verdict::Kind::kConnect);
-  EXPECT_EQ(mv.connect_timeout(), std::chrono::milliseconds(2000));
+  EXPECT_EQ(mv.connect_timeout(), std::chrono::milliseconds(750)) << "the DestinationRule's";
   EXPECT_TRUE(mv.tcp_keepalive().enabled);
   EXPECT_EQ(mv.tcp_keepalive().probes, 5u);
   EXPECT_EQ(mv.tcp_keepalive().time_s, 60u) << "the DestinationRule's";
   EXPECT_EQ(mv.tcp_keepalive().interval_s, 30u);
   close(*h, m, engine::CloseReason::kLocalClose);
+  // Passthrough (no DestinationRule, ALLOW_ANY): the mesh's alone.
+  load({R"(
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    connectTimeout: 2s
+    tcpKeepalive: {probes: 5, time: 300s, interval: 30s}
+)"});
+  FakeConnection pt;
+  ASSERT_EQ(h->on_accept(pt, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict pv = h->on_downstream_data(pt, bytes("GET / HTTP/1.1\r\nHost: other.example\r\n\r\n"));
+  ASSERT_EQ(pv.kind(), Verdict::Kind::kConnect);
+  EXPECT_EQ(pv.connect_timeout(), std::chrono::milliseconds(2000));
+  EXPECT_EQ(pv.tcp_keepalive().time_s, 300u);
+  EXPECT_EQ(pv.tcp_keepalive().probes, 5u);
+  close(*h, pt, engine::CloseReason::kLocalClose);
 }
 
 TEST_F(EgressHandlerTest, ARequestForAnotherUpstreamWaitsForTheResponsesBeforeIt) {
