@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
-#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "core/config/model.h"
 #include "core/policy/destination.h"
 #include "core/policy/gateway_servers.h"
+#include "core/policy/load_balancer.h"
 #include "core/policy/routing.h"
 #include "core/policy/upstream.h"
 
@@ -454,7 +454,7 @@ class Explainer {
     }
     if (!f.host.empty()) {
       const policy::EffectivePolicy& pol = f.policy;
-      text += "; load balancing " + std::string(pol.consistent_hash ? "RING_HASH (consistentHash)" : config::to_string(pol.lb)) +
+      text += "; load balancing " + std::string(pol.consistent_hash ? policy::to_string(policy::LbAlgorithm::kRingHash) : config::to_string(pol.lb)) + (pol.consistent_hash ? " (consistentHash)" : "") +
               " (" + policy::to_string(pol.load_balancer_source) + ")";
       if (pol.rule) text += "; DestinationRule " + where(pol.rule->meta);
       // With TLS origination the plan's own step names mode, SNI and peer identity.
@@ -539,12 +539,8 @@ nlohmann::json plan_json(const RequestPlan& p) {
       } else {
         pj["destination_rule"] = nullptr;
       }
-      pj["load_balancer"] = pol.consistent_hash ? "RING_HASH" : config::to_string(pol.lb);
-      if (f.hash_key) {
-        char hex[17];
-        snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(*f.hash_key));
-        pj["hash_key"] = hex;  // a string: JSON readers take numbers as doubles
-      }
+      pj["load_balancer"] = pol.consistent_hash ? policy::to_string(policy::LbAlgorithm::kRingHash) : config::to_string(pol.lb);
+      if (f.hash_key) pj["hash_key"] = policy::hex64(*f.hash_key);  // a string: JSON readers take numbers as doubles
       pj["load_balancer_source"] = policy::to_string(pol.load_balancer_source);
       pj["consistent_hash"] = pol.consistent_hash;
       pj["tls_source"] = policy::to_string(pol.tls_source);

@@ -48,6 +48,16 @@ uint64_t stable_hash(std::string_view text) {
   return h;
 }
 
+std::string hex64(uint64_t value) {
+  char hex[17];
+  snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(value));
+  return hex;
+}
+
+bool hashes_on_client_address(const config::ConsistentHashLB& policy) {
+  return policy.use_source_ip || (!policy.http_cookie_name.empty() && policy.http_cookie_ttl.has_value());
+}
+
 namespace {
 
 // The value of cookie `name` in the request's Cookie headers (quotes
@@ -94,8 +104,7 @@ std::optional<uint64_t> consistent_hash_key(const config::ConsistentHashLB& poli
     // with a client address to derive it from.
     if (!policy.http_cookie_ttl || !in.source) return std::nullopt;
     std::string from = in.source->str() + ":" + std::to_string(in.source_port);
-    char hex[17];
-    snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(stable_hash(from)));
+    const std::string hex = hex64(stable_hash(from));
     if (set_cookie) {
       *set_cookie = policy.http_cookie_name + "=\"" + hex + "\"";
       const int64_t seconds = policy.http_cookie_ttl->count() / 1000;

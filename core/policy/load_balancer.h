@@ -87,6 +87,12 @@ LbAlgorithm lb_algorithm(const config::LoadBalancerSettings* settings);
 // and the requests' keys): FNV-1a, then MurmurHash3's 64-bit finaliser so
 // that short, similar strings spread over the whole ring.
 uint64_t stable_hash(std::string_view text);
+// 16 lower-case hex digits (a hash key, a made-up cookie's value).
+std::string hex64(uint64_t value);
+
+// Whether a consistentHash policy's key can come from the client's address
+// (useSourceIp, or a cookie made up from it when missing).
+bool hashes_on_client_address(const config::ConsistentHashLB& policy);
 
 // What a request hashes to under a consistentHash policy, as Envoy's hash
 // policy computes it: the value of header `httpHeaderName`, of cookie
@@ -214,6 +220,7 @@ class LoadBalancer {
     // For the built-in SplitMix64. Give each worker its own seed, or their
     // RANDOM / LEAST_REQUEST draws move in lockstep.
     uint64_t seed = 0x9e3779b97f4a7c15ULL;
+    friend bool operator==(const Options&, const Options&) = default;
   };
 
   // Istio's cluster for an effective policy: its algorithm and, with

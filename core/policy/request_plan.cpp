@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cstdio>
 
 #include "core/config/host_match.h"
 #include "core/policy/load_balancer.h"
@@ -189,12 +188,6 @@ std::string expected_service_identity(std::string_view host, std::string_view tr
 }
 
 namespace {
-
-std::string hex64(uint64_t v) {
-  char buf[17];
-  snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 // The ServiceEntry declaring `host` on `port`, if any (HTTP-family first,
 // then TLS-family ports), for a route's destination.
@@ -499,8 +492,7 @@ class Planner {
                                        HashInput{http, r_.source, r_.source_port}, &set_cookie);
       if (!set_cookie.empty()) f.response_headers.push_back(HeaderEdit{HeaderEdit::Op::kAdd, "set-cookie", set_cookie});
       if (r_.explain) {
-        const config::ConsistentHashLB& ch = *f.policy.load_balancer->consistent_hash;
-        const bool by_client = ch.use_source_ip || (!ch.http_cookie_name.empty() && ch.http_cookie_ttl);
+        const bool by_client = hashes_on_client_address(*f.policy.load_balancer->consistent_hash);
         p_.steps.push_back(
             f.hash_key ? "consistentHash: the request's key hashes to " + hex64(*f.hash_key) +
                              (set_cookie.empty() ? "" : " (cookie made up: Set-Cookie " + set_cookie + ")")

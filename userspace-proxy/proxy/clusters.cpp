@@ -93,13 +93,10 @@ std::vector<size_t> address_order(const std::vector<engine::SocketAddress>& endp
 bool Clusters::balancer_current(const Cluster& c, const policy::LoadBalancer::Options& options,
                                 const std::vector<engine::SocketAddress>& endpoints,
                                 const std::vector<uint32_t>& weights) {
-  if (!c.lb || c.algorithm != options.algorithm || c.min_ring_size != options.min_ring_size) return false;
-  // A reload that changes outlierDetection or the panic threshold gets a
-  // balancer of its own (Envoy: a new cluster, its detector fresh).
-  if (!(c.lb->options().outlier == options.outlier) ||
-      c.lb->options().healthy_panic_threshold != options.healthy_panic_threshold) {
-    return false;
-  }
+  // Any other option (a reload that changes the algorithm, outlierDetection
+  // or the panic threshold) is a balancer of its own (Envoy: a new cluster,
+  // its detector fresh).
+  if (!c.lb || !(c.lb->options() == options)) return false;
   if (c.endpoints == endpoints && c.weights == weights) return true;
   if (options.algorithm != policy::LbAlgorithm::kRingHash || endpoints.size() != c.endpoints.size()) return false;
   if (c.input_endpoints == endpoints && c.input_weights == weights) return true;  // as last time
@@ -116,7 +113,7 @@ void Clusters::update_balancer(Cluster& c, const policy::LoadBalancer::Options& 
                                const std::vector<engine::SocketAddress>& endpoints,
                                const std::vector<uint32_t>& weights) {
   if (balancer_current(c, options, endpoints, weights)) {
-    if (c.algorithm == policy::LbAlgorithm::kRingHash && c.input_endpoints != endpoints) {
+    if (options.algorithm == policy::LbAlgorithm::kRingHash && c.input_endpoints != endpoints) {
       c.input_endpoints = endpoints;  // the same set in another order: compared at once next time
       c.input_weights = weights;
     }
@@ -124,8 +121,6 @@ void Clusters::update_balancer(Cluster& c, const policy::LoadBalancer::Options& 
   }
   c.input_endpoints = endpoints;
   c.input_weights = weights;
-  c.algorithm = options.algorithm;
-  c.min_ring_size = options.min_ring_size;
   c.endpoints = endpoints;
   c.weights = weights;
   std::vector<std::string> keys;
@@ -147,7 +142,7 @@ std::optional<engine::SocketAddress> Clusters::ring_endpoint(const std::string& 
   std::shared_ptr<Cluster> c = find(name);
   if (!c) return std::nullopt;
   std::lock_guard<std::mutex> lock(c->mu);
-  if (!c->lb || c->algorithm != policy::LbAlgorithm::kRingHash) return std::nullopt;
+  if (!c->lb || c->lb->options().algorithm != policy::LbAlgorithm::kRingHash) return std::nullopt;
   policy::PickResult r = c->lb->pick(std::chrono::steady_clock::now(), hash);
   if (r.status != policy::PickResult::Status::kPicked) return std::nullopt;
   return c->endpoints[r.host];

@@ -58,8 +58,6 @@ class Clusters {
     std::mutex mu;
     std::vector<engine::SocketAddress> endpoints;
     std::vector<uint32_t> weights;
-    policy::LbAlgorithm algorithm = policy::LbAlgorithm::kLeastRequest;
-    uint64_t min_ring_size = 0;
     uint64_t generation = 0;  // the newest config snapshot a pick came from
     // RING_HASH keeps `endpoints` in address order; what the last pick
     // passed in, in its own order (a quick check before sorting).

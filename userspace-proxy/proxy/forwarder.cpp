@@ -583,9 +583,8 @@ void Forwarder::install_check_later(ProxyConnection& c) {
     // connection of its own, balanced on its own.
     const auto& pool = plan.forward.policy.connection_pool;
     const bool one_request = pool && pool->http && pool->http->max_requests_per_connection == 1;
-    out.kind = delayed || one_request || !same_upstream(plan, *ci, key) || !hashes_here(plan, *ci)
-                   ? LaterRequest::Kind::kSwitch
-                   : LaterRequest::Kind::kForward;
+    ci->later_moves = !same_upstream(plan, *ci, key) || !hashes_here(plan, *ci);
+    out.kind = delayed || one_request || ci->later_moves ? LaterRequest::Kind::kSwitch : LaterRequest::Kind::kForward;
     if (out.kind == LaterRequest::Kind::kForward) out.edits = route_edits(plan.forward);
     // A retry of this request (or the move to its upstream) goes on with it.
     if (ci->later_plan) *ci->later_plan = std::move(plan);
@@ -615,7 +614,7 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
       // A later request with a fault comes this way even for the same
       // upstream (the delay holds the connection; an abort answers it).
       c.plan = std::move(*ci.later_plan);
-      if (!same_upstream(c.plan, ci, ci.upstream_key) || !hashes_here(c.plan, ci)) bump(o_.counters->upstream_changed);
+      if (ci.later_moves) bump(o_.counters->upstream_changed);
       ci.later_plan.reset();
       ci.first_attempt = 1;
       ci.tried_upstreams.clear();

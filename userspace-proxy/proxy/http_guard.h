@@ -162,6 +162,9 @@ struct ConnectionInfo {
   // Allocated on the first later request (most connections never have
   // one: a plan is large), then reused.
   std::unique_ptr<policy::RequestPlan> later_plan;
+  // The later request's upstream is another one (not only delayed, or a
+  // connection per request): counted as upstream_changed when it moves.
+  bool later_moves = false;
   // The retry policy of the request the current upstream was chosen for,
   // and which try of it this is (1: the first).
   policy::RetryPlan first_retry;

@@ -2,6 +2,7 @@
 
 #include "core/config/loader.h"
 #include "core/config/validation.h"
+#include "core/policy/load_balancer.h"
 #include "core/policy/outbound_mode.h"
 
 namespace sluice::proxy {
@@ -9,9 +10,7 @@ namespace sluice::proxy {
 namespace {
 
 bool hashes_by_client(const std::optional<config::LoadBalancerSettings>& lb) {
-  if (!lb || !lb->consistent_hash) return false;
-  const config::ConsistentHashLB& ch = *lb->consistent_hash;
-  return ch.use_source_ip || (!ch.http_cookie_name.empty() && ch.http_cookie_ttl);
+  return lb && lb->consistent_hash && policy::hashes_on_client_address(*lb->consistent_hash);
 }
 
 bool hashes_by_client(const std::optional<config::TrafficPolicy>& tp) {

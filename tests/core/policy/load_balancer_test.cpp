@@ -580,14 +580,22 @@ spec:
 
 TEST(RingHash, RetriesWalkTheRingToTheNextHosts) {
   FakeClock clock;
-  LoadBalancer lb(options(LbAlgorithm::kRingHash), {1, 1, 1, 1}, nullptr, keys({"a:80", "b:80", "c:80", "d:80"}));
+  OutlierConfig oc;
+  oc.consecutive_5xx = 1;
+  oc.max_ejection_percent = 100;
   for (int i = 0; i < 20; ++i) {
-    PickResult r = lb.pick(clock.now, stable_hash("user-" + std::to_string(i)));
+    LoadBalancer lb(with_outlier(LbAlgorithm::kRingHash, oc), {1, 1, 1, 1}, nullptr,
+                    keys({"a:80", "b:80", "c:80", "d:80"}));
+    const uint64_t key = stable_hash("user-" + std::to_string(i));
+    PickResult r = lb.pick(clock.now, key);
     std::vector<uint32_t> order;
     lb.ring_order(r, order);
     ASSERT_EQ(order.size(), 4u);
     EXPECT_EQ(order[0], r.host) << "the pick first";
     EXPECT_EQ(std::set<uint32_t>(order.begin(), order.end()).size(), 4u) << "every host once";
+    // The fallback is where the ring sends the key once the first is out.
+    fail_n(lb, order[0], 1, clock.now);
+    EXPECT_EQ(lb.pick(clock.now, key).host, order[1]) << "user-" << i;
   }
 }
 

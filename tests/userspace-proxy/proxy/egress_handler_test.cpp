@@ -5,6 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <optional>
 #include <thread>
 
@@ -18,6 +23,7 @@
 #include <vector>
 
 #include "core/config/loader.h"
+#include "core/policy/load_balancer.h"
 #include "userspace-proxy/proxy/clusters.h"
 #include "userspace-proxy/proxy/http_guard.h"
 #include "tests/userspace-proxy/proxy/handler_fakes.h"
@@ -805,6 +811,62 @@ spec:
   pf->on_new_upstream(held2);
   EXPECT_EQ(held2.upstream, request(b));
   close(*h, p, engine::CloseReason::kCompleted);
+}
+
+// A real loopback connection from `source` (any 127/8 address): the
+// accepted end, whose peer the handler looks up; the caller closes both.
+std::pair<int, int> loopback_from(const char* source) {
+  int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  EXPECT_EQ(bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  EXPECT_EQ(listen(l, 1), 0);
+  EXPECT_EQ(getsockname(l, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in from{};
+  from.sin_family = AF_INET;
+  inet_pton(AF_INET, source, &from.sin_addr);
+  EXPECT_EQ(bind(c, reinterpret_cast<sockaddr*>(&from), sizeof(from)), 0);
+  EXPECT_EQ(connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  int s = accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+  close(l);
+  return {c, s};
+}
+
+// consistentHash useSourceIp: the handler looks the client's address up
+// (only because a rule hashes on it) and every connection from one client
+// goes to that address's endpoint on the ring.
+TEST_F(EgressHandlerTest, UseSourceIpSendsEachClientToItsEndpoint) {
+  load({kRegistryOnly, kCnnServiceEntry, R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: cnn}
+spec:
+  host: edition.cnn.com
+  trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}}}
+)"});
+  for (const char* ip : {"203.0.113.20", "203.0.113.21", "203.0.113.22"}) dns_.answer("edition.cnn.com", ip);
+  with_clusters_ = true;
+  auto h = handler("203.0.113.20:80");
+  for (const char* client : {"127.0.0.1", "127.0.0.2", "127.0.0.3"}) {
+    for (int i = 0; i < 3; ++i) {
+      auto [cfd, sfd] = loopback_from(client);
+      engine::AcceptInfo info(sfd);
+      FakeConnection c;
+      ASSERT_EQ(h->on_accept(c, info).kind(), Verdict::Kind::kNeedMore);
+      Verdict v = h->on_downstream_data(c, bytes("GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"));
+      ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+      std::optional<engine::SocketAddress> home =
+          clusters_.ring_endpoint("outbound|80||edition.cnn.com", policy::stable_hash(client));
+      ASSERT_TRUE(home.has_value());
+      EXPECT_EQ(v.upstreams()[0], *home) << client << " connection " << i;
+      close(*h, c, engine::CloseReason::kLocalClose);
+      ::close(cfd);
+      ::close(sfd);
+    }
+  }
 }
 
 // connectionPool: tcp.connectTimeout, tcp.tcpKeepalive (whole seconds, as
