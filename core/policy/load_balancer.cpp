@@ -358,24 +358,30 @@ size_t LoadBalancer::pick_ring(uint64_t hash, bool any_host) const {
   return available_.empty() ? ring_[at].host : available_[hash % available_.size()];
 }
 
-void LoadBalancer::ring_order(const PickResult& pick, std::vector<uint32_t>& out) const {
+void LoadBalancer::ring_order(const PickResult& pick, size_t limit, std::vector<uint32_t>& out) const {
   out.clear();
   if (ring_.empty() || pick.status != PickResult::Status::kPicked) return;
-  std::vector<bool> seen(hosts_.size(), false);
-  std::vector<uint32_t> ejected;
-  auto add = [&](uint32_t host) {
-    if (seen[host]) return;
-    seen[host] = true;
-    if (!pick.panic && outlier_ && outlier_->ejected(host)) ejected.push_back(host);
-    else out.push_back(host);
+  limit = std::min(limit, hosts_.size());
+  // Two walks clockwise from the pick's point, the second only when the
+  // first found too few: hosts in service, then ejected ones. `out` stays
+  // within `limit` (a few), so a linear look-up is the duplicate check.
+  auto walk = [&](bool want_ejected) {
+    const bool any = pick.panic || !outlier_;
+    const size_t at = ring_index(pick.point);
+    for (size_t step = 0; step < ring_.size() && out.size() < limit; ++step) {
+      const uint32_t host = ring_[(at + step) % ring_.size()].host;
+      if (!any && outlier_->ejected(host) != want_ejected) continue;
+      if (any && want_ejected) return;  // nothing is set aside in panic
+      if (std::find(out.begin(), out.end(), host) == out.end()) out.push_back(host);
+    }
   };
-  add(static_cast<uint32_t>(pick.host));
-  const size_t at = ring_index(pick.point);
-  for (size_t step = 0; step < ring_.size() && out.size() + ejected.size() < hosts_.size(); ++step) {
-    add(ring_[(at + step) % ring_.size()].host);
+  out.push_back(static_cast<uint32_t>(pick.host));
+  walk(false);
+  walk(true);
+  // Hosts without a point of their own (a capped ring), if room is left.
+  for (uint32_t h = 0; h < hosts_.size() && out.size() < limit; ++h) {
+    if (std::find(out.begin(), out.end(), h) == out.end()) out.push_back(h);
   }
-  for (uint32_t h = 0; h < hosts_.size(); ++h) add(h);  // hosts without a point of their own
-  out.insert(out.end(), ejected.begin(), ejected.end());
 }
 
 void LoadBalancer::refresh_available(MonotonicTime now) {

@@ -255,10 +255,11 @@ class LoadBalancer {
 
   size_t size() const { return hosts_.size(); }
   size_t ring_size() const { return ring_.size(); }  // RING_HASH: points on the ring
-  // RING_HASH: every host once, `pick`'s host first, then clockwise from
-  // its point (ejected hosts last, unless the pick was in panic): where
-  // connect failures and retries go next, as Envoy's ring walks on.
-  void ring_order(const PickResult& pick, std::vector<uint32_t>& out) const;
+  // RING_HASH: up to `limit` hosts, each once, `pick`'s host first, then
+  // clockwise from its point (ejected hosts last, unless the pick was in
+  // panic): where connect failures and retries go next, as Envoy's ring
+  // walks on.
+  void ring_order(const PickResult& pick, size_t limit, std::vector<uint32_t>& out) const;
   const Options& options() const { return options_; }
   const OutlierDetector* outlier() const { return outlier_ ? &*outlier_ : nullptr; }
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "userspace-proxy/engine/verdict.h"
+
 namespace sluice::proxy {
 
 std::shared_ptr<Clusters::Cluster> Clusters::get(const std::string& name) {
@@ -61,8 +63,9 @@ Clusters::Choice Clusters::pick(const std::string& name, const policy::Effective
   const size_t n = list.size();
   out.order.reserve(n);
   if (options.algorithm == policy::LbAlgorithm::kRingHash) {
-    std::vector<uint32_t> hosts;
-    c->lb->ring_order(r, hosts);
+    // As many as a connect verdict carries; the buffer is the thread's.
+    thread_local std::vector<uint32_t> hosts;
+    c->lb->ring_order(r, engine::Verdict::kMaxUpstreams, hosts);
     for (uint32_t h : hosts) out.order.push_back(list[h]);
   } else {
     for (size_t i = 0; i < n; ++i) out.order.push_back(list[(r.host + i) % n]);

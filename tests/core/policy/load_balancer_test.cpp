@@ -589,10 +589,13 @@ TEST(RingHash, RetriesWalkTheRingToTheNextHosts) {
     const uint64_t key = stable_hash("user-" + std::to_string(i));
     PickResult r = lb.pick(clock.now, key);
     std::vector<uint32_t> order;
-    lb.ring_order(r, order);
+    lb.ring_order(r, 8, order);
     ASSERT_EQ(order.size(), 4u);
     EXPECT_EQ(order[0], r.host) << "the pick first";
     EXPECT_EQ(std::set<uint32_t>(order.begin(), order.end()).size(), 4u) << "every host once";
+    std::vector<uint32_t> two;
+    lb.ring_order(r, 2, two);
+    EXPECT_EQ(two, std::vector<uint32_t>(order.begin(), order.begin() + 2)) << "the limit keeps the head";
     // The fallback is where the ring sends the key once the first is out.
     fail_n(lb, order[0], 1, clock.now);
     EXPECT_EQ(lb.pick(clock.now, key).host, order[1]) << "user-" << i;
@@ -612,7 +615,7 @@ TEST(RingHash, AnEjectedHomeIsNeitherTheFirstConnectNorAnEarlyRetry) {
   PickResult r = lb.pick(clock.now, key);
   ASSERT_NE(r.host, home);
   std::vector<uint32_t> order;
-  lb.ring_order(r, order);
+  lb.ring_order(r, 8, order);
   ASSERT_EQ(order.size(), 4u);
   EXPECT_EQ(order[0], r.host) << "the connect goes where the pick went";
   EXPECT_EQ(order[3], home) << "the ejected home is tried last";
