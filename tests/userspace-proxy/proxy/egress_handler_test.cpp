@@ -167,20 +167,24 @@ class EgressHandlerTest : public ::testing::Test {
     engine::FilterStatus st = f.on_data(engine::Direction::kUpstreamToDownstream, bytes(chunk), out);
     return {st, out.downstream + out.upstream};  // forward() lands in `upstream` in this fake
   }
-  // An HTTP connection to edition.cnn.com decided on `first`; its filter.
-  engine::StreamFilterPtr decided(engine::ConnectionHandler& h, FakeConnection& c, const std::string& first) {
-    EXPECT_EQ(h.on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+  // A new HTTP connection's decision on its first bytes `first` (accepted
+  // as `info`, the fixture's by default): expected to be a connect.
+  Verdict first_verdict(engine::ConnectionHandler& h, FakeConnection& c, const std::string& first,
+                        const engine::AcceptInfo* info = nullptr) {
+    EXPECT_EQ(h.on_accept(c, info ? *info : info_).kind(), Verdict::Kind::kNeedMore);
     Verdict v = h.on_downstream_data(c, bytes(first));
     EXPECT_EQ(v.kind(), Verdict::Kind::kConnect);
-    return v.take_filter();
+    return v;
+  }
+  // An HTTP connection to edition.cnn.com decided on `first`; its filter.
+  engine::StreamFilterPtr decided(engine::ConnectionHandler& h, FakeConnection& c, const std::string& first) {
+    return first_verdict(h, c, first).take_filter();
   }
   // An HTTP connection decided on `req` and connected: its filter, started
   // with `req`; *upstream: the endpoint it connected to.
   engine::StreamFilterPtr connected(engine::ConnectionHandler& h, FakeConnection& c, const std::string& req,
                                     engine::SocketAddress* upstream) {
-    EXPECT_EQ(h.on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
-    Verdict v = h.on_downstream_data(c, bytes(req));
-    EXPECT_EQ(v.kind(), Verdict::Kind::kConnect);
+    Verdict v = first_verdict(h, c, req);
     if (v.kind() != Verdict::Kind::kConnect || v.upstreams().empty()) return nullptr;
     *upstream = v.upstreams()[0];
     engine::StreamFilterPtr f = v.take_filter();
@@ -742,9 +746,7 @@ spec:
   // Where each user's first request goes, on a connection of its own.
   auto first_upstream = [&](const std::string& user) {
     FakeConnection n;
-    EXPECT_EQ(h->on_accept(n, info_).kind(), Verdict::Kind::kNeedMore);
-    Verdict v = h->on_downstream_data(n, bytes(request(user)));
-    EXPECT_EQ(v.kind(), Verdict::Kind::kConnect);
+    Verdict v = first_verdict(*h, n, request(user));
     std::string to = v.kind() == Verdict::Kind::kConnect ? v.upstreams()[0].to_string() : "";
     close(*h, n, engine::CloseReason::kLocalClose);
     return to;
@@ -855,8 +857,7 @@ spec:
       auto [cfd, sfd] = loopback_from(client);
       engine::AcceptInfo info(sfd);
       FakeConnection c;
-      ASSERT_EQ(h->on_accept(c, info).kind(), Verdict::Kind::kNeedMore);
-      Verdict v = h->on_downstream_data(c, bytes("GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"));
+      Verdict v = first_verdict(*h, c, "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n", &info);
       ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
       std::optional<engine::SocketAddress> home =
           clusters_.ring_endpoint("outbound|80||edition.cnn.com", policy::stable_hash(client));
@@ -889,8 +890,7 @@ spec:
   dns_.answer("edition.cnn.com", "203.0.113.20");
   auto h = handler("203.0.113.20:80");
   FakeConnection c;
-  ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
-  Verdict v = h->on_downstream_data(c, bytes("GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"));
+  Verdict v = first_verdict(*h, c, "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n");
   ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
   EXPECT_EQ(v.connect_timeout(), std::chrono::milliseconds(250));
   EXPECT_TRUE(v.tcp_keepalive().enabled);
@@ -902,8 +902,7 @@ spec:
   // Without the setting: no keep-alive, the engine's connect timeout.
   load({kRegistryOnly, kCnnServiceEntry});
   FakeConnection d;
-  ASSERT_EQ(h->on_accept(d, info_).kind(), Verdict::Kind::kNeedMore);
-  Verdict w = h->on_downstream_data(d, bytes("GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"));
+  Verdict w = first_verdict(*h, d, "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n");
   ASSERT_EQ(w.kind(), Verdict::Kind::kConnect);
   EXPECT_FALSE(w.tcp_keepalive().enabled);
   EXPECT_EQ(w.connect_timeout(), std::chrono::milliseconds(0));
@@ -929,8 +928,7 @@ spec:
   trafficPolicy: {connectionPool: {tcp: {connectTimeout: 750ms, tcpKeepalive: {time: 60s}}}}
 )"});
   FakeConnection m;
-  ASSERT_EQ(h->on_accept(m, info_).kind(), Verdict::Kind::kNeedMore);
-  Verdict mv = h->on_downstream_data(m, bytes("GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n"));
+  Verdict mv = first_verdict(*h, m, "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n");
   ASSERT_EQ(mv.kind(), Verdict::Kind::kConnect);
   EXPECT_EQ(mv.connect_timeout(), std::chrono::milliseconds(750)) << "the DestinationRule's";
   EXPECT_TRUE(mv.tcp_keepalive().enabled);
@@ -949,8 +947,7 @@ data:
     tcpKeepalive: {probes: 5, time: 300s, interval: 30s}
 )"});
   FakeConnection pt;
-  ASSERT_EQ(h->on_accept(pt, info_).kind(), Verdict::Kind::kNeedMore);
-  Verdict pv = h->on_downstream_data(pt, bytes("GET / HTTP/1.1\r\nHost: other.example\r\n\r\n"));
+  Verdict pv = first_verdict(*h, pt, "GET / HTTP/1.1\r\nHost: other.example\r\n\r\n");
   ASSERT_EQ(pv.kind(), Verdict::Kind::kConnect);
   EXPECT_EQ(pv.connect_timeout(), std::chrono::milliseconds(2000));
   EXPECT_EQ(pv.tcp_keepalive().time_s, 300u);
