@@ -554,6 +554,100 @@ YAML
 	grep -q '" 504 UT upstream_response_timeout ' <<<"$line" || fail "route timeout: sidecar logged: $line"
 	log "ok route timeout 0.5s to a server that never answers: 504 \"upstream request timeout\", logged $(sed 's/.*" 504/504/' <<<"$line" | cut -d' ' -f1-3)"
 
+	# ------------------------------------------------ circuit breaking, for real
+	# istio.io's circuit-breaking task, at the sidecar: an "internet" server
+	# that answers each request after 1 s, on a connection of its own
+	# (Connection: close), and logs how many connections it has open at each
+	# accept. maxConnections 1: three concurrent requests all succeed, one
+	# at a time (Envoy's pending queue, not a 503 at once). Adding
+	# http1MaxPendingRequests 1: one of three is refused, 503 UO.
+	kt_bg in_cg_ns other "$NS_I" "$PY" -c '
+import socket, sys, threading, time
+log = open(sys.argv[1], "a", buffering=1)
+lock = threading.Lock()
+open_now = [0]
+def serve(c):
+    with lock:
+        open_now[0] += 1
+        log.write("open %d\n" % open_now[0])
+    try:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = c.recv(4096)
+            if not chunk:
+                return
+            data += chunk
+        time.sleep(1)
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nslow\n")
+    finally:
+        with lock:
+            open_now[0] -= 1
+        c.close()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("203.0.113.10", 8082))
+s.listen(16)
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()' "$TMP/breaker.log"
+	kt_wait_listen "$NS_I" 203.0.113.10:8082 || fail "the slow server did not start"
+	# breaker_config PENDING_LINE: the slow server as httpbin.example with
+	# maxConnections 1 (and PENDING_LINE under connectionPool).
+	breaker_config() {
+		cat >"$CONF/variant-breaker.yaml" <<YAML
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: httpbin}
+spec:
+  hosts: [httpbin.example]
+  ports: [{number: 8082, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 203.0.113.10}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: httpbin}
+spec:
+  host: httpbin.example
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 1}
+$1
+YAML
+		GENERATION=$((GENERATION + 1))
+		wait_generation "$GENERATION"
+	}
+	# breaker_round: three concurrent curls; prints their codes, sorted.
+	breaker_round() {
+		local i pids=()
+		for i in 1 2 3; do
+			in_cg_ns workload "$NS_W" curl -s -o /dev/null -w '%{http_code}\n' --max-time 10 \
+				--resolve httpbin.example:8082:203.0.113.10 http://httpbin.example:8082/get >"$TMP/breaker.$i" &
+			pids+=($!)
+		done
+		wait "${pids[@]}"
+		sleep 0.3
+		cat "$TMP/breaker.1" "$TMP/breaker.2" "$TMP/breaker.3" | sort | tr '\n' ' '
+	}
+	: >"$TMP/breaker.log"
+	ms=$(lines_of "$TMP/sidecar.log")
+	breaker_config ""
+	codes=$(breaker_round)
+	[ "$codes" = "200 200 200 " ] || fail "maxConnections 1: three concurrent requests gave $codes"
+	most=$(sed 's/open //' "$TMP/breaker.log" | sort -n | tail -1)
+	[ "$(wc -l <"$TMP/breaker.log")" = 3 ] && [ "$most" = 1 ] ||
+		fail "maxConnections 1: the server saw $(tr '\n' ' ' <"$TMP/breaker.log")"
+	log "ok maxConnections 1: three concurrent requests all 200, served one connection at a time (the others waited)"
+	: >"$TMP/breaker.log"
+	ms=$(lines_of "$TMP/sidecar.log")
+	breaker_config "      http: {http1MaxPendingRequests: 1}"
+	codes=$(breaker_round)
+	[ "$codes" = "200 200 503 " ] || fail "http1MaxPendingRequests 1: three concurrent requests gave $codes"
+	line=$(new_lines "$TMP/sidecar.log" "$ms" | grep 'httpbin.example' | grep '" 503 ')
+	grep -q '" 503 UO .*http1MaxPendingRequests 1 reached' <<<"$line" || fail "pending overflow: sidecar logged: $line"
+	most=$(sed 's/open //' "$TMP/breaker.log" | sort -n | tail -1)
+	[ "$most" = 1 ] || fail "http1MaxPendingRequests 1: the server saw $(tr '\n' ' ' <"$TMP/breaker.log")"
+	log "ok http1MaxPendingRequests 1: of three concurrent requests one is refused, 503 UO (Envoy's pending overflow)"
+
 	# ------------------------------------------------ fault and mirror at the gateway
 	# The walkthrough's resources, with the gateway-bound route split: /teapot
 	# is aborted there (fault), the rest goes to edition.cnn.com and is

@@ -14,6 +14,8 @@ std::shared_ptr<Clusters::Cluster> Clusters::get(const std::string& name) {
   return slot;
 }
 
+std::shared_ptr<CircuitBreaker> Clusters::breaker(const std::string& name) { return get(name)->breaker; }
+
 Clusters::Choice Clusters::pick(const std::string& name, const policy::EffectivePolicy& policy,
                                 const std::vector<engine::SocketAddress>& endpoints,
                                 const std::vector<uint32_t>& weights, std::optional<uint64_t> hash,
@@ -34,12 +36,6 @@ Clusters::Choice Clusters::pick(const std::string& name, const policy::Effective
   if (c->lb && generation < c->generation) options = c->lb->options();
   else c->generation = generation;
   update_balancer(*c, options, endpoints, weights);
-  int32_t max = policy.connection_pool && policy.connection_pool->tcp ? policy.connection_pool->tcp->max_connections : 0;
-  if (max > 0 && c->active >= max) {
-    out.overflow = true;
-    out.reason = "maxConnections " + std::to_string(max) + " reached";
-    return out;
-  }
   policy::PickResult r = c->lb->pick(now, hash);
   switch (r.status) {
     case policy::PickResult::Status::kNoHealthyUpstream:
@@ -52,11 +48,6 @@ Clusters::Choice Clusters::pick(const std::string& name, const policy::Effective
     case policy::PickResult::Status::kPicked:
       break;
   }
-  ++c->active;
-  out.lease = std::shared_ptr<void>(nullptr, [c](void*) {
-    std::lock_guard<std::mutex> l(c->mu);
-    --c->active;
-  });
   // Where a failed connect or a retry goes next: the ring's next hosts
   // clockwise for RING_HASH, else the list from the chosen one on.
   const std::vector<engine::SocketAddress>& list = c->endpoints;

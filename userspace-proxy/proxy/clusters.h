@@ -20,6 +20,7 @@
 #include "core/policy/destination.h"
 #include "core/policy/load_balancer.h"
 #include "userspace-proxy/engine/socket_address.h"
+#include "userspace-proxy/proxy/circuit_breaker.h"
 
 namespace sluice::proxy {
 
@@ -31,12 +32,13 @@ class Clusters {
     // on connect-failure, to another host).
     std::vector<engine::SocketAddress> order;
     bool no_healthy = false;   // 503 UH
-    bool overflow = false;     // connectionPool.tcp.maxConnections reached: 503 UO
-    // Holds one of the cluster's connections (maxConnections) until released.
-    std::shared_ptr<void> lease;
     bool original_destination = false;  // PASSTHROUGH load balancing
-    std::string reason;                 // why not (no_healthy, overflow)
+    std::string reason;                 // why not (no_healthy)
   };
+
+  // The cluster's circuit breaker on connections (maxConnections and its
+  // queue): admit() before pick().
+  std::shared_ptr<CircuitBreaker> breaker(const std::string& cluster);
 
   // `hash`: the request's consistentHash key (ForwardPlan::hash_key).
   // `generation`: the config snapshot the caller decided under; an older
@@ -64,7 +66,7 @@ class Clusters {
     std::vector<engine::SocketAddress> input_endpoints;
     std::vector<uint32_t> input_weights;
     std::unique_ptr<policy::LoadBalancer> lb;
-    int64_t active = 0;  // connections holding a lease (under mu)
+    std::shared_ptr<CircuitBreaker> breaker = std::make_shared<CircuitBreaker>();
   };
   // Whether c.lb still fits (under c.mu).
   static bool balancer_current(const Cluster& c, const policy::LoadBalancer::Options& options,

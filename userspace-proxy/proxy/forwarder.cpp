@@ -15,6 +15,10 @@
 
 namespace sluice::proxy {
 
+// Envoy's body for a request its circuit breakers refused (503 UO).
+constexpr std::string_view kOverflowBody =
+    "upstream connect error or disconnect/reset before headers. reset reason: overflow";
+
 using engine::SocketAddress;
 using engine::Verdict;
 using policy::RequestPlan;
@@ -434,6 +438,24 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
   c.info->cluster_lease.reset();
   // Passthrough (and NONE resolution) goes to the one original destination;
   // clusters balance over their endpoints.
+  // Envoy's circuit breaker first (per cluster, an ORIGINAL_DST one of
+  // resolution NONE too): a slot of maxConnections, or the cluster's queue.
+  std::shared_ptr<ConnectionSlot> slot;
+  if (o_.clusters) {
+    if (std::optional<Verdict> wait = admit(c, pending, &slot)) return std::move(*wait);
+    // http2MaxRequests: this request counts while under way (a retry or a
+    // move gives its earlier count back first).
+    ConnectionInfo& ci = *c.info;
+    ci.request_token.reset();
+    if (ci.http && ci.max_requests > 0 && ci.breaker) {
+      ci.request_token = ci.breaker->start_request(ci.max_requests);
+      if (!ci.request_token) {
+        bump(o_.counters->upstream_overflow);
+        return no_upstream(c, "UO", "upstream overflow: http2MaxRequests " + std::to_string(ci.max_requests) + " reached",
+                           503, pending);
+      }
+    }
+  }
   std::vector<SocketAddress> order;
   if (up.kind == policy::UpstreamPlan::Kind::kOriginalDestination || !o_.clusters) {
     order = std::move(addrs);
@@ -443,16 +465,13 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
                           c.info->snapshot ? c.info->snapshot->generation : 0);
     if (choice.original_destination) {
       order.push_back(c.info->original_dst);
-    } else if (choice.overflow) {
-      // Envoy's circuit breaker: 503 with flag UO.
-      return no_upstream(c, "UO", "upstream overflow: " + choice.reason, 503, pending);
     } else if (choice.no_healthy) {
       return no_upstream(c, "UH", "no healthy upstream (" + choice.reason + ")", 503, pending);
     } else {
       order = std::move(choice.order);
-      c.info->cluster_lease = std::move(choice.lease);
     }
   }
+  c.info->cluster_lease = std::move(slot);
 
   // A retry goes elsewhere when it can (Envoy's previous_hosts predicate,
   // as Istio configures it): the endpoints tried before go last.
@@ -527,6 +546,66 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
       .with_tcp_keepalive(keepalive);
 }
 
+std::optional<Verdict> Forwarder::admit(ProxyConnection& c, std::span<const uint8_t> pending,
+                                        std::shared_ptr<ConnectionSlot>* slot) {
+  ConnectionInfo& ci = *c.info;
+  const auto& pool = c.plan.forward.policy.connection_pool;
+  const int64_t max_connections = pool && pool->tcp ? pool->tcp->max_connections : 0;
+  // The guard's limits for this upstream (http2MaxRequests, maxRetries).
+  ci.max_requests = pool && pool->http ? pool->http->http2_max_requests : 0;
+  ci.max_retries = pool && pool->http ? pool->http->max_retries : 0;
+  ci.breaker = max_connections > 0 || ci.max_requests > 0 || ci.max_retries > 0 ? o_.clusters->breaker(c.plan.cluster)
+                                                                                 : nullptr;
+  ci.queued_ns = 0;
+  if (max_connections <= 0) {
+    c.ticket.reset();
+    c.queued_since_ns = 0;
+    return std::nullopt;
+  }
+  // http1MaxPendingRequests bounds the queue (0: Istio's default, none).
+  const int64_t max_pending = pool->http ? pool->http->http1_max_pending_requests : 0;
+  if (!c.ticket) c.ticket = std::make_unique<SlotTicket>();
+  CircuitBreaker::Admission a = ci.breaker->admit(max_connections, max_pending, c.waker, *c.ticket);
+  const int64_t now = monotonic_ns();
+  switch (a.kind) {
+    case CircuitBreaker::Admission::Kind::kAdmitted:
+      if (c.queued_since_ns != 0) ci.queued_ns = now - std::exchange(c.queued_since_ns, 0);
+      *slot = std::move(a.slot);
+      return std::nullopt;
+    case CircuitBreaker::Admission::Kind::kOverflow:
+      // Envoy's upstream_rq_pending_overflow: 503 UO.
+      bump(o_.counters->upstream_overflow);
+      c.queued_since_ns = 0;
+      return no_upstream(c, "UO", "upstream overflow: " + a.reason, 503, pending);
+    case CircuitBreaker::Admission::Kind::kQueued:
+      break;
+  }
+  if (c.queued_since_ns == 0) {
+    c.queued_since_ns = now;
+    bump(o_.counters->upstream_queued);
+  }
+  // An HTTP request's route timeout runs while it waits (Envoy's runs from
+  // the request's end): past it, 504 UT as for an upstream too slow.
+  int64_t left_ns = 0;  // 0: no deadline
+  if (ci.http && c.plan.forward.timeout && c.plan.forward.timeout->count() > 0) {
+    left_ns = c.queued_since_ns + static_cast<int64_t>(c.plan.forward.timeout->count()) * 1'000'000 - now;
+    if (left_ns <= 0) {
+      c.ticket->leave();
+      c.queued_since_ns = 0;
+      for (auto& r : ci.pending_requests) {
+        r.entry.response_flags = policy::merge_response_flags(r.entry.response_flags, "UT");
+        r.entry.http->response_code = 504;
+        r.entry.response_code_details = "upstream_response_timeout";
+      }
+      return answer(c, 504, "upstream request timeout", {}, pending);
+    }
+  }
+  const auto left = std::chrono::milliseconds(left_ns / 1'000'000 + 1);
+  // Without a waker (unit tests' fake connections) the queue is polled.
+  if (!c.waker) return Verdict::need_more(left_ns > 0 ? std::min(left, o_.dns_recheck) : o_.dns_recheck);
+  return Verdict::defer(left_ns > 0 ? left : std::chrono::milliseconds(0));
+}
+
 bool Forwarder::hashes_here(const RequestPlan& plan, const ConnectionInfo& ci) const {
   // consistentHash: a later request whose key the ring puts on another
   // endpoint moves there; one that lands here (or has no key) stays.
@@ -586,6 +665,25 @@ void Forwarder::install_check_later(ProxyConnection& c) {
     ci->later_moves = !same_upstream(plan, *ci, key) || !hashes_here(plan, *ci);
     out.kind = delayed || one_request || ci->later_moves ? LaterRequest::Kind::kSwitch : LaterRequest::Kind::kForward;
     if (out.kind == LaterRequest::Kind::kForward) out.edits = route_edits(plan.forward);
+    // http2MaxRequests: on the same upstream, the request counts while
+    // under way; with the cluster's limit reached, Envoy's 503 UO.
+    ci->request_token.reset();
+    if (out.kind == LaterRequest::Kind::kForward && ci->max_requests > 0 && ci->breaker) {
+      ci->request_token = ci->breaker->start_request(ci->max_requests);
+      if (!ci->request_token) {
+        bump(counters->upstream_overflow);
+        e.response_flags = policy::merge_response_flags(e.response_flags, "UO");
+        e.http->response_code = 503;
+        e.response_code_details = "upstream_reset_before_response_started{overflow}";
+        e.upstream_transport_failure_reason =
+            "upstream overflow: http2MaxRequests " + std::to_string(ci->max_requests) + " reached";
+        out = LaterRequest{};
+        out.kind = LaterRequest::Kind::kLocalReply;
+        out.status = 503;
+        out.body = kOverflowBody;
+        return out;
+      }
+    }
     // A retry of this request (or the move to its upstream) goes on with it.
     if (ci->later_plan) *ci->later_plan = std::move(plan);
     else ci->later_plan = std::make_unique<RequestPlan>(std::move(plan));
@@ -781,13 +879,16 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
 Verdict Forwarder::no_upstream(ProxyConnection& c, const std::string& flags, const std::string& why, int status,
                                std::span<const uint8_t> pending) {
   ConnectionInfo& ci = *c.info;
+  // A circuit breaker's refusal: Envoy's answer to a pool overflow.
+  const bool overflow = flags == "UO";
   if (ci.http) {
     for (auto& r : ci.pending_requests) {
       r.entry.response_flags = policy::merge_response_flags(r.entry.response_flags, flags);
       r.entry.http->response_code = static_cast<uint32_t>(status);
       r.entry.upstream_transport_failure_reason = why;
+      if (overflow) r.entry.response_code_details = "upstream_reset_before_response_started{overflow}";
     }
-    return answer(c, status, {}, {}, pending);
+    return answer(c, status, overflow ? kOverflowBody : std::string_view(), {}, pending);
   }
   c.logged = true;
   AccessLogEntry e = ci.base_entry();
@@ -827,8 +928,10 @@ Verdict Forwarder::answer(ProxyConnection& c, int status, std::string_view body,
 void Forwarder::await_next_request(ProxyConnection& c) {
   ConnectionInfo& ci = *c.info;
   // A slot taken for the last one (a pick before a 503 UF) is not held
-  // while idle.
+  // while idle, nor a place in the queue.
   ci.cluster_lease.reset();
+  c.ticket.reset();
+  c.queued_since_ns = 0;
   c.decided = false;
   c.fed = 0;
   c.answerable = 0;
@@ -926,6 +1029,9 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
     e.connection_termination_details = std::string(engine::close_reason_name(stats.reason));
     ci.log_entry(e);
   }
+  // The cluster's connection slot is free now (the filter, which shares
+  // the state, may go a little later).
+  ci.cluster_lease.reset();
   delete c;
 }
 

@@ -10,12 +10,14 @@
 #include <deque>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "core/policy/request_plan.h"
 #include "userspace-proxy/engine/connection_handler.h"
+#include "userspace-proxy/proxy/circuit_breaker.h"
 #include "userspace-proxy/proxy/egress_handler.h"
 #include "userspace-proxy/proxy/http_guard.h"
 #include "userspace-proxy/proxy/recycled.h"
@@ -60,8 +62,13 @@ struct ProxyConnection : Recycled<ProxyConnection> {
   std::shared_ptr<const policy::RequestPlan> mirror_plan;
   int mirror_writer = -1;
   bool dns_started = false;
-  // Wakes the connection when a DNS answer it waits for arrives.
+  // Wakes the connection when a DNS answer it waits for arrives, or a
+  // connection slot of its cluster is handed to it.
   engine::Waker waker;
+  // Waiting for one of the cluster's connection slots (maxConnections):
+  // its place in the queue, since when (monotonic ns; 0: not waiting).
+  std::unique_ptr<SlotTicket> ticket;
+  int64_t queued_since_ns = 0;
   bool logged = false;  // TCP line or local reply already written
   std::string reply;    // kept alive for Verdict::close / respond
   // The first request's bytes when a local answer to it may keep the
@@ -154,6 +161,14 @@ class Forwarder : public engine::ConnectionHandler {
   engine::Verdict fault_delay(ProxyConnection& c);
   engine::Verdict no_upstream(ProxyConnection& c, const std::string& flags, const std::string& why, int status,
                               std::span<const uint8_t> pending);
+  // Envoy's circuit breaker on the cluster's connections (DestinationRule
+  // connectionPool.tcp.maxConnections): the slot, taken or handed to the
+  // connection's ticket, in `slot` (nullopt); or the verdict meanwhile:
+  // the queue's wait (deferred until the slot comes; an HTTP request's
+  // route timeout bounds it: 504 UT), or 503 UO beyond
+  // http1MaxPendingRequests.
+  std::optional<engine::Verdict> admit(ProxyConnection& c, std::span<const uint8_t> pending,
+                                       std::shared_ptr<ConnectionSlot>* slot);
   // A local answer to the connection's first request (its log line is
   // written now). Envoy keeps an HTTP/1.1 connection after answering a
   // complete request itself (a 502 of REGISTRY_ONLY, 404 NR, a redirect, a

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <ctime>
 
+#include "userspace-proxy/proxy/circuit_breaker.h"
 #include "userspace-proxy/proxy/clusters.h"
 
 namespace sluice::proxy {
@@ -277,6 +278,11 @@ HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::sp
     first_head_ = true;
     tunnel_after_body_ = false;
     held_.clear();
+    // The first request's circuit-breaker counts wait for its second pass.
+    if (!outstanding_.empty()) {
+      info_->request_token = std::move(outstanding_.front().request_token);
+      if (outstanding_.front().retry_token) info_->retry_token = std::move(outstanding_.front().retry_token);
+    }
     outstanding_.clear();
     close_requested_ = false;
     reusable_ = true;
@@ -442,6 +448,18 @@ void HttpRequestGuard::drop_deferred_keep() {
   }
 }
 
+bool HttpRequestGuard::retry_allowed(Outstanding& r) {
+  r.retry_token.reset();
+  info_->retry_token.reset();
+  if (info_->max_retries <= 0 || !info_->breaker) return true;
+  info_->retry_token = info_->breaker->start_retry(info_->max_retries);
+  if (info_->retry_token) return true;
+  // Envoy's upstream_rq_retry_overflow: the response (or reset) stands, UO.
+  r.retry_overflow = true;
+  bump(info_->counters->retry_overflow);
+  return false;
+}
+
 bool HttpRequestGuard::can_retry() const {
   return outstanding_.size() == 1 && replay_ok_ && replay_done_ && state_ == State::kHead && held_.empty() &&
          !switch_signalled_ && outstanding_.front().bytes_out == 0;
@@ -533,7 +551,7 @@ FilterStatus HttpRequestGuard::end_stream(engine::Direction dir, FilterOutput& o
     const policy::RetryPlan* rp = retry_policy(outstanding_.front());
     if (rp && rp->retries_reset()) {
       // retryOn reset / 5xx / gateway-error: no response at all is retried.
-      if (can_retry() && outstanding_.front().attempt < rp->attempts) {
+      if (can_retry() && outstanding_.front().attempt < rp->attempts && retry_allowed(outstanding_.front())) {
         reusable_ = false;
         return retry_now(0);
       }
@@ -551,7 +569,7 @@ FilterStatus HttpRequestGuard::end_stream(engine::Direction dir, FilterOutput& o
         local_reply(503, realtime_ns(),
                     "upstream connect error or disconnect/reset before headers. reset reason: connection termination");
     out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply));
-    info_->complete_request(503, lost.bytes_in, reply.size(), lost.retry_exhausted ? "UC,URX" : "UC",
+    info_->complete_request(503, lost.bytes_in, reply.size(), lost.flags_with_retry("UC"),
                             "upstream_reset_before_response_started{connection_termination}");
     response_state_ = ResponseState::kOpaque;
     return FilterStatus::kClose;
@@ -614,12 +632,17 @@ void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEdi
   const int64_t route_ns = edits && edits->timeout.count() > 0 && !tunnel
                                ? static_cast<int64_t>(edits->timeout.count()) * 1'000'000
                                : 0;
-  const int64_t deadline = route_ns > 0 && !body ? monotonic_ns() + route_ns : INT64_MAX;
+  int64_t deadline = route_ns > 0 && !body ? monotonic_ns() + route_ns : INT64_MAX;
+  // A first request that waited in the cluster's queue for a connection
+  // slot (maxConnections) ended before it waited: its time ran meanwhile.
+  if (first && info_->first_attempt == 1 && deadline != INT64_MAX) deadline -= info_->queued_ns;
   Outstanding r{head.method == "HEAD", head.is_connect, !head.keep_alive, head.head_length, 0,
                 std::move(edits), deadline};
   r.route_timeout_ns = route_ns;
   r.first = first;
   r.attempt = first ? info_->first_attempt : 1;
+  r.request_token = std::move(info_->request_token);
+  if (r.attempt > 1) r.retry_token = std::move(info_->retry_token);
   if (!first) r.retry = std::move(retry);
   // A retry keeps the route deadline of its first try (Envoy's route
   // timeout spans the retries).
@@ -735,7 +758,7 @@ FilterStatus HttpRequestGuard::timer(FilterOutput& out) {
     }
     const policy::RetryPlan* rp = retry_policy(r);
     if (rp && rp->retries_reset()) {
-      if ((can_retry() || retrying_) && r.attempt < rp->attempts) {
+      if (r.attempt < rp->attempts && (retrying_ || (can_retry() && retry_allowed(r)))) {
         reusable_ = false;  // its response is still due on that connection
         return retry_now(504);
       }
@@ -748,6 +771,7 @@ FilterStatus HttpRequestGuard::timer(FilterOutput& out) {
   state_ = State::kStopped;
   // A retry that was under way is off (the client is answered now).
   retrying_ = false;
+  info_->retry_token.reset();
   behind_retry_.clear();
   // Outlier detection: a timed-out request counts as a 504, as in Envoy
   // (unless its response had begun: that status was counted). A retriable
@@ -755,7 +779,7 @@ FilterStatus HttpRequestGuard::timer(FilterOutput& out) {
   // would have reported it does not happen).
   if (response_state_ == ResponseState::kHead) info_->report_response(504);
   if (response_state_ == ResponseState::kDiscard) info_->report_response(retry_status_);
-  const char* flags = late.retry_exhausted ? "UT,URX" : "UT";
+  const std::string flags = late.flags_with_retry("UT");
   // Nothing of a dropped response reached the client: it still gets the 504.
   const bool started = response_state_ != ResponseState::kHead && response_state_ != ResponseState::kDiscard;
   if (late.bytes_out > 0 || started) {
@@ -777,7 +801,7 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
   outstanding_.pop_front();
   // URX: Envoy's "upstream retry limit exceeded" on the response it had to
   // pass on.
-  info_->complete_request(response_status_, done.bytes_in, done.bytes_out, done.retry_exhausted ? "URX" : "");
+  info_->complete_request(response_status_, done.bytes_in, done.bytes_out, done.flags_with_retry(""));
   if (timer_armed_ || (!outstanding_.empty() && outstanding_.front().next_deadline() != INT64_MAX)) arm_timer(out);
   response_parser_->reset();
   response_framer_.reset();
@@ -816,8 +840,12 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
   // The upstream carried its last request (maxRequestsPerConnection) and
   // nothing is under way: it is let go now, as Envoy closes it after this
   // response, rather than held until the client's next request; the
-  // client's connection goes on undecided.
-  if (!done.close_after && !discard_ && spent() && state_ == State::kHead && at_boundary()) {
+  // client's connection goes on undecided. So too when requests wait for
+  // one of the cluster's connection slots (maxConnections): Envoy's pool
+  // hands a connection to them at each response end, so an idle keep-alive
+  // client does not keep it; its next request queues behind them.
+  if (!done.close_after && !discard_ && state_ == State::kHead && at_boundary() &&
+      (spent() || (info_->cluster_lease && info_->cluster_lease->contended()))) {
     info_->next_upstream = ConnectionInfo::NextUpstream::kRelease;
     switch_signalled_ = true;
     return FilterStatus::kNewUpstream;
@@ -947,9 +975,11 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
         const sniff::HttpResponseHead& h = response_parser_->head();
         Outstanding& req = outstanding_.front();
         if (h.status >= 200 || h.status == 101) {
+          // A retry is no longer under way once its response head is in.
+          req.retry_token.reset();
           const policy::RetryPlan* rp = retry_policy(req);
           if (rp && h.status != 101 && rp->retries_status(static_cast<uint32_t>(h.status))) {
-            if (can_retry() && req.attempt < rp->attempts) {
+            if (can_retry() && req.attempt < rp->attempts && retry_allowed(req)) {
               // Route retries (Istio's default: 503, twice): this response
               // is dropped and the request goes to another endpoint.
               out.skip(r.consumed);

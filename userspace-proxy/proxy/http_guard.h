@@ -44,6 +44,8 @@
 namespace sluice::proxy {
 
 class Clusters;
+class CircuitBreaker;
+class ConnectionSlot;
 
 int64_t realtime_ns();
 int64_t monotonic_ns();
@@ -122,9 +124,23 @@ struct ConnectionInfo {
   std::string upstream_host;  // the address connected to, once known
   // Set when the upstream TLS handshake failed (flag UF, 503).
   std::string upstream_failure;
+  // The current upstream's cluster: its circuit breaker and limits when
+  // its DestinationRule sets http2MaxRequests or maxRetries (0: none).
+  std::shared_ptr<CircuitBreaker> breaker;
+  int32_t max_requests = 0;
+  int32_t max_retries = 0;
+  // Taken for the next request the guard sends: its http2MaxRequests count
+  // (the handler's, for a first or moved request; check_later's for a later
+  // one) and, for a retry, its maxRetries count (the guard's, at the
+  // decision).
+  std::shared_ptr<void> request_token;
+  std::shared_ptr<void> retry_token;
   // The upstream cluster's connection slot (DestinationRule maxConnections),
-  // released when this connection's state goes.
-  std::shared_ptr<void> cluster_lease;
+  // released when this connection's state goes, or its upstream does.
+  std::shared_ptr<ConnectionSlot> cluster_lease;
+  // How long the request waited in the cluster's queue for that slot (its
+  // route timeout runs from its end all the same).
+  int64_t queued_ns = 0;
   // Gateway role: the Gateway server that took the connection (points into
   // `snapshot`).
   const policy::GatewayServerRef* server = nullptr;
@@ -340,6 +356,17 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
     bool first = false;        // the request the upstream was chosen for
     uint32_t attempt = 1;      // which try this is
     bool retry_exhausted = false;  // its response was retriable, no tries left (flag URX)
+    bool retry_overflow = false;   // a retry the cluster's maxRetries held back (flag UO)
+    // Envoy's circuit breakers: the cluster counts it while it is under way
+    // (http2MaxRequests), and, a retry, until its response head (maxRetries).
+    std::shared_ptr<void> request_token{};
+    std::shared_ptr<void> retry_token{};
+    // `flags` ("UC", "UT" or empty) with URX or UO when its retries ran out.
+    std::string flags_with_retry(std::string_view flags) const {
+      const char* r = retry_overflow ? "UO" : retry_exhausted ? "URX" : "";
+      if (*r == 0) return std::string(flags);
+      return flags.empty() ? std::string(r) : std::string(flags) + "," + r;
+    }
     // A later request's retry policy, from its own plan (the connection's
     // later_plan is the newest later request's); the first request's is
     // ConnectionInfo::first_retry.
@@ -370,6 +397,10 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   const policy::RetryPlan* retry_policy(const Outstanding& r) const;
   // Whether the only outstanding request can be sent again now.
   bool can_retry() const;
+  // Envoy's maxRetries: whether the cluster lets `r` go again now (a retry
+  // token taken for its next try); false marks it UO. Its own try's token,
+  // if a retry, is given back first (its outcome is known).
+  bool retry_allowed(Outstanding& r);
   // Hands the held request to the next upstream (kNewUpstream).
   engine::FilterStatus retry_now(uint32_t status);
   engine::FilterStatus hold_for_switch(std::string_view rest, engine::FilterOutput& out);

@@ -207,6 +207,9 @@ int run(const Flags& flags) {
                          w.sample({"no_original_dst"}, v(counters.no_original_dst));
                          w.sample({"http_requests"}, v(counters.http_requests));
                          w.sample({"upstream_changed"}, v(counters.upstream_changed));
+                         w.sample({"upstream_queued"}, v(counters.upstream_queued));
+                         w.sample({"upstream_overflow"}, v(counters.upstream_overflow));
+                         w.sample({"retry_overflow"}, v(counters.retry_overflow));
                          w.sample({"retries"}, v(counters.retries));
                          w.sample({"faults_delayed"}, v(counters.faults_delayed));
                          w.sample({"faults_aborted"}, v(counters.faults_aborted));

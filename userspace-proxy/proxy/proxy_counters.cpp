@@ -6,7 +6,8 @@ std::string ProxyCounters::summary() const {
   auto v = [](const Counter& c) { return std::to_string(c.load(std::memory_order_relaxed)); };
   std::string out = "accepted=" + v(accepted) + " no_original_dst=" + v(no_original_dst) +
                     " http_requests=" + v(http_requests) + " upstream_changed=" + v(upstream_changed) +
-                    " retries=" + v(retries) + " faults_delayed=" + v(faults_delayed) +
+                     " upstream_queued=" + v(upstream_queued) +
+                    " upstream_overflow=" + v(upstream_overflow) + " retry_overflow=" + v(retry_overflow) + " retries=" + v(retries) + " faults_delayed=" + v(faults_delayed) +
                     " faults_aborted=" + v(faults_aborted) + " mirrored=" + v(mirrored) +
                     " mirror_skipped=" + v(mirror_skipped) + " mirror_cut=" + v(mirror_cut) +
                     " dns_failures=" + v(dns_failures) + " protocol_errors=" + v(protocol_errors) +

@@ -18,6 +18,13 @@ struct ProxyCounters {
   Counter no_original_dst{0};   // reached the proxy without a redirect record: refused
   Counter http_requests{0};
   Counter upstream_changed{0};  // a later request on a keep-alive connection went to another upstream
+  // Envoy's circuit breakers (DestinationRule connectionPool): requests and
+  // TCP connections that waited for a connection slot (maxConnections);
+  // those refused with 503 UO (the queue full: http1MaxPendingRequests; or
+  // http2MaxRequests under way); retries not made (maxRetries under way).
+  Counter upstream_queued{0};
+  Counter upstream_overflow{0};
+  Counter retry_overflow{0};
   Counter retries{0};           // requests sent again after a retriable response or reset (route retries)
   Counter faults_delayed{0};    // requests held back by a VirtualService fault delay (flag DI)
   Counter faults_aborted{0};    // requests answered by a VirtualService fault abort (flag FI)

@@ -705,22 +705,28 @@ TEST(DestinationRuleValidation, KeepaliveValuesTheKernelRefusesAreWarnedAbout) {
   EXPECT_CLEAN(run(dr));
 }
 
-TEST(DestinationRuleValidation, CircuitBreakersSluiceDoesNotEnforceAreWarnedAbout) {
+// Sluice queues requests only for maxConnections' slots: a pending limit
+// without it bounds nothing, and says so. The other circuit breakers apply.
+TEST(DestinationRuleValidation, PendingRequestsWithoutMaxConnectionsAreWarnedAbout) {
   DestinationRule dr = egress_destination_rule();
   dr.traffic_policy = TrafficPolicy{};
   HTTPSettings http;
   http.http1_max_pending_requests = 1;
   http.http2_max_requests = 10;
   http.max_retries = 3;
-  http.max_requests_per_connection = 5;  // enforced: no warning
+  http.max_requests_per_connection = 5;
   dr.traffic_policy->connection_pool = ConnectionPoolSettings{std::nullopt, http};
   Diagnostics d = run(dr);
-  for (const char* f : {"http1MaxPendingRequests", "http2MaxRequests", "maxRetries"}) {
-    const std::string path = std::string("spec.trafficPolicy.connectionPool.http.") + f;
-    EXPECT_WARN(d, "not enforced by Sluice: no limit applies (Envoy's circuit breaker)", path.c_str());
-  }
-  EXPECT_EQ(d.warning_count(), 3u) << dump(d);
+  EXPECT_WARN(d,
+              "no limit applies without connectionPool.tcp.maxConnections in the same connectionPool: Sluice queues "
+              "requests only for a connection slot",
+              "spec.trafficPolicy.connectionPool.http.http1MaxPendingRequests");
+  EXPECT_EQ(d.warning_count(), 1u) << dump(d);
   EXPECT_EQ(d.error_count(), 0u) << dump(d);
+  TCPSettings tcp;
+  tcp.max_connections = 1;
+  dr.traffic_policy->connection_pool->tcp = tcp;
+  EXPECT_CLEAN(run(dr));
 }
 
 TEST(DestinationRuleValidation, MinHealthPercentIsAPercentage) {

@@ -1,5 +1,5 @@
 // Process-wide clusters: one balancer per cluster shared by all workers,
-// connection leases for maxConnections (503 UO beyond), outlier ejection
+// a circuit breaker per cluster (circuit_breaker_test has its rules), outlier ejection
 // from connect failures and 5xx responses.
 #include "userspace-proxy/proxy/clusters.h"
 
@@ -61,28 +61,17 @@ TEST(ClustersTest, RoundRobinIsSharedAcrossCallersAndOrdersFallbacks) {
     ASSERT_EQ(c.order.size(), 2u);
     EXPECT_NE(c.order[0].to_string(), c.order[1].to_string()) << "the other endpoint is the fallback";
     firsts.push_back(c.order[0].to_string());
-  }  // leases released here
+  }
   EXPECT_NE(firsts[0], firsts[1]);
   EXPECT_EQ(firsts[0], firsts[2]);
   EXPECT_EQ(firsts[1], firsts[3]);
 }
 
-TEST(ClustersTest, MaxConnectionsOverflowsUntilALeaseIsReleased) {
+TEST(ClustersTest, EachClusterHasItsOwnCircuitBreaker) {
   Clusters clusters;
-  policy::EffectivePolicy p = policy_for(kRoundRobinMax2, "gw.example", 80);
-  std::vector<engine::SocketAddress> eps{addr("10.0.0.1:80")};
-  Clusters::Choice a = clusters.pick("c", p, eps, {1});
-  Clusters::Choice b = clusters.pick("c", p, eps, {1});
-  EXPECT_FALSE(a.overflow);
-  EXPECT_FALSE(b.overflow);
-  Clusters::Choice c = clusters.pick("c", p, eps, {1});
-  EXPECT_TRUE(c.overflow);
-  EXPECT_TRUE(c.order.empty());
-  EXPECT_NE(c.reason.find("maxConnections 2"), std::string::npos) << c.reason;
-  a.lease.reset();
-  Clusters::Choice d = clusters.pick("c", p, eps, {1});
-  EXPECT_FALSE(d.overflow);
-  EXPECT_EQ(clusters.pick("other", p, eps, {1}).overflow, false) << "limits are per cluster";
+  std::shared_ptr<CircuitBreaker> a = clusters.breaker("a");
+  EXPECT_EQ(clusters.breaker("a"), a);
+  EXPECT_NE(clusters.breaker("b"), a);
 }
 
 TEST(ClustersTest, ConsecutiveFailuresEjectAnEndpoint) {
@@ -105,9 +94,9 @@ TEST(ClustersTest, AReloadedOutlierPolicyAppliesToTheSameEndpoints) {
   Clusters clusters;
   policy::EffectivePolicy plain = policy_for(kRoundRobinMax2, "gw.example", 80);
   std::vector<engine::SocketAddress> eps{addr("10.0.0.1:80"), addr("10.0.0.2:80")};
-  clusters.pick("c", plain, eps, {1, 1}).lease.reset();
+  (void)clusters.pick("c", plain, eps, {1, 1});
   policy::EffectivePolicy guarded = policy_for(kOutlier, "gw.example", 80);
-  clusters.pick("c", guarded, eps, {1, 1}).lease.reset();
+  (void)clusters.pick("c", guarded, eps, {1, 1});
   clusters.report_response("c", addr("10.0.0.1:80"), 503);
   clusters.report_response("c", addr("10.0.0.1:80"), 503);
   for (int i = 0; i < 4; ++i) {
@@ -125,8 +114,8 @@ TEST(ClustersTest, AnOlderConfigsPickDoesNotUndoTheNewerBalancer) {
   policy::EffectivePolicy old_policy = policy_for(kRoundRobinMax2, "gw.example", 80);
   policy::EffectivePolicy new_policy = policy_for(kOutlier, "gw.example", 80);
   std::vector<engine::SocketAddress> eps{addr("10.0.0.1:80"), addr("10.0.0.2:80")};
-  clusters.pick("c", old_policy, eps, {1, 1}, std::nullopt, 1).lease.reset();
-  clusters.pick("c", new_policy, eps, {1, 1}, std::nullopt, 2).lease.reset();
+  (void)clusters.pick("c", old_policy, eps, {1, 1}, std::nullopt, 1);
+  (void)clusters.pick("c", new_policy, eps, {1, 1}, std::nullopt, 2);
   clusters.report_response("c", addr("10.0.0.1:80"), 503);
   clusters.report_response("c", addr("10.0.0.1:80"), 503);
   for (int i = 0; i < 4; ++i) {
@@ -160,13 +149,13 @@ spec:
     outlierDetection: {consecutive5xxErrors: 1, maxEjectionPercent: 100, minHealthPercent: 100}
 )", "gw.example", 80);
   std::vector<engine::SocketAddress> eps{addr("10.0.0.1:80"), addr("10.0.0.2:80")};
-  clusters.pick("c", low, eps, {1, 1}).lease.reset();
+  (void)clusters.pick("c", low, eps, {1, 1});
   clusters.report_response("c", addr("10.0.0.1:80"), 503);
   // One of two ejected: 50 % available is not below Envoy's 50 %: no panic.
   for (int i = 0; i < 2; ++i) EXPECT_EQ(clusters.pick("c", low, eps, {1, 1}).order[0].to_string(), "10.0.0.2:80");
   // Reloaded with minHealthPercent 100 (a fresh detector): eject again, and
   // now 50 % is below the threshold: both endpoints take turns.
-  clusters.pick("c", none, eps, {1, 1}).lease.reset();
+  (void)clusters.pick("c", none, eps, {1, 1});
   clusters.report_response("c", addr("10.0.0.1:80"), 503);
   std::set<std::string> seen;
   for (int i = 0; i < 4; ++i) seen.insert(clusters.pick("c", none, eps, {1, 1}).order[0].to_string());
@@ -196,12 +185,10 @@ TEST(ClustersTest, RingHashIgnoresEndpointOrderAndPassesOverAnEjectedHome) {
   Clusters::Choice a = clusters.pick("c", p, eps, {1, 1, 1}, key);
   ASSERT_EQ(a.order.size(), 3u) << a.reason;
   const engine::SocketAddress home = a.order[0];
-  a.lease.reset();
   Clusters::Choice b = clusters.pick("c", p, reversed, {1, 1, 1}, key);
   ASSERT_EQ(b.order.size(), 3u);
   EXPECT_EQ(b.order[0], home);
   EXPECT_EQ(b.order, a.order) << "the same fallbacks too";
-  b.lease.reset();
   std::optional<engine::SocketAddress> peek = clusters.ring_endpoint("c", key);
   ASSERT_TRUE(peek.has_value());
   EXPECT_EQ(*peek, home);
@@ -218,27 +205,6 @@ TEST(ClustersTest, NoEndpointsIsNoHealthyUpstream) {
   policy::EffectivePolicy p = policy_for(kOutlier, "gw.example", 80);
   Clusters::Choice c = clusters.pick("c", p, {}, {});
   EXPECT_TRUE(c.no_healthy);
-}
-
-TEST(ClustersTest, ConcurrentPicksKeepLeaseCountsExact) {
-  Clusters clusters;
-  policy::EffectivePolicy p = policy_for(kRoundRobinMax2, "gw.example", 80);
-  std::vector<engine::SocketAddress> eps{addr("10.0.0.1:80"), addr("10.0.0.2:80")};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) {
-    threads.emplace_back([&] {
-      for (int i = 0; i < 2000; ++i) {
-        Clusters::Choice c = clusters.pick("c", p, eps, {1, 1});
-        (void)c;
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  // Every lease was released: the limit of 2 is fully available again.
-  Clusters::Choice a = clusters.pick("c", p, eps, {1, 1});
-  Clusters::Choice b = clusters.pick("c", p, eps, {1, 1});
-  EXPECT_FALSE(a.overflow);
-  EXPECT_FALSE(b.overflow);
 }
 
 }  // namespace

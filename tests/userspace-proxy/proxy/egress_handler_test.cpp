@@ -88,6 +88,17 @@ std::string retrying_vs(int attempts) {
                     "    route: [{destination: {host: edition.cnn.com}}]\n");
 }
 
+// A DestinationRule for HOST with this connectionPool (flow-style YAML).
+std::string pool_rule(std::string_view host, std::string_view pool) {
+  return "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: pool}\nspec:\n  host: " +
+         std::string(host) + "\n  trafficPolicy: {connectionPool: " + std::string(pool) + "}\n";
+}
+
+// A local answer's bytes.
+std::string response_text(const Verdict& v) {
+  return std::string(reinterpret_cast<const char*>(v.response().data()), v.response().size());
+}
+
 // Round robin over two endpoints; two consecutive errors eject one.
 constexpr const char* kOutlierTwo5xx = R"(
 apiVersion: networking.istio.io/v1alpha3
@@ -1036,18 +1047,14 @@ TEST_F(EgressHandlerTest, A503IsRetriedOnAnotherEndpoint) {
 
 // maxConnections counts connections to the cluster: a request that goes
 // again (a retry; a later request moved or delayed) gives up its connection's
-// lease before it takes one, or maxConnections 1 would refuse it (503 UO)
-// for the connection it is itself leaving.
-TEST_F(EgressHandlerTest, ARetryUnderMaxConnectionsOneTakesTheLeaseItGaveUp) {
-  const char* dr = R"(
-apiVersion: networking.istio.io/v1alpha3
-kind: DestinationRule
-metadata: {name: cnn}
-spec:
-  host: edition.cnn.com
-  trafficPolicy: {connectionPool: {tcp: {maxConnections: 1}}}
-)";
-  load({kRegistryOnly, kCnnServiceEntry, dr});
+// slot before it takes one, or maxConnections 1 would hold it back for the
+// connection it is itself leaving. Other requests wait for the slot, first
+// come first served (Envoy's pending requests), up to
+// http1MaxPendingRequests; an upstream is let go at its response end while
+// they wait.
+TEST_F(EgressHandlerTest, MaxConnectionsOneQueuesRequestsAndARetryTakesTheSlotItGaveUp) {
+  const std::string dr = pool_rule("edition.cnn.com", "{tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}");
+  load({kRegistryOnly, kCnnServiceEntry, dr.c_str()});
   dns_.answer("edition.cnn.com", "203.0.113.20");
   dns_.answer("edition.cnn.com", "203.0.113.21");
   with_clusters_ = true;
@@ -1069,17 +1076,167 @@ spec:
   start(*f2, req);
   h->on_upstream_connected(c, again.upstreams()[0]);
 
-  // The one connection is still counted: another client is refused, 503 UO.
+  // The one connection is still counted: another client's request waits
+  // for it (Envoy's pending queue); with http1MaxPendingRequests 1 a third
+  // is refused, 503 UO.
   FakeConnection other;
   ASSERT_EQ(h->on_accept(other, info_).kind(), Verdict::Kind::kNeedMore);
-  Verdict refused = h->on_downstream_data(other, bytes(req));
+  Verdict queued = h->on_downstream_data(other, bytes(req));
+  EXPECT_EQ(queued.kind(), Verdict::Kind::kNeedMore) << "waits (polled without a waker)";
+  FakeConnection third;
+  ASSERT_EQ(h->on_accept(third, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict refused = h->on_downstream_data(third, bytes(req));
   EXPECT_NE(refused.kind(), Verdict::Kind::kConnect);
-  close(*h, other, engine::CloseReason::kLocalClose);
+  close(*h, third, engine::CloseReason::kLocalClose);
   EXPECT_NE(log_->lines().find(" 503 UO "), std::string::npos) << log_->lines();
+  EXPECT_NE(log_->lines().find("http1MaxPendingRequests 1 reached"), std::string::npos) << log_->lines();
+  EXPECT_EQ(h->on_detection_timeout(other, bytes(req)).kind(), Verdict::Kind::kNeedMore) << "still waiting";
 
-  EXPECT_EQ(respond(*f2, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
-  close(*h, c, engine::CloseReason::kCompleted);
+  // The response ends: the upstream is let go (a request waits for the
+  // slot), the client's connection goes on undecided.
+  EXPECT_EQ(respond(*f2, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kNewUpstream);
+  EXPECT_EQ(h->on_new_upstream(c, {}).kind(), Verdict::Kind::kRespond);
   EXPECT_NE(log_->lines().find("\"GET /p HTTP/1.1\" 200 - via_upstream"), std::string::npos) << log_->lines();
+  Verdict go = h->on_detection_timeout(other, bytes(req));
+  ASSERT_EQ(go.kind(), Verdict::Kind::kConnect) << log_->lines();
+  // The first client's next request now waits behind it.
+  EXPECT_EQ(h->on_downstream_data(c, bytes(req)).kind(), Verdict::Kind::kNeedMore);
+  close(*h, other, engine::CloseReason::kCompleted);
+  EXPECT_EQ(h->on_detection_timeout(c, bytes(req)).kind(), Verdict::Kind::kConnect) << "its turn: the slot came back";
+  close(*h, c, engine::CloseReason::kCompleted);
+}
+
+// A TCP connection waits for a slot too (Envoy's TCP pool queues it), in a
+// cluster of resolution NONE as well; it connects once the holder closes.
+TEST_F(EgressHandlerTest, ATcpConnectionWaitsForAMaxConnectionsSlot) {
+  const std::string dr = pool_rule("db.internal", "{tcp: {maxConnections: 1}}");
+  load({kRegistryOnly, kCnnServiceEntry, kDb, dr.c_str()});
+  with_clusters_ = true;
+  auto h = handler("192.0.2.50:5432");
+  FakeConnection a, b;
+  ASSERT_EQ(h->on_accept(a, info_).kind(), Verdict::Kind::kConnect);
+  EXPECT_EQ(h->on_accept(b, info_).kind(), Verdict::Kind::kNeedMore) << "waits (polled without a waker)";
+  EXPECT_EQ(h->on_detection_timeout(b, {}).kind(), Verdict::Kind::kNeedMore);
+  EXPECT_EQ(counters_.upstream_queued.load(), 1u) << "counted once however often it is polled";
+  close(*h, a, engine::CloseReason::kCompleted);
+  Verdict v = h->on_detection_timeout(b, {});
+  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+  EXPECT_EQ(v.upstreams()[0].to_string(), "192.0.2.50:5432");
+  close(*h, b, engine::CloseReason::kCompleted);
+}
+
+// The route timeout runs while a request waits for a slot: past it, the
+// client gets Envoy's 504 "upstream request timeout" (UT), and the queue
+// is left.
+TEST_F(EgressHandlerTest, ARouteTimeoutEndsTheWaitForASlot) {
+  const std::string dr = pool_rule("edition.cnn.com", "{tcp: {maxConnections: 1}}");
+  const std::string vs = cnn_routes("  - timeout: 0.02s\n    route: [{destination: {host: edition.cnn.com}}]\n");
+  load({kRegistryOnly, kCnnServiceEntry, dr.c_str(), vs.c_str()});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  with_clusters_ = true;
+  auto h = handler("203.0.113.20:80");
+  const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeConnection holder, waiter;
+  engine::SocketAddress up;
+  auto f = connected(*h, holder, req, &up);
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(h->on_accept(waiter, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict w = h->on_downstream_data(waiter, bytes(req));
+  ASSERT_EQ(w.kind(), Verdict::Kind::kNeedMore);
+  EXPECT_LE(w.detection_timeout().count(), 21) << "polled no later than its deadline";
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  Verdict late = h->on_detection_timeout(waiter, bytes(req));
+  ASSERT_EQ(late.kind(), Verdict::Kind::kRespond);
+  EXPECT_NE(response_text(late).find("504 Gateway Timeout"), std::string::npos);
+  EXPECT_NE(log_->lines().find("\" 504 UT upstream_response_timeout "), std::string::npos) << log_->lines();
+  // The waiter left the queue: the holder's response end keeps its upstream.
+  EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
+  close(*h, waiter, engine::CloseReason::kCompleted);
+  close(*h, holder, engine::CloseReason::kCompleted);
+}
+
+// http2MaxRequests (Envoy's max_requests, HTTP/1.1 too): requests under way
+// to the cluster, first and later ones alike; beyond it, 503 UO at once
+// with Envoy's overflow body. A response's end gives its count back.
+TEST_F(EgressHandlerTest, Http2MaxRequestsCountsRequestsUnderWay) {
+  const std::string dr = pool_rule("edition.cnn.com", "{http: {http2MaxRequests: 1}}");
+  load({kRegistryOnly, kCnnServiceEntry, dr.c_str()});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  with_clusters_ = true;
+  auto h = handler("203.0.113.20:80");
+  const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  const std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  FakeConnection a;
+  engine::SocketAddress up;
+  auto f = connected(*h, a, req, &up);
+  ASSERT_NE(f, nullptr);
+  FakeConnection b;
+  ASSERT_EQ(h->on_accept(b, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict refused = h->on_downstream_data(b, bytes(req));
+  ASSERT_EQ(refused.kind(), Verdict::Kind::kRespond) << "answered; the connection stays (a complete request)";
+  const std::string reply = response_text(refused);
+  EXPECT_NE(reply.find("503 Service Unavailable"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("reset reason: overflow"), std::string::npos) << reply;
+  EXPECT_NE(log_->lines().find("\" 503 UO upstream_reset_before_response_started{overflow} "), std::string::npos)
+      << log_->lines();
+  EXPECT_NE(log_->lines().find("http2MaxRequests 1 reached"), std::string::npos) << log_->lines();
+  EXPECT_EQ(counters_.upstream_overflow.load(), 1u);
+
+  // The response ends: the count is back. A later request on `a` takes it,
+  // so `b`'s next request is refused again, until that response ends.
+  EXPECT_EQ(respond(*f, ok).first, engine::FilterStatus::kContinue);
+  FakeOutput later(req);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(req), later), engine::FilterStatus::kContinue);
+  EXPECT_EQ(later.upstream, req) << "forwarded";
+  EXPECT_EQ(h->on_downstream_data(b, bytes(req)).kind(), Verdict::Kind::kRespond);
+  EXPECT_EQ(counters_.upstream_overflow.load(), 2u);
+  EXPECT_EQ(respond(*f, ok).first, engine::FilterStatus::kContinue);
+  EXPECT_EQ(h->on_downstream_data(b, bytes(req)).kind(), Verdict::Kind::kConnect) << "free again";
+  close(*h, b, engine::CloseReason::kCompleted);
+  close(*h, a, engine::CloseReason::kCompleted);
+}
+
+// maxRetries (Envoy's max_retries): retries under way in the cluster, from
+// the decision to the retried try's response head. Beyond it the response
+// that would have been retried stands, flagged UO.
+TEST_F(EgressHandlerTest, MaxRetriesBoundsRetriesUnderWay) {
+  const std::string dr = pool_rule("edition.cnn.com", "{http: {maxRetries: 1}}");
+  load({kRegistryOnly, kCnnServiceEntry, dr.c_str()});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  dns_.answer("edition.cnn.com", "203.0.113.21");
+  with_clusters_ = true;
+  auto h = handler("203.0.113.20:80");
+  const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  const std::string unavailable = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+  FakeConnection a, b, c;
+  engine::SocketAddress up;
+  auto fa = connected(*h, a, req, &up);
+  auto fb = connected(*h, b, req, &up);
+  ASSERT_TRUE(fa && fb);
+  // a's 503 is retried (Istio's default retry policy): one retry under way.
+  EXPECT_EQ(respond(*fa, unavailable).first, engine::FilterStatus::kNewUpstream);
+  // b's is not: the response stands, logged UO.
+  auto [st, shown] = respond(*fb, unavailable);
+  EXPECT_EQ(st, engine::FilterStatus::kContinue);
+  EXPECT_EQ(shown, unavailable);
+  EXPECT_EQ(counters_.retry_overflow.load(), 1u);
+  EXPECT_NE(log_->lines().find("\"GET /p HTTP/1.1\" 503 UO via_upstream"), std::string::npos) << log_->lines();
+  // a's retry gets its response head: no longer under way.
+  Verdict again = next_try(*h, a, *fa, req);
+  ASSERT_EQ(again.kind(), Verdict::Kind::kConnect);
+  auto fa2 = again.take_filter();
+  ASSERT_NE(fa2, nullptr);
+  start(*fa2, req);
+  h->on_upstream_connected(a, again.upstreams()[0]);
+  // Its head, not all its body: the retry counts no more from here.
+  EXPECT_EQ(respond(*fa2, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab").first, engine::FilterStatus::kContinue);
+  auto fc = connected(*h, c, req, &up);
+  ASSERT_NE(fc, nullptr);
+  EXPECT_EQ(respond(*fc, unavailable).first, engine::FilterStatus::kNewUpstream) << "retried: the budget is back";
+  EXPECT_EQ(counters_.retries.load(), 1u);
+  close(*h, a, engine::CloseReason::kCompleted);
+  close(*h, b, engine::CloseReason::kCompleted);
+  close(*h, c, engine::CloseReason::kCompleted);
 }
 
 // Outlier detection counts every response an endpoint gives, as Envoy's

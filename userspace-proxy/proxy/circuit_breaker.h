@@ -1,0 +1,123 @@
+// Envoy's circuit breaker on a cluster's upstream connections, shared by all
+// workers: at most DestinationRule connectionPool.tcp.maxConnections
+// connections in use at once, and a first-come, first-served queue of the
+// requests (and TCP connections) that wait for one, bounded by
+// connectionPool.http.http1MaxPendingRequests (beyond it: 503 UO, Envoy's
+// upstream_rq_pending_overflow).
+//
+// A connection holds a ConnectionSlot while it uses an upstream of the
+// cluster. One that finds every slot taken waits with a SlotTicket: when a
+// slot is freed it goes to the ticket at the head of the queue (not to
+// whoever asks next), and that ticket's connection is woken through its
+// engine::Waker to take it. An HTTP connection whose slot is contended lets
+// its upstream go at the end of the response under way (ConnectionSlot::
+// contended), as Envoy's pool hands a connection that finished a response to
+// the request waiting for one; its client's next request queues like any.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "userspace-proxy/engine/connection_handler.h"
+
+namespace sluice::proxy {
+
+class CircuitBreaker;
+
+// One of a cluster's connection slots; freed when destroyed.
+class ConnectionSlot {
+ public:
+  explicit ConnectionSlot(std::shared_ptr<CircuitBreaker> breaker) : breaker_(std::move(breaker)) {}
+  ~ConnectionSlot();
+  ConnectionSlot(const ConnectionSlot&) = delete;
+  ConnectionSlot& operator=(const ConnectionSlot&) = delete;
+  // Requests (or connections) wait for a slot of this cluster.
+  bool contended() const;
+
+ private:
+  std::shared_ptr<CircuitBreaker> breaker_;
+};
+
+// A connection's place in a cluster's queue. It leaves the queue when
+// destroyed (the connection closed while waiting); a slot already handed to
+// it and not taken goes on to the next in line.
+class SlotTicket {
+ public:
+  SlotTicket() = default;
+  ~SlotTicket() { leave(); }
+  SlotTicket(const SlotTicket&) = delete;
+  SlotTicket& operator=(const SlotTicket&) = delete;
+  // Gives up the place (and a slot handed to it, to the next in line).
+  void leave();
+  // In a queue, or a slot is waiting for it (under the breaker's lock).
+  bool waiting() const;
+  bool granted() const;
+
+ private:
+  friend class CircuitBreaker;
+  std::shared_ptr<CircuitBreaker> breaker_;  // set while waiting
+  std::list<SlotTicket*>::iterator pos_;
+  bool queued_ = false;   // in breaker_->queue_ (under its lock)
+  bool granted_ = false;  // a slot was handed to it, not yet taken (under its lock)
+  engine::Waker waker_;
+};
+
+class CircuitBreaker : public std::enable_shared_from_this<CircuitBreaker> {
+ public:
+  struct Admission {
+    enum class Kind : uint8_t {
+      kAdmitted,  // `slot` is the connection's
+      kQueued,    // waiting: the ticket's waker is called when a slot is handed to it; admit() again then
+      kOverflow,  // the queue is full (max_pending): 503 UO
+    };
+    Kind kind = Kind::kAdmitted;
+    std::shared_ptr<ConnectionSlot> slot;
+    std::string reason;  // kOverflow: which limit
+  };
+
+  // `max_connections` > 0; `max_pending` 0: an unbounded queue (Istio's
+  // default, 2^32-1). The newest call's limits apply to everyone from then
+  // on (a reload that raises maxConnections hands the new slots to the
+  // queue). A ticket handed a slot gets it whatever the limits are now.
+  Admission admit(int64_t max_connections, int64_t max_pending, engine::Waker waker, SlotTicket& ticket);
+
+  int64_t active() const;    // slots held or handed out
+  size_t queue_size() const;
+
+  // Envoy's other two circuit breakers, counters without a queue: a token
+  // held while the thing counted is under way, null when `max` (> 0) are
+  // already (the caller answers 503 UO, or does not retry).
+  // - http2MaxRequests (Envoy's max_requests, HTTP/1.1 too): a request
+  //   sent to the cluster, until its response ends (or it is given up);
+  // - maxRetries (max_retries): a retry, from its decision until its try's
+  //   response head (or its end without one), as Envoy's RetryState holds it.
+  std::shared_ptr<void> start_request(int64_t max) { return take(requests_, max); }
+  std::shared_ptr<void> start_retry(int64_t max) { return take(retries_, max); }
+  int64_t requests() const { return requests_.load(std::memory_order_relaxed); }
+  int64_t retries() const { return retries_.load(std::memory_order_relaxed); }
+
+ private:
+  friend class ConnectionSlot;
+  friend class SlotTicket;
+  // A slot is free: to the head of the queue while below the limit (under
+  // mu_; the tickets' wakers are collected, to be called unlocked).
+  void grant(std::vector<engine::Waker>& wake);
+  void release();
+  std::shared_ptr<void> take(std::atomic<int64_t>& count, int64_t max);
+
+  mutable std::mutex mu_;
+  int64_t active_ = 0;
+  int64_t max_ = 0;
+  std::list<SlotTicket*> queue_;
+  std::atomic<size_t> waiting_{0};  // queue_.size(), read without the lock
+  std::atomic<int64_t> requests_{0};
+  std::atomic<int64_t> retries_{0};
+};
+
+}  // namespace sluice::proxy
