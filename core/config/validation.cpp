@@ -871,6 +871,20 @@ void validate_outlier_detection(Sink& s, const std::string& path, const std::opt
   s.error(dot(path, "minHealthPercent"), validate_percent(o->min_health_percent));
 }
 
+// Istio hands Envoy whole seconds; Linux takes 1..32767 s and 1..127
+// probes. Sluice keeps the kernel's default for a value outside them.
+template <typename Warn>
+void keepalive_range_warnings(const TCPSettings::KeepAlive& ka, Warn warn) {
+  auto seconds = [&](const std::optional<Duration>& d, const char* name) {
+    if (d && d->count() > 0 && (d->count() < 1000 || d->count() > 32767'000)) {
+      warn(name, "outside 1s..32767s: the kernel's default is used (Envoy would fail the connection)");
+    }
+  };
+  seconds(ka.time, "time");
+  seconds(ka.interval, "interval");
+  if (ka.probes > 127) warn("probes", "above 127: the kernel's default is used (Envoy would fail the connection)");
+}
+
 void validate_connection_pool(Sink& s, const std::string& path, const std::optional<ConnectionPoolSettings>& c) {
   if (!c) return;
   if (!c->http && !c->tcp) {
@@ -899,19 +913,9 @@ void validate_connection_pool(Sink& s, const std::string& path, const std::optio
     if (const auto& ka = t->tcp_keepalive) {
       if (ka->time) s.error(dot(p, "tcpKeepalive.time"), validate_duration(*ka->time));
       if (ka->interval) s.error(dot(p, "tcpKeepalive.interval"), validate_duration(*ka->interval));
-      // Istio hands Envoy whole seconds; Linux takes 1..32767 s and 1..127
-      // probes. Sluice keeps the kernel's default for a value outside them.
-      auto seconds = [&](const std::optional<Duration>& d, const char* name) {
-        if (d && d->count() > 0 && (d->count() < 1000 || d->count() > 32767'000)) {
-          s.warning(dot(p, std::string("tcpKeepalive.") + name),
-                    "outside 1s..32767s: the kernel's default is used (Envoy would fail the connection)");
-        }
-      };
-      seconds(ka->time, "time");
-      seconds(ka->interval, "interval");
-      if (ka->probes > 127) {
-        s.warning(dot(p, "tcpKeepalive.probes"), "above 127: the kernel's default is used (Envoy would fail the connection)");
-      }
+      keepalive_range_warnings(*ka, [&](const char* field, const char* message) {
+        s.warning(dot(p, std::string("tcpKeepalive.") + field), message);
+      });
     }
   }
 }
@@ -1408,6 +1412,23 @@ void validate(const MeshConfig& mesh, Diagnostics& out) {
     } else if (*mesh.connect_timeout > std::chrono::hours(1)) {
       report("connectTimeout", "invalid connect timeout: time " + go_duration(*mesh.connect_timeout) + " must be >1ms and <1h0m0s");
     }
+  }
+
+  if (mesh.tcp_keepalive) {
+    for (const auto& [field, d] : {std::pair{"tcpKeepalive.time", mesh.tcp_keepalive->time},
+                                   std::pair{"tcpKeepalive.interval", mesh.tcp_keepalive->interval}}) {
+      if (d) {
+        if (auto e = validate_duration(*d)) report(field, *e);
+      }
+    }
+    keepalive_range_warnings(*mesh.tcp_keepalive, [&](const char* field, const char* message) {
+      Diagnostic d;
+      d.severity = Severity::kWarning;
+      d.message = message;
+      d.location = {mesh.file, mesh.line, mesh.line ? 1u : 0u};
+      d.field = std::string("tcpKeepalive.") + field;
+      out.add(std::move(d));
+    });
   }
 
   // Ours: Istio's proto parser rejects an unknown enum value before validation.

@@ -226,6 +226,8 @@ class Planner {
         p_.kind = RequestPlan::Kind::kForward;
         p_.forward.upstream = plan_passthrough(r_.original_ip, r_.port);
         p_.forward.port = r_.port;
+        // PassthroughCluster has no DestinationRule: the mesh's defaults.
+        p_.forward.connection = connection_settings(t_.config->mesh, p_.forward.policy);
         // Istio's allow_any route carries the default retry policy.
         if (r_.traffic == Traffic::kHttp) {
           static const RetryPolicy defaults;
@@ -426,6 +428,10 @@ class Planner {
       return std::move(p_);
     }
     p_.kind = RequestPlan::Kind::kForward;
+    f.connection = connection_settings(t_.config->mesh, f.policy);
+    if (r_.explain) {
+      if (std::string c = f.connection.describe(); !c.empty()) p_.steps.push_back("upstream connections: " + c);
+    }
 
     // Endpoints: the ServiceEntry that matched at the sidecar (same host and
     // port), else whichever declares the destination host on its port, else

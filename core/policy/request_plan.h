@@ -26,6 +26,7 @@
 
 #include "core/config/model.h"
 #include "core/decision/ip_address.h"
+#include "core/policy/connection_settings.h"
 #include "core/policy/destination.h"
 #include "core/policy/gateway_servers.h"
 #include "core/policy/outbound_policy.h"
@@ -118,6 +119,9 @@ struct ForwardPlan {
   UpstreamPlan upstream;
   // The DestinationRule policy in force (for passthrough: defaults).
   EffectivePolicy policy;
+  // Connect timeout, keep-alive, pool idle timeout and circuit breakers:
+  // the mesh config's defaults under the policy's connectionPool.
+  ConnectionSettings connection;
   // TLS origination: the mode, the SNI to send and the identities the
   // server must present (ISTIO_MUTUAL: the destination's SPIFFE id when
   // known; SIMPLE/MUTUAL: the DestinationRule's subjectAltNames).

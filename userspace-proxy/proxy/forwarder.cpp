@@ -508,32 +508,18 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
   // Pooled upstream connections are interchangeable when they share the
   // cluster, endpoint and TLS settings (build_filter's key names the latter).
   if (!pool_key.empty() && !order.empty()) pool_key = c.plan.cluster + "|" + order.front().to_string() + pool_key;
-  // DestinationRule connectionPool.tcp: connectTimeout per attempt (zero:
-  // the engine's), tcpKeepalive on the upstream socket (Istio passes whole
-  // seconds to Envoy's upstream_connection_options).
-  // connectionPool.http.idleTimeout: how long a pooled upstream waits idle.
-  // The mesh config's connectTimeout and tcpKeepalive are every cluster's
-  // defaults; the DestinationRule's replace them (keep-alive field by
-  // field, as Istio's applyTCPKeepalive).
-  std::chrono::milliseconds connect_timeout{0};
-  std::chrono::milliseconds pool_idle{0};
+  // The plan's connection settings (policy::connection_settings: the mesh
+  // config's connectTimeout and tcpKeepalive under the DestinationRule's
+  // connectionPool): connect timeout per attempt (none: the engine's),
+  // keep-alive on the upstream socket, how long a pooled upstream waits idle.
+  const policy::ConnectionSettings& cs = c.plan.forward.connection;
+  const std::chrono::milliseconds connect_timeout = cs.connect_timeout.value_or(std::chrono::milliseconds(0));
+  const std::chrono::milliseconds pool_idle = cs.idle_timeout.value_or(std::chrono::milliseconds(0));
   engine::TcpKeepalive keepalive;
-  auto apply_keepalive = [&keepalive](const config::TCPSettings::KeepAlive& k) {
-    keepalive.enabled = true;
-    if (k.probes > 0) keepalive.probes = k.probes;
-    if (k.time) keepalive.time_s = static_cast<uint32_t>(std::max<int64_t>(0, k.time->count() / 1000));
-    if (k.interval) keepalive.interval_s = static_cast<uint32_t>(std::max<int64_t>(0, k.interval->count() / 1000));
-  };
-  if (const Snapshot* snap = c.info->snapshot.get()) {
-    if (snap->config.mesh.connect_timeout) connect_timeout = *snap->config.mesh.connect_timeout;
-    if (snap->config.mesh.tcp_keepalive) apply_keepalive(*snap->config.mesh.tcp_keepalive);
-  }
-  const auto& pool = c.plan.forward.policy.connection_pool;
-  if (pool && pool->tcp) {
-    if (pool->tcp->connect_timeout) connect_timeout = *pool->tcp->connect_timeout;
-    if (pool->tcp->tcp_keepalive) apply_keepalive(*pool->tcp->tcp_keepalive);
-  }
-  if (pool && pool->http && pool->http->idle_timeout) pool_idle = *pool->http->idle_timeout;
+  keepalive.enabled = cs.keepalive;
+  keepalive.probes = cs.keepalive_probes;
+  keepalive.time_s = cs.keepalive_time_s;
+  keepalive.interval_s = cs.keepalive_interval_s;
   // A socket is opened with its keep-alive: only one opened alike serves.
   if (keepalive.enabled && !pool_key.empty()) {
     pool_key += "|ka=" + std::to_string(keepalive.probes) + "/" + std::to_string(keepalive.time_s) + "/" +
@@ -549,13 +535,12 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
 std::optional<Verdict> Forwarder::admit(ProxyConnection& c, std::span<const uint8_t> pending,
                                         std::shared_ptr<ConnectionSlot>* slot) {
   ConnectionInfo& ci = *c.info;
-  const auto& pool = c.plan.forward.policy.connection_pool;
-  const int64_t max_connections = pool && pool->tcp ? pool->tcp->max_connections : 0;
+  const policy::ConnectionSettings& cs = c.plan.forward.connection;
+  const int64_t max_connections = cs.max_connections;
   // The guard's limits for this upstream (http2MaxRequests, maxRetries).
-  ci.max_requests = pool && pool->http ? pool->http->http2_max_requests : 0;
-  ci.max_retries = pool && pool->http ? pool->http->max_retries : 0;
-  ci.breaker = max_connections > 0 || ci.max_requests > 0 || ci.max_retries > 0 ? o_.clusters->breaker(c.plan.cluster)
-                                                                                 : nullptr;
+  ci.max_requests = cs.max_requests;
+  ci.max_retries = cs.max_retries;
+  ci.breaker = cs.has_circuit_breakers() ? o_.clusters->breaker(c.plan.cluster) : nullptr;
   ci.queued_ns = 0;
   if (max_connections <= 0) {
     c.ticket.reset();
@@ -563,7 +548,7 @@ std::optional<Verdict> Forwarder::admit(ProxyConnection& c, std::span<const uint
     return std::nullopt;
   }
   // http1MaxPendingRequests bounds the queue (0: Istio's default, none).
-  const int64_t max_pending = pool->http ? pool->http->http1_max_pending_requests : 0;
+  const int64_t max_pending = cs.max_pending_requests;
   if (!c.ticket) c.ticket = std::make_unique<SlotTicket>();
   CircuitBreaker::Admission a = ci.breaker->admit(max_connections, max_pending, c.waker, *c.ticket);
   const int64_t now = monotonic_ns();
@@ -660,8 +645,7 @@ void Forwarder::install_check_later(ProxyConnection& c) {
     // maxRequestsPerConnection 1: an upstream connection carries one request
     // (Envoy closes it after the response), so every later request gets a
     // connection of its own, balanced on its own.
-    const auto& pool = plan.forward.policy.connection_pool;
-    const bool one_request = pool && pool->http && pool->http->max_requests_per_connection == 1;
+    const bool one_request = plan.forward.connection.max_requests_per_connection == 1;
     ci->later_moves = !same_upstream(plan, *ci, key) || !hashes_here(plan, *ci);
     out.kind = delayed || one_request || ci->later_moves ? LaterRequest::Kind::kSwitch : LaterRequest::Kind::kForward;
     if (out.kind == LaterRequest::Kind::kForward) out.edits = route_edits(plan.forward);
@@ -775,11 +759,10 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
                                                 std::string* error, std::string* pool_key) {
   ConnectionInfo& ci = *c.info;
   engine::StreamFilterPtr inner;
-  const auto& conn_pool = c.plan.forward.policy.connection_pool;
+  const int32_t max_requests_per_connection = c.plan.forward.connection.max_requests_per_connection;
   // Envoy pools HTTP/1.1 upstream connections across downstream ones;
   // maxRequestsPerConnection 1 turns keep-alive to the upstream off.
-  const bool pooled = ci.http && !c.terminator &&
-                      !(conn_pool && conn_pool->http && conn_pool->http->max_requests_per_connection == 1);
+  const bool pooled = ci.http && !c.terminator && max_requests_per_connection != 1;
   if (ci.http) {
     install_check_later(c);
     // Held bytes beyond what the handler was shown (a later upstream's, or a
@@ -789,8 +772,8 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
     if (c.mirror_plan) guard->discard_responses();
     // Pooled or not (a TLS-terminating gateway's upstream is its client's
     // own): the upstream connection's limit.
-    if (conn_pool && conn_pool->http && conn_pool->http->max_requests_per_connection >= 1) {
-      guard->set_max_requests_per_connection(static_cast<uint32_t>(conn_pool->http->max_requests_per_connection));
+    if (max_requests_per_connection >= 1) {
+      guard->set_max_requests_per_connection(static_cast<uint32_t>(max_requests_per_connection));
     }
     if (!guard->first_bytes_ok()) {
       *ok = false;

@@ -1043,6 +1043,25 @@ TEST(MeshConfigValidation, TrustDomainConnectTimeoutEncoding) {
   EXPECT_EQ(d.error_count(), 1u) << dump(d);
 }
 
+// The mesh tcpKeepalive is every cluster's default: the same ranges as a
+// DestinationRule's (whole seconds Linux takes), its durations checked.
+TEST(MeshConfigValidation, TcpKeepaliveRanges) {
+  MeshConfig mesh;
+  mesh.tcp_keepalive = TCPSettings::KeepAlive{200, Duration(500), Duration(0)};
+  Diagnostics d;
+  validate(mesh, d);
+  EXPECT_WARN(d, "outside 1s..32767s: the kernel's default is used (Envoy would fail the connection)",
+              "tcpKeepalive.time");
+  EXPECT_WARN(d, "above 127: the kernel's default is used (Envoy would fail the connection)", "tcpKeepalive.probes");
+  EXPECT_DIAG(d, "duration must be greater than 1ms", "tcpKeepalive.interval");
+  EXPECT_EQ(d.warning_count(), 2u) << dump(d);
+  EXPECT_EQ(d.error_count(), 1u) << dump(d);
+  mesh.tcp_keepalive = TCPSettings::KeepAlive{9, Duration(7200'000), Duration(75'000)};
+  d = Diagnostics{};
+  validate(mesh, d);
+  EXPECT_CLEAN(d);
+}
+
 TEST(InstallOptionsValidation, SeedRangesAreValid) {
   InstallOptions install;
   install.include_ip_ranges = {"10.244.0.0/16", "10.240.0.0/16"};

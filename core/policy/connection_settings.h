@@ -1,0 +1,48 @@
+// How the proxy opens, keeps and limits the upstream connections of one
+// plan: the mesh config's defaults (connectTimeout, tcpKeepalive) with the
+// DestinationRule's connectionPool over them, as Istio builds an Envoy
+// cluster. Pure: resolved once per plan, read by the proxy and shown by
+// `sluicectl explain`.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "core/config/model.h"
+#include "core/policy/destination.h"
+
+namespace sluice::policy {
+
+struct ConnectionSettings {
+  // Each connect attempt's bound; nullopt: the proxy's --connect-timeout.
+  std::optional<config::Duration> connect_timeout;
+  bool connect_timeout_from_rule = false;  // else the mesh config's
+  // TCP keep-alive on upstream sockets (SO_KEEPALIVE), whole seconds as
+  // Istio hands them to Envoy; 0: the kernel's net.ipv4.tcp_keepalive_*.
+  bool keepalive = false;
+  uint32_t keepalive_probes = 0;
+  uint32_t keepalive_time_s = 0;
+  uint32_t keepalive_interval_s = 0;
+  // connectionPool.http.idleTimeout: how long a pooled upstream connection
+  // waits idle; nullopt: the proxy's.
+  std::optional<config::Duration> idle_timeout;
+  // connectionPool.http.maxRequestsPerConnection (0: unlimited; 1: no
+  // keep-alive to the upstream).
+  int32_t max_requests_per_connection = 0;
+  // Envoy's circuit breakers (0: none, Istio's default 2^32-1).
+  int32_t max_connections = 0;       // tcp.maxConnections
+  int32_t max_pending_requests = 0;  // http.http1MaxPendingRequests (the queue for maxConnections)
+  int32_t max_requests = 0;          // http.http2MaxRequests
+  int32_t max_retries = 0;           // http.maxRetries
+
+  bool has_circuit_breakers() const { return max_connections > 0 || max_requests > 0 || max_retries > 0; }
+  // One line for `sluicectl explain` ("connect timeout 10000 ms (mesh
+  // connectTimeout); ..."), empty when everything is at its default.
+  std::string describe() const;
+};
+
+// The settings for a plan under `policy` (the DestinationRule's, or none).
+ConnectionSettings connection_settings(const config::MeshConfig& mesh, const EffectivePolicy& policy);
+
+}  // namespace sluice::policy
