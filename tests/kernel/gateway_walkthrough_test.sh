@@ -556,32 +556,35 @@ YAML
 
 	# ------------------------------------------------ circuit breaking, for real
 	# istio.io's circuit-breaking task, at the sidecar: an "internet" server
-	# that answers each request after 1 s, on a connection of its own
-	# (Connection: close), and logs how many connections it has open at each
-	# accept. maxConnections 1: three concurrent requests all succeed, one
-	# at a time (Envoy's pending queue, not a 503 at once). Adding
-	# http1MaxPendingRequests 1: one of three is refused, 503 UO.
+	# that answers each request after 1 s, keeping its connections alive,
+	# and logs how many requests it has under way as each one arrives.
+	# maxConnections 1: three concurrent requests all succeed, one at a time
+	# (Envoy's pending queue, not a 503 at once; the upstream connection goes
+	# back to the pool at each response end). Adding http1MaxPendingRequests
+	# 1: one of three is refused, 503 UO.
 	kt_bg in_cg_ns other "$NS_I" "$PY" -c '
 import socket, sys, threading, time
 log = open(sys.argv[1], "a", buffering=1)
 lock = threading.Lock()
-open_now = [0]
+busy = [0]
 def serve(c):
-    with lock:
-        open_now[0] += 1
-        log.write("open %d\n" % open_now[0])
+    data = b""
     try:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = c.recv(4096)
-            if not chunk:
-                return
-            data += chunk
-        time.sleep(1)
-        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nslow\n")
+        while True:
+            while b"\r\n\r\n" not in data:
+                chunk = c.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            data = data[data.index(b"\r\n\r\n") + 4:]
+            with lock:
+                busy[0] += 1
+                log.write("busy %d\n" % busy[0])
+            time.sleep(1)
+            with lock:
+                busy[0] -= 1
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nslow\n")
     finally:
-        with lock:
-            open_now[0] -= 1
         c.close()
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -633,10 +636,10 @@ YAML
 	breaker_config ""
 	codes=$(breaker_round)
 	[ "$codes" = "200 200 200 " ] || fail "maxConnections 1: three concurrent requests gave $codes"
-	most=$(sed 's/open //' "$TMP/breaker.log" | sort -n | tail -1)
+	most=$(sed 's/busy //' "$TMP/breaker.log" | sort -n | tail -1)
 	[ "$(wc -l <"$TMP/breaker.log")" = 3 ] && [ "$most" = 1 ] ||
 		fail "maxConnections 1: the server saw $(tr '\n' ' ' <"$TMP/breaker.log")"
-	log "ok maxConnections 1: three concurrent requests all 200, served one connection at a time (the others waited)"
+	log "ok maxConnections 1: three concurrent requests all 200, one at a time (the others waited)"
 	: >"$TMP/breaker.log"
 	ms=$(lines_of "$TMP/sidecar.log")
 	breaker_config "      http: {http1MaxPendingRequests: 1}"
@@ -644,9 +647,31 @@ YAML
 	[ "$codes" = "200 200 503 " ] || fail "http1MaxPendingRequests 1: three concurrent requests gave $codes"
 	line=$(new_lines "$TMP/sidecar.log" "$ms" | grep 'httpbin.example' | grep '" 503 ')
 	grep -q '" 503 UO .*http1MaxPendingRequests 1 reached' <<<"$line" || fail "pending overflow: sidecar logged: $line"
-	most=$(sed 's/open //' "$TMP/breaker.log" | sort -n | tail -1)
+	most=$(sed 's/busy //' "$TMP/breaker.log" | sort -n | tail -1)
 	[ "$most" = 1 ] || fail "http1MaxPendingRequests 1: the server saw $(tr '\n' ' ' <"$TMP/breaker.log")"
 	log "ok http1MaxPendingRequests 1: of three concurrent requests one is refused, 503 UO (Envoy's pending overflow)"
+	# A client that gives up while queued (curl --max-time closes) leaves the
+	# queue: the next one finds room in it (not 503 UO) and is served.
+	ms=$(lines_of "$TMP/sidecar.log")
+	curl_httpbin() {  # MAX_TIME OUT
+		in_cg_ns workload "$NS_W" curl -s -o /dev/null -w '%{http_code}\n' --max-time "$1" \
+			--resolve httpbin.example:8082:203.0.113.10 http://httpbin.example:8082/get >"$2"
+	}
+	curl_httpbin 10 "$TMP/breaker.a" &
+	pa=$!
+	sleep 0.1
+	curl_httpbin 0.2 "$TMP/breaker.b" &
+	pb=$!
+	sleep 0.5
+	curl_httpbin 10 "$TMP/breaker.c" &
+	pc=$!
+	wait "$pa" "$pb" "$pc"
+	codes="$(cat "$TMP/breaker.a") $(cat "$TMP/breaker.b") $(cat "$TMP/breaker.c")"
+	[ "$codes" = "200 000 200" ] || fail "a client that gave up while queued: codes (holder, gone, next) $codes"
+	sleep 0.3
+	new_lines "$TMP/sidecar.log" "$ms" | grep 'httpbin.example' | grep -q '" 0 DC downstream_remote_disconnect ' ||
+		fail "the request given up while queued is not logged DC: $(new_lines "$TMP/sidecar.log" "$ms")"
+	log "ok a client that left while queued gave its place up (DC): the next one waited and got 200"
 
 	# ------------------------------------------------ fault and mirror at the gateway
 	# The walkthrough's resources, with the gateway-bound route split: /teapot

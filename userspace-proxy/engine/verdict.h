@@ -82,6 +82,14 @@ class Verdict {
     v.detection_timeout_ = timeout;
     return v;
   }
+  // kDefer: a downstream FIN read while deferred ends the wait instead of
+  // being remembered: on_downstream_eof is called at once (a request
+  // waiting in a queue whose client went away gives its place up).
+  Verdict&& ended_by_eof() && {
+    ended_by_eof_ = true;
+    return std::move(*this);
+  }
+  bool is_ended_by_eof() const { return ended_by_eof_; }
   // `response` is copied by the engine before the call returns to it. With
   // a filter installed by need_more(), the response is that filter's
   // plaintext: it goes through on_data(kUpstreamToDownstream), then
@@ -174,6 +182,7 @@ class Verdict {
   explicit Verdict(Kind k) : kind_(k) {}
   Kind kind_;
   uint8_t upstream_count_ = 0;
+  bool ended_by_eof_ = false;
   std::chrono::milliseconds detection_timeout_{0};
   std::chrono::milliseconds connect_timeout_{0};
   TcpKeepalive keepalive_;

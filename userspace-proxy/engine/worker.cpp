@@ -860,6 +860,7 @@ void Worker::accept_conn(int fd, uint64_t spawn_tag) {
   c->upstream_count = c->upstream_next = 0;
   c->last_connect_timed_out = 0;
   c->eof_unreported = false;
+  c->defer_ended_by_eof = false;
   c->answered_idle = false;
   c->inflight_ops = 0;
   c->ctx = 0;
@@ -1113,6 +1114,7 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
       // stops at max_sniff_bytes (on_bytes, maybe_arm_recv), so what is held
       // stays bounded without closing on a handler that is still deciding.
       c->phase_deadline_ns = v.detection_timeout().count() > 0 ? now_ns_ + to_ns(v.detection_timeout()) : INT64_MAX;
+      c->defer_ended_by_eof = v.is_ended_by_eof();
       enter_deferred(c);
       reschedule_timer(c);
       return;
@@ -1646,6 +1648,13 @@ void Worker::on_eof(ConnectionImpl* c, int s) {
       // after the wake, when it next waits for bytes (see apply_verdict). A
       // connect verdict forwards it upstream instead.
       if (!filter_end_stream(c, 0)) return;
+      if (c->defer_ended_by_eof) {
+        // The handler gives the wait up on a FIN: it hears of it now.
+        leave_deferred(c);
+        Verdict v = handler_->on_downstream_eof(*c, pending_downstream(c));
+        apply_verdict(c, std::move(v), CloseReason::kLocalClose);
+        return;
+      }
       c->eof_unreported = true;
       return;
     case Phase::kLingering:

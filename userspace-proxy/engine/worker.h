@@ -143,6 +143,8 @@ class alignas(16) ConnectionImpl final : public Connection {
   // The downstream FIN arrived while deferred and the handler has not been
   // told yet (on_downstream_eof once it asks for more bytes again).
   bool eof_unreported = false;
+  // The current defer() ends on a downstream FIN (Verdict::ended_by_eof).
+  bool defer_ended_by_eof = false;
   // Verdict::respond answered a request and the connection waits for the
   // next one (a drain ends it gracefully rather than at the deadline).
   bool answered_idle = false;

@@ -6,8 +6,6 @@ ConnectionSlot::~ConnectionSlot() {
   if (breaker_) breaker_->release();
 }
 
-bool ConnectionSlot::contended() const { return breaker_ && breaker_->waiting_.load(std::memory_order_relaxed) > 0; }
-
 void SlotTicket::leave() {
   std::shared_ptr<CircuitBreaker> b = std::move(breaker_);
   if (!b) return;
@@ -16,7 +14,6 @@ void SlotTicket::leave() {
     std::lock_guard<std::mutex> lock(b->mu_);
     if (queued_) {
       b->queue_.erase(pos_);
-      b->waiting_.store(b->queue_.size(), std::memory_order_relaxed);
       queued_ = false;
     }
     if (granted_) {
@@ -52,7 +49,6 @@ void CircuitBreaker::grant(std::vector<engine::Waker>& wake) {
     ++active_;
     wake.push_back(t->waker_);
   }
-  waiting_.store(queue_.size(), std::memory_order_relaxed);
 }
 
 void CircuitBreaker::release() {
@@ -65,8 +61,7 @@ void CircuitBreaker::release() {
   for (const engine::Waker& w : wake) w.wake();
 }
 
-CircuitBreaker::Admission CircuitBreaker::admit(int64_t max_connections, int64_t max_pending, engine::Waker waker,
-                                                SlotTicket& ticket) {
+CircuitBreaker::Admission CircuitBreaker::admit(const Limits& limits, engine::Waker waker, SlotTicket& ticket) {
   // A place in another cluster's queue (the connection's plan changed
   // while it waited) is given up first.
   if (ticket.breaker_ && ticket.breaker_.get() != this) ticket.leave();
@@ -74,7 +69,10 @@ CircuitBreaker::Admission CircuitBreaker::admit(int64_t max_connections, int64_t
   std::vector<engine::Waker> wake;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    max_ = max_connections;
+    if (limits.generation >= generation_) {
+      generation_ = limits.generation;
+      max_ = limits.max_connections;
+    }
     if (ticket.breaker_.get() == this && ticket.granted_) {
       // Handed to it by a release: already counted.
       ticket.granted_ = false;
@@ -92,10 +90,13 @@ CircuitBreaker::Admission CircuitBreaker::admit(int64_t max_connections, int64_t
     if (queue_.empty() && active_ < max_) {
       ++active_;
       out.slot = std::make_shared<ConnectionSlot>(shared_from_this());
-    } else if (max_pending > 0 && queue_.size() >= static_cast<size_t>(max_pending)) {
+    } else if (!limits.may_wait) {
       out.kind = Admission::Kind::kOverflow;
-      out.reason = "http1MaxPendingRequests " + std::to_string(max_pending) + " reached (maxConnections " +
-                   std::to_string(max_connections) + " in use)";
+      out.reason = "maxConnections " + std::to_string(max_) + " reached";
+    } else if (limits.max_pending > 0 && queue_.size() >= static_cast<size_t>(limits.max_pending)) {
+      out.kind = Admission::Kind::kOverflow;
+      out.reason = "http1MaxPendingRequests " + std::to_string(limits.max_pending) + " reached (maxConnections " +
+                   std::to_string(max_) + " in use)";
     } else {
       out.kind = Admission::Kind::kQueued;
       queue_.push_back(&ticket);
@@ -103,7 +104,6 @@ CircuitBreaker::Admission CircuitBreaker::admit(int64_t max_connections, int64_t
       ticket.queued_ = true;
       ticket.breaker_ = shared_from_this();
       ticket.waker_ = std::move(waker);
-      waiting_.store(queue_.size(), std::memory_order_relaxed);
     }
   }
   for (const engine::Waker& w : wake) w.wake();

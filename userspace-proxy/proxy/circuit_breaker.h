@@ -9,10 +9,10 @@
 // cluster. One that finds every slot taken waits with a SlotTicket: when a
 // slot is freed it goes to the ticket at the head of the queue (not to
 // whoever asks next), and that ticket's connection is woken through its
-// engine::Waker to take it. An HTTP connection whose slot is contended lets
-// its upstream go at the end of the response under way (ConnectionSlot::
-// contended), as Envoy's pool hands a connection that finished a response to
-// the request waiting for one; its client's next request queues like any.
+// engine::Waker to take it. An HTTP connection gives its slot up at each
+// response end (its upstream goes back to the pool), as Envoy's pool takes
+// a connection back when a response ends: an idle keep-alive client holds
+// none, and its next request is admitted like any other.
 #pragma once
 
 #include <atomic>
@@ -37,8 +37,6 @@ class ConnectionSlot {
   ~ConnectionSlot();
   ConnectionSlot(const ConnectionSlot&) = delete;
   ConnectionSlot& operator=(const ConnectionSlot&) = delete;
-  // Requests (or connections) wait for a slot of this cluster.
-  bool contended() const;
 
  private:
   std::shared_ptr<CircuitBreaker> breaker_;
@@ -81,11 +79,18 @@ class CircuitBreaker : public std::enable_shared_from_this<CircuitBreaker> {
     std::string reason;  // kOverflow: which limit
   };
 
-  // `max_connections` > 0; `max_pending` 0: an unbounded queue (Istio's
-  // default, 2^32-1). The newest call's limits apply to everyone from then
-  // on (a reload that raises maxConnections hands the new slots to the
-  // queue). A ticket handed a slot gets it whatever the limits are now.
-  Admission admit(int64_t max_connections, int64_t max_pending, engine::Waker waker, SlotTicket& ticket);
+  struct Limits {
+    int64_t max_connections = 0;  // > 0
+    int64_t max_pending = 0;      // 0: an unbounded queue (Istio's default, 2^32-1)
+    bool may_wait = true;         // false: no queue, kOverflow at once (Envoy's TCP proxy)
+    // The config generation the caller decided under: the newest one's
+    // limits apply to everyone from then on (a reload that raises
+    // maxConnections hands the new slots to the queue); an older caller's
+    // do not change them.
+    uint64_t generation = 0;
+  };
+  // A ticket handed a slot gets it whatever the limits are now.
+  Admission admit(const Limits& limits, engine::Waker waker, SlotTicket& ticket);
 
   int64_t active() const;    // slots held or handed out
   size_t queue_size() const;
@@ -114,8 +119,8 @@ class CircuitBreaker : public std::enable_shared_from_this<CircuitBreaker> {
   mutable std::mutex mu_;
   int64_t active_ = 0;
   int64_t max_ = 0;
+  uint64_t generation_ = 0;
   std::list<SlotTicket*> queue_;
-  std::atomic<size_t> waiting_{0};  // queue_.size(), read without the lock
   std::atomic<int64_t> requests_{0};
   std::atomic<int64_t> retries_{0};
 };

@@ -103,6 +103,7 @@ class SidecarHandler final : public Forwarder {
 
   Verdict on_downstream_eof(engine::Connection& conn, std::span<const uint8_t> pending) override {
     ProxyConnection& c = state(conn);
+    c.downstream_ended = true;
     if (c.decided) return proceed(c, pending);
     if (c.detector) return on_detection(c, c.detector->on_timeout(), pending);
     if (c.tls) return decide(c, Traffic::kTcp, "", pending);

@@ -547,10 +547,16 @@ std::optional<Verdict> Forwarder::admit(ProxyConnection& c, std::span<const uint
     c.queued_since_ns = 0;
     return std::nullopt;
   }
+  CircuitBreaker::Limits limits;
+  limits.max_connections = max_connections;
   // http1MaxPendingRequests bounds the queue (0: Istio's default, none).
-  const int64_t max_pending = cs.max_pending_requests;
+  limits.max_pending = cs.max_pending_requests;
+  // Envoy's TCP proxy does not queue for a connection (one that ends may be
+  // a long way off): 503 UO's TCP form, closed at once.
+  limits.may_wait = ci.http;
+  limits.generation = ci.snapshot ? ci.snapshot->generation : 0;
   if (!c.ticket) c.ticket = std::make_unique<SlotTicket>();
-  CircuitBreaker::Admission a = ci.breaker->admit(max_connections, max_pending, c.waker, *c.ticket);
+  CircuitBreaker::Admission a = ci.breaker->admit(limits, c.waker, *c.ticket);
   const int64_t now = monotonic_ns();
   switch (a.kind) {
     case CircuitBreaker::Admission::Kind::kAdmitted:
@@ -565,15 +571,35 @@ std::optional<Verdict> Forwarder::admit(ProxyConnection& c, std::span<const uint
     case CircuitBreaker::Admission::Kind::kQueued:
       break;
   }
+  if (c.downstream_ended) {
+    // The client went away (FIN) while its request waited, or before: the
+    // request is given up, as Envoy resets it (DC).
+    c.ticket->leave();
+    c.queued_since_ns = 0;
+    for (auto& r : ci.pending_requests) {
+      r.entry.response_flags = policy::merge_response_flags(r.entry.response_flags, "DC");
+      r.entry.response_code_details = "downstream_remote_disconnect";
+    }
+    ci.flush_requests();
+    c.logged = true;
+    return Verdict::close();
+  }
   if (c.queued_since_ns == 0) {
     c.queued_since_ns = now;
     bump(o_.counters->upstream_queued);
   }
+  // The DNS answer this plan resolved may expire while it waits: looked
+  // up (and, if need be, asked for) afresh when it is woken.
+  c.dns_started = false;
+  c.dns_deadline = std::chrono::steady_clock::now() + o_.dns_wait;
   // An HTTP request's route timeout runs while it waits (Envoy's runs from
-  // the request's end): past it, 504 UT as for an upstream too slow.
+  // the request's end; a retry's from its first try's): past it, 504 UT as
+  // for an upstream too slow.
   int64_t left_ns = 0;  // 0: no deadline
   if (ci.http && c.plan.forward.timeout && c.plan.forward.timeout->count() > 0) {
-    left_ns = c.queued_since_ns + static_cast<int64_t>(c.plan.forward.timeout->count()) * 1'000'000 - now;
+    int64_t deadline = c.queued_since_ns + static_cast<int64_t>(c.plan.forward.timeout->count()) * 1'000'000;
+    if (ci.first_attempt > 1) deadline = std::min(deadline, ci.retry_deadline_ns);
+    left_ns = deadline - now;
     if (left_ns <= 0) {
       c.ticket->leave();
       c.queued_since_ns = 0;
@@ -588,7 +614,8 @@ std::optional<Verdict> Forwarder::admit(ProxyConnection& c, std::span<const uint
   const auto left = std::chrono::milliseconds(left_ns / 1'000'000 + 1);
   // Without a waker (unit tests' fake connections) the queue is polled.
   if (!c.waker) return Verdict::need_more(left_ns > 0 ? std::min(left, o_.dns_recheck) : o_.dns_recheck);
-  return Verdict::defer(left_ns > 0 ? left : std::chrono::milliseconds(0));
+  // A FIN from the client ends the wait (on_downstream_eof: given up above).
+  return Verdict::defer(left_ns > 0 ? left : std::chrono::milliseconds(0)).ended_by_eof();
 }
 
 bool Forwarder::hashes_here(const RequestPlan& plan, const ConnectionInfo& ci) const {
@@ -915,6 +942,9 @@ void Forwarder::await_next_request(ProxyConnection& c) {
   ci.cluster_lease.reset();
   c.ticket.reset();
   c.queued_since_ns = 0;
+  // Circuit-breaker counts taken for a request that was answered here.
+  ci.request_token.reset();
+  ci.retry_token.reset();
   c.decided = false;
   c.fed = 0;
   c.answerable = 0;

@@ -69,6 +69,9 @@ struct ProxyConnection : Recycled<ProxyConnection> {
   // its place in the queue, since when (monotonic ns; 0: not waiting).
   std::unique_ptr<SlotTicket> ticket;
   int64_t queued_since_ns = 0;
+  // The client sent FIN (on_downstream_eof): a request that would wait in
+  // a queue is given up instead (Envoy resets it: no HTTP half-close).
+  bool downstream_ended = false;
   bool logged = false;  // TCP line or local reply already written
   std::string reply;    // kept alive for Verdict::close / respond
   // The first request's bytes when a local answer to it may keep the

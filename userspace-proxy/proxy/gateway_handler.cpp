@@ -113,6 +113,7 @@ class GatewayHandler final : public Forwarder {
 
   Verdict on_downstream_eof(engine::Connection& conn, std::span<const uint8_t> pending) override {
     ProxyConnection& c = state(conn);
+    c.downstream_ended = true;
     if (c.decided) return proceed(c, pending);
     return Verdict::close();
   }

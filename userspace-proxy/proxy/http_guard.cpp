@@ -840,12 +840,12 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
   // The upstream carried its last request (maxRequestsPerConnection) and
   // nothing is under way: it is let go now, as Envoy closes it after this
   // response, rather than held until the client's next request; the
-  // client's connection goes on undecided. So too when requests wait for
-  // one of the cluster's connection slots (maxConnections): Envoy's pool
-  // hands a connection to them at each response end, so an idle keep-alive
-  // client does not keep it; its next request queues behind them.
+  // client's connection goes on undecided. So too under maxConnections: a
+  // connection slot is held by a request under way, not by a keep-alive
+  // client between requests (Envoy's pool takes the connection back at each
+  // response end); its next request is admitted like any other.
   if (!done.close_after && !discard_ && state_ == State::kHead && at_boundary() &&
-      (spent() || (info_->cluster_lease && info_->cluster_lease->contended()))) {
+      (spent() || info_->cluster_lease)) {
     info_->next_upstream = ConnectionInfo::NextUpstream::kRelease;
     switch_signalled_ = true;
     return FilterStatus::kNewUpstream;

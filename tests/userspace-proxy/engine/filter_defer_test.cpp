@@ -423,6 +423,38 @@ TEST_F(FilterDeferTest, AKeptAnswerToAClientThatLeftWhileDeferredIsFlushedThenFi
   EXPECT_EQ(log_.first().reason, CloseReason::kLocalClose);
 }
 
+// Verdict::defer(...).ended_by_eof(): a FIN while deferred ends the wait at
+// once (a queued request whose client went away gives its place up),
+// instead of waiting for the wake or the timeout.
+TEST_F(FilterDeferTest, AFinEndsADeferThatAsksForIt) {
+  start([](ScriptedHandler& h) {
+    h.accept_fn = [](Connection&, const AcceptInfo&) { return Verdict::need_more(10s); };
+    h.data_fn = [](Connection&, std::span<const uint8_t> pending) {
+      if (str(pending).find('\n') == std::string::npos) return Verdict::need_more(10s);
+      return Verdict::defer(10s).ended_by_eof();
+    };
+    h.timeout_fn = [](Connection&, std::span<const uint8_t>) {
+      ADD_FAILURE() << "the FIN should have ended the wait";
+      return Verdict::close();
+    };
+    h.eof_fn = [](Connection&, std::span<const uint8_t> pending) {
+      static std::string reply;
+      reply = "GONE " + str(pending);
+      return Verdict::close(bytes(reply));
+    };
+  });
+  int c = client();
+  ASSERT_TRUE(write_all(c, "GET /x\n"));
+  std::this_thread::sleep_for(50ms);  // deferred by now
+  shutdown(c, SHUT_WR);
+  int err = -1;
+  EXPECT_EQ(read_to_eof(c, &err), "GONE GET /x\n");
+  EXPECT_EQ(err, 0);
+  close(c);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(log_.first().reason, CloseReason::kLocalClose);
+}
+
 // Reading stopped at max_sniff_bytes while the handler waited (deferred);
 // a kept answer leaves less than that pending: reading resumes, so the rest
 // of the next request arrives and is answered.

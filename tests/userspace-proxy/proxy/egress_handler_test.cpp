@@ -1106,23 +1106,91 @@ TEST_F(EgressHandlerTest, MaxConnectionsOneQueuesRequestsAndARetryTakesTheSlotIt
   close(*h, c, engine::CloseReason::kCompleted);
 }
 
-// A TCP connection waits for a slot too (Envoy's TCP pool queues it), in a
-// cluster of resolution NONE as well; it connects once the holder closes.
-TEST_F(EgressHandlerTest, ATcpConnectionWaitsForAMaxConnectionsSlot) {
+// A TCP connection over maxConnections is closed at once, UO (Envoy's TCP
+// proxy does not queue for a connection), in a cluster of resolution NONE
+// as well; once the holder closes, the next one connects.
+TEST_F(EgressHandlerTest, ATcpConnectionOverMaxConnectionsIsClosedUO) {
   const std::string dr = pool_rule("db.internal", "{tcp: {maxConnections: 1}}");
   load({kRegistryOnly, kCnnServiceEntry, kDb, dr.c_str()});
   with_clusters_ = true;
   auto h = handler("192.0.2.50:5432");
-  FakeConnection a, b;
+  FakeConnection a, b, c;
   ASSERT_EQ(h->on_accept(a, info_).kind(), Verdict::Kind::kConnect);
-  EXPECT_EQ(h->on_accept(b, info_).kind(), Verdict::Kind::kNeedMore) << "waits (polled without a waker)";
-  EXPECT_EQ(h->on_detection_timeout(b, {}).kind(), Verdict::Kind::kNeedMore);
-  EXPECT_EQ(counters_.upstream_queued.load(), 1u) << "counted once however often it is polled";
+  EXPECT_EQ(h->on_accept(b, info_).kind(), Verdict::Kind::kClose);
+  close(*h, b, engine::CloseReason::kLocalClose);
+  EXPECT_NE(log_->lines().find(" UO "), std::string::npos) << log_->lines();
+  EXPECT_NE(log_->lines().find("maxConnections 1 reached"), std::string::npos) << log_->lines();
+  EXPECT_EQ(counters_.upstream_overflow.load(), 1u);
+  EXPECT_EQ(counters_.upstream_queued.load(), 0u);
   close(*h, a, engine::CloseReason::kCompleted);
-  Verdict v = h->on_detection_timeout(b, {});
+  Verdict v = h->on_accept(c, info_);
   ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
   EXPECT_EQ(v.upstreams()[0].to_string(), "192.0.2.50:5432");
-  close(*h, b, engine::CloseReason::kCompleted);
+  close(*h, c, engine::CloseReason::kCompleted);
+}
+
+// A keep-alive client holds no slot between requests: its upstream is let
+// go at each response end (Envoy's pool takes the connection back), so a
+// request that comes later is admitted at once, and the first client's
+// next request is admitted afresh (the pooled upstream serves it again).
+TEST_F(EgressHandlerTest, AnIdleKeepAliveClientHoldsNoMaxConnectionsSlot) {
+  const std::string dr = pool_rule("edition.cnn.com", "{tcp: {maxConnections: 1}}");
+  load({kRegistryOnly, kCnnServiceEntry, dr.c_str()});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  with_clusters_ = true;
+  auto h = handler("203.0.113.20:80");
+  const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeConnection idle, later;
+  engine::SocketAddress up;
+  auto f = connected(*h, idle, req, &up);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kNewUpstream);
+  EXPECT_EQ(f->upstream_reusable(), true) << "parked in the pool";
+  EXPECT_EQ(h->on_new_upstream(idle, {}).kind(), Verdict::Kind::kRespond);
+  Verdict v = first_verdict(*h, later, req);
+  EXPECT_EQ(v.kind(), Verdict::Kind::kConnect) << "no wait behind the idle client";
+  EXPECT_EQ(h->on_downstream_data(idle, bytes(req)).kind(), Verdict::Kind::kNeedMore) << "its next request waits";
+  close(*h, later, engine::CloseReason::kCompleted);
+  EXPECT_EQ(h->on_detection_timeout(idle, bytes(req)).kind(), Verdict::Kind::kConnect);
+  close(*h, idle, engine::CloseReason::kCompleted);
+}
+
+// A client that sends FIN while its request waits gives its place up (Envoy
+// resets a request whose client went away: DC); one whose slot comes later
+// finds no dead entries ahead of it. A DNS answer that expired during the
+// wait is asked for again.
+TEST_F(EgressHandlerTest, AWaitingRequestGivesItsPlaceUpOnFinAndResolvesAgain) {
+  const std::string dr = pool_rule("edition.cnn.com", "{tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}");
+  load({kRegistryOnly, kCnnServiceEntry, dr.c_str()});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  with_clusters_ = true;
+  auto h = handler("203.0.113.20:80");
+  const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeConnection holder, gone, next;
+  engine::SocketAddress up;
+  auto f = connected(*h, holder, req, &up);
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(h->on_accept(gone, info_).kind(), Verdict::Kind::kNeedMore);
+  ASSERT_EQ(h->on_downstream_data(gone, bytes(req)).kind(), Verdict::Kind::kNeedMore);
+  EXPECT_EQ(clusters_.breaker("outbound|80||edition.cnn.com")->queue_size(), 1u);
+  EXPECT_EQ(h->on_downstream_eof(gone, bytes(req)).kind(), Verdict::Kind::kClose);
+  EXPECT_EQ(clusters_.breaker("outbound|80||edition.cnn.com")->queue_size(), 0u);
+  close(*h, gone, engine::CloseReason::kLocalClose);
+  EXPECT_NE(log_->lines().find("\"GET /p HTTP/1.1\" 0 DC downstream_remote_disconnect "), std::string::npos)
+      << log_->lines();
+  // The queue has room again (http1MaxPendingRequests 1).
+  ASSERT_EQ(h->on_accept(next, info_).kind(), Verdict::Kind::kNeedMore);
+  ASSERT_EQ(h->on_downstream_data(next, bytes(req)).kind(), Verdict::Kind::kNeedMore);
+  dns_.expire("edition.cnn.com");
+  const size_t asked = dns_.asked.size();
+  EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kNewUpstream);
+  EXPECT_EQ(h->on_new_upstream(holder, {}).kind(), Verdict::Kind::kRespond);  // the upstream parked, the slot free
+  EXPECT_EQ(h->on_detection_timeout(next, bytes(req)).kind(), Verdict::Kind::kNeedMore) << "waits for DNS now";
+  EXPECT_EQ(dns_.asked.size(), asked + 1) << "asked again";
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  EXPECT_EQ(h->on_detection_timeout(next, bytes(req)).kind(), Verdict::Kind::kConnect);
+  close(*h, next, engine::CloseReason::kCompleted);
+  close(*h, holder, engine::CloseReason::kCompleted);
 }
 
 // The route timeout runs while a request waits for a slot: past it, the
@@ -1149,8 +1217,11 @@ TEST_F(EgressHandlerTest, ARouteTimeoutEndsTheWaitForASlot) {
   ASSERT_EQ(late.kind(), Verdict::Kind::kRespond);
   EXPECT_NE(response_text(late).find("504 Gateway Timeout"), std::string::npos);
   EXPECT_NE(log_->lines().find("\" 504 UT upstream_response_timeout "), std::string::npos) << log_->lines();
-  // The waiter left the queue: the holder's response end keeps its upstream.
-  EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
+  // The waiter left the queue: the slot freed at the holder's response end
+  // stays free.
+  EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kNewUpstream);
+  EXPECT_EQ(h->on_new_upstream(holder, {}).kind(), Verdict::Kind::kRespond);
+  EXPECT_EQ(clusters_.breaker("outbound|80||edition.cnn.com")->active(), 0);
   close(*h, waiter, engine::CloseReason::kCompleted);
   close(*h, holder, engine::CloseReason::kCompleted);
 }

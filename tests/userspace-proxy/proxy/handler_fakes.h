@@ -54,6 +54,7 @@ class FakeDns final : public DnsResolver {
   void answer(const std::string& name, const std::string& ip) {
     answers_[name].addresses.push_back(*decision::IpAddress::parse(ip));
   }
+  void expire(const std::string& name) { answers_.erase(name); }  // the cached answer's TTL ran out
   std::vector<std::string> asked;
 
  private:
