@@ -873,10 +873,12 @@ void validate_outlier_detection(Sink& s, const std::string& path, const std::opt
 
 // Istio hands Envoy whole seconds; Linux takes 1..32767 s and 1..127
 // probes. Sluice keeps the kernel's default for a value outside them.
+// `zero_too`: a zero duration is warned about too (else it is an error
+// reported apart).
 template <typename Warn>
-void keepalive_range_warnings(const TCPSettings::KeepAlive& ka, Warn warn) {
+void keepalive_range_warnings(const TCPSettings::KeepAlive& ka, bool zero_too, Warn warn) {
   auto seconds = [&](const std::optional<Duration>& d, const char* name) {
-    if (d && d->count() > 0 && (d->count() < 1000 || d->count() > 32767'000)) {
+    if (d && (d->count() > 0 || zero_too) && (d->count() < 1000 || d->count() > 32767'000)) {
       warn(name, "outside 1s..32767s: the kernel's default is used (Envoy would fail the connection)");
     }
   };
@@ -913,7 +915,7 @@ void validate_connection_pool(Sink& s, const std::string& path, const std::optio
     if (const auto& ka = t->tcp_keepalive) {
       if (ka->time) s.error(dot(p, "tcpKeepalive.time"), validate_duration(*ka->time));
       if (ka->interval) s.error(dot(p, "tcpKeepalive.interval"), validate_duration(*ka->interval));
-      keepalive_range_warnings(*ka, [&](const char* field, const char* message) {
+      keepalive_range_warnings(*ka, /*zero_too=*/false, [&](const char* field, const char* message) {
         s.warning(dot(p, std::string("tcpKeepalive.") + field), message);
       });
     }
@@ -1414,14 +1416,10 @@ void validate(const MeshConfig& mesh, Diagnostics& out) {
     }
   }
 
+  // Istio does not validate the mesh tcpKeepalive; what Linux would not take
+  // is a warning (the kernel's default is used), not a rejected config.
   if (mesh.tcp_keepalive) {
-    for (const auto& [field, d] : {std::pair{"tcpKeepalive.time", mesh.tcp_keepalive->time},
-                                   std::pair{"tcpKeepalive.interval", mesh.tcp_keepalive->interval}}) {
-      if (d) {
-        if (auto e = validate_duration(*d)) report(field, *e);
-      }
-    }
-    keepalive_range_warnings(*mesh.tcp_keepalive, [&](const char* field, const char* message) {
+    keepalive_range_warnings(*mesh.tcp_keepalive, /*zero_too=*/true, [&](const char* field, const char* message) {
       Diagnostic d;
       d.severity = Severity::kWarning;
       d.message = message;

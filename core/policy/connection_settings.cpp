@@ -44,7 +44,7 @@ ConnectionSettings connection_settings(const config::MeshConfig& mesh, const Eff
   return out;
 }
 
-std::string ConnectionSettings::describe() const {
+std::string ConnectionSettings::describe(bool http) const {
   std::string out;
   auto add = [&out](const std::string& s) {
     if (!out.empty()) out += "; ";
@@ -61,11 +61,17 @@ std::string ConnectionSettings::describe() const {
     add("TCP keep-alive probes " + or_kernel(keepalive_probes, "") + ", time " + or_kernel(keepalive_time_s, " s") +
         ", interval " + or_kernel(keepalive_interval_s, " s"));
   }
+  if (!http) {
+    if (max_connections > 0) {
+      add("at most " + std::to_string(max_connections) + " upstream connection(s), more are closed at once (UO)");
+    }
+    return out;
+  }
   if (idle_timeout) add("pooled connections idle up to " + std::to_string(idle_timeout->count()) + " ms");
   if (max_requests_per_connection == 1) add("one request per upstream connection (no keep-alive)");
   else if (max_requests_per_connection > 1) add("at most " + std::to_string(max_requests_per_connection) + " requests per upstream connection");
   if (max_connections > 0) {
-    add("at most " + std::to_string(max_connections) + " upstream connections in use, others wait " +
+    add("at most " + std::to_string(max_connections) + " upstream connection(s) in use, other requests wait " +
         (max_pending_requests > 0 ? "(at most " + std::to_string(max_pending_requests) + ", then 503 UO)"
                                   : std::string("(no bound)")));
   }

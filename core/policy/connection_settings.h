@@ -38,8 +38,11 @@ struct ConnectionSettings {
 
   bool has_circuit_breakers() const { return max_connections > 0 || max_requests > 0 || max_retries > 0; }
   // One line for `sluicectl explain` ("connect timeout 10000 ms (mesh
-  // connectTimeout); ..."), empty when everything is at its default.
-  std::string describe() const;
+  // connectTimeout); ..."), empty when everything is at its default. `http`:
+  // the plan carries HTTP requests (pooling, the request queue and the
+  // request and retry limits apply); else a TCP connection over
+  // maxConnections is refused at once.
+  std::string describe(bool http) const;
 };
 
 // The settings for a plan under `policy` (the DestinationRule's, or none).

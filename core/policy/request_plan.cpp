@@ -228,6 +228,7 @@ class Planner {
         p_.forward.port = r_.port;
         // PassthroughCluster has no DestinationRule: the mesh's defaults.
         p_.forward.connection = connection_settings(t_.config->mesh, p_.forward.policy);
+        explain_connection_settings();
         // Istio's allow_any route carries the default retry policy.
         if (r_.traffic == Traffic::kHttp) {
           static const RetryPolicy defaults;
@@ -408,6 +409,12 @@ class Planner {
     return to_target(t);
   }
 
+  void explain_connection_settings() {
+    if (!r_.explain) return;
+    const std::string c = p_.forward.connection.describe(r_.traffic == Traffic::kHttp);
+    if (!c.empty()) p_.steps.push_back("upstream connections: " + c);
+  }
+
   RequestPlan to_target(const RouteTarget& target) {
     ForwardPlan& f = p_.forward;
     f.host = std::string(target.host);
@@ -429,9 +436,7 @@ class Planner {
     }
     p_.kind = RequestPlan::Kind::kForward;
     f.connection = connection_settings(t_.config->mesh, f.policy);
-    if (r_.explain) {
-      if (std::string c = f.connection.describe(); !c.empty()) p_.steps.push_back("upstream connections: " + c);
-    }
+    explain_connection_settings();
 
     // Endpoints: the ServiceEntry that matched at the sidecar (same host and
     // port), else whichever declares the destination host on its port, else

@@ -1113,6 +1113,22 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
       // on_wake is shown everything pending; while deferred the reading
       // stops at max_sniff_bytes (on_bytes, maybe_arm_recv), so what is held
       // stays bounded without closing on a handler that is still deciding.
+      if (v.is_ended_by_eof() && c->eof_unreported) {
+        // The FIN came before this wait (during an earlier one): it ends
+        // this one at once. Asked once: a second defer waits as usual.
+        c->eof_unreported = false;
+        Verdict again = handler_->on_downstream_eof(*c, pending_downstream(c));
+        if (again.kind() == Verdict::Kind::kDefer) {
+          c->phase_deadline_ns =
+              again.detection_timeout().count() > 0 ? now_ns_ + to_ns(again.detection_timeout()) : INT64_MAX;
+          c->defer_ended_by_eof = false;
+          enter_deferred(c);
+          reschedule_timer(c);
+          return;
+        }
+        apply_verdict(c, std::move(again), close_reason);
+        return;
+      }
       c->phase_deadline_ns = v.detection_timeout().count() > 0 ? now_ns_ + to_ns(v.detection_timeout()) : INT64_MAX;
       c->defer_ended_by_eof = v.is_ended_by_eof();
       enter_deferred(c);
@@ -1933,7 +1949,7 @@ void Worker::finish_switch(ConnectionImpl* c) {
   }
   // The next filter hears of a downstream FIN this one was told of.
   c->side[0].end_filtered = false;
-  c->stats.upstream_switches++;
+  if (c->stats.upstream_switches != UINT16_MAX) c->stats.upstream_switches++;  // saturates
   c->stats.upstream_reused = false;
   c->upstream_count = c->upstream_next = 0;
   c->pool_key.clear();

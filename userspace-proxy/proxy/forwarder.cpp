@@ -380,6 +380,9 @@ Verdict Forwarder::carry_out(ProxyConnection& c, std::span<const uint8_t> pendin
 }
 
 Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) {
+  // A request that waited for a connection slot, its client gone since:
+  // given up before anything else (a DNS lookup) is started for it.
+  if (c.downstream_ended && c.queued_since_ns != 0) return give_up_waiting(c);
   const policy::UpstreamPlan& up = c.plan.forward.upstream;
   if (!up.error.empty()) return no_upstream(c, "UH", up.error, 503, pending);
   std::vector<SocketAddress> addrs;
@@ -532,6 +535,19 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
       .with_tcp_keepalive(keepalive);
 }
 
+Verdict Forwarder::give_up_waiting(ProxyConnection& c) {
+  ConnectionInfo& ci = *c.info;
+  if (c.ticket) c.ticket->leave();
+  c.queued_since_ns = 0;
+  for (auto& r : ci.pending_requests) {
+    r.entry.response_flags = policy::merge_response_flags(r.entry.response_flags, "DC");
+    r.entry.response_code_details = "downstream_remote_disconnect";
+  }
+  ci.flush_requests();
+  c.logged = true;
+  return Verdict::close();
+}
+
 std::optional<Verdict> Forwarder::admit(ProxyConnection& c, std::span<const uint8_t> pending,
                                         std::shared_ptr<ConnectionSlot>* slot) {
   ConnectionInfo& ci = *c.info;
@@ -571,19 +587,7 @@ std::optional<Verdict> Forwarder::admit(ProxyConnection& c, std::span<const uint
     case CircuitBreaker::Admission::Kind::kQueued:
       break;
   }
-  if (c.downstream_ended) {
-    // The client went away (FIN) while its request waited, or before: the
-    // request is given up, as Envoy resets it (DC).
-    c.ticket->leave();
-    c.queued_since_ns = 0;
-    for (auto& r : ci.pending_requests) {
-      r.entry.response_flags = policy::merge_response_flags(r.entry.response_flags, "DC");
-      r.entry.response_code_details = "downstream_remote_disconnect";
-    }
-    ci.flush_requests();
-    c.logged = true;
-    return Verdict::close();
-  }
+  if (c.downstream_ended) return give_up_waiting(c);
   if (c.queued_since_ns == 0) {
     c.queued_since_ns = now;
     bump(o_.counters->upstream_queued);

@@ -172,6 +172,9 @@ class Forwarder : public engine::ConnectionHandler {
   // http1MaxPendingRequests.
   std::optional<engine::Verdict> admit(ProxyConnection& c, std::span<const uint8_t> pending,
                                        std::shared_ptr<ConnectionSlot>* slot);
+  // A waiting request whose client sent FIN: out of the queue, logged DC
+  // (Envoy resets it: no HTTP half-close), the connection closed.
+  engine::Verdict give_up_waiting(ProxyConnection& c);
   // A local answer to the connection's first request (its log line is
   // written now). Envoy keeps an HTTP/1.1 connection after answering a
   // complete request itself (a 502 of REGISTRY_ONLY, 404 NR, a redirect, a

@@ -848,6 +848,10 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
       (spent() || info_->cluster_lease)) {
     info_->next_upstream = ConnectionInfo::NextUpstream::kRelease;
     switch_signalled_ = true;
+    // What the client sends from here on (a request already on its way)
+    // is held for the handler's next decision, not forwarded to the
+    // upstream being let go.
+    state_ = State::kSwitching;
     return FilterStatus::kNewUpstream;
   }
   // Unpooled, the upstream ends a connection the client asked to close;

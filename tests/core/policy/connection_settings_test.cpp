@@ -16,7 +16,7 @@ TEST(ConnectionSettingsTest, NothingSetIsAllDefaults) {
   EXPECT_FALSE(s.keepalive);
   EXPECT_FALSE(s.idle_timeout);
   EXPECT_FALSE(s.has_circuit_breakers());
-  EXPECT_EQ(s.describe(), "");
+  EXPECT_EQ(s.describe(true), "");
 }
 
 TEST(ConnectionSettingsTest, TheMeshConfigIsEveryClustersDefault) {
@@ -31,7 +31,7 @@ TEST(ConnectionSettingsTest, TheMeshConfigIsEveryClustersDefault) {
   EXPECT_EQ(s.keepalive_probes, 5u);
   EXPECT_EQ(s.keepalive_time_s, 600u);
   EXPECT_EQ(s.keepalive_interval_s, 0u) << "unset: the kernel's";
-  EXPECT_EQ(s.describe(),
+  EXPECT_EQ(s.describe(true),
             "connect timeout 10000 ms (mesh connectTimeout); TCP keep-alive probes 5, time 600 s, interval kernel "
             "default");
 }
@@ -64,10 +64,15 @@ TEST(ConnectionSettingsTest, TheDestinationRuleReplacesFieldByField) {
   EXPECT_EQ(s.max_requests, 4);
   EXPECT_EQ(s.max_retries, 0);
   EXPECT_TRUE(s.has_circuit_breakers());
-  EXPECT_EQ(s.describe(),
+  EXPECT_EQ(s.describe(true),
             "connect timeout 250 ms (DestinationRule); TCP keep-alive probes 5, time 1 s, interval 60 s; pooled "
             "connections idle up to 30000 ms; one request per upstream connection (no keep-alive); at most 2 upstream "
-            "connections in use, others wait (at most 3, then 503 UO); at most 4 requests under way (then 503 UO)");
+            "connection(s) in use, other requests wait (at most 3, then 503 UO); at most 4 requests under way (then "
+            "503 UO)");
+  // TCP: no pool, no queue, no request or retry limits.
+  EXPECT_EQ(s.describe(false),
+            "connect timeout 250 ms (DestinationRule); TCP keep-alive probes 5, time 1 s, interval 60 s; at most 2 "
+            "upstream connection(s), more are closed at once (UO)");
 }
 
 }  // namespace

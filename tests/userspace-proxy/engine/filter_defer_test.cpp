@@ -455,6 +455,35 @@ TEST_F(FilterDeferTest, AFinEndsADeferThatAsksForIt) {
   EXPECT_EQ(log_.first().reason, CloseReason::kLocalClose);
 }
 
+// A FIN read during an earlier, plain wait ends a later defer that asks for
+// it at once (it would never come again).
+TEST_F(FilterDeferTest, AFinReadBeforeADeferThatAsksForItEndsItAtOnce) {
+  start([](ScriptedHandler& h) {
+    h.accept_fn = [](Connection&, const AcceptInfo&) { return Verdict::need_more(10s); };
+    h.data_fn = [](Connection&, std::span<const uint8_t> pending) {
+      if (str(pending).find('\n') == std::string::npos) return Verdict::need_more(10s);
+      return Verdict::defer(150ms);  // a DNS wait, say: the FIN is remembered
+    };
+    auto waits = std::make_shared<int>(0);
+    h.timeout_fn = [waits](Connection&, std::span<const uint8_t>) {
+      static const std::string reply = "TIMED OUT\n";
+      if ((*waits)++ == 0) return Verdict::defer(2s).ended_by_eof();  // then a queue
+      return Verdict::close(bytes(reply));  // the queue's wait ran out: the FIN was not acted on
+    };
+    h.eof_fn = [](Connection&, std::span<const uint8_t>) {
+      static const std::string reply = "GONE\n";
+      return Verdict::close(bytes(reply));
+    };
+  });
+  int c = client();
+  ASSERT_TRUE(write_all(c, "GET /x\n"));
+  shutdown(c, SHUT_WR);
+  int err = -1;
+  EXPECT_EQ(read_to_eof(c, &err), "GONE\n");
+  close(c);
+  ASSERT_TRUE(log_.wait_for(1));
+}
+
 // Reading stopped at max_sniff_bytes while the handler waited (deferred);
 // a kept answer leaves less than that pending: reading resumes, so the rest
 // of the next request arrives and is answered.

@@ -1146,7 +1146,15 @@ TEST_F(EgressHandlerTest, AnIdleKeepAliveClientHoldsNoMaxConnectionsSlot) {
   ASSERT_NE(f, nullptr);
   EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kNewUpstream);
   EXPECT_EQ(f->upstream_reusable(), true) << "parked in the pool";
-  EXPECT_EQ(h->on_new_upstream(idle, {}).kind(), Verdict::Kind::kRespond);
+  // A request read before the engine let the upstream go: held for the
+  // next decision, never sent to the upstream being let go.
+  FakeOutput racing(req);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(req), racing), engine::FilterStatus::kContinue);
+  EXPECT_EQ(racing.upstream, "");
+  FakeOutput held("");
+  f->on_new_upstream(held);
+  EXPECT_EQ(held.upstream, req) << "handed back as the connection's pending bytes";
+  EXPECT_EQ(h->on_new_upstream(idle, bytes(held.upstream)).kind(), Verdict::Kind::kRespond);
   Verdict v = first_verdict(*h, later, req);
   EXPECT_EQ(v.kind(), Verdict::Kind::kConnect) << "no wait behind the idle client";
   EXPECT_EQ(h->on_downstream_data(idle, bytes(req)).kind(), Verdict::Kind::kNeedMore) << "its next request waits";
@@ -2756,21 +2764,33 @@ TEST_F(EgressHandlerTest, RouteRewriteAndHeaderOperationsAreApplied) {
     auto f = decided(*h, c, req);
     ASSERT_NE(f, nullptr);
     EXPECT_EQ(start(*f, req), "GET /new/a?q=1 HTTP/1.1\r\nHost: www.cnn.com\r\nX-Env: prod\r\n\r\n") << pooled;
-    EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 0\r\n\r\n").second,
+    // A response; without pooling each request has an upstream connection
+    // of its own (as Envoy with maxRequestsPerConnection 1): it is let go
+    // after the response (kRelease), the next request decided afresh.
+    auto answered = [&](const std::string& response) {
+      auto [st, shown] = respond(*f, response);
+      if (!pooled) {
+        EXPECT_EQ(st, engine::FilterStatus::kNewUpstream);
+        FakeOutput held("");
+        f->on_new_upstream(held);
+        EXPECT_EQ(h->on_new_upstream(c, bytes(held.upstream)).kind(), Verdict::Kind::kRespond);
+      }
+      return shown;
+    };
+    EXPECT_EQ(answered("HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 0\r\n\r\n"),
               "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nx-served-by: sluice\r\n\r\n")
         << pooled;
-    // A later request: on the same upstream connection when pooled; without
-    // pooling each request has an upstream connection of its own (as Envoy
-    // with maxRequestsPerConnection 1), so it goes to a new one.
+    // A later request: on the same upstream connection when pooled, else on
+    // a new one.
     auto send_later = [&](const std::string& later) {
-      FakeOutput out(later);
-      const engine::FilterStatus st = f->on_data(engine::Direction::kDownstreamToUpstream, bytes(later), out);
       if (pooled) {
-        EXPECT_EQ(st, engine::FilterStatus::kContinue);
+        FakeOutput out(later);
+        EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(later), out),
+                  engine::FilterStatus::kContinue);
         return out.upstream;
       }
-      EXPECT_EQ(st, engine::FilterStatus::kNewUpstream);
-      Verdict v = next_try(*h, c, *f, later);
+      Verdict v = h->on_downstream_data(c, bytes(later));
+      EXPECT_EQ(v.kind(), Verdict::Kind::kConnect);
       f = v.take_filter();
       return f ? start(*f, later) : std::string();
     };
@@ -2779,7 +2799,7 @@ TEST_F(EgressHandlerTest, RouteRewriteAndHeaderOperationsAreApplied) {
     const std::string later = "GET /other HTTP/1.1\r\nHost: edition.cnn.com\r\nX-Debug: 1\r\n\r\n";
     EXPECT_EQ(send_later(later), later) << pooled;
     ASSERT_NE(f, nullptr);
-    EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 0\r\n\r\n").second,
+    EXPECT_EQ(answered("HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 0\r\n\r\n"),
               "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 0\r\n\r\n")
         << pooled;
     // Of the first rule: edited again.
