@@ -10,6 +10,7 @@
 #include "core/policy/gateway_servers.h"
 #include "core/policy/load_balancer.h"
 #include "core/policy/routing.h"
+#include "core/policy/sidecar_scope.h"
 #include "core/policy/upstream.h"
 
 namespace sluice::ctl {
@@ -125,6 +126,8 @@ class Explainer {
     if (r.sni) sni_ = normalize_host(*r.sni, /*strip_port=*/false).value_or("");
   }
 
+  void set_scope(std::string text) { scope_ = std::move(text); }
+
   Explanation run() {
     if (r_.gateway) {
       gateway();
@@ -211,6 +214,7 @@ class Explainer {
 
     HttpParts http;
     policy::PlanRequest pr = plan_request(traffic, host, "http", http);
+    if (!scope_.empty()) step("policy", "Sidecar resource (namespace " + r_.namespace_ + "): " + scope_);
     plan(policy::plan_sidecar(t_.tables(), pr), traffic);
   }
 
@@ -486,6 +490,7 @@ class Explainer {
   }
 
   const ConfigTables& t_;
+  std::string scope_;  // which Sidecar resource scopes a sidecar's view
   const decision::InterceptionRules& rules_;
   const ExplainRequest& r_;
   std::string http_host_;
@@ -650,7 +655,18 @@ std::optional<std::string> normalize_host(std::string_view text, bool strip_port
 
 Explanation explain(const ConfigTables& tables, const decision::InterceptionRules& rules,
                     const ExplainRequest& request) {
-  return Explainer(tables, rules, request).run();
+  Explainer e(tables, rules, request);
+  if (!request.gateway) e.set_scope(request.scope);
+  return e.run();
+}
+
+std::unique_ptr<const ConfigTables> sidecar_view(const ConfigTables& all, ExplainRequest& request) {
+  policy::WorkloadIdentity workload;
+  workload.namespace_ = request.namespace_;
+  workload.labels = request.labels;
+  const policy::SidecarSelection selection = policy::select_sidecar(all.config, workload);
+  request.scope = selection.reason;
+  return std::make_unique<const ConfigTables>(policy::scoped_config(all.config, workload, selection));
 }
 
 void write_explanation(std::ostream& out, OutputFormat format, const Explanation& e, const ExplainRequest& r) {

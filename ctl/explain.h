@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -40,7 +41,12 @@ struct ExplainRequest {
   decision::IpAddress address;  // the destination connect() names (a gateway: its listener address)
   uint16_t port = 0;
   bool gateway = false;
-  std::map<std::string, std::string> labels;  // the gateway proxy's labels
+  std::map<std::string, std::string> labels;  // the gateway proxy's labels, or the sidecar's workload's
+  // The sidecar's workload's namespace (exportTo, the Sidecar resource that
+  // applies), or the gateway's.
+  std::string namespace_ = "default";
+  // A sidecar's: which Sidecar resource scopes its view (sidecar_view).
+  std::string scope;
   // The HTTP Host (authority as sent, may carry ":port"); unset: not HTTP.
   std::optional<std::string> host;
   // The TLS ClientHello's SNI; unset: not TLS.
@@ -49,6 +55,12 @@ struct ExplainRequest {
   std::string path = "/";
   std::vector<std::pair<std::string, std::string>> headers;
 };
+
+// A sidecar's view of `all`, as sluice-proxy builds it: what its workload's
+// namespace is exported and the Sidecar resource that applies selects
+// (request.namespace_, request.labels); sets request.scope. Explain a
+// sidecar's connection against it (it must outlive the Explanation).
+std::unique_ptr<const ConfigTables> sidecar_view(const ConfigTables& all, ExplainRequest& request);
 
 // "IP:port" or "[IPv6]:port". Returns a message naming what is wrong.
 std::optional<std::string> parse_destination(std::string_view text, decision::IpAddress& address, uint16_t& port);

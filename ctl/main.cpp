@@ -116,6 +116,7 @@ struct ExplainFlags {
   std::string sni;
   std::string role = "sidecar";
   std::vector<std::string> labels;
+  std::string namespace_;
   std::string method = "GET";
   std::string path = "/";
   std::vector<std::string> headers;
@@ -137,7 +138,7 @@ int run_explain(const ExplainFlags& f) {
   req.gateway = f.role == "gateway";
   if (auto err = sluice::ctl::parse_labels(f.labels, req.labels)) return usage_error("explain", *err);
   if (req.gateway && req.labels.empty()) req.labels["istio"] = "egressgateway";
-  if (!req.gateway && !f.labels.empty()) return usage_error("explain", "--label applies to --role gateway only");
+  req.namespace_ = !f.namespace_.empty() ? f.namespace_ : req.gateway ? "istio-system" : "default";
   if (f.host_option->count() > 0) {
     if (!sluice::ctl::normalize_host(f.host, /*strip_port=*/true)) {
       return usage_error("explain", "--host \"" + f.host + "\" is not a host name (or IP) with an optional :port");
@@ -168,7 +169,10 @@ int run_explain(const ExplainFlags& f) {
 
   auto loaded = load_or_report("explain", f.paths, f.sets);
   if (!loaded) return kExitUsage;
-  const sluice::ctl::Explanation e = sluice::ctl::explain(*loaded->tables, loaded->rules, req);
+  // A sidecar sees its workload's share (exportTo, its Sidecar resource).
+  std::unique_ptr<const sluice::ctl::ConfigTables> view;
+  if (!req.gateway) view = sluice::ctl::sidecar_view(*loaded->tables, req);
+  const sluice::ctl::Explanation e = sluice::ctl::explain(view ? *view : *loaded->tables, loaded->rules, req);
   sluice::ctl::write_explanation(std::cout, format_of(f.output), e, req);
   return e.exit_code();
 }
@@ -323,8 +327,12 @@ int main(int argc, char** argv) {
   explain->add_option("--role", ef.role, "sidecar (default: intercepted connections) or gateway (Gateway servers)")
       ->check(CLI::IsMember({"sidecar", "gateway"}));
   explain->add_option("--label", ef.labels,
-                      "KEY=VALUE label of the gateway proxy, matched against Gateway selectors\n"
-                      "(repeatable; default istio=egressgateway; --role gateway only)");
+                      "KEY=VALUE label of the proxy (repeatable): the gateway's, matched against Gateway\n"
+                      "selectors (default istio=egressgateway); the sidecar's workload's, matched against\n"
+                      "Sidecar workloadSelectors");
+  explain->add_option("--namespace", ef.namespace_,
+                      "The proxy's namespace: the sidecar's workload's (exportTo, the Sidecar resource that\n"
+                      "applies; default: default), the gateway's (default: istio-system)");
   explain->add_option("--method", ef.method, "HTTP method (default GET)");
   explain->add_option("--path", ef.path, "HTTP request path, query included (default /)");
   explain->add_option("--header", ef.headers,

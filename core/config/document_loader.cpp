@@ -130,7 +130,7 @@ bool DocumentLoader::load_at_depth(const YAML::Node& root, int list_depth) {
   const std::string group = slash == std::string::npos ? "" : api.substr(0, slash);
   const std::string version = slash == std::string::npos ? api : api.substr(slash + 1);
   const bool ours = kind == "ServiceEntry" || kind == "VirtualService" ||
-                    kind == "DestinationRule" || kind == "Gateway";
+                    kind == "DestinationRule" || kind == "Gateway" || kind == "Sidecar";
   auto [ns, name] = identity(root);
 
   if (group == kNetworkingGroup) {
@@ -159,6 +159,8 @@ bool DocumentLoader::load_at_depth(const YAML::Node& root, int list_depth) {
                            decode_destination_rule_spec);
     if (kind == "Gateway")
       return load_resource(root, kind, api, into_.config.gateways, decode_gateway_spec);
+    if (kind == "Sidecar")
+      return load_resource(root, kind, api, into_.config.sidecars, decode_sidecar_spec);
   } else if (ours && api.empty()) {
     Diagnostic d;
     d.severity = Severity::kError;

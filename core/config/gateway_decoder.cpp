@@ -40,15 +40,6 @@ void decode_server_tls(const Field& f, ServerTLSSettings& tls) {
   });
 }
 
-void decode_gateway_port(const Field& f, GatewayPort& port) {
-  f.read_object({
-      {"number", [&](Field& v) { v.read(port.number); }},
-      {"protocol", [&](Field& v) { v.read_upper(port.protocol); }},
-      {"name", [&](Field& v) { v.read(port.name); }},
-      {"targetPort", [&](Field& v) { v.read(port.target_port); }},
-  });
-}
-
 void decode_server(const Field& f, Server& server) {
   f.read_object({
       {"port", [&](Field& v) { decode_gateway_port(v, server.port); }},
@@ -61,6 +52,15 @@ void decode_server(const Field& f, Server& server) {
 }
 
 }  // namespace
+
+void decode_gateway_port(const Field& f, GatewayPort& port) {
+  f.read_object({
+      {"number", [&](Field& v) { v.read(port.number); }},
+      {"protocol", [&](Field& v) { v.read_upper(port.protocol); }},
+      {"name", [&](Field& v) { v.read(port.name); }},
+      {"targetPort", [&](Field& v) { v.read(port.target_port); }},
+  });
+}
 
 void decode_gateway_spec(const Field& spec, Gateway& gw) {
   spec.read_object({

@@ -406,6 +406,31 @@ struct Gateway {
 
 enum class OutboundTrafficPolicyMode { kAllowAny, kRegistryOnly };
 
+// ---------------------------------------------------------------------------
+// Sidecar (networking.istio.io): which services a workload's proxy sees and
+// its own outboundTrafficPolicy. Sluice applies the egress side.
+
+struct SidecarEgressListener {
+  std::optional<GatewayPort> port;  // none: the catch-all listener (every other port)
+  std::string bind;
+  std::string capture_mode;        // DEFAULT | IPTABLES | NONE (as written)
+  std::vector<std::string> hosts;  // "namespace/dnsName": ns "*", ".", "~" or a name; host "*", "*.suffix" or exact
+};
+
+struct SidecarOutboundTrafficPolicy {
+  OutboundTrafficPolicyMode mode = OutboundTrafficPolicyMode::kRegistryOnly;  // the proto's default (0)
+  std::optional<Destination> egress_proxy;  // ALLOW_ANY only: unknown traffic goes there, not passed through
+};
+
+struct Sidecar {
+  ObjectMeta meta;
+  std::optional<Labels> workload_selector;  // none: every workload of its namespace
+  std::vector<SidecarEgressListener> egress;
+  size_t ingress_count = 0;                 // inbound listeners: accepted, not applied (Sluice is egress only)
+  bool inbound_connection_pool = false;     // likewise
+  std::optional<SidecarOutboundTrafficPolicy> outbound_traffic_policy;
+};
+
 struct MeshConfig {
   OutboundTrafficPolicyMode outbound_traffic_policy = OutboundTrafficPolicyMode::kAllowAny;
   std::string trust_domain = "cluster.local";
@@ -445,13 +470,20 @@ struct ConfigSet {
   std::vector<VirtualService> virtual_services;
   std::vector<DestinationRule> destination_rules;
   std::vector<Gateway> gateways;
+  std::vector<Sidecar> sidecars;
   MeshConfig mesh;
   InstallOptions install;
+  // A workload's view (policy::scoped_config) under a Sidecar with an
+  // outboundTrafficPolicy: it replaces the mesh config's mode, and its
+  // egressProxy (ALLOW_ANY) takes what would be passed through. Where it
+  // came from: "Sidecar ns/name (file:line)".
+  std::optional<SidecarOutboundTrafficPolicy> sidecar_outbound;
+  std::string sidecar_source;
   std::vector<std::string> source_files;  // every file that contributed, in load order
 
   size_t resource_count() const {
     return service_entries.size() + virtual_services.size() + destination_rules.size() +
-           gateways.size();
+           gateways.size() + sidecars.size();
   }
 };
 

@@ -31,6 +31,9 @@ void decode_service_entry_spec(const Field& spec, ServiceEntry& out);
 void decode_virtual_service_spec(const Field& spec, VirtualService& out);
 void decode_destination_rule_spec(const Field& spec, DestinationRule& out);
 void decode_gateway_spec(const Field& spec, Gateway& out);
+void decode_sidecar_spec(const Field& spec, Sidecar& out);
+// A Gateway server's port; a Sidecar listener's port has the same fields.
+void decode_gateway_port(const Field& f, GatewayPort& port);
 
 // mesh.istio.io/v1alpha1 MeshConfig, as the `istio` ConfigMap's `mesh` key
 // holds it. Fields the document sets overwrite `out`; others stay.

@@ -994,21 +994,34 @@ std::string port_text(const GatewayPort& p) {
 }
 
 // Server hosts: "[namespace/]dnsName", namespace "*", "." or a label.
-void validate_gateway_host(Sink& s, const std::string& path, const std::string& host) {
+// Istio's ValidateNamespaceSlashWildcardHostname: a Gateway server's host
+// ("ns/dnsName" or a bare dnsName) or a Sidecar egress host ("ns/dnsName"
+// only, and "~" a namespace too).
+void validate_namespace_slash_host(Sink& s, const std::string& path, const std::string& host, bool gateway) {
   auto hostname_part = [&](const std::string& h) {
     if (h != "*" && h.find('.') == std::string::npos) s.error(path, "short names (non FQDN) are not allowed");
     if (auto e = validate_wildcard_domain(h); e && !is_ip(h)) s.error(path, *e);
-    s.error(path, validate_partial_wildcard(h));
+    if (gateway) s.error(path, validate_partial_wildcard(h));
   };
   size_t slash = host.find('/');
   if (slash == std::string::npos) {
+    if (!gateway) {
+      s.error(path, "host must be of form namespace/dnsName");
+      return;
+    }
     hostname_part(host);
     return;
   }
   std::string ns = host.substr(0, slash), name = host.substr(slash + 1);
   if (ns.empty() || name.empty()) s.error(path, "config namespace and dnsName in host entry cannot be empty");
-  if (ns != "*" && ns != "." && !is_dns1123_label(ns)) s.error(path, "invalid namespace value " + go_quote(ns) + " in gateway");
+  if (ns != "*" && ns != "." && (gateway || ns != "~") && !is_dns1123_label(ns)) {
+    s.error(path, "invalid namespace value " + go_quote(ns) + (gateway ? " in gateway" : " in sidecar"));
+  }
   hostname_part(name);
+}
+
+void validate_gateway_host(Sink& s, const std::string& path, const std::string& host) {
+  validate_namespace_slash_host(s, path, host, /*gateway=*/true);
 }
 
 void validate_server_tls(Sink& s, const std::string& path, const ServerTLSSettings& tls) {
@@ -1378,6 +1391,99 @@ void validate(const Gateway& gw, Diagnostics& out) {
   }
 }
 
+void validate(const Sidecar& sc, Diagnostics& out) {
+  Sink s(sc.meta, "Sidecar", out);
+  if (sc.workload_selector) {
+    if (sc.workload_selector->empty()) {
+      s.warning("spec.workloadSelector",
+                "sidecar: workloadSelector specified without labels, will be applied to all services in namespace");
+    }
+    validate_labels(s, "spec.workloadSelector.labels", *sc.workload_selector);
+  }
+  if (sc.egress.empty() && sc.ingress_count == 0 && !sc.outbound_traffic_policy && !sc.inbound_connection_pool) {
+    s.error("spec", "sidecar: empty configuration provided");
+    return;
+  }
+  if (sc.ingress_count > 0 || sc.inbound_connection_pool) {
+    s.warning(sc.ingress_count > 0 ? "spec.ingress" : "spec.inboundConnectionPool",
+              "not applied by Sluice: it intercepts outbound traffic only");
+  }
+  std::set<uint32_t> ports;
+  bool catch_all = false;
+  for (size_t i = 0; i < sc.egress.size(); ++i) {
+    const SidecarEgressListener& l = sc.egress[i];
+    const std::string p = at("spec.egress", i);
+    if (!l.port) {
+      if (catch_all) {
+        s.error(p, "sidecar: egress can have only one listener with empty port");
+        continue;
+      }
+      if (i == sc.egress.size() - 1) {
+        catch_all = true;
+      } else {
+        s.error(p, "sidecar: the egress listener with empty port should be the last listener in the list");
+      }
+    } else {
+      const GatewayPort& port = *l.port;
+      if (port.target_port > 0) s.error(dot(p, "port.targetPort"), "targetPort has no impact on Sidecars");
+      if (!port.name.empty()) s.error(dot(p, "port.name"), validate_port_name(port.name));
+      if (parse_protocol(port.protocol) == Protocol::kUnsupported) {
+        s.error(dot(p, "port.protocol"), "unsupported protocol: " + port.protocol);
+      }
+      if (port.number == 0) {
+        // A unix domain socket listener: nothing Sluice intercepts.
+        if (l.bind.rfind("unix://", 0) != 0) {
+          s.error(dot(p, "bind"), "sidecar: ports with 0 value must have a unix domain socket bind address");
+        }
+      } else {
+        s.error(dot(p, "port.number"), validate_port(port.number));
+        if (!l.bind.empty() && !is_ip(l.bind)) s.error(dot(p, "bind"), l.bind + " is not a valid IP");
+        if (!ports.insert(port.number).second) {
+          s.error(dot(p, "port.number"), "sidecar: ports on IP bound listeners must be unique");
+        }
+      }
+    }
+    if (l.hosts.empty()) {
+      s.error(dot(p, "hosts"), "sidecar: egress listener must contain at least one host");
+      continue;
+    }
+    // Duplicates are warnings (Istio keeps them for compatibility).
+    std::map<std::string, std::set<std::string>> seen;
+    for (size_t j = 0; j < l.hosts.size(); ++j) {
+      const std::string& h = l.hosts[j];
+      const std::string hp = at(dot(p, "hosts"), j);
+      const size_t slash = h.find('/');
+      if (slash != std::string::npos) {
+        std::string ns = h.substr(0, slash);
+        const std::string svc = h.substr(slash + 1);
+        if (ns == ".") ns = sc.meta.namespace_;
+        std::set<std::string>& in_ns = seen[ns];
+        if (svc != "*" ? (in_ns.count(svc) > 0 || in_ns.count("*") > 0) : !in_ns.empty()) {
+          s.warning(hp, "duplicated egress host: " + h);
+        }
+        in_ns.insert(svc);
+      }
+      validate_namespace_slash_host(s, hp, h, /*gateway=*/false);
+    }
+    if (seen.count("*") && seen["*"].count("*") && seen.size() != 1) {
+      s.warning(dot(p, "hosts"), "`*/*` host select all resources, no other hosts can be added");
+    }
+  }
+  if (const auto& tp = sc.outbound_traffic_policy; tp && tp->egress_proxy) {
+    const std::string p = "spec.outboundTrafficPolicy.egressProxy";
+    if (tp->mode != OutboundTrafficPolicyMode::kAllowAny) {
+      s.error(p, "sidecar: egress_proxy must be set only with ALLOW_ANY outbound_traffic_policy mode");
+    } else {
+      s.error(dot(p, "host"), validate_fqdn(tp->egress_proxy->host));
+      if (!tp->egress_proxy->port) {
+        s.error(dot(p, "port"), "sidecar: egress_proxy port must be non-nil");
+      } else {
+        validate_destination(s, p, *tp->egress_proxy);
+      }
+    }
+  }
+}
+
 void validate(const MeshConfig& mesh, Diagnostics& out) {
   auto report = [&](const char* field, std::string message) {
     Diagnostic d;
@@ -1502,6 +1608,7 @@ Diagnostics validate(const ConfigSet& config) {
   for (const auto& r : config.virtual_services) add(r);
   for (const auto& r : config.destination_rules) add(r);
   for (const auto& r : config.gateways) add(r);
+  for (const auto& r : config.sidecars) add(r);
   std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
     return std::tie(a.file_index, a.line, a.seq) < std::tie(b.file_index, b.line, b.seq);
   });

@@ -12,6 +12,7 @@ void validate(const ServiceEntry& se, Diagnostics& out);
 void validate(const VirtualService& vs, Diagnostics& out);
 void validate(const DestinationRule& dr, Diagnostics& out);
 void validate(const Gateway& gw, Diagnostics& out);
+void validate(const Sidecar& sc, Diagnostics& out);
 void validate(const MeshConfig& mesh, Diagnostics& out);
 void validate(const InstallOptions& install, Diagnostics& out);
 

@@ -19,12 +19,14 @@ struct OutboundMode {
     kMeshConfig,     // a loaded `istio` ConfigMap / MeshConfig: config.mesh.file:line
     kInstallOption,  // values.global.outboundTrafficPolicy.mode (config.install.file, or --set)
     kBuiltIn,        // no mesh config loaded: the built-in default (plus --set meshConfig.*)
+    kSidecar,        // the workload's Sidecar resource (config.sidecar_source)
   };
   config::OutboundTrafficPolicyMode mode = config::OutboundTrafficPolicyMode::kAllowAny;
   Source source = Source::kBuiltIn;
 };
 
 inline OutboundMode effective_outbound_mode(const config::ConfigSet& config) {
+  if (config.sidecar_outbound) return {config.sidecar_outbound->mode, OutboundMode::Source::kSidecar};
   if (!config.mesh.file.empty()) return {config.mesh.outbound_traffic_policy, OutboundMode::Source::kMeshConfig};
   if (config.install.outbound_traffic_policy) {
     return {*config.install.outbound_traffic_policy, OutboundMode::Source::kInstallOption};
@@ -37,6 +39,7 @@ inline const char* to_string(OutboundMode::Source s) {
     case OutboundMode::Source::kMeshConfig: return "mesh config";
     case OutboundMode::Source::kInstallOption: return "install option";
     case OutboundMode::Source::kBuiltIn: return "built-in default";
+    case OutboundMode::Source::kSidecar: return "Sidecar";
   }
   return "?";
 }

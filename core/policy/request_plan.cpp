@@ -223,6 +223,23 @@ class Planner {
         p_.response_flags = d.response_flags;
         return std::move(p_);
       case Action::kPassthrough:
+        // The workload's Sidecar names an egress proxy (ALLOW_ANY): what
+        // would pass through goes there, as Istio's passthrough route and
+        // filter chain then point at its cluster.
+        if (const auto& so = t_.config->sidecar_outbound; so && so->egress_proxy) {
+          if (r_.explain) {
+            p_.steps.push_back("egress proxy of " + t_.config->sidecar_source + ": " + so->egress_proxy->host +
+                               (so->egress_proxy->port ? ":" + std::to_string(so->egress_proxy->port->number) : ""));
+          }
+          RouteTarget t;
+          t.host = so->egress_proxy->host;
+          t.subset = so->egress_proxy->subset;
+          if (so->egress_proxy->port) {
+            t.port = so->egress_proxy->port->number;
+            t.port_source = RouteTarget::PortSource::kDestination;
+          }
+          return to_target(t);
+        }
         p_.kind = RequestPlan::Kind::kForward;
         p_.forward.upstream = plan_passthrough(r_.original_ip, r_.port);
         p_.forward.port = r_.port;

@@ -198,7 +198,31 @@ assert j["exit_code"]==3 and j["outcome"]["result"]=="closed" and j["outcome"]["
 check "explain DEST must be an IP exits 2" test $rc -eq 2
 check "explain DEST message" grep -q 'is not an IP address' "$tmp/err.txt"
 "$ctl" explain 10.0.0.1:80 >/dev/null 2>&1; check "explain without paths exits 2" test $? -eq 2
-"$ctl" explain 10.0.0.1:80 --label a=b "$W" >/dev/null 2>&1; check "explain --label needs gateway role exits 2" test $? -eq 2
+"$ctl" explain 10.0.0.1:80 --label nolabel "$W" >/dev/null 2>&1; check "explain --label needs KEY=VALUE exits 2" test $? -eq 2
+
+# 12b. explain applies the Sidecar resource of the workload's namespace:
+# REGISTRY_ONLY over the mesh's ALLOW_ANY, and egress hosts that leave the
+# cnn ServiceEntry out (so it is unknown, and blocked), per --namespace.
+mkdir -p "$tmp/scoped"
+cp "$root/configs/walkthrough/serviceentry-cnn.yaml" "$tmp/scoped/"
+cat > "$tmp/scoped/sidecar.yaml" <<'YAML'
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: locked, namespace: shop}
+spec:
+  egress:
+  - hosts: ["istio-system/*"]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+YAML
+"$ctl" explain 203.0.113.10:80 --host edition.cnn.com --namespace shop "$tmp/scoped" > "$tmp/scoped.txt"; rc=$?
+check "explain under a Sidecar: not forwarded" test $rc -ne 0
+check "explain names the Sidecar" grep -q 'Sidecar resource (namespace shop): Sidecar shop/locked' "$tmp/scoped.txt"
+# No ServiceEntry it sees declares port 80: no HTTP listener, so the
+# REGISTRY_ONLY blackhole closes the connection (as Istio's would).
+check "explain: REGISTRY_ONLY from the Sidecar blocks the unseen host" grep -q '=> closed (BlackHoleCluster)' "$tmp/scoped.txt"
+"$ctl" explain 203.0.113.10:80 --host edition.cnn.com --namespace default "$tmp/scoped" > "$tmp/unscoped.txt"; rc=$?
+check "explain in another namespace forwards (exit 0)" test $rc -eq 0
+check "explain in another namespace: no Sidecar" grep -q 'no Sidecar applies' "$tmp/unscoped.txt"
 "$ctl" explain 10.0.0.1:80 --host 'a b' "$W" >/dev/null 2>&1; check "explain bad --host exits 2" test $? -eq 2
 "$ctl" explain 10.0.0.1:80 --path nope "$W" >/dev/null 2>&1; check "explain bad --path exits 2" test $? -eq 2
 "$ctl" explain 10.0.0.1:80 --role egress "$W" >/dev/null 2>&1; check "explain bad --role exits 2" test $? -eq 2

@@ -688,6 +688,51 @@ PYEOF
 	counters=$(proxy_counters)
 	grep -q " mirrored=3 mirror_skipped=0 mirror_cut=0 " <<<"$counters" || fail "(3e) counters: $counters"
 	log "ok (3e) a 150000-byte upload to /mirror/upload ($ustatus): its copy reached shadow.example whole (sha256 $uhash), streamed"
+
+	# (3f) The Sidecar resource of the workload's namespace (the proxy's
+	# --namespace, default "default"). Its outboundTrafficPolicy ALLOW_ANY
+	# wins over the mesh's REGISTRY_ONLY: raw TCP to an undeclared IP:port
+	# passes through. Then egress hosts that leave edition.cnn.com out
+	# (istio-system/* only) with REGISTRY_ONLY: the ServiceEntry still exists
+	# but this workload does not see it, so the walkthrough is blocked again.
+	# Removed: 200 again.
+	cat >"$TMP/config/sidecar.yaml" <<'EOF2'
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  outboundTrafficPolicy: {mode: ALLOW_ANY}
+EOF2
+	wait_generation 8
+	grep "config generation 8 " "$TMP/proxy.err" | grep -q 'Sidecar default/default' ||
+		fail "(3f) the load line does not name the Sidecar: $(grep 'config generation 8 ' "$TMP/proxy.err")"
+	before=$(count_bytes)
+	mark=$(wc -l <"$TMP/access.log")
+	out=$(raw_tcp 203.0.113.20 9000)
+	sleep 0.3
+	[ "$(count_bytes)" = $((before + 16)) ] || fail "(3f) Sidecar ALLOW_ANY: raw TCP $out, server got $(( $(count_bytes) - before ))"
+	tail -n +"$((mark + 1))" "$TMP/access.log" | grep -q 'PassthroughCluster - 203.0.113.20:9000 ' ||
+		fail "(3f) no PassthroughCluster line for :9000"
+	explain_matches 203.0.113.20:9000 "$(seen_line "$TMP/access.log" "$mark" 203.0.113.20:9000)"
+	cat >"$TMP/config/sidecar.yaml" <<'EOF2'
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  egress:
+  - hosts: ["istio-system/*"]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+EOF2
+	wait_generation 9
+	out=$(walkthrough_curl)
+	blocked_rc=$?
+	[ "$blocked_rc" != 0 ] || fail "(3f) egress hosts without edition.cnn.com: the walkthrough still succeeded: $out"
+	rm "$TMP/config/sidecar.yaml"
+	wait_generation 10
+	out=$(walkthrough_curl)
+	rc=$?
+	[ "$rc" = 0 ] && grep -q "^HTTP/1.1 200" <<<"$out" || fail "(3f) without the Sidecar: exit $rc: $out"
+	log "ok (3f) Sidecar resource: its ALLOW_ANY passed raw TCP through under the mesh's REGISTRY_ONLY; egress hosts istio-system/* hid ServiceEntry cnn (curl exit $blocked_rc); removed, 200 again"
 fi
 
 # ------------------------------------------------------------ (4) unknown destinations

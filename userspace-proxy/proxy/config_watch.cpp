@@ -8,9 +8,12 @@ std::string describe(const Snapshot& s) {
   std::string files;
   for (const auto& f : s.config.source_files) files += (files.empty() ? "" : ", ") + f;
   if (files.empty()) files = "(built-in defaults)";
-  return "config generation " + std::to_string(s.generation) + " from " + files + " (" +
-         std::to_string(s.config.service_entries.size()) + " service entries, outboundTrafficPolicy " +
-         config::to_string(s.mode()) + ")";
+  std::string out = "config generation " + std::to_string(s.generation) + " from " + files + " (" +
+                    std::to_string(s.config.service_entries.size()) + " service entries, outboundTrafficPolicy " +
+                    config::to_string(s.mode()) + ")";
+  // A sidecar scoped by a Sidecar resource says which.
+  if (!s.config.sidecar_source.empty() || s.sidecar_scope.rfind("Sidecar ", 0) == 0) out += "; " + s.sidecar_scope;
+  return out;
 }
 
 ConfigWatch::ConfigWatch(std::vector<std::string> paths, SnapshotStore& store, Log info, Log error,

@@ -83,7 +83,7 @@ struct Flags {
   std::string admin_address = "127.0.0.1";
   std::string role = "sidecar";
   // Gateway role.
-  std::string namespace_ = "istio-system";
+  std::string namespace_;  // empty: istio-system for a gateway, default for a sidecar
   std::vector<std::string> labels;
   std::string listen_address = "0.0.0.0";
   std::string certs = "/etc/certs";
@@ -109,7 +109,7 @@ int run(const Flags& flags) {
   const bool gateway = flags.role == "gateway";
   proxy::ProxyIdentity identity;
   identity.gateway = gateway;
-  identity.namespace_ = flags.namespace_;
+  identity.namespace_ = !flags.namespace_.empty() ? flags.namespace_ : gateway ? "istio-system" : "default";
   for (const std::string& l : flags.labels) {
     size_t eq = l.find('=');
     if (eq == std::string::npos || eq == 0) {
@@ -553,10 +553,12 @@ int main(int argc, char** argv) {
   app.add_option("--certs", flags.certs,
                  "mesh identity directory: cert-chain.pem, key.pem, root-cert.pem (ISTIO_MUTUAL both ways)")
       ->capture_default_str();
-  app.add_option("--namespace", flags.namespace_, "the proxy's namespace (gateway role)")->capture_default_str();
+  app.add_option("--namespace", flags.namespace_,
+                 "the proxy's namespace: a sidecar's workload's (exportTo and the Sidecar resource that applies; "
+                 "default: default), a gateway's own (default: istio-system)");
   app.add_option("--label", flags.labels,
-                 "KEY=VALUE label of this gateway proxy, matched against Gateway selectors (repeatable; "
-                 "default for --role gateway: istio=egressgateway)");
+                 "KEY=VALUE label of the proxy (repeatable): a gateway's, matched against Gateway selectors "
+                 "(default: istio=egressgateway); a sidecar's workload's, matched against Sidecar workloadSelectors");
   app.add_option("--listen-address", flags.listen_address,
                  "gateway role: the address the Gateway server ports are bound on")
       ->capture_default_str();

@@ -4,6 +4,7 @@
 #include "core/config/validation.h"
 #include "core/policy/load_balancer.h"
 #include "core/policy/outbound_mode.h"
+#include "core/policy/sidecar_scope.h"
 
 namespace sluice::proxy {
 
@@ -36,8 +37,29 @@ bool needs_client_address(const config::ConfigSet& config) {
 
 }  // namespace
 
+namespace {
+
+policy::WorkloadIdentity workload_of(const ProxyIdentity& identity) {
+  policy::WorkloadIdentity w;
+  w.namespace_ = identity.namespace_;
+  w.labels = identity.labels;
+  return w;
+}
+
+// A sidecar sees its namespace's share of the config (exportTo, Sidecar);
+// a gateway all of it.
+config::ConfigSet view_of(config::ConfigSet loaded, const ProxyIdentity& identity, std::string* scope) {
+  if (identity.gateway) return loaded;
+  const policy::WorkloadIdentity w = workload_of(identity);
+  const policy::SidecarSelection selection = policy::select_sidecar(loaded, w);
+  *scope = selection.reason;
+  return policy::scoped_config(loaded, w, selection);
+}
+
+}  // namespace
+
 Snapshot::Snapshot(config::ConfigSet loaded, uint64_t gen, const ProxyIdentity& identity)
-    : config(std::move(loaded)),
+    : config(view_of(std::move(loaded), identity, &sidecar_scope)),
       registry(config),
       routes(config),
       destinations(config),

@@ -24,8 +24,12 @@ namespace sluice::proxy {
 // What the proxy is, for the parts of the config that depend on it.
 struct ProxyIdentity {
   bool gateway = false;               // --role gateway
-  std::map<std::string, std::string> labels;  // the proxy's labels (Gateway selectors)
-  std::string namespace_ = "istio-system";
+  // The proxy's labels: a gateway's (Gateway selectors), a sidecar's
+  // workload's (Sidecar workloadSelector).
+  std::map<std::string, std::string> labels;
+  // The proxy's namespace: a sidecar's workload's (exportTo, the Sidecar
+  // resource that applies), a gateway's own.
+  std::string namespace_ = "default";
 };
 
 struct Snapshot {
@@ -39,6 +43,11 @@ struct Snapshot {
   // The tables a policy::plan_* call reads.
   policy::PlanTables tables() const { return {&config, &registry, &routes, &destinations, mode()}; }
 
+  // A sidecar's: which Sidecar resource scopes `config` (or that none
+  // does). Declared first: the constructor fills it while making `config`.
+  std::string sidecar_scope;
+  // A sidecar's view: what its namespace is exported and its Sidecar
+  // resource selects (policy::scoped_config); a gateway's: everything.
   const config::ConfigSet config;
   const policy::Registry registry;
   const policy::RouteTable routes;

@@ -445,9 +445,51 @@ TEST(ApiVersionTest, OtherNetworkingVersionIsAnError) {
   EXPECT_EQ(r.config.resource_count(), 0u);
 }
 
-TEST(ApiVersionTest, UnsupportedKindsAreWarnings) {
+// The Sidecar resource: egress listeners, workloadSelector and
+// outboundTrafficPolicy (whose mode defaults to REGISTRY_ONLY, the proto's
+// 0); the inbound side is counted.
+TEST(SidecarDecodeTest, EgressListenersSelectorAndOutboundPolicy) {
   LoadResult r = load(R"(apiVersion: networking.istio.io/v1beta1
 kind: Sidecar
+metadata:
+  name: egress
+  namespace: shop
+spec:
+  workloadSelector:
+    labels: {app: cart}
+  egress:
+  - port: {number: 443, protocol: TLS, name: tls}
+    hosts: ["istio-system/*", "./api.example.com"]
+  - hosts: ["./*"]
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:8080
+  outboundTrafficPolicy:
+    egressProxy: {host: proxy.example.com, port: {number: 3128}}
+)");
+  EXPECT_EQ(r.diagnostics.error_count(), 0u) << dump(r.diagnostics);
+  ASSERT_EQ(r.config.sidecars.size(), 1u);
+  const Sidecar& sc = r.config.sidecars[0];
+  EXPECT_EQ(sc.meta.namespace_, "shop");
+  ASSERT_TRUE(sc.workload_selector.has_value());
+  EXPECT_EQ(sc.workload_selector->at("app"), "cart");
+  ASSERT_EQ(sc.egress.size(), 2u);
+  ASSERT_TRUE(sc.egress[0].port.has_value());
+  EXPECT_EQ(sc.egress[0].port->number, 443u);
+  EXPECT_EQ(sc.egress[0].port->protocol, "TLS");
+  EXPECT_EQ(sc.egress[0].hosts, (std::vector<std::string>{"istio-system/*", "./api.example.com"}));
+  EXPECT_FALSE(sc.egress[1].port.has_value());
+  EXPECT_EQ(sc.ingress_count, 1u);
+  ASSERT_TRUE(sc.outbound_traffic_policy.has_value());
+  EXPECT_EQ(sc.outbound_traffic_policy->mode, OutboundTrafficPolicyMode::kRegistryOnly);
+  ASSERT_TRUE(sc.outbound_traffic_policy->egress_proxy.has_value());
+  EXPECT_EQ(sc.outbound_traffic_policy->egress_proxy->host, "proxy.example.com");
+  EXPECT_EQ(r.config.resource_count(), 1u);
+}
+
+TEST(ApiVersionTest, UnsupportedKindsAreWarnings) {
+  LoadResult r = load(R"(apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
 metadata:
   name: default
 ---
@@ -464,7 +506,7 @@ metadata:
 )");
   ASSERT_EQ(r.diagnostics.items().size(), 3u) << dump(r.diagnostics);
   EXPECT_EQ(r.diagnostics.error_count(), 0u);
-  EXPECT_EQ(r.diagnostics.items()[0].message, "unsupported kind Sidecar, ignored");
+  EXPECT_EQ(r.diagnostics.items()[0].message, "unsupported kind EnvoyFilter, ignored");
   EXPECT_EQ(r.diagnostics.items()[0].location.str(), "test.yaml:2:7");
   EXPECT_EQ(r.diagnostics.items()[1].message, "unsupported kind Service, ignored");
   EXPECT_EQ(r.diagnostics.items()[1].location.str(), "test.yaml:7:7");

@@ -774,6 +774,62 @@ TEST(DestinationRuleValidation, WorkloadSelectorAndExportTo) {
 // ---------------------------------------------------------------------------
 // Gateway
 
+// Sidecar: Istio's ValidateSidecar, egress side (the inbound side is not
+// applied by Sluice: a warning).
+Sidecar sidecar_with(std::vector<SidecarEgressListener> egress) {
+  Sidecar sc;
+  sc.meta.name = "egress";
+  sc.meta.namespace_ = "shop";
+  sc.egress = std::move(egress);
+  return sc;
+}
+
+SidecarEgressListener listener(std::vector<std::string> hosts, uint32_t port = 0) {
+  SidecarEgressListener l;
+  l.hosts = std::move(hosts);
+  if (port != 0) l.port = GatewayPort{port, "TLS", "tls", 0};
+  return l;
+}
+
+TEST(SidecarValidation, EmptyConfigurationIsAnError) {
+  EXPECT_DIAG(run(sidecar_with({})), "sidecar: empty configuration provided", "spec");
+}
+
+TEST(SidecarValidation, EgressHostsAreNamespaceSlashDnsName) {
+  Diagnostics d = run(sidecar_with({listener({"api.example.com", "bad_ns/x.example.com", "./short", "~/*", "*/*"})}));
+  EXPECT_DIAG(d, "host must be of form namespace/dnsName", "spec.egress[0].hosts[0]");
+  EXPECT_DIAG(d, "invalid namespace value \"bad_ns\" in sidecar", "spec.egress[0].hosts[1]");
+  EXPECT_DIAG(d, "short names (non FQDN) are not allowed", "spec.egress[0].hosts[2]");
+  EXPECT_EQ(d.error_count(), 3u) << dump(d);
+  EXPECT_WARN(d, "`*/*` host select all resources, no other hosts can be added", "spec.egress[0].hosts");
+  EXPECT_DIAG(run(sidecar_with({listener({})})), "sidecar: egress listener must contain at least one host",
+              "spec.egress[0].hosts");
+  EXPECT_WARN(run(sidecar_with({listener({"./*", "./api.example.com"})})), "duplicated egress host: ./api.example.com",
+              "spec.egress[0].hosts[1]");
+}
+
+TEST(SidecarValidation, OneCatchAllListenerLastAndUniquePorts) {
+  Diagnostics d = run(sidecar_with({listener({"./*"}), listener({"./*"}, 443), listener({"./*"}, 443), listener({"./*"})}));
+  EXPECT_DIAG(d, "sidecar: the egress listener with empty port should be the last listener in the list", "spec.egress[0]");
+  EXPECT_DIAG(d, "sidecar: ports on IP bound listeners must be unique", "spec.egress[2].port.number");
+  // As in Istio, the last catch-all is the one: no second error for it.
+  EXPECT_EQ(d.error_count(), 2u) << dump(d);
+}
+
+TEST(SidecarValidation, EgressProxyOnlyWithAllowAny) {
+  Sidecar sc = sidecar_with({});
+  sc.outbound_traffic_policy = SidecarOutboundTrafficPolicy{};
+  sc.outbound_traffic_policy->egress_proxy = Destination{"squid.example.com", "", std::nullopt};
+  EXPECT_DIAG(run(sc), "sidecar: egress_proxy must be set only with ALLOW_ANY outbound_traffic_policy mode",
+              "spec.outboundTrafficPolicy.egressProxy");
+  sc.outbound_traffic_policy->mode = OutboundTrafficPolicyMode::kAllowAny;
+  EXPECT_DIAG(run(sc), "sidecar: egress_proxy port must be non-nil", "spec.outboundTrafficPolicy.egressProxy.port");
+  sc.outbound_traffic_policy->egress_proxy->port = PortSelector{3128};
+  EXPECT_CLEAN(run(sc));
+  sc.ingress_count = 1;
+  EXPECT_WARN(run(sc), "not applied by Sluice: it intercepts outbound traffic only", "spec.ingress");
+}
+
 TEST(GatewayValidation, NeedsAServer) {
   Gateway gw = egress_gateway();
   gw.servers.clear();

@@ -1,0 +1,187 @@
+#include "core/policy/sidecar_scope.h"
+
+#include <algorithm>
+#include <map>
+
+#include "core/config/host_match.h"
+
+namespace sluice::policy {
+
+namespace {
+
+bool labels_match(const config::Labels& selector, const config::Labels& labels) {
+  for (const auto& [k, v] : selector) {
+    auto it = labels.find(k);
+    if (it == labels.end() || it->second != v) return false;
+  }
+  return true;
+}
+
+std::string where(const config::Sidecar& sc) {
+  std::string out = "Sidecar " + sc.meta.namespace_ + "/" + sc.meta.name;
+  if (!sc.meta.file.empty()) out += " (" + sc.meta.file + ":" + std::to_string(sc.meta.line) + ")";
+  return out;
+}
+
+// exportTo as seen from `ns`: empty or "*" everywhere, "." its own
+// namespace, "~" nowhere, else the namespaces listed.
+bool exported_to(const std::vector<std::string>& export_to, const std::string& owner_ns, const std::string& ns) {
+  if (export_to.empty()) return true;
+  for (const auto& e : export_to) {
+    if (e == "*" || e == ns || (e == "." && owner_ns == ns)) return true;
+  }
+  return false;
+}
+
+// One egress host entry, "namespace/dnsName".
+struct HostPattern {
+  std::string ns;    // "*", a name (".": the workload's, resolved), "~": none
+  std::string host;  // "*", "*.suffix" or exact
+};
+
+std::vector<HostPattern> patterns(const config::SidecarEgressListener& l, const std::string& workload_ns) {
+  std::vector<HostPattern> out;
+  for (const auto& h : l.hosts) {
+    const size_t slash = h.find('/');
+    if (slash == std::string::npos) continue;  // invalid (validation says so)
+    HostPattern p{h.substr(0, slash), h.substr(slash + 1)};
+    if (p.ns == ".") p.ns = workload_ns;
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+bool selects(const std::vector<HostPattern>& ps, const std::string& ns, const std::string& host) {
+  for (const auto& p : ps) {
+    if (p.ns == "~") continue;
+    if (p.ns != "*" && p.ns != ns) continue;
+    if (p.host == "*" || config::host_matches(p.host, host)) return true;
+  }
+  return false;
+}
+
+// The egress listeners' host patterns: per port, and the catch-all's.
+struct Egress {
+  bool everything = true;  // no egress listeners: all that is exported
+  std::map<uint32_t, std::vector<HostPattern>> by_port;
+  std::optional<std::vector<HostPattern>> catch_all;
+
+  const std::vector<HostPattern>* for_port(uint32_t port) const {
+    auto it = by_port.find(port);
+    if (it != by_port.end()) return &it->second;
+    return catch_all ? &*catch_all : nullptr;
+  }
+  // Some listener selects (ns, host), on any port.
+  bool any(const std::string& ns, const std::string& host) const {
+    if (everything) return true;
+    for (const auto& [port, ps] : by_port) {
+      if (selects(ps, ns, host)) return true;
+    }
+    return catch_all && selects(*catch_all, ns, host);
+  }
+};
+
+Egress egress_of(const config::Sidecar* sc, const std::string& workload_ns) {
+  Egress e;
+  if (!sc || sc->egress.empty()) return e;
+  e.everything = false;
+  for (const auto& l : sc->egress) {
+    if (!l.port) {
+      if (!e.catch_all) e.catch_all = patterns(l, workload_ns);
+    } else if (l.port->number != 0) {
+      e.by_port.emplace(l.port->number, patterns(l, workload_ns));
+    }
+  }
+  return e;
+}
+
+}  // namespace
+
+SidecarSelection select_sidecar(const config::ConfigSet& config, const WorkloadIdentity& workload) {
+  SidecarSelection out;
+  const config::Sidecar* by_selector = nullptr;
+  const config::Sidecar* namespace_wide = nullptr;
+  const config::Sidecar* root = nullptr;
+  for (const auto& sc : config.sidecars) {
+    if (sc.meta.namespace_ == workload.namespace_) {
+      if (sc.workload_selector && !sc.workload_selector->empty()) {
+        if (!by_selector && labels_match(*sc.workload_selector, workload.labels)) by_selector = &sc;
+      } else if (!namespace_wide) {
+        namespace_wide = &sc;
+      }
+    }
+    if (sc.meta.namespace_ == config.mesh.root_namespace && (!sc.workload_selector || sc.workload_selector->empty()) &&
+        !root) {
+      root = &sc;
+    }
+  }
+  if (by_selector) {
+    out.sidecar = by_selector;
+    out.reason = where(*by_selector) + ": its workloadSelector matches the workload's labels";
+  } else if (namespace_wide) {
+    out.sidecar = namespace_wide;
+    out.reason = where(*namespace_wide) + ": the workload's namespace " + workload.namespace_ + ", no selector";
+  } else if (root) {
+    out.sidecar = root;
+    out.reason = where(*root) + ": the root namespace's default (" + config.mesh.root_namespace + ")";
+  } else {
+    out.reason = "no Sidecar applies to the workload (namespace " + workload.namespace_ +
+                 "): every service exported to its namespace is visible";
+  }
+  return out;
+}
+
+config::ConfigSet scoped_config(const config::ConfigSet& config, const WorkloadIdentity& workload,
+                                const SidecarSelection& selection) {
+  config::ConfigSet out;
+  out.mesh = config.mesh;
+  out.install = config.install;
+  out.source_files = config.source_files;
+  out.gateways = config.gateways;
+  const std::string& ns = workload.namespace_;
+  const Egress egress = egress_of(selection.sidecar, ns);
+
+  for (const auto& se : config.service_entries) {
+    if (!exported_to(se.export_to, se.meta.namespace_, ns)) continue;
+    if (egress.everything) {
+      out.service_entries.push_back(se);
+      continue;
+    }
+    // Per port, the hosts its listener selects; ports that see the same
+    // hosts stay together in one copy.
+    std::map<std::vector<std::string>, std::vector<config::ServicePort>> groups;
+    for (const auto& port : se.ports) {
+      const std::vector<HostPattern>* ps = egress.for_port(port.number);
+      if (!ps) continue;
+      std::vector<std::string> hosts;
+      for (const auto& h : se.hosts) {
+        if (selects(*ps, se.meta.namespace_, h)) hosts.push_back(h);
+      }
+      if (!hosts.empty()) groups[hosts].push_back(port);
+    }
+    for (auto& [hosts, ports] : groups) {
+      config::ServiceEntry copy = se;
+      copy.hosts = hosts;
+      copy.ports = std::move(ports);
+      out.service_entries.push_back(std::move(copy));
+    }
+  }
+  for (const auto& vs : config.virtual_services) {
+    if (!exported_to(vs.export_to, vs.meta.namespace_, ns)) continue;
+    const bool seen = std::any_of(vs.hosts.begin(), vs.hosts.end(),
+                                  [&](const std::string& h) { return egress.any(vs.meta.namespace_, h); });
+    // Gateway-bound rules are not the sidecar's business: kept as they are.
+    const bool mesh = vs.gateways.empty() || std::find(vs.gateways.begin(), vs.gateways.end(), "mesh") != vs.gateways.end();
+    if (seen || !mesh) out.virtual_services.push_back(vs);
+  }
+  for (const auto& dr : config.destination_rules) {
+    if (exported_to(dr.export_to, dr.meta.namespace_, ns)) out.destination_rules.push_back(dr);
+  }
+  if (selection.sidecar && selection.sidecar->outbound_traffic_policy) {
+    out.sidecar_outbound = selection.sidecar->outbound_traffic_policy;
+    out.sidecar_source = where(*selection.sidecar);
+  }
+  return out;
+}
+
+}  // namespace sluice::policy
