@@ -660,11 +660,13 @@ Explanation explain(const ConfigTables& tables, const decision::InterceptionRule
   return e.run();
 }
 
-std::unique_ptr<const ConfigTables> sidecar_view(const ConfigTables& all, ExplainRequest& request) {
+std::unique_ptr<const ConfigTables> proxy_view(const ConfigTables& all, ExplainRequest& request) {
   policy::WorkloadIdentity workload;
   workload.namespace_ = request.namespace_;
   workload.labels = request.labels;
-  const policy::SidecarSelection selection = policy::select_sidecar(all.config, workload);
+  // Sidecar resources apply to sidecars only.
+  const policy::SidecarSelection selection =
+      request.gateway ? policy::SidecarSelection{} : policy::select_sidecar(all.config, workload);
   request.scope = selection.reason;
   return std::make_unique<const ConfigTables>(policy::scoped_config(all.config, workload, selection));
 }

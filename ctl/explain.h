@@ -45,7 +45,7 @@ struct ExplainRequest {
   // The sidecar's workload's namespace (exportTo, the Sidecar resource that
   // applies), or the gateway's.
   std::string namespace_ = "default";
-  // A sidecar's: which Sidecar resource scopes its view (sidecar_view).
+  // A sidecar's: which Sidecar resource scopes its view (proxy_view).
   std::string scope;
   // The HTTP Host (authority as sent, may carry ":port"); unset: not HTTP.
   std::optional<std::string> host;
@@ -56,11 +56,11 @@ struct ExplainRequest {
   std::vector<std::pair<std::string, std::string>> headers;
 };
 
-// A sidecar's view of `all`, as sluice-proxy builds it: what its workload's
-// namespace is exported and the Sidecar resource that applies selects
-// (request.namespace_, request.labels); sets request.scope. Explain a
-// sidecar's connection against it (it must outlive the Explanation).
-std::unique_ptr<const ConfigTables> sidecar_view(const ConfigTables& all, ExplainRequest& request);
+// The proxy's view of `all`, as sluice-proxy builds it: what its namespace
+// is exported (request.namespace_), and for a sidecar what the Sidecar
+// resource that applies imports (request.labels; sets request.scope).
+// Explain a connection against it (it must outlive the Explanation).
+std::unique_ptr<const ConfigTables> proxy_view(const ConfigTables& all, ExplainRequest& request);
 
 // "IP:port" or "[IPv6]:port". Returns a message naming what is wrong.
 std::optional<std::string> parse_destination(std::string_view text, decision::IpAddress& address, uint16_t& port);

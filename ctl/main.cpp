@@ -169,10 +169,10 @@ int run_explain(const ExplainFlags& f) {
 
   auto loaded = load_or_report("explain", f.paths, f.sets);
   if (!loaded) return kExitUsage;
-  // A sidecar sees its workload's share (exportTo, its Sidecar resource).
-  std::unique_ptr<const sluice::ctl::ConfigTables> view;
-  if (!req.gateway) view = sluice::ctl::sidecar_view(*loaded->tables, req);
-  const sluice::ctl::Explanation e = sluice::ctl::explain(view ? *view : *loaded->tables, loaded->rules, req);
+  // The proxy's view, as sluice-proxy builds it (exportTo, a sidecar's
+  // Sidecar resource).
+  const std::unique_ptr<const sluice::ctl::ConfigTables> view = sluice::ctl::proxy_view(*loaded->tables, req);
+  const sluice::ctl::Explanation e = sluice::ctl::explain(*view, loaded->rules, req);
   sluice::ctl::write_explanation(std::cout, format_of(f.output), e, req);
   return e.exit_code();
 }

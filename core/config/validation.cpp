@@ -1001,7 +1001,7 @@ void validate_namespace_slash_host(Sink& s, const std::string& path, const std::
   auto hostname_part = [&](const std::string& h) {
     if (h != "*" && h.find('.') == std::string::npos) s.error(path, "short names (non FQDN) are not allowed");
     if (auto e = validate_wildcard_domain(h); e && !is_ip(h)) s.error(path, *e);
-    if (gateway) s.error(path, validate_partial_wildcard(h));
+    s.error(path, validate_partial_wildcard(h));
   };
   size_t slash = host.find('/');
   if (slash == std::string::npos) {
@@ -1393,16 +1393,16 @@ void validate(const Gateway& gw, Diagnostics& out) {
 
 void validate(const Sidecar& sc, Diagnostics& out) {
   Sink s(sc.meta, "Sidecar", out);
-  if (sc.workload_selector) {
-    if (sc.workload_selector->empty()) {
-      s.warning("spec.workloadSelector",
-                "sidecar: workloadSelector specified without labels, will be applied to all services in namespace");
-    }
-    validate_labels(s, "spec.workloadSelector.labels", *sc.workload_selector);
-  }
   if (sc.egress.empty() && sc.ingress_count == 0 && !sc.outbound_traffic_policy && !sc.inbound_connection_pool) {
     s.error("spec", "sidecar: empty configuration provided");
     return;
+  }
+  if (sc.workload_selector) {
+    if (sc.workload_selector->empty()) {
+      s.warning("spec.workloadSelector",
+                "sidecar: workload selector specified without labels, will be applied to all services in namespace");
+    }
+    validate_labels(s, "spec.workloadSelector.labels", *sc.workload_selector);
   }
   if (sc.ingress_count > 0 || sc.inbound_connection_pool) {
     s.warning(sc.ingress_count > 0 ? "spec.ingress" : "spec.inboundConnectionPool",
@@ -1427,7 +1427,8 @@ void validate(const Sidecar& sc, Diagnostics& out) {
       const GatewayPort& port = *l.port;
       if (port.target_port > 0) s.error(dot(p, "port.targetPort"), "targetPort has no impact on Sidecars");
       if (!port.name.empty()) s.error(dot(p, "port.name"), validate_port_name(port.name));
-      if (parse_protocol(port.protocol) == Protocol::kUnsupported) {
+      // Empty: sniffed, as on any port without a declared protocol.
+      if (!port.protocol.empty() && parse_protocol(port.protocol) == Protocol::kUnsupported) {
         s.error(dot(p, "port.protocol"), "unsupported protocol: " + port.protocol);
       }
       if (port.number == 0) {

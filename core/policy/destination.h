@@ -8,8 +8,9 @@
 // ("reviews" in "default" → reviews.default.svc.cluster.local). Several rules
 // for one host merge as Istio merges them: subsets are concatenated (the first
 // rule naming a subset wins), the top-level trafficPolicy is the first one
-// set, in load order. exportTo and workloadSelector are not evaluated (the
-// proxy does not know the client workload): every rule applies everywhere.
+// set, in load order. exportTo and the namespace precedence are applied
+// before, by policy::scoped_config (the proxy's view of the config);
+// workloadSelector is not evaluated.
 //
 // Policy precedence (Istio's MergeSubsetTrafficPolicy):
 //   1. the rule's top-level trafficPolicy;

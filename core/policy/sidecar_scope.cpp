@@ -51,11 +51,16 @@ std::vector<HostPattern> patterns(const config::SidecarEgressListener& l, const 
   return out;
 }
 
-bool selects(const std::vector<HostPattern>& ps, const std::string& ns, const std::string& host) {
+// Whether an egress host entry imports `host` of namespace `ns`. A service
+// is imported when its host lies within the entry's (Istio's SubsetOf: a
+// narrower entry does not import a wildcard ServiceEntry); a
+// VirtualService when the two overlap (`overlap`: Istio's VSMatches).
+bool selects(const std::vector<HostPattern>& ps, const std::string& ns, const std::string& host, bool overlap = false) {
   for (const auto& p : ps) {
     if (p.ns == "~") continue;
     if (p.ns != "*" && p.ns != ns) continue;
-    if (p.host == "*" || config::host_matches(p.host, host)) return true;
+    if (p.host == "*") return true;
+    if (overlap ? config::host_matches(p.host, host) : config::host_subset_of(host, p.host)) return true;
   }
   return false;
 }
@@ -71,13 +76,13 @@ struct Egress {
     if (it != by_port.end()) return &it->second;
     return catch_all ? &*catch_all : nullptr;
   }
-  // Some listener selects (ns, host), on any port.
-  bool any(const std::string& ns, const std::string& host) const {
+  // Some listener's hosts overlap (ns, host), on any port (VirtualServices).
+  bool any_overlap(const std::string& ns, const std::string& host) const {
     if (everything) return true;
     for (const auto& [port, ps] : by_port) {
-      if (selects(ps, ns, host)) return true;
+      if (selects(ps, ns, host, /*overlap=*/true)) return true;
     }
-    return catch_all && selects(*catch_all, ns, host);
+    return catch_all && selects(*catch_all, ns, host, /*overlap=*/true);
   }
 };
 
@@ -103,17 +108,16 @@ SidecarSelection select_sidecar(const config::ConfigSet& config, const WorkloadI
   const config::Sidecar* namespace_wide = nullptr;
   const config::Sidecar* root = nullptr;
   for (const auto& sc : config.sidecars) {
+    // A workloadSelector, even without labels (which matches every
+    // workload), makes it a workload's Sidecar, as Istio classifies them.
     if (sc.meta.namespace_ == workload.namespace_) {
-      if (sc.workload_selector && !sc.workload_selector->empty()) {
+      if (sc.workload_selector) {
         if (!by_selector && labels_match(*sc.workload_selector, workload.labels)) by_selector = &sc;
       } else if (!namespace_wide) {
         namespace_wide = &sc;
       }
     }
-    if (sc.meta.namespace_ == config.mesh.root_namespace && (!sc.workload_selector || sc.workload_selector->empty()) &&
-        !root) {
-      root = &sc;
-    }
+    if (sc.meta.namespace_ == config.mesh.root_namespace && !sc.workload_selector && !root) root = &sc;
   }
   if (by_selector) {
     out.sidecar = by_selector;
@@ -147,35 +151,69 @@ config::ConfigSet scoped_config(const config::ConfigSet& config, const WorkloadI
       out.service_entries.push_back(se);
       continue;
     }
-    // Per port, the hosts its listener selects; ports that see the same
-    // hosts stay together in one copy.
-    std::map<std::vector<std::string>, std::vector<config::ServicePort>> groups;
+    // Per port, the hosts its listener imports. One copy per resource (a
+    // route without a port picks a single-port entry's, so an entry is
+    // never split): the ports where some host is imported, and the hosts
+    // imported on some kept port.
+    config::ServiceEntry copy = se;
+    copy.ports.clear();
+    std::vector<bool> seen(se.hosts.size(), false);
     for (const auto& port : se.ports) {
       const std::vector<HostPattern>* ps = egress.for_port(port.number);
       if (!ps) continue;
-      std::vector<std::string> hosts;
-      for (const auto& h : se.hosts) {
-        if (selects(*ps, se.meta.namespace_, h)) hosts.push_back(h);
+      bool any = false;
+      for (size_t i = 0; i < se.hosts.size(); ++i) {
+        if (selects(*ps, se.meta.namespace_, se.hosts[i])) seen[i] = any = true;
       }
-      if (!hosts.empty()) groups[hosts].push_back(port);
+      if (any) copy.ports.push_back(port);
     }
-    for (auto& [hosts, ports] : groups) {
-      config::ServiceEntry copy = se;
-      copy.hosts = hosts;
-      copy.ports = std::move(ports);
-      out.service_entries.push_back(std::move(copy));
+    if (copy.ports.empty()) continue;
+    copy.hosts.clear();
+    for (size_t i = 0; i < se.hosts.size(); ++i) {
+      if (seen[i]) copy.hosts.push_back(se.hosts[i]);
     }
+    out.service_entries.push_back(std::move(copy));
   }
   for (const auto& vs : config.virtual_services) {
     if (!exported_to(vs.export_to, vs.meta.namespace_, ns)) continue;
-    const bool seen = std::any_of(vs.hosts.begin(), vs.hosts.end(),
-                                  [&](const std::string& h) { return egress.any(vs.meta.namespace_, h); });
+    const bool seen = std::any_of(vs.hosts.begin(), vs.hosts.end(), [&](const std::string& h) {
+      return egress.any_overlap(vs.meta.namespace_, config::qualify_host(h, vs.meta.namespace_));
+    });
     // Gateway-bound rules are not the sidecar's business: kept as they are.
     const bool mesh = vs.gateways.empty() || std::find(vs.gateways.begin(), vs.gateways.end(), "mesh") != vs.gateways.end();
     if (seen || !mesh) out.virtual_services.push_back(vs);
   }
+  // DestinationRules: per host, those of the first namespace that has one
+  // exported here, in Istio's order: the workload's own, the namespace of
+  // the ServiceEntry declaring the host, the root namespace. A rule from any
+  // other namespace does not apply.
+  auto rank = [&](const config::DestinationRule& dr) -> int {
+    if (dr.meta.namespace_ == ns) return 0;
+    const std::string host = config::qualify_host(dr.host, dr.meta.namespace_);
+    std::string svc_name, svc_ns;
+    if (config::split_kubernetes_fqdn(host, &svc_name, &svc_ns) && svc_ns == dr.meta.namespace_) return 1;
+    for (const auto& se : out.service_entries) {
+      if (se.meta.namespace_ != dr.meta.namespace_) continue;
+      for (const auto& h : se.hosts) {
+        if (config::host_matches(h, host)) return 1;
+      }
+    }
+    if (dr.meta.namespace_ == config.mesh.root_namespace) return 2;
+    return -1;
+  };
+  std::map<std::string, int> best;  // qualified host -> best rank exported here
+  std::vector<std::pair<const config::DestinationRule*, int>> ranked;
   for (const auto& dr : config.destination_rules) {
-    if (exported_to(dr.export_to, dr.meta.namespace_, ns)) out.destination_rules.push_back(dr);
+    if (!exported_to(dr.export_to, dr.meta.namespace_, ns)) continue;
+    const int r = rank(dr);
+    if (r < 0) continue;
+    const std::string host = config::qualify_host(dr.host, dr.meta.namespace_);
+    auto [it, fresh] = best.emplace(host, r);
+    if (!fresh) it->second = std::min(it->second, r);
+    ranked.emplace_back(&dr, r);
+  }
+  for (const auto& [dr, r] : ranked) {
+    if (best[config::qualify_host(dr->host, dr->meta.namespace_)] == r) out.destination_rules.push_back(*dr);
   }
   if (selection.sidecar && selection.sidecar->outbound_traffic_policy) {
     out.sidecar_outbound = selection.sidecar->outbound_traffic_policy;

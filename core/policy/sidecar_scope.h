@@ -36,6 +36,9 @@ struct SidecarSelection {
 SidecarSelection select_sidecar(const config::ConfigSet& config, const WorkloadIdentity& workload);
 
 // The workload's view of `config` (a copy; Sidecars themselves are dropped).
+// DestinationRules: per host, only those of the first namespace in Istio's
+// order that has one exported here (the workload's, the service's, the root
+// namespace). A gateway's view is this with no Sidecar (its own namespace).
 config::ConfigSet scoped_config(const config::ConfigSet& config, const WorkloadIdentity& workload,
                                 const SidecarSelection& selection);
 

@@ -724,9 +724,16 @@ spec:
   outboundTrafficPolicy: {mode: REGISTRY_ONLY}
 EOF2
 	wait_generation 9
+	mark=$(wc -l <"$TMP/access.log")
 	out=$(walkthrough_curl)
 	blocked_rc=$?
 	[ "$blocked_rc" != 0 ] || fail "(3f) egress hosts without edition.cnn.com: the walkthrough still succeeded: $out"
+	sleep 0.3
+	# No ServiceEntry this workload sees declares port 80: REGISTRY_ONLY's
+	# blackhole (as for an undeclared destination), logged UH.
+	line=$(seen_line "$TMP/access.log" "$mark" 203.0.113.10:80)
+	grep -q ' UH .*BlackHoleCluster' <<<"$line" || fail "(3f) the blocked request's line: $line"
+	explain_matches 203.0.113.10:80 --host edition.cnn.com "$line"
 	rm "$TMP/config/sidecar.yaml"
 	wait_generation 10
 	out=$(walkthrough_curl)

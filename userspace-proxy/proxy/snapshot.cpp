@@ -46,11 +46,12 @@ policy::WorkloadIdentity workload_of(const ProxyIdentity& identity) {
   return w;
 }
 
-// A sidecar sees its namespace's share of the config (exportTo, Sidecar);
-// a gateway all of it.
+// A proxy sees its namespace's share of the config (exportTo, the
+// DestinationRules that apply there) and a sidecar what its Sidecar
+// resource imports.
 config::ConfigSet view_of(config::ConfigSet loaded, const ProxyIdentity& identity, std::string* scope) {
-  if (identity.gateway) return loaded;
   const policy::WorkloadIdentity w = workload_of(identity);
+  if (identity.gateway) return policy::scoped_config(loaded, w, policy::SidecarSelection{});
   const policy::SidecarSelection selection = policy::select_sidecar(loaded, w);
   *scope = selection.reason;
   return policy::scoped_config(loaded, w, selection);

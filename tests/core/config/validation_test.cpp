@@ -830,6 +830,19 @@ TEST(SidecarValidation, EgressProxyOnlyWithAllowAny) {
   EXPECT_WARN(run(sc), "not applied by Sluice: it intercepts outbound traffic only", "spec.ingress");
 }
 
+// A listener port without a protocol is valid (sniffed, as in Istio); an
+// empty selector is a warning.
+TEST(SidecarValidation, AListenerWithoutAProtocolAndAnEmptySelector) {
+  SidecarEgressListener l = listener({"./*"}, 443);
+  l.port->protocol.clear();
+  Sidecar sc = sidecar_with({l});
+  EXPECT_CLEAN(run(sc));
+  sc.workload_selector = Labels{};
+  EXPECT_WARN(run(sc),
+              "sidecar: workload selector specified without labels, will be applied to all services in namespace",
+              "spec.workloadSelector");
+}
+
 TEST(GatewayValidation, NeedsAServer) {
   Gateway gw = egress_gateway();
   gw.servers.clear();

@@ -136,6 +136,147 @@ TEST(SidecarScopeTest, ItsOutboundTrafficPolicyReplacesTheMeshMode) {
   EXPECT_NE(s.sidecar_source.find("Sidecar istio-system/default"), std::string::npos) << s.sidecar_source;
 }
 
+// A service is imported when its host lies within the egress host: an
+// exact egress host does not import a wildcard ServiceEntry (it would let
+// every name under it through).
+TEST(SidecarScopeTest, ANarrowerEgressHostDoesNotImportAWildcardEntry) {
+  const config::ConfigSet c = load_config({R"(
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: wild, namespace: shop}
+spec:
+  hosts: ["*.example.com"]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: NONE
+)", R"(
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: narrow, namespace: shop}
+spec:
+  egress: [{hosts: ["./api.example.com"]}]
+)"});
+  const WorkloadIdentity shop = workload("shop");
+  EXPECT_TRUE(services(scoped_config(c, shop, select_sidecar(c, shop))).empty());
+}
+
+// One ServiceEntry stays one entry (a route without a port takes a single
+// port entry's): the ports some host is imported on, the hosts imported on
+// some kept port.
+TEST(SidecarScopeTest, AnEntryIsNeverSplit) {
+  const config::ConfigSet c = load_config({R"(
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: two, namespace: shop}
+spec:
+  hosts: [api.example.com, other.example.com]
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  - {number: 443, name: tls, protocol: TLS}
+  resolution: DNS
+)", R"(
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: s, namespace: shop}
+spec:
+  egress:
+  - port: {number: 443, protocol: TLS, name: tls}
+    hosts: ["./api.example.com"]
+  - hosts: ["./*"]
+)"});
+  const WorkloadIdentity shop = workload("shop");
+  const config::ConfigSet s = scoped_config(c, shop, select_sidecar(c, shop));
+  ASSERT_EQ(s.service_entries.size(), 1u);
+  EXPECT_EQ(s.service_entries[0].hosts, (std::vector<std::string>{"api.example.com", "other.example.com"}));
+  EXPECT_EQ(s.service_entries[0].ports.size(), 2u);
+}
+
+// VirtualServices are kept when their (qualified) hosts overlap an egress
+// host; gateway-bound ones are not the sidecar's business.
+TEST(SidecarScopeTest, VirtualServicesFollowTheEgressHosts) {
+  const config::ConfigSet c = load_config({R"(
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews}}]}]
+)", R"(
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ext, namespace: shop}
+spec:
+  hosts: [api.example.com]
+  http: [{route: [{destination: {host: api.example.com}}]}]
+)", R"(
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: at-gateway, namespace: shop}
+spec:
+  hosts: [api.example.com]
+  gateways: [istio-egressgateway]
+  http: [{route: [{destination: {host: api.example.com}}]}]
+)", R"(
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: s, namespace: shop}
+spec:
+  egress: [{hosts: ["./reviews.shop.svc.cluster.local"]}]
+)"});
+  const WorkloadIdentity shop = workload("shop");
+  const config::ConfigSet s = scoped_config(c, shop, select_sidecar(c, shop));
+  std::vector<std::string> names;
+  for (const auto& vs : s.virtual_services) names.push_back(vs.meta.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"reviews", "at-gateway"}));
+}
+
+// Per host, the DestinationRules of the workload's namespace, else of the
+// ServiceEntry's namespace, else of the root namespace; another
+// namespace's never apply.
+TEST(SidecarScopeTest, DestinationRulesOfTheFirstNamespaceInIstiosOrder) {
+  auto dr = [](const char* name, const char* ns) {
+    return "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: " + std::string(name) +
+           ", namespace: " + ns + "}\nspec:\n  host: api.example.com\n  trafficPolicy: {tls: {mode: SIMPLE}}\n";
+  };
+  const std::string mine = dr("mine", "web"), owner = dr("owner", "shop"), root = dr("root", "istio-system"),
+                    stray = dr("stray", "other");
+  const config::ConfigSet c = load_config({kApi, mine.c_str(), owner.c_str(), root.c_str(), stray.c_str()});
+  auto rules = [&](const char* ns) {
+    const WorkloadIdentity w = workload(ns);
+    std::vector<std::string> out;
+    for (const auto& d : scoped_config(c, w, select_sidecar(c, w)).destination_rules) out.push_back(d.meta.name);
+    return out;
+  };
+  EXPECT_EQ(rules("web"), std::vector<std::string>{"mine"});
+  EXPECT_EQ(rules("default"), std::vector<std::string>{"owner"}) << "the ServiceEntry's namespace (shop)";
+  const config::ConfigSet no_owner = load_config({kApi, root.c_str(), stray.c_str()});
+  const WorkloadIdentity d = workload("default");
+  ASSERT_EQ(scoped_config(no_owner, d, select_sidecar(no_owner, d)).destination_rules.size(), 1u);
+  EXPECT_EQ(scoped_config(no_owner, d, select_sidecar(no_owner, d)).destination_rules[0].meta.name, "root");
+}
+
+// A Sidecar with a workloadSelector, even an empty one (which matches every
+// workload), is a workload's Sidecar: it wins over the namespace-wide one,
+// and never serves as the root default.
+TEST(SidecarScopeTest, AnEmptySelectorIsStillASelector) {
+  const config::ConfigSet c = load_config({kShopWide, R"(
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: every-workload, namespace: shop}
+spec:
+  workloadSelector: {}
+  egress: [{hosts: ["./*"]}]
+)", R"(
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: selected, namespace: istio-system}
+spec:
+  workloadSelector: {}
+  egress: [{hosts: ["./*"]}]
+)"});
+  EXPECT_EQ(select_sidecar(c, workload("shop", {{"app", "x"}})).sidecar->meta.name, "every-workload");
+  EXPECT_EQ(select_sidecar(c, workload("default")).sidecar, nullptr);
+}
+
 // With ALLOW_ANY and an egressProxy, an unknown destination goes to the
 // proxy's cluster instead of passing through.
 TEST(SidecarScopeTest, AnEgressProxyTakesWhatWouldPassThrough) {
