@@ -62,6 +62,18 @@ std::string destination_rule_summary(const config::DestinationRule& dr) {
   return out;
 }
 
+std::string sidecar_summary(const config::Sidecar& sc) {
+  std::string out = sc.workload_selector ? "workloadSelector " + labels_text(*sc.workload_selector) : "namespace-wide";
+  for (const auto& l : sc.egress) {
+    out += "; egress " + (l.port ? std::to_string(l.port->number) : std::string("(other ports)")) + " " + join(l.hosts);
+  }
+  if (sc.outbound_traffic_policy) {
+    out += std::string("; outboundTrafficPolicy ") + config::to_string(sc.outbound_traffic_policy->mode);
+    if (sc.outbound_traffic_policy->egress_proxy) out += " egressProxy " + sc.outbound_traffic_policy->egress_proxy->host;
+  }
+  return out;
+}
+
 std::string gateway_summary(const config::Gateway& gw) {
   std::vector<std::string> servers;
   for (const auto& s : gw.servers) {
@@ -101,6 +113,8 @@ json build(const ConfigTables& tables, const decision::InterceptionRules& rules,
     otp["location"] = c.mesh.file + ":" + std::to_string(c.mesh.line);
   } else if (mode.source == policy::OutboundMode::Source::kInstallOption) {
     otp["location"] = c.install.file.empty() ? std::string("--set") : c.install.file;
+  } else if (mode.source == policy::OutboundMode::Source::kSidecar) {
+    otp["location"] = c.sidecar_source;
   }
   json mesh;
   mesh["file"] = c.mesh.file.empty() ? json(nullptr) : json(c.mesh.file + ":" + std::to_string(c.mesh.line));
@@ -165,6 +179,8 @@ json build(const ConfigTables& tables, const decision::InterceptionRules& rules,
   }
   resources["Gateway"] = json::array();
   for (const auto& r : c.gateways) resources["Gateway"].push_back(meta_json(r.meta, gateway_summary(r)));
+  resources["Sidecar"] = json::array();
+  for (const auto& r : c.sidecars) resources["Sidecar"].push_back(meta_json(r.meta, sidecar_summary(r)));
   j["resources"] = std::move(resources);
 
   const policy::GatewayServers servers(c, labels);
@@ -260,7 +276,7 @@ void write_text(std::ostream& out, const json& j) {
   out << "  proxy: " << value_text(ic["redirect_to"]["ipv4"]) << ", " << value_text(ic["redirect_to"]["ipv6"])
       << "\n";
 
-  for (const char* kind : {"ServiceEntry", "VirtualService", "DestinationRule", "Gateway"}) {
+  for (const char* kind : {"ServiceEntry", "VirtualService", "DestinationRule", "Gateway", "Sidecar"}) {
     const json& list = j["resources"][kind];
     out << "\n" << kind << " (" << list.size() << "):\n";
     for (const auto& r : list) {

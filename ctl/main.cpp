@@ -181,6 +181,8 @@ struct DumpFlags {
   std::vector<std::string> paths;
   std::vector<std::string> sets;
   std::vector<std::string> labels;
+  std::string namespace_;
+  std::vector<std::string> workload_labels;
   std::string output = "text";
 };
 
@@ -188,9 +190,22 @@ int run_config_dump(const DumpFlags& f) {
   std::map<std::string, std::string> labels;
   if (auto err = sluice::ctl::parse_labels(f.labels, labels)) return usage_error("config dump", *err);
   if (labels.empty()) labels["istio"] = "egressgateway";
+  sluice::ctl::ExplainRequest workload;
+  if (auto err = sluice::ctl::parse_labels(f.workload_labels, workload.labels)) {
+    return usage_error("config dump", *err);
+  }
   auto loaded = load_or_report("config dump", f.paths, f.sets);
   if (!loaded) return kExitUsage;
-  sluice::ctl::write_config_dump(std::cout, format_of(f.output), *loaded->tables, loaded->rules, labels,
+  // --namespace: what a sidecar of that namespace sees (exportTo, its
+  // Sidecar resource), as sluice-proxy --namespace builds it.
+  std::unique_ptr<const sluice::ctl::ConfigTables> view;
+  if (!f.namespace_.empty()) {
+    workload.namespace_ = f.namespace_;
+    view = sluice::ctl::proxy_view(*loaded->tables, workload);
+    std::cerr << "sluicectl config dump: the view of a sidecar in namespace " << f.namespace_ << ": " << workload.scope
+              << "\n";
+  }
+  sluice::ctl::write_config_dump(std::cout, format_of(f.output), view ? *view : *loaded->tables, loaded->rules, labels,
                                  loaded->diagnostics);
   return 0;
 }
@@ -359,6 +374,11 @@ int main(int argc, char** argv) {
   dump->add_option("--label", df.labels,
                    "KEY=VALUE label of a gateway proxy for the Gateway server list (repeatable;\n"
                    "default istio=egressgateway)");
+  dump->add_option("--namespace", df.namespace_,
+                   "Dump what a sidecar of this namespace sees (exportTo, the Sidecar resource that\n"
+                   "applies to it), as sluice-proxy --namespace; default: every resource");
+  dump->add_option("--workload-label", df.workload_labels,
+                   "KEY=VALUE label of that sidecar's workload, for Sidecar workloadSelectors (repeatable)");
   dump->add_option("-o,--output", df.output, "Output format: text (default) or json")
       ->check(CLI::IsMember({"text", "json"}));
   dump->callback([&chosen] { chosen = "config dump"; });

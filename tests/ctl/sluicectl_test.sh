@@ -223,6 +223,11 @@ check "explain: REGISTRY_ONLY from the Sidecar blocks the unseen host" grep -q '
 "$ctl" explain 203.0.113.10:80 --host edition.cnn.com --namespace default "$tmp/scoped" > "$tmp/unscoped.txt"; rc=$?
 check "explain in another namespace forwards (exit 0)" test $rc -eq 0
 check "explain in another namespace: no Sidecar" grep -q 'no Sidecar applies' "$tmp/unscoped.txt"
+"$ctl" config dump --namespace shop "$tmp/scoped" > "$tmp/dump-shop.txt" 2>/dev/null
+check "config dump --namespace: the Sidecar's mode" grep -q 'outboundTrafficPolicy.mode: REGISTRY_ONLY (from the Sidecar Sidecar shop/locked' "$tmp/dump-shop.txt"
+check "config dump --namespace: cnn not imported" grep -q '^ServiceEntry (0)' "$tmp/dump-shop.txt"
+"$ctl" config dump "$tmp/scoped" > "$tmp/dump-all.txt" 2>/dev/null
+check "config dump lists the Sidecar" grep -q 'egress (other ports) istio-system/\*; outboundTrafficPolicy REGISTRY_ONLY' "$tmp/dump-all.txt"
 "$ctl" explain 10.0.0.1:80 --host 'a b' "$W" >/dev/null 2>&1; check "explain bad --host exits 2" test $? -eq 2
 "$ctl" explain 10.0.0.1:80 --path nope "$W" >/dev/null 2>&1; check "explain bad --path exits 2" test $? -eq 2
 "$ctl" explain 10.0.0.1:80 --role egress "$W" >/dev/null 2>&1; check "explain bad --role exits 2" test $? -eq 2
