@@ -194,6 +194,9 @@ int run_config_dump(const DumpFlags& f) {
   if (auto err = sluice::ctl::parse_labels(f.workload_labels, workload.labels)) {
     return usage_error("config dump", *err);
   }
+  if (!f.workload_labels.empty() && f.namespace_.empty()) {
+    return usage_error("config dump", "--workload-label needs --namespace (the workload's)");
+  }
   auto loaded = load_or_report("config dump", f.paths, f.sets);
   if (!loaded) return kExitUsage;
   // --namespace: what a sidecar of that namespace sees (exportTo, its

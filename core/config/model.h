@@ -479,6 +479,9 @@ struct ConfigSet {
   // came from: "Sidecar ns/name (file:line)".
   std::optional<SidecarOutboundTrafficPolicy> sidecar_outbound;
   std::string sidecar_source;
+  // A proxy's view: the namespace it serves (DestinationRules are then
+  // looked up in Istio's namespace order); empty: the whole tree.
+  std::string view_namespace;
   std::vector<std::string> source_files;  // every file that contributed, in load order
 
   size_t resource_count() const {

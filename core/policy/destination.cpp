@@ -102,39 +102,104 @@ void select_endpoints(const config::ServiceEntry& entry, const config::Labels* s
   }
 }
 
+void DestinationRules::Index::add(const config::DestinationRule& dr) {
+  std::string host = to_lower(config::qualify_host(dr.host, dr.meta.namespace_));
+  size_t index;
+  if (auto it = exact.find(host); it != exact.end()) {
+    index = it->second;
+  } else {
+    index = merged.size();
+    merged.push_back(Merged{host, {}, nullptr, {}});
+    exact.emplace(host, index);
+    if (config::host_is_wildcard(host)) wildcards.push_back(index);
+  }
+  Merged& m = merged[index];
+  m.rules.push_back(&dr);
+  if (!m.policy_rule && dr.traffic_policy) m.policy_rule = &dr;
+  for (const auto& sub : dr.subsets) {
+    bool seen = std::any_of(m.subsets.begin(), m.subsets.end(),
+                            [&](const Merged::NamedSubset& n) { return n.subset->name == sub.name; });
+    if (!seen) m.subsets.push_back({&sub, &dr});
+  }
+}
+
+void DestinationRules::Index::finish() {
+  std::stable_sort(wildcards.begin(), wildcards.end(),
+                   [&](size_t a, size_t b) { return merged[a].host.size() > merged[b].host.size(); });
+}
+
+const DestinationRules::Merged* DestinationRules::Index::find(std::string_view host) const {
+  // A wildcard destination host ("*.wikipedia.org") finds the rule written
+  // for exactly that wildcard first, like any other host.
+  if (auto it = exact.find(host); it != exact.end()) return &merged[it->second];
+  for (size_t i : wildcards) {
+    if (config::host_subset_of(host, merged[i].host)) return &merged[i];
+  }
+  return nullptr;
+}
+
+namespace {
+
+// Exported only to its own namespace (Istio's private rules).
+bool private_rule(const config::DestinationRule& dr) {
+  if (dr.export_to.empty()) return false;
+  return std::all_of(dr.export_to.begin(), dr.export_to.end(),
+                     [&](const std::string& e) { return e == "." || e == dr.meta.namespace_; });
+}
+
+}  // namespace
+
 DestinationRules::DestinationRules(const config::ConfigSet& config) {
+  tiered_ = !config.view_namespace.empty();
+  proxy_ns_ = config.view_namespace;
+  root_ns_ = config.mesh.root_namespace;
   for (const auto& dr : config.destination_rules) {
-    std::string host = to_lower(config::qualify_host(dr.host, dr.meta.namespace_));
-    size_t index;
-    if (auto it = exact_.find(host); it != exact_.end()) {
-      index = it->second;
+    all_.add(dr);
+    if (!tiered_) continue;
+    if (dr.meta.namespace_ == root_ns_ && proxy_ns_ == root_ns_ && private_rule(dr)) {
+      root_private_.add(dr);
     } else {
-      index = merged_.size();
-      merged_.push_back(Merged{host, {}, nullptr, {}});
-      exact_.emplace(host, index);
-      if (config::host_is_wildcard(host)) wildcards_.push_back(index);
-    }
-    Merged& m = merged_[index];
-    m.rules.push_back(&dr);
-    if (!m.policy_rule && dr.traffic_policy) m.policy_rule = &dr;
-    for (const auto& s : dr.subsets) {
-      bool seen = std::any_of(m.subsets.begin(), m.subsets.end(),
-                              [&](const Merged::NamedSubset& n) { return n.subset->name == s.name; });
-      if (!seen) m.subsets.push_back({&s, &dr});
+      by_ns_[dr.meta.namespace_].add(dr);
     }
   }
-  std::stable_sort(wildcards_.begin(), wildcards_.end(),
-                   [&](size_t a, size_t b) { return merged_[a].host.size() > merged_[b].host.size(); });
+  all_.finish();
+  root_private_.finish();
+  for (auto& [ns, index] : by_ns_) index.finish();
+  if (!tiered_) return;
+  // The service's namespace per host: the proxy's own ServiceEntry first.
+  for (int own = 1; own >= 0; --own) {
+    for (const auto& se : config.service_entries) {
+      if ((se.meta.namespace_ == proxy_ns_) != (own == 1)) continue;
+      for (const auto& h : se.hosts) {
+        service_ns_.emplace(to_lower(config::qualify_host(h, se.meta.namespace_)), se.meta.namespace_);
+      }
+    }
+  }
 }
 
 const DestinationRules::Merged* DestinationRules::find(std::string_view host) const {
-  // A wildcard destination host ("*.wikipedia.org") finds the rule written
-  // for exactly that wildcard first, like any other host.
-  if (auto it = exact_.find(host); it != exact_.end()) return &merged_[it->second];
-  for (size_t i : wildcards_) {
-    if (config::host_subset_of(host, merged_[i].host)) return &merged_[i];
+  if (!tiered_) return all_.find(host);
+  auto in = [&](const std::string& ns) -> const Merged* {
+    auto it = by_ns_.find(ns);
+    return it == by_ns_.end() ? nullptr : it->second.find(host);
+  };
+  // 1. The proxy's namespace (a root-namespace proxy: its private rules;
+  //    its exported ones come third, as for everyone, Istio's order for
+  //    egress gateways).
+  if (const Merged* m = proxy_ns_ == root_ns_ ? root_private_.find(host) : in(proxy_ns_)) return m;
+  // 2. The service's namespace.
+  std::string service_ns;
+  if (auto it = service_ns_.find(host); it != service_ns_.end()) {
+    service_ns = it->second;
+  } else {
+    std::string name;
+    config::split_kubernetes_fqdn(host, &name, &service_ns);
   }
-  return nullptr;
+  if (!service_ns.empty() && service_ns != proxy_ns_ && service_ns != root_ns_) {
+    if (const Merged* m = in(service_ns)) return m;
+  }
+  // 3. The root namespace.
+  return in(root_ns_);
 }
 
 EffectivePolicy DestinationRules::resolve_policy(std::string_view host, std::string_view subset, uint32_t port,

@@ -138,10 +138,29 @@ class DestinationRules {
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
+  // Rules by host: exact, then the most specific wildcard.
+  struct Index {
+    std::vector<Merged> merged;
+    std::unordered_map<std::string, size_t, StringHash, std::equal_to<>> exact;
+    std::vector<size_t> wildcards;  // most specific first
+    void add(const config::DestinationRule& dr);
+    void finish();
+    const Merged* find(std::string_view host) const;
+  };
 
-  std::vector<Merged> merged_;
-  std::unordered_map<std::string, size_t, StringHash, std::equal_to<>> exact_;
-  std::vector<size_t> wildcards_;  // most specific first
+  // A proxy's view (config.view_namespace set): Istio's order, tier by
+  // tier, the first tier with a matching rule deciding: the proxy's
+  // namespace (a root-namespace proxy: its private rules only), the
+  // namespace of the service (the ServiceEntry declaring the host, the
+  // proxy's own first; a Kubernetes FQDN's namespace), the root namespace.
+  // Unscoped (sluicectl over a whole tree): every rule in one tier.
+  Index all_;
+  bool tiered_ = false;
+  std::string proxy_ns_;
+  std::string root_ns_;
+  std::unordered_map<std::string, Index> by_ns_;  // namespace -> its rules (root: exported ones)
+  Index root_private_;                            // a root-namespace proxy's own private rules
+  std::unordered_map<std::string, std::string, StringHash, std::equal_to<>> service_ns_;  // host -> namespace
 };
 
 // Envoy's cluster name for a subset: "outbound|80|cnn|host".

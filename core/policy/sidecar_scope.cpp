@@ -163,7 +163,9 @@ config::ConfigSet scoped_config(const config::ConfigSet& config, const WorkloadI
       if (!ps) continue;
       bool any = false;
       for (size_t i = 0; i < se.hosts.size(); ++i) {
-        if (selects(*ps, se.meta.namespace_, se.hosts[i])) seen[i] = any = true;
+        if (selects(*ps, se.meta.namespace_, config::qualify_host(se.hosts[i], se.meta.namespace_))) {
+          seen[i] = any = true;
+        }
       }
       if (any) copy.ports.push_back(port);
     }
@@ -183,38 +185,19 @@ config::ConfigSet scoped_config(const config::ConfigSet& config, const WorkloadI
     const bool mesh = vs.gateways.empty() || std::find(vs.gateways.begin(), vs.gateways.end(), "mesh") != vs.gateways.end();
     if (seen || !mesh) out.virtual_services.push_back(vs);
   }
-  // DestinationRules: per host, those of the first namespace that has one
-  // exported here, in Istio's order: the workload's own, the namespace of
-  // the ServiceEntry declaring the host, the root namespace. A rule from any
-  // other namespace does not apply.
-  auto rank = [&](const config::DestinationRule& dr) -> int {
-    if (dr.meta.namespace_ == ns) return 0;
-    const std::string host = config::qualify_host(dr.host, dr.meta.namespace_);
-    std::string svc_name, svc_ns;
-    if (config::split_kubernetes_fqdn(host, &svc_name, &svc_ns) && svc_ns == dr.meta.namespace_) return 1;
-    for (const auto& se : out.service_entries) {
-      if (se.meta.namespace_ != dr.meta.namespace_) continue;
-      for (const auto& h : se.hosts) {
-        if (config::host_matches(h, host)) return 1;
-      }
-    }
-    if (dr.meta.namespace_ == config.mesh.root_namespace) return 2;
-    return -1;
-  };
-  std::map<std::string, int> best;  // qualified host -> best rank exported here
-  std::vector<std::pair<const config::DestinationRule*, int>> ranked;
+  // DestinationRules exported here; one with a workloadSelector applies to
+  // its own namespace's matching workloads only (Istio treats it as
+  // private). Which namespace's rule applies to a destination is decided at
+  // lookup (DestinationRules, by view_namespace): Istio's order.
   for (const auto& dr : config.destination_rules) {
     if (!exported_to(dr.export_to, dr.meta.namespace_, ns)) continue;
-    const int r = rank(dr);
-    if (r < 0) continue;
-    const std::string host = config::qualify_host(dr.host, dr.meta.namespace_);
-    auto [it, fresh] = best.emplace(host, r);
-    if (!fresh) it->second = std::min(it->second, r);
-    ranked.emplace_back(&dr, r);
+    if (dr.workload_selector &&
+        (dr.meta.namespace_ != ns || !labels_match(*dr.workload_selector, workload.labels))) {
+      continue;
+    }
+    out.destination_rules.push_back(dr);
   }
-  for (const auto& [dr, r] : ranked) {
-    if (best[config::qualify_host(dr->host, dr->meta.namespace_)] == r) out.destination_rules.push_back(*dr);
-  }
+  out.view_namespace = ns;
   if (selection.sidecar && selection.sidecar->outbound_traffic_policy) {
     out.sidecar_outbound = selection.sidecar->outbound_traffic_policy;
     out.sidecar_source = where(*selection.sidecar);

@@ -224,7 +224,7 @@ check "explain: REGISTRY_ONLY from the Sidecar blocks the unseen host" grep -q '
 check "explain in another namespace forwards (exit 0)" test $rc -eq 0
 check "explain in another namespace: no Sidecar" grep -q 'no Sidecar applies' "$tmp/unscoped.txt"
 "$ctl" config dump --namespace shop "$tmp/scoped" > "$tmp/dump-shop.txt" 2>/dev/null
-check "config dump --namespace: the Sidecar's mode" grep -q 'outboundTrafficPolicy.mode: REGISTRY_ONLY (from the Sidecar Sidecar shop/locked' "$tmp/dump-shop.txt"
+check "config dump --namespace: the Sidecar's mode" grep -q 'outboundTrafficPolicy.mode: REGISTRY_ONLY (from the Sidecar shop/locked' "$tmp/dump-shop.txt"
 check "config dump --namespace: cnn not imported" grep -q '^ServiceEntry (0)' "$tmp/dump-shop.txt"
 "$ctl" config dump "$tmp/scoped" > "$tmp/dump-all.txt" 2>/dev/null
 check "config dump lists the Sidecar" grep -q 'egress (other ports) istio-system/\*; outboundTrafficPolicy REGISTRY_ONLY' "$tmp/dump-all.txt"

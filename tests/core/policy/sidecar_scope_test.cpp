@@ -229,29 +229,39 @@ spec:
   EXPECT_EQ(names, (std::vector<std::string>{"reviews", "at-gateway"}));
 }
 
-// Per host, the DestinationRules of the workload's namespace, else of the
-// ServiceEntry's namespace, else of the root namespace; another
-// namespace's never apply.
-TEST(SidecarScopeTest, DestinationRulesOfTheFirstNamespaceInIstiosOrder) {
-  auto dr = [](const char* name, const char* ns) {
+// Per destination, the DestinationRules of the first namespace in Istio's
+// order that has a matching one (the workload's, the ServiceEntry's, the
+// root's), most specific within it: a workload's wildcard rule beats an
+// exact one elsewhere; another namespace's never applies; a root-namespace
+// proxy (a gateway) takes its private rules first, its exported ones last.
+TEST(SidecarScopeTest, DestinationRulesInIstiosNamespaceOrder) {
+  auto dr = [](const char* name, const char* ns, const char* host, const char* export_to = "") {
     return "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: " + std::string(name) +
-           ", namespace: " + ns + "}\nspec:\n  host: api.example.com\n  trafficPolicy: {tls: {mode: SIMPLE}}\n";
+           ", namespace: " + ns + "}\nspec:\n  host: \"" + host + "\"\n" + export_to +
+           "  trafficPolicy: {tls: {mode: SIMPLE}}\n";
   };
-  const std::string mine = dr("mine", "web"), owner = dr("owner", "shop"), root = dr("root", "istio-system"),
-                    stray = dr("stray", "other");
-  const config::ConfigSet c = load_config({kApi, mine.c_str(), owner.c_str(), root.c_str(), stray.c_str()});
-  auto rules = [&](const char* ns) {
+  const std::string mine = dr("mine", "web", "*.example.com"), owner = dr("owner", "shop", "api.example.com"),
+                    root = dr("root", "istio-system", "api.example.com"), stray = dr("stray", "other", "*.com"),
+                    gw_private = dr("gw-private", "istio-system", "api.example.com", "  exportTo: [\".\"]\n");
+  auto rule_for = [](const config::ConfigSet& c, const char* ns) {
     const WorkloadIdentity w = workload(ns);
-    std::vector<std::string> out;
-    for (const auto& d : scoped_config(c, w, select_sidecar(c, w)).destination_rules) out.push_back(d.meta.name);
-    return out;
+    const config::ConfigSet view = scoped_config(c, w, select_sidecar(c, w));
+    DestinationRules rules(view);
+    const DestinationRules::Merged* m = rules.find("api.example.com");
+    return m ? m->rules.front()->meta.name : std::string("(none)");
   };
-  EXPECT_EQ(rules("web"), std::vector<std::string>{"mine"});
-  EXPECT_EQ(rules("default"), std::vector<std::string>{"owner"}) << "the ServiceEntry's namespace (shop)";
+  const config::ConfigSet c = load_config({kApi, mine.c_str(), owner.c_str(), root.c_str(), stray.c_str()});
+  EXPECT_EQ(rule_for(c, "web"), "mine") << "the workload's namespace first, wildcard and all";
+  EXPECT_EQ(rule_for(c, "default"), "owner") << "the ServiceEntry's namespace (shop)";
+  EXPECT_EQ(rule_for(c, "other"), "stray") << "its own namespace's *.com";
   const config::ConfigSet no_owner = load_config({kApi, root.c_str(), stray.c_str()});
-  const WorkloadIdentity d = workload("default");
-  ASSERT_EQ(scoped_config(no_owner, d, select_sidecar(no_owner, d)).destination_rules.size(), 1u);
-  EXPECT_EQ(scoped_config(no_owner, d, select_sidecar(no_owner, d)).destination_rules[0].meta.name, "root");
+  EXPECT_EQ(rule_for(no_owner, "default"), "root") << "other/*.com never applies elsewhere";
+  // A gateway in the root namespace: its private rule, then the service's
+  // namespace, then its exported rules.
+  const config::ConfigSet gw = load_config({kApi, owner.c_str(), root.c_str(), gw_private.c_str()});
+  EXPECT_EQ(rule_for(gw, "istio-system"), "gw-private");
+  const config::ConfigSet gw2 = load_config({kApi, owner.c_str(), root.c_str()});
+  EXPECT_EQ(rule_for(gw2, "istio-system"), "owner") << "the service's namespace before the root's exported rule";
 }
 
 // A Sidecar with a workloadSelector, even an empty one (which matches every
