@@ -114,8 +114,7 @@ json build(const ConfigTables& tables, const decision::InterceptionRules& rules,
   } else if (mode.source == policy::OutboundMode::Source::kInstallOption) {
     otp["location"] = c.install.file.empty() ? std::string("--set") : c.install.file;
   } else if (mode.source == policy::OutboundMode::Source::kSidecar) {
-    // "Sidecar ns/name (file:line)": the source already says "Sidecar".
-    otp["location"] = c.sidecar_source.rfind("Sidecar ", 0) == 0 ? c.sidecar_source.substr(8) : c.sidecar_source;
+    otp["location"] = c.sidecar_source;
   }
   json mesh;
   mesh["file"] = c.mesh.file.empty() ? json(nullptr) : json(c.mesh.file + ":" + std::to_string(c.mesh.line));

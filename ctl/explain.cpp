@@ -126,8 +126,6 @@ class Explainer {
     if (r.sni) sni_ = normalize_host(*r.sni, /*strip_port=*/false).value_or("");
   }
 
-  void set_scope(std::string text) { scope_ = std::move(text); }
-
   Explanation run() {
     if (r_.gateway) {
       gateway();
@@ -214,7 +212,7 @@ class Explainer {
 
     HttpParts http;
     policy::PlanRequest pr = plan_request(traffic, host, "http", http);
-    if (!scope_.empty()) step("policy", "Sidecar resource (namespace " + r_.namespace_ + "): " + scope_);
+    if (!r_.scope.empty()) step("policy", "Sidecar resource (namespace " + r_.namespace_ + "): " + r_.scope);
     plan(policy::plan_sidecar(t_.tables(), pr), traffic);
   }
 
@@ -490,7 +488,6 @@ class Explainer {
   }
 
   const ConfigTables& t_;
-  std::string scope_;  // which Sidecar resource scopes a sidecar's view
   const decision::InterceptionRules& rules_;
   const ExplainRequest& r_;
   std::string http_host_;
@@ -655,20 +652,19 @@ std::optional<std::string> normalize_host(std::string_view text, bool strip_port
 
 Explanation explain(const ConfigTables& tables, const decision::InterceptionRules& rules,
                     const ExplainRequest& request) {
-  Explainer e(tables, rules, request);
-  if (!request.gateway) e.set_scope(request.scope);
-  return e.run();
+  return Explainer(tables, rules, request).run();
 }
 
 std::unique_ptr<const ConfigTables> proxy_view(const ConfigTables& all, ExplainRequest& request) {
   policy::WorkloadIdentity workload;
   workload.namespace_ = request.namespace_;
   workload.labels = request.labels;
-  // Sidecar resources apply to sidecars only.
-  const policy::SidecarSelection selection =
-      request.gateway ? policy::SidecarSelection{} : policy::select_sidecar(all.config, workload);
-  request.scope = selection.reason;
-  return std::make_unique<const ConfigTables>(policy::scoped_config(all.config, workload, selection));
+  policy::ProxyView view = policy::proxy_view(all.config, workload, request.gateway);
+  request.scope = !view.scope.empty() ? std::move(view.scope)
+                  : request.gateway   ? std::string()
+                                      : "no Sidecar applies to the workload: every service exported to its "
+                                        "namespace is visible";
+  return std::make_unique<const ConfigTables>(std::move(view.config));
 }
 
 void write_explanation(std::ostream& out, OutputFormat format, const Explanation& e, const ExplainRequest& r) {

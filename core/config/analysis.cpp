@@ -54,18 +54,6 @@ bool ends_with(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
 
-// exportTo as seen from `ns`: empty or "*" = everywhere, "." = own namespace,
-// "~" = nowhere, else the listed namespaces.
-bool visible_in(const std::vector<std::string>& export_to, const std::string& owner_ns, const std::string& ns) {
-  if (export_to.empty()) return true;
-  for (const auto& e : export_to) {
-    if (e == "*") return true;
-    if (e == "." && owner_ns == ns) return true;
-    if (e == ns) return true;
-  }
-  return false;
-}
-
 // ---------------------------------------------------------------------------
 // Gateways
 
@@ -134,7 +122,7 @@ class Registry {
   const ServiceEntry* find_service_entry(const std::string& host, const std::string& ns) const {
     const std::string fqdn = qualify_host(host, ns);
     for (const auto& se : config_.service_entries) {
-      if (!visible_in(se.export_to, se.meta.namespace_, ns)) continue;
+      if (!exported_to(se.export_to, se.meta.namespace_, ns)) continue;
       for (const auto& h : se.hosts) {
         if (qualify_host(h, se.meta.namespace_) == fqdn) return &se;
       }
@@ -142,7 +130,7 @@ class Registry {
     std::string_view bare = host;
     if (host_is_wildcard(bare)) bare.remove_prefix(1);
     for (const auto& se : config_.service_entries) {
-      if (!visible_in(se.export_to, se.meta.namespace_, ns)) continue;
+      if (!exported_to(se.export_to, se.meta.namespace_, ns)) continue;
       for (const auto& h : se.hosts) {
         if (host_is_wildcard(h) && ends_with(bare, std::string_view(h).substr(1))) return &se;
       }
@@ -180,7 +168,7 @@ class Registry {
   bool has_subset(const std::string& host, const std::string& subset, const std::string& ns) const {
     const std::string fqdn = qualify_host(host, ns);
     for (const auto& dr : config_.destination_rules) {
-      if (!visible_in(dr.export_to, dr.meta.namespace_, ns)) continue;
+      if (!exported_to(dr.export_to, dr.meta.namespace_, ns)) continue;
       if (!host_subset_of(fqdn, qualify_host(dr.host, dr.meta.namespace_))) continue;
       for (const auto& s : dr.subsets) {
         if (s.name == subset) return true;

@@ -89,4 +89,20 @@ const char* to_string(StringMatch::Kind k) {
   return "exact";
 }
 
+bool exported_to(const std::vector<std::string>& export_to, const std::string& owner_ns, const std::string& ns) {
+  if (export_to.empty()) return true;
+  for (const auto& e : export_to) {
+    if (e == "*" || e == ns || (e == "." && owner_ns == ns)) return true;
+  }
+  return false;
+}
+
+bool labels_match(const Labels& selector, const Labels& labels) {
+  for (const auto& [k, v] : selector) {
+    auto it = labels.find(k);
+    if (it == labels.end() || it->second != v) return false;
+  }
+  return true;
+}
+
 }  // namespace sluice::config

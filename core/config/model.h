@@ -475,8 +475,8 @@ struct ConfigSet {
   InstallOptions install;
   // A workload's view (policy::scoped_config) under a Sidecar with an
   // outboundTrafficPolicy: it replaces the mesh config's mode, and its
-  // egressProxy (ALLOW_ANY) takes what would be passed through. Where it
-  // came from: "Sidecar ns/name (file:line)".
+  // egressProxy (ALLOW_ANY) takes what would be passed through. Which
+  // Sidecar: "ns/name (file:line)".
   std::optional<SidecarOutboundTrafficPolicy> sidecar_outbound;
   std::string sidecar_source;
   // A proxy's view: the namespace it serves (DestinationRules are then
@@ -497,6 +497,14 @@ const char* to_string(SimpleLB lb);
 const char* to_string(ClientTLSMode m);
 const char* to_string(ServerTLSMode m);
 const char* to_string(OutboundTrafficPolicyMode m);
+
+// exportTo as seen from namespace `ns` for a resource of `owner_ns`: empty
+// or "*" everywhere, "." its own namespace, "~" nowhere, else the listed
+// namespaces.
+bool exported_to(const std::vector<std::string>& export_to, const std::string& owner_ns, const std::string& ns);
+// A label selector: every label of `selector` is on `labels` with that value
+// (an empty selector selects everything).
+bool labels_match(const Labels& selector, const Labels& labels);
 const char* to_string(StringMatch::Kind k);
 
 }  // namespace sluice::config

@@ -86,12 +86,7 @@ std::string istio_mutual_sni(std::string_view host, std::string_view subset, uin
 }
 
 bool endpoint_in_subset(const config::WorkloadEntry& endpoint, const config::Labels* subset_labels) {
-  if (!subset_labels) return true;
-  for (const auto& [k, v] : *subset_labels) {
-    auto it = endpoint.labels.find(k);
-    if (it == endpoint.labels.end() || it->second != v) return false;
-  }
-  return true;
+  return !subset_labels || config::labels_match(*subset_labels, endpoint.labels);
 }
 
 void select_endpoints(const config::ServiceEntry& entry, const config::Labels* subset_labels,
@@ -154,8 +149,10 @@ DestinationRules::DestinationRules(const config::ConfigSet& config) {
   proxy_ns_ = config.view_namespace;
   root_ns_ = config.mesh.root_namespace;
   for (const auto& dr : config.destination_rules) {
-    all_.add(dr);
-    if (!tiered_) continue;
+    if (!tiered_) {
+      all_.add(dr);
+      continue;
+    }
     if (dr.meta.namespace_ == root_ns_ && proxy_ns_ == root_ns_ && private_rule(dr)) {
       root_private_.add(dr);
     } else {

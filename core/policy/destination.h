@@ -8,9 +8,10 @@
 // ("reviews" in "default" → reviews.default.svc.cluster.local). Several rules
 // for one host merge as Istio merges them: subsets are concatenated (the first
 // rule naming a subset wins), the top-level trafficPolicy is the first one
-// set, in load order. exportTo and the namespace precedence are applied
-// before, by policy::scoped_config (the proxy's view of the config);
-// workloadSelector is not evaluated.
+// set, in load order. In a proxy's view (config.view_namespace, made by
+// policy::scoped_config, which applies exportTo and workloadSelector) a
+// destination's rules come from the first namespace in Istio's order that
+// has a match (find); over a whole tree every rule applies everywhere.
 //
 // Policy precedence (Istio's MergeSubsetTrafficPolicy):
 //   1. the rule's top-level trafficPolicy;

@@ -64,11 +64,7 @@ std::string GatewayServerRef::describe() const {
 GatewayServers::GatewayServers(const config::ConfigSet& config,
                                const std::map<std::string, std::string>& proxy_labels) {
   for (const config::Gateway& gw : config.gateways) {
-    bool selected = std::all_of(gw.selector.begin(), gw.selector.end(), [&](const auto& kv) {
-      auto it = proxy_labels.find(kv.first);
-      return it != proxy_labels.end() && it->second == kv.second;
-    });
-    if (!selected) continue;
+    if (!config::labels_match(gw.selector, proxy_labels)) continue;
     for (const config::Server& s : gw.servers) {
       GatewayServerRef ref;
       ref.gateway = &gw;

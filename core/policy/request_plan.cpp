@@ -228,7 +228,7 @@ class Planner {
         // filter chain then point at its cluster.
         if (const auto& so = t_.config->sidecar_outbound; so && so->egress_proxy) {
           if (r_.explain) {
-            p_.steps.push_back("egress proxy of " + t_.config->sidecar_source + ": " + so->egress_proxy->host +
+            p_.steps.push_back("egress proxy of Sidecar " + t_.config->sidecar_source + ": " + so->egress_proxy->host +
                                (so->egress_proxy->port ? ":" + std::to_string(so->egress_proxy->port->number) : ""));
           }
           RouteTarget t;

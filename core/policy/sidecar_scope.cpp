@@ -9,28 +9,11 @@ namespace sluice::policy {
 
 namespace {
 
-bool labels_match(const config::Labels& selector, const config::Labels& labels) {
-  for (const auto& [k, v] : selector) {
-    auto it = labels.find(k);
-    if (it == labels.end() || it->second != v) return false;
-  }
-  return true;
-}
-
+// "ns/name (file:line)".
 std::string where(const config::Sidecar& sc) {
-  std::string out = "Sidecar " + sc.meta.namespace_ + "/" + sc.meta.name;
+  std::string out = sc.meta.namespace_ + "/" + sc.meta.name;
   if (!sc.meta.file.empty()) out += " (" + sc.meta.file + ":" + std::to_string(sc.meta.line) + ")";
   return out;
-}
-
-// exportTo as seen from `ns`: empty or "*" everywhere, "." its own
-// namespace, "~" nowhere, else the namespaces listed.
-bool exported_to(const std::vector<std::string>& export_to, const std::string& owner_ns, const std::string& ns) {
-  if (export_to.empty()) return true;
-  for (const auto& e : export_to) {
-    if (e == "*" || e == ns || (e == "." && owner_ns == ns)) return true;
-  }
-  return false;
 }
 
 // One egress host entry, "namespace/dnsName".
@@ -112,7 +95,7 @@ SidecarSelection select_sidecar(const config::ConfigSet& config, const WorkloadI
     // workload), makes it a workload's Sidecar, as Istio classifies them.
     if (sc.meta.namespace_ == workload.namespace_) {
       if (sc.workload_selector) {
-        if (!by_selector && labels_match(*sc.workload_selector, workload.labels)) by_selector = &sc;
+        if (!by_selector && config::labels_match(*sc.workload_selector, workload.labels)) by_selector = &sc;
       } else if (!namespace_wide) {
         namespace_wide = &sc;
       }
@@ -121,13 +104,13 @@ SidecarSelection select_sidecar(const config::ConfigSet& config, const WorkloadI
   }
   if (by_selector) {
     out.sidecar = by_selector;
-    out.reason = where(*by_selector) + ": its workloadSelector matches the workload's labels";
+    out.reason = "Sidecar " + where(*by_selector) + ": its workloadSelector matches the workload's labels";
   } else if (namespace_wide) {
     out.sidecar = namespace_wide;
-    out.reason = where(*namespace_wide) + ": the workload's namespace " + workload.namespace_ + ", no selector";
+    out.reason = "Sidecar " + where(*namespace_wide) + ": the workload's namespace " + workload.namespace_ + ", no selector";
   } else if (root) {
     out.sidecar = root;
-    out.reason = where(*root) + ": the root namespace's default (" + config.mesh.root_namespace + ")";
+    out.reason = "Sidecar " + where(*root) + ": the root namespace's default (" + config.mesh.root_namespace + ")";
   } else {
     out.reason = "no Sidecar applies to the workload (namespace " + workload.namespace_ +
                  "): every service exported to its namespace is visible";
@@ -146,7 +129,7 @@ config::ConfigSet scoped_config(const config::ConfigSet& config, const WorkloadI
   const Egress egress = egress_of(selection.sidecar, ns);
 
   for (const auto& se : config.service_entries) {
-    if (!exported_to(se.export_to, se.meta.namespace_, ns)) continue;
+    if (!config::exported_to(se.export_to, se.meta.namespace_, ns)) continue;
     if (egress.everything) {
       out.service_entries.push_back(se);
       continue;
@@ -177,7 +160,7 @@ config::ConfigSet scoped_config(const config::ConfigSet& config, const WorkloadI
     out.service_entries.push_back(std::move(copy));
   }
   for (const auto& vs : config.virtual_services) {
-    if (!exported_to(vs.export_to, vs.meta.namespace_, ns)) continue;
+    if (!config::exported_to(vs.export_to, vs.meta.namespace_, ns)) continue;
     const bool seen = std::any_of(vs.hosts.begin(), vs.hosts.end(), [&](const std::string& h) {
       return egress.any_overlap(vs.meta.namespace_, config::qualify_host(h, vs.meta.namespace_));
     });
@@ -190,9 +173,9 @@ config::ConfigSet scoped_config(const config::ConfigSet& config, const WorkloadI
   // private). Which namespace's rule applies to a destination is decided at
   // lookup (DestinationRules, by view_namespace): Istio's order.
   for (const auto& dr : config.destination_rules) {
-    if (!exported_to(dr.export_to, dr.meta.namespace_, ns)) continue;
+    if (!config::exported_to(dr.export_to, dr.meta.namespace_, ns)) continue;
     if (dr.workload_selector &&
-        (dr.meta.namespace_ != ns || !labels_match(*dr.workload_selector, workload.labels))) {
+        (dr.meta.namespace_ != ns || !config::labels_match(*dr.workload_selector, workload.labels))) {
       continue;
     }
     out.destination_rules.push_back(dr);
@@ -202,6 +185,15 @@ config::ConfigSet scoped_config(const config::ConfigSet& config, const WorkloadI
     out.sidecar_outbound = selection.sidecar->outbound_traffic_policy;
     out.sidecar_source = where(*selection.sidecar);
   }
+  return out;
+}
+
+ProxyView proxy_view(const config::ConfigSet& all, const WorkloadIdentity& workload, bool gateway) {
+  ProxyView out;
+  // Sidecar resources apply to sidecars only.
+  const SidecarSelection selection = gateway ? SidecarSelection{} : select_sidecar(all, workload);
+  if (selection.sidecar) out.scope = selection.reason;
+  out.config = scoped_config(all, workload, selection);
   return out;
 }
 

@@ -35,11 +35,21 @@ struct SidecarSelection {
 
 SidecarSelection select_sidecar(const config::ConfigSet& config, const WorkloadIdentity& workload);
 
-// The workload's view of `config` (a copy; Sidecars themselves are dropped).
-// DestinationRules: per host, only those of the first namespace in Istio's
-// order that has one exported here (the workload's, the service's, the root
-// namespace). A gateway's view is this with no Sidecar (its own namespace).
+// The workload's view of `config` (a copy; Sidecars themselves are dropped):
+// what is exported to its namespace, a DestinationRule with a
+// workloadSelector only for its own namespace's matching workloads, and
+// view_namespace set (DestinationRules then looks a destination's rule up in
+// Istio's namespace order). A gateway's view is this with no Sidecar.
 config::ConfigSet scoped_config(const config::ConfigSet& config, const WorkloadIdentity& workload,
                                 const SidecarSelection& selection);
+
+// What a proxy runs with, as sluice-proxy and sluicectl build it: a
+// sidecar's scoped_config under the Sidecar that applies, a gateway's
+// without one. `scope`: which Sidecar applies and why (empty: none).
+struct ProxyView {
+  config::ConfigSet config;
+  std::string scope;
+};
+ProxyView proxy_view(const config::ConfigSet& all, const WorkloadIdentity& workload, bool gateway);
 
 }  // namespace sluice::policy

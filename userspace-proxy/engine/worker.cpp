@@ -1115,18 +1115,11 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
       // stays bounded without closing on a handler that is still deciding.
       if (v.is_ended_by_eof() && c->eof_unreported) {
         // The FIN came before this wait (during an earlier one): it ends
-        // this one at once. Asked once: a second defer waits as usual.
+        // this one at once.
+        // (A second defer waits as usual: the FIN, read already, cannot
+        // end it again.)
         c->eof_unreported = false;
-        Verdict again = handler_->on_downstream_eof(*c, pending_downstream(c));
-        if (again.kind() == Verdict::Kind::kDefer) {
-          c->phase_deadline_ns =
-              again.detection_timeout().count() > 0 ? now_ns_ + to_ns(again.detection_timeout()) : INT64_MAX;
-          c->defer_ended_by_eof = false;
-          enter_deferred(c);
-          reschedule_timer(c);
-          return;
-        }
-        apply_verdict(c, std::move(again), close_reason);
+        apply_verdict(c, handler_->on_downstream_eof(*c, pending_downstream(c)), close_reason);
         return;
       }
       c->phase_deadline_ns = v.detection_timeout().count() > 0 ? now_ns_ + to_ns(v.detection_timeout()) : INT64_MAX;

@@ -104,8 +104,6 @@ class CircuitBreaker : public std::enable_shared_from_this<CircuitBreaker> {
   //   response head (or its end without one), as Envoy's RetryState holds it.
   std::shared_ptr<void> start_request(int64_t max) { return take(requests_, max); }
   std::shared_ptr<void> start_retry(int64_t max) { return take(retries_, max); }
-  int64_t requests() const { return requests_.load(std::memory_order_relaxed); }
-  int64_t retries() const { return retries_.load(std::memory_order_relaxed); }
 
  private:
   friend class ConnectionSlot;

@@ -12,7 +12,7 @@ std::string describe(const Snapshot& s) {
                     std::to_string(s.config.service_entries.size()) + " service entries, outboundTrafficPolicy " +
                     config::to_string(s.mode()) + ")";
   // A sidecar scoped by a Sidecar resource says which.
-  if (!s.config.sidecar_source.empty() || s.sidecar_scope.rfind("Sidecar ", 0) == 0) out += "; " + s.sidecar_scope;
+  if (!s.sidecar_scope.empty()) out += "; " + s.sidecar_scope;
   return out;
 }
 

@@ -19,6 +19,23 @@ namespace sluice::proxy {
 constexpr std::string_view kOverflowBody =
     "upstream connect error or disconnect/reset before headers. reset reason: overflow";
 
+namespace {
+
+// http2MaxRequests (Envoy's max_requests): the request's count, taken into
+// ci.request_token (the one of the request before it given back first);
+// false with the reason when the cluster's limit is reached.
+bool take_request_token(ConnectionInfo& ci, ProxyCounters* counters, std::string* why) {
+  ci.request_token.reset();
+  if (ci.max_requests <= 0 || !ci.breaker) return true;
+  ci.request_token = ci.breaker->start_request(ci.max_requests);
+  if (ci.request_token) return true;
+  bump(counters->upstream_overflow);
+  *why = "upstream overflow: http2MaxRequests " + std::to_string(ci.max_requests) + " reached";
+  return false;
+}
+
+}  // namespace
+
 using engine::SocketAddress;
 using engine::Verdict;
 using policy::RequestPlan;
@@ -448,15 +465,8 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
     if (std::optional<Verdict> wait = admit(c, pending, &slot)) return std::move(*wait);
     // http2MaxRequests: this request counts while under way (a retry or a
     // move gives its earlier count back first).
-    ConnectionInfo& ci = *c.info;
-    ci.request_token.reset();
-    if (ci.http && ci.max_requests > 0 && ci.breaker) {
-      ci.request_token = ci.breaker->start_request(ci.max_requests);
-      if (!ci.request_token) {
-        bump(o_.counters->upstream_overflow);
-        return no_upstream(c, "UO", "upstream overflow: http2MaxRequests " + std::to_string(ci.max_requests) + " reached",
-                           503, pending);
-      }
+    if (c.info->http) {
+      if (std::string why; !take_request_token(*c.info, o_.counters, &why)) return no_upstream(c, "UO", why, 503, pending);
     }
   }
   std::vector<SocketAddress> order;
@@ -556,7 +566,14 @@ std::optional<Verdict> Forwarder::admit(ProxyConnection& c, std::span<const uint
   // The guard's limits for this upstream (http2MaxRequests, maxRetries).
   ci.max_requests = cs.max_requests;
   ci.max_retries = cs.max_retries;
-  ci.breaker = cs.has_circuit_breakers() ? o_.clusters->breaker(c.plan.cluster) : nullptr;
+  // The cluster's breaker: looked up (a lock and a map) only when the
+  // connection's cluster changes.
+  if (!cs.has_circuit_breakers()) {
+    ci.breaker.reset();
+  } else if (!ci.breaker || ci.breaker_cluster != c.plan.cluster) {
+    ci.breaker = o_.clusters->breaker(c.plan.cluster);
+    ci.breaker_cluster = c.plan.cluster;
+  }
   ci.queued_ns = 0;
   if (max_connections <= 0) {
     c.ticket.reset();
@@ -682,22 +699,20 @@ void Forwarder::install_check_later(ProxyConnection& c) {
     if (out.kind == LaterRequest::Kind::kForward) out.edits = route_edits(plan.forward);
     // http2MaxRequests: on the same upstream, the request counts while
     // under way; with the cluster's limit reached, Envoy's 503 UO.
-    ci->request_token.reset();
-    if (out.kind == LaterRequest::Kind::kForward && ci->max_requests > 0 && ci->breaker) {
-      ci->request_token = ci->breaker->start_request(ci->max_requests);
-      if (!ci->request_token) {
-        bump(counters->upstream_overflow);
+    if (out.kind == LaterRequest::Kind::kForward) {
+      if (std::string why; !take_request_token(*ci, counters, &why)) {
         e.response_flags = policy::merge_response_flags(e.response_flags, "UO");
         e.http->response_code = 503;
         e.response_code_details = "upstream_reset_before_response_started{overflow}";
-        e.upstream_transport_failure_reason =
-            "upstream overflow: http2MaxRequests " + std::to_string(ci->max_requests) + " reached";
+        e.upstream_transport_failure_reason = std::move(why);
         out = LaterRequest{};
         out.kind = LaterRequest::Kind::kLocalReply;
         out.status = 503;
         out.body = kOverflowBody;
         return out;
       }
+    } else {
+      ci->request_token.reset();
     }
     // A retry of this request (or the move to its upstream) goes on with it.
     if (ci->later_plan) *ci->later_plan = std::move(plan);

@@ -979,7 +979,8 @@ FilterStatus HttpRequestGuard::on_response(std::span<const uint8_t> chunk, Filte
         const sniff::HttpResponseHead& h = response_parser_->head();
         Outstanding& req = outstanding_.front();
         if (h.status >= 200 || h.status == 101) {
-          // A retry is no longer under way once its response head is in.
+          // A retry is no longer under way once its response head is in
+          // (retry_allowed gives it back too, before a new decision).
           req.retry_token.reset();
           const policy::RetryPlan* rp = retry_policy(req);
           if (rp && h.status != 101 && rp->retries_status(static_cast<uint32_t>(h.status))) {

@@ -127,6 +127,7 @@ struct ConnectionInfo {
   // The current upstream's cluster: its circuit breaker and limits when
   // its DestinationRule sets http2MaxRequests or maxRetries (0: none).
   std::shared_ptr<CircuitBreaker> breaker;
+  std::string breaker_cluster;  // the cluster `breaker` is of
   int32_t max_requests = 0;
   int32_t max_retries = 0;
   // Taken for the next request the guard sends: its http2MaxRequests count

@@ -39,28 +39,22 @@ bool needs_client_address(const config::ConfigSet& config) {
 
 namespace {
 
-policy::WorkloadIdentity workload_of(const ProxyIdentity& identity) {
+// The proxy's view (exportTo; a sidecar's Sidecar resource).
+policy::ProxyView view_of(const config::ConfigSet& loaded, const ProxyIdentity& identity) {
   policy::WorkloadIdentity w;
   w.namespace_ = identity.namespace_;
   w.labels = identity.labels;
-  return w;
-}
-
-// A proxy sees its namespace's share of the config (exportTo, the
-// DestinationRules that apply there) and a sidecar what its Sidecar
-// resource imports.
-config::ConfigSet view_of(config::ConfigSet loaded, const ProxyIdentity& identity, std::string* scope) {
-  const policy::WorkloadIdentity w = workload_of(identity);
-  if (identity.gateway) return policy::scoped_config(loaded, w, policy::SidecarSelection{});
-  const policy::SidecarSelection selection = policy::select_sidecar(loaded, w);
-  *scope = selection.reason;
-  return policy::scoped_config(loaded, w, selection);
+  return policy::proxy_view(loaded, w, identity.gateway);
 }
 
 }  // namespace
 
 Snapshot::Snapshot(config::ConfigSet loaded, uint64_t gen, const ProxyIdentity& identity)
-    : config(view_of(std::move(loaded), identity, &sidecar_scope)),
+    : Snapshot(view_of(loaded, identity), gen, identity) {}
+
+Snapshot::Snapshot(policy::ProxyView view, uint64_t gen, const ProxyIdentity& identity)
+    : sidecar_scope(std::move(view.scope)),
+      config(std::move(view.config)),
       registry(config),
       routes(config),
       destinations(config),

@@ -14,6 +14,7 @@
 #include "core/config/diagnostic.h"
 #include "core/config/model.h"
 #include "core/policy/destination.h"
+#include "core/policy/sidecar_scope.h"
 #include "core/policy/gateway_servers.h"
 #include "core/policy/request_plan.h"
 #include "core/policy/registry.h"
@@ -34,20 +35,21 @@ struct ProxyIdentity {
 
 struct Snapshot {
   Snapshot(config::ConfigSet loaded, uint64_t gen, const ProxyIdentity& identity = {});
+  Snapshot(policy::ProxyView view, uint64_t gen, const ProxyIdentity& identity);
   Snapshot(const Snapshot&) = delete;  // the registry points into `config`
   Snapshot& operator=(const Snapshot&) = delete;
 
-  // The effective outboundTrafficPolicy: the mesh config (the `istio`
-  // ConfigMap) when one was loaded, else the install option, else ALLOW_ANY.
+  // The effective outboundTrafficPolicy: a sidecar's Sidecar resource's,
+  // else the mesh config (the `istio` ConfigMap) when one was loaded, else
+  // the install option, else ALLOW_ANY.
   config::OutboundTrafficPolicyMode mode() const;
   // The tables a policy::plan_* call reads.
   policy::PlanTables tables() const { return {&config, &registry, &routes, &destinations, mode()}; }
 
-  // A sidecar's: which Sidecar resource scopes `config` (or that none
-  // does). Declared first: the constructor fills it while making `config`.
-  std::string sidecar_scope;
-  // A sidecar's view: what its namespace is exported and its Sidecar
-  // resource selects (policy::scoped_config); a gateway's: everything.
+  // Which Sidecar resource scopes a sidecar's `config` (empty: none).
+  const std::string sidecar_scope;
+  // The proxy's view (policy::proxy_view): what its namespace is exported
+  // and, for a sidecar, what the Sidecar resource that applies imports.
   const config::ConfigSet config;
   const policy::Registry registry;
   const policy::RouteTable routes;
