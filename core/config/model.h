@@ -480,8 +480,11 @@ struct ConfigSet {
   std::optional<SidecarOutboundTrafficPolicy> sidecar_outbound;
   std::string sidecar_source;
   // A proxy's view: the namespace it serves (DestinationRules are then
-  // looked up in Istio's namespace order); empty: the whole tree.
+  // looked up in Istio's namespace order) and its workload's labels (a
+  // sidecar's: VirtualService sourceNamespace/sourceLabels match them);
+  // empty namespace: the whole tree.
   std::string view_namespace;
+  Labels view_labels;
   std::vector<std::string> source_files;  // every file that contributed, in load order
 
   size_t resource_count() const {

@@ -259,7 +259,11 @@ class Planner {
         break;
     }
     service_ = d.service;
-    return route(RouteScope::sidecar(), /*gateway=*/false);
+    // A proxy's view knows its workload: match sourceNamespace and
+    // sourceLabels against it (over a whole tree the source is unknown).
+    RouteScope scope = RouteScope::sidecar();
+    if (!t_.config->view_namespace.empty()) scope.with_source(t_.config->view_labels, t_.config->view_namespace);
+    return route(scope, /*gateway=*/false);
   }
 
   RequestPlan gateway(const GatewayServerRef& server) {

@@ -181,6 +181,7 @@ config::ConfigSet scoped_config(const config::ConfigSet& config, const WorkloadI
     out.destination_rules.push_back(dr);
   }
   out.view_namespace = ns;
+  out.view_labels = workload.labels;
   if (selection.sidecar && selection.sidecar->outbound_traffic_policy) {
     out.sidecar_outbound = selection.sidecar->outbound_traffic_policy;
     out.sidecar_source = where(*selection.sidecar);

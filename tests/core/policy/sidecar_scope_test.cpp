@@ -287,6 +287,44 @@ spec:
   EXPECT_EQ(select_sidecar(c, workload("default")).sidecar, nullptr);
 }
 
+// A sidecar's view knows its workload: VirtualService sourceNamespace and
+// sourceLabels match its namespace and labels.
+TEST(SidecarScopeTest, SourceMatchesUseTheWorkload) {
+  const config::ConfigSet c = load_config({kApi, R"(
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: shop}
+spec:
+  hosts: [api.example.com]
+  http:
+  - match: [{sourceLabels: {app: cart}}]
+    route: [{destination: {host: api.example.com, port: {number: 443}}}]
+  - match: [{sourceNamespace: billing}]
+    route: [{destination: {host: api.example.com, port: {number: 443}}}]
+  - route: [{destination: {host: api.example.com, port: {number: 80}}}]
+)"});
+  auto port_for = [&](const WorkloadIdentity& w) {
+    const config::ConfigSet view = scoped_config(c, w, select_sidecar(c, w));
+    Registry registry(view);
+    RouteTable routes(view);
+    DestinationRules destinations(view);
+    const PlanTables tables{&view, &registry, &routes, &destinations, OutboundTrafficPolicyMode::kRegistryOnly};
+    HttpRequest req;
+    req.method = "GET";
+    req.path = "/";
+    PlanRequest r;
+    r.traffic = Traffic::kHttp;
+    r.original_ip = *decision::IpAddress::parse("203.0.113.10");
+    r.port = 80;
+    r.host = "api.example.com";
+    r.http = &req;
+    return plan_sidecar(tables, r).forward.port;
+  };
+  EXPECT_EQ(port_for(workload("shop", {{"app", "cart"}})), 443u);
+  EXPECT_EQ(port_for(workload("billing")), 443u);
+  EXPECT_EQ(port_for(workload("shop", {{"app", "web"}})), 80u);
+}
+
 // With ALLOW_ANY and an egressProxy, an unknown destination goes to the
 // proxy's cluster instead of passing through.
 TEST(SidecarScopeTest, AnEgressProxyTakesWhatWouldPassThrough) {
