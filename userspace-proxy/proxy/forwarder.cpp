@@ -564,7 +564,6 @@ std::optional<Verdict> Forwarder::admit(ProxyConnection& c, std::span<const uint
   const policy::ConnectionSettings& cs = c.plan.forward.connection;
   const int64_t max_connections = cs.max_connections;
   // The guard's limits for this upstream (http2MaxRequests, maxRetries).
-  ci.max_connections = cs.max_connections;
   ci.max_requests = cs.max_requests;
   ci.max_retries = cs.max_retries;
   // The cluster's breaker: looked up (a lock and a map) only when the
@@ -698,23 +697,6 @@ void Forwarder::install_check_later(ProxyConnection& c) {
     ci->later_moves = !same_upstream(plan, *ci, key) || !hashes_here(plan, *ci);
     out.kind = delayed || one_request || ci->later_moves ? LaterRequest::Kind::kSwitch : LaterRequest::Kind::kForward;
     if (out.kind == LaterRequest::Kind::kForward) out.edits = route_edits(plan.forward);
-    // maxConnections: the slot was given back at the last response end. A
-    // free one (nobody waiting) is taken and the request goes on the same
-    // upstream; else it moves, to wait in the cluster's queue (resume).
-    if (out.kind == LaterRequest::Kind::kForward && ci->max_connections > 0 && ci->breaker && !ci->cluster_lease) {
-      CircuitBreaker::Limits limits;
-      limits.max_connections = ci->max_connections;
-      limits.may_wait = false;
-      limits.generation = ci->snapshot ? ci->snapshot->generation : 0;
-      SlotTicket none;
-      CircuitBreaker::Admission a = ci->breaker->admit(limits, {}, none);
-      if (a.kind == CircuitBreaker::Admission::Kind::kAdmitted) {
-        ci->cluster_lease = std::move(a.slot);
-      } else {
-        out.kind = LaterRequest::Kind::kSwitch;
-        out.edits.reset();
-      }
-    }
     // http2MaxRequests: on the same upstream, the request counts while
     // under way; with the cluster's limit reached, Envoy's 503 UO.
     if (out.kind == LaterRequest::Kind::kForward) {

@@ -837,16 +837,15 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
   if (discard_ && outstanding_.empty() && state_ == State::kHead) {
     return reusable_ ? FilterStatus::kEndDownstream : FilterStatus::kClose;
   }
-  // maxConnections: a slot is held by a request under way, not by a
-  // keep-alive client between requests (Envoy's pool takes the connection
-  // back at each response end): it is given back now. The client's next
-  // request takes one again (check_later), or moves to wait for one.
-  if (info_->cluster_lease && state_ == State::kHead && at_boundary()) info_->cluster_lease.reset();
   // The upstream carried its last request (maxRequestsPerConnection) and
   // nothing is under way: it is let go now, as Envoy closes it after this
   // response, rather than held until the client's next request; the
-  // client's connection goes on undecided.
-  if (!done.close_after && !discard_ && state_ == State::kHead && at_boundary() && spent()) {
+  // client's connection goes on undecided. So too under maxConnections: a
+  // connection slot is held by a request under way, not by a keep-alive
+  // client between requests (Envoy's pool takes the connection back at each
+  // response end); its next request is admitted like any other.
+  if (!done.close_after && !discard_ && state_ == State::kHead && at_boundary() &&
+      (spent() || info_->cluster_lease)) {
     info_->next_upstream = ConnectionInfo::NextUpstream::kRelease;
     switch_signalled_ = true;
     // What the client sends from here on (a request already on its way)

@@ -125,11 +125,9 @@ struct ConnectionInfo {
   // Set when the upstream TLS handshake failed (flag UF, 503).
   std::string upstream_failure;
   // The current upstream's cluster: its circuit breaker and limits when
-  // its DestinationRule sets maxConnections, http2MaxRequests or maxRetries
-  // (0: none).
+  // its DestinationRule sets http2MaxRequests or maxRetries (0: none).
   std::shared_ptr<CircuitBreaker> breaker;
   std::string breaker_cluster;  // the cluster `breaker` is of
-  int32_t max_connections = 0;
   int32_t max_requests = 0;
   int32_t max_retries = 0;
   // Taken for the next request the guard sends: its http2MaxRequests count

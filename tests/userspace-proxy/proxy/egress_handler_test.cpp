@@ -219,15 +219,6 @@ class EgressHandlerTest : public ::testing::Test {
     EXPECT_EQ(v.kind(), Verdict::Kind::kConnect);
     return v;
   }
-  // After the guard asked for a new upstream: the held bytes handed back as
-  // the engine does, and the handler's verdict (no back-off wait).
-  Verdict next_verdict_after_move(engine::ConnectionHandler& h, FakeConnection& c, engine::StreamFilter& f,
-                                  const std::string& req) {
-    FakeOutput held("");
-    f.on_new_upstream(held);
-    EXPECT_EQ(held.upstream, req);
-    return h.on_new_upstream(c, bytes(req));
-  }
   // A POST to `path` whose body ends 5 ms after its head: its route's 1 ms
   // clock (timeout or perTryTimeout) starts only then. And an Upgrade to
   // `path` gets no timer (a tunnel's request never ends).
@@ -1101,18 +1092,15 @@ TEST_F(EgressHandlerTest, MaxConnectionsOneQueuesRequestsAndARetryTakesTheSlotIt
   EXPECT_NE(log_->lines().find("http1MaxPendingRequests 1 reached"), std::string::npos) << log_->lines();
   EXPECT_EQ(h->on_detection_timeout(other, bytes(req)).kind(), Verdict::Kind::kNeedMore) << "still waiting";
 
-  // The response ends: the slot is given back (to the waiting request);
-  // the client keeps its upstream connection.
-  EXPECT_EQ(respond(*f2, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
+  // The response ends: the upstream is let go (a request waits for the
+  // slot), the client's connection goes on undecided.
+  EXPECT_EQ(respond(*f2, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kNewUpstream);
+  EXPECT_EQ(h->on_new_upstream(c, {}).kind(), Verdict::Kind::kRespond);
   EXPECT_NE(log_->lines().find("\"GET /p HTTP/1.1\" 200 - via_upstream"), std::string::npos) << log_->lines();
   Verdict go = h->on_detection_timeout(other, bytes(req));
   ASSERT_EQ(go.kind(), Verdict::Kind::kConnect) << log_->lines();
-  // The first client's next request finds no free slot: it moves off its
-  // upstream and waits behind the other.
-  FakeOutput next(req);
-  EXPECT_EQ(f2->on_data(engine::Direction::kDownstreamToUpstream, bytes(req), next), engine::FilterStatus::kNewUpstream);
-  EXPECT_EQ(next.upstream, "") << "not sent on the upstream it holds no slot for";
-  EXPECT_EQ(next_verdict_after_move(*h, c, *f2, req).kind(), Verdict::Kind::kNeedMore);
+  // The first client's next request now waits behind it.
+  EXPECT_EQ(h->on_downstream_data(c, bytes(req)).kind(), Verdict::Kind::kNeedMore);
   close(*h, other, engine::CloseReason::kCompleted);
   EXPECT_EQ(h->on_detection_timeout(c, bytes(req)).kind(), Verdict::Kind::kConnect) << "its turn: the slot came back";
   close(*h, c, engine::CloseReason::kCompleted);
@@ -1141,11 +1129,10 @@ TEST_F(EgressHandlerTest, ATcpConnectionOverMaxConnectionsIsClosedUO) {
   close(*h, c, engine::CloseReason::kCompleted);
 }
 
-// A keep-alive client holds no slot between requests: it gives it back at
-// each response end (Envoy's pool takes the connection back), keeping its
-// upstream connection. Its next request takes a slot again and goes on that
-// connection when one is free; another client that came meanwhile is
-// admitted at once, and then the first client's request moves and waits.
+// A keep-alive client holds no slot between requests: its upstream is let
+// go at each response end (Envoy's pool takes the connection back), so a
+// request that comes later is admitted at once, and the first client's
+// next request is admitted afresh (the pooled upstream serves it again).
 TEST_F(EgressHandlerTest, AnIdleKeepAliveClientHoldsNoMaxConnectionsSlot) {
   const std::string dr = pool_rule("edition.cnn.com", "{tcp: {maxConnections: 1}}");
   load({kRegistryOnly, kCnnServiceEntry, dr.c_str()});
@@ -1157,25 +1144,20 @@ TEST_F(EgressHandlerTest, AnIdleKeepAliveClientHoldsNoMaxConnectionsSlot) {
   engine::SocketAddress up;
   auto f = connected(*h, idle, req, &up);
   ASSERT_NE(f, nullptr);
-  const std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-  EXPECT_EQ(respond(*f, ok).first, engine::FilterStatus::kContinue) << "the slot goes back, the upstream stays";
-  EXPECT_EQ(clusters_.breaker("outbound|80||edition.cnn.com")->active(), 0);
-  // Nobody waits: its next request takes a slot again and goes on the same
-  // upstream connection.
-  FakeOutput again(req);
-  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(req), again), engine::FilterStatus::kContinue);
-  EXPECT_EQ(again.upstream, req);
-  EXPECT_EQ(clusters_.breaker("outbound|80||edition.cnn.com")->active(), 1);
-  EXPECT_EQ(respond(*f, ok).first, engine::FilterStatus::kContinue);
-  // Idle between requests: another client is admitted at once.
+  EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kNewUpstream);
+  EXPECT_EQ(f->upstream_reusable(), true) << "parked in the pool";
+  // A request read before the engine let the upstream go: held for the
+  // next decision, never sent to the upstream being let go.
+  FakeOutput racing(req);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(req), racing), engine::FilterStatus::kContinue);
+  EXPECT_EQ(racing.upstream, "");
+  FakeOutput held("");
+  f->on_new_upstream(held);
+  EXPECT_EQ(held.upstream, req) << "handed back as the connection's pending bytes";
+  EXPECT_EQ(h->on_new_upstream(idle, bytes(held.upstream)).kind(), Verdict::Kind::kRespond);
   Verdict v = first_verdict(*h, later, req);
   EXPECT_EQ(v.kind(), Verdict::Kind::kConnect) << "no wait behind the idle client";
-  // The idle client's next request finds the slot taken: it moves off its
-  // upstream and waits.
-  FakeOutput moved(req);
-  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(req), moved), engine::FilterStatus::kNewUpstream);
-  EXPECT_EQ(moved.upstream, "");
-  EXPECT_EQ(next_verdict_after_move(*h, idle, *f, req).kind(), Verdict::Kind::kNeedMore) << "its next request waits";
+  EXPECT_EQ(h->on_downstream_data(idle, bytes(req)).kind(), Verdict::Kind::kNeedMore) << "its next request waits";
   close(*h, later, engine::CloseReason::kCompleted);
   EXPECT_EQ(h->on_detection_timeout(idle, bytes(req)).kind(), Verdict::Kind::kConnect);
   close(*h, idle, engine::CloseReason::kCompleted);
@@ -1209,7 +1191,8 @@ TEST_F(EgressHandlerTest, AWaitingRequestGivesItsPlaceUpOnFinAndResolvesAgain) {
   ASSERT_EQ(h->on_downstream_data(next, bytes(req)).kind(), Verdict::Kind::kNeedMore);
   dns_.expire("edition.cnn.com");
   const size_t asked = dns_.asked.size();
-  EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
+  EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kNewUpstream);
+  EXPECT_EQ(h->on_new_upstream(holder, {}).kind(), Verdict::Kind::kRespond);  // the upstream parked, the slot free
   EXPECT_EQ(h->on_detection_timeout(next, bytes(req)).kind(), Verdict::Kind::kNeedMore) << "waits for DNS now";
   EXPECT_EQ(dns_.asked.size(), asked + 1) << "asked again";
   dns_.answer("edition.cnn.com", "203.0.113.20");
@@ -1244,7 +1227,8 @@ TEST_F(EgressHandlerTest, ARouteTimeoutEndsTheWaitForASlot) {
   EXPECT_NE(log_->lines().find("\" 504 UT upstream_response_timeout "), std::string::npos) << log_->lines();
   // The waiter left the queue: the slot freed at the holder's response end
   // stays free.
-  EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
+  EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kNewUpstream);
+  EXPECT_EQ(h->on_new_upstream(holder, {}).kind(), Verdict::Kind::kRespond);
   EXPECT_EQ(clusters_.breaker("outbound|80||edition.cnn.com")->active(), 0);
   close(*h, waiter, engine::CloseReason::kCompleted);
   close(*h, holder, engine::CloseReason::kCompleted);
