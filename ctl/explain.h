@@ -45,6 +45,8 @@ struct ExplainRequest {
   // The sidecar's workload's namespace (exportTo, the Sidecar resource that
   // applies), or the gateway's.
   std::string namespace_ = "default";
+  // --namespace or --label given: one known workload (source matches apply).
+  bool workload_known = false;
   // A sidecar's: which Sidecar resource scopes its view (proxy_view).
   std::string scope;
   // The HTTP Host (authority as sent, may carry ":port"); unset: not HTTP.

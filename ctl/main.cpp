@@ -139,6 +139,7 @@ int run_explain(const ExplainFlags& f) {
   if (auto err = sluice::ctl::parse_labels(f.labels, req.labels)) return usage_error("explain", *err);
   if (req.gateway && req.labels.empty()) req.labels["istio"] = "egressgateway";
   req.namespace_ = !f.namespace_.empty() ? f.namespace_ : req.gateway ? "istio-system" : "default";
+  req.workload_known = !f.namespace_.empty() || !f.labels.empty();
   if (f.host_option->count() > 0) {
     if (!sluice::ctl::normalize_host(f.host, /*strip_port=*/true)) {
       return usage_error("explain", "--host \"" + f.host + "\" is not a host name (or IP) with an optional :port");

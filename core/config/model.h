@@ -485,6 +485,7 @@ struct ConfigSet {
   // empty namespace: the whole tree.
   std::string view_namespace;
   Labels view_labels;
+  bool view_source = false;  // one known workload: source matches apply
   std::vector<std::string> source_files;  // every file that contributed, in load order
 
   size_t resource_count() const {

@@ -259,10 +259,11 @@ class Planner {
         break;
     }
     service_ = d.service;
-    // A proxy's view knows its workload: match sourceNamespace and
-    // sourceLabels against it (over a whole tree the source is unknown).
+    // A proxy that serves one known workload matches sourceNamespace and
+    // sourceLabels against it; else (a node's proxy, a whole tree) the
+    // source is unknown and they never match.
     RouteScope scope = RouteScope::sidecar();
-    if (!t_.config->view_namespace.empty()) scope.with_source(t_.config->view_labels, t_.config->view_namespace);
+    if (t_.config->view_source) scope.with_source(t_.config->view_labels, t_.config->view_namespace);
     return route(scope, /*gateway=*/false);
   }
 

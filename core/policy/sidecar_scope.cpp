@@ -182,6 +182,7 @@ config::ConfigSet scoped_config(const config::ConfigSet& config, const WorkloadI
   }
   out.view_namespace = ns;
   out.view_labels = workload.labels;
+  out.view_source = workload.source;
   if (selection.sidecar && selection.sidecar->outbound_traffic_policy) {
     out.sidecar_outbound = selection.sidecar->outbound_traffic_policy;
     out.sidecar_source = where(*selection.sidecar);

@@ -26,6 +26,10 @@ namespace sluice::policy {
 struct WorkloadIdentity {
   std::string namespace_ = "default";
   config::Labels labels;
+  // The proxy serves this one workload (its namespace or labels were given):
+  // VirtualService sourceNamespace/sourceLabels match against it. A proxy
+  // for many pods (on a node) leaves it false: they never match.
+  bool source = false;
 };
 
 struct SidecarSelection {

@@ -110,6 +110,7 @@ int run(const Flags& flags) {
   proxy::ProxyIdentity identity;
   identity.gateway = gateway;
   identity.namespace_ = !flags.namespace_.empty() ? flags.namespace_ : gateway ? "istio-system" : "default";
+  identity.workload_known = !flags.namespace_.empty() || !flags.labels.empty();
   for (const std::string& l : flags.labels) {
     size_t eq = l.find('=');
     if (eq == std::string::npos || eq == 0) {
@@ -555,7 +556,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--namespace", flags.namespace_,
                  "the proxy's namespace: a sidecar's workload's (exportTo and the Sidecar resource that applies; "
-                 "default: default), a gateway's own (default: istio-system)");
+                 "default: default; given, or with --label, the proxy serves that one workload and VirtualService "
+                 "sourceNamespace/sourceLabels match it), a gateway's own (default: istio-system)");
   app.add_option("--label", flags.labels,
                  "KEY=VALUE label of the proxy (repeatable): a gateway's, matched against Gateway selectors "
                  "(default: istio=egressgateway); a sidecar's workload's, matched against Sidecar workloadSelectors");

@@ -44,6 +44,7 @@ policy::ProxyView view_of(const config::ConfigSet& loaded, const ProxyIdentity& 
   policy::WorkloadIdentity w;
   w.namespace_ = identity.namespace_;
   w.labels = identity.labels;
+  w.source = identity.workload_known && !identity.gateway;
   return policy::proxy_view(loaded, w, identity.gateway);
 }
 

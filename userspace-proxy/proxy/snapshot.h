@@ -31,6 +31,9 @@ struct ProxyIdentity {
   // The proxy's namespace: a sidecar's workload's (exportTo, the Sidecar
   // resource that applies), a gateway's own.
   std::string namespace_ = "default";
+  // A sidecar for one workload (--namespace or --label given): its
+  // VirtualService source matches apply.
+  bool workload_known = false;
 };
 
 struct Snapshot {
