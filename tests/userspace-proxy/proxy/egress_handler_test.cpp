@@ -204,6 +204,19 @@ class EgressHandlerTest : public ::testing::Test {
     h.on_upstream_connected(c, *upstream);
     return f;
   }
+  // A sidecar for edition.cnn.com (resolved to `ips`, the first the client's
+  // original destination) under a DestinationRule with this connectionPool,
+  // with the process-wide Clusters (circuit breakers); `extra`: another
+  // document (a VirtualService).
+  engine::ConnectionHandlerPtr pooled_cnn(std::string_view pool, std::initializer_list<const char*> ips,
+                                          const std::string& extra = "") {
+    const std::string dr = pool_rule("edition.cnn.com", pool);
+    if (extra.empty()) load({kRegistryOnly, kCnnServiceEntry, dr.c_str()});
+    else load({kRegistryOnly, kCnnServiceEntry, dr.c_str(), extra.c_str()});
+    for (const char* ip : ips) dns_.answer("edition.cnn.com", ip);
+    with_clusters_ = true;
+    return handler(std::string(*ips.begin()) + ":80");
+  }
   // After the guard asked for a new upstream (a retry or a switch): the
   // handler's next connect verdict, past the retry back-off (this fake
   // connection has no waker: a detection timeout stands in for the wake).
@@ -1053,12 +1066,7 @@ TEST_F(EgressHandlerTest, A503IsRetriedOnAnotherEndpoint) {
 // http1MaxPendingRequests; an upstream is let go at its response end while
 // they wait.
 TEST_F(EgressHandlerTest, MaxConnectionsOneQueuesRequestsAndARetryTakesTheSlotItGaveUp) {
-  const std::string dr = pool_rule("edition.cnn.com", "{tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}");
-  load({kRegistryOnly, kCnnServiceEntry, dr.c_str()});
-  dns_.answer("edition.cnn.com", "203.0.113.20");
-  dns_.answer("edition.cnn.com", "203.0.113.21");
-  with_clusters_ = true;
-  auto h = handler("203.0.113.20:80");
+  auto h = pooled_cnn("{tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}", {"203.0.113.20", "203.0.113.21"});
   FakeConnection c;
   const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   auto f = decided(*h, c, req);
@@ -1134,11 +1142,7 @@ TEST_F(EgressHandlerTest, ATcpConnectionOverMaxConnectionsIsClosedUO) {
 // request that comes later is admitted at once, and the first client's
 // next request is admitted afresh (the pooled upstream serves it again).
 TEST_F(EgressHandlerTest, AnIdleKeepAliveClientHoldsNoMaxConnectionsSlot) {
-  const std::string dr = pool_rule("edition.cnn.com", "{tcp: {maxConnections: 1}}");
-  load({kRegistryOnly, kCnnServiceEntry, dr.c_str()});
-  dns_.answer("edition.cnn.com", "203.0.113.20");
-  with_clusters_ = true;
-  auto h = handler("203.0.113.20:80");
+  auto h = pooled_cnn("{tcp: {maxConnections: 1}}", {"203.0.113.20"});
   const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   FakeConnection idle, later;
   engine::SocketAddress up;
@@ -1168,11 +1172,7 @@ TEST_F(EgressHandlerTest, AnIdleKeepAliveClientHoldsNoMaxConnectionsSlot) {
 // finds no dead entries ahead of it. A DNS answer that expired during the
 // wait is asked for again.
 TEST_F(EgressHandlerTest, AWaitingRequestGivesItsPlaceUpOnFinAndResolvesAgain) {
-  const std::string dr = pool_rule("edition.cnn.com", "{tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}");
-  load({kRegistryOnly, kCnnServiceEntry, dr.c_str()});
-  dns_.answer("edition.cnn.com", "203.0.113.20");
-  with_clusters_ = true;
-  auto h = handler("203.0.113.20:80");
+  auto h = pooled_cnn("{tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}", {"203.0.113.20"});
   const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   FakeConnection holder, gone, next;
   engine::SocketAddress up;
@@ -1205,12 +1205,8 @@ TEST_F(EgressHandlerTest, AWaitingRequestGivesItsPlaceUpOnFinAndResolvesAgain) {
 // client gets Envoy's 504 "upstream request timeout" (UT), and the queue
 // is left.
 TEST_F(EgressHandlerTest, ARouteTimeoutEndsTheWaitForASlot) {
-  const std::string dr = pool_rule("edition.cnn.com", "{tcp: {maxConnections: 1}}");
   const std::string vs = cnn_routes("  - timeout: 0.02s\n    route: [{destination: {host: edition.cnn.com}}]\n");
-  load({kRegistryOnly, kCnnServiceEntry, dr.c_str(), vs.c_str()});
-  dns_.answer("edition.cnn.com", "203.0.113.20");
-  with_clusters_ = true;
-  auto h = handler("203.0.113.20:80");
+  auto h = pooled_cnn("{tcp: {maxConnections: 1}}", {"203.0.113.20"}, vs);
   const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   FakeConnection holder, waiter;
   engine::SocketAddress up;
@@ -1238,11 +1234,7 @@ TEST_F(EgressHandlerTest, ARouteTimeoutEndsTheWaitForASlot) {
 // to the cluster, first and later ones alike; beyond it, 503 UO at once
 // with Envoy's overflow body. A response's end gives its count back.
 TEST_F(EgressHandlerTest, Http2MaxRequestsCountsRequestsUnderWay) {
-  const std::string dr = pool_rule("edition.cnn.com", "{http: {http2MaxRequests: 1}}");
-  load({kRegistryOnly, kCnnServiceEntry, dr.c_str()});
-  dns_.answer("edition.cnn.com", "203.0.113.20");
-  with_clusters_ = true;
-  auto h = handler("203.0.113.20:80");
+  auto h = pooled_cnn("{http: {http2MaxRequests: 1}}", {"203.0.113.20"});
   const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   const std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
   FakeConnection a;
@@ -1279,12 +1271,7 @@ TEST_F(EgressHandlerTest, Http2MaxRequestsCountsRequestsUnderWay) {
 // the decision to the retried try's response head. Beyond it the response
 // that would have been retried stands, flagged UO.
 TEST_F(EgressHandlerTest, MaxRetriesBoundsRetriesUnderWay) {
-  const std::string dr = pool_rule("edition.cnn.com", "{http: {maxRetries: 1}}");
-  load({kRegistryOnly, kCnnServiceEntry, dr.c_str()});
-  dns_.answer("edition.cnn.com", "203.0.113.20");
-  dns_.answer("edition.cnn.com", "203.0.113.21");
-  with_clusters_ = true;
-  auto h = handler("203.0.113.20:80");
+  auto h = pooled_cnn("{http: {maxRetries: 1}}", {"203.0.113.20", "203.0.113.21"});
   const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   const std::string unavailable = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
   FakeConnection a, b, c;
