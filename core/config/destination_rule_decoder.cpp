@@ -55,8 +55,8 @@ void decode_tcp_settings(const Field& f, TCPSettings& tcp) {
       {"maxConnections", [&](Field& v) { v.read(tcp.max_connections); }},
       {"connectTimeout", [&](Field& v) { v.read_duration(tcp.connect_timeout); }},
       {"tcpKeepalive", [&](Field& v) { read_optional(v, tcp.tcp_keepalive, decode_tcp_keepalive); }},
-      {"maxConnectionDuration", warn_unsupported},
-      {"idleTimeout", warn_unsupported},
+      {"maxConnectionDuration", [&](Field& v) { v.read_duration(tcp.max_connection_duration); }},
+      {"idleTimeout", [&](Field& v) { v.read_duration(tcp.idle_timeout); }},
   });
 }
 

@@ -284,6 +284,13 @@ struct TCPSettings {
     std::optional<Duration> interval;
   };
   std::optional<KeepAlive> tcp_keepalive;
+  // A TCP proxy connection's idle timeout (Envoy's tcp_proxy idle_timeout;
+  // 0s disables it) and, for HTTP, the pool's when http.idleTimeout is unset.
+  std::optional<Duration> idle_timeout;
+  // How long a connection may live: a TCP proxy connection is closed then
+  // (Envoy's max_downstream_connection_duration, flag DT); an HTTP upstream
+  // connection carries no request after it (Envoy's max_connection_duration).
+  std::optional<Duration> max_connection_duration;
 };
 
 struct HTTPSettings {

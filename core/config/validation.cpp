@@ -912,6 +912,13 @@ void validate_connection_pool(Sink& s, const std::string& path, const std::optio
     std::string p = dot(path, "tcp");
     if (t->max_connections < 0) s.error(dot(p, "maxConnections"), "max connections must be non-negative");
     if (t->connect_timeout) s.error(dot(p, "connectTimeout"), validate_duration(*t->connect_timeout));
+    if (t->max_connection_duration) {
+      s.error(dot(p, "maxConnectionDuration"), validate_duration(*t->max_connection_duration));
+    }
+    // 0s disables the timeout (Istio skips its check then).
+    if (t->idle_timeout && t->idle_timeout->count() != 0) {
+      s.error(dot(p, "idleTimeout"), validate_duration(*t->idle_timeout));
+    }
     if (const auto& ka = t->tcp_keepalive) {
       if (ka->time) s.error(dot(p, "tcpKeepalive.time"), validate_duration(*ka->time));
       if (ka->interval) s.error(dot(p, "tcpKeepalive.interval"), validate_duration(*ka->interval));

@@ -33,9 +33,12 @@ ConnectionSettings connection_settings(const config::MeshConfig& mesh, const Eff
     }
     if (tcp->tcp_keepalive) apply_keepalive(out, *tcp->tcp_keepalive);
     out.max_connections = std::max(0, tcp->max_connections);
+    out.tcp_idle_timeout = tcp->idle_timeout;
+    out.idle_timeout = tcp->idle_timeout;
+    out.max_connection_duration = tcp->max_connection_duration;
   }
   if (const auto& http = pool->http) {
-    out.idle_timeout = http->idle_timeout;
+    if (http->idle_timeout) out.idle_timeout = http->idle_timeout;
     out.max_requests_per_connection = std::max(0, http->max_requests_per_connection);
     out.max_pending_requests = std::max(0, http->http1_max_pending_requests);
     out.max_requests = std::max(0, http->http2_max_requests);
@@ -62,12 +65,26 @@ std::string ConnectionSettings::describe(bool http) const {
         ", interval " + or_kernel(keepalive_interval_s, " s"));
   }
   if (!http) {
+    if (tcp_idle_timeout) {
+      add(tcp_idle_timeout->count() == 0 ? std::string("no idle timeout")
+                                         : "idle timeout " + std::to_string(tcp_idle_timeout->count()) + " ms");
+    }
+    if (max_connection_duration) {
+      add("closed " + std::to_string(max_connection_duration->count()) + " ms after it was accepted (DT)");
+    }
     if (max_connections > 0) {
       add("at most " + std::to_string(max_connections) + " upstream connection(s), more are closed at once (UO)");
     }
     return out;
   }
-  if (idle_timeout) add("pooled connections idle up to " + std::to_string(idle_timeout->count()) + " ms");
+  if (idle_timeout) {
+    add(idle_timeout->count() == 0 ? std::string("pooled connections idle without bound")
+                                   : "pooled connections idle up to " + std::to_string(idle_timeout->count()) + " ms");
+  }
+  if (max_connection_duration) {
+    add("an upstream connection carries no request after " + std::to_string(max_connection_duration->count()) +
+        " ms");
+  }
   if (max_requests_per_connection == 1) add("one request per upstream connection (no keep-alive)");
   else if (max_requests_per_connection > 1) add("at most " + std::to_string(max_requests_per_connection) + " requests per upstream connection");
   if (max_connections > 0) {

@@ -24,9 +24,19 @@ struct ConnectionSettings {
   uint32_t keepalive_probes = 0;
   uint32_t keepalive_time_s = 0;
   uint32_t keepalive_interval_s = 0;
-  // connectionPool.http.idleTimeout: how long a pooled upstream connection
-  // waits idle; nullopt: the proxy's.
+  // How long a pooled upstream connection waits idle:
+  // connectionPool.http.idleTimeout, else tcp.idleTimeout (as Istio fills
+  // the cluster's HTTP idle_timeout); nullopt: the proxy's; 0: no bound.
   std::optional<config::Duration> idle_timeout;
+  // connectionPool.tcp.idleTimeout for a TCP proxy connection (no bytes
+  // either way for this long closes it; 0: never); nullopt: the proxy's
+  // (1 h, as Envoy's tcp_proxy).
+  std::optional<config::Duration> tcp_idle_timeout;
+  // connectionPool.tcp.maxConnectionDuration: a TCP proxy connection is
+  // closed this long after it was accepted (flag DT); an HTTP upstream
+  // connection this old carries no further request (it ends after the one
+  // under way). nullopt: no bound.
+  std::optional<config::Duration> max_connection_duration;
   // connectionPool.http.maxRequestsPerConnection (0: unlimited; 1: no
   // keep-alive to the upstream).
   int32_t max_requests_per_connection = 0;

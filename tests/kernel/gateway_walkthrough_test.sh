@@ -673,6 +673,49 @@ YAML
 		fail "the request given up while queued is not logged DC: $(new_lines "$TMP/sidecar.log" "$ms")"
 	log "ok a client that left while queued gave its place up (DC): the next one waited and got 200"
 
+	# ------------------------------------------------ a TCP connection's lifetime
+	# connectionPool.tcp.maxConnectionDuration on a TCP service (Envoy's
+	# tcp_proxy max_downstream_connection_duration): a client that keeps its
+	# connection to the slow server open, silent, is closed by the sidecar
+	# after 1 s and logged DT; idleTimeout 0s (no idle timeout) does not
+	# keep it.
+	cat >"$CONF/variant-breaker.yaml" <<'YAML'
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: slow-tcp}
+spec:
+  hosts: [slow-tcp.example]
+  addresses: [203.0.113.10/32]
+  ports: [{number: 8082, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 203.0.113.10}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: slow-tcp}
+spec:
+  host: slow-tcp.example
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnectionDuration: 1s, idleTimeout: 0s}
+YAML
+	GENERATION=$((GENERATION + 1))
+	wait_generation "$GENERATION"
+	ms=$(lines_of "$TMP/sidecar.log")
+	held=$(in_cg_ns workload "$NS_W" "$PY" -c '
+import socket, time
+s = socket.create_connection(("203.0.113.10", 8082), timeout=10)
+t0 = time.monotonic()
+data = s.recv(1)
+print("%.2f %d" % (time.monotonic() - t0, len(data)))') || fail "the held TCP connection failed"
+	read -r secs got <<<"$held"
+	[ "$got" = 0 ] && awk -v s="$secs" 'BEGIN { exit !(s >= 0.8 && s < 5) }' ||
+		fail "maxConnectionDuration 1s: the silent connection ended after $secs s with $got byte(s)"
+	sleep 0.3
+	line=$(new_lines "$TMP/sidecar.log" "$ms" | grep 'outbound|8082||slow-tcp.example')
+	grep -q ' DT ' <<<"$line" || fail "maxConnectionDuration: the sidecar logged: $line"
+	log "ok maxConnectionDuration 1s on a TCP service: a silent connection closed after $secs s, logged DT"
+
 	# ------------------------------------------------ fault and mirror at the gateway
 	# The walkthrough's resources, with the gateway-bound route split: /teapot
 	# is aborted there (fault), the rest goes to edition.cnn.com and is

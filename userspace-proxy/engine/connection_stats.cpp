@@ -18,6 +18,7 @@ std::string_view close_reason_code(CloseReason r) {
     case CloseReason::kFilterClose: return "FC";
     case CloseReason::kResourceExhausted: return "RE";
     case CloseReason::kInternalError: return "IE";
+    case CloseReason::kMaxDuration: return "MD";
   }
   return "?";
 }
@@ -38,6 +39,7 @@ std::string_view close_reason_name(CloseReason r) {
     case CloseReason::kFilterClose: return "filter_close";
     case CloseReason::kResourceExhausted: return "resource_exhausted";
     case CloseReason::kInternalError: return "internal_error";
+    case CloseReason::kMaxDuration: return "max_duration_timeout";
   }
   return "unknown";
 }

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <climits>
 #include <memory>
 #include <span>
 
@@ -69,6 +70,9 @@ enum class FilterStatus : uint8_t {
 class UpstreamState {
  public:
   virtual ~UpstreamState() = default;
+  // The monotonic time after which the pooled connection may carry no
+  // further request (the pool closes it then); INT64_MAX: none.
+  virtual int64_t expires_ns() const { return INT64_MAX; }
 };
 using UpstreamStatePtr = std::unique_ptr<UpstreamState>;
 

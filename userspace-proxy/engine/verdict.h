@@ -164,12 +164,34 @@ class Verdict {
   std::string take_pool_key() { return std::move(pool_key_); }
   // kConnect with a pool key: how long the upstream may wait idle in the
   // pool (a DestinationRule's connectionPool.http.idleTimeout); zero: the
-  // engine's EngineConfig::upstream_pool_idle_timeout.
+  // engine's EngineConfig::upstream_pool_idle_timeout; kNoTimeout: until
+  // its peer closes it or the pool needs the room.
   Verdict&& with_pool_idle_timeout(std::chrono::milliseconds timeout) && {
     pool_idle_timeout_ = timeout;
     return std::move(*this);
   }
   std::chrono::milliseconds pool_idle_timeout() const { return pool_idle_timeout_; }
+
+  // No timeout at all (with_idle_timeout, with_pool_idle_timeout).
+  static constexpr std::chrono::milliseconds kNoTimeout = std::chrono::milliseconds::max();
+  // kConnect: this connection's idle timeout (no bytes either way) instead
+  // of EngineConfig::idle_timeout, from now on (a DestinationRule's
+  // connectionPool.tcp.idleTimeout); kNoTimeout: none. Negative (unset):
+  // the connection keeps the one it has.
+  Verdict&& with_idle_timeout(std::chrono::milliseconds timeout) && {
+    idle_timeout_ = timeout;
+    return std::move(*this);
+  }
+  std::chrono::milliseconds idle_timeout() const { return idle_timeout_; }
+  // kConnect: the connection is closed this long after it was accepted
+  // (CloseReason::kMaxDuration; a DestinationRule's
+  // connectionPool.tcp.maxConnectionDuration, Envoy's
+  // max_downstream_connection_duration). Zero: no bound.
+  Verdict&& with_max_duration(std::chrono::milliseconds duration) && {
+    max_duration_ = duration;
+    return std::move(*this);
+  }
+  std::chrono::milliseconds max_duration() const { return max_duration_; }
 
   Kind kind() const { return kind_; }
   std::chrono::milliseconds detection_timeout() const { return detection_timeout_; }
@@ -187,6 +209,8 @@ class Verdict {
   std::chrono::milliseconds connect_timeout_{0};
   TcpKeepalive keepalive_;
   std::chrono::milliseconds pool_idle_timeout_{0};
+  std::chrono::milliseconds idle_timeout_{-1};
+  std::chrono::milliseconds max_duration_{0};
   std::span<const uint8_t> response_;
   size_t consumed_ = 0;
   std::array<SocketAddress, kMaxUpstreams> upstreams_{};

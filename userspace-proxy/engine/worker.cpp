@@ -46,6 +46,12 @@ int64_t realtime_ns() {
 }
 
 int64_t to_ns(std::chrono::milliseconds ms) { return static_cast<int64_t>(ms.count()) * 1000000; }
+// A verdict's timeout: Verdict::kNoTimeout (none) becomes INT64_MAX.
+int64_t timeout_ns(std::chrono::milliseconds ms) {
+  return ms == Verdict::kNoTimeout ? INT64_MAX : to_ns(ms);
+}
+// t + d, INT64_MAX when d is (no deadline).
+int64_t deadline_after(int64_t t, int64_t d) { return d == INT64_MAX ? INT64_MAX : t + d; }
 
 bool is_reset_error(int err) { return err == ECONNRESET || err == EPIPE || err == ECONNABORTED; }
 
@@ -643,6 +649,9 @@ void Worker::on_timer(ConnectionImpl* c) {
     apply_verdict(c, std::move(v), CloseReason::kDetectionTimeout);
   } else if (c->phase == Phase::kLingering) {
     begin_close(c, CloseReason::kLocalClose, 0, false, false);
+  } else if (c->max_end_ns <= now_ns_) {
+    counters_.duration_timeouts.add();
+    begin_close(c, CloseReason::kMaxDuration, 0, false, false);
   } else {
     counters_.idle_timeouts.add();
     begin_close(c, CloseReason::kIdleTimeout, 0, false, false);
@@ -658,16 +667,17 @@ void Worker::fire_filter_timer(ConnectionImpl* c) {
 }
 
 int64_t Worker::conn_deadline(const ConnectionImpl* c) const {
-  const int64_t idle = c->last_activity_ns + to_ns(config_.idle_timeout);
+  const int64_t idle =
+      deadline_after(c->last_activity_ns, c->idle_ns != 0 ? c->idle_ns : to_ns(config_.idle_timeout));
   switch (c->phase) {
     case Phase::kSniffing:
     case Phase::kDeferred: return std::min(idle, c->phase_deadline_ns);
     case Phase::kLingering: return c->last_activity_ns + to_ns(config_.linger_timeout);
     // A filter's timer runs once relaying (the connect has its own timeout);
     // one that expired while connecting fires as soon as it relays.
-    case Phase::kConnecting: return idle;
-    case Phase::kRelaying: return std::min(idle, c->filter_deadline_ns);
-    case Phase::kSwitching: return idle;
+    case Phase::kConnecting: return std::min(idle, c->max_end_ns);
+    case Phase::kRelaying: return std::min({idle, c->filter_deadline_ns, c->max_end_ns});
+    case Phase::kSwitching: return std::min(idle, c->max_end_ns);
     default: return INT64_MAX;
   }
 }
@@ -868,6 +878,8 @@ void Worker::accept_conn(int fd, uint64_t spawn_tag) {
   c->pool_key.clear();
   c->keepalive = {};
   c->pool_idle_ns = 0;
+  c->idle_ns = 0;
+  c->max_end_ns = INT64_MAX;
   c->last_activity_ns = now_ns_;
   c->phase_deadline_ns = INT64_MAX;
   c->filter_deadline_ns = INT64_MAX;
@@ -1154,7 +1166,9 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
         c->connect_ts = connect_ts_;
       }
       c->keepalive = v.tcp_keepalive();
-      c->pool_idle_ns = to_ns(v.pool_idle_timeout());
+      c->pool_idle_ns = timeout_ns(v.pool_idle_timeout());
+      if (v.idle_timeout().count() >= 0) c->idle_ns = timeout_ns(v.idle_timeout());
+      if (v.max_duration().count() > 0) c->max_end_ns = c->stats.start_monotonic_ns + to_ns(v.max_duration());
       c->pool_key = v.take_pool_key();
       // A pooled upstream first: its filter state must be in place before
       // on_start encrypts the held bytes.
@@ -2072,7 +2086,10 @@ void Worker::pool_park(ConnectionImpl* c) {
   e->state = c->filter->release_upstream();
   e->key = c->pool_key;
   e->parked_ns = now_ns_;
-  e->expires_ns = now_ns_ + (c->pool_idle_ns > 0 ? c->pool_idle_ns : to_ns(config_.upstream_pool_idle_timeout));
+  e->expires_ns = deadline_after(now_ns_, c->pool_idle_ns > 0 ? c->pool_idle_ns : to_ns(config_.upstream_pool_idle_timeout));
+  // A filter's state may bound it sooner (an HTTP upstream's
+  // maxConnectionDuration).
+  if (e->state) e->expires_ns = std::min(e->expires_ns, e->state->expires_ns());
   up.fd = -1;  // the pool owns it now
   io_uring_sqe* sqe = get_sqe();
   io_uring_prep_poll_add(sqe, e->fd, POLLIN | POLLRDHUP);

@@ -131,7 +131,9 @@ class alignas(16) ConnectionImpl final : public Connection {
   // SQE is submitted, so it lives with the connection).
   __kernel_timespec connect_ts{};
   TcpKeepalive keepalive;  // for the upstream sockets this connection opens
-  int64_t pool_idle_ns = 0;  // the verdict's pool idle timeout; 0: the engine's
+  int64_t pool_idle_ns = 0;  // the verdict's pool idle timeout; 0: the engine's; INT64_MAX: none
+  int64_t idle_ns = 0;       // Verdict::with_idle_timeout; 0: the engine's; INT64_MAX: none
+  int64_t max_end_ns = INT64_MAX;  // Verdict::with_max_duration: closed at this time
   // The upstream is to be parked in the pool once the connection is closed
   // (kEndDownstream with a pool key); cleared by anything that makes it
   // unusable (bytes or FIN from it, an unfinished send, a reset).

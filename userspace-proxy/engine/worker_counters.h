@@ -47,6 +47,7 @@ class Counter {
   X(bytes_upstream_to_downstream)                                                       \
   X(resets_sent)          /* sockets closed with SO_LINGER{1,0} */                      \
   X(idle_timeouts)                                                                      \
+  X(duration_timeouts)    /* closed at Verdict::with_max_duration */                    \
   X(detection_timeouts)                                                                 \
   X(defers)               /* Verdict::defer() applied */                                \
   X(wakes)                /* wakes delivered to on_wake */                              \

@@ -527,7 +527,9 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
   // keep-alive on the upstream socket, how long a pooled upstream waits idle.
   const policy::ConnectionSettings& cs = c.plan.forward.connection;
   const std::chrono::milliseconds connect_timeout = cs.connect_timeout.value_or(std::chrono::milliseconds(0));
-  const std::chrono::milliseconds pool_idle = cs.idle_timeout.value_or(std::chrono::milliseconds(0));
+  // An idle timeout of 0 (tcp.idleTimeout: 0s) turns it off, as Envoy's.
+  std::chrono::milliseconds pool_idle = cs.idle_timeout.value_or(std::chrono::milliseconds(0));
+  if (cs.idle_timeout && cs.idle_timeout->count() == 0) pool_idle = engine::Verdict::kNoTimeout;
   engine::TcpKeepalive keepalive;
   keepalive.enabled = cs.keepalive;
   keepalive.probes = cs.keepalive_probes;
@@ -538,11 +540,23 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
     pool_key += "|ka=" + std::to_string(keepalive.probes) + "/" + std::to_string(keepalive.time_s) + "/" +
                 std::to_string(keepalive.interval_s);
   }
-  return Verdict::connect(std::span<const SocketAddress>(order), std::move(filter))
-      .with_pool(std::move(pool_key))
-      .with_pool_idle_timeout(pool_idle)
-      .with_connect_timeout(connect_timeout)
-      .with_tcp_keepalive(keepalive);
+  Verdict v = Verdict::connect(std::span<const SocketAddress>(order), std::move(filter))
+                  .with_pool(std::move(pool_key))
+                  .with_pool_idle_timeout(pool_idle)
+                  .with_connect_timeout(connect_timeout)
+                  .with_tcp_keepalive(keepalive);
+  // A TCP proxy connection (opaque TCP, TLS passed through): Envoy's
+  // tcp_proxy idle_timeout and max_downstream_connection_duration from
+  // connectionPool.tcp. An HTTP connection keeps the proxy's idle timeout
+  // (its connection manager's); the rule's apply to its upstreams above.
+  if (!c.info->http) {
+    if (cs.tcp_idle_timeout) {
+      v = std::move(v).with_idle_timeout(cs.tcp_idle_timeout->count() == 0 ? engine::Verdict::kNoTimeout
+                                                                           : *cs.tcp_idle_timeout);
+    }
+    if (cs.max_connection_duration) v = std::move(v).with_max_duration(*cs.max_connection_duration);
+  }
+  return v;
 }
 
 Verdict Forwarder::give_up_waiting(ProxyConnection& c) {
@@ -821,6 +835,11 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
     if (max_requests_per_connection >= 1) {
       guard->set_max_requests_per_connection(static_cast<uint32_t>(max_requests_per_connection));
     }
+    // connectionPool.tcp.maxConnectionDuration: Envoy's
+    // max_connection_duration of an HTTP cluster's upstream connections.
+    if (const auto& d = c.plan.forward.connection.max_connection_duration; d && d->count() > 0) {
+      guard->set_max_connection_duration(static_cast<int64_t>(d->count()) * 1'000'000);
+    }
     if (!guard->first_bytes_ok()) {
       *ok = false;
       return nullptr;
@@ -1000,6 +1019,8 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
   std::string flags;
   if (stats.reason == engine::CloseReason::kUpstreamConnectFailed) flags = "UF";
   if (stats.reason == engine::CloseReason::kUpstreamConnectTimeout) flags = "UF,UT";
+  // connectionPool.tcp.maxConnectionDuration ended it (Envoy's DT).
+  if (stats.reason == engine::CloseReason::kMaxDuration) flags = "DT";
   if (!ci.upstream_failure.empty()) flags = "UF";
   if (o_.clusters && c->plan.kind == policy::RequestPlan::Kind::kForward &&
       (stats.reason == engine::CloseReason::kUpstreamConnectFailed ||

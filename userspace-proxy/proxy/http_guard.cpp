@@ -381,22 +381,30 @@ FilterStatus HttpRequestGuard::on_start(std::span<const uint8_t> held, FilterOut
 
 namespace {
 struct GuardUpstreamState final : public engine::UpstreamState {
-  explicit GuardUpstreamState(uint32_t n) : requests(n) {}
+  GuardUpstreamState(uint32_t n, int64_t born, int64_t max_age) : requests(n), born_ns(born), max_age_ns(max_age) {}
+  int64_t expires_ns() const override { return max_age_ns > 0 && born_ns > 0 ? born_ns + max_age_ns : INT64_MAX; }
   uint32_t requests;
+  int64_t born_ns;
+  int64_t max_age_ns;
 };
 }  // namespace
 
 engine::UpstreamStatePtr HttpRequestGuard::release_upstream() {
   if (!pooled_) return nullptr;
-  return std::make_unique<GuardUpstreamState>(upstream_requests_);
+  return std::make_unique<GuardUpstreamState>(upstream_requests_, upstream_born_ns_, max_age_ns_);
 }
 
 bool HttpRequestGuard::adopt_upstream(engine::UpstreamStatePtr state) {
   if (state != nullptr) {
     auto* s = dynamic_cast<GuardUpstreamState*>(state.get());
     if (s == nullptr) return false;
+    // Too old for this plan's maxConnectionDuration: the engine closes it
+    // and opens another.
+    if (max_age_ns_ > 0 && s->born_ns > 0 && monotonic_ns() - s->born_ns >= max_age_ns_) return false;
     upstream_requests_ = s->requests;
+    upstream_born_ns_ = s->born_ns;
   }
+  if (upstream_born_ns_ == 0) upstream_born_ns_ = monotonic_ns();
   upstream_ready_ = true;  // a pooled upstream connection is ready at once
   return true;
 }
@@ -405,6 +413,11 @@ bool HttpRequestGuard::at_boundary() const {
   // Switching, the held bytes are the next upstream's, not this one's.
   const bool idle = (state_ == State::kHead && held_.empty()) || state_ == State::kSwitching;
   return outstanding_.empty() && idle && response_state_ == ResponseState::kHead;
+}
+
+bool HttpRequestGuard::spent() const {
+  if (max_requests_ != 0 && upstream_requests_ >= max_requests_) return true;
+  return max_age_ns_ > 0 && upstream_born_ns_ > 0 && monotonic_ns() - upstream_born_ns_ >= max_age_ns_;
 }
 
 bool HttpRequestGuard::upstream_reusable() const {
@@ -708,6 +721,7 @@ bool HttpRequestGuard::start_try(Outstanding& o, int64_t now) const {
 // (nor fires it mid-handshake). The route timeout runs from the request's
 // end regardless.
 void HttpRequestGuard::on_upstream_ready(FilterOutput& out) {
+  if (upstream_born_ns_ == 0) upstream_born_ns_ = monotonic_ns();
   if (upstream_ready_) return;
   upstream_ready_ = true;
   const int64_t now = monotonic_ns();

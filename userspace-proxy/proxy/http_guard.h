@@ -313,6 +313,12 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // response). Unpooled too (a TLS-terminating gateway's upstream serves
   // one client connection).
   void set_max_requests_per_connection(uint32_t n) { max_requests_ = n; }
+  // Nanoseconds; 0: unlimited. An upstream connection this old (from its
+  // connect, earlier clients' time included) carries no further request:
+  // it is let go at the response end, the client's next request goes to a
+  // new one, and the pool neither keeps nor hands out one this old (Envoy's
+  // max_connection_duration, connectionPool.tcp.maxConnectionDuration).
+  void set_max_connection_duration(int64_t ns) { max_age_ns_ = ns; }
   engine::FilterStatus on_timer(engine::FilterOutput& out) override;
   engine::FilterStatus on_drain(engine::FilterOutput& out) override;
   // Each try's clock (perTryTimeout) starts at its request's end or when
@@ -456,8 +462,10 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   bool timer_armed_ = false;  // the engine's timer is set for the front request
   uint32_t upstream_requests_ = 0;  // sent on this upstream connection, earlier clients' included
   uint32_t max_requests_ = 0;
-  // The upstream connection carried max_requests_.
-  bool spent() const { return max_requests_ != 0 && upstream_requests_ >= max_requests_; }
+  int64_t max_age_ns_ = 0;
+  int64_t upstream_born_ns_ = 0;  // when the upstream connection was ready (0: not yet)
+  // The upstream connection carried max_requests_, or is max_age_ns_ old.
+  bool spent() const;
   // No request or response under way on the upstream (held bytes, when
   // switching, are the next upstream's).
   bool at_boundary() const;

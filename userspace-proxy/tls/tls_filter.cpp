@@ -148,6 +148,7 @@ class TlsUpstreamState final : public engine::UpstreamState {
  public:
   TlsUpstreamState(std::unique_ptr<TlsConnection> conn, engine::UpstreamStatePtr inner)
       : conn(std::move(conn)), inner(std::move(inner)) {}
+  int64_t expires_ns() const override { return inner ? inner->expires_ns() : INT64_MAX; }
   std::unique_ptr<TlsConnection> conn;
   engine::UpstreamStatePtr inner;
 };

@@ -1102,6 +1102,8 @@ spec:
         maxConnections: 100
         connectTimeout: 30ms
         tcpKeepalive: {probes: 5, time: 7200s, interval: 75s}
+        maxConnectionDuration: 10m
+        idleTimeout: 0s
       http:
         http1MaxPendingRequests: 10
         http2MaxRequests: 1000
@@ -1152,6 +1154,8 @@ spec:
   const TCPSettings& tcp = *tp.connection_pool->tcp;
   EXPECT_EQ(tcp.max_connections, 100);
   EXPECT_EQ(tcp.connect_timeout, Duration(30));
+  EXPECT_EQ(tcp.max_connection_duration, Duration(600'000));
+  EXPECT_EQ(tcp.idle_timeout, Duration(0)) << "0s: no idle timeout";
   EXPECT_EQ(tcp.tcp_keepalive->probes, 5u);
   EXPECT_EQ(tcp.tcp_keepalive->time, Duration(7'200'000));
   EXPECT_EQ(tcp.tcp_keepalive->interval, Duration(75'000));
@@ -1189,7 +1193,7 @@ spec:
   EXPECT_EQ(dr.subsets[0].traffic_policy->load_balancer->simple, SimpleLB::kPassthrough);
   EXPECT_EQ(dr.subsets[1].name, "v2");
   EXPECT_FALSE(dr.subsets[1].traffic_policy.has_value());
-  expect_at(dr.meta, "spec.trafficPolicy.portLevelSettings[0].tls.mode", 47, 13);
+  expect_at(dr.meta, "spec.trafficPolicy.portLevelSettings[0].tls.mode", 49, 13);
 }
 
 TEST(FieldsTest, GatewayEveryField) {

@@ -658,6 +658,8 @@ TEST(DestinationRuleValidation, ConnectionPoolOutlierAndLoadBalancer) {
   TCPSettings tcp;
   tcp.max_connections = -1;
   tcp.connect_timeout = Duration(0);
+  tcp.max_connection_duration = Duration(0);
+  tcp.idle_timeout = Duration(0);  // valid: disables the timeout
   HTTPSettings http;
   http.http1_max_pending_requests = -1;
   http.http2_max_requests = -2;
@@ -676,6 +678,9 @@ TEST(DestinationRuleValidation, ConnectionPoolOutlierAndLoadBalancer) {
   Diagnostics d = run(dr);
   EXPECT_DIAG(d, "max connections must be non-negative", "spec.trafficPolicy.connectionPool.tcp.maxConnections");
   EXPECT_DIAG(d, "duration must be greater than 1ms", "spec.trafficPolicy.connectionPool.tcp.connectTimeout");
+  EXPECT_DIAG(d, "duration must be greater than 1ms", "spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration");
+  EXPECT_EQ(find(d, "duration must be greater than 1ms", "spec.trafficPolicy.connectionPool.tcp.idleTimeout"), nullptr)
+      << "idleTimeout 0s turns the timeout off";
   EXPECT_DIAG(d, "http1 max pending requests must be non-negative",
               "spec.trafficPolicy.connectionPool.http.http1MaxPendingRequests");
   EXPECT_DIAG(d, "http2 max requests must be non-negative", "spec.trafficPolicy.connectionPool.http.http2MaxRequests");
@@ -684,7 +689,7 @@ TEST(DestinationRuleValidation, ConnectionPoolOutlierAndLoadBalancer) {
   EXPECT_DIAG(d, "max retries must be non-negative", "spec.trafficPolicy.connectionPool.http.maxRetries");
   EXPECT_DIAG(d, "percentage 101 is not in range 0..100", "spec.trafficPolicy.outlierDetection.maxEjectionPercent");
   EXPECT_DIAG(d, "name required for HttpCookie", "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie");
-  EXPECT_EQ(d.error_count(), 10u) << dump(d);
+  EXPECT_EQ(d.error_count(), 11u) << dump(d);
 }
 
 TEST(DestinationRuleValidation, KeepaliveValuesTheKernelRefusesAreWarnedAbout) {

@@ -75,5 +75,37 @@ TEST(ConnectionSettingsTest, TheDestinationRuleReplacesFieldByField) {
             "upstream connection(s), more are closed at once (UO)");
 }
 
+// connectionPool.tcp.idleTimeout: a TCP proxy connection's idle timeout, and
+// the pool's when http.idleTimeout is unset (Istio fills the cluster's HTTP
+// idle_timeout from it); maxConnectionDuration bounds both kinds.
+TEST(ConnectionSettingsTest, TcpIdleTimeoutAndMaxConnectionDuration) {
+  config::ConnectionPoolSettings pool;
+  pool.tcp = config::TCPSettings{};
+  pool.tcp->idle_timeout = Duration(5'000);
+  pool.tcp->max_connection_duration = Duration(60'000);
+  EffectivePolicy p;
+  p.connection_pool = &pool;
+  ConnectionSettings s = connection_settings(config::MeshConfig{}, p);
+  EXPECT_EQ(s.tcp_idle_timeout, Duration(5'000));
+  EXPECT_EQ(s.idle_timeout, Duration(5'000)) << "the pool's too, without http.idleTimeout";
+  EXPECT_EQ(s.max_connection_duration, Duration(60'000));
+  EXPECT_EQ(s.describe(false), "idle timeout 5000 ms; closed 60000 ms after it was accepted (DT)");
+  EXPECT_EQ(s.describe(true),
+            "pooled connections idle up to 5000 ms; an upstream connection carries no request after 60000 ms");
+
+  pool.http = config::HTTPSettings{};
+  pool.http->idle_timeout = Duration(1'000);
+  s = connection_settings(config::MeshConfig{}, p);
+  EXPECT_EQ(s.idle_timeout, Duration(1'000)) << "http.idleTimeout wins for the pool";
+  EXPECT_EQ(s.tcp_idle_timeout, Duration(5'000));
+
+  pool.http.reset();
+  pool.tcp->idle_timeout = Duration(0);
+  pool.tcp->max_connection_duration.reset();
+  s = connection_settings(config::MeshConfig{}, p);
+  EXPECT_EQ(s.describe(false), "no idle timeout");
+  EXPECT_EQ(s.describe(true), "pooled connections idle without bound");
+}
+
 }  // namespace
 }  // namespace sluice::policy

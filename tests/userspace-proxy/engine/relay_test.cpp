@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <future>
+#include <thread>
 
 #include "tests/userspace-proxy/engine/test_util.h"
 
@@ -385,6 +386,64 @@ TEST_P(RelayTest, IdleConnectionIsClosed) {
   ASSERT_TRUE(log_.wait_for(1));
   EXPECT_EQ(log_.first().reason, CloseReason::kIdleTimeout);
   EXPECT_EQ(engine_->counters().idle_timeouts, 1u);
+}
+
+// A verdict's own idle timeout replaces the engine's for its connection
+// (a DestinationRule's connectionPool.tcp.idleTimeout).
+TEST_P(RelayTest, VerdictIdleTimeoutReplacesTheEngines) {
+  start([](EngineConfig& cfg) { cfg.idle_timeout = std::chrono::seconds(600); },
+        [this](ScriptedHandler& h) {
+          h.accept_fn = [&h](Connection&, const AcceptInfo&) {
+            return h.connect_verdict().with_idle_timeout(150ms);
+          };
+        });
+  int c = client();
+  int s = server();
+  int err = -1;
+  EXPECT_EQ(read_to_eof(c, &err), "");
+  EXPECT_EQ(read_to_eof(s, &err), "");
+  close(c);
+  close(s);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(log_.first().reason, CloseReason::kIdleTimeout) << close_reason_name(log_.first().reason);
+  EXPECT_EQ(engine_->counters().idle_timeouts, 1u);
+}
+
+// Verdict::kNoTimeout turns the idle timeout off (tcp.idleTimeout: 0s); the
+// max duration still ends the connection, busy or not, as Envoy's
+// max_downstream_connection_duration does.
+TEST_P(RelayTest, MaxDurationEndsABusyConnectionAndNoIdleTimeoutHolds) {
+  start([](EngineConfig& cfg) { cfg.idle_timeout = 50ms; },
+        [this](ScriptedHandler& h) {
+          h.accept_fn = [&h](Connection&, const AcceptInfo&) {
+            return h.connect_verdict().with_idle_timeout(Verdict::kNoTimeout).with_max_duration(600ms);
+          };
+        });
+  const auto t0 = std::chrono::steady_clock::now();
+  int c = client();
+  int s = server();
+  // Idle well past the engine's 50 ms: still open.
+  std::this_thread::sleep_for(250ms);
+  ASSERT_EQ(send(c, "ping", 4, MSG_NOSIGNAL), 4);
+  char buf[8];
+  ASSERT_EQ(recv(s, buf, sizeof(buf), 0), 4) << "the connection outlived the engine's idle timeout";
+  // Bytes keep flowing; the duration ends it anyway.
+  std::atomic<bool> stop{false};
+  auto pinger = std::async(std::launch::async, [&] {
+    while (!stop && send(c, "x", 1, MSG_NOSIGNAL) == 1) std::this_thread::sleep_for(20ms);
+  });
+  int err = -1;
+  read_to_eof(s, &err);
+  const auto elapsed = std::chrono::steady_clock::now() - t0;
+  stop = true;
+  pinger.get();
+  close(c);
+  close(s);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(log_.first().reason, CloseReason::kMaxDuration) << close_reason_name(log_.first().reason);
+  EXPECT_EQ(engine_->counters().duration_timeouts, 1u);
+  EXPECT_EQ(engine_->counters().idle_timeouts, 0u);
+  EXPECT_GE(elapsed, 550ms) << "not before its duration";
 }
 
 TEST_P(RelayTest, SlowReaderKeepsProxyMemoryBounded) {

@@ -1137,6 +1137,70 @@ TEST_F(EgressHandlerTest, ATcpConnectionOverMaxConnectionsIsClosedUO) {
   close(*h, c, engine::CloseReason::kCompleted);
 }
 
+// connectionPool.tcp.idleTimeout and maxConnectionDuration: a TCP
+// connection gets them as its own idle timeout (0s: none) and lifetime
+// (Envoy's tcp_proxy idle_timeout, max_downstream_connection_duration),
+// logged DT when the lifetime ends it. An HTTP connection keeps the proxy's
+// idle timeout and lifetime: the rule's apply to its upstreams.
+TEST_F(EgressHandlerTest, TcpIdleTimeoutAndMaxConnectionDurationBoundATcpConnection) {
+  const std::string dr = pool_rule("db.internal", "{tcp: {idleTimeout: 0s, maxConnectionDuration: 2s}}");
+  load({kRegistryOnly, kCnnServiceEntry, kDb, dr.c_str()});
+  auto h = handler("192.0.2.50:5432");
+  FakeConnection a;
+  Verdict v = h->on_accept(a, info_);
+  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+  EXPECT_EQ(v.idle_timeout(), Verdict::kNoTimeout);
+  EXPECT_EQ(v.max_duration(), std::chrono::milliseconds(2000));
+  close(*h, a, engine::CloseReason::kMaxDuration);
+  EXPECT_NE(log_->lines().find(" DT "), std::string::npos) << log_->lines();
+
+  auto hh = pooled_cnn("{tcp: {idleTimeout: 5s, maxConnectionDuration: 2s}}", {"203.0.113.20"});
+  FakeConnection c;
+  Verdict hv = first_verdict(*hh, c, "GET / HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n");
+  ASSERT_EQ(hv.kind(), Verdict::Kind::kConnect);
+  EXPECT_LT(hv.idle_timeout().count(), 0) << "the proxy's own";
+  EXPECT_EQ(hv.max_duration().count(), 0);
+  EXPECT_EQ(hv.pool_idle_timeout(), std::chrono::milliseconds(5000)) << "tcp.idleTimeout: the pool's too";
+  close(*hh, c, engine::CloseReason::kCompleted);
+}
+
+// maxConnectionDuration on an HTTP upstream (Envoy's max_connection_duration):
+// once that old it carries no further request. At its response end it is
+// let go and not parked; a pooled one that old is refused by the next
+// connection's guard (the engine then connects anew); a young one is kept
+// and its pool entry expires at its deadline.
+TEST_F(EgressHandlerTest, AnHttpUpstreamPastMaxConnectionDurationCarriesNoFurtherRequest) {
+  auto h = pooled_cnn("{tcp: {maxConnectionDuration: 200ms}}", {"203.0.113.20"});
+  const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeConnection c;
+  engine::SocketAddress up;
+  auto f = connected(*h, c, req, &up);
+  ASSERT_NE(f, nullptr);
+  FakeOutput ready("");
+  f->on_upstream_ready(ready);
+  // Young: the response ends, the upstream stays with its client.
+  EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
+  EXPECT_TRUE(f->upstream_reusable());
+  engine::UpstreamStatePtr young = f->release_upstream();
+  ASSERT_NE(young, nullptr);
+  EXPECT_NE(young->expires_ns(), INT64_MAX) << "the pool drops it at its deadline";
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  EXPECT_FALSE(f->upstream_reusable()) << "too old to park";
+  // The next request on it moves to a new upstream connection.
+  FakeOutput later(req);
+  EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(req), later), engine::FilterStatus::kNewUpstream);
+  EXPECT_EQ(later.upstream, "") << "not sent on the old upstream";
+  // A new connection's guard refuses the old pooled state.
+  FakeConnection d;
+  Verdict v = first_verdict(*h, d, req);
+  ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+  auto g = v.take_filter();
+  ASSERT_NE(g, nullptr);
+  EXPECT_FALSE(g->adopt_upstream(std::move(young)));
+  close(*h, d, engine::CloseReason::kCompleted);
+  close(*h, c, engine::CloseReason::kCompleted);
+}
+
 // A keep-alive client holds no slot between requests: its upstream is let
 // go at each response end (Envoy's pool takes the connection back), so a
 // request that comes later is admitted at once, and the first client's
