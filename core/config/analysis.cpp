@@ -492,6 +492,29 @@ void analyze_conflicting_gateways(const ConfigSet& config, Diagnostics& out) {
   }
 }
 
+// ---------------------------------------------------------------------------
+// Sidecar: IST0111, more than one Sidecar without a workloadSelector in a
+// namespace (which one a workload gets is then undefined). IST0110 needs the
+// pods a selector picks, which only a cluster knows: `sluicectl explain
+// --namespace NS --label k=v` names every Sidecar that matches a workload.
+
+void analyze_sidecars_without_selector(const ConfigSet& config, Diagnostics& out) {
+  std::map<std::string, std::vector<const Sidecar*>> by_namespace;
+  for (const auto& sc : config.sidecars) {
+    if (!sc.workload_selector) by_namespace[sc.meta.namespace_].push_back(&sc);
+  }
+  for (const auto& [ns, list] : by_namespace) {
+    if (list.size() < 2) continue;
+    std::vector<std::string> names;
+    for (const Sidecar* sc : list) names.push_back(sc->meta.name);
+    for (const Sidecar* sc : list) {
+      report(out, sc->meta, "Sidecar", Severity::kError, "IST0111", "metadata.name",
+             "The Sidecars " + go_list(names) + " in namespace " + go_quote(ns) +
+                 " have no workload selector, which can lead to undefined behavior.");
+    }
+  }
+}
+
 }  // namespace
 
 Diagnostics analyze(const ConfigSet& config) {
@@ -506,6 +529,7 @@ Diagnostics analyze(const ConfigSet& config) {
   for (const auto& dr : config.destination_rules) analyze_ca_certificates(dr, out);
   for (const auto& se : config.service_entries) analyze_protocol_addresses(se, out);
   analyze_conflicting_gateways(config, out);
+  analyze_sidecars_without_selector(config, out);
   return out;
 }
 

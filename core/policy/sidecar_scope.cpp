@@ -87,27 +87,37 @@ Egress egress_of(const config::Sidecar* sc, const std::string& workload_ns) {
 
 SidecarSelection select_sidecar(const config::ConfigSet& config, const WorkloadIdentity& workload) {
   SidecarSelection out;
-  const config::Sidecar* by_selector = nullptr;
-  const config::Sidecar* namespace_wide = nullptr;
+  // Candidates in load order at each tier; the first is taken (Istio takes
+  // the oldest), the others named so that the ambiguity shows.
+  std::vector<const config::Sidecar*> by_selector, namespace_wide;
   const config::Sidecar* root = nullptr;
   for (const auto& sc : config.sidecars) {
     // A workloadSelector, even without labels (which matches every
     // workload), makes it a workload's Sidecar, as Istio classifies them.
     if (sc.meta.namespace_ == workload.namespace_) {
       if (sc.workload_selector) {
-        if (!by_selector && config::labels_match(*sc.workload_selector, workload.labels)) by_selector = &sc;
-      } else if (!namespace_wide) {
-        namespace_wide = &sc;
+        if (config::labels_match(*sc.workload_selector, workload.labels)) by_selector.push_back(&sc);
+      } else {
+        namespace_wide.push_back(&sc);
       }
     }
     if (sc.meta.namespace_ == config.mesh.root_namespace && !sc.workload_selector && !root) root = &sc;
   }
-  if (by_selector) {
-    out.sidecar = by_selector;
-    out.reason = "Sidecar " + where(*by_selector) + ": its workloadSelector matches the workload's labels";
-  } else if (namespace_wide) {
-    out.sidecar = namespace_wide;
-    out.reason = "Sidecar " + where(*namespace_wide) + ": the workload's namespace " + workload.namespace_ + ", no selector";
+  // "; also ns/b (file:line): the first in load order applies (IST0110)".
+  auto others = [](const std::vector<const config::Sidecar*>& list, const char* code) {
+    if (list.size() < 2) return std::string();
+    std::string names;
+    for (size_t i = 1; i < list.size(); ++i) names += (i > 1 ? ", " : "") + where(*list[i]);
+    return "; also " + names + ": the first in load order applies (istioctl analyze: " + code + ")";
+  };
+  if (!by_selector.empty()) {
+    out.sidecar = by_selector.front();
+    out.reason = "Sidecar " + where(*out.sidecar) + ": its workloadSelector matches the workload's labels" +
+                 others(by_selector, "IST0110");
+  } else if (!namespace_wide.empty()) {
+    out.sidecar = namespace_wide.front();
+    out.reason = "Sidecar " + where(*out.sidecar) + ": the workload's namespace " + workload.namespace_ +
+                 ", no selector" + others(namespace_wide, "IST0111");
   } else if (root) {
     out.sidecar = root;
     out.reason = "Sidecar " + where(*root) + ": the root namespace's default (" + config.mesh.root_namespace + ")";

@@ -474,6 +474,29 @@ TEST(ConflictingGateways, SameSelectorPortAndHost) {
   EXPECT_TRUE(analyze(load({kGateway, other})).empty());
 }
 
+// --- IST0111 MultipleSidecarsWithoutWorkloadSelectors ------------------------------
+
+TEST(SidecarsWithoutSelector, TwoInOneNamespaceAreBothReported) {
+  constexpr std::string_view a = R"(apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: a, namespace: shop}
+spec:
+  egress:
+  - hosts: ["./*"]
+)";
+  const std::string b = replaced(std::string(a), "name: a,", "name: b,");
+  const std::string selected =
+      replaced(replaced(std::string(a), "name: a,", "name: c,"), "spec:\n", "spec:\n  workloadSelector: {labels: {app: cart}}\n");
+  const std::string elsewhere = replaced(std::string(a), "namespace: shop", "namespace: web");
+  Diagnostics d = analyze(load({std::string(a), b, selected, elsewhere}));
+  EXPECT_FINDINGS(d,
+                  "Error [IST0111] (Sidecar shop/a test.yaml:3) The Sidecars [a b] in namespace \"shop\" have no "
+                  "workload selector, which can lead to undefined behavior.",
+                  "Error [IST0111] (Sidecar shop/b test.yaml:10) The Sidecars [a b] in namespace \"shop\" have no "
+                  "workload selector, which can lead to undefined behavior.");
+  EXPECT_TRUE(analyze(load({std::string(a), selected, elsewhere})).empty());
+}
+
 // --- IST0130 / IST0131 unreachable rules -------------------------------------------
 
 TEST(UnreachableRules, DuplicateMatchesAndCatchAlls) {

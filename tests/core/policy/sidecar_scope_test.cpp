@@ -105,6 +105,31 @@ TEST(SidecarScopeTest, TheWorkloadsOwnSelectorThenItsNamespaceThenTheRoot) {
   EXPECT_EQ(select_sidecar(none, workload("default")).sidecar, nullptr);
 }
 
+// Two Sidecars at one tier (both selecting the workload, or two without a
+// selector in its namespace): the first in load order applies, and the
+// reason names the other, with istioctl analyze's code for the ambiguity.
+TEST(SidecarScopeTest, AnAmbiguousChoiceNamesTheSidecarsNotTaken) {
+  std::string cart_too = kCartOnly;
+  cart_too.replace(cart_too.find("name: cart,"), 11, "name: cart2,");
+  std::string shop_too = kShopWide;
+  shop_too.replace(shop_too.find("name: shop,"), 11, "name: shop2,");
+  const config::ConfigSet c = load_config({kShopWide, kCartOnly, cart_too.c_str(), shop_too.c_str()});
+  SidecarSelection cart = select_sidecar(c, workload("shop", {{"app", "cart"}}));
+  ASSERT_NE(cart.sidecar, nullptr);
+  EXPECT_EQ(cart.sidecar->meta.name, "cart");
+  EXPECT_NE(cart.reason.find("; also shop/cart2 ("), std::string::npos) << cart.reason;
+  EXPECT_NE(cart.reason.find("the first in load order applies (istioctl analyze: IST0110)"), std::string::npos)
+      << cart.reason;
+  SidecarSelection web = select_sidecar(c, workload("shop", {{"app", "web"}}));
+  ASSERT_NE(web.sidecar, nullptr);
+  EXPECT_EQ(web.sidecar->meta.name, "shop");
+  EXPECT_NE(web.reason.find("; also shop/shop2 ("), std::string::npos) << web.reason;
+  EXPECT_NE(web.reason.find("IST0111"), std::string::npos) << web.reason;
+  // One of each: nothing to name.
+  SidecarSelection plain = select_sidecar(load_config({kShopWide, kCartOnly}), workload("shop", {{"app", "cart"}}));
+  EXPECT_EQ(plain.reason.find("also"), std::string::npos) << plain.reason;
+}
+
 TEST(SidecarScopeTest, ExportToAndEgressHostsPerPortDecideWhatIsSeen) {
   const config::ConfigSet c = load_config({kApi, kPrivate, kShopWide});
   // No Sidecar for "default": what is exported to it (not billing's ".").
