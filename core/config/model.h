@@ -165,6 +165,14 @@ struct HTTPDirectResponse {
 struct HTTPRewrite {
   std::string uri;
   std::string authority;
+  // uriRegexRewrite (Envoy's regex_rewrite): every match of `match` in the
+  // path (query string excluded) is replaced by `rewrite`, RE2 style (\1 is
+  // the first capture group).
+  struct RegexRewrite {
+    std::string match;
+    std::string rewrite;
+  };
+  std::optional<RegexRewrite> uri_regex_rewrite;
 };
 
 struct HTTPRetry {

@@ -518,23 +518,22 @@ void validate_header_operations(Sink& s, const std::string& path, const std::opt
 // VirtualService
 
 // `path` is the StringMatch node; errors land on its exact/prefix/regex key.
+// Istio's validateStringRegexp: nullopt when `re` is fine.
+Error string_regexp_error(const std::string& re, std::string_view where) {
+  if (re.empty()) return go_quote(where) + ": regex string match should not be empty";
+  // Istio approximates Envoy's RE2 program-size limit by length.
+  if (re.size() > 1024) return go_quote(where) + ": regex is too large, max length allowed is 1024";
+  if (auto e = re2_syntax_error(re)) {
+    return go_quote(where) + ": " + *e +
+           "; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)";
+  }
+  return std::nullopt;
+}
+
 void validate_string_match_regexp(Sink& s, const std::string& path, const std::optional<StringMatch>& sm,
                                   std::string_view where) {
   if (!sm || sm->kind != StringMatch::Kind::kRegex) return;
-  std::string p = dot(path, "regex");
-  if (sm->value.empty()) {
-    s.error(p, go_quote(where) + ": regex string match should not be empty");
-    return;
-  }
-  // Istio approximates Envoy's RE2 program-size limit by length.
-  if (sm->value.size() > 1024) {
-    s.error(p, go_quote(where) + ": regex is too large, max length allowed is 1024");
-    return;
-  }
-  if (auto e = re2_syntax_error(sm->value)) {
-    s.error(p, go_quote(where) + ": " + *e +
-                   "; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)");
-  }
+  s.error(dot(path, "regex"), string_regexp_error(sm->value, where));
 }
 
 void validate_string_match(Sink& s, const std::string& path, const std::optional<StringMatch>& sm,
@@ -743,10 +742,24 @@ void validate_http_route(Sink& s, const std::string& path, const HTTPRoute& r) {
 
   if (r.retries) validate_http_retry(s, dot(path, "retries"), *r.retries);
 
-  if (r.rewrite && r.rewrite->uri.empty() && r.rewrite->authority.empty()) {
-    s.error(dot(path, "rewrite"),
-            "rewrite must specify at least one of URI, UriRegexRewrite, or authority. Only one of URI or "
-            "UriRegexRewrite may be specified");
+  // Istio's validateHTTPRewrite (its errors.Join on one line).
+  if (const auto& rw = r.rewrite) {
+    const std::string rp = dot(path, "rewrite");
+    if (!rw->uri.empty() && rw->uri_regex_rewrite) {
+      s.error(rp, "rewrite may only contain one of URI or UriRegexRewrite");
+    } else if (rw->uri.empty() && !rw->uri_regex_rewrite && rw->authority.empty()) {
+      s.error(rp,
+              "rewrite must specify at least one of URI, UriRegexRewrite, or authority. Only one of URI or "
+              "UriRegexRewrite may be specified");
+    } else if (const auto& rr = rw->uri_regex_rewrite) {
+      const std::string rrp = dot(rp, "uriRegexRewrite");
+      if (rr->match.empty() || rr->rewrite.empty()) {
+        s.error(rrp, "UriRegexRewrite has errors: UriRegexRewrite requires both Rewrite and Match fields to be "
+                     "specified");
+      } else if (Error e = string_regexp_error(rr->match, "HTTPRewrite.UriRegexRewrite.Match")) {
+        s.error(dot(rrp, "match"), "UriRegexRewrite has errors: " + *e);
+      }
+    }
   }
 
   // The authority may be rewritten in one place only.

@@ -105,7 +105,15 @@ void decode_rewrite(const Field& f, HTTPRewrite& r) {
   f.read_object({
       {"uri", [&](Field& v) { v.read(r.uri); }},
       {"authority", [&](Field& v) { v.read(r.authority); }},
-      {"uriRegexRewrite", warn_unsupported},
+      {"uriRegexRewrite",
+       [&](Field& v) {
+         read_optional(v, r.uri_regex_rewrite, [](const Field& g, HTTPRewrite::RegexRewrite& rr) {
+           g.read_object({
+               {"match", [&](Field& x) { x.read(rr.match); }},
+               {"rewrite", [&](Field& x) { x.read(rr.rewrite); }},
+           });
+         });
+       }},
   });
 }
 

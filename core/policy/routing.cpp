@@ -185,6 +185,51 @@ struct CompiledString {
 // `header`: Istio turns an empty StringMatch (the decoder's prefix "") and
 // regex "*" into Envoy's present_match for headers, query parameters and the
 // method/scheme/authority pseudo-headers (canBeConvertedToPresentMatch).
+// An RE2-style pattern on std::regex: ECMAScript, a leading "(?i)" as
+// icase; null (and `error` set) when it does not compile.
+std::shared_ptr<const std::regex> compile_regex(std::string_view pattern, std::string* error) {
+#if defined(__GLIBCXX__)
+  // The breadth-first executor: bounded stack and polynomial time on any
+  // subject (back-references, which RE2 refuses too, do not compile).
+  auto flags = std::regex::ECMAScript | std::regex_constants::__polynomial;
+#else
+  auto flags = std::regex::ECMAScript;
+#endif
+  // RE2's inline case-insensitivity flag, common in Istio configs.
+  if (pattern.substr(0, 4) == "(?i)") {
+    pattern.remove_prefix(4);
+    flags |= std::regex::icase;
+  }
+  try {
+    return std::make_shared<const std::regex>(std::string(pattern), flags);
+  } catch (const std::regex_error& e) {
+    // Config compilation, not the data path.
+    if (error) *error = e.what();
+    return nullptr;
+  }
+}
+
+// RE2's rewrite string (\0..\9 the groups, \\ a backslash) as an
+// ECMAScript format for std::regex_replace ($& the match, $0N group N in two
+// digits so a digit after it stays literal, $$ a dollar).
+std::string ecmascript_format(std::string_view re2) {
+  std::string out;
+  for (size_t i = 0; i < re2.size(); ++i) {
+    const char ch = re2[i];
+    if (ch == '\\' && i + 1 < re2.size()) {
+      const char next = re2[++i];
+      if (next == '0') out += "$&";
+      else if (next >= '1' && next <= '9') out += std::string("$0") + next;
+      else out += next;  // "\\" (and anything RE2 would refuse) as the character
+    } else if (ch == '$') {
+      out += "$$";
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
 CompiledString compile_string_match(const config::StringMatch& m, bool header) {
   CompiledString out;
   out.value = m.value;
@@ -201,25 +246,8 @@ CompiledString compile_string_match(const config::StringMatch& m, bool header) {
         break;
       }
       out.kind = MatchKind::kRegex;
-      std::string_view pattern = m.value;
-#if defined(__GLIBCXX__)
-      // The breadth-first executor: bounded stack and polynomial time on any
-      // subject (back-references, which RE2 refuses too, do not compile).
-      auto flags = std::regex::ECMAScript | std::regex_constants::__polynomial;
-#else
-      auto flags = std::regex::ECMAScript;
-#endif
-      // RE2's inline case-insensitivity flag, common in Istio configs.
-      if (pattern.substr(0, 4) == "(?i)") {
-        pattern.remove_prefix(4);
-        flags |= std::regex::icase;
-      }
-      try {
-        out.regex = std::make_shared<const std::regex>(std::string(pattern), flags);
-      } catch (const std::regex_error& e) {
-        // Config compilation, not the data path: the condition never matches.
-        out.regex_error = e.what();
-      }
+      // One that does not compile never matches.
+      out.regex = compile_regex(m.value, &out.regex_error);
       break;
     }
   }
@@ -284,6 +312,10 @@ struct CompiledHttpRule {
   uint64_t total_weight = 0;
   std::optional<RetryPolicy> retries;  // nullopt: disabled
   std::string_view authority_rewrite;
+  // rewrite.uriRegexRewrite: the pattern (null: none, or it did not
+  // compile, when the path goes unchanged) and the ECMAScript format.
+  std::shared_ptr<const std::regex> uri_regex;
+  std::string uri_regex_format;
   std::optional<CompiledDestination> mirror;  // http[].mirror
 };
 
@@ -569,6 +601,10 @@ void compile_virtual_service(Compiled& c, const config::VirtualService& vs) {
       r.retries = RetryPolicy{};
     } else if (rule.retries->attempts > 0) {
       r.retries = convert_retries(*rule.retries);
+    }
+    if (rule.rewrite && rule.rewrite->uri_regex_rewrite && rule.rewrite->uri.empty()) {
+      r.uri_regex = compile_regex(rule.rewrite->uri_regex_rewrite->match, nullptr);
+      r.uri_regex_format = ecmascript_format(rule.rewrite->uri_regex_rewrite->rewrite);
     }
     if (rule.rewrite && !rule.rewrite->authority.empty()) {
       r.authority_rewrite = rule.rewrite->authority;
@@ -1000,6 +1036,18 @@ std::string RouteScope::describe() const {
 }
 
 std::string HttpRouteDecision::rewritten_path(std::string_view request_path) const {
+  if (uri_regex != nullptr) {
+    // Envoy's regex_rewrite: every match in the path, the query string kept.
+    const std::string_view path = path_only(request_path);
+    if (path.size() > RouteTable::kMaxRegexSubjectBytes) return std::string(request_path);
+    try {
+      std::string out = std::regex_replace(std::string(path), *uri_regex, std::string(uri_regex_format));
+      out.append(request_path.substr(path.size()));
+      return out;
+    } catch (const std::regex_error&) {
+      return std::string(request_path);  // error_complexity: unchanged rather than an exception in the loop
+    }
+  }
   if (uri_prefix_rewrite.empty()) return std::string(request_path);
   std::string out(request_path);
   out.replace(0, std::min(rewrite_replaces, out.size()), uri_prefix_rewrite);
@@ -1215,6 +1263,10 @@ HttpRouteDecision RouteTable::route_http(const RouteScope& scope, const HttpRequ
       d.retries = hit_rule->retries ? &*hit_rule->retries : nullptr;
       d.authority_rewrite = hit_rule->authority_rewrite;
       if (d.authority_rewrite.empty()) d.authority_rewrite = authority_from_headers(d.destination->headers);
+      if (hit_rule->uri_regex) {
+        d.uri_regex = hit_rule->uri_regex.get();
+        d.uri_regex_format = hit_rule->uri_regex_format;
+      }
       if (rule.rewrite && !rule.rewrite->uri.empty()) {
         d.uri_prefix_rewrite = rule.rewrite->uri;
         // What Envoy's prefix_rewrite replaces: the matched prefix; for exact

@@ -53,6 +53,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <regex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -243,6 +244,10 @@ struct HttpRouteDecision {
   std::string_view authority_rewrite;   // rewrite.authority; empty: unchanged
   std::string_view uri_prefix_rewrite;  // rewrite.uri; empty: unchanged
   size_t rewrite_replaces = 0;          // bytes of the path rewrite.uri replaces
+  // rewrite.uriRegexRewrite (Envoy's regex_rewrite): its compiled match
+  // (owned by the table) and replacement as an ECMAScript format.
+  const std::regex* uri_regex = nullptr;
+  std::string_view uri_regex_format;
   std::optional<config::Duration> timeout;  // unset: no route timeout (Istio's default)
   const RetryPolicy* retries = nullptr;     // nullptr: retries disabled
   const config::Headers* route_headers = nullptr;        // http[].headers
@@ -260,11 +265,12 @@ struct HttpRouteDecision {
   std::string_view response_flags = "-";
   ReasonText reason;
 
-  bool has_path_rewrite() const { return !uri_prefix_rewrite.empty(); }
+  bool has_path_rewrite() const { return !uri_prefix_rewrite.empty() || uri_regex != nullptr; }
   // The path to send upstream, with rewrite.uri applied as Envoy's
   // prefix_rewrite does: the matched prefix (the whole path for exact and
   // regex matches, "/" for a rule without uri match) is replaced; the query
-  // string is kept.
+  // string is kept. With uriRegexRewrite, every match of its pattern in the
+  // path (the query string excluded, and kept) is replaced.
   std::string rewritten_path(std::string_view request_path) const;
 };
 

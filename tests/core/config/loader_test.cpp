@@ -1284,6 +1284,24 @@ spec:
   EXPECT_EQ(r.diagnostics.items()[1].field, "spec.http[0].directResponse.body.bytes");
 }
 
+TEST(FieldsTest, UriRegexRewrite) {
+  LoadResult r = load(R"(apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: x}
+spec:
+  hosts: [a.example.com]
+  http:
+  - rewrite:
+      uriRegexRewrite: {match: '^/service/([^/]+)(/.*)$', rewrite: '\2/instance/\1'}
+    route: [{destination: {host: b.example.com}}]
+)");
+  ASSERT_TRUE(r.diagnostics.empty()) << dump(r.diagnostics);
+  const HTTPRewrite& rw = *r.config.virtual_services.at(0).http.at(0).rewrite;
+  ASSERT_TRUE(rw.uri_regex_rewrite.has_value());
+  EXPECT_EQ(rw.uri_regex_rewrite->match, "^/service/([^/]+)(/.*)$");
+  EXPECT_EQ(rw.uri_regex_rewrite->rewrite, "\\2/instance/\\1");
+}
+
 // ---------------------------------------------------------------------------
 // Directories
 

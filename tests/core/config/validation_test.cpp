@@ -297,7 +297,7 @@ TEST(VirtualServiceValidation, RouteRedirectDirectResponseAreExclusive) {
   vs = egress_virtual_service();
   vs.http[1].route.clear();
   vs.http[1].redirect = HTTPRedirect{"/new", "", 0, "", 301};
-  vs.http[1].rewrite = HTTPRewrite{"/x", ""};
+  vs.http[1].rewrite = HTTPRewrite{"/x", "", std::nullopt};
   vs.http[1].fault = HTTPFaultInjection{};
   vs.http[1].fault->abort = HTTPFaultInjection::Abort{503, std::nullopt};
   Diagnostics d = run(vs);
@@ -416,7 +416,7 @@ TEST(VirtualServiceValidation, HeaderNames) {
 
 TEST(VirtualServiceValidation, AuthorityRewrittenTwice) {
   VirtualService vs = egress_virtual_service();
-  vs.http[1].rewrite = HTTPRewrite{"", "a.example.com"};
+  vs.http[1].rewrite = HTTPRewrite{"", "a.example.com", std::nullopt};
   Headers h;
   h.request = HeaderOperations{};
   h.request->set[":authority"] = "b.example.com";
@@ -426,9 +426,29 @@ TEST(VirtualServiceValidation, AuthorityRewrittenTwice) {
               "spec.http[1].headers.request.set.:authority");
 }
 
+// Istio's validateHTTPRewrite and validateURIRegexRewrite (their
+// errors.Join on one line).
+TEST(VirtualServiceValidation, UriRegexRewrite) {
+  VirtualService vs = egress_virtual_service();
+  vs.http[1].rewrite = HTTPRewrite{"/x", "", HTTPRewrite::RegexRewrite{"a", "b"}};
+  EXPECT_DIAG(run(vs), "rewrite may only contain one of URI or UriRegexRewrite", "spec.http[1].rewrite");
+  vs.http[1].rewrite = HTTPRewrite{"", "", HTTPRewrite::RegexRewrite{"a", ""}};
+  EXPECT_DIAG(run(vs),
+              "UriRegexRewrite has errors: UriRegexRewrite requires both Rewrite and Match fields to be specified",
+              "spec.http[1].rewrite.uriRegexRewrite");
+  vs.http[1].rewrite = HTTPRewrite{"", "", HTTPRewrite::RegexRewrite{"(?P<x", "b"}};
+  Diagnostics d = run(vs);
+  ASSERT_EQ(d.error_count(), 1u) << dump(d);
+  EXPECT_EQ(d.items()[0].field, "spec.http[1].rewrite.uriRegexRewrite.match");
+  EXPECT_EQ(d.items()[0].message.rfind("UriRegexRewrite has errors: \"HTTPRewrite.UriRegexRewrite.Match\": ", 0), 0u)
+      << d.items()[0].message;
+  vs.http[1].rewrite = HTTPRewrite{"", "", HTTPRewrite::RegexRewrite{"^/a/(.*)$", "/b/\\1"}};
+  EXPECT_CLEAN(run(vs));
+}
+
 TEST(VirtualServiceValidation, RewriteRetriesTimeoutFaultMirror) {
   VirtualService vs = egress_virtual_service();
-  vs.http[1].rewrite = HTTPRewrite{"", ""};
+  vs.http[1].rewrite = HTTPRewrite{"", "", std::nullopt};
   vs.http[1].retries = HTTPRetry{-1, std::nullopt, "5xx,bogus,503", false};
   vs.http[1].timeout = Duration(0);
   vs.http[1].mirror = Destination{"*", "", std::nullopt};

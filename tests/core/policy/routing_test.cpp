@@ -807,6 +807,39 @@ spec:
   EXPECT_EQ(d.rewritten_path("/foo"), "/barfoo");
 }
 
+// rewrite.uriRegexRewrite is Envoy's regex_rewrite: every match of the
+// pattern in the path (not the query string, which is kept) is replaced,
+// \N naming capture group N (RE2's rewrite syntax; a digit after it and a
+// '$' stay literal).
+TEST(Routing, UriRegexRewriteReplacesEveryMatchInThePath) {
+  auto cfg = load_config({R"(
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: regex-rewrites}
+spec:
+  hosts: [rx.example.com]
+  http:
+  - match: [{uri: {prefix: /service}}]
+    rewrite:
+      uriRegexRewrite: {match: '^/service/([^/]+)(/.*)$', rewrite: '\2/instance/\1'}
+    route: [{destination: {host: backend.example.com}}]
+  - match: [{uri: {prefix: /dup}}]
+    rewrite:
+      uriRegexRewrite: {match: '(a)', rewrite: '[\0]\15$'}
+    route: [{destination: {host: backend.example.com}}]
+)"});
+  RouteTable table(cfg);
+  auto d = table.route_http(RouteScope::sidecar(), get("rx.example.com", 80, "/service/foo/v1/api?x=/service/y"));
+  ASSERT_EQ(d.outcome, RouteOutcome::kRoute);
+  EXPECT_TRUE(d.has_path_rewrite());
+  EXPECT_EQ(d.rewritten_path("/service/foo/v1/api?x=/service/y"), "/v1/api/instance/foo?x=/service/y");
+  d = table.route_http(RouteScope::sidecar(), get("rx.example.com", 80, "/dup/banana"));
+  EXPECT_EQ(d.rewritten_path("/dup/banana"), "/dup/b[a]a5$n[a]a5$n[a]a5$") << "every match";
+  // A path the pattern does not match goes unchanged.
+  d = table.route_http(RouteScope::sidecar(), get("rx.example.com", 80, "/service"));
+  EXPECT_EQ(d.rewritten_path("/service"), "/service");
+}
+
 TEST(Routing, RedirectsAndDirectResponses) {
   auto cfg = load_config({R"(
 apiVersion: networking.istio.io/v1beta1
