@@ -674,11 +674,10 @@ YAML
 	log "ok a client that left while queued gave its place up (DC): the next one waited and got 200"
 
 	# ------------------------------------------------ a TCP connection's lifetime
-	# connectionPool.tcp.maxConnectionDuration on a TCP service (Envoy's
-	# tcp_proxy max_downstream_connection_duration): a client that keeps its
-	# connection to the slow server open, silent, is closed by the sidecar
-	# after 1 s and logged DT; idleTimeout 0s (no idle timeout) does not
-	# keep it.
+	# connectionPool.tcp on a TCP service, as Envoy's tcp_proxy takes it:
+	# idleTimeout 500ms closes a silent connection to the slow server after
+	# half a second; maxConnectionDuration 1500ms closes one that keeps
+	# sending after a second and a half, logged DT.
 	cat >"$CONF/variant-breaker.yaml" <<'YAML'
 apiVersion: networking.istio.io/v1alpha3
 kind: ServiceEntry
@@ -697,24 +696,40 @@ spec:
   host: slow-tcp.example
   trafficPolicy:
     connectionPool:
-      tcp: {maxConnectionDuration: 1s, idleTimeout: 0s}
+      tcp: {idleTimeout: 500ms, maxConnectionDuration: 1500ms}
 YAML
 	GENERATION=$((GENERATION + 1))
 	wait_generation "$GENERATION"
-	ms=$(lines_of "$TMP/sidecar.log")
-	held=$(in_cg_ns workload "$NS_W" "$PY" -c '
-import socket, time
+	# held_tcp CHATTY: seconds until the sidecar ends the connection, and the
+	# bytes then read (a chatty client sends a byte every 0.2 s, never idle).
+	held_tcp() {
+		in_cg_ns workload "$NS_W" "$PY" -c '
+import socket, sys, time
 s = socket.create_connection(("203.0.113.10", 8082), timeout=10)
 t0 = time.monotonic()
-data = s.recv(1)
-print("%.2f %d" % (time.monotonic() - t0, len(data)))') || fail "the held TCP connection failed"
-	read -r secs got <<<"$held"
-	[ "$got" = 0 ] && awk -v s="$secs" 'BEGIN { exit !(s >= 0.8 && s < 5) }' ||
-		fail "maxConnectionDuration 1s: the silent connection ended after $secs s with $got byte(s)"
+if sys.argv[1] == "1":
+    s.settimeout(0.2)
+    while True:
+        try:
+            data = s.recv(1)
+            break
+        except socket.timeout:
+            s.send(b"x")
+else:
+    data = s.recv(1)
+print("%.2f %d" % (time.monotonic() - t0, len(data)))' "$1"
+	}
+	ms=$(lines_of "$TMP/sidecar.log")
+	read -r idle_secs got < <(held_tcp 0) || fail "the silent TCP connection failed"
+	[ "$got" = 0 ] && awk -v s="$idle_secs" 'BEGIN { exit !(s >= 0.4 && s < 1.4) }' ||
+		fail "idleTimeout 500ms: the silent connection ended after $idle_secs s with $got byte(s)"
+	read -r secs got < <(held_tcp 1) || fail "the chatty TCP connection failed"
+	[ "$got" = 0 ] && awk -v s="$secs" 'BEGIN { exit !(s >= 1.3 && s < 5) }' ||
+		fail "maxConnectionDuration 1500ms: the chatty connection ended after $secs s with $got byte(s)"
 	sleep 0.3
-	line=$(new_lines "$TMP/sidecar.log" "$ms" | grep 'outbound|8082||slow-tcp.example')
-	grep -q ' DT ' <<<"$line" || fail "maxConnectionDuration: the sidecar logged: $line"
-	log "ok maxConnectionDuration 1s on a TCP service: a silent connection closed after $secs s, logged DT"
+	lines=$(new_lines "$TMP/sidecar.log" "$ms" | grep 'outbound|8082||slow-tcp.example')
+	[ "$(grep -c ' DT ' <<<"$lines")" = 1 ] || fail "one connection (the chatty one) should be logged DT: $lines"
+	log "ok connectionPool.tcp on a TCP service: idleTimeout closed a silent connection after $idle_secs s, maxConnectionDuration a busy one after $secs s (DT)"
 
 	# ------------------------------------------------ fault and mirror at the gateway
 	# The walkthrough's resources, with the gateway-bound route split: /teapot

@@ -24,7 +24,7 @@ enum class CloseReason : uint8_t {
   kFilterClose,            // a StreamFilter asked to close/reset
   kResourceExhausted,      // connection pool or local buffer pool exhausted
   kInternalError,          // an unexpected errno from a socket call
-  kMaxDuration,            // Verdict::with_max_duration passed (Envoy's max_downstream_connection_duration, "DT")
+  kMaxDuration,            // Verdict::with_max_duration passed (max_downstream_connection_duration: the proxy logs Envoy's DT)
 };
 
 std::string_view close_reason_code(CloseReason r);  // "UF", "UR", ...

@@ -183,10 +183,11 @@ class Verdict {
     return std::move(*this);
   }
   std::chrono::milliseconds idle_timeout() const { return idle_timeout_; }
-  // kConnect: the connection is closed this long after it was accepted
-  // (CloseReason::kMaxDuration; a DestinationRule's
+  // kConnect: the connection is closed this long after this verdict, busy
+  // or not (CloseReason::kMaxDuration; a DestinationRule's
   // connectionPool.tcp.maxConnectionDuration, Envoy's
-  // max_downstream_connection_duration). Zero: no bound.
+  // max_downstream_connection_duration, which starts once protocol
+  // detection is done). Zero (unset): the connection keeps the bound it has.
   Verdict&& with_max_duration(std::chrono::milliseconds duration) && {
     max_duration_ = duration;
     return std::move(*this);

@@ -46,12 +46,13 @@ int64_t realtime_ns() {
 }
 
 int64_t to_ns(std::chrono::milliseconds ms) { return static_cast<int64_t>(ms.count()) * 1000000; }
-// A verdict's timeout: Verdict::kNoTimeout (none) becomes INT64_MAX.
+// A verdict's timeout: Verdict::kNoTimeout (none), and anything too long to
+// count in nanoseconds (a config's 300 years), become INT64_MAX.
 int64_t timeout_ns(std::chrono::milliseconds ms) {
-  return ms == Verdict::kNoTimeout ? INT64_MAX : to_ns(ms);
+  return ms.count() >= INT64_MAX / 1000000 ? INT64_MAX : to_ns(ms);
 }
-// t + d, INT64_MAX when d is (no deadline).
-int64_t deadline_after(int64_t t, int64_t d) { return d == INT64_MAX ? INT64_MAX : t + d; }
+// t + d, saturating at INT64_MAX (no deadline).
+int64_t deadline_after(int64_t t, int64_t d) { return d >= INT64_MAX - t ? INT64_MAX : t + d; }
 
 bool is_reset_error(int err) { return err == ECONNRESET || err == EPIPE || err == ECONNABORTED; }
 
@@ -649,7 +650,8 @@ void Worker::on_timer(ConnectionImpl* c) {
     apply_verdict(c, std::move(v), CloseReason::kDetectionTimeout);
   } else if (c->phase == Phase::kLingering) {
     begin_close(c, CloseReason::kLocalClose, 0, false, false);
-  } else if (c->max_end_ns <= now_ns_) {
+  } else if (c->max_end_ns <= now_ns_ &&
+             (c->phase == Phase::kConnecting || c->phase == Phase::kRelaying || c->phase == Phase::kSwitching)) {
     counters_.duration_timeouts.add();
     begin_close(c, CloseReason::kMaxDuration, 0, false, false);
   } else {
@@ -674,8 +676,10 @@ int64_t Worker::conn_deadline(const ConnectionImpl* c) const {
     case Phase::kDeferred: return std::min(idle, c->phase_deadline_ns);
     case Phase::kLingering: return c->last_activity_ns + to_ns(config_.linger_timeout);
     // A filter's timer runs once relaying (the connect has its own timeout);
-    // one that expired while connecting fires as soon as it relays.
-    case Phase::kConnecting: return std::min(idle, c->max_end_ns);
+    // one that expired while connecting fires as soon as it relays. A
+    // verdict's own idle timeout starts with the upstream connection, as
+    // Envoy's tcp_proxy starts it (the connect timeout governs till then).
+    case Phase::kConnecting: return std::min(c->idle_ns != 0 ? INT64_MAX : idle, c->max_end_ns);
     case Phase::kRelaying: return std::min({idle, c->filter_deadline_ns, c->max_end_ns});
     case Phase::kSwitching: return std::min(idle, c->max_end_ns);
     default: return INT64_MAX;
@@ -1168,7 +1172,9 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
       c->keepalive = v.tcp_keepalive();
       c->pool_idle_ns = timeout_ns(v.pool_idle_timeout());
       if (v.idle_timeout().count() >= 0) c->idle_ns = timeout_ns(v.idle_timeout());
-      if (v.max_duration().count() > 0) c->max_end_ns = c->stats.start_monotonic_ns + to_ns(v.max_duration());
+      // From the decision, as Envoy's tcp_proxy starts it once the listener
+      // filters (its protocol detection) are done.
+      if (v.max_duration().count() > 0) c->max_end_ns = deadline_after(now_ns_, timeout_ns(v.max_duration()));
       c->pool_key = v.take_pool_key();
       // A pooled upstream first: its filter state must be in place before
       // on_start encrypts the held bytes.

@@ -838,7 +838,8 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
     // connectionPool.tcp.maxConnectionDuration: Envoy's
     // max_connection_duration of an HTTP cluster's upstream connections.
     if (const auto& d = c.plan.forward.connection.max_connection_duration; d && d->count() > 0) {
-      guard->set_max_connection_duration(static_cast<int64_t>(d->count()) * 1'000'000);
+      const int64_t ms = static_cast<int64_t>(d->count());
+      guard->set_max_connection_duration(ms >= INT64_MAX / 1'000'000 ? INT64_MAX : ms * 1'000'000);
     }
     if (!guard->first_bytes_ok()) {
       *ok = false;
@@ -1020,7 +1021,7 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
   if (stats.reason == engine::CloseReason::kUpstreamConnectFailed) flags = "UF";
   if (stats.reason == engine::CloseReason::kUpstreamConnectTimeout) flags = "UF,UT";
   // connectionPool.tcp.maxConnectionDuration ended it (Envoy's DT).
-  if (stats.reason == engine::CloseReason::kMaxDuration) flags = "DT";
+  if (stats.reason == engine::CloseReason::kMaxDuration) flags = policy::merge_response_flags(ci.tcp_flags, "DT");
   if (!ci.upstream_failure.empty()) flags = "UF";
   if (o_.clusters && c->plan.kind == policy::RequestPlan::Kind::kForward &&
       (stats.reason == engine::CloseReason::kUpstreamConnectFailed ||

@@ -382,7 +382,10 @@ FilterStatus HttpRequestGuard::on_start(std::span<const uint8_t> held, FilterOut
 namespace {
 struct GuardUpstreamState final : public engine::UpstreamState {
   GuardUpstreamState(uint32_t n, int64_t born, int64_t max_age) : requests(n), born_ns(born), max_age_ns(max_age) {}
-  int64_t expires_ns() const override { return max_age_ns > 0 && born_ns > 0 ? born_ns + max_age_ns : INT64_MAX; }
+  int64_t expires_ns() const override {
+    if (max_age_ns <= 0 || born_ns <= 0) return INT64_MAX;
+    return max_age_ns >= INT64_MAX - born_ns ? INT64_MAX : born_ns + max_age_ns;
+  }
   uint32_t requests;
   int64_t born_ns;
   int64_t max_age_ns;
@@ -401,6 +404,7 @@ bool HttpRequestGuard::adopt_upstream(engine::UpstreamStatePtr state) {
     // Too old for this plan's maxConnectionDuration: the engine closes it
     // and opens another.
     if (max_age_ns_ > 0 && s->born_ns > 0 && monotonic_ns() - s->born_ns >= max_age_ns_) return false;
+    // (born_ns + max_age: GuardUpstreamState::expires_ns saturates.)
     upstream_requests_ = s->requests;
     upstream_born_ns_ = s->born_ns;
   }
@@ -415,9 +419,15 @@ bool HttpRequestGuard::at_boundary() const {
   return outstanding_.empty() && idle && response_state_ == ResponseState::kHead;
 }
 
+int64_t HttpRequestGuard::age_deadline_ns() const {
+  if (max_age_ns_ <= 0 || upstream_born_ns_ <= 0) return INT64_MAX;
+  return max_age_ns_ >= INT64_MAX - upstream_born_ns_ ? INT64_MAX : upstream_born_ns_ + max_age_ns_;
+}
+
 bool HttpRequestGuard::spent() const {
   if (max_requests_ != 0 && upstream_requests_ >= max_requests_) return true;
-  return max_age_ns_ > 0 && upstream_born_ns_ > 0 && monotonic_ns() - upstream_born_ns_ >= max_age_ns_;
+  const int64_t deadline = age_deadline_ns();
+  return deadline != INT64_MAX && monotonic_ns() >= deadline;
 }
 
 bool HttpRequestGuard::upstream_reusable() const {
@@ -591,8 +601,11 @@ FilterStatus HttpRequestGuard::end_stream(engine::Direction dir, FilterOutput& o
   // A spent upstream (maxRequestsPerConnection) at a boundary ends as well:
   // not parked, but closed with the client's connection rather than told of
   // its FIN and left to close on its own.
-  const bool spent_idle = spent() && reusable_ && at_boundary() && state_ == State::kHead;
-  if (dir == engine::Direction::kDownstreamToUpstream && (upstream_reusable() || spent_idle)) {
+  // spent() read once: an age limit may pass between two reads.
+  const bool is_spent = spent();
+  const bool idle_here = reusable_ && at_boundary();
+  const bool spent_idle = is_spent && idle_here && state_ == State::kHead;
+  if (dir == engine::Direction::kDownstreamToUpstream && ((pooled_ && idle_here && !is_spent) || spent_idle)) {
     // The client left between requests: its connection ends, the
     // upstream's need not.
     return FilterStatus::kEndDownstream;
@@ -733,12 +746,15 @@ void HttpRequestGuard::on_upstream_ready(FilterOutput& out) {
 // The engine's timer follows the oldest outstanding request's deadline
 // (responses come in order).
 void HttpRequestGuard::arm_timer(FilterOutput& out) {
-  if (outstanding_.empty() || outstanding_.front().next_deadline() == INT64_MAX) {
+  // Nothing under way: the upstream's maxConnectionDuration, if any, is
+  // the deadline (an idle client's upstream is let go then).
+  const int64_t deadline = !outstanding_.empty() ? outstanding_.front().next_deadline() : age_deadline_ns();
+  if (deadline == INT64_MAX) {
     if (timer_armed_) out.set_timer(std::chrono::milliseconds(0));
     timer_armed_ = false;
     return;
   }
-  const int64_t left = outstanding_.front().next_deadline() - monotonic_ns();
+  const int64_t left = deadline - monotonic_ns();
   out.set_timer(std::chrono::milliseconds(std::max<int64_t>(1, (left + 999'999) / 1'000'000)));
   timer_armed_ = true;
 }
@@ -751,7 +767,24 @@ void HttpRequestGuard::arm_timer(FilterOutput& out) {
 // otherwise it ends the request the same way.
 FilterStatus HttpRequestGuard::timer(FilterOutput& out) {
   timer_armed_ = false;
-  if (outstanding_.empty()) return FilterStatus::kContinue;
+  if (outstanding_.empty()) {
+    // The upstream reached its maxConnectionDuration while the client is
+    // idle between requests: let go now (closed, being too old to park),
+    // as Envoy closes a drained connection with nothing under way; the
+    // client's connection goes on undecided.
+    if (age_deadline_ns() == INT64_MAX) return FilterStatus::kContinue;
+    if (!spent()) {
+      arm_timer(out);
+      return FilterStatus::kContinue;
+    }
+    if (!discard_ && reusable_ && state_ == State::kHead && at_boundary() && !deferred_) {
+      info_->next_upstream = ConnectionInfo::NextUpstream::kRelease;
+      switch_signalled_ = true;
+      state_ = State::kSwitching;
+      return FilterStatus::kNewUpstream;
+    }
+    return FilterStatus::kContinue;
+  }
   const int64_t now = monotonic_ns();
   if (outstanding_.front().next_deadline() > now) {
     arm_timer(out);
@@ -870,7 +903,11 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
   }
   // Unpooled, the upstream ends a connection the client asked to close;
   // a drain's close is the proxy's own.
-  if (!done.close_after || (!pooled_ && !draining_)) return FilterStatus::kContinue;
+  if (!done.close_after || (!pooled_ && !draining_)) {
+    // Kept for the client's next request: its maxConnectionDuration runs.
+    if (outstanding_.empty() && age_deadline_ns() != INT64_MAX) arm_timer(out);
+    return FilterStatus::kContinue;
+  }
   if (state_ == State::kBody) {
     // The response came before the request's body ended (an early 401 or
     // 413 to an upload): ending the client's connection now would reset

@@ -466,6 +466,9 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   int64_t upstream_born_ns_ = 0;  // when the upstream connection was ready (0: not yet)
   // The upstream connection carried max_requests_, or is max_age_ns_ old.
   bool spent() const;
+  // When the upstream turns max_age_ns_ old; INT64_MAX: no limit (or not
+  // connected yet).
+  int64_t age_deadline_ns() const;
   // No request or response under way on the upstream (held bytes, when
   // switching, are the next upstream's).
   bool at_boundary() const;

@@ -373,6 +373,30 @@ TEST_P(RelayTest, ConnectTimeoutWhenTheUpstreamBacklogIsFull) {
   close(full);
 }
 
+// A verdict's idle timeout starts with the upstream connection (Envoy's
+// tcp_proxy): a connect slower than it ends by the connect timeout, UF,UT.
+TEST_P(RelayTest, AVerdictsIdleTimeoutDoesNotCutTheConnect) {
+  uint16_t full_port = 0;
+  int full = listen_loopback(&full_port, 0);
+  std::vector<int> fillers = fill_accept_queue(full_port);
+  start([](EngineConfig& cfg) { cfg.connect_timeout = 300ms; },
+        [full_port](ScriptedHandler& h) {
+          h.upstreams = {SocketAddress::loopback4(full_port)};
+          h.accept_fn = [&h](Connection&, const AcceptInfo&) {
+            return h.connect_verdict().with_idle_timeout(50ms);
+          };
+        });
+  int c = client();
+  int err = -1;
+  read_to_eof(c, &err);
+  close(c);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(log_.first().reason, CloseReason::kUpstreamConnectTimeout) << close_reason_name(log_.first().reason);
+  EXPECT_EQ(engine_->counters().idle_timeouts, 0u);
+  for (int f : fillers) close(f);
+  close(full);
+}
+
 TEST_P(RelayTest, IdleConnectionIsClosed) {
   start([](EngineConfig& cfg) { cfg.idle_timeout = 150ms; });
   int c = client();

@@ -1165,40 +1165,57 @@ TEST_F(EgressHandlerTest, TcpIdleTimeoutAndMaxConnectionDurationBoundATcpConnect
 }
 
 // maxConnectionDuration on an HTTP upstream (Envoy's max_connection_duration):
-// once that old it carries no further request. At its response end it is
-// let go and not parked; a pooled one that old is refused by the next
-// connection's guard (the engine then connects anew); a young one is kept
-// and its pool entry expires at its deadline.
+// once that old it carries no further request. A client's next request moves
+// to a new upstream connection; an idle client's upstream is let go at its
+// deadline (the guard's timer), not parked; a pooled one that old is refused
+// by the next connection's guard (the engine then connects anew); a young
+// one's pool entry expires at its deadline.
 TEST_F(EgressHandlerTest, AnHttpUpstreamPastMaxConnectionDurationCarriesNoFurtherRequest) {
-  auto h = pooled_cnn("{tcp: {maxConnectionDuration: 200ms}}", {"203.0.113.20"});
+  auto h = pooled_cnn("{tcp: {maxConnectionDuration: 1s}}", {"203.0.113.20"});
   const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
-  FakeConnection c;
+  const std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  FakeConnection busy, idle;
   engine::SocketAddress up;
-  auto f = connected(*h, c, req, &up);
+  auto f = connected(*h, busy, req, &up);
+  auto g = connected(*h, idle, req, &up);
   ASSERT_NE(f, nullptr);
+  ASSERT_NE(g, nullptr);
   FakeOutput ready("");
   f->on_upstream_ready(ready);
-  // Young: the response ends, the upstream stays with its client.
-  EXPECT_EQ(respond(*f, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
+  g->on_upstream_ready(ready);
+  // Young: the responses end, the upstreams stay with their clients; the
+  // idle one's timer is set for its deadline.
+  EXPECT_EQ(respond(*f, ok).first, engine::FilterStatus::kContinue);
+  FakeOutput answered(ok);
+  EXPECT_EQ(g->on_data(engine::Direction::kUpstreamToDownstream, bytes(ok), answered), engine::FilterStatus::kContinue);
+  ASSERT_TRUE(answered.timer.has_value()) << "the upstream's deadline";
+  EXPECT_GT(answered.timer->count(), 0);
+  EXPECT_LE(answered.timer->count(), 1000);
   EXPECT_TRUE(f->upstream_reusable());
   engine::UpstreamStatePtr young = f->release_upstream();
   ASSERT_NE(young, nullptr);
   EXPECT_NE(young->expires_ns(), INT64_MAX) << "the pool drops it at its deadline";
-  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1050));
   EXPECT_FALSE(f->upstream_reusable()) << "too old to park";
   // The next request on it moves to a new upstream connection.
   FakeOutput later(req);
   EXPECT_EQ(f->on_data(engine::Direction::kDownstreamToUpstream, bytes(req), later), engine::FilterStatus::kNewUpstream);
   EXPECT_EQ(later.upstream, "") << "not sent on the old upstream";
+  // The idle client's upstream is let go at its deadline.
+  FakeOutput fired("");
+  EXPECT_EQ(g->on_timer(fired), engine::FilterStatus::kNewUpstream);
+  EXPECT_FALSE(g->upstream_reusable()) << "closed, not parked";
+  EXPECT_EQ(h->on_new_upstream(idle, {}).kind(), Verdict::Kind::kRespond) << "the client's connection goes on";
   // A new connection's guard refuses the old pooled state.
   FakeConnection d;
   Verdict v = first_verdict(*h, d, req);
   ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
-  auto g = v.take_filter();
-  ASSERT_NE(g, nullptr);
-  EXPECT_FALSE(g->adopt_upstream(std::move(young)));
+  auto n = v.take_filter();
+  ASSERT_NE(n, nullptr);
+  EXPECT_FALSE(n->adopt_upstream(std::move(young)));
   close(*h, d, engine::CloseReason::kCompleted);
-  close(*h, c, engine::CloseReason::kCompleted);
+  close(*h, idle, engine::CloseReason::kCompleted);
+  close(*h, busy, engine::CloseReason::kCompleted);
 }
 
 // A keep-alive client holds no slot between requests: its upstream is let
