@@ -209,25 +209,40 @@ std::shared_ptr<const std::regex> compile_regex(std::string_view pattern, std::s
   }
 }
 
-// RE2's rewrite string (\0..\9 the groups, \\ a backslash) as an
-// ECMAScript format for std::regex_replace ($& the match, $0N group N in two
-// digits so a digit after it stays literal, $$ a dollar).
-std::string ecmascript_format(std::string_view re2) {
-  std::string out;
-  for (size_t i = 0; i < re2.size(); ++i) {
-    const char ch = re2[i];
-    if (ch == '\\' && i + 1 < re2.size()) {
-      const char next = re2[++i];
-      if (next == '0') out += "$&";
-      else if (next >= '1' && next <= '9') out += std::string("$0") + next;
-      else out += next;  // "\\" (and anything RE2 would refuse) as the character
-    } else if (ch == '$') {
-      out += "$$";
-    } else {
+// The highest capture group RE2's rewrite string names (\N), 0 for none
+// (RE2::MaxSubmatch).
+unsigned max_submatch(std::string_view rewrite) {
+  unsigned n = 0;
+  for (size_t i = 0; i + 1 < rewrite.size(); ++i) {
+    if (rewrite[i] != '\\') continue;
+    const char next = rewrite[++i];
+    if (next >= '0' && next <= '9') n = std::max<unsigned>(n, static_cast<unsigned>(next - '0'));
+  }
+  return n;
+}
+
+// Appends RE2's Rewrite of one match: \N the group (empty when it took no
+// part), \\ a backslash; any other escape, or a trailing backslash, is
+// invalid and ends this replacement there, as RE2's Rewrite returns.
+void append_rewrite(std::string& out, std::string_view rewrite,
+                    const std::match_results<std::string_view::const_iterator>& m) {
+  for (size_t i = 0; i < rewrite.size(); ++i) {
+    const char ch = rewrite[i];
+    if (ch != '\\') {
       out += ch;
+      continue;
+    }
+    if (i + 1 == rewrite.size()) return;
+    const char next = rewrite[++i];
+    if (next >= '0' && next <= '9') {
+      const auto& g = m[static_cast<size_t>(next - '0')];
+      if (g.matched) out.append(g.first, g.second);
+    } else if (next == '\\') {
+      out += '\\';
+    } else {
+      return;
     }
   }
-  return out;
 }
 
 CompiledString compile_string_match(const config::StringMatch& m, bool header) {
@@ -312,10 +327,11 @@ struct CompiledHttpRule {
   uint64_t total_weight = 0;
   std::optional<RetryPolicy> retries;  // nullopt: disabled
   std::string_view authority_rewrite;
-  // rewrite.uriRegexRewrite: the pattern (null: none, or it did not
-  // compile, when the path goes unchanged) and the ECMAScript format.
+  // rewrite.uriRegexRewrite: the pattern (null: none, or unusable, when the
+  // path goes unchanged and uri_regex_error says why) and RE2's rewrite.
   std::shared_ptr<const std::regex> uri_regex;
-  std::string uri_regex_format;
+  std::string_view uri_regex_rewrite;
+  std::string uri_regex_error;
   std::optional<CompiledDestination> mirror;  // http[].mirror
 };
 
@@ -603,8 +619,16 @@ void compile_virtual_service(Compiled& c, const config::VirtualService& vs) {
       r.retries = convert_retries(*rule.retries);
     }
     if (rule.rewrite && rule.rewrite->uri_regex_rewrite && rule.rewrite->uri.empty()) {
-      r.uri_regex = compile_regex(rule.rewrite->uri_regex_rewrite->match, nullptr);
-      r.uri_regex_format = ecmascript_format(rule.rewrite->uri_regex_rewrite->rewrite);
+      const config::HTTPRewrite::RegexRewrite& rr = *rule.rewrite->uri_regex_rewrite;
+      r.uri_regex = compile_regex(rr.match, &r.uri_regex_error);
+      r.uri_regex_rewrite = rr.rewrite;
+      // RE2::GlobalReplace changes nothing when the rewrite names a group
+      // the pattern lacks.
+      if (r.uri_regex && max_submatch(rr.rewrite) > r.uri_regex->mark_count()) {
+        r.uri_regex_error = "the rewrite names group \\" + std::to_string(max_submatch(rr.rewrite)) +
+                            ", the pattern has " + std::to_string(r.uri_regex->mark_count());
+        r.uri_regex.reset();
+      }
     }
     if (rule.rewrite && !rule.rewrite->authority.empty()) {
       r.authority_rewrite = rule.rewrite->authority;
@@ -1037,16 +1061,41 @@ std::string RouteScope::describe() const {
 
 std::string HttpRouteDecision::rewritten_path(std::string_view request_path) const {
   if (uri_regex != nullptr) {
-    // Envoy's regex_rewrite: every match in the path, the query string kept.
+    // Envoy's regex_rewrite, RE2::GlobalReplace over the path (the query
+    // string kept): every match replaced, an empty match right where the
+    // previous one ended skipped over one character.
     const std::string_view path = path_only(request_path);
     if (path.size() > RouteTable::kMaxRegexSubjectBytes) return std::string(request_path);
+    using It = std::string_view::const_iterator;
+    const It begin = path.begin(), end = path.end();
+    std::string out;
+    It p = begin;
+    It lastend = end;
+    bool matched = false;
     try {
-      std::string out = std::regex_replace(std::string(path), *uri_regex, std::string(uri_regex_format));
-      out.append(request_path.substr(path.size()));
-      return out;
+      std::match_results<It> m;
+      while (p <= end) {
+        const auto flags = p == begin ? std::regex_constants::match_default : std::regex_constants::match_prev_avail;
+        if (!std::regex_search(p, end, m, *uri_regex, flags)) break;
+        out.append(p, m[0].first);
+        if (m[0].first == lastend && m[0].length() == 0) {
+          if (p == end) break;
+          out += *p;
+          ++p;
+          continue;
+        }
+        append_rewrite(out, uri_regex_rewrite, m);
+        matched = true;
+        p = m[0].second;
+        lastend = p;
+      }
     } catch (const std::regex_error&) {
       return std::string(request_path);  // error_complexity: unchanged rather than an exception in the loop
     }
+    if (!matched) return std::string(request_path);
+    out.append(p, end);
+    out.append(request_path.substr(path.size()));
+    return out;
   }
   if (uri_prefix_rewrite.empty()) return std::string(request_path);
   std::string out(request_path);
@@ -1265,7 +1314,9 @@ HttpRouteDecision RouteTable::route_http(const RouteScope& scope, const HttpRequ
       if (d.authority_rewrite.empty()) d.authority_rewrite = authority_from_headers(d.destination->headers);
       if (hit_rule->uri_regex) {
         d.uri_regex = hit_rule->uri_regex.get();
-        d.uri_regex_format = hit_rule->uri_regex_format;
+        d.uri_regex_rewrite = hit_rule->uri_regex_rewrite;
+      } else if (!hit_rule->uri_regex_error.empty()) {
+        d.reason.append("uriRegexRewrite not applied (" + hit_rule->uri_regex_error + "); ");
       }
       if (rule.rewrite && !rule.rewrite->uri.empty()) {
         d.uri_prefix_rewrite = rule.rewrite->uri;

@@ -245,9 +245,9 @@ struct HttpRouteDecision {
   std::string_view uri_prefix_rewrite;  // rewrite.uri; empty: unchanged
   size_t rewrite_replaces = 0;          // bytes of the path rewrite.uri replaces
   // rewrite.uriRegexRewrite (Envoy's regex_rewrite): its compiled match
-  // (owned by the table) and replacement as an ECMAScript format.
+  // (owned by the table) and RE2-style rewrite (\1 a group).
   const std::regex* uri_regex = nullptr;
-  std::string_view uri_regex_format;
+  std::string_view uri_regex_rewrite;
   std::optional<config::Duration> timeout;  // unset: no route timeout (Istio's default)
   const RetryPolicy* retries = nullptr;     // nullptr: retries disabled
   const config::Headers* route_headers = nullptr;        // http[].headers

@@ -89,8 +89,7 @@ SidecarSelection select_sidecar(const config::ConfigSet& config, const WorkloadI
   SidecarSelection out;
   // Candidates in load order at each tier; the first is taken (Istio takes
   // the oldest), the others named so that the ambiguity shows.
-  std::vector<const config::Sidecar*> by_selector, namespace_wide;
-  const config::Sidecar* root = nullptr;
+  std::vector<const config::Sidecar*> by_selector, namespace_wide, root;
   for (const auto& sc : config.sidecars) {
     // A workloadSelector, even without labels (which matches every
     // workload), makes it a workload's Sidecar, as Istio classifies them.
@@ -101,26 +100,36 @@ SidecarSelection select_sidecar(const config::ConfigSet& config, const WorkloadI
         namespace_wide.push_back(&sc);
       }
     }
-    if (sc.meta.namespace_ == config.mesh.root_namespace && !sc.workload_selector && !root) root = &sc;
+    if (sc.meta.namespace_ == config.mesh.root_namespace && !sc.workload_selector) root.push_back(&sc);
   }
-  // "; also ns/b (file:line): the first in load order applies (IST0110)".
-  auto others = [](const std::vector<const config::Sidecar*>& list, const char* code) {
+  // "; also ns/b (file:line): the first in load order applies (istioctl
+  // analyze: IST0111)". `code` empty: none that istioctl would report.
+  auto others = [](const std::vector<const config::Sidecar*>& list, const std::string& code) {
     if (list.size() < 2) return std::string();
     std::string names;
     for (size_t i = 1; i < list.size(); ++i) names += (i > 1 ? ", " : "") + where(*list[i]);
-    return "; also " + names + ": the first in load order applies (istioctl analyze: " + code + ")";
+    return "; also " + names + ": the first in load order applies" +
+           (code.empty() ? std::string() : " (istioctl analyze: " + code + ")");
+  };
+  // IST0110 skips Sidecars whose workloadSelector has no labels.
+  auto selector_code = [](const std::vector<const config::Sidecar*>& list) {
+    for (const config::Sidecar* sc : list) {
+      if (sc->workload_selector->empty()) return std::string();
+    }
+    return std::string("IST0110");
   };
   if (!by_selector.empty()) {
     out.sidecar = by_selector.front();
     out.reason = "Sidecar " + where(*out.sidecar) + ": its workloadSelector matches the workload's labels" +
-                 others(by_selector, "IST0110");
+                 others(by_selector, selector_code(by_selector));
   } else if (!namespace_wide.empty()) {
     out.sidecar = namespace_wide.front();
     out.reason = "Sidecar " + where(*out.sidecar) + ": the workload's namespace " + workload.namespace_ +
                  ", no selector" + others(namespace_wide, "IST0111");
-  } else if (root) {
-    out.sidecar = root;
-    out.reason = "Sidecar " + where(*root) + ": the root namespace's default (" + config.mesh.root_namespace + ")";
+  } else if (!root.empty()) {
+    out.sidecar = root.front();
+    out.reason = "Sidecar " + where(*out.sidecar) + ": the root namespace's default (" + config.mesh.root_namespace +
+                 ")" + others(root, "IST0111");
   } else {
     out.reason = "no Sidecar applies to the workload (namespace " + workload.namespace_ +
                  "): every service exported to its namespace is visible";

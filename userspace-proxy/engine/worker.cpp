@@ -676,10 +676,10 @@ int64_t Worker::conn_deadline(const ConnectionImpl* c) const {
     case Phase::kDeferred: return std::min(idle, c->phase_deadline_ns);
     case Phase::kLingering: return c->last_activity_ns + to_ns(config_.linger_timeout);
     // A filter's timer runs once relaying (the connect has its own timeout);
-    // one that expired while connecting fires as soon as it relays. A
-    // verdict's own idle timeout starts with the upstream connection, as
-    // Envoy's tcp_proxy starts it (the connect timeout governs till then).
-    case Phase::kConnecting: return std::min(c->idle_ns != 0 ? INT64_MAX : idle, c->max_end_ns);
+    // one that expired while connecting fires as soon as it relays. The
+    // idle timeout runs during the connect too, as Envoy's tcp_proxy has
+    // started it since 1.36 (it used to wait for the upstream).
+    case Phase::kConnecting: return std::min(idle, c->max_end_ns);
     case Phase::kRelaying: return std::min({idle, c->filter_deadline_ns, c->max_end_ns});
     case Phase::kSwitching: return std::min(idle, c->max_end_ns);
     default: return INT64_MAX;

@@ -777,7 +777,7 @@ FilterStatus HttpRequestGuard::timer(FilterOutput& out) {
       arm_timer(out);
       return FilterStatus::kContinue;
     }
-    if (!discard_ && reusable_ && state_ == State::kHead && at_boundary() && !deferred_) {
+    if (!discard_ && reusable_ && !close_requested_ && state_ == State::kHead && at_boundary() && !deferred_) {
       info_->next_upstream = ConnectionInfo::NextUpstream::kRelease;
       switch_signalled_ = true;
       state_ = State::kSwitching;
@@ -904,8 +904,9 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
   // Unpooled, the upstream ends a connection the client asked to close;
   // a drain's close is the proxy's own.
   if (!done.close_after || (!pooled_ && !draining_)) {
-    // Kept for the client's next request: its maxConnectionDuration runs.
-    if (outstanding_.empty() && age_deadline_ns() != INT64_MAX) arm_timer(out);
+    // Kept for the client's next request (unless the client said this was
+    // its last): its maxConnectionDuration runs.
+    if (!done.close_after && outstanding_.empty() && age_deadline_ns() != INT64_MAX) arm_timer(out);
     return FilterStatus::kContinue;
   }
   if (state_ == State::kBody) {

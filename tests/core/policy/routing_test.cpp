@@ -840,6 +840,40 @@ spec:
   EXPECT_EQ(d.rewritten_path("/service"), "/service");
 }
 
+// RE2::GlobalReplace's corners: an empty match right after the previous
+// match is skipped (not replaced), a rewrite naming a group the pattern
+// lacks changes nothing (explain says why), an invalid escape ends that
+// replacement.
+TEST(Routing, UriRegexRewriteFollowsRe2GlobalReplace) {
+  auto cfg = load_config({R"(
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: regex-corners}
+spec:
+  hosts: [rx.example.com]
+  http:
+  - match: [{uri: {prefix: /empty}}]
+    rewrite: {uriRegexRewrite: {match: 'x*', rewrite: 'R'}}
+    route: [{destination: {host: backend.example.com}}]
+  - match: [{uri: {prefix: /group}}]
+    rewrite: {uriRegexRewrite: {match: '/group/(.*)', rewrite: '/\2'}}
+    route: [{destination: {host: backend.example.com}}]
+  - match: [{uri: {prefix: /escape}}]
+    rewrite: {uriRegexRewrite: {match: 'e', rewrite: 'E\q!'}}
+    route: [{destination: {host: backend.example.com}}]
+)"});
+  RouteTable table(cfg);
+  auto d = table.route_http(RouteScope::sidecar(), get("rx.example.com", 80, "/emptyx"));
+  EXPECT_EQ(d.rewritten_path("/xab"), "R/RaRbR");
+  d = table.route_http(RouteScope::sidecar(), get("rx.example.com", 80, "/group/a"));
+  EXPECT_FALSE(d.has_path_rewrite());
+  EXPECT_NE(d.reason.str().find("uriRegexRewrite not applied (the rewrite names group \\2, the pattern has 1)"),
+            std::string::npos)
+      << d.reason.str();
+  d = table.route_http(RouteScope::sidecar(), get("rx.example.com", 80, "/escape"));
+  EXPECT_EQ(d.rewritten_path("/escape?e=1"), "/EscapE?e=1");
+}
+
 TEST(Routing, RedirectsAndDirectResponses) {
   auto cfg = load_config({R"(
 apiVersion: networking.istio.io/v1beta1

@@ -128,6 +128,19 @@ TEST(SidecarScopeTest, AnAmbiguousChoiceNamesTheSidecarsNotTaken) {
   // One of each: nothing to name.
   SidecarSelection plain = select_sidecar(load_config({kShopWide, kCartOnly}), workload("shop", {{"app", "cart"}}));
   EXPECT_EQ(plain.reason.find("also"), std::string::npos) << plain.reason;
+  // Two root defaults: the same (IST0111).
+  std::string root_too = kRootDefault;
+  root_too.replace(root_too.find("name: default,"), 14, "name: default2,");
+  SidecarSelection root = select_sidecar(load_config({kRootDefault, root_too.c_str()}), workload("web"));
+  EXPECT_NE(root.reason.find("; also istio-system/default2 ("), std::string::npos) << root.reason;
+  EXPECT_NE(root.reason.find("IST0111"), std::string::npos) << root.reason;
+  // A selector without labels matches every workload, and istioctl's
+  // IST0110 skips it: no code named.
+  std::string any = cart_too;
+  any.replace(any.find("workloadSelector: {labels: {app: cart}}"), 39, "workloadSelector: {}");
+  SidecarSelection tie = select_sidecar(load_config({kCartOnly, any.c_str()}), workload("shop", {{"app", "cart"}}));
+  EXPECT_NE(tie.reason.find("; also shop/cart2 ("), std::string::npos) << tie.reason;
+  EXPECT_EQ(tie.reason.find("IST0110"), std::string::npos) << tie.reason;
 }
 
 TEST(SidecarScopeTest, ExportToAndEgressHostsPerPortDecideWhatIsSeen) {
