@@ -108,7 +108,7 @@ void decode_client_tls(const Field& f, ClientTLSSettings& tls) {
       {"subjectAltNames", [&](Field& v) { v.read(tls.subject_alt_names); }},
       {"sni", [&](Field& v) { v.read(tls.sni); }},
       {"insecureSkipVerify", [&](Field& v) { v.read(tls.insecure_skip_verify); }},
-      {"caCrl", warn_unsupported},
+      {"caCrl", [&](Field& v) { v.read(tls.ca_crl); }},
   });
 }
 

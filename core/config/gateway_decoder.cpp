@@ -34,7 +34,7 @@ void decode_server_tls(const Field& f, ServerTLSSettings& tls) {
       {"maxProtocolVersion",
        [&](Field& v) { decode_tls_protocol_version(v, tls.max_protocol_version); }},
       {"cipherSuites", [&](Field& v) { v.read(tls.cipher_suites); }},
-      {"caCrl", warn_unsupported},
+      {"caCrl", [&](Field& v) { v.read(tls.ca_crl); }},
       {"credentialNames", warn_unsupported},
       {"tlsCertificates", warn_unsupported},
   });

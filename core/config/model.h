@@ -331,6 +331,7 @@ struct ClientTLSSettings {
   std::string client_certificate;
   std::string private_key;
   std::string ca_certificates;
+  std::string ca_crl;  // PEM CRLs checked against the upstream's chain
   std::string credential_name;
   std::vector<std::string> subject_alt_names;
   std::string sni;
@@ -386,6 +387,7 @@ struct ServerTLSSettings {
   std::string server_certificate;
   std::string private_key;
   std::string ca_certificates;
+  std::string ca_crl;  // PEM CRLs checked against a client's chain (MUTUAL)
   std::string credential_name;
   std::vector<std::string> subject_alt_names;
   std::vector<std::string> verify_certificate_spki;

@@ -868,11 +868,11 @@ void validate_client_tls(Sink& s, const std::string& path, const ClientTLSSettin
   }
   // Ours, not Istio's (Istio silently ignores them): ISTIO_MUTUAL always
   // presents the mesh identity, so certificate files here are a mistake.
-  if (tls.mode == ClientTLSMode::kIstioMutual &&
-      (!tls.client_certificate.empty() || !tls.private_key.empty() || !tls.ca_certificates.empty())) {
+  if (tls.mode == ClientTLSMode::kIstioMutual && (!tls.client_certificate.empty() || !tls.private_key.empty() ||
+                                                  !tls.ca_certificates.empty() || !tls.ca_crl.empty())) {
     s.warning(path,
-              "clientCertificate, privateKey and caCertificates are ignored with tls mode ISTIO_MUTUAL, which uses "
-              "the mesh identity; remove them or use mode MUTUAL");
+              "clientCertificate, privateKey, caCertificates and caCrl are ignored with tls mode ISTIO_MUTUAL, which "
+              "uses the mesh identity; remove them or use mode MUTUAL");
   }
 }
 
@@ -1048,7 +1048,8 @@ void validate_server_tls(Sink& s, const std::string& path, const ServerTLSSettin
   if ((tls.min_protocol_version == "TLSV1_0" || tls.min_protocol_version == "TLSV1_1") && tls.cipher_suites.empty()) {
     s.warning(path, "TLS version below TLSV1_2 require setting compatible ciphers as by default they no longer include compatible ciphers.");
   }
-  const bool has_files = !tls.server_certificate.empty() || !tls.private_key.empty() || !tls.ca_certificates.empty();
+  const bool has_files = !tls.server_certificate.empty() || !tls.private_key.empty() ||
+                         !tls.ca_certificates.empty() || !tls.ca_crl.empty();
   if (tls.mode == ServerTLSMode::kIstioMutual) {
     // The mesh identity is used; files would be ignored.
     if (!tls.server_certificate.empty()) s.error(path, "ISTIO_MUTUAL TLS cannot have associated server certificate");

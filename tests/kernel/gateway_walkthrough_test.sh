@@ -937,6 +937,45 @@ print(" ".join("%s->%s" % (u, next(iter(g))) for u, g in sorted(homes.items())))
 PYEOF
 	) || fail "consistentHash: $homes; nginx saw: $got"
 	log "ok consistentHash (x-user) to the gateways: each user's 3 requests from one gateway, users over both: $homes"
+
+	# ------------------------------------------------ caCrl at the gateways
+	# The Gateway's tls.caCrl (Envoy's crl): a CRL of the mesh CA that
+	# revokes the sidecar's certificate makes the gateways refuse it (the
+	# sidecar answers 503); the CRL file rotated to one that revokes nothing,
+	# with no config change, lets it through again. The sidecar keeps no
+	# upstream connection (maxRequestsPerConnection 1), so every request
+	# handshakes: a connection made before the CRL goes on, as in Envoy.
+	"$MESH_CERTS" --dir "$TMP/pki" crl --ca mesh-ca --revoke sidecar >>"$TMP/pki.log" 2>&1 ||
+		fail "mesh-certs crl failed: $(tail -3 "$TMP/pki.log")"
+	"$PY" - "$CONFIGS/walkthrough/egress-gateway.yaml" "$TMP/egress-gateway-crl.yaml" "$TMP/pki/mesh-ca/crl.pem" <<'PYEOF' ||
+import sys
+text = open(sys.argv[1]).read()
+old = "      caCertificates: /etc/certs/root-cert.pem\n"
+assert old in text, text
+text = text.replace(old, old + "      caCrl: " + sys.argv[3] + "\n", 1)
+tls = "        tls:\n          mode: ISTIO_MUTUAL\n"
+assert tls in text, text
+text = text.replace(tls, "        connectionPool: {http: {maxRequestsPerConnection: 1}}\n" + tls, 1)
+open(sys.argv[2], "w").write(text)
+PYEOF
+		fail "caCrl: could not edit the Gateway"
+	use_walkthrough_resources "$TMP/egress-gateway-crl.yaml"
+	GENERATION=$((GENERATION + 1))
+	wait_generation "$GENERATION"
+	c=$(http_code http://edition.cnn.com/politics)
+	[ "$c" = 503 ] || fail "caCrl revoking the sidecar's certificate: got $c"
+	why=$(grep -hi "revoked" "$TMP/gw1/gateway.err" "$TMP/gw2/gateway.err" | head -1)
+	[ -n "$why" ] || fail "caCrl: no gateway logged a revoked certificate"
+	log "ok caCrl at the gateways: the sidecar's revoked certificate is refused (503): $why"
+	"$MESH_CERTS" --dir "$TMP/pki" crl --ca mesh-ca >>"$TMP/pki.log" 2>&1 || fail "mesh-certs crl (none revoked) failed"
+	for _ in $(seq 50); do
+		c=$(http_code http://edition.cnn.com/politics)
+		[ "$c" = 301 ] && break
+		sleep 0.2
+	done
+	[ "$c" = 301 ] || fail "caCrl rotated to revoke nothing: still $c"
+	log "ok caCrl rotated (nothing revoked, no config change): the sidecar gets through again ($c)"
+	use_walkthrough_resources
 	;;
 *)
 	fail "unknown case $CASE"

@@ -62,17 +62,17 @@ std::string reason_or(const std::string& fallback) {
   return text.empty() ? fallback : fallback + " (" + text + ")";
 }
 
-// Reads every certificate of a PEM text. PEM_read_bio_X509 stops at the end
-// of data with PEM_R_NO_START_LINE, which is how a clean end is recognized;
-// other PEM blocks in between (keys, parameters) are skipped.
-bool read_certificates(const std::string& path, const std::string& data, std::vector<X509Ptr>* out,
-                       std::string* error) {
+// Calls `take(name, der, len)` for each PEM block of `data` ("CERTIFICATE",
+// "X509 CRL", keys, ...), in order; a false from it stops with its *error.
+// PEM_read_bio stops at the end of data with PEM_R_NO_START_LINE, which is
+// how a clean end is recognized.
+template <typename Take>
+bool for_each_pem(const std::string& path, const std::string& data, std::string* error, Take take) {
   BioPtr bio = memory_bio(data);
   if (!bio) {
     *error = path + ": " + reason_or("out of memory");
     return false;
   }
-  out->clear();
   clear_openssl_errors();
   for (;;) {
     char* name = nullptr;
@@ -83,29 +83,37 @@ bool read_certificates(const std::string& path, const std::string& data, std::ve
       const unsigned long err = ERR_peek_last_error();
       if (ERR_GET_LIB(err) == ERR_LIB_PEM && ERR_GET_REASON(err) == PEM_R_NO_START_LINE) {
         clear_openssl_errors();
-        break;
+        return true;
       }
       *error = path + ": " + reason_or("malformed PEM");
       return false;
     }
-    const bool is_cert = std::strcmp(name, PEM_STRING_X509) == 0 || std::strcmp(name, PEM_STRING_X509_OLD) == 0 ||
-                         std::strcmp(name, PEM_STRING_X509_TRUSTED) == 0;
-    X509* cert = nullptr;
-    if (is_cert) {
-      const unsigned char* p = der;
-      cert =
-          std::strcmp(name, PEM_STRING_X509_TRUSTED) == 0 ? d2i_X509_AUX(nullptr, &p, len) : d2i_X509(nullptr, &p, len);
-    }
+    const bool ok = take(std::string_view(name), static_cast<const unsigned char*>(der), len);
     OPENSSL_free(name);
     OPENSSL_free(header);
     OPENSSL_free(der);
-    if (!is_cert) continue;
+    if (!ok) return false;
+  }
+}
+
+// Reads every certificate of a PEM text; other PEM blocks in between (keys,
+// parameters) are skipped.
+bool read_certificates(const std::string& path, const std::string& data, std::vector<X509Ptr>* out,
+                       std::string* error) {
+  out->clear();
+  const bool ok = for_each_pem(path, data, error, [&](std::string_view name, const unsigned char* der, long len) {
+    const bool trusted = name == PEM_STRING_X509_TRUSTED;
+    if (name != PEM_STRING_X509 && name != PEM_STRING_X509_OLD && !trusted) return true;
+    const unsigned char* p = der;
+    X509* cert = trusted ? d2i_X509_AUX(nullptr, &p, len) : d2i_X509(nullptr, &p, len);
     if (cert == nullptr) {
       *error = path + ": " + reason_or("certificate " + std::to_string(out->size() + 1) + " cannot be parsed");
       return false;
     }
     out->emplace_back(cert);
-  }
+    return true;
+  });
+  if (!ok) return false;
   if (out->empty()) {
     *error = path + ": no PEM certificate (\"-----BEGIN CERTIFICATE-----\") found";
     return false;
@@ -117,7 +125,7 @@ bool read_certificates(const std::string& path, const std::string& data, std::ve
 
 std::vector<std::string> CertificateFiles::paths() const {
   std::vector<std::string> p;
-  for (const std::string* s : {&cert_chain, &private_key, &ca_certificates}) {
+  for (const std::string* s : {&cert_chain, &private_key, &ca_certificates, &ca_crl}) {
     if (!s->empty()) p.push_back(*s);
   }
   return p;
@@ -166,6 +174,29 @@ bool load_ca_certificates(const std::string& path, std::vector<X509Ptr>* out, st
   std::string data;
   if (!read_file(path, &data, error)) return false;
   return read_certificates(path, data, out, error);
+}
+
+bool load_crls(const std::string& path, std::vector<X509CrlPtr>* out, std::string* error) {
+  std::string data;
+  if (!read_file(path, &data, error)) return false;
+  out->clear();
+  const bool ok = for_each_pem(path, data, error, [&](std::string_view name, const unsigned char* der, long len) {
+    if (name != PEM_STRING_X509_CRL) return true;
+    const unsigned char* p = der;
+    X509_CRL* crl = d2i_X509_CRL(nullptr, &p, len);
+    if (crl == nullptr) {
+      *error = path + ": " + reason_or("CRL " + std::to_string(out->size() + 1) + " cannot be parsed");
+      return false;
+    }
+    out->emplace_back(crl);
+    return true;
+  });
+  if (!ok) return false;
+  if (out->empty()) {
+    *error = path + ": no PEM CRL (\"-----BEGIN X509 CRL-----\") found";
+    return false;
+  }
+  return true;
 }
 
 bool key_matches_certificate(X509* leaf, EVP_PKEY* key) {

@@ -24,6 +24,7 @@ struct CertificateFiles {
   std::string cert_chain;       // PEM: leaf first, then intermediates
   std::string private_key;      // PEM: PKCS#8, SEC1 or PKCS#1; unencrypted
   std::string ca_certificates;  // PEM bundle of trusted roots
+  std::string ca_crl;           // PEM certificate revocation lists (caCrl); empty: none
 
   // The non-empty paths, e.g. for config::file_fingerprint() to notice a
   // rotation (the caller then builds a new context).
@@ -49,6 +50,8 @@ bool load_certificate_chain(const std::string& path, CertificateChain* out, std:
 bool load_private_key(const std::string& path, EvpPkeyPtr* out, std::string* error);
 // Every certificate in a CA bundle (at least one).
 bool load_ca_certificates(const std::string& path, std::vector<X509Ptr>* out, std::string* error);
+// Every "-----BEGIN X509 CRL-----" in the file (at least one).
+bool load_crls(const std::string& path, std::vector<X509CrlPtr>* out, std::string* error);
 
 // Checks that `key` is the private half of `leaf`'s public key.
 bool key_matches_certificate(X509* leaf, EVP_PKEY* key);

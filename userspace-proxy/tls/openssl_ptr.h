@@ -18,6 +18,7 @@ struct OpenSslDeleter {
   void operator()(SSL_SESSION* p) const { SSL_SESSION_free(p); }
   void operator()(BIO* p) const { BIO_free(p); }
   void operator()(X509_STORE* p) const { X509_STORE_free(p); }
+  void operator()(X509_CRL* p) const { X509_CRL_free(p); }
 };
 
 using X509Ptr = std::unique_ptr<X509, OpenSslDeleter>;
@@ -27,5 +28,6 @@ using SslPtr = std::unique_ptr<SSL, OpenSslDeleter>;
 using SslSessionPtr = std::unique_ptr<SSL_SESSION, OpenSslDeleter>;
 using BioPtr = std::unique_ptr<BIO, OpenSslDeleter>;
 using X509StorePtr = std::unique_ptr<X509_STORE, OpenSslDeleter>;
+using X509CrlPtr = std::unique_ptr<X509_CRL, OpenSslDeleter>;
 
 }  // namespace sluice::tls

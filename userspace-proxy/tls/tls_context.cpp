@@ -135,6 +135,25 @@ bool trust_ca(SSL_CTX* ctx, const std::string& path, bool advertise_to_clients, 
   return true;
 }
 
+// caCrl: the revocation lists join the trust store and every certificate of
+// the peer's chain is checked against them (Envoy's crl without
+// only_verify_leaf_cert_crl: X509_V_FLAG_CRL_CHECK | CRL_CHECK_ALL), so each
+// CA in the chain needs its CRL in the file, or verification fails.
+bool use_crls(SSL_CTX* ctx, const std::string& path, std::string* error) {
+  std::vector<X509CrlPtr> crls;
+  if (!load_crls(path, &crls, error)) return false;
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+  clear_openssl_errors();
+  for (const X509CrlPtr& crl : crls) {
+    if (X509_STORE_add_crl(store, crl.get()) != 1) {
+      *error = path + ": CRL not usable: " + openssl_error_text();
+      return false;
+    }
+  }
+  X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+  return true;
+}
+
 SSL_CTX* new_ctx(const SSL_METHOD* method, std::string* error) {
   clear_openssl_errors();
   SSL_CTX* ctx = SSL_CTX_new(method);
@@ -176,6 +195,7 @@ std::shared_ptr<const TlsServerContext> TlsServerContext::create(const ServerTls
 
   if (mutual) {
     if (!trust_ca(ctx, files.ca_certificates, /*advertise_to_clients=*/true, error)) return nullptr;
+    if (!files.ca_crl.empty() && !use_crls(ctx, files.ca_crl, error)) return nullptr;
     int mode = SSL_VERIFY_PEER;
     if (options.mode != ServerTlsMode::kOptionalMutual) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     SSL_CTX_set_verify(ctx, mode, detail::verify_peer);
@@ -231,6 +251,7 @@ std::shared_ptr<const TlsClientContext> TlsClientContext::create(const ClientTls
         return nullptr;
       }
     }
+    if (!files.ca_crl.empty() && !use_crls(ctx, files.ca_crl, error)) return nullptr;
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, detail::verify_peer);
   } else {
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);

@@ -64,6 +64,7 @@ bool server_tls_options(const config::ServerTLSSettings& tls, std::string_view m
   o.files.cert_chain = tls.server_certificate;
   o.files.private_key = tls.private_key;
   o.files.ca_certificates = tls.ca_certificates;
+  o.files.ca_crl = tls.ca_crl;
   if (!mesh_identity_dir.empty()) o.mesh_identity_dir = std::string(mesh_identity_dir);
   o.subject_alt_names = tls.subject_alt_names;
   o.cipher_suites = tls.cipher_suites;
@@ -99,6 +100,7 @@ bool client_tls_options(const config::ClientTLSSettings& tls, std::string_view m
     o.files.private_key = tls.private_key;
   }
   o.files.ca_certificates = tls.ca_certificates;
+  o.files.ca_crl = tls.ca_crl;
   if (!mesh_identity_dir.empty()) o.mesh_identity_dir = std::string(mesh_identity_dir);
   o.sni = tls.sni;
   o.subject_alt_names = tls.subject_alt_names;

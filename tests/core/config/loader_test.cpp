@@ -1122,6 +1122,7 @@ spec:
       privateKey: /etc/certs/key.pem
       caCertificates: /etc/certs/ca.pem
       credentialName: client-credential
+      caCrl: /etc/certs/client-crl.pem
       subjectAltNames: [api.example.com]
       sni: api.example.com
       insecureSkipVerify: false
@@ -1176,6 +1177,7 @@ spec:
   EXPECT_EQ(tls.client_certificate, "/etc/certs/client.pem");
   EXPECT_EQ(tls.private_key, "/etc/certs/key.pem");
   EXPECT_EQ(tls.ca_certificates, "/etc/certs/ca.pem");
+  EXPECT_EQ(tls.ca_crl, "/etc/certs/client-crl.pem");
   EXPECT_EQ(tls.credential_name, "client-credential");
   EXPECT_EQ(tls.subject_alt_names, std::vector<std::string>{"api.example.com"});
   EXPECT_EQ(tls.sni, "api.example.com");
@@ -1193,7 +1195,7 @@ spec:
   EXPECT_EQ(dr.subsets[0].traffic_policy->load_balancer->simple, SimpleLB::kPassthrough);
   EXPECT_EQ(dr.subsets[1].name, "v2");
   EXPECT_FALSE(dr.subsets[1].traffic_policy.has_value());
-  expect_at(dr.meta, "spec.trafficPolicy.portLevelSettings[0].tls.mode", 49, 13);
+  expect_at(dr.meta, "spec.trafficPolicy.portLevelSettings[0].tls.mode", 50, 13);
 }
 
 TEST(FieldsTest, GatewayEveryField) {
@@ -1214,6 +1216,7 @@ spec:
       privateKey: /etc/certs/key.pem
       caCertificates: /etc/certs/ca.pem
       credentialName: egress-cert
+      caCrl: /etc/certs/crl.pem
       subjectAltNames: [spiffe://cluster.local/ns/default/sa/sleep]
       verifyCertificateSpki: [abc=]
       verifyCertificateHash: ["AB:CD"]
@@ -1241,6 +1244,7 @@ spec:
   EXPECT_EQ(tls.private_key, "/etc/certs/key.pem");
   EXPECT_EQ(tls.ca_certificates, "/etc/certs/ca.pem");
   EXPECT_EQ(tls.credential_name, "egress-cert");
+  EXPECT_EQ(tls.ca_crl, "/etc/certs/crl.pem");
   EXPECT_EQ(tls.subject_alt_names,
             std::vector<std::string>{"spiffe://cluster.local/ns/default/sa/sleep"});
   EXPECT_EQ(tls.verify_certificate_spki, std::vector<std::string>{"abc="});

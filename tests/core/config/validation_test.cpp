@@ -650,10 +650,13 @@ TEST(DestinationRuleValidation, IstioMutualWithCertificateFilesWarns) {
   dr.subsets[0].traffic_policy->port_level_settings[0].tls->client_certificate = "/etc/certs/cert-chain.pem";
   Diagnostics d = run(dr);
   EXPECT_EQ(d.error_count(), 0u) << dump(d);  // Istio accepts it
-  EXPECT_WARN(d,
-              "clientCertificate, privateKey and caCertificates are ignored with tls mode ISTIO_MUTUAL, which uses the "
-              "mesh identity; remove them or use mode MUTUAL",
-              "spec.subsets[0].trafficPolicy.portLevelSettings[0].tls");
+  const char* ignored =
+      "clientCertificate, privateKey, caCertificates and caCrl are ignored with tls mode ISTIO_MUTUAL, which uses the "
+      "mesh identity; remove them or use mode MUTUAL";
+  EXPECT_WARN(d, ignored, "spec.subsets[0].trafficPolicy.portLevelSettings[0].tls");
+  dr.subsets[0].traffic_policy->port_level_settings[0].tls->client_certificate.clear();
+  dr.subsets[0].traffic_policy->port_level_settings[0].tls->ca_crl = "/etc/certs/crl.pem";
+  EXPECT_WARN(run(dr), ignored, "spec.subsets[0].trafficPolicy.portLevelSettings[0].tls");
 }
 
 TEST(DestinationRuleValidation, TrafficPolicyShapes) {

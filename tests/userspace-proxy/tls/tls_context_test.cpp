@@ -208,6 +208,71 @@ TEST(TlsContextTest, ClientContextErrors) {
   EXPECT_FALSE(TlsClientContext::create(o, &err));
 }
 
+// tls.caCrl (DestinationRule and Gateway): a peer certificate the CRL
+// revokes fails verification, as Envoy's crl (every CA of the chain
+// checked); an unrelated CRL changes nothing; a file without a CRL is an
+// error naming it.
+TEST(TlsContextTest, CaCrlRevokesPeerCertificates) {
+  Certs& certs = Certs::get();
+  const std::string dir = "--dir '" + certs.dir() + "' ";
+  std::string err;
+  ServerTlsOptions cnn;
+  cnn.mode = ServerTlsMode::kSimple;
+  cnn.files.cert_chain = certs.path("cnn/cert-chain.pem");
+  cnn.files.private_key = certs.path("cnn/key.pem");
+  auto cnn_ctx = TlsServerContext::create(cnn, &err);
+  ASSERT_TRUE(cnn_ctx) << err;
+  // Client side: the upstream's certificate.
+  auto handshake_to_cnn = [&](const std::string& crl) {
+    ClientTlsOptions o;
+    o.files.ca_certificates = certs.path("cnn/root-cert.pem");
+    o.files.ca_crl = crl;
+    std::string e;
+    auto ctx = TlsClientContext::create(o, &e);
+    EXPECT_TRUE(ctx) << e;
+    if (!ctx) return std::string("no context");
+    auto c = TlsConnection::client(ctx, {"edition.cnn.com", ""}, &e);
+    auto s = TlsConnection::server(cnn_ctx, &e);
+    shuttle(*c, *s);
+    return c->state() == HandshakeState::kDone ? std::string("ok") : c->failure_reason();
+  };
+  ASSERT_EQ(certs.run(dir + "crl"), 0);
+  EXPECT_EQ(handshake_to_cnn(certs.path("external-ca/crl.pem")), "ok") << "an empty CRL revokes nothing";
+  ASSERT_EQ(certs.run(dir + "crl --revoke cnn"), 0);
+  EXPECT_THAT(handshake_to_cnn(certs.path("external-ca/crl.pem")), HasSubstr("certificate revoked"));
+  EXPECT_EQ(handshake_to_cnn(""), "ok") << "no caCrl, no check";
+
+  // Server side (MUTUAL): the client's certificate.
+  auto handshake_from_sleep = [&](const std::string& crl) {
+    ServerTlsOptions o;
+    o.mode = ServerTlsMode::kMutual;
+    o.files.cert_chain = certs.path("gateway/cert-chain.pem");
+    o.files.private_key = certs.path("gateway/key.pem");
+    o.files.ca_certificates = certs.path("gateway/root-cert.pem");
+    o.files.ca_crl = crl;
+    std::string e;
+    auto ctx = TlsServerContext::create(o, &e);
+    EXPECT_TRUE(ctx) << e;
+    if (!ctx) return std::string("no context");
+    auto client_ctx = TlsClientContext::create(sleep_client(), &e);
+    auto c = TlsConnection::client(client_ctx, {"gateway.local", ""}, &e);
+    auto s = TlsConnection::server(ctx, &e);
+    shuttle(*c, *s);
+    return s->state() == HandshakeState::kDone ? std::string("ok") : s->failure_reason();
+  };
+  ASSERT_EQ(certs.run(dir + "crl --ca mesh-ca --revoke gateway"), 0);
+  EXPECT_EQ(handshake_from_sleep(certs.path("mesh-ca/crl.pem")), "ok") << "sleep is not revoked";
+  ASSERT_EQ(certs.run(dir + "crl --ca mesh-ca --revoke sleep"), 0);
+  EXPECT_THAT(handshake_from_sleep(certs.path("mesh-ca/crl.pem")), HasSubstr("certificate revoked"));
+
+  ClientTlsOptions bad;
+  bad.files.ca_certificates = certs.path("cnn/root-cert.pem");
+  bad.files.ca_crl = certs.path("cnn/root-cert.pem");
+  EXPECT_FALSE(TlsClientContext::create(bad, &err));
+  EXPECT_EQ(err, certs.path("cnn/root-cert.pem") + ": no PEM CRL (\"-----BEGIN X509 CRL-----\") found");
+  EXPECT_EQ(bad.files.paths().back(), bad.files.ca_crl) << "a rotation of the CRL is noticed";
+}
+
 TEST(TlsContextTest, ExpectedServerNames) {
   std::string err;
   ClientTlsOptions o;
@@ -403,6 +468,7 @@ TEST(TlsSettingsTest, GatewayServerTls) {
   tls.server_certificate = "/etc/certs/cert-chain.pem";
   tls.private_key = "/etc/certs/key.pem";
   tls.ca_certificates = "/etc/certs/root-cert.pem";
+  tls.ca_crl = "/etc/certs/crl.pem";
   tls.subject_alt_names = {kSleepId};
   tls.min_protocol_version = "TLSV1_0";
   ServerTlsOptions o;
@@ -410,6 +476,7 @@ TEST(TlsSettingsTest, GatewayServerTls) {
   ASSERT_TRUE(server_tls_options(tls, "", &o, &err)) << err;
   EXPECT_EQ(o.mode, ServerTlsMode::kMutual);
   EXPECT_EQ(o.files.ca_certificates, "/etc/certs/root-cert.pem");
+  EXPECT_EQ(o.files.ca_crl, "/etc/certs/crl.pem");
   EXPECT_EQ(o.min_version, TlsVersion::kTls12);  // raised to the floor
   EXPECT_EQ(o.max_version, TlsVersion::kTls13);
   EXPECT_EQ(o.subject_alt_names, tls.subject_alt_names);
@@ -448,8 +515,10 @@ TEST(TlsSettingsTest, DestinationRuleClientTls) {
   tls.client_certificate = "/etc/certs/cert-chain.pem";
   tls.private_key = "/etc/certs/key.pem";
   tls.insecure_skip_verify = true;
+  tls.ca_crl = "/etc/certs/crl.pem";
   ASSERT_TRUE(client_tls_options(tls, "", &o, &err)) << err;
   EXPECT_EQ(o.files.cert_chain, "/etc/certs/cert-chain.pem");
+  EXPECT_EQ(o.files.ca_crl, "/etc/certs/crl.pem");
   EXPECT_TRUE(o.insecure_skip_verify);
   tls.mode = config::ClientTLSMode::kDisable;
   EXPECT_FALSE(client_tls_options(tls, "", &o, &err));
