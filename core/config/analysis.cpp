@@ -211,6 +211,11 @@ std::vector<RouteDestinationRef> destinations_of(const VirtualService& vs) {
   }
   for (size_t i = 0; i < vs.http.size(); ++i) {
     if (vs.http[i].mirror) out.push_back({&*vs.http[i].mirror, at("spec.http", i) + ".mirror", true});
+    for (size_t j = 0; j < vs.http[i].mirrors.size(); ++j) {
+      if (const auto& d = vs.http[i].mirrors[j].destination) {
+        out.push_back({&*d, at(at("spec.http", i) + ".mirrors", j) + ".destination", true});
+      }
+    }
   }
   return out;
 }

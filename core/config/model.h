@@ -199,6 +199,13 @@ struct HTTPFaultInjection {
   std::optional<Abort> abort;
 };
 
+// http[].mirrors[] (Istio 1.18+): one of several mirror destinations, each
+// with its own share of requests (100 % when unset).
+struct HTTPMirrorPolicy {
+  std::optional<Destination> destination;
+  std::optional<Percent> percentage;
+};
+
 struct HTTPRoute {
   std::string name;
   std::vector<HTTPMatchRequest> match;
@@ -210,7 +217,8 @@ struct HTTPRoute {
   std::optional<HTTPRetry> retries;
   std::optional<HTTPFaultInjection> fault;
   std::optional<Destination> mirror;
-  std::optional<Percent> mirror_percentage;
+  std::optional<Percent> mirror_percentage;  // mirror's share only, not mirrors'
+  std::vector<HTTPMirrorPolicy> mirrors;     // exclusive with mirror
   // Istio 1.4's mirror_percent (deprecated): the share when
   // mirrorPercentage is unset.
   std::optional<uint32_t> mirror_percent;

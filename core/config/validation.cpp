@@ -712,6 +712,22 @@ void validate_http_route(Sink& s, const std::string& path, const HTTPRoute& r) {
     if (v < 0) s.error(dot(path, "mirrorPercentage"), "mirror_percentage must have a min value of 0 (it has " + go_fixed(v) + ")");
   }
   if (r.mirror) validate_destination(s, dot(path, "mirror"), *r.mirror);
+  // Istio's validateHTTPMirrors.
+  for (size_t j = 0; j < r.mirrors.size(); ++j) {
+    const HTTPMirrorPolicy& m = r.mirrors[j];
+    const std::string mp = at(dot(path, "mirrors"), j);
+    if (!m.destination) {
+      s.error(mp, "destination is required for mirrors");
+      continue;
+    }
+    validate_destination(s, dot(mp, "destination"), *m.destination);
+    if (m.percentage) {
+      const double v = m.percentage->value;
+      if (v > 100) s.error(dot(mp, "percentage"), "mirror percentage must have a max value of 100 (it has " + go_fixed(v) + ")");
+      if (v < 0) s.error(dot(mp, "percentage"), "mirror percentage must have a min value of 0 (it has " + go_fixed(v) + ")");
+    }
+  }
+  if (r.mirror && !r.mirrors.empty()) s.error(path, "HTTP route cannot contain both mirror and mirrors");
 
   if (const auto& rd = r.redirect) {
     // Istio stops at the first redirect problem.
@@ -857,10 +873,19 @@ void validate_client_tls(Sink& s, const std::string& path, const ClientTLSSettin
     }
   }
   if ((tls.mode == ClientTLSMode::kSimple || tls.mode == ClientTLSMode::kMutual) && !tls.credential_name.empty()) {
-    if (!tls.client_certificate.empty() || !tls.ca_certificates.empty() || !tls.private_key.empty()) {
+    if (!tls.client_certificate.empty() || !tls.ca_certificates.empty() || !tls.private_key.empty() ||
+        !tls.ca_crl.empty()) {
       s.error(path, "cannot specify client certificates or CA certificate or CA CRL If credentialName is set");
     }
     return;  // the credential supplies the files
+  }
+  // Ours: with the system's roots, CRL_CHECK_ALL wants a CRL from each CA of
+  // every chain, which a file of one's own CRLs rarely has.
+  if ((tls.mode == ClientTLSMode::kSimple || tls.mode == ClientTLSMode::kMutual) && !tls.ca_crl.empty() &&
+      tls.ca_certificates.empty() && !tls.insecure_skip_verify) {
+    s.warning(path,
+              "caCrl without caCertificates: the system's CAs are trusted, and every CA of a server's chain needs "
+              "its CRL in the file, or the server fails verification");
   }
   if (tls.mode == ClientTLSMode::kMutual) {
     if (tls.client_certificate.empty()) s.error(path, "client certificate required for mutual tls");
@@ -1056,6 +1081,8 @@ void validate_server_tls(Sink& s, const std::string& path, const ServerTLSSettin
     if (!tls.private_key.empty()) s.error(path, "ISTIO_MUTUAL TLS cannot have associated private key");
     if (!tls.ca_certificates.empty()) s.error(path, "ISTIO_MUTUAL TLS cannot have associated CA bundle");
     if (!tls.credential_name.empty()) s.error(path, "ISTIO_MUTUAL TLS cannot have associated credentialName");
+    // Ours (Istio says nothing and ignores it).
+    if (!tls.ca_crl.empty()) s.warning(path, "caCrl is ignored with tls mode ISTIO_MUTUAL, which uses the mesh identity");
     return;
   }
   if ((tls.mode == ServerTLSMode::kPassthrough || tls.mode == ServerTLSMode::kAutoPassthrough) &&
@@ -1072,6 +1099,12 @@ void validate_server_tls(Sink& s, const std::string& path, const ServerTLSSettin
     if (tls.server_certificate.empty()) s.error(path, "MUTUAL TLS requires a server certificate");
     if (tls.private_key.empty()) s.error(path, "MUTUAL TLS requires a private key");
     if (tls.ca_certificates.empty()) s.error(path, "MUTUAL TLS requires a client CA bundle");
+  }
+  if (!tls.ca_crl.empty()) {
+    if (!tls.credential_name.empty()) {
+      s.error(path, "CRL is not supported with credentialName. CRL has to be specified in the credential");
+    }
+    if (tls.mode == ServerTLSMode::kSimple) s.error(path, "CRL is not supported with SIMPLE TLS");
   }
 }
 

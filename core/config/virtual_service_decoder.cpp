@@ -179,7 +179,16 @@ void decode_http_route(const Field& f, HTTPRoute& r) {
        [&](Field& v) { read_optional(v, r.mirror_percentage, decode_percent); }},
       {"headers", [&](Field& v) { read_optional(v, r.headers, decode_headers); }},
       {"delegate", warn_unsupported},
-      {"mirrors", warn_unsupported},
+      {"mirrors",
+       [&](Field& v) {
+         v.read_list([&](Field& item) {
+           HTTPMirrorPolicy& m = r.mirrors.emplace_back();
+           item.read_object({
+               {"destination", [&](Field& x) { read_optional(x, m.destination, decode_destination); }},
+               {"percentage", [&](Field& x) { read_optional(x, m.percentage, decode_percent); }},
+           });
+         });
+       }},
       {"mirrorPercent", [&](Field& v) { read_optional(v, r.mirror_percent, [](const Field& f, uint32_t& out) { f.read(out); }); }},
       {"mirror_percent", [&](Field& v) { read_optional(v, r.mirror_percent, [](const Field& f, uint32_t& out) { f.read(out); }); }},
       {"corsPolicy", warn_unsupported},

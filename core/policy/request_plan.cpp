@@ -327,7 +327,7 @@ class Planner {
             }
             {
               RequestPlan planned = to_target(rd.target);
-              if (rd.mirror_target) add_mirror(planned, *rd.mirror_target, rd.mirror_percentage);
+              for (size_t i = 0; i < rd.mirrors.size(); ++i) add_mirror(planned, rd.mirrors[i], i);
               if (rd.fault) inject_fault(planned, *rd.fault);
               return planned;
             }
@@ -374,18 +374,20 @@ class Planner {
 
   // Envoy's request mirror policy: a copy of the request to the mirror's
   // cluster, planned like a route to it.
-  void add_mirror(RequestPlan& p, const RouteTarget& target, const std::optional<config::Percent>& percentage) const {
-    if (!selected(percentage ? percentage : config::Percent{100}, draw(r_.pick, 3))) {
+  // The i-th mirror draws on its own (Envoy samples each policy apart).
+  void add_mirror(RequestPlan& p, const HttpRouteDecision::Mirror& mirror, size_t i) const {
+    const std::optional<config::Percent>& percentage = mirror.percentage;
+    if (!selected(percentage ? percentage : config::Percent{100}, draw(r_.pick, i == 0 ? 3 : 16 + i))) {
       if (r_.explain) p.steps.push_back("mirror: configured, not selected for this request");
       return;
     }
-    Planner mirror(t_, r_);
-    RequestPlan m = mirror.to_target(target);
+    Planner planner(t_, r_);
+    RequestPlan m = planner.to_target(mirror.target);
     if (r_.explain) {
       p.steps.push_back("mirror: a copy (Host \"...-shadow\", response dropped) to " + m.cluster +
                         (m.kind == RequestPlan::Kind::kForward ? "" : ": not sent, " + m.response_flags));
     }
-    if (m.kind == RequestPlan::Kind::kForward) p.mirror = std::make_shared<const RequestPlan>(std::move(m));
+    if (m.kind == RequestPlan::Kind::kForward) p.mirrors.push_back(std::make_shared<const RequestPlan>(std::move(m)));
   }
 
   // Envoy's fault filter runs before the router: an abort answers instead

@@ -170,11 +170,12 @@ struct RequestPlan {
   // Fault injection: wait this long before carrying the plan out (flag DI).
   // An injected abort is a kLocalReply with flag FI ("fault filter abort").
   std::chrono::milliseconds fault_delay{0};
-  // http[].mirror, when this request is chosen (mirrorPercentage, 100 %
-  // when unset): where a copy goes (a kForward plan to the mirror's cluster;
-  // Envoy's shadow: Host gets "-shadow", the response is dropped). Null:
-  // no copy (no mirror, not chosen, or its cluster does not exist).
-  std::shared_ptr<const RequestPlan> mirror;
+  // http[].mirror or mirrors[], each when this request is chosen (its
+  // percentage, 100 % when unset): where copies go (kForward plans to the
+  // mirrors' clusters; Envoy's shadow: Host gets "-shadow", the response is
+  // dropped). Empty: no copy (no mirror, none chosen, or their clusters do
+  // not exist).
+  std::vector<std::shared_ptr<const RequestPlan>> mirrors;
   // Every step taken, one line each, for logs and `sluicectl explain`.
   std::vector<std::string> steps;
 };

@@ -332,7 +332,13 @@ struct CompiledHttpRule {
   std::shared_ptr<const std::regex> uri_regex;
   std::string_view uri_regex_rewrite;
   std::string uri_regex_error;
-  std::optional<CompiledDestination> mirror;  // http[].mirror
+  // http[].mirror (with mirrorPercentage, or the deprecated mirror_percent)
+  // or http[].mirrors[], in order; a percentage unset is 100 %.
+  struct Mirror {
+    CompiledDestination destination;
+    std::optional<config::Percent> percentage;
+  };
+  std::vector<Mirror> mirrors;
 };
 
 struct CompiledL4Match {
@@ -612,7 +618,15 @@ void compile_virtual_service(Compiled& c, const config::VirtualService& vs) {
       for (const auto& m : rule.match) r.matches.push_back(compile_http_match(&m, rule, ns));
     }
     compile_destinations(c, rule.route, ns, r.destinations, r.total_weight);
-    if (rule.mirror) r.mirror = compile_destination(c, *rule.mirror, 0, 0, ns);
+    if (rule.mirror) {
+      // Istio: mirrorPercentage when set, else the deprecated mirror_percent.
+      std::optional<config::Percent> share = rule.mirror_percentage;
+      if (!share && rule.mirror_percent) share = config::Percent{static_cast<double>(*rule.mirror_percent)};
+      r.mirrors.push_back({compile_destination(c, *rule.mirror, 0, 0, ns), share});
+    }
+    for (const config::HTTPMirrorPolicy& m : rule.mirrors) {
+      if (m.destination) r.mirrors.push_back({compile_destination(c, *m.destination, 0, 0, ns), m.percentage});
+    }
     if (!rule.retries) {
       r.retries = RetryPolicy{};
     } else if (rule.retries->attempts > 0) {
@@ -1270,11 +1284,6 @@ HttpRouteDecision RouteTable::route_http(const RouteScope& scope, const HttpRequ
   d.timeout = rule.timeout;
   d.route_headers = rule.headers ? &*rule.headers : nullptr;
   d.fault = rule.fault ? &*rule.fault : nullptr;
-  d.mirror_percentage = rule.mirror_percentage;
-  // Istio: mirrorPercentage when set, else the deprecated mirror_percent.
-  if (!d.mirror_percentage && rule.mirror_percent) {
-    d.mirror_percentage = config::Percent{static_cast<double>(*rule.mirror_percent)};
-  }
 
   d.reason.append("VirtualService ").append(hit_vs->key).appendf(" http[%zu]", hit_rule_index);
   if (hit_match->source) d.reason.appendf(".match[%zu]", hit_match_index);
@@ -1305,7 +1314,7 @@ HttpRouteDecision RouteTable::route_http(const RouteScope& scope, const HttpRequ
     } else {
       d.outcome = RouteOutcome::kRoute;
       d.target = make_target(*dest, req.port);
-      if (hit_rule->mirror) d.mirror_target = make_target(*hit_rule->mirror, req.port);
+      for (const auto& m : hit_rule->mirrors) d.mirrors.push_back({make_target(m.destination, req.port), m.percentage});
       d.destination = &rule.route[dest->index];
       d.destination_index = dest->index;
       d.destination_headers = d.destination->headers ? &*d.destination->headers : nullptr;

@@ -253,8 +253,13 @@ struct HttpRouteDecision {
   const config::Headers* route_headers = nullptr;        // http[].headers
   const config::Headers* destination_headers = nullptr;  // route[].headers
   const config::HTTPFaultInjection* fault = nullptr;
-  std::optional<RouteTarget> mirror_target;  // kRoute with http[].mirror: where copies go
-  std::optional<config::Percent> mirror_percentage;
+  // kRoute with http[].mirror or mirrors[]: where copies go, and each one's
+  // share of requests (unset: all).
+  struct Mirror {
+    RouteTarget target;
+    std::optional<config::Percent> percentage;
+  };
+  std::vector<Mirror> mirrors;
 
   // kRedirect, kDirectResponse, kNoRouteMatched (404)
   uint32_t status = 0;

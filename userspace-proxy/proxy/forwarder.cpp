@@ -158,19 +158,20 @@ constexpr size_t kMaxMirrorBytes = 64 * 1024;
 
 void Forwarder::mirror_request(ConnectionInfo& ci, const RequestPlan& plan, const sniff::HttpRequestHead& head,
                                std::span<const uint8_t> body, bool may_stream) {
-  if (!plan.mirror || plan.kind != RequestPlan::Kind::kForward || ci.conn == nullptr) return;
+  if (plan.mirrors.empty() || plan.kind != RequestPlan::Kind::kForward || ci.conn == nullptr) return;
   const uint64_t body_length = head.content_length.value_or(0);
   // All of it at hand: copied at once. Else streamed by the guard that
-  // forwards the request (Envoy streams the body to the shadow).
+  // forwards the request (Envoy streams the body to the shadow), to every
+  // copy.
   const bool whole =
       !head.chunked && body.size() >= body_length && head.head_length + body_length <= kMaxMirrorBytes;
-  const bool stream = !whole && may_stream && ci.mirror_sink < 0;
+  const bool stream = !whole && may_stream && ci.mirror_sinks.empty();
   if (!head.upgrade.empty() || head.is_connect || (!whole && !stream)) {
-    bump(o_.counters->mirror_skipped);
+    for (size_t i = 0; i < plan.mirrors.size(); ++i) bump(o_.counters->mirror_skipped);
     return;
   }
   // As the original goes upstream (the route's rewrite and header
-  // operations), then Envoy's shadow Host.
+  // operations), then Envoy's shadow Host: one copy for every mirror.
   const RouteEditsPtr edits = route_edits(plan.forward);
   sniff::HeadRewrite rw = edits ? request_rewrite(head, *edits) : sniff::HeadRewrite{};
   if (rw.target.empty() && head.target_form == sniff::TargetForm::kAbsolute) rw.target = head.path;  // origin-form
@@ -180,38 +181,40 @@ void Forwarder::mirror_request(ConnectionInfo& ci, const RequestPlan& plan, cons
   rw.host = host;
   std::string copy = sniff::rebuild_request_head(head, rw);
   if (whole) copy.append(reinterpret_cast<const char*>(body.data()), body_length);
-  int sp[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp) != 0) {
-    bump(o_.counters->mirror_skipped);
-    return;
+  for (const auto& mirror : plan.mirrors) {
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp) != 0) {
+      bump(o_.counters->mirror_skipped);
+      continue;
+    }
+    int sink = -1;
+    if (stream) {
+      // A streamed body may run ahead of the copy's connection (it connects
+      // to its upstream meanwhile): room for that, up to net.core.wmem_max
+      // (the kernel doubles what is asked, within that cap). More than that
+      // ahead, the copy is cut short (Envoy resets a shadow past its buffer
+      // limit).
+      const int want = 4 << 20;
+      setsockopt(sp[0], SOL_SOCKET, SO_SNDBUF, &want, sizeof(want));
+    }
+    if (send(sp[0], copy.data(), copy.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(copy.size()) ||
+        (stream && (sink = fcntl(sp[0], F_DUPFD_CLOEXEC, 0)) < 0)) {
+      close(sp[0]);
+      close(sp[1]);
+      bump(o_.counters->mirror_skipped);
+      continue;
+    }
+    // The writer stays open, without a FIN, until the copy's connection
+    // closes: an EOF would reach the upstream as a half-close (and cost the
+    // pooled connection); the copy's guard ends it after the one response.
+    // The sink is a second descriptor of it: closing that one sends nothing;
+    // shutting it down (a body cut short) ends the copy's request.
+    if (stream) ci.mirror_sinks.add(sink);
+    const uint64_t tag = next_mirror_tag_++;
+    mirror_jobs_.push_back(MirrorJob{tag, mirror, ci.snapshot, ci.original_dst, sp[0]});
+    bump(o_.counters->mirrored);
+    ci.conn->spawn(sp[1], tag);
   }
-  int sink = -1;
-  if (stream) {
-    // A streamed body may run ahead of the copy's connection (it connects
-    // to its upstream meanwhile): room for that, up to net.core.wmem_max
-    // (the kernel doubles what is asked, within that cap). More than that
-    // ahead, the copy is cut short (Envoy resets a shadow past its buffer
-    // limit).
-    const int want = 4 << 20;
-    setsockopt(sp[0], SOL_SOCKET, SO_SNDBUF, &want, sizeof(want));
-  }
-  if (send(sp[0], copy.data(), copy.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(copy.size()) ||
-      (stream && (sink = fcntl(sp[0], F_DUPFD_CLOEXEC, 0)) < 0)) {
-    close(sp[0]);
-    close(sp[1]);
-    bump(o_.counters->mirror_skipped);
-    return;
-  }
-  // The writer stays open, without a FIN, until the copy's connection
-  // closes: an EOF would reach the upstream as a half-close (and cost the
-  // pooled connection); the copy's guard ends it after the one response.
-  // The sink is a second descriptor of it: closing that one sends nothing;
-  // shutting it down (a body cut short) ends the copy's request.
-  if (stream) ci.mirror_sink = sink;
-  const uint64_t tag = next_mirror_tag_++;
-  mirror_jobs_.push_back(MirrorJob{tag, plan.mirror, ci.snapshot, ci.original_dst, sp[0]});
-  bump(o_.counters->mirrored);
-  ci.conn->spawn(sp[1], tag);
 }
 
 void Forwarder::on_spawn_dropped(uint64_t tag) {
@@ -275,10 +278,10 @@ Verdict Forwarder::proceed(ProxyConnection& c, std::span<const uint8_t> pending,
 }
 
 void Forwarder::mirror_pending_request(ProxyConnection& c, std::span<const uint8_t> pending) {
-  if (!c.plan.mirror || c.plan.kind != RequestPlan::Kind::kForward) return;
+  if (c.plan.mirrors.empty() || c.plan.kind != RequestPlan::Kind::kForward) return;
   sniff::HttpRequestParser parser;
   if (parser.feed(pending).status != sniff::HttpParseStatus::kDone) {
-    bump(o_.counters->mirror_skipped);
+    for (size_t i = 0; i < c.plan.mirrors.size(); ++i) bump(o_.counters->mirror_skipped);
     return;
   }
   const sniff::HttpRequestHead& head = parser.head();
@@ -340,8 +343,8 @@ Verdict Forwarder::execute_http(ProxyConnection& c, const sniff::HttpRequestHead
   c.head_request = head.method == "HEAD";
   c.host = std::string(head.host);
   c.traffic = Traffic::kHttp;
-  if (plan.mirror && plan.fault_delay.count() > 0) c.mirror_after_delay = true;
-  else if (plan.mirror) {
+  if (!plan.mirrors.empty() && plan.fault_delay.count() > 0) c.mirror_after_delay = true;
+  else if (!plan.mirrors.empty()) {
     mirror_request(ci, plan, head, pending.subspan(std::min(head.head_length, pending.size())), /*may_stream=*/true);
   }
   return execute(c, std::move(plan), pending);
@@ -679,7 +682,7 @@ void Forwarder::install_check_later(ProxyConnection& c) {
     // A copy for the route's mirror, as it is decided (its body, not at
     // hand here, is streamed by the guard, which decides later requests as
     // it forwards them); a delayed one when its delay ends.
-    if (plan.mirror && !delayed) mirror_request(*ci, plan, head, {}, /*may_stream=*/true);
+    if (!plan.mirrors.empty() && !delayed) mirror_request(*ci, plan, head, {}, /*may_stream=*/true);
     switch (delayed ? RequestPlan::Kind::kForward : plan.kind) {
       case RequestPlan::Kind::kLocalReply:
         counters->count(plan.status == 502 ? policy::Action::kLocalReply502 : policy::Action::kRoute);
@@ -804,7 +807,7 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
   // A later request's fault: its delay first (carry_out then starts the
   // DNS wait afresh), or its abort's answer.
   if (c.plan.fault_delay.count() > 0) {
-    c.mirror_after_delay = c.plan.mirror != nullptr;
+    c.mirror_after_delay = !c.plan.mirrors.empty();
     return fault_delay(c);
   }
   if (c.plan.kind != RequestPlan::Kind::kForward) return carry_out(c, pending);

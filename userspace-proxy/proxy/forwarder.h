@@ -130,15 +130,16 @@ class Forwarder : public engine::ConnectionHandler {
   engine::Verdict proceed(ProxyConnection& c, std::span<const uint8_t> pending, bool timer_fired = false);
   engine::Verdict protocol_error(ProxyConnection& c, int status);
 
-  // Envoy's request mirroring (VirtualService http[].mirror): when `plan`
-  // has a mirror, a copy of the request (its head rebuilt with Host
-  // "<host>-shadow", then its body) goes over a socketpair to a connection
-  // this worker spawns, which forwards it by plan.mirror and drops the
-  // response. `body`: the bytes after the head that arrived with it. A body
-  // not all at hand (or chunked, or larger than kMaxMirrorBytes) is
-  // streamed, as Envoy does: when `may_stream`, the head goes now and
-  // ci.mirror_sink is left for the HTTP guard that forwards the request,
-  // which copies its body there as it forwards it; else it is not copied.
+  // Envoy's request mirroring (VirtualService http[].mirror or mirrors[]):
+  // for each of plan.mirrors, a copy of the request (its head rebuilt with
+  // Host "<host>-shadow", then its body) goes over a socketpair to a
+  // connection this worker spawns, which forwards it by that mirror's plan
+  // and drops the response. `body`: the bytes after the head that arrived
+  // with it. A body not all at hand (or chunked, or larger than
+  // kMaxMirrorBytes) is streamed, as Envoy does: when `may_stream`, the
+  // heads go now and ci.mirror_sinks is left for the HTTP guard that
+  // forwards the request, which copies its body to each as it forwards it;
+  // else nothing is copied.
   void mirror_request(ConnectionInfo& ci, const policy::RequestPlan& plan, const sniff::HttpRequestHead& head,
                       std::span<const uint8_t> body, bool may_stream);
   void on_spawn_dropped(uint64_t tag) override;

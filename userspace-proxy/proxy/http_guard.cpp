@@ -263,8 +263,8 @@ HttpRequestGuard::HttpRequestGuard(std::shared_ptr<ConnectionInfo> info, std::sp
   // A body to mirror for the request this guard is built for: its bytes,
   // held ones included, are copied as they are forwarded (on_start onwards;
   // never from the pass below, which forwards nothing).
-  mirror_first_ = std::exchange(info_->mirror_sink, -1);
-  mirror_rerun_ = mirror_first_ >= 0;
+  mirror_first_ = info_->mirror_sinks.take();
+  mirror_rerun_ = !mirror_first_.empty();
   response_parser_ = std::make_unique<sniff::HttpResponseParser>();
   advance(first, nullptr);
   if (takes_held_bytes()) {
@@ -332,7 +332,7 @@ FilterStatus HttpRequestGuard::on_connect_failed(FilterOutput& out, bool timed_o
 }
 
 HttpRequestGuard::~HttpRequestGuard() {
-  if (mirror_body_ >= 0 || mirror_first_ >= 0) mirror_end(/*cut=*/true);
+  if (!mirror_body_.empty() || !mirror_first_.empty()) mirror_end(/*cut=*/true);
 }
 
 namespace {
@@ -351,29 +351,45 @@ void end_copy(int& fd, bool cut, ProxyCounters* counters) {
 }
 }  // namespace
 
-// The body being forwarded now goes to `fd` too (one left unfinished, which
-// cannot happen with a body framed to its end, is cut first).
-void HttpRequestGuard::mirror_take(int fd) {
-  end_copy(mirror_body_, /*cut=*/true, info_->counters);
-  mirror_body_ = fd;
+MirrorSinks& MirrorSinks::operator=(MirrorSinks&& o) noexcept {
+  if (this != &o) {
+    end(/*cut=*/true, nullptr);
+    fds_ = std::exchange(o.fds_, {});
+  }
+  return *this;
 }
 
-void HttpRequestGuard::mirror_feed(std::string_view bytes) {
+void MirrorSinks::feed(std::string_view bytes, ProxyCounters* counters) {
   if (bytes.empty()) return;
-  const ssize_t n = send(mirror_body_, bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-  if (n != static_cast<ssize_t>(bytes.size())) mirror_end(/*cut=*/true);
+  for (int& fd : fds_) {
+    const ssize_t n = send(fd, bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n != static_cast<ssize_t>(bytes.size())) end_copy(fd, /*cut=*/true, counters);
+  }
+  fds_.erase(std::remove(fds_.begin(), fds_.end(), -1), fds_.end());
+}
+
+void MirrorSinks::end(bool cut, ProxyCounters* counters) {
+  for (int& fd : fds_) end_copy(fd, cut, counters);
+  fds_.clear();
+}
+
+// The body being forwarded now goes to `sinks` too (any left unfinished,
+// which cannot happen with a body framed to its end, are cut first).
+void HttpRequestGuard::mirror_take(MirrorSinks sinks) {
+  mirror_body_.end(/*cut=*/true, info_->counters);
+  mirror_body_ = std::move(sinks);
 }
 
 void HttpRequestGuard::mirror_end(bool cut) {
-  end_copy(mirror_body_, cut, info_->counters);
-  end_copy(mirror_first_, cut, info_->counters);
+  mirror_body_.end(cut, info_->counters);
+  mirror_first_.end(cut, info_->counters);
 }
 
 ConnectionInfo::~ConnectionInfo() { cut_mirror_sink(); }
 
-// A sink left for a guard that will not take it (never built: an upstream
-// failure; or its request dropped, as by a retry): the copy ends short.
-void ConnectionInfo::cut_mirror_sink() { end_copy(mirror_sink, /*cut=*/true, counters); }
+// Sinks left for a guard that will not take them (never built: an upstream
+// failure; or its request dropped, as by a retry): the copies end short.
+void ConnectionInfo::cut_mirror_sink() { mirror_sinks.end(/*cut=*/true, counters); }
 
 FilterStatus HttpRequestGuard::on_start(std::span<const uint8_t> held, FilterOutput& out) {
   return advance(held, &out);
@@ -1252,7 +1268,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
           return FilterStatus::kReset;
         }
         if (r.consumed > 0 && forward(r.consumed) != 0) return FilterStatus::kReset;
-        if (mirror_body_ >= 0) mirror_feed(rest.substr(0, r.consumed));
+        if (!mirror_body_.empty()) mirror_body_.feed(rest.substr(0, r.consumed), info_->counters);
         if (!outstanding_.empty()) outstanding_.back().bytes_in += r.consumed;
         if (replay_ok_) {
           if (replay_.size() + r.consumed > kMaxReplayBytes) {
@@ -1264,7 +1280,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         }
         rest.remove_prefix(r.consumed);
         if (r.status == sniff::BodyStatus::kDone) {
-          if (mirror_body_ >= 0) mirror_end(/*cut=*/false);
+          if (!mirror_body_.empty()) mirror_end(/*cut=*/false);
           request_sent(out);
           if (out && draining_ && close_requested_ && outstanding_.empty()) {
             // Draining, an upload whose response came (and went) before its
@@ -1337,7 +1353,7 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
         if (first_head_) {
           // The request the connection was decided on: already logged.
           note_request(head, first_edits_, /*first=*/true, rest.substr(0, r.consumed));
-          if (out && mirror_first_ >= 0) mirror_take(std::exchange(mirror_first_, -1));
+          if (out && !mirror_first_.empty()) mirror_take(mirror_first_.take());
           if (out && outstanding_.size() == 1 && outstanding_.front().next_deadline() != INT64_MAX) arm_timer(*out);
           if (takes_held_bytes()) {
             if (forward_head(head, r.consumed, out, first_edits_.get()) != FilterStatus::kContinue) {
@@ -1359,8 +1375,8 @@ FilterStatus HttpRequestGuard::advance(std::span<const uint8_t> chunk, FilterOut
           }
           // Forwarded here: its body goes to its copy too. (Moving to another
           // upstream, the sink waits for the guard built there.)
-          if (st == FilterStatus::kContinue && info_->mirror_sink >= 0) {
-            mirror_take(std::exchange(info_->mirror_sink, -1));
+          if (st == FilterStatus::kContinue && !info_->mirror_sinks.empty()) {
+            mirror_take(info_->mirror_sinks.take());
           }
           if (st == FilterStatus::kNewUpstream) {
             // For another upstream (its log entry is pending already).

@@ -55,6 +55,33 @@ inline std::span<const uint8_t> bytes_of(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
+// The body descriptors of one request's mirrored copies (one per mirror
+// streamed: a descriptor of each copy's socketpair writer,
+// Forwarder::mirror_request). Move-only; what is left when it goes is cut.
+class MirrorSinks {
+ public:
+  MirrorSinks() = default;
+  MirrorSinks(MirrorSinks&& o) noexcept : fds_(std::exchange(o.fds_, {})) {}
+  MirrorSinks& operator=(MirrorSinks&& o) noexcept;
+  MirrorSinks(const MirrorSinks&) = delete;
+  MirrorSinks& operator=(const MirrorSinks&) = delete;
+  ~MirrorSinks() { end(/*cut=*/true, nullptr); }
+
+  bool empty() const { return fds_.empty(); }
+  void add(int fd) { fds_.push_back(fd); }
+  // Moves them out, leaving none here.
+  MirrorSinks take() { return std::move(*this); }
+  // Each copy gets the bytes; one that cannot keep up (its socket buffer
+  // full) is cut short, the others go on.
+  void feed(std::string_view bytes, ProxyCounters* counters);
+  // Every copy ends: complete (closed) or cut (shut down first, so its
+  // request ends short), counted as mirror_cut.
+  void end(bool cut, ProxyCounters* counters);
+
+ private:
+  std::vector<int> fds_;
+};
+
 // What a route changes in its requests and their responses (Istio's
 // rewrite and headers, from ForwardPlan); shared by the requests it applies to.
 struct RouteEdits {
@@ -145,10 +172,10 @@ struct ConnectionInfo {
   // Gateway role: the Gateway server that took the connection (points into
   // `snapshot`).
   const policy::GatewayServerRef* server = nullptr;
-  // A mirrored request's body goes here as it is forwarded (a descriptor of
-  // the copy's socketpair writer, Forwarder::mirror_request): left by the
-  // handler for the guard that forwards that request.
-  int mirror_sink = -1;
+  // A mirrored request's body goes here as it is forwarded (to each of its
+  // copies, Forwarder::mirror_request): left by the handler for the guard
+  // that forwards that request.
+  MirrorSinks mirror_sinks;
 
   ConnectionInfo() = default;
   ConnectionInfo(const ConnectionInfo&) = delete;
@@ -433,16 +460,13 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // response ends); pooling also rewrites heads and reuses the upstream.
   bool pooled_ = false;
   bool discard_ = false;  // discard_responses()
-  // Mirroring: the sink for this guard's first request's body (taken from
-  // ConnectionInfo::mirror_sink when built), and the one the body being
-  // forwarded is copied to (-1: none).
-  int mirror_first_ = -1;
+  // Mirroring: the sinks for this guard's first request's body (taken from
+  // ConnectionInfo::mirror_sinks when built), and those the body being
+  // forwarded is copied to (empty: none).
+  MirrorSinks mirror_first_;
   bool mirror_rerun_ = false;
-  int mirror_body_ = -1;
-  // Copies forwarded body bytes to mirror_body_; a copy that cannot keep up
-  // (its socket buffer full) is cut short: mirror_cut().
-  void mirror_feed(std::string_view bytes);
-  void mirror_take(int fd);
+  MirrorSinks mirror_body_;
+  void mirror_take(MirrorSinks sinks);
   void mirror_end(bool cut);
   RouteEditsPtr first_edits_;
   // The handler's bytes hold (the start of) a later request: they all go

@@ -368,6 +368,11 @@ TEST(HostReference, MirrorHost) {
   Diagnostics d = analyze(load({vs, kGateway, kDestinationRule, kServiceEntry}));
   EXPECT_FINDINGS(d, "Error [IST0101] (VirtualService default/direct-cnn-through-egress-gateway test.yaml:34) "
                      "Referenced mirror host not found: \"shadow.example.org\"");
+  // mirrors[] destinations too.
+  vs = std::string(kVirtualService) + "    mirrors:\n    - destination:\n        host: shadow.example.org\n";
+  EXPECT_FINDINGS(analyze(load({vs, kGateway, kDestinationRule, kServiceEntry})),
+                  "Error [IST0101] (VirtualService default/direct-cnn-through-egress-gateway test.yaml:35) "
+                  "Referenced mirror host not found: \"shadow.example.org\"");
 }
 
 // --- IST0109 ConflictingMeshGatewayVirtualServiceHosts ------------------------

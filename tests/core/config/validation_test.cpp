@@ -465,6 +465,23 @@ TEST(VirtualServiceValidation, RewriteRetriesTimeoutFaultMirror) {
   EXPECT_DIAG(d, "invalid destination host *", "spec.http[1].mirror.host");
   EXPECT_DIAG(d, "mirror_percentage must have a max value of 100 (it has 101.000000)", "spec.http[1].mirrorPercentage");
 
+  // mirrors[]: Istio's validateHTTPMirrors, and not with mirror.
+  vs = egress_virtual_service();
+  vs.http[1].mirrors = {HTTPMirrorPolicy{Destination{"*", "", std::nullopt}, Percent{-1}},
+                        HTTPMirrorPolicy{std::nullopt, std::nullopt},
+                        HTTPMirrorPolicy{Destination{"shadow.example", "", std::nullopt}, Percent{100.5}}};
+  d = run(vs);
+  EXPECT_DIAG(d, "invalid destination host *", "spec.http[1].mirrors[0].destination.host");
+  EXPECT_DIAG(d, "mirror percentage must have a min value of 0 (it has -1.000000)", "spec.http[1].mirrors[0].percentage");
+  EXPECT_DIAG(d, "destination is required for mirrors", "spec.http[1].mirrors[1]");
+  EXPECT_DIAG(d, "mirror percentage must have a max value of 100 (it has 100.500000)",
+              "spec.http[1].mirrors[2].percentage");
+  EXPECT_EQ(d.error_count(), 4u) << dump(d);
+  vs.http[1].mirrors = {HTTPMirrorPolicy{Destination{"shadow.example", "", std::nullopt}, std::nullopt}};
+  EXPECT_CLEAN(run(vs));
+  vs.http[1].mirror = Destination{"shadow.example", "", std::nullopt};
+  EXPECT_DIAG(run(vs), "HTTP route cannot contain both mirror and mirrors", "spec.http[1]");
+
   // Istio 1.4's mirror_percent.
   vs = egress_virtual_service();
   vs.http[1].mirror_percent = 150;
@@ -630,6 +647,20 @@ TEST(DestinationRuleValidation, MutualTlsNeedsClientCertificateAndKey) {
   dr.traffic_policy->tls->ca_certificates = "/etc/ca.pem";
   EXPECT_DIAG(run(dr), "cannot specify client certificates or CA certificate or CA CRL If credentialName is set",
               "spec.trafficPolicy.tls");
+  dr.traffic_policy->tls->ca_certificates.clear();
+  dr.traffic_policy->tls->ca_crl = "/etc/crl.pem";
+  EXPECT_DIAG(run(dr), "cannot specify client certificates or CA certificate or CA CRL If credentialName is set",
+              "spec.trafficPolicy.tls");
+  // caCrl over the system's roots: warned about.
+  dr.traffic_policy->tls = ClientTLSSettings{};
+  dr.traffic_policy->tls->mode = ClientTLSMode::kSimple;
+  dr.traffic_policy->tls->ca_crl = "/etc/crl.pem";
+  EXPECT_WARN(run(dr),
+              "caCrl without caCertificates: the system's CAs are trusted, and every CA of a server's chain needs its "
+              "CRL in the file, or the server fails verification",
+              "spec.trafficPolicy.tls");
+  dr.traffic_policy->tls->ca_certificates = "/etc/ca.pem";
+  EXPECT_CLEAN(run(dr));
 }
 
 TEST(DestinationRuleValidation, InsecureSkipVerifyConflicts) {
@@ -930,6 +961,27 @@ TEST(GatewayValidation, ServerTlsModes) {
   EXPECT_DIAG(d, "ISTIO_MUTUAL TLS cannot have associated CA bundle", "spec.servers[0].tls");
 
   gw = egress_gateway();
+  gw.servers[0].tls->mode = ServerTLSMode::kPassthrough;
+  EXPECT_WARN(run(gw), "PASSTHROUGH mode does not use certificates, they will be ignored", "spec.servers[0].tls");
+}
+
+// caCrl: for clients' certificates (MUTUAL); Istio refuses it with SIMPLE;
+// ignored with ISTIO_MUTUAL (our warning).
+TEST(GatewayValidation, CaCrl) {
+  Gateway gw = egress_gateway();
+  gw.servers[0].tls->ca_crl = "/etc/certs/crl.pem";
+  EXPECT_CLEAN(run(gw));
+  gw.servers[0].tls->mode = ServerTLSMode::kSimple;
+  EXPECT_DIAG(run(gw), "CRL is not supported with SIMPLE TLS", "spec.servers[0].tls");
+  gw = egress_gateway();
+  gw.servers[0].tls->mode = ServerTLSMode::kIstioMutual;
+  gw.servers[0].tls->server_certificate.clear();
+  gw.servers[0].tls->private_key.clear();
+  gw.servers[0].tls->ca_certificates.clear();
+  gw.servers[0].tls->ca_crl = "/etc/certs/crl.pem";
+  Diagnostics d = run(gw);
+  EXPECT_EQ(d.error_count(), 0u) << dump(d);
+  EXPECT_WARN(d, "caCrl is ignored with tls mode ISTIO_MUTUAL, which uses the mesh identity", "spec.servers[0].tls");
   gw.servers[0].tls->mode = ServerTLSMode::kPassthrough;
   EXPECT_WARN(run(gw), "PASSTHROUGH mode does not use certificates, they will be ignored", "spec.servers[0].tls");
 }

@@ -578,6 +578,15 @@ spec:
     mirrorPercent: 0
     mirrorPercentage: {value: 100}
     route: [{destination: {host: edition.cnn.com}}]
+  - match: [{uri: {prefix: /many}}]
+    mirrors:
+    - destination: {host: shadow.example}
+    - destination: {host: edition.cnn.com}
+      percentage: {value: 100}
+    - destination: {host: shadow.example}
+      percentage: {value: 0}
+    mirrorPercentage: {value: 0}
+    route: [{destination: {host: edition.cnn.com}}]
   - mirror: {host: shadow.example}
     route: [{destination: {host: edition.cnn.com}}]
 )"}));
@@ -585,19 +594,27 @@ spec:
   RequestPlan p = plan("/");
   EXPECT_EQ(p.kind, RequestPlan::Kind::kForward) << steps(p);
   EXPECT_EQ(p.cluster, "outbound|80||edition.cnn.com");
-  ASSERT_NE(p.mirror, nullptr) << steps(p);
-  EXPECT_EQ(p.mirror->kind, RequestPlan::Kind::kForward);
+  ASSERT_EQ(p.mirrors.size(), 1u) << steps(p);
+  EXPECT_EQ(p.mirrors[0]->kind, RequestPlan::Kind::kForward);
   // The service's only port (8080), not the request's.
-  EXPECT_EQ(p.mirror->cluster, "outbound|8080||shadow.example");
-  ASSERT_EQ(p.mirror->forward.upstream.endpoints.size(), 1u);
+  EXPECT_EQ(p.mirrors[0]->cluster, "outbound|8080||shadow.example");
+  ASSERT_EQ(p.mirrors[0]->forward.upstream.endpoints.size(), 1u);
   EXPECT_NE(steps(p).find("mirror: a copy"), std::string::npos) << steps(p);
-  EXPECT_EQ(plan("/off").mirror, nullptr);
-  EXPECT_EQ(plan("/missing").mirror, nullptr);  // no such subset: no copy (the original is unaffected)
+  EXPECT_TRUE(plan("/off").mirrors.empty());
+  EXPECT_TRUE(plan("/missing").mirrors.empty());  // no such subset: no copy (the original is unaffected)
   EXPECT_EQ(plan("/missing").kind, RequestPlan::Kind::kForward);
   // Istio 1.4's mirror_percent, when mirrorPercentage is unset.
-  EXPECT_EQ(plan("/old-off").mirror, nullptr);
-  EXPECT_NE(plan("/old-on").mirror, nullptr);
-  EXPECT_NE(plan("/both").mirror, nullptr) << "mirrorPercentage wins";
+  EXPECT_TRUE(plan("/old-off").mirrors.empty());
+  EXPECT_EQ(plan("/old-on").mirrors.size(), 1u);
+  EXPECT_EQ(plan("/both").mirrors.size(), 1u) << "mirrorPercentage wins";
+  // mirrors[] (Istio 1.18+): a copy to each chosen one, in order, each
+  // with its own percentage (unset: 100 %); mirrorPercentage is mirror's
+  // only.
+  RequestPlan many = plan("/many");
+  ASSERT_EQ(many.mirrors.size(), 2u) << steps(many);
+  EXPECT_EQ(many.mirrors[0]->cluster, "outbound|8080||shadow.example");
+  EXPECT_EQ(many.mirrors[1]->cluster, "outbound|80||edition.cnn.com");
+  EXPECT_NE(steps(many).find("mirror: configured, not selected"), std::string::npos) << steps(many);
 }
 
 }  // namespace

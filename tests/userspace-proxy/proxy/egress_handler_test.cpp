@@ -208,6 +208,9 @@ class EgressHandlerTest : public ::testing::Test {
   // original destination) under a DestinationRule with this connectionPool,
   // with the process-wide Clusters (circuit breakers); `extra`: another
   // document (a VirtualService).
+  // A sidecar for edition.cnn.com (203.0.113.20, the client's original
+  // destination) under `vs`, with the mirror tests' shadow.example.
+  engine::ConnectionHandlerPtr shadowed_cnn(const std::string& vs);
   engine::ConnectionHandlerPtr pooled_cnn(std::string_view pool, std::initializer_list<const char*> ips,
                                           const std::string& extra = "") {
     const std::string dr = pool_rule("edition.cnn.com", pool);
@@ -1733,6 +1736,12 @@ spec:
   endpoints: [{address: 203.0.113.40}]
 )";
 
+engine::ConnectionHandlerPtr EgressHandlerTest::shadowed_cnn(const std::string& vs) {
+  load({kRegistryOnly, kCnnServiceEntry, kShadowServiceEntry, vs.c_str()});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  return handler("203.0.113.20:80");
+}
+
 // Everything a mirrored copy's socket holds (its writer is not closed: the
 // reads end at EAGAIN).
 std::string read_copy(int fd) {
@@ -1756,9 +1765,7 @@ TEST_F(EgressHandlerTest, MirrorSendsACopyWithAShadowHostAndDropsItsResponse) {
     headers: {request: {set: {x-route: a}}}
     route: [{destination: {host: edition.cnn.com}}]
 )");
-  load({kRegistryOnly, kCnnServiceEntry, kShadowServiceEntry, vs.c_str()});
-  dns_.answer("edition.cnn.com", "203.0.113.20");
-  auto h = handler("203.0.113.20:80");
+  auto h = shadowed_cnn(vs);
 
   FakeConnection c;
   const std::string post = "POST /m HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 4\r\n\r\nbody";
@@ -1901,6 +1908,73 @@ TEST_F(EgressHandlerTest, MirrorSendsACopyWithAShadowHostAndDropsItsResponse) {
   EXPECT_EQ(lines.find("shadow.example"), std::string::npos) << lines;
 }
 
+// VirtualService mirrors[] (Istio 1.18+): a copy to each chosen mirror, in
+// order; a streamed body goes to every copy as it is forwarded, and one
+// that falls behind is cut short while the others go on.
+TEST_F(EgressHandlerTest, MirrorsSendACopyToEachAndStreamTheBodyToAll) {
+  const std::string vs = cnn_routes(R"(
+  - mirrors:
+    - destination: {host: shadow.example}
+    - destination: {host: edition.cnn.com}
+    - destination: {host: shadow.example}
+      percentage: {value: 0}
+    route: [{destination: {host: edition.cnn.com}}]
+)");
+  auto h = shadowed_cnn(vs);
+
+  FakeConnection c;
+  const std::string get = "GET /g HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  auto f = decided(*h, c, get);
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(c.spawned.size(), 2u) << "the 0 % one is not copied";
+  const std::string shadow_get = "GET /g HTTP/1.1\r\nHost: edition.cnn.com-shadow\r\n\r\n";
+  EXPECT_EQ(read_copy(c.spawned[0].first), shadow_get);
+  EXPECT_EQ(read_copy(c.spawned[1].first), shadow_get);
+  // Each copy goes to its own mirror's cluster.
+  const char* clusters[] = {"203.0.113.40:80", "203.0.113.20:80"};
+  for (size_t i = 0; i < 2; ++i) {
+    FakeConnection m;
+    engine::AcceptInfo info(c.spawned[i].first, c.spawned[i].second);
+    ASSERT_EQ(h->on_accept(m, info).kind(), Verdict::Kind::kNeedMore);
+    Verdict mv = h->on_downstream_data(m, bytes(shadow_get));
+    ASSERT_EQ(mv.kind(), Verdict::Kind::kConnect);
+    EXPECT_EQ(mv.upstreams()[0].to_string(), clusters[i]);
+    close(*h, m, engine::CloseReason::kCompleted);
+  }
+  close(*h, c, engine::CloseReason::kCompleted);
+  for (const auto& [fd, tag] : c.spawned) ::close(fd);
+
+  // A body on its way goes to both copies as it is forwarded. One copy
+  // that nobody reads falls behind and is cut; the other, drained as it
+  // goes, gets the whole body.
+  FakeConnection p;
+  const std::string head = "PUT /up HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 16777216\r\n\r\n";
+  auto pf = decided(*h, p, head);
+  ASSERT_EQ(p.spawned.size(), 2u);
+  const int drained = p.spawned[0].first, stuck = p.spawned[1].first;
+  read_copy(drained);
+  start(*pf, head);
+  // Chunks well within a socket buffer of the default size
+  // (net.core.wmem_default), so the drained copy never falls behind.
+  const std::string chunk(64 << 10, 'z');
+  size_t got = 0;
+  for (int i = 0; i < 256; ++i) {
+    FakeOutput po(chunk);
+    pf->on_data(engine::Direction::kDownstreamToUpstream, bytes(chunk), po);
+    EXPECT_EQ(po.upstream.size(), chunk.size()) << "the original goes on whole";
+    got += read_copy(drained).size();
+  }
+  EXPECT_EQ(got, 16u << 20) << "the copy that kept up got all of it";
+  EXPECT_EQ(counters_.mirror_cut.load(), 1u) << "the one that fell behind was cut";
+  char ch;
+  EXPECT_LT(read_copy(stuck).size(), 16u << 20);
+  EXPECT_EQ(read(stuck, &ch, 1), 0) << "then EOF: its request ends short";
+  close(*h, p, engine::CloseReason::kCompleted);
+  ::close(drained);
+  ::close(stuck);
+  EXPECT_EQ(counters_.mirrored.load(), 4u);
+}
+
 // A delayed request is copied when its delay ends, as Envoy's router (which
 // mirrors) comes after the fault filter: first requests and later ones.
 TEST_F(EgressHandlerTest, ADelayedRequestIsMirroredWhenItsDelayEnds) {
@@ -1909,9 +1983,7 @@ TEST_F(EgressHandlerTest, ADelayedRequestIsMirroredWhenItsDelayEnds) {
     mirror: {host: shadow.example}
     route: [{destination: {host: edition.cnn.com}}]
 )");
-  load({kRegistryOnly, kCnnServiceEntry, kShadowServiceEntry, vs.c_str()});
-  dns_.answer("edition.cnn.com", "203.0.113.20");
-  auto h = handler("203.0.113.20:80");
+  auto h = shadowed_cnn(vs);
 
   FakeConnection c;
   const std::string first = "POST /a HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 2\r\n\r\nhi";
