@@ -659,7 +659,7 @@ std::unique_ptr<const ConfigTables> proxy_view(const ConfigTables& all, ExplainR
   policy::WorkloadIdentity workload;
   workload.namespace_ = request.namespace_;
   workload.labels = request.labels;
-  workload.source = request.workload_known && !request.gateway;
+  workload.source = request.workload_known || request.gateway;
   policy::ProxyView view = policy::proxy_view(all.config, workload, request.gateway);
   request.scope = !view.scope.empty() ? std::move(view.scope)
                   : request.gateway   ? std::string()

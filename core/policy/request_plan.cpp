@@ -1,5 +1,7 @@
 #include "core/policy/request_plan.h"
 
+#include <cstdio>
+
 #include <algorithm>
 #include <cctype>
 
@@ -64,6 +66,13 @@ void apply_header_edits(const HeaderEdits& edits, std::vector<std::pair<std::str
 
 
 namespace {
+
+// "10", "12.5" (explain's percentages).
+std::string format_percent(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", v);
+  return buf;
+}
 
 // One draw per use from the request's random number (independent bits for
 // the delay and the abort): splitmix64's finaliser.
@@ -270,7 +279,11 @@ class Planner {
   RequestPlan gateway(const GatewayServerRef& server) {
     if (r_.explain) p_.steps.push_back("Gateway server " + server.describe() + " (" + to_string(server.kind) + ")");
     p_.cluster = "-";
-    return route(RouteScope::gateway(server.gateway->meta.name, server.gateway->meta.namespace_), true);
+    // Istio matches sourceLabels / sourceNamespace at a gateway against the
+    // gateway's own labels and namespace.
+    RouteScope scope = RouteScope::gateway(server.gateway->meta.name, server.gateway->meta.namespace_);
+    if (t_.config->view_source) scope.with_source(t_.config->view_labels, t_.config->view_namespace);
+    return route(scope, true);
   }
 
  private:
@@ -327,7 +340,7 @@ class Planner {
             }
             {
               RequestPlan planned = to_target(rd.target);
-              for (size_t i = 0; i < rd.mirrors.size(); ++i) add_mirror(planned, rd.mirrors[i], i);
+              for (size_t i = 0; i < rd.mirrors.size(); ++i) add_mirror(planned, rd.mirrors[i], i, rd.mirrors.size());
               if (rd.fault) inject_fault(planned, *rd.fault);
               return planned;
             }
@@ -373,18 +386,23 @@ class Planner {
   }
 
   // Envoy's request mirror policy: a copy of the request to the mirror's
-  // cluster, planned like a route to it.
-  // The i-th mirror draws on its own (Envoy samples each policy apart).
-  void add_mirror(RequestPlan& p, const HttpRouteDecision::Mirror& mirror, size_t i) const {
-    const std::optional<config::Percent>& percentage = mirror.percentage;
-    if (!selected(percentage ? percentage : config::Percent{100}, draw(r_.pick, i == 0 ? 3 : 16 + i))) {
-      if (r_.explain) p.steps.push_back("mirror: configured, not selected for this request");
+  // cluster, planned like a route to it. Every mirror of the route tests
+  // its percentage against the same draw, as Envoy's router tests each
+  // shadow policy against the stream's one random value: a request a 10 %
+  // mirror copies, a 30 % one copies too.
+  void add_mirror(RequestPlan& p, const HttpRouteDecision::Mirror& mirror, size_t i, size_t n) const {
+    const config::Percent share = mirror.percentage ? *mirror.percentage : config::Percent{100};
+    const std::string which =
+        "mirror" + (n > 1 ? " " + std::to_string(i + 1) + "/" + std::to_string(n) : std::string()) + " (" +
+        std::string(mirror.target.host) + ", " + format_percent(share.value) + " %)";
+    if (!selected(share, draw(r_.pick, 3))) {
+      if (r_.explain) p.steps.push_back(which + ": configured, not selected for this request");
       return;
     }
     Planner planner(t_, r_);
     RequestPlan m = planner.to_target(mirror.target);
     if (r_.explain) {
-      p.steps.push_back("mirror: a copy (Host \"...-shadow\", response dropped) to " + m.cluster +
+      p.steps.push_back(which + ": a copy (Host \"...-shadow\", response dropped) to " + m.cluster +
                         (m.kind == RequestPlan::Kind::kForward ? "" : ": not sent, " + m.response_flags));
     }
     if (m.kind == RequestPlan::Kind::kForward) p.mirrors.push_back(std::make_shared<const RequestPlan>(std::move(m)));

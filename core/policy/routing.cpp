@@ -1063,9 +1063,9 @@ RouteScope RouteScope::gateway(std::string name, std::string ns) {
   return s;
 }
 
-RouteScope& RouteScope::with_source(config::Labels labels, std::string ns) {
-  source_labels_ = std::move(labels);
-  source_namespace_ = std::move(ns);
+RouteScope& RouteScope::with_source(const config::Labels& labels, std::string_view ns) {
+  source_labels_ = &labels;
+  source_namespace_ = ns;
   return *this;
 }
 

@@ -118,19 +118,22 @@ class RouteScope {
   // An Istio gateway deployment serving the Gateway resource `ns/name`.
   static RouteScope gateway(std::string name, std::string ns);
 
-  // The labels and namespace of the workload that sends the traffic, for
+  // The labels and namespace of the workload that sends the traffic (a
+  // gateway: its own, as Istio's sourceMatchHTTP takes the proxy's), for
   // sourceLabels / sourceNamespace matches. Without them (a node proxy that
   // serves many workloads) a match that names source labels or a source
-  // namespace never applies.
-  RouteScope& with_source(config::Labels labels, std::string ns);
+  // namespace never applies. Not copied: they must outlive the scope (they
+  // live in the config snapshot).
+  RouteScope& with_source(const config::Labels& labels, std::string_view ns);
+  RouteScope& with_source(config::Labels&& labels, std::string_view ns) = delete;  // would dangle
 
   bool is_sidecar() const { return key_ == "mesh"; }
   const std::string& gateway_name() const { return name_; }
   const std::string& gateway_namespace() const { return namespace_; }
   // What VirtualService gateway references resolve to: "mesh" or "ns/name".
   const std::string& key() const { return key_; }
-  const config::Labels* source_labels() const { return source_labels_ ? &*source_labels_ : nullptr; }
-  const std::string& source_namespace() const { return source_namespace_; }
+  const config::Labels* source_labels() const { return source_labels_; }
+  std::string_view source_namespace() const { return source_namespace_; }
   // "sidecar (gateway mesh)" or "gateway istio-system/istio-egressgateway".
   std::string describe() const;
 
@@ -138,8 +141,8 @@ class RouteScope {
   std::string key_;
   std::string name_;
   std::string namespace_;
-  std::optional<config::Labels> source_labels_;
-  std::string source_namespace_;
+  const config::Labels* source_labels_ = nullptr;
+  std::string_view source_namespace_;
 };
 
 // ---------------------------------------------------------------------------

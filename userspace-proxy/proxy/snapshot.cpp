@@ -44,7 +44,9 @@ policy::ProxyView view_of(const config::ConfigSet& loaded, const ProxyIdentity& 
   policy::WorkloadIdentity w;
   w.namespace_ = identity.namespace_;
   w.labels = identity.labels;
-  w.source = identity.workload_known && !identity.gateway;
+  // A gateway is one workload, its labels its --label (the selector's);
+  // a sidecar is one when told which.
+  w.source = identity.workload_known || identity.gateway;
   return policy::proxy_view(loaded, w, identity.gateway);
 }
 

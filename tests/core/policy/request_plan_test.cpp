@@ -2,6 +2,7 @@
 // endpoints -> TLS) for the walkthrough's gateway section and the istio.io
 // variants, in both roles: what the kernel e2e test then checks on the wire.
 #include "core/policy/request_plan.h"
+#include "core/policy/sidecar_scope.h"
 
 #include <gtest/gtest.h>
 
@@ -109,6 +110,53 @@ TEST(RequestPlanTest, WithoutExplainTheDecisionIsTheSameAndNoStepsAreBuilt) {
   EXPECT_EQ(p.forward.tls_mode, full.forward.tls_mode);
   ASSERT_EQ(p.forward.upstream.endpoints.size(), full.forward.upstream.endpoints.size());
   EXPECT_EQ(p.forward.upstream.endpoints[0].dns_name, full.forward.upstream.endpoints[0].dns_name);
+}
+
+// At a gateway, sourceLabels and sourceNamespace match the gateway's own
+// labels and namespace (Istio's sourceMatchHTTP takes the proxy's).
+TEST(RequestPlanTest, AGatewayMatchesSourceLabelsAgainstItsOwn) {
+  const config::ConfigSet all = load_config({R"(
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: istio-egressgateway, namespace: istio-system}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [api.example.com]
+)", R"(
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: istio-system}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}, {number: 8080, name: http-alt, protocol: HTTP}]
+  resolution: DNS
+)", R"(
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: istio-system}
+spec:
+  hosts: [api.example.com]
+  gateways: [istio-egressgateway]
+  http:
+  - match: [{sourceLabels: {istio: egressgateway}, sourceNamespace: istio-system}]
+    route: [{destination: {host: api.example.com, port: {number: 8080}}}]
+  - route: [{destination: {host: api.example.com, port: {number: 80}}}]
+)"});
+  auto port_for = [&](const char* ns, bool known) {
+    WorkloadIdentity w;
+    w.namespace_ = ns;
+    w.labels = {{"istio", "egressgateway"}};
+    w.source = known;
+    Tables t(proxy_view(all, w, /*gateway=*/true).config, {{"istio", "egressgateway"}});
+    EXPECT_EQ(t.servers.on_port(80).size(), 1u);
+    if (t.servers.on_port(80).empty()) return 0u;
+    return plan_gateway(t.tables(), t.servers.on_port(80)[0], http("api.example.com", 80, "10.20.1.2")).forward.port;
+  };
+  EXPECT_EQ(port_for("istio-system", true), 8080u);
+  EXPECT_EQ(port_for("egress", true), 80u) << "sourceNamespace is the gateway's";
+  EXPECT_EQ(port_for("istio-system", false), 80u) << "without its identity nothing matches";
 }
 
 TEST(RequestPlanTest, WalkthroughHttpsFollowUpGoesDirectByTheServiceEntry) {
@@ -578,6 +626,13 @@ spec:
     mirrorPercent: 0
     mirrorPercentage: {value: 100}
     route: [{destination: {host: edition.cnn.com}}]
+  - match: [{uri: {prefix: /halves}}]
+    mirrors:
+    - destination: {host: shadow.example}
+      percentage: {value: 50}
+    - destination: {host: edition.cnn.com}
+      percentage: {value: 50}
+    route: [{destination: {host: edition.cnn.com}}]
   - match: [{uri: {prefix: /many}}]
     mirrors:
     - destination: {host: shadow.example}
@@ -599,7 +654,7 @@ spec:
   // The service's only port (8080), not the request's.
   EXPECT_EQ(p.mirrors[0]->cluster, "outbound|8080||shadow.example");
   ASSERT_EQ(p.mirrors[0]->forward.upstream.endpoints.size(), 1u);
-  EXPECT_NE(steps(p).find("mirror: a copy"), std::string::npos) << steps(p);
+  EXPECT_NE(steps(p).find("mirror (shadow.example, 100 %): a copy"), std::string::npos) << steps(p);
   EXPECT_TRUE(plan("/off").mirrors.empty());
   EXPECT_TRUE(plan("/missing").mirrors.empty());  // no such subset: no copy (the original is unaffected)
   EXPECT_EQ(plan("/missing").kind, RequestPlan::Kind::kForward);
@@ -614,7 +669,26 @@ spec:
   ASSERT_EQ(many.mirrors.size(), 2u) << steps(many);
   EXPECT_EQ(many.mirrors[0]->cluster, "outbound|8080||shadow.example");
   EXPECT_EQ(many.mirrors[1]->cluster, "outbound|80||edition.cnn.com");
-  EXPECT_NE(steps(many).find("mirror: configured, not selected"), std::string::npos) << steps(many);
+  EXPECT_NE(steps(many).find("mirror 3/3 (shadow.example, 0 %): configured, not selected"), std::string::npos)
+      << steps(many);
+
+  // Every mirror tests its percentage against the request's one draw, as
+  // Envoy's router does: of two 50 % mirrors a request gets both copies or
+  // none, never one.
+  size_t both = 0, none = 0;
+  for (uint64_t pick = 0; pick < 200; ++pick) {
+    HttpRequest req;
+    req.path = "/halves";
+    req.method = "GET";
+    PlanRequest r = http("edition.cnn.com", 80);
+    r.http = &req;
+    r.pick = pick * 0x9e3779b97f4a7c15ULL;
+    const size_t copies = plan_sidecar(t.tables(), r).mirrors.size();
+    ASSERT_NE(copies, 1u) << "pick " << pick;
+    (copies == 2 ? both : none)++;
+  }
+  EXPECT_GT(both, 0u);
+  EXPECT_GT(none, 0u);
 }
 
 }  // namespace

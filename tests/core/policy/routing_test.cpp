@@ -674,11 +674,14 @@ spec:
   RouteTable table(cfg);
   EXPECT_EQ(table.route_http(RouteScope::sidecar(), get("src.example.com", 80)).target.host,
             "default-path.example.com");
+  // The scope refers to them (they live in the config snapshot in the proxy).
+  const config::Labels billing_labels = {{"app", "billing"}, {"version", "v1"}};
+  const config::Labels web_labels = {{"app", "web"}};
   auto billing = RouteScope::sidecar();
-  billing.with_source({{"app", "billing"}, {"version", "v1"}}, "finance");
+  billing.with_source(billing_labels, "finance");
   EXPECT_EQ(table.route_http(billing, get("src.example.com", 80)).target.host, "billing-path.example.com");
   auto payments = RouteScope::sidecar();
-  payments.with_source({{"app", "web"}}, "payments");
+  payments.with_source(web_labels, "payments");
   EXPECT_EQ(table.route_http(payments, get("src.example.com", 80)).target.host, "payments-path.example.com");
 }
 
