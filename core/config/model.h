@@ -180,6 +180,9 @@ struct HTTPRetry {
   std::optional<Duration> per_try_timeout;
   std::string retry_on;
   bool retry_remote_localities = false;
+  // The back-off's base interval between tries (Envoy's retry_back_off
+  // base_interval; its max_interval is ten times it); unset: 25 ms.
+  std::optional<Duration> backoff;
 };
 
 struct Percent {

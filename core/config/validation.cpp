@@ -591,6 +591,7 @@ void validate_http_retry(Sink& s, const std::string& path, const HTTPRetry& r) {
     s.error(path, "http retry policy configured when attempts are set to 0 (disabled)");
   }
   if (r.per_try_timeout) s.error(dot(path, "perTryTimeout"), validate_duration(*r.per_try_timeout));
+  if (r.backoff) s.error(dot(path, "backoff"), validate_duration(*r.backoff));
   if (!r.retry_on.empty()) {
     static const std::set<std::string, std::less<>> kPolicies = {
         "5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "retriable-4xx",

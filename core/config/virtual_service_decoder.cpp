@@ -123,6 +123,7 @@ void decode_retry(const Field& f, HTTPRetry& r) {
       {"perTryTimeout", [&](Field& v) { v.read_duration(r.per_try_timeout); }},
       {"retryOn", [&](Field& v) { v.read(r.retry_on); }},
       {"retryRemoteLocalities", [&](Field& v) { v.read(r.retry_remote_localities); }},
+      {"backoff", [&](Field& v) { v.read_duration(r.backoff); }},
   });
 }
 

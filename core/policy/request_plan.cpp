@@ -173,7 +173,17 @@ RetryPlan retry_plan(const RetryPolicy* policy) {
     }
   }
   if (policy->per_try_timeout) r.per_try_timeout = *policy->per_try_timeout;
+  if (policy->backoff) r.backoff_base = *policy->backoff;
   return r;
+}
+
+std::chrono::milliseconds RetryPlan::backoff(uint32_t retry, uint64_t pick) const {
+  const uint64_t base = static_cast<uint64_t>(std::max<int64_t>(0, backoff_base.count()));
+  const uint64_t factor = (uint64_t{1} << std::min<uint32_t>(retry, 16)) - 1;
+  // base x factor, saturating, capped at Envoy's max_interval (10 x base).
+  const uint64_t cap = std::min(base > UINT64_MAX / (factor ? factor : 1) ? UINT64_MAX : base * factor,
+                                base > UINT64_MAX / 10 ? UINT64_MAX : base * 10);
+  return std::chrono::milliseconds(cap == 0 ? 0 : static_cast<int64_t>(pick % (cap + 1)));
 }
 
 const char* to_string(RequestPlan::Kind k) {
@@ -333,7 +343,11 @@ class Planner {
             if (r_.explain) {
               p_.steps.push_back("connect attempts " + std::to_string(p_.forward.connect_attempts) +
                                  (rd.retries ? " (retries " + std::to_string(rd.retries->num_retries) + " on " +
-                                                   rd.retries->retry_on + ")"
+                                                   rd.retries->retry_on +
+                                                   (rd.retries->backoff ? ", back-off base " +
+                                                                              std::to_string(rd.retries->backoff->count()) + " ms"
+                                                                        : std::string()) +
+                                                   ")"
                                              : " (retries off)") +
                                  (rd.timeout ? ", route timeout " + std::to_string(rd.timeout->count()) + " ms"
                                              : ", no route timeout"));

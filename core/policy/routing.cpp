@@ -510,6 +510,7 @@ RetryPolicy convert_retries(const config::HTTPRetry& in) {
     }
   }
   out.per_try_timeout = in.per_try_timeout;
+  out.backoff = in.backoff;
   return out;
 }
 

@@ -226,6 +226,7 @@ struct RetryPolicy {
   std::string retry_on = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
   std::vector<uint32_t> retriable_status_codes{503};
   std::optional<config::Duration> per_try_timeout;
+  std::optional<config::Duration> backoff;  // retries.backoff: the back-off's base interval
   bool is_default = true;  // the VirtualService said nothing about retries
 };
 

@@ -781,11 +781,8 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
         c.plan = std::move(*ci.later_plan);
         ci.later_plan.reset();
       }
-      // Envoy's default back-off between tries: a random wait of up to
-      // 25 ms x (2^retry - 1), at most 250 ms.
-      const uint32_t retry = ci.first_attempt - 1;
-      const uint64_t cap = std::min<uint64_t>(250, 25 * ((uint64_t{1} << std::min<uint32_t>(retry, 8)) - 1));
-      backoff = std::chrono::milliseconds(cap == 0 ? 0 : next_pick() % (cap + 1));
+      // Envoy's back-off between tries (retries.backoff its base).
+      backoff = c.plan.forward.retry.backoff(ci.first_attempt - 1, next_pick());
       break;
     }
   }

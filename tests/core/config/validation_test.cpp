@@ -449,7 +449,7 @@ TEST(VirtualServiceValidation, UriRegexRewrite) {
 TEST(VirtualServiceValidation, RewriteRetriesTimeoutFaultMirror) {
   VirtualService vs = egress_virtual_service();
   vs.http[1].rewrite = HTTPRewrite{"", "", std::nullopt};
-  vs.http[1].retries = HTTPRetry{-1, std::nullopt, "5xx,bogus,503", false};
+  vs.http[1].retries = HTTPRetry{-1, std::nullopt, "5xx,bogus,503", false, Duration(0)};
   vs.http[1].timeout = Duration(0);
   vs.http[1].mirror = Destination{"*", "", std::nullopt};
   vs.http[1].mirror_percentage = Percent{101};
@@ -460,6 +460,7 @@ TEST(VirtualServiceValidation, RewriteRetriesTimeoutFaultMirror) {
               "spec.http[1].rewrite");
   EXPECT_DIAG(d, "attempts cannot be negative", "spec.http[1].retries.attempts");
   EXPECT_DIAG(d, "\"bogus\" is not a valid retryOn policy", "spec.http[1].retries.retryOn");
+  EXPECT_DIAG(d, "duration must be greater than 1ms", "spec.http[1].retries.backoff");
   EXPECT_EQ(find(d, "\"503\" is not a valid retryOn policy"), nullptr);
   EXPECT_DIAG(d, "duration must be greater than 1ms", "spec.http[1].timeout");
   EXPECT_DIAG(d, "invalid destination host *", "spec.http[1].mirror.host");
@@ -488,7 +489,7 @@ TEST(VirtualServiceValidation, RewriteRetriesTimeoutFaultMirror) {
   EXPECT_DIAG(run(vs), "mirror_percent must have a max value of 100 (it has 150)", "spec.http[1].mirrorPercent");
 
   vs = egress_virtual_service();
-  vs.http[1].retries = HTTPRetry{0, Duration(1000), "", false};
+  vs.http[1].retries = HTTPRetry{0, Duration(1000), "", false, std::nullopt};
   EXPECT_DIAG(run(vs), "http retry policy configured when attempts are set to 0 (disabled)", "spec.http[1].retries");
 
   vs = egress_virtual_service();

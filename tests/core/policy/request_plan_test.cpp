@@ -68,6 +68,14 @@ RequestPlan plan_get(const Tables& t, const char* host, uint16_t port, const cha
   return plan_sidecar(t.tables(), r);
 }
 
+// A VirtualService for edition.cnn.com with these http rules (YAML list
+// items, two spaces in), as a document for load_config.
+std::string cnn_virtual_service(const char* http_rules) {
+  return std::string("apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {name: cnn}\n"
+                     "spec:\n  hosts: [edition.cnn.com]\n  http:\n") +
+         http_rules;
+}
+
 std::string steps(const RequestPlan& p) {
   std::string out;
   for (const auto& s : p.steps) out += "  " + s + "\n";
@@ -526,14 +534,7 @@ TEST(RequestPlanTest, ResponseFlagsMergeInEnvoysOrder) {
 }
 
 TEST(RequestPlanTest, FaultAbortAnswersBeforeTheRouteAndDelayHoldsIt) {
-  Tables t(load_config({test_support::kCnnServiceEntry, R"(
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {name: cnn}
-spec:
-  hosts: [edition.cnn.com]
-  http:
-  - name: abort
+  const std::string vs = cnn_virtual_service(R"(  - name: abort
     match: [{uri: {prefix: /abort}}]
     fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
     route: [{destination: {host: edition.cnn.com}}]
@@ -555,7 +556,8 @@ spec:
     match: [{uri: {prefix: /never}}]
     fault: {abort: {httpStatus: 500}}
     route: [{destination: {host: edition.cnn.com}}]
-)"}));
+)");
+  Tables t(load_config({test_support::kCnnServiceEntry, vs.c_str()}));
   auto plan = [&t](const char* path) { return plan_get(t, "edition.cnn.com", 80, path); };
   RequestPlan abort = plan("/abort");
   EXPECT_EQ(abort.kind, RequestPlan::Kind::kLocalReply) << steps(abort);
@@ -587,6 +589,29 @@ spec:
   EXPECT_EQ(never.kind, RequestPlan::Kind::kForward) << steps(never);
   EXPECT_EQ(never.response_flags, "-");
   EXPECT_NE(steps(never).find("fault: configured, not selected"), std::string::npos) << steps(never);
+}
+
+// Envoy's retry back-off: a random wait of up to base x (2^retry - 1), at
+// most ten times base; retries.backoff sets the base (25 ms unset).
+TEST(RequestPlanTest, RetryBackoffFollowsEnvoysBaseAndCap) {
+  RetryPlan r;
+  EXPECT_EQ(r.backoff(1, 25).count(), 25);
+  EXPECT_EQ(r.backoff(1, 26).count(), 0) << "uniform in [0, 25]";
+  EXPECT_EQ(r.backoff(2, 75).count(), 75);
+  EXPECT_EQ(r.backoff(3, 175).count(), 175);
+  EXPECT_EQ(r.backoff(4, 250).count(), 250) << "capped at 10 x base";
+  EXPECT_EQ(r.backoff(40, 250).count(), 250);
+  EXPECT_EQ(r.backoff(40, 251).count(), 0);
+
+  const std::string vs = cnn_virtual_service(R"(  - retries: {attempts: 3, retryOn: 5xx, backoff: 100ms}
+    route: [{destination: {host: edition.cnn.com}}]
+)");
+  Tables t(load_config({test_support::kCnnServiceEntry, vs.c_str()}));
+  const RequestPlan p = plan_get(t, "edition.cnn.com", 80, "/");
+  EXPECT_EQ(p.forward.retry.backoff_base.count(), 100);
+  EXPECT_EQ(p.forward.retry.backoff(1, 100).count(), 100);
+  EXPECT_EQ(p.forward.retry.backoff(9, 1000).count(), 1000);
+  EXPECT_EQ(p.forward.retry.backoff(9, 1001).count(), 0);
 }
 
 TEST(RequestPlanTest, MirrorPlansACopyToTheMirrorsCluster) {
