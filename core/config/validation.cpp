@@ -938,13 +938,6 @@ void validate_connection_pool(Sink& s, const std::string& path, const std::optio
     if (h->http2_max_requests < 0) s.error(dot(p, "http2MaxRequests"), "http2 max requests must be non-negative");
     if (h->max_requests_per_connection < 0) s.error(dot(p, "maxRequestsPerConnection"), "max requests per connection must be non-negative");
     if (h->max_retries < 0) s.error(dot(p, "maxRetries"), "max retries must be non-negative");
-    // The queue is the one for maxConnections' slots (Envoy counts a
-    // request waiting for a new connection's connect as pending too).
-    if (h->http1_max_pending_requests > 0 && !(c->tcp && c->tcp->max_connections > 0)) {
-      s.warning(dot(p, "http1MaxPendingRequests"),
-                "no limit applies without connectionPool.tcp.maxConnections in the same connectionPool: Sluice "
-                "queues requests only for a connection slot");
-    }
     if (h->idle_timeout) s.error(dot(p, "idleTimeout"), validate_duration(*h->idle_timeout));
   }
   if (const auto& t = c->tcp) {

@@ -89,8 +89,12 @@ std::string ConnectionSettings::describe(bool http) const {
   else if (max_requests_per_connection > 1) add("at most " + std::to_string(max_requests_per_connection) + " requests per upstream connection");
   if (max_connections > 0) {
     add("at most " + std::to_string(max_connections) + " upstream connection(s) in use, other requests wait " +
-        (max_pending_requests > 0 ? "(at most " + std::to_string(max_pending_requests) + ", then 503 UO)"
+        (max_pending_requests > 0 ? "(at most " + std::to_string(max_pending_requests) +
+                                        " pending, connecting ones included, then 503 UO)"
                                   : std::string("(no bound)")));
+  } else if (max_pending_requests > 0) {
+    add("at most " + std::to_string(max_pending_requests) +
+        " requests waiting for an upstream connection to be made (then 503 UO)");
   }
   if (max_requests > 0) add("at most " + std::to_string(max_requests) + " requests under way (then 503 UO)");
   if (max_retries > 0) add("at most " + std::to_string(max_retries) + " retries under way (then no retry, UO)");

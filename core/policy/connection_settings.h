@@ -46,7 +46,9 @@ struct ConnectionSettings {
   int32_t max_requests = 0;          // http.http2MaxRequests
   int32_t max_retries = 0;           // http.maxRetries
 
-  bool has_circuit_breakers() const { return max_connections > 0 || max_requests > 0 || max_retries > 0; }
+  bool has_circuit_breakers() const {
+    return max_connections > 0 || max_pending_requests > 0 || max_requests > 0 || max_retries > 0;
+  }
   // One line for `sluicectl explain` ("connect timeout 10000 ms (mesh
   // connectTimeout); ..."), empty when everything is at its default. `http`:
   // the plan carries HTTP requests (pooling, the request queue and the

@@ -93,7 +93,8 @@ CircuitBreaker::Admission CircuitBreaker::admit(const Limits& limits, engine::Wa
     } else if (!limits.may_wait) {
       out.kind = Admission::Kind::kOverflow;
       out.reason = "maxConnections " + std::to_string(max_) + " reached";
-    } else if (limits.max_pending > 0 && queue_.size() >= static_cast<size_t>(limits.max_pending)) {
+    } else if (limits.max_pending > 0 &&
+               static_cast<int64_t>(queue_.size()) + connecting_ >= limits.max_pending) {
       out.kind = Admission::Kind::kOverflow;
       out.reason = "http1MaxPendingRequests " + std::to_string(limits.max_pending) + " reached (maxConnections " +
                    std::to_string(max_) + " in use)";
@@ -119,6 +120,19 @@ std::shared_ptr<void> CircuitBreaker::take(std::atomic<int64_t>& count, int64_t 
   std::shared_ptr<CircuitBreaker> self = shared_from_this();
   return std::shared_ptr<void>(static_cast<void*>(&count), [self](void* p) {
     static_cast<std::atomic<int64_t>*>(p)->fetch_sub(1, std::memory_order_relaxed);
+  });
+}
+
+std::shared_ptr<void> CircuitBreaker::start_connect(int64_t max_pending) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (static_cast<int64_t>(queue_.size()) + connecting_ >= max_pending) return nullptr;
+    ++connecting_;
+  }
+  std::shared_ptr<CircuitBreaker> self = shared_from_this();
+  return std::shared_ptr<void>(static_cast<void*>(&connecting_), [self](void*) {
+    std::lock_guard<std::mutex> lock(self->mu_);
+    --self->connecting_;
   });
 }
 

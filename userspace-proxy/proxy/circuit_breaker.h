@@ -104,6 +104,12 @@ class CircuitBreaker : public std::enable_shared_from_this<CircuitBreaker> {
   //   response head (or its end without one), as Envoy's RetryState holds it.
   std::shared_ptr<void> start_request(int64_t max) { return take(requests_, max); }
   std::shared_ptr<void> start_retry(int64_t max) { return take(retries_, max); }
+  // http1MaxPendingRequests also counts an HTTP request waiting for its new
+  // upstream connection to be made (Envoy's pending requests: queued for a
+  // slot or for a connect): a token held from the connect verdict until
+  // the upstream is ready (a pooled one at once); null when `max_pending`
+  // (> 0) are pending already, the queue's included (503 UO).
+  std::shared_ptr<void> start_connect(int64_t max_pending);
 
  private:
   friend class ConnectionSlot;
@@ -119,6 +125,7 @@ class CircuitBreaker : public std::enable_shared_from_this<CircuitBreaker> {
   int64_t max_ = 0;
   uint64_t generation_ = 0;
   std::list<SlotTicket*> queue_;
+  int64_t connecting_ = 0;  // start_connect tokens (under mu_)
   std::atomic<int64_t> requests_{0};
   std::atomic<int64_t> retries_{0};
 };

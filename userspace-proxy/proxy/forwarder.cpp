@@ -34,6 +34,19 @@ bool take_request_token(ConnectionInfo& ci, ProxyCounters* counters, std::string
   return false;
 }
 
+// http1MaxPendingRequests counts the request while its upstream connection
+// is made too (Envoy's pending requests), with those queued for a slot.
+bool take_connect_token(ConnectionInfo& ci, int64_t max_pending, ProxyCounters* counters, std::string* why) {
+  ci.connect_token.reset();
+  if (max_pending <= 0 || !ci.breaker) return true;
+  ci.connect_token = ci.breaker->start_connect(max_pending);
+  if (ci.connect_token) return true;
+  bump(counters->upstream_overflow);
+  *why = "upstream overflow: http1MaxPendingRequests " + std::to_string(max_pending) +
+         " reached (requests waiting for a connection)";
+  return false;
+}
+
 }  // namespace
 
 using engine::SocketAddress;
@@ -302,6 +315,7 @@ void Forwarder::on_upstream_connected(engine::Connection& conn, const SocketAddr
   c.info->upstream_host = upstream.to_string();
   c.info->upstream_address = upstream;
   c.info->bound_upstream = upstream;
+  c.info->connect_token.reset();  // no longer pending (a pooled one never was)
   if (!c.info->http) c.info->record_tcp_open();
   // A connect that works is a success for outlier detection only where it is
   // the final word (TCP proxying: Envoy's LocalOriginConnectSuccessFinal);
@@ -470,6 +484,10 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
     // move gives its earlier count back first).
     if (c.info->http) {
       if (std::string why; !take_request_token(*c.info, o_.counters, &why)) return no_upstream(c, "UO", why, 503, pending);
+      if (std::string why; !take_connect_token(*c.info, c.plan.forward.connection.max_pending_requests, o_.counters,
+                                               &why)) {
+        return no_upstream(c, "UO", why, 503, pending);
+      }
     }
   }
   std::vector<SocketAddress> order;
@@ -984,6 +1002,7 @@ void Forwarder::await_next_request(ProxyConnection& c) {
   // Circuit-breaker counts taken for a request that was answered here.
   ci.request_token.reset();
   ci.retry_token.reset();
+  ci.connect_token.reset();
   c.decided = false;
   c.fed = 0;
   c.answerable = 0;
@@ -1084,8 +1103,9 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
     ci.log_entry(e);
   }
   // The cluster's connection slot is free now (the filter, which shares
-  // the state, may go a little later).
+  // the state, may go a little later), and nothing waits for a connect.
   ci.cluster_lease.reset();
+  ci.connect_token.reset();
   delete c;
 }
 

@@ -163,6 +163,9 @@ struct ConnectionInfo {
   // decision).
   std::shared_ptr<void> request_token;
   std::shared_ptr<void> retry_token;
+  // Held while the request waits for its upstream connection to be made
+  // (http1MaxPendingRequests counts it; CircuitBreaker::start_connect).
+  std::shared_ptr<void> connect_token;
   // The upstream cluster's connection slot (DestinationRule maxConnections),
   // released when this connection's state goes, or its upstream does.
   std::shared_ptr<ConnectionSlot> cluster_lease;

@@ -67,7 +67,8 @@ TEST(ConnectionSettingsTest, TheDestinationRuleReplacesFieldByField) {
   EXPECT_EQ(s.describe(true),
             "connect timeout 250 ms (DestinationRule); TCP keep-alive probes 5, time 1 s, interval 60 s; pooled "
             "connections idle up to 30000 ms; one request per upstream connection (no keep-alive); at most 2 upstream "
-            "connection(s) in use, other requests wait (at most 3, then 503 UO); at most 4 requests under way (then "
+            "connection(s) in use, other requests wait (at most 3 pending, connecting ones included, then 503 UO); at most 4 "
+            "requests under way (then "
             "503 UO)");
   // TCP: no pool, no queue, no request or retry limits.
   EXPECT_EQ(s.describe(false),

@@ -159,6 +159,34 @@ TEST(CircuitBreakerTest, ATicketMovesToAnotherCluster) {
   EXPECT_EQ(b1->queue_size(), 0u) << "its place in the first queue is given up";
 }
 
+// http1MaxPendingRequests counts requests waiting for a connect as well as
+// those queued for a slot (Envoy's pending requests): connects alone are
+// bounded, and a connect in progress takes a place of the queue's.
+TEST(CircuitBreakerTest, ConnectsInProgressArePending) {
+  auto b = std::make_shared<CircuitBreaker>();
+  std::shared_ptr<void> first = b->start_connect(2);
+  std::shared_ptr<void> second = b->start_connect(2);
+  ASSERT_TRUE(first && second);
+  EXPECT_EQ(b->start_connect(2), nullptr) << "two pending already";
+  first.reset();  // connected
+  std::shared_ptr<void> third = b->start_connect(2);
+  EXPECT_TRUE(third);
+  third.reset();
+  second.reset();
+  // With maxConnections 1: the holder's connect is pending, so a request
+  // that would queue finds the one place taken.
+  SlotTicket t1, t2;
+  CircuitBreaker::Admission holder = admit(*b, 1, 1, t1);
+  ASSERT_EQ(holder.kind, Kind::kAdmitted);
+  std::shared_ptr<void> connecting = b->start_connect(1);
+  ASSERT_TRUE(connecting);
+  EXPECT_EQ(admit(*b, 1, 1, t2).kind, Kind::kOverflow);
+  connecting.reset();
+  EXPECT_EQ(admit(*b, 1, 1, t2).kind, Kind::kQueued) << "once connected, the place is free";
+  EXPECT_EQ(b->start_connect(1), nullptr) << "the queue's request is pending";
+  t2.leave();
+}
+
 TEST(CircuitBreakerTest, ConcurrentUseKeepsCountsExact) {
   auto b = std::make_shared<CircuitBreaker>();
   std::vector<std::thread> threads;

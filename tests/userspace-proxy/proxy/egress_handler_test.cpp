@@ -1110,11 +1110,36 @@ TEST_F(EgressHandlerTest, MaxConnectionsOneQueuesRequestsAndARetryTakesTheSlotIt
   EXPECT_NE(log_->lines().find("\"GET /p HTTP/1.1\" 200 - via_upstream"), std::string::npos) << log_->lines();
   Verdict go = h->on_detection_timeout(other, bytes(req));
   ASSERT_EQ(go.kind(), Verdict::Kind::kConnect) << log_->lines();
+  h->on_upstream_connected(other, go.upstreams()[0]);  // the pooled upstream, at once
   // The first client's next request now waits behind it.
   EXPECT_EQ(h->on_downstream_data(c, bytes(req)).kind(), Verdict::Kind::kNeedMore);
   close(*h, other, engine::CloseReason::kCompleted);
   EXPECT_EQ(h->on_detection_timeout(c, bytes(req)).kind(), Verdict::Kind::kConnect) << "its turn: the slot came back";
   close(*h, c, engine::CloseReason::kCompleted);
+}
+
+// http1MaxPendingRequests without maxConnections: requests waiting for
+// their upstream connection to be made are pending (Envoy's), so beyond
+// the limit one is refused 503 UO; once connected, room again.
+TEST_F(EgressHandlerTest, PendingRequestsBoundConnectsInProgress) {
+  auto h = pooled_cnn("{http: {http1MaxPendingRequests: 1}}", {"203.0.113.20"});
+  const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeConnection a, b, c;
+  Verdict va = first_verdict(*h, a, req);
+  ASSERT_EQ(va.kind(), Verdict::Kind::kConnect);
+  ASSERT_EQ(h->on_accept(b, info_).kind(), Verdict::Kind::kNeedMore);
+  Verdict vb = h->on_downstream_data(b, bytes(req));
+  EXPECT_NE(vb.kind(), Verdict::Kind::kConnect) << "a's connect is still pending";
+  close(*h, b, engine::CloseReason::kLocalClose);
+  EXPECT_NE(log_->lines().find(" 503 UO "), std::string::npos) << log_->lines();
+  EXPECT_NE(log_->lines().find("http1MaxPendingRequests 1 reached (requests waiting for a connection)"),
+            std::string::npos)
+      << log_->lines();
+  h->on_upstream_connected(a, va.upstreams()[0]);
+  EXPECT_EQ(first_verdict(*h, c, req).kind(), Verdict::Kind::kConnect) << "a is connected: no longer pending";
+  close(*h, c, engine::CloseReason::kCompleted);
+  close(*h, a, engine::CloseReason::kCompleted);
+  EXPECT_EQ(counters_.upstream_overflow.load(), 1u);
 }
 
 // A TCP connection over maxConnections is closed at once, UO (Envoy's TCP
