@@ -178,12 +178,14 @@ RetryPlan retry_plan(const RetryPolicy* policy) {
 }
 
 std::chrono::milliseconds RetryPlan::backoff(uint32_t retry, uint64_t pick) const {
-  const uint64_t base = static_cast<uint64_t>(std::max<int64_t>(0, backoff_base.count()));
-  const uint64_t factor = (uint64_t{1} << std::min<uint32_t>(retry, 16)) - 1;
-  // base x factor, saturating, capped at Envoy's max_interval (10 x base).
-  const uint64_t cap = std::min(base > UINT64_MAX / (factor ? factor : 1) ? UINT64_MAX : base * factor,
-                                base > UINT64_MAX / 10 ? UINT64_MAX : base * 10);
-  return std::chrono::milliseconds(cap == 0 ? 0 : static_cast<int64_t>(pick % (cap + 1)));
+  // Envoy's JitteredExponentialBackOffStrategy: retry n waits
+  // random % min(base x 2^(n-1), max_interval), max_interval ten times
+  // base. Bounded at a day (a config's 300 years would overflow later sums).
+  constexpr uint64_t kDayMs = 24ull * 3600 * 1000;
+  const uint64_t base = std::min<uint64_t>(static_cast<uint64_t>(std::max<int64_t>(0, backoff_base.count())), kDayMs);
+  if (retry == 0 || base == 0) return std::chrono::milliseconds(0);
+  const uint64_t interval = std::min(base << std::min<uint32_t>(retry - 1, 8), base * 10);
+  return std::chrono::milliseconds(static_cast<int64_t>(pick % interval));
 }
 
 const char* to_string(RequestPlan::Kind k) {

@@ -82,8 +82,8 @@ struct RetryPlan {
   // policy retries resets (5xx, gateway-error, reset: Envoy's "read
   // timeout"), else answered 504 UT.
   std::chrono::milliseconds per_try_timeout{0};
-  // Envoy's back-off between tries: a random wait of up to base x
-  // (2^retry - 1), at most ten times base (retries.backoff; 25 ms unset).
+  // Envoy's back-off between tries: a random wait below base x 2^(retry-1),
+  // capped at ten times base (retries.backoff; 25 ms unset).
   std::chrono::milliseconds backoff_base{25};
   // The wait before retry number `retry` (1, 2, ...) for a random `pick`.
   std::chrono::milliseconds backoff(uint32_t retry, uint64_t pick) const;

@@ -57,6 +57,9 @@ class Connection {
   // The worker is draining (the proxy stops): a local answer should carry
   // "connection: close" (the connection ends after it).
   virtual bool draining() const = 0;
+  // The worker's pool holds an idle upstream under `key` (Verdict::with_pool):
+  // a connect verdict with that key would most likely be served at once.
+  virtual bool pool_has_idle(const std::string& key) const { (void)key; return false; }
 
  protected:
   ~Connection() = default;

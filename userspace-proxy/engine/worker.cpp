@@ -114,6 +114,14 @@ void ConnectionImpl::spawn(int fd, uint64_t tag) { owner->queue_spawn(fd, tag); 
 
 bool ConnectionImpl::draining() const { return owner->draining(); }
 
+bool ConnectionImpl::pool_has_idle(const std::string& key) const { return owner->pool_has_idle(key); }
+
+bool Worker::pool_has_idle(const std::string& key) const {
+  if (draining_) return false;  // adopt_pooled takes none then
+  auto it = pool_idle_.find(key);
+  return it != pool_idle_.end() && !it->second.empty();
+}
+
 void Worker::accept_spawned() {
   // A spawned connection's callbacks may spawn more: take batches until none
   // is left.

@@ -122,6 +122,7 @@ class alignas(16) ConnectionImpl final : public Connection {
   Waker waker() override;
   void spawn(int fd, uint64_t tag) override;
   bool draining() const override;
+  bool pool_has_idle(const std::string& key) const override;
 
   Phase phase = Phase::kFree;
   uint8_t upstream_count = 0;
@@ -196,6 +197,7 @@ class Worker {
   // Connection::spawn (worker thread): queued, taken after the current callback.
   void queue_spawn(int fd, uint64_t tag) { spawned_.emplace_back(fd, tag); }
   bool draining() const { return draining_; }
+  bool pool_has_idle(const std::string& key) const;
 
  private:
   class Output;

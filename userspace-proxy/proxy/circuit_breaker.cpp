@@ -74,10 +74,11 @@ CircuitBreaker::Admission CircuitBreaker::admit(const Limits& limits, engine::Wa
       max_ = limits.max_connections;
     }
     if (ticket.breaker_.get() == this && ticket.granted_) {
-      // Handed to it by a release: already counted.
+      // Handed to it by a release: already counted (and pending already).
       ticket.granted_ = false;
       ticket.breaker_.reset();
       out.slot = std::make_shared<ConnectionSlot>(shared_from_this());
+      if (limits.counts_connect) out.connect_token = connecting_token();
       return out;
     }
     if (ticket.breaker_.get() == this && ticket.queued_) {
@@ -87,9 +88,17 @@ CircuitBreaker::Admission CircuitBreaker::admit(const Limits& limits, engine::Wa
     }
     // A raised limit frees slots for those already waiting, first.
     grant(wake);
-    if (queue_.empty() && active_ < max_) {
+    if (queue_.empty() && active_ < max_ && limits.counts_connect && limits.max_pending > 0 &&
+        connecting_ >= limits.max_pending) {
+      // A slot, but as many requests as http1MaxPendingRequests wait for
+      // their connections already.
+      out.kind = Admission::Kind::kOverflow;
+      out.reason = "http1MaxPendingRequests " + std::to_string(limits.max_pending) +
+                   " reached (requests waiting for a connection)";
+    } else if (queue_.empty() && active_ < max_) {
       ++active_;
       out.slot = std::make_shared<ConnectionSlot>(shared_from_this());
+      if (limits.counts_connect) out.connect_token = connecting_token();
     } else if (!limits.may_wait) {
       out.kind = Admission::Kind::kOverflow;
       out.reason = "maxConnections " + std::to_string(max_) + " reached";
@@ -124,11 +133,15 @@ std::shared_ptr<void> CircuitBreaker::take(std::atomic<int64_t>& count, int64_t 
 }
 
 std::shared_ptr<void> CircuitBreaker::start_connect(int64_t max_pending) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (static_cast<int64_t>(queue_.size()) + connecting_ >= max_pending) return nullptr;
-    ++connecting_;
-  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (static_cast<int64_t>(queue_.size()) + connecting_ >= max_pending) return nullptr;
+  return connecting_token();
+}
+
+std::shared_ptr<void> CircuitBreaker::connecting_token() {
+  ++connecting_;
+  // Its deleter takes mu_: never dropped while it is held (tokens go with
+  // connections, outside the breaker).
   std::shared_ptr<CircuitBreaker> self = shared_from_this();
   return std::shared_ptr<void>(static_cast<void*>(&connecting_), [self](void*) {
     std::lock_guard<std::mutex> lock(self->mu_);

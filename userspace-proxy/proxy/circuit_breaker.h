@@ -76,6 +76,10 @@ class CircuitBreaker : public std::enable_shared_from_this<CircuitBreaker> {
     };
     Kind kind = Kind::kAdmitted;
     std::shared_ptr<ConnectionSlot> slot;
+    // Limits::counts_connect: the request is pending until its upstream is
+    // ready (start_connect's token, taken under the same lock: one handed a
+    // slot from the queue is never refused for it).
+    std::shared_ptr<void> connect_token;
     std::string reason;  // kOverflow: which limit
   };
 
@@ -83,6 +87,9 @@ class CircuitBreaker : public std::enable_shared_from_this<CircuitBreaker> {
     int64_t max_connections = 0;  // > 0
     int64_t max_pending = 0;      // 0: an unbounded queue (Istio's default, 2^32-1)
     bool may_wait = true;         // false: no queue, kOverflow at once (Envoy's TCP proxy)
+    // An HTTP request under http1MaxPendingRequests: admitted, it counts as
+    // pending until its connection is ready (Admission::connect_token).
+    bool counts_connect = false;
     // The config generation the caller decided under: the newest one's
     // limits apply to everyone from then on (a reload that raises
     // maxConnections hands the new slots to the queue); an older caller's
@@ -119,6 +126,7 @@ class CircuitBreaker : public std::enable_shared_from_this<CircuitBreaker> {
   void grant(std::vector<engine::Waker>& wake);
   void release();
   std::shared_ptr<void> take(std::atomic<int64_t>& count, int64_t max);
+  std::shared_ptr<void> connecting_token();  // under mu_
 
   mutable std::mutex mu_;
   int64_t active_ = 0;

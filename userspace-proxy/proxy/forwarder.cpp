@@ -315,7 +315,6 @@ void Forwarder::on_upstream_connected(engine::Connection& conn, const SocketAddr
   c.info->upstream_host = upstream.to_string();
   c.info->upstream_address = upstream;
   c.info->bound_upstream = upstream;
-  c.info->connect_token.reset();  // no longer pending (a pooled one never was)
   if (!c.info->http) c.info->record_tcp_open();
   // A connect that works is a success for outlier detection only where it is
   // the final word (TCP proxying: Envoy's LocalOriginConnectSuccessFinal);
@@ -413,10 +412,24 @@ Verdict Forwarder::carry_out(ProxyConnection& c, std::span<const uint8_t> pendin
   return resume(c, pending);
 }
 
+Verdict Forwarder::route_timed_out(ProxyConnection& c, std::span<const uint8_t> pending) {
+  for (auto& r : c.info->pending_requests) {
+    r.entry.response_flags = policy::merge_response_flags(r.entry.response_flags, "UT");
+    r.entry.http->response_code = 504;
+    r.entry.response_code_details = "upstream_response_timeout";
+  }
+  return answer(c, 504, "upstream request timeout", {}, pending);
+}
+
 Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) {
   // A request that waited for a connection slot, its client gone since:
   // given up before anything else (a DNS lookup) is started for it.
   if (c.downstream_ended && c.queued_since_ns != 0) return give_up_waiting(c);
+  // A retry whose route timeout ran out during its back-off (or its DNS
+  // wait): Envoy's 504 UT at the deadline, without a connect.
+  if (c.info->http && c.info->first_attempt > 1 && monotonic_ns() >= c.info->retry_deadline_ns) {
+    return route_timed_out(c, pending);
+  }
   const policy::UpstreamPlan& up = c.plan.forward.upstream;
   if (!up.error.empty()) return no_upstream(c, "UH", up.error, 503, pending);
   std::vector<SocketAddress> addrs;
@@ -484,10 +497,6 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
     // move gives its earlier count back first).
     if (c.info->http) {
       if (std::string why; !take_request_token(*c.info, o_.counters, &why)) return no_upstream(c, "UO", why, 503, pending);
-      if (std::string why; !take_connect_token(*c.info, c.plan.forward.connection.max_pending_requests, o_.counters,
-                                               &why)) {
-        return no_upstream(c, "UO", why, 503, pending);
-      }
     }
   }
   std::vector<SocketAddress> order;
@@ -561,6 +570,15 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
     pool_key += "|ka=" + std::to_string(keepalive.probes) + "/" + std::to_string(keepalive.time_s) + "/" +
                 std::to_string(keepalive.interval_s);
   }
+  // http1MaxPendingRequests without maxConnections (with it, admit() took
+  // the count): pending while a new connection is made, not when an idle
+  // pooled one serves it at once (Envoy checks only without a ready one).
+  if (c.info->http && cs.max_connections <= 0 && cs.max_pending_requests > 0 &&
+      !(!pool_key.empty() && c.info->conn != nullptr && c.info->conn->pool_has_idle(pool_key))) {
+    if (std::string why; !take_connect_token(*c.info, cs.max_pending_requests, o_.counters, &why)) {
+      return no_upstream(c, "UO", why, 503, pending);
+    }
+  }
   Verdict v = Verdict::connect(std::span<const SocketAddress>(order), std::move(filter))
                   .with_pool(std::move(pool_key))
                   .with_pool_idle_timeout(pool_idle)
@@ -610,6 +628,7 @@ std::optional<Verdict> Forwarder::admit(ProxyConnection& c, std::span<const uint
     ci.breaker_cluster = c.plan.cluster;
   }
   ci.queued_ns = 0;
+  ci.connect_token.reset();
   if (max_connections <= 0) {
     c.ticket.reset();
     c.queued_since_ns = 0;
@@ -622,6 +641,7 @@ std::optional<Verdict> Forwarder::admit(ProxyConnection& c, std::span<const uint
   // Envoy's TCP proxy does not queue for a connection (one that ends may be
   // a long way off): 503 UO's TCP form, closed at once.
   limits.may_wait = ci.http;
+  limits.counts_connect = ci.http && cs.max_pending_requests > 0;
   limits.generation = ci.snapshot ? ci.snapshot->generation : 0;
   if (!c.ticket) c.ticket = std::make_unique<SlotTicket>();
   CircuitBreaker::Admission a = ci.breaker->admit(limits, c.waker, *c.ticket);
@@ -630,6 +650,7 @@ std::optional<Verdict> Forwarder::admit(ProxyConnection& c, std::span<const uint
     case CircuitBreaker::Admission::Kind::kAdmitted:
       if (c.queued_since_ns != 0) ci.queued_ns = now - std::exchange(c.queued_since_ns, 0);
       *slot = std::move(a.slot);
+      ci.connect_token = std::move(a.connect_token);
       return std::nullopt;
     case CircuitBreaker::Admission::Kind::kOverflow:
       // Envoy's upstream_rq_pending_overflow: 503 UO.
@@ -659,12 +680,7 @@ std::optional<Verdict> Forwarder::admit(ProxyConnection& c, std::span<const uint
     if (left_ns <= 0) {
       c.ticket->leave();
       c.queued_since_ns = 0;
-      for (auto& r : ci.pending_requests) {
-        r.entry.response_flags = policy::merge_response_flags(r.entry.response_flags, "UT");
-        r.entry.http->response_code = 504;
-        r.entry.response_code_details = "upstream_response_timeout";
-      }
-      return answer(c, 504, "upstream request timeout", {}, pending);
+      return route_timed_out(c, pending);
     }
   }
   const auto left = std::chrono::milliseconds(left_ns / 1'000'000 + 1);
@@ -827,6 +843,12 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
   }
   if (c.plan.kind != RequestPlan::Kind::kForward) return carry_out(c, pending);
   if (backoff.count() > 0) {
+    // The route timeout runs through the back-off (it spans the tries): a
+    // wait past it ends at it, and resume() answers 504 UT.
+    if (ci.retry_deadline_ns != INT64_MAX) {
+      const int64_t left_ms = (ci.retry_deadline_ns - monotonic_ns()) / 1'000'000 + 1;
+      backoff = std::min(backoff, std::chrono::milliseconds(std::max<int64_t>(1, left_ms)));
+    }
     // on_detection_timeout (or a stray wake) resumes: both call resume().
     return c.waker ? Verdict::defer(backoff) : Verdict::need_more(backoff);
   }

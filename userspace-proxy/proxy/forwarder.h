@@ -129,6 +129,9 @@ class Forwarder : public engine::ConnectionHandler {
   // fault delay that is over, else resume().
   engine::Verdict proceed(ProxyConnection& c, std::span<const uint8_t> pending, bool timer_fired = false);
   engine::Verdict protocol_error(ProxyConnection& c, int status);
+  // Envoy's route timeout before any response: 504 "upstream request
+  // timeout", flag UT, for the requests pending on the connection.
+  engine::Verdict route_timed_out(ProxyConnection& c, std::span<const uint8_t> pending);
 
   // Envoy's request mirroring (VirtualService http[].mirror or mirrors[]):
   // for each of plan.mirrors, a copy of the request (its head rebuilt with

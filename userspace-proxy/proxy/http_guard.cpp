@@ -321,6 +321,7 @@ FilterStatus HttpRequestGuard::on_drain(FilterOutput& /*out*/) {
 }
 
 FilterStatus HttpRequestGuard::on_connect_failed(FilterOutput& out, bool timed_out) {
+  info_->connect_token.reset();  // no longer waiting for a connection
   if (discard_) return FilterStatus::kClose;
   info_->first_response_code = 503;
   const std::string reply =
@@ -426,6 +427,7 @@ bool HttpRequestGuard::adopt_upstream(engine::UpstreamStatePtr state) {
   }
   if (upstream_born_ns_ == 0) upstream_born_ns_ = monotonic_ns();
   upstream_ready_ = true;  // a pooled upstream connection is ready at once
+  info_->connect_token.reset();  // so no longer pending
   return true;
 }
 
@@ -750,6 +752,9 @@ bool HttpRequestGuard::start_try(Outstanding& o, int64_t now) const {
 // (nor fires it mid-handshake). The route timeout runs from the request's
 // end regardless.
 void HttpRequestGuard::on_upstream_ready(FilterOutput& out) {
+  // Ready for requests (connected, TLS done): no longer pending (Envoy's
+  // http1MaxPendingRequests).
+  info_->connect_token.reset();
   if (upstream_born_ns_ == 0) upstream_born_ns_ = monotonic_ns();
   if (upstream_ready_) return;
   upstream_ready_ = true;

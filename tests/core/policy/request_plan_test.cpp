@@ -591,17 +591,18 @@ TEST(RequestPlanTest, FaultAbortAnswersBeforeTheRouteAndDelayHoldsIt) {
   EXPECT_NE(steps(never).find("fault: configured, not selected"), std::string::npos) << steps(never);
 }
 
-// Envoy's retry back-off: a random wait of up to base x (2^retry - 1), at
-// most ten times base; retries.backoff sets the base (25 ms unset).
+// Envoy's retry back-off (JitteredExponentialBackOffStrategy): retry n waits
+// a random time below base x 2^(n-1), at most ten times base;
+// retries.backoff sets the base (25 ms unset).
 TEST(RequestPlanTest, RetryBackoffFollowsEnvoysBaseAndCap) {
   RetryPlan r;
-  EXPECT_EQ(r.backoff(1, 25).count(), 25);
-  EXPECT_EQ(r.backoff(1, 26).count(), 0) << "uniform in [0, 25]";
-  EXPECT_EQ(r.backoff(2, 75).count(), 75);
-  EXPECT_EQ(r.backoff(3, 175).count(), 175);
-  EXPECT_EQ(r.backoff(4, 250).count(), 250) << "capped at 10 x base";
-  EXPECT_EQ(r.backoff(40, 250).count(), 250);
-  EXPECT_EQ(r.backoff(40, 251).count(), 0);
+  EXPECT_EQ(r.backoff(1, 24).count(), 24);
+  EXPECT_EQ(r.backoff(1, 25).count(), 0) << "below 25";
+  EXPECT_EQ(r.backoff(2, 49).count(), 49);
+  EXPECT_EQ(r.backoff(3, 99).count(), 99);
+  EXPECT_EQ(r.backoff(4, 199).count(), 199);
+  EXPECT_EQ(r.backoff(5, 249).count(), 249) << "capped at 10 x base";
+  EXPECT_EQ(r.backoff(40, 250).count(), 0);
 
   const std::string vs = cnn_virtual_service(R"(  - retries: {attempts: 3, retryOn: 5xx, backoff: 100ms}
     route: [{destination: {host: edition.cnn.com}}]
@@ -609,9 +610,9 @@ TEST(RequestPlanTest, RetryBackoffFollowsEnvoysBaseAndCap) {
   Tables t(load_config({test_support::kCnnServiceEntry, vs.c_str()}));
   const RequestPlan p = plan_get(t, "edition.cnn.com", 80, "/");
   EXPECT_EQ(p.forward.retry.backoff_base.count(), 100);
-  EXPECT_EQ(p.forward.retry.backoff(1, 100).count(), 100);
-  EXPECT_EQ(p.forward.retry.backoff(9, 1000).count(), 1000);
-  EXPECT_EQ(p.forward.retry.backoff(9, 1001).count(), 0);
+  EXPECT_EQ(p.forward.retry.backoff(1, 99).count(), 99);
+  EXPECT_EQ(p.forward.retry.backoff(9, 999).count(), 999);
+  EXPECT_EQ(p.forward.retry.backoff(9, 1000).count(), 0);
 }
 
 TEST(RequestPlanTest, MirrorPlansACopyToTheMirrorsCluster) {

@@ -187,6 +187,29 @@ TEST(CircuitBreakerTest, ConnectsInProgressArePending) {
   t2.leave();
 }
 
+// A request handed a slot from the queue is pending already: admitted with
+// its connect counted, never refused for the place a newcomer took since.
+TEST(CircuitBreakerTest, AGrantedTicketIsNeverRefusedForItsConnect) {
+  auto b = std::make_shared<CircuitBreaker>();
+  CircuitBreaker::Limits l;
+  l.max_connections = 1;
+  l.max_pending = 1;
+  l.counts_connect = true;
+  SlotTicket t1, t2, t3;
+  CircuitBreaker::Admission holder = b->admit(l, {}, t1);
+  ASSERT_EQ(holder.kind, Kind::kAdmitted);
+  ASSERT_TRUE(holder.connect_token);
+  holder.connect_token.reset();  // connected
+  EXPECT_EQ(b->admit(l, {}, t2).kind, Kind::kQueued);
+  holder.slot.reset();  // the response ended: the slot goes to t2
+  EXPECT_TRUE(t2.granted());
+  EXPECT_EQ(b->admit(l, {}, t3).kind, Kind::kQueued) << "the queue is empty again: t3 waits";
+  CircuitBreaker::Admission second = b->admit(l, {}, t2);
+  ASSERT_EQ(second.kind, Kind::kAdmitted) << "t2 was handed its slot";
+  EXPECT_TRUE(second.connect_token) << "and counts as pending till connected";
+  t3.leave();
+}
+
 TEST(CircuitBreakerTest, ConcurrentUseKeepsCountsExact) {
   auto b = std::make_shared<CircuitBreaker>();
   std::vector<std::thread> threads;

@@ -201,13 +201,26 @@ class EgressHandlerTest : public ::testing::Test {
     engine::StreamFilterPtr f = v.take_filter();
     if (!f) return f;
     start(*f, req);
+    // As the engine: the handler hears of the connect, then the filter
+    // that its upstream is ready.
     h.on_upstream_connected(c, *upstream);
+    FakeOutput ready("");
+    f->on_upstream_ready(ready);
     return f;
   }
   // A sidecar for edition.cnn.com (resolved to `ips`, the first the client's
   // original destination) under a DestinationRule with this connectionPool,
   // with the process-wide Clusters (circuit breakers); `extra`: another
   // document (a VirtualService).
+  // A sidecar for edition.cnn.com on two endpoints (203.0.113.20, the
+  // client's original destination, and .21), under `vs` when given.
+  engine::ConnectionHandlerPtr cnn_on_two(const std::string& vs = "") {
+    if (vs.empty()) load({kRegistryOnly, kCnnServiceEntry});
+    else load({kRegistryOnly, kCnnServiceEntry, vs.c_str()});
+    dns_.answer("edition.cnn.com", "203.0.113.20");
+    dns_.answer("edition.cnn.com", "203.0.113.21");
+    return handler("203.0.113.20:80");
+  }
   // A sidecar for edition.cnn.com (203.0.113.20, the client's original
   // destination) under `vs`, with the mirror tests' shadow.example.
   engine::ConnectionHandlerPtr shadowed_cnn(const std::string& vs);
@@ -1013,10 +1026,7 @@ TEST_F(EgressHandlerTest, ARequestForAnotherUpstreamWaitsForTheResponsesBeforeIt
 // is an elsewhere): the guard drops the retriable response, the request goes
 // again to another endpoint after Envoy's back-off, one log line in the end.
 TEST_F(EgressHandlerTest, A503IsRetriedOnAnotherEndpoint) {
-  load({kRegistryOnly, kCnnServiceEntry});
-  dns_.answer("edition.cnn.com", "203.0.113.20");
-  dns_.answer("edition.cnn.com", "203.0.113.21");
-  auto h = handler("203.0.113.20:80");
+  auto h = cnn_on_two();
   FakeConnection c;
   const std::string req = "POST /p HTTP/1.1\r\nHost: edition.cnn.com\r\nContent-Length: 4\r\n\r\nbody";
   engine::SocketAddress first;
@@ -1061,6 +1071,35 @@ TEST_F(EgressHandlerTest, A503IsRetriedOnAnotherEndpoint) {
   close(*h, c2, engine::CloseReason::kCompleted);
 }
 
+// The route timeout spans the tries, back-off included: a retry whose
+// back-off (retries.backoff) would outlast it waits only until it, then is
+// answered 504 UT without another connect.
+TEST_F(EgressHandlerTest, TheRouteTimeoutRunsThroughARetrysBackoff) {
+  auto h = cnn_on_two(cnn_routes(R"(
+  - timeout: 200ms
+    retries: {attempts: 2, retryOn: 503, backoff: 1h}
+    route: [{destination: {host: edition.cnn.com}}]
+)"));
+  FakeConnection c;
+  const std::string req = "GET /slow HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  engine::SocketAddress first;
+  auto f = connected(*h, c, req, &first);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(respond(*f, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").first,
+            engine::FilterStatus::kNewUpstream);
+  FakeOutput held("");
+  f->on_new_upstream(held);
+  Verdict wait = h->on_new_upstream(c, bytes(req));
+  ASSERT_EQ(wait.kind(), Verdict::Kind::kNeedMore);
+  EXPECT_LE(wait.detection_timeout().count(), 201) << "not the hour of back-off: the route timeout's rest";
+  std::this_thread::sleep_for(std::chrono::milliseconds(wait.detection_timeout().count() + 5));
+  Verdict late = h->on_detection_timeout(c, bytes(req));
+  EXPECT_NE(late.kind(), Verdict::Kind::kConnect);
+  EXPECT_NE(text(late.response()).find("upstream request timeout"), std::string::npos) << text(late.response());
+  close(*h, c, engine::CloseReason::kLocalClose);
+  EXPECT_NE(log_->lines().find("\"GET /slow HTTP/1.1\" 504 UT"), std::string::npos) << log_->lines();
+}
+
 // maxConnections counts connections to the cluster: a request that goes
 // again (a retry; a later request moved or delayed) gives up its connection's
 // slot before it takes one, or maxConnections 1 would hold it back for the
@@ -1078,6 +1117,8 @@ TEST_F(EgressHandlerTest, MaxConnectionsOneQueuesRequestsAndARetryTakesTheSlotIt
   engine::SocketAddress first;
   ASSERT_TRUE(engine::SocketAddress::parse("203.0.113.20:80", &first));
   h->on_upstream_connected(c, first);
+  FakeOutput ready("");
+  f->on_upstream_ready(ready);
   EXPECT_EQ(respond(*f, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").first,
             engine::FilterStatus::kNewUpstream);
   Verdict again = next_try(*h, c, *f, req);
@@ -1086,6 +1127,7 @@ TEST_F(EgressHandlerTest, MaxConnectionsOneQueuesRequestsAndARetryTakesTheSlotIt
   ASSERT_NE(f2, nullptr);
   start(*f2, req);
   h->on_upstream_connected(c, again.upstreams()[0]);
+  f2->on_upstream_ready(ready);
 
   // The one connection is still counted: another client's request waits
   // for it (Envoy's pending queue); with http1MaxPendingRequests 1 a third
@@ -1110,7 +1152,9 @@ TEST_F(EgressHandlerTest, MaxConnectionsOneQueuesRequestsAndARetryTakesTheSlotIt
   EXPECT_NE(log_->lines().find("\"GET /p HTTP/1.1\" 200 - via_upstream"), std::string::npos) << log_->lines();
   Verdict go = h->on_detection_timeout(other, bytes(req));
   ASSERT_EQ(go.kind(), Verdict::Kind::kConnect) << log_->lines();
-  h->on_upstream_connected(other, go.upstreams()[0]);  // the pooled upstream, at once
+  auto g = go.take_filter();
+  ASSERT_NE(g, nullptr);
+  EXPECT_TRUE(g->adopt_upstream(f2->release_upstream())) << "the pooled upstream, ready at once";
   // The first client's next request now waits behind it.
   EXPECT_EQ(h->on_downstream_data(c, bytes(req)).kind(), Verdict::Kind::kNeedMore);
   close(*h, other, engine::CloseReason::kCompleted);
@@ -1135,7 +1179,12 @@ TEST_F(EgressHandlerTest, PendingRequestsBoundConnectsInProgress) {
   EXPECT_NE(log_->lines().find("http1MaxPendingRequests 1 reached (requests waiting for a connection)"),
             std::string::npos)
       << log_->lines();
+  auto fa = va.take_filter();
+  ASSERT_NE(fa, nullptr);
+  start(*fa, req);
   h->on_upstream_connected(a, va.upstreams()[0]);
+  FakeOutput ready("");
+  fa->on_upstream_ready(ready);
   EXPECT_EQ(first_verdict(*h, c, req).kind(), Verdict::Kind::kConnect) << "a is connected: no longer pending";
   close(*h, c, engine::CloseReason::kCompleted);
   close(*h, a, engine::CloseReason::kCompleted);
@@ -3156,11 +3205,17 @@ TEST_F(EgressHandlerTest, PerTryTimeoutRetriesALateTryWithinTheRouteTimeout) {
     EXPECT_EQ(respond(*f, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").first,
               engine::FilterStatus::kNewUpstream);
     std::this_thread::sleep_for(std::chrono::milliseconds(25));  // past the 20 ms route timeout
-    Verdict v = next_try(*h, c, *f, req);
-    auto f2 = v.take_filter();
-    start(*f2, req);
-    // Not a fresh 20 ms.
-    expect_timeout_504(*h, c, *f2, "\"GET /span HTTP/1.1\" 504 UT upstream_response_timeout");
+    // Not a fresh 20 ms: the retry, due past the deadline, is answered 504
+    // without another connect.
+    FakeOutput held("");
+    f->on_new_upstream(held);
+    Verdict v = h->on_new_upstream(c, bytes(req));
+    if (v.kind() == Verdict::Kind::kNeedMore) v = h->on_detection_timeout(c, bytes(req));
+    EXPECT_NE(v.kind(), Verdict::Kind::kConnect);
+    EXPECT_NE(text(v.response()).find("upstream request timeout"), std::string::npos) << text(v.response());
+    close(*h, c, engine::CloseReason::kLocalClose);
+    EXPECT_NE(log_->lines().find("\"GET /span HTTP/1.1\" 504 UT upstream_response_timeout"), std::string::npos)
+        << log_->lines();
   }
   {
     // perTryTimeout without a retryOn that covers a timeout: 504 UT.
