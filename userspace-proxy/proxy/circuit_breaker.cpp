@@ -19,6 +19,7 @@ void SlotTicket::leave() {
     if (granted_) {
       // The slot handed to it was never taken: the next in line gets it.
       granted_ = false;
+      --b->granted_;
       --b->active_;
       b->grant(wake);
     }
@@ -46,6 +47,7 @@ void CircuitBreaker::grant(std::vector<engine::Waker>& wake) {
     queue_.pop_front();
     t->queued_ = false;
     t->granted_ = true;
+    ++granted_;
     ++active_;
     wake.push_back(t->waker_);
   }
@@ -76,6 +78,7 @@ CircuitBreaker::Admission CircuitBreaker::admit(const Limits& limits, engine::Wa
     if (ticket.breaker_.get() == this && ticket.granted_) {
       // Handed to it by a release: already counted (and pending already).
       ticket.granted_ = false;
+      --granted_;
       ticket.breaker_.reset();
       out.slot = std::make_shared<ConnectionSlot>(shared_from_this());
       if (limits.counts_connect) out.connect_token = connecting_token();
@@ -89,7 +92,7 @@ CircuitBreaker::Admission CircuitBreaker::admit(const Limits& limits, engine::Wa
     // A raised limit frees slots for those already waiting, first.
     grant(wake);
     if (queue_.empty() && active_ < max_ && limits.counts_connect && limits.max_pending > 0 &&
-        connecting_ >= limits.max_pending) {
+        pending_locked() >= limits.max_pending) {
       // A slot, but as many requests as http1MaxPendingRequests wait for
       // their connections already.
       out.kind = Admission::Kind::kOverflow;
@@ -102,8 +105,7 @@ CircuitBreaker::Admission CircuitBreaker::admit(const Limits& limits, engine::Wa
     } else if (!limits.may_wait) {
       out.kind = Admission::Kind::kOverflow;
       out.reason = "maxConnections " + std::to_string(max_) + " reached";
-    } else if (limits.max_pending > 0 &&
-               static_cast<int64_t>(queue_.size()) + connecting_ >= limits.max_pending) {
+    } else if (limits.max_pending > 0 && pending_locked() >= limits.max_pending) {
       out.kind = Admission::Kind::kOverflow;
       out.reason = "http1MaxPendingRequests " + std::to_string(limits.max_pending) + " reached (maxConnections " +
                    std::to_string(max_) + " in use)";
@@ -134,19 +136,28 @@ std::shared_ptr<void> CircuitBreaker::take(std::atomic<int64_t>& count, int64_t 
 
 std::shared_ptr<void> CircuitBreaker::start_connect(int64_t max_pending) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (static_cast<int64_t>(queue_.size()) + connecting_ >= max_pending) return nullptr;
+  if (pending_locked() >= max_pending) return nullptr;
   return connecting_token();
 }
 
+// A request's place among the connecting ones; its destructor takes the
+// breaker's lock, so one is never dropped while that is held (they go with
+// connections, outside the breaker).
+struct ConnectingToken {
+  explicit ConnectingToken(std::shared_ptr<CircuitBreaker> b) : breaker(std::move(b)) {}
+  ~ConnectingToken() {
+    std::lock_guard<std::mutex> lock(breaker->mu_);
+    --breaker->connecting_;
+  }
+  std::shared_ptr<CircuitBreaker> breaker;
+};
+
 std::shared_ptr<void> CircuitBreaker::connecting_token() {
+  // Made whole before it is counted: an allocation that fails leaves no
+  // object whose destructor would take the lock held here.
+  auto token = std::make_shared<ConnectingToken>(shared_from_this());
   ++connecting_;
-  // Its deleter takes mu_: never dropped while it is held (tokens go with
-  // connections, outside the breaker).
-  std::shared_ptr<CircuitBreaker> self = shared_from_this();
-  return std::shared_ptr<void>(static_cast<void*>(&connecting_), [self](void*) {
-    std::lock_guard<std::mutex> lock(self->mu_);
-    --self->connecting_;
-  });
+  return token;
 }
 
 int64_t CircuitBreaker::active() const {

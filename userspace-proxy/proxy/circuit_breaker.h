@@ -29,6 +29,7 @@
 namespace sluice::proxy {
 
 class CircuitBreaker;
+struct ConnectingToken;
 
 // One of a cluster's connection slots; freed when destroyed.
 class ConnectionSlot {
@@ -121,6 +122,7 @@ class CircuitBreaker : public std::enable_shared_from_this<CircuitBreaker> {
  private:
   friend class ConnectionSlot;
   friend class SlotTicket;
+  friend struct ConnectingToken;
   // A slot is free: to the head of the queue while below the limit (under
   // mu_; the tickets' wakers are collected, to be called unlocked).
   void grant(std::vector<engine::Waker>& wake);
@@ -134,6 +136,10 @@ class CircuitBreaker : public std::enable_shared_from_this<CircuitBreaker> {
   uint64_t generation_ = 0;
   std::list<SlotTicket*> queue_;
   int64_t connecting_ = 0;  // start_connect tokens (under mu_)
+  int64_t granted_ = 0;     // tickets handed a slot, not yet claimed (under mu_): still pending
+  // The requests Envoy calls pending: queued, handed a slot but not awake
+  // yet, or connecting (under mu_).
+  int64_t pending_locked() const { return static_cast<int64_t>(queue_.size()) + granted_ + connecting_; }
   std::atomic<int64_t> requests_{0};
   std::atomic<int64_t> retries_{0};
 };

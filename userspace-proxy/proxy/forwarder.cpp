@@ -570,11 +570,15 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
     pool_key += "|ka=" + std::to_string(keepalive.probes) + "/" + std::to_string(keepalive.time_s) + "/" +
                 std::to_string(keepalive.interval_s);
   }
-  // http1MaxPendingRequests without maxConnections (with it, admit() took
-  // the count): pending while a new connection is made, not when an idle
-  // pooled one serves it at once (Envoy checks only without a ready one).
-  if (c.info->http && cs.max_connections <= 0 && cs.max_pending_requests > 0 &&
-      !(!pool_key.empty() && c.info->conn != nullptr && c.info->conn->pool_has_idle(pool_key))) {
+  // http1MaxPendingRequests: pending while a new connection is made, not
+  // when an idle pooled one serves it at once (Envoy checks only without a
+  // ready one). Without maxConnections the count is taken here; with it
+  // admit() took it, given back now if the pool serves the request.
+  const bool pool_serves =
+      !pool_key.empty() && c.info->conn != nullptr && c.info->conn->pool_has_idle(pool_key);
+  if (pool_serves) {
+    c.info->connect_token.reset();
+  } else if (c.info->http && cs.max_connections <= 0 && cs.max_pending_requests > 0) {
     if (std::string why; !take_connect_token(*c.info, cs.max_pending_requests, o_.counters, &why)) {
       return no_upstream(c, "UO", why, 503, pending);
     }
@@ -834,6 +838,13 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
   ci.upstream_failure.clear();
   c.decided = true;
   c.dns_started = false;
+  // The route timeout runs through the back-off (it spans the tries): a
+  // wait past it ends just after it (the engine's clock may be a loop
+  // behind), and resume() answers 504 UT.
+  if (backoff.count() > 0 && ci.retry_deadline_ns != INT64_MAX) {
+    const int64_t left_ms = (ci.retry_deadline_ns - monotonic_ns()) / 1'000'000 + 5;
+    backoff = std::min(backoff, std::chrono::milliseconds(std::max<int64_t>(1, left_ms)));
+  }
   c.dns_deadline = std::chrono::steady_clock::now() + o_.dns_wait + backoff;
   // A later request's fault: its delay first (carry_out then starts the
   // DNS wait afresh), or its abort's answer.
@@ -843,12 +854,6 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
   }
   if (c.plan.kind != RequestPlan::Kind::kForward) return carry_out(c, pending);
   if (backoff.count() > 0) {
-    // The route timeout runs through the back-off (it spans the tries): a
-    // wait past it ends at it, and resume() answers 504 UT.
-    if (ci.retry_deadline_ns != INT64_MAX) {
-      const int64_t left_ms = (ci.retry_deadline_ns - monotonic_ns()) / 1'000'000 + 1;
-      backoff = std::min(backoff, std::chrono::milliseconds(std::max<int64_t>(1, left_ms)));
-    }
     // on_detection_timeout (or a stray wake) resumes: both call resume().
     return c.waker ? Verdict::defer(backoff) : Verdict::need_more(backoff);
   }

@@ -203,10 +203,13 @@ TEST(CircuitBreakerTest, AGrantedTicketIsNeverRefusedForItsConnect) {
   EXPECT_EQ(b->admit(l, {}, t2).kind, Kind::kQueued);
   holder.slot.reset();  // the response ended: the slot goes to t2
   EXPECT_TRUE(t2.granted());
-  EXPECT_EQ(b->admit(l, {}, t3).kind, Kind::kQueued) << "the queue is empty again: t3 waits";
+  EXPECT_EQ(b->admit(l, {}, t3).kind, Kind::kOverflow) << "t2, handed the slot but not awake yet, is pending";
   CircuitBreaker::Admission second = b->admit(l, {}, t2);
   ASSERT_EQ(second.kind, Kind::kAdmitted) << "t2 was handed its slot";
   EXPECT_TRUE(second.connect_token) << "and counts as pending till connected";
+  EXPECT_EQ(b->admit(l, {}, t3).kind, Kind::kOverflow) << "t2 connecting";
+  second.connect_token.reset();
+  EXPECT_EQ(b->admit(l, {}, t3).kind, Kind::kQueued) << "t2 connected: t3 waits for the slot";
   t3.leave();
 }
 

@@ -1091,7 +1091,7 @@ TEST_F(EgressHandlerTest, TheRouteTimeoutRunsThroughARetrysBackoff) {
   f->on_new_upstream(held);
   Verdict wait = h->on_new_upstream(c, bytes(req));
   ASSERT_EQ(wait.kind(), Verdict::Kind::kNeedMore);
-  EXPECT_LE(wait.detection_timeout().count(), 201) << "not the hour of back-off: the route timeout's rest";
+  EXPECT_LE(wait.detection_timeout().count(), 205) << "not the hour of back-off: the route timeout's rest";
   std::this_thread::sleep_for(std::chrono::milliseconds(wait.detection_timeout().count() + 5));
   Verdict late = h->on_detection_timeout(c, bytes(req));
   EXPECT_NE(late.kind(), Verdict::Kind::kConnect);
