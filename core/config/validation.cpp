@@ -517,7 +517,6 @@ void validate_header_operations(Sink& s, const std::string& path, const std::opt
 // ---------------------------------------------------------------------------
 // VirtualService
 
-// `path` is the StringMatch node; errors land on its exact/prefix/regex key.
 // Istio's validateStringRegexp: nullopt when `re` is fine.
 Error string_regexp_error(const std::string& re, std::string_view where) {
   if (re.empty()) return go_quote(where) + ": regex string match should not be empty";
@@ -530,6 +529,7 @@ Error string_regexp_error(const std::string& re, std::string_view where) {
   return std::nullopt;
 }
 
+// `path` is the StringMatch node; errors land on its exact/prefix/regex key.
 void validate_string_match_regexp(Sink& s, const std::string& path, const std::optional<StringMatch>& sm,
                                   std::string_view where) {
   if (!sm || sm->kind != StringMatch::Kind::kRegex) return;

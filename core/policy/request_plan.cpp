@@ -356,7 +356,12 @@ class Planner {
             }
             {
               RequestPlan planned = to_target(rd.target);
-              for (size_t i = 0; i < rd.mirrors.size(); ++i) add_mirror(planned, rd.mirrors[i], i, rd.mirrors.size());
+              if (!rd.mirrors.empty()) {
+                const uint64_t drawn = draw(r_.pick, 3);  // one for all the mirrors
+                for (size_t i = 0; i < rd.mirrors.size(); ++i) {
+                  add_mirror(planned, rd.mirrors[i], i, rd.mirrors.size(), drawn);
+                }
+              }
               if (rd.fault) inject_fault(planned, *rd.fault);
               return planned;
             }
@@ -406,19 +411,21 @@ class Planner {
   // its percentage against the same draw, as Envoy's router tests each
   // shadow policy against the stream's one random value: a request a 10 %
   // mirror copies, a 30 % one copies too.
-  void add_mirror(RequestPlan& p, const HttpRouteDecision::Mirror& mirror, size_t i, size_t n) const {
+  void add_mirror(RequestPlan& p, const HttpRouteDecision::Mirror& mirror, size_t i, size_t n, uint64_t drawn) const {
     const config::Percent share = mirror.percentage ? *mirror.percentage : config::Percent{100};
-    const std::string which =
-        "mirror" + (n > 1 ? " " + std::to_string(i + 1) + "/" + std::to_string(n) : std::string()) + " (" +
-        std::string(mirror.target.host) + ", " + format_percent(share.value) + " %)";
-    if (!selected(share, draw(r_.pick, 3))) {
-      if (r_.explain) p.steps.push_back(which + ": configured, not selected for this request");
+    // Named for explain only (the data path plans without it).
+    auto which = [&] {
+      return "mirror" + (n > 1 ? " " + std::to_string(i + 1) + "/" + std::to_string(n) : std::string()) + " (" +
+             std::string(mirror.target.host) + ", " + format_percent(share.value) + " %)";
+    };
+    if (!selected(share, drawn)) {
+      if (r_.explain) p.steps.push_back(which() + ": configured, not selected for this request");
       return;
     }
     Planner planner(t_, r_);
     RequestPlan m = planner.to_target(mirror.target);
     if (r_.explain) {
-      p.steps.push_back(which + ": a copy (Host \"...-shadow\", response dropped) to " + m.cluster +
+      p.steps.push_back(which() + ": a copy (Host \"...-shadow\", response dropped) to " + m.cluster +
                         (m.kind == RequestPlan::Kind::kForward ? "" : ": not sent, " + m.response_flags));
     }
     if (m.kind == RequestPlan::Kind::kForward) p.mirrors.push_back(std::make_shared<const RequestPlan>(std::move(m)));

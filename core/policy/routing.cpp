@@ -182,9 +182,6 @@ struct CompiledString {
   }
 };
 
-// `header`: Istio turns an empty StringMatch (the decoder's prefix "") and
-// regex "*" into Envoy's present_match for headers, query parameters and the
-// method/scheme/authority pseudo-headers (canBeConvertedToPresentMatch).
 // An RE2-style pattern on std::regex: ECMAScript, a leading "(?i)" as
 // icase; null (and `error` set) when it does not compile.
 std::shared_ptr<const std::regex> compile_regex(std::string_view pattern, std::string* error) {
@@ -245,6 +242,9 @@ void append_rewrite(std::string& out, std::string_view rewrite,
   }
 }
 
+// `header`: Istio turns an empty StringMatch (the decoder's prefix "") and
+// regex "*" into Envoy's present_match for headers, query parameters and the
+// method/scheme/authority pseudo-headers (canBeConvertedToPresentMatch).
 CompiledString compile_string_match(const config::StringMatch& m, bool header) {
   CompiledString out;
   out.value = m.value;
@@ -1326,7 +1326,7 @@ HttpRouteDecision RouteTable::route_http(const RouteScope& scope, const HttpRequ
         d.uri_regex = hit_rule->uri_regex.get();
         d.uri_regex_rewrite = hit_rule->uri_regex_rewrite;
       } else if (!hit_rule->uri_regex_error.empty()) {
-        d.reason.append("uriRegexRewrite not applied (" + hit_rule->uri_regex_error + "); ");
+        d.reason.append("uriRegexRewrite not applied (").append(hit_rule->uri_regex_error).append("); ");
       }
       if (rule.rewrite && !rule.rewrite->uri.empty()) {
         d.uri_prefix_rewrite = rule.rewrite->uri;

@@ -2061,6 +2061,13 @@ bool Worker::adopt_pooled(ConnectionImpl* c) {
       it = pool_idle_.find(c->pool_key);
       continue;
     }
+    // Past its expiry (idle too long, or too old for its state) though the
+    // sweep has not come round yet: not handed out.
+    if (e->expires_ns <= now_ns_) {
+      pool_close(e, true);
+      it = pool_idle_.find(c->pool_key);
+      continue;
+    }
     const bool ok = c->filter ? c->filter->adopt_upstream(std::move(e->state)) : e->state == nullptr;
     if (!ok) {
       pool_close(e, true);

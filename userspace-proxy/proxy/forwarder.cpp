@@ -180,7 +180,7 @@ void Forwarder::mirror_request(ConnectionInfo& ci, const RequestPlan& plan, cons
       !head.chunked && body.size() >= body_length && head.head_length + body_length <= kMaxMirrorBytes;
   const bool stream = !whole && may_stream && ci.mirror_sinks.empty();
   if (!head.upgrade.empty() || head.is_connect || (!whole && !stream)) {
-    for (size_t i = 0; i < plan.mirrors.size(); ++i) bump(o_.counters->mirror_skipped);
+    o_.counters->mirror_skipped.fetch_add(plan.mirrors.size(), std::memory_order_relaxed);
     return;
   }
   // As the original goes upstream (the route's rewrite and header
@@ -294,7 +294,7 @@ void Forwarder::mirror_pending_request(ProxyConnection& c, std::span<const uint8
   if (c.plan.mirrors.empty() || c.plan.kind != RequestPlan::Kind::kForward) return;
   sniff::HttpRequestParser parser;
   if (parser.feed(pending).status != sniff::HttpParseStatus::kDone) {
-    for (size_t i = 0; i < c.plan.mirrors.size(); ++i) bump(o_.counters->mirror_skipped);
+    o_.counters->mirror_skipped.fetch_add(c.plan.mirrors.size(), std::memory_order_relaxed);
     return;
   }
   const sniff::HttpRequestHead& head = parser.head();
@@ -573,12 +573,10 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
   // http1MaxPendingRequests: pending while a new connection is made, not
   // when an idle pooled one serves it at once (Envoy checks only without a
   // ready one). Without maxConnections the count is taken here; with it
-  // admit() took it, given back now if the pool serves the request.
-  const bool pool_serves =
-      !pool_key.empty() && c.info->conn != nullptr && c.info->conn->pool_has_idle(pool_key);
-  if (pool_serves) {
-    c.info->connect_token.reset();
-  } else if (c.info->http && cs.max_connections <= 0 && cs.max_pending_requests > 0) {
+  // admit() took it (an adopted upstream ends it in the guard's
+  // adopt_upstream, at once).
+  if (c.info->http && cs.max_connections <= 0 && cs.max_pending_requests > 0 &&
+      !(!pool_key.empty() && c.info->conn != nullptr && c.info->conn->pool_has_idle(pool_key))) {
     if (std::string why; !take_connect_token(*c.info, cs.max_pending_requests, o_.counters, &why)) {
       return no_upstream(c, "UO", why, 503, pending);
     }

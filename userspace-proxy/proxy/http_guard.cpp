@@ -425,7 +425,7 @@ bool HttpRequestGuard::adopt_upstream(engine::UpstreamStatePtr state) {
     upstream_requests_ = s->requests;
     upstream_born_ns_ = s->born_ns;
   }
-  if (upstream_born_ns_ == 0) upstream_born_ns_ = monotonic_ns();
+  if (upstream_born_ns_ == 0 && max_age_ns_ > 0) upstream_born_ns_ = monotonic_ns();
   upstream_ready_ = true;  // a pooled upstream connection is ready at once
   info_->connect_token.reset();  // so no longer pending
   return true;
@@ -755,10 +755,10 @@ void HttpRequestGuard::on_upstream_ready(FilterOutput& out) {
   // Ready for requests (connected, TLS done): no longer pending (Envoy's
   // http1MaxPendingRequests).
   info_->connect_token.reset();
-  if (upstream_born_ns_ == 0) upstream_born_ns_ = monotonic_ns();
   if (upstream_ready_) return;
   upstream_ready_ = true;
   const int64_t now = monotonic_ns();
+  if (upstream_born_ns_ == 0) upstream_born_ns_ = now;
   bool started = false;
   for (Outstanding& o : outstanding_) started = start_try(o, now) || started;
   if (started) arm_timer(out);
@@ -913,7 +913,7 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
   // client between requests (Envoy's pool takes the connection back at each
   // response end); its next request is admitted like any other.
   if (!done.close_after && !discard_ && state_ == State::kHead && at_boundary() &&
-      (spent() || info_->cluster_lease)) {
+      (info_->cluster_lease || spent())) {
     info_->next_upstream = ConnectionInfo::NextUpstream::kRelease;
     switch_signalled_ = true;
     // What the client sends from here on (a request already on its way)

@@ -20,7 +20,9 @@ namespace {
 // The session a pooled upstream carries from one filter to the next.
 struct Session final : public UpstreamState {
   explicit Session(int n) : number(n) {}
+  int64_t expires_ns() const override { return expires; }
   int number;
+  int64_t expires = INT64_MAX;  // CLOCK_MONOTONIC, as the engine's
 };
 
 struct PoolLog {
@@ -28,6 +30,7 @@ struct PoolLog {
   std::atomic<int> adopted{0};
   std::atomic<int> last_adopted_session{-1};
   std::atomic<int> drains{0};  // on_drain calls
+  std::atomic<int64_t> session_lifetime_ns{0};  // > 0: a session expires this long after it is parked
 };
 
 // A line protocol standing in for HTTP: a response ends with "END\n"; the
@@ -65,6 +68,10 @@ class LineFilter final : public StreamFilter {
   bool upstream_reusable() const override { return reusable_ && !waiting_; }
   UpstreamStatePtr release_upstream() override {
     if (!session_) session_ = std::make_unique<Session>(log_->sessions_made++);
+    if (const int64_t life = log_->session_lifetime_ns.load(); life > 0) {
+      session_->expires = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::steady_clock::now().time_since_epoch()).count() + life;
+    }
     return std::move(session_);
   }
   bool adopt_upstream(UpstreamStatePtr state) override {
@@ -325,6 +332,19 @@ TEST_F(PoolTest, AnIdleUpstreamIsClosedAfterTheIdleTimeout) {
   // The proxy closes it: the server reads EOF.
   int err = 0;
   EXPECT_EQ(read_to_eof(up, &err), "");
+  EXPECT_EQ(err, 0);
+  EXPECT_EQ(engine_->counters().upstream_pool_expired, 1u);
+  close(up);
+}
+
+// A filter's state may end a pooled upstream's stay sooner than the idle
+// timeout (an HTTP upstream's maxConnectionDuration): closed then.
+TEST_F(PoolTest, AStateThatExpiresEndsThePooledUpstreamAtItsTime) {
+  pool_log_.session_lifetime_ns = 30'000'000;
+  start([](EngineConfig& cfg) { cfg.upstream_pool_idle_timeout = std::chrono::seconds(600); });
+  int up = park_first();
+  int err = 0;
+  EXPECT_EQ(read_to_eof(up, &err), "") << "closed at the state's expiry, not after 10 minutes";
   EXPECT_EQ(err, 0);
   EXPECT_EQ(engine_->counters().upstream_pool_expired, 1u);
   close(up);
