@@ -707,11 +707,12 @@ void validate_http_route(Sink& s, const std::string& path, const HTTPRoute& r) {
     s.error(dot(path, "mirrorPercent"),
             "mirror_percent must have a max value of 100 (it has " + std::to_string(*r.mirror_percent) + ")");
   }
-  if (r.mirror_percentage) {
-    double v = r.mirror_percentage->value;
-    if (v > 100) s.error(dot(path, "mirrorPercentage"), "mirror_percentage must have a max value of 100 (it has " + go_fixed(v) + ")");
-    if (v < 0) s.error(dot(path, "mirrorPercentage"), "mirror_percentage must have a min value of 0 (it has " + go_fixed(v) + ")");
-  }
+  // Istio's "<what> must have a max value of 100 (it has %f)", min 0.
+  auto share_range = [&s](const std::string& p, double v, const char* what) {
+    if (v > 100) s.error(p, std::string(what) + " must have a max value of 100 (it has " + go_fixed(v) + ")");
+    if (v < 0) s.error(p, std::string(what) + " must have a min value of 0 (it has " + go_fixed(v) + ")");
+  };
+  if (r.mirror_percentage) share_range(dot(path, "mirrorPercentage"), r.mirror_percentage->value, "mirror_percentage");
   if (r.mirror) validate_destination(s, dot(path, "mirror"), *r.mirror);
   // Istio's validateHTTPMirrors.
   for (size_t j = 0; j < r.mirrors.size(); ++j) {
@@ -722,11 +723,7 @@ void validate_http_route(Sink& s, const std::string& path, const HTTPRoute& r) {
       continue;
     }
     validate_destination(s, dot(mp, "destination"), *m.destination);
-    if (m.percentage) {
-      const double v = m.percentage->value;
-      if (v > 100) s.error(dot(mp, "percentage"), "mirror percentage must have a max value of 100 (it has " + go_fixed(v) + ")");
-      if (v < 0) s.error(dot(mp, "percentage"), "mirror percentage must have a min value of 0 (it has " + go_fixed(v) + ")");
-    }
+    if (m.percentage) share_range(dot(mp, "percentage"), m.percentage->value, "mirror percentage");
   }
   if (r.mirror && !r.mirrors.empty()) s.error(path, "HTTP route cannot contain both mirror and mirrors");
 

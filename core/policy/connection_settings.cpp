@@ -33,8 +33,11 @@ ConnectionSettings connection_settings(const config::MeshConfig& mesh, const Eff
     }
     if (tcp->tcp_keepalive) apply_keepalive(out, *tcp->tcp_keepalive);
     out.max_connections = std::max(0, tcp->max_connections);
-    out.tcp_idle_timeout = tcp->idle_timeout;
-    out.idle_timeout = tcp->idle_timeout;
+    // 0s turns it off (Envoy's idle_timeout 0).
+    std::optional<config::Duration> idle = tcp->idle_timeout;
+    if (idle && idle->count() == 0) idle = ConnectionSettings::kNoTimeout;
+    out.tcp_idle_timeout = idle;
+    out.idle_timeout = idle;
     out.max_connection_duration = tcp->max_connection_duration;
   }
   if (const auto& http = pool->http) {
@@ -66,8 +69,8 @@ std::string ConnectionSettings::describe(bool http) const {
   }
   if (!http) {
     if (tcp_idle_timeout) {
-      add(tcp_idle_timeout->count() == 0 ? std::string("no idle timeout")
-                                         : "idle timeout " + std::to_string(tcp_idle_timeout->count()) + " ms");
+      add(*tcp_idle_timeout == kNoTimeout ? std::string("no idle timeout")
+                                          : "idle timeout " + std::to_string(tcp_idle_timeout->count()) + " ms");
     }
     if (max_connection_duration) {
       add("closed " + std::to_string(max_connection_duration->count()) + " ms after it was accepted (DT)");
@@ -78,8 +81,8 @@ std::string ConnectionSettings::describe(bool http) const {
     return out;
   }
   if (idle_timeout) {
-    add(idle_timeout->count() == 0 ? std::string("pooled connections idle without bound")
-                                   : "pooled connections idle up to " + std::to_string(idle_timeout->count()) + " ms");
+    add(*idle_timeout == kNoTimeout ? std::string("pooled connections idle without bound")
+                                    : "pooled connections idle up to " + std::to_string(idle_timeout->count()) + " ms");
   }
   if (max_connection_duration) {
     add("an upstream connection carries no request after " + std::to_string(max_connection_duration->count()) +

@@ -15,6 +15,10 @@
 namespace sluice::policy {
 
 struct ConnectionSettings {
+  // An idle timeout the rule turns off (0s): none at all. The engine's
+  // Verdict::kNoTimeout is the same value.
+  static constexpr config::Duration kNoTimeout = config::Duration::max();
+
   // Each connect attempt's bound; nullopt: the proxy's --connect-timeout.
   std::optional<config::Duration> connect_timeout;
   bool connect_timeout_from_rule = false;  // else the mesh config's
@@ -26,10 +30,10 @@ struct ConnectionSettings {
   uint32_t keepalive_interval_s = 0;
   // How long a pooled upstream connection waits idle:
   // connectionPool.http.idleTimeout, else tcp.idleTimeout (as Istio fills
-  // the cluster's HTTP idle_timeout); nullopt: the proxy's; 0: no bound.
+  // the cluster's HTTP idle_timeout); nullopt: the proxy's; kNoTimeout: no bound.
   std::optional<config::Duration> idle_timeout;
   // connectionPool.tcp.idleTimeout for a TCP proxy connection (no bytes
-  // either way for this long closes it; 0: never); nullopt: the proxy's
+  // either way for this long closes it; kNoTimeout: never); nullopt: the proxy's
   // (1 h, as Envoy's tcp_proxy).
   std::optional<config::Duration> tcp_idle_timeout;
   // connectionPool.tcp.maxConnectionDuration: a TCP proxy connection is

@@ -1,5 +1,7 @@
 #include "userspace-proxy/engine/worker.h"
 
+#include "userspace-proxy/engine/deadline.h"
+
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/eventfd.h>
@@ -47,12 +49,8 @@ int64_t realtime_ns() {
 
 int64_t to_ns(std::chrono::milliseconds ms) { return static_cast<int64_t>(ms.count()) * 1000000; }
 // A verdict's timeout: Verdict::kNoTimeout (none), and anything too long to
-// count in nanoseconds (a config's 300 years), become INT64_MAX.
-int64_t timeout_ns(std::chrono::milliseconds ms) {
-  return ms.count() >= INT64_MAX / 1000000 ? INT64_MAX : to_ns(ms);
-}
-// t + d, saturating at INT64_MAX (no deadline).
-int64_t deadline_after(int64_t t, int64_t d) { return d >= INT64_MAX - t ? INT64_MAX : t + d; }
+// count in nanoseconds, become INT64_MAX.
+int64_t timeout_ns(std::chrono::milliseconds ms) { return saturating_ns(ms); }
 
 bool is_reset_error(int err) { return err == ECONNRESET || err == EPIPE || err == ECONNABORTED; }
 

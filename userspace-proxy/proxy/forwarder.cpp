@@ -1,5 +1,7 @@
 #include "userspace-proxy/proxy/forwarder.h"
 
+#include "userspace-proxy/engine/deadline.h"
+
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -557,9 +559,9 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
   // keep-alive on the upstream socket, how long a pooled upstream waits idle.
   const policy::ConnectionSettings& cs = c.plan.forward.connection;
   const std::chrono::milliseconds connect_timeout = cs.connect_timeout.value_or(std::chrono::milliseconds(0));
-  // An idle timeout of 0 (tcp.idleTimeout: 0s) turns it off, as Envoy's.
-  std::chrono::milliseconds pool_idle = cs.idle_timeout.value_or(std::chrono::milliseconds(0));
-  if (cs.idle_timeout && cs.idle_timeout->count() == 0) pool_idle = engine::Verdict::kNoTimeout;
+  // (kNoTimeout when the rule turns it off: ConnectionSettings::kNoTimeout.)
+  static_assert(policy::ConnectionSettings::kNoTimeout == engine::Verdict::kNoTimeout);
+  const std::chrono::milliseconds pool_idle = cs.idle_timeout.value_or(std::chrono::milliseconds(0));
   engine::TcpKeepalive keepalive;
   keepalive.enabled = cs.keepalive;
   keepalive.probes = cs.keepalive_probes;
@@ -591,10 +593,7 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
   // connectionPool.tcp. An HTTP connection keeps the proxy's idle timeout
   // (its connection manager's); the rule's apply to its upstreams above.
   if (!c.info->http) {
-    if (cs.tcp_idle_timeout) {
-      v = std::move(v).with_idle_timeout(cs.tcp_idle_timeout->count() == 0 ? engine::Verdict::kNoTimeout
-                                                                           : *cs.tcp_idle_timeout);
-    }
+    if (cs.tcp_idle_timeout) v = std::move(v).with_idle_timeout(*cs.tcp_idle_timeout);
     if (cs.max_connection_duration) v = std::move(v).with_max_duration(*cs.max_connection_duration);
   }
   return v;
@@ -881,8 +880,7 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
     // connectionPool.tcp.maxConnectionDuration: Envoy's
     // max_connection_duration of an HTTP cluster's upstream connections.
     if (const auto& d = c.plan.forward.connection.max_connection_duration; d && d->count() > 0) {
-      const int64_t ms = static_cast<int64_t>(d->count());
-      guard->set_max_connection_duration(ms >= INT64_MAX / 1'000'000 ? INT64_MAX : ms * 1'000'000);
+      guard->set_max_connection_duration(engine::saturating_ns(*d));
     }
     if (!guard->first_bytes_ok()) {
       *ok = false;

@@ -1,5 +1,7 @@
 #include "userspace-proxy/proxy/http_guard.h"
 
+#include "userspace-proxy/engine/deadline.h"
+
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -400,8 +402,7 @@ namespace {
 struct GuardUpstreamState final : public engine::UpstreamState {
   GuardUpstreamState(uint32_t n, int64_t born, int64_t max_age) : requests(n), born_ns(born), max_age_ns(max_age) {}
   int64_t expires_ns() const override {
-    if (max_age_ns <= 0 || born_ns <= 0) return INT64_MAX;
-    return max_age_ns >= INT64_MAX - born_ns ? INT64_MAX : born_ns + max_age_ns;
+    return max_age_ns <= 0 || born_ns <= 0 ? INT64_MAX : engine::deadline_after(born_ns, max_age_ns);
   }
   uint32_t requests;
   int64_t born_ns;
@@ -437,9 +438,20 @@ bool HttpRequestGuard::at_boundary() const {
   return outstanding_.empty() && idle && response_state_ == ResponseState::kHead;
 }
 
+// The upstream is let go at a boundary (kRelease: parked, or closed if it
+// cannot be); the client's connection goes on undecided. What the client
+// sends from here on (a request already on its way) is held for the
+// handler's next decision, not forwarded to the upstream being let go.
+FilterStatus HttpRequestGuard::let_upstream_go() {
+  info_->next_upstream = ConnectionInfo::NextUpstream::kRelease;
+  switch_signalled_ = true;
+  state_ = State::kSwitching;
+  return FilterStatus::kNewUpstream;
+}
+
 int64_t HttpRequestGuard::age_deadline_ns() const {
   if (max_age_ns_ <= 0 || upstream_born_ns_ <= 0) return INT64_MAX;
-  return max_age_ns_ >= INT64_MAX - upstream_born_ns_ ? INT64_MAX : upstream_born_ns_ + max_age_ns_;
+  return engine::deadline_after(upstream_born_ns_, max_age_ns_);
 }
 
 bool HttpRequestGuard::spent() const {
@@ -799,10 +811,7 @@ FilterStatus HttpRequestGuard::timer(FilterOutput& out) {
       return FilterStatus::kContinue;
     }
     if (!discard_ && reusable_ && !close_requested_ && state_ == State::kHead && at_boundary() && !deferred_) {
-      info_->next_upstream = ConnectionInfo::NextUpstream::kRelease;
-      switch_signalled_ = true;
-      state_ = State::kSwitching;
-      return FilterStatus::kNewUpstream;
+      return let_upstream_go();
     }
     return FilterStatus::kContinue;
   }
@@ -914,13 +923,7 @@ FilterStatus HttpRequestGuard::response_done(FilterOutput& out) {
   // response end); its next request is admitted like any other.
   if (!done.close_after && !discard_ && state_ == State::kHead && at_boundary() &&
       (info_->cluster_lease || spent())) {
-    info_->next_upstream = ConnectionInfo::NextUpstream::kRelease;
-    switch_signalled_ = true;
-    // What the client sends from here on (a request already on its way)
-    // is held for the handler's next decision, not forwarded to the
-    // upstream being let go.
-    state_ = State::kSwitching;
-    return FilterStatus::kNewUpstream;
+    return let_upstream_go();
   }
   // Unpooled, the upstream ends a connection the client asked to close;
   // a drain's close is the proxy's own.

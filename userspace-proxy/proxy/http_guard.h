@@ -496,6 +496,7 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // When the upstream turns max_age_ns_ old; INT64_MAX: no limit (or not
   // connected yet).
   int64_t age_deadline_ns() const;
+  engine::FilterStatus let_upstream_go();
   // No request or response under way on the upstream (held bytes, when
   // switching, are the next upstream's).
   bool at_boundary() const;
