@@ -810,19 +810,20 @@ spec:
   EXPECT_EQ(d.rewritten_path("/foo"), "/barfoo");
 }
 
+// A VirtualService for rx.example.com with these http rules (YAML list
+// items, two spaces in): the uriRegexRewrite tests'.
+std::string rx_virtual_service(const char* http_rules) {
+  return std::string("apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {name: rx}\n"
+                     "spec:\n  hosts: [rx.example.com]\n  http:\n") +
+         http_rules;
+}
+
 // rewrite.uriRegexRewrite is Envoy's regex_rewrite: every match of the
 // pattern in the path (not the query string, which is kept) is replaced,
 // \N naming capture group N (RE2's rewrite syntax; a digit after it and a
 // '$' stay literal).
 TEST(Routing, UriRegexRewriteReplacesEveryMatchInThePath) {
-  auto cfg = load_config({R"(
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {name: regex-rewrites}
-spec:
-  hosts: [rx.example.com]
-  http:
-  - match: [{uri: {prefix: /service}}]
+  const std::string vs = rx_virtual_service(R"(  - match: [{uri: {prefix: /service}}]
     rewrite:
       uriRegexRewrite: {match: '^/service/([^/]+)(/.*)$', rewrite: '\2/instance/\1'}
     route: [{destination: {host: backend.example.com}}]
@@ -830,7 +831,8 @@ spec:
     rewrite:
       uriRegexRewrite: {match: '(a)', rewrite: '[\0]\15$'}
     route: [{destination: {host: backend.example.com}}]
-)"});
+)");
+  auto cfg = load_config({vs.c_str()});
   RouteTable table(cfg);
   auto d = table.route_http(RouteScope::sidecar(), get("rx.example.com", 80, "/service/foo/v1/api?x=/service/y"));
   ASSERT_EQ(d.outcome, RouteOutcome::kRoute);
@@ -848,14 +850,7 @@ spec:
 // lacks changes nothing (explain says why), an invalid escape ends that
 // replacement.
 TEST(Routing, UriRegexRewriteFollowsRe2GlobalReplace) {
-  auto cfg = load_config({R"(
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {name: regex-corners}
-spec:
-  hosts: [rx.example.com]
-  http:
-  - match: [{uri: {prefix: /empty}}]
+  const std::string vs = rx_virtual_service(R"(  - match: [{uri: {prefix: /empty}}]
     rewrite: {uriRegexRewrite: {match: 'x*', rewrite: 'R'}}
     route: [{destination: {host: backend.example.com}}]
   - match: [{uri: {prefix: /group}}]
@@ -864,7 +859,8 @@ spec:
   - match: [{uri: {prefix: /escape}}]
     rewrite: {uriRegexRewrite: {match: 'e', rewrite: 'E\q!'}}
     route: [{destination: {host: backend.example.com}}]
-)"});
+)");
+  auto cfg = load_config({vs.c_str()});
   RouteTable table(cfg);
   auto d = table.route_http(RouteScope::sidecar(), get("rx.example.com", 80, "/emptyx"));
   EXPECT_EQ(d.rewritten_path("/xab"), "R/RaRbR");
