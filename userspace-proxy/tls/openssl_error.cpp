@@ -16,6 +16,13 @@ std::string openssl_error_text() {
   return text;
 }
 
-void clear_openssl_errors() { ERR_clear_error(); }
+// Before every SSL_read/SSL_write/SSL_do_handshake (SSL_get_error reads the
+// queue). ERR_clear_error resets all sixteen slots of the thread's queue even
+// when it is empty, which it almost always is here (failures drain it with
+// openssl_error_text): 2.5 % of the mTLS chain's CPU at keep-alive, four
+// calls per request in each proxy. Looking first is one thread-local read.
+void clear_openssl_errors() {
+  if (ERR_peek_error() != 0) ERR_clear_error();
+}
 
 }  // namespace sluice::tls

@@ -52,10 +52,21 @@ std::string upstream_tls_failure_details(std::string_view reason) {
 // plaintext for the side they head to (encrypted there if that side is TLS);
 // over a chunk the engine gave us unchanged, toward a plaintext side,
 // forward() stays the engine's zero-copy forward.
+//
+// Plaintext toward a TLS side is gathered over the inner filter's call and
+// encrypted when the call ends (finish()), up to a record's worth: a
+// response head and its body written one after the other go as one TLS
+// record, as HAProxy and Envoy send them, not one record each (an
+// SSL_write, a record header and tag, and a read at the peer saved per
+// response). The order of everything the filter writes is kept: pieces are
+// only joined with the ones right before them, toward the same side.
 class TlsFilter::InnerOutput final : public FilterOutput {
  public:
   InnerOutput(TlsFilter* filter, FilterOutput* out, Direction dir, std::span<const uint8_t> bytes, bool engine_chunk)
       : filter_(filter), out_(out), dir_(dir), bytes_(bytes), passthrough_(engine_chunk && !filter->encrypts(dir)) {}
+  InnerOutput(const InnerOutput&) = delete;
+  InnerOutput& operator=(const InnerOutput&) = delete;
+  ~InnerOutput() override { flush(); }
 
   int forward(size_t n) override {
     if (n > bytes_.size() - pos_) return -EINVAL;
@@ -66,24 +77,100 @@ class TlsFilter::InnerOutput final : public FilterOutput {
       if (rc != 0) status_ = FilterStatus::kReset;
       return rc;
     }
-    return record(filter_->emit(dir_, piece, *out_));
+    // The chunk outlives the call: the piece need not be copied until
+    // another joins it.
+    return gather(dir_, piece, /*lasts=*/true);
   }
   void skip(size_t n) override {
     n = std::min(n, bytes_.size() - pos_);
     pos_ += n;
     if (passthrough_) out_->skip(n);
   }
-  int inject(Direction dir, std::span<const uint8_t> bytes) override {
-    return record(filter_->emit(dir, bytes, *out_));
-  }
+  int inject(Direction dir, std::span<const uint8_t> bytes) override { return gather(dir, bytes, /*lasts=*/false); }
   void set_timer(std::chrono::milliseconds after) override { out_->set_timer(after); }
 
-  // The worst outcome of the output calls: a failed encryption or an
-  // overflowing handshake buffer closes the connection whatever the inner
-  // filter returns.
-  FilterStatus status() const { return status_; }
+  // Encrypts what was gathered; then the worst outcome of the output calls:
+  // a failed encryption or an overflowing handshake buffer closes the
+  // connection whatever the inner filter returns.
+  FilterStatus finish() {
+    flush();
+    return status_;
+  }
 
  private:
+  // A TLS record's largest plaintext (SSL3_RT_MAX_PLAIN_LENGTH).
+  static constexpr size_t kRecordPlaintext = 16 * 1024;
+
+  // Whether the output failed so far. A gathered piece's own failure shows
+  // at finish() (the inner filter's later output calls then say -ENOBUFS;
+  // finish()'s kReset resets the connection whatever it returns).
+  int failed_so_far() const { return status_ == FilterStatus::kReset ? -ENOBUFS : 0; }
+
+  int gather(Direction dir, std::span<const uint8_t> piece, bool lasts) {
+    // Toward a plaintext side the engine queues the bytes itself; an empty
+    // piece still reports a failed filter; the scratch buffer is one per
+    // thread (a nested output, which there is not, would write at once).
+    if (piece.empty() || !filter_->encrypts(dir) || (gathering_ == nullptr && t_gather_busy)) {
+      flush();
+      return record(filter_->emit(dir, piece, *out_));
+    }
+    if (has_pending_ && (dir != pending_dir_ || pending_size() >= kRecordPlaintext)) flush();
+    if (has_pending_ && pending_size() + piece.size() > kRecordPlaintext) {
+      // The pending record filled up with the piece's start; the rest
+      // starts the next one.
+      const size_t room = kRecordPlaintext - pending_size();
+      append(piece.first(room));
+      flush();
+      piece = piece.subspan(room);
+    }
+    if (!has_pending_) {
+      // Alone, an injected record's worth or more goes at once (nothing
+      // could join it in front; copying it would only cost).
+      if (!lasts && piece.size() >= kRecordPlaintext) return record(filter_->emit(dir, piece, *out_));
+      has_pending_ = true;
+      pending_dir_ = dir;
+      if (lasts) {
+        view_ = piece;
+        return failed_so_far();
+      }
+    }
+    // The copy holds at most a record's plaintext.
+    append(piece);
+    return failed_so_far();
+  }
+
+  // Adds to the pending record's copy (the lone view moves into it first).
+  void append(std::span<const uint8_t> piece) {
+    if (gathering_ == nullptr) {
+      gathering_ = &t_gather;
+      t_gather_busy = true;
+      gathering_->clear();
+    }
+    if (!view_.empty()) {
+      gathering_->append(reinterpret_cast<const char*>(view_.data()), view_.size());
+      view_ = {};
+    }
+    gathering_->append(reinterpret_cast<const char*>(piece.data()), piece.size());
+  }
+
+  size_t pending_size() const { return view_.empty() && gathering_ ? gathering_->size() : view_.size(); }
+
+  void flush() {
+    if (!has_pending_) return;
+    has_pending_ = false;
+    if (!view_.empty()) {
+      const std::span<const uint8_t> piece = std::exchange(view_, {});
+      record(filter_->emit(pending_dir_, piece, *out_));
+      return;
+    }
+    if (gathering_ != nullptr) {
+      record(filter_->emit(pending_dir_, bytes_of(*gathering_), *out_));
+      gathering_->clear();
+      gathering_ = nullptr;
+      t_gather_busy = false;
+    }
+  }
+
   int record(FilterStatus st) {
     status_ = worse(status_, st);
     // kClose: the connection is ending gracefully (a local reply may be on
@@ -92,6 +179,9 @@ class TlsFilter::InnerOutput final : public FilterOutput {
     return st == FilterStatus::kReset ? -ENOBUFS : 0;
   }
 
+  static thread_local std::string t_gather;
+  static thread_local bool t_gather_busy;
+
   TlsFilter* filter_;
   FilterOutput* out_;
   Direction dir_;
@@ -99,7 +189,14 @@ class TlsFilter::InnerOutput final : public FilterOutput {
   size_t pos_ = 0;
   bool passthrough_;
   FilterStatus status_ = FilterStatus::kContinue;
+  bool has_pending_ = false;
+  Direction pending_dir_ = Direction::kDownstreamToUpstream;
+  std::span<const uint8_t> view_;   // the pending piece while it is alone and lasts
+  std::string* gathering_ = nullptr;  // the pending pieces, copied
 };
+
+thread_local std::string TlsFilter::InnerOutput::t_gather;
+thread_local bool TlsFilter::InnerOutput::t_gather_busy = false;
 
 TlsFilter::TlsFilter(TlsFilterOptions options) : options_(std::move(options)) {}
 
@@ -204,6 +301,7 @@ bool TlsFilter::on_new_upstream(FilterOutput& out) {
   if (options_.inner) {
     InnerOutput io(this, &out, Direction::kDownstreamToUpstream, {}, /*engine_chunk=*/false);
     options_.inner->on_new_upstream(io);
+    io.finish();
   }
   options_.inner.reset();
   inner_ended_[0] = inner_ended_[1] = false;
@@ -256,9 +354,9 @@ FilterStatus TlsFilter::on_start(std::span<const uint8_t> held, FilterOutput& ou
   // `held` is plaintext the handler has seen and decided on.
   if (options_.inner && options_.inner->takes_held_bytes()) {
     InnerOutput io(this, &out, Direction::kDownstreamToUpstream, held, /*engine_chunk=*/true);
-    // Sequenced: io.status() is only known after the inner filter ran.
+    // Sequenced: io.finish() only after the inner filter ran.
     const FilterStatus inner_status = options_.inner->on_start(held, io);
-    return close_notify_if_ended(worse(inner_status, io.status()), out);
+    return close_notify_if_ended(worse(inner_status, io.finish()), out);
   }
   if (!encrypts(Direction::kDownstreamToUpstream)) {
     return out.forward(held.size()) == 0 ? FilterStatus::kContinue : FilterStatus::kReset;
@@ -329,9 +427,9 @@ FilterStatus TlsFilter::on_end_stream(Direction dir, FilterOutput& out) {
 FilterStatus TlsFilter::plain_in(Direction dir, std::span<const uint8_t> bytes, FilterOutput& out, bool engine_chunk) {
   if (options_.inner) {
     InnerOutput io(this, &out, dir, bytes, engine_chunk);
-    // Sequenced: io.status() is only known after the inner filter ran.
+    // Sequenced: io.finish() only after the inner filter ran.
     const FilterStatus inner_status = options_.inner->on_data(dir, bytes, io);
-    return close_notify_if_ended(worse(inner_status, io.status()), out);
+    return close_notify_if_ended(worse(inner_status, io.finish()), out);
   }
   if (engine_chunk && !encrypts(dir)) {
     return out.forward(bytes.size()) == 0 ? FilterStatus::kContinue : FilterStatus::kReset;
@@ -540,9 +638,9 @@ FilterStatus TlsFilter::peer_closed(TlsConnection& conn, FilterOutput& out) {
 template <typename Fn>
 FilterStatus TlsFilter::call_inner(FilterOutput& out, Fn fn) {
   InnerOutput io(this, &out, Direction::kUpstreamToDownstream, {}, /*engine_chunk=*/false);
-  // Sequenced: io.status() is only known after the inner filter ran.
+  // Sequenced: io.finish() only after the inner filter ran.
   const FilterStatus inner_status = fn(*options_.inner, io);
-  return close_notify_if_ended(worse(inner_status, io.status()), out);
+  return close_notify_if_ended(worse(inner_status, io.finish()), out);
 }
 
 FilterStatus TlsFilter::on_timer(FilterOutput& out) {
@@ -576,6 +674,7 @@ void TlsFilter::inner_ready(FilterOutput& out) {
   if (!options_.inner || failed_) return;
   InnerOutput io(this, &out, Direction::kUpstreamToDownstream, {}, /*engine_chunk=*/false);
   options_.inner->on_upstream_ready(io);
+  io.finish();
 }
 
 // No upstream connection: the inner filter's answer goes to the downstream
@@ -592,9 +691,9 @@ FilterStatus TlsFilter::end_inner(Direction dir, FilterOutput& out) {
   if (!options_.inner || inner_ended_[i]) return FilterStatus::kContinue;
   inner_ended_[i] = true;
   InnerOutput io(this, &out, dir, {}, /*engine_chunk=*/false);
-  // Sequenced: io.status() is only known after the inner filter ran.
+  // Sequenced: io.finish() only after the inner filter ran.
   const FilterStatus inner_status = options_.inner->on_end_stream(dir, io);
-  return worse(inner_status, io.status());
+  return worse(inner_status, io.finish());
 }
 
 // ---------------------------------------------------------------- failures

@@ -109,6 +109,15 @@ std::unique_ptr<TlsFilter> terminator(std::shared_ptr<const TlsServerContext> ct
   return make_filter(std::move(o));
 }
 
+// The sidecar's ISTIO_MUTUAL origination around a plaintext inner filter.
+std::unique_ptr<TlsFilter> sidecar_with(engine::StreamFilterPtr inner, Recorded* rec) {
+  TlsFilterOptions o;
+  o.upstream_tls = make_client(sidecar_client());
+  o.inner = std::move(inner);
+  o.on_handshake = rec->callback();
+  return make_filter(std::move(o));
+}
+
 // The walkthrough's hop 3-4: sidecar ISTIO_MUTUAL origination (filter with
 // the connect verdict, the sniffed request held) -> gateway termination
 // (filter with need_more: the handler reads plaintext), then the handler's
@@ -698,11 +707,7 @@ TEST(TlsFilterTest, InnerFilterSeesPlaintextAndItsOutputIsEncrypted) {
   RecordingInner* rec = inner.get();
   rec->tag = "[tag]";
   rec->take_held = true;
-  TlsFilterOptions o;
-  o.upstream_tls = make_client(sidecar_client());
-  o.inner = std::move(inner);
-  o.on_handshake = side.callback();
-  auto sidecar = make_filter(std::move(o));
+  auto sidecar = sidecar_with(std::move(inner), &side);
   auto gateway = terminator(make_server(gateway_server()), &gw);
   FilterChain chain({sidecar.get(), gateway.get()});
   chain.sniffed(kRequest);
@@ -717,6 +722,84 @@ TEST(TlsFilterTest, InnerFilterSeesPlaintextAndItsOutputIsEncrypted) {
   EXPECT_EQ(chain.client_rx, kResponse);
 }
 
+// The lengths of the TLS records in `wire` (5-byte headers: type, version,
+// length), which must hold whole records only.
+std::vector<size_t> record_lengths(std::string_view wire) {
+  std::vector<size_t> lengths;
+  while (wire.size() >= 5) {
+    const size_t len = (static_cast<uint8_t>(wire[3]) << 8) | static_cast<uint8_t>(wire[4]);
+    if (wire.size() < 5 + len) break;
+    lengths.push_back(len);
+    wire.remove_prefix(5 + len);
+  }
+  EXPECT_TRUE(wire.empty()) << wire.size() << " bytes are not a whole record";
+  return lengths;
+}
+
+// An inner filter that answers each client chunk with a script: "<" + text
+// injects the text, ">" forwards the whole chunk.
+class ScriptedInner final : public engine::StreamFilter {
+ public:
+  explicit ScriptedInner(std::vector<std::string> script) : script_(std::move(script)) {}
+  FilterStatus on_data(Direction dir, std::span<const uint8_t> chunk, FilterOutput& out) override {
+    if (dir != Direction::kDownstreamToUpstream) {
+      return out.forward(chunk.size()) == 0 ? FilterStatus::kContinue : FilterStatus::kReset;
+    }
+    for (const std::string& step : script_) {
+      const int rc = step[0] == '>' ? out.forward(chunk.size()) : out.inject(dir, bytes(step.substr(1)));
+      if (rc != 0) return FilterStatus::kReset;
+    }
+    return FilterStatus::kContinue;
+  }
+  FilterStatus on_end_stream(Direction, FilterOutput&) override { return FilterStatus::kContinue; }
+
+ private:
+  std::vector<std::string> script_;
+};
+
+// Sends `chunk` from the client through a sidecar whose inner filter runs
+// `script`; returns the TLS records' lengths that went to the gateway.
+std::vector<size_t> records_for(std::vector<std::string> script, const std::string& chunk, std::string* backend) {
+  Recorded side, gw;
+  auto sidecar = sidecar_with(std::make_unique<ScriptedInner>(std::move(script)), &side);
+  auto gateway = terminator(make_server(gateway_server()), &gw);
+  FilterChain chain({sidecar.get(), gateway.get()});
+  chain.connect_all();
+  const size_t before = chain.first_link_up.size();
+  chain.client_send(chunk);
+  *backend = chain.backend_rx;
+  return record_lengths(std::string_view(chain.first_link_up).substr(before));
+}
+
+// What the inner filter writes in one call toward a TLS side goes as one
+// TLS record (a response head injected and its body forwarded, say), in the
+// order written; a record's plaintext is filled before the next starts.
+TEST(TlsFilterTest, GatheredOutputKeepsItsOrderAndFillsRecords) {
+  std::string backend;
+  // An injected piece, then the chunk forwarded: one record.
+  EXPECT_EQ(records_for({"<[tag]", ">"}, "body", &backend).size(), 1u);
+  EXPECT_EQ(backend, "[tag]body");
+  // A forwarded chunk, then an injected piece: one record.
+  EXPECT_EQ(records_for({">", "<[end]"}, "body", &backend).size(), 1u);
+  EXPECT_EQ(backend, "body[end]");
+  // A forwarded record's worth and more, then a piece: the forwarded bytes
+  // as OpenSSL splits them (16 KiB, the rest), then the piece.
+  const std::string big(20000, 'x');
+  EXPECT_EQ(records_for({">", "<[end]"}, big, &backend).size(), 3u);
+  EXPECT_EQ(backend, big + "[end]");
+  // 10,000 injected bytes, then 10,000 forwarded: the first record is
+  // filled (16 KiB of plaintext), the second holds the rest (3,616 bytes).
+  const std::string a(10000, 'a'), b(10000, 'b');
+  const std::vector<size_t> lengths = records_for({"<" + a, ">"}, b, &backend);
+  ASSERT_EQ(lengths.size(), 2u);
+  EXPECT_EQ(lengths[0] - lengths[1], 16384u - 3616u);  // the same overhead per record
+  EXPECT_EQ(backend, a + b);
+  // An injected piece larger than a record, between small ones: the first
+  // record filled, the rest joined with what follows.
+  EXPECT_EQ(records_for({"<[", "<" + big, "<]", ">"}, "z", &backend).size(), 2u);
+  EXPECT_EQ(backend, "[" + big + "]z");
+}
+
 // The worker drains: a terminating filter passes it to its inner filter,
 // and when that ends the client's connection the client's TLS session gets
 // close_notify before the FIN (not a bare FIN: an "unexpected EOF").
@@ -724,11 +807,7 @@ TEST(TlsFilterTest, ADrainEndingTheClientSendsCloseNotify) {
   Recorded side, gw;
   auto sidecar_inner = std::make_unique<RecordingInner>();
   RecordingInner* rec = sidecar_inner.get();
-  TlsFilterOptions o;
-  o.upstream_tls = make_client(sidecar_client());
-  o.inner = std::move(sidecar_inner);
-  o.on_handshake = side.callback();
-  auto sidecar = make_filter(std::move(o));
+  auto sidecar = sidecar_with(std::move(sidecar_inner), &side);
   auto gateway = terminator(make_server(gateway_server()), &gw);
   auto gw_inner = std::make_unique<RecordingInner>();
   RecordingInner* g = gw_inner.get();

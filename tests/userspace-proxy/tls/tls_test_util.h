@@ -196,6 +196,9 @@ class FilterChain {
   bool client_got_fin = false;
   std::string backend_rx;  // what the backend received (the handler's pending bytes before connect)
   bool backend_got_fin = false;
+  // Everything filters[0] sent toward filters[1] (the sidecar -> gateway
+  // link's bytes, TLS records when it originates), in order.
+  std::string first_link_up;
   bool backend_connected = false;
   size_t on_data_calls = 0;
 
@@ -234,6 +237,7 @@ class FilterChain {
       fin_toward_downstream(i);
   }
   void deliver_output(size_t i, const std::string& to_up, const std::string& to_down) {
+    if (i == 0 && f_.size() > 1) first_link_up += to_up;
     if (i + 1 < f_.size())
       links_[i].up += to_up;
     else
