@@ -440,13 +440,14 @@ $(grep -E '^sluice_engine_upstream_pool|^sluice_proxy_events_total' <<<"$stats")
 	kill "${GW_PID[2]}"
 	while kill -0 "${GW_PID[2]}" 2>/dev/null; do sleep 0.05; done
 	# Meanwhile no gateway at all: Envoy's 503 reaches the client (not an
-	# empty reply), flag UF.
+	# empty reply) after Istio's default two connect-failure retries, flag
+	# UF with URX (retries exhausted).
 	ms=$(lines_of "$TMP/sidecar.log")
 	out=$(in_cg_ns workload "$NS_W" curl -s --max-time 10 -w ' %{http_code}' http://edition.cnn.com/politics)
-	case "$out" in "upstream connect error or disconnect/reset before headers. reset reason: "*" 503") ;;
+	case "$out" in "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: "*" 503") ;;
 	*) fail "(6) with both gateways down: got \"$out\"" ;; esac
 	sleep 0.3
-	new_lines "$TMP/sidecar.log" "$ms" | grep -q '"GET /politics HTTP/1.1" 503 U[FC] ' ||
+	new_lines "$TMP/sidecar.log" "$ms" | grep -q '"GET /politics HTTP/1.1" 503 UF,URX ' ||
 		fail "(6) with both gateways down, the sidecar logged: $(new_lines "$TMP/sidecar.log" "$ms")"
 	log "ok (6) both gateways down: 503 \"${out% 503}\""
 	start_gateway 2 impostor

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -136,6 +137,18 @@ class ConnectionHandler {
   // room for another connection): whatever the handler keeps for `tag`
   // can go.
   virtual void on_spawn_dropped(uint64_t /*tag*/) {}
+
+  // An attempt at the upstream connection failed (refused, unreachable,
+  // timed out), `upstream` the address tried: the handler hears every one
+  // (outlier detection counts each host's failures). When the verdict listed
+  // another address (`another_left`) the answer is the wait before it (zero:
+  // at once, the default) or kStopConnecting (the failure stands: the filter's
+  // on_connect_failed, then the close); otherwise it is not read.
+  static constexpr std::chrono::milliseconds kStopConnecting{-1};
+  virtual std::chrono::milliseconds on_connect_attempt_failed(Connection& /*conn*/, const SocketAddress& /*upstream*/,
+                                                              bool /*timed_out*/, bool /*another_left*/) {
+    return std::chrono::milliseconds(0);
+  }
 
   // The upstream connect succeeded (for logging/metrics; optional).
   virtual void on_upstream_connected(Connection& /*conn*/, const SocketAddress& /*upstream*/) {}

@@ -656,6 +656,9 @@ void Worker::on_timer(ConnectionImpl* c) {
     apply_verdict(c, std::move(v), CloseReason::kDetectionTimeout);
   } else if (c->phase == Phase::kLingering) {
     begin_close(c, CloseReason::kLocalClose, 0, false, false);
+  } else if (c->phase == Phase::kConnecting && c->connect_retry_ns <= now_ns_ && c->max_end_ns > now_ns_) {
+    c->connect_retry_ns = INT64_MAX;
+    start_connect(c);
   } else if (c->max_end_ns <= now_ns_ &&
              (c->phase == Phase::kConnecting || c->phase == Phase::kRelaying || c->phase == Phase::kSwitching)) {
     counters_.duration_timeouts.add();
@@ -685,7 +688,7 @@ int64_t Worker::conn_deadline(const ConnectionImpl* c) const {
     // one that expired while connecting fires as soon as it relays. The
     // idle timeout runs during the connect too, as Envoy's tcp_proxy has
     // started it since 1.36 (it used to wait for the upstream).
-    case Phase::kConnecting: return std::min(idle, c->max_end_ns);
+    case Phase::kConnecting: return std::min({idle, c->max_end_ns, c->connect_retry_ns});
     case Phase::kRelaying: return std::min({idle, c->filter_deadline_ns, c->max_end_ns});
     case Phase::kSwitching: return std::min(idle, c->max_end_ns);
     default: return INT64_MAX;
@@ -878,6 +881,7 @@ void Worker::accept_conn(int fd, uint64_t spawn_tag) {
   counters_.active_connections.set(conns_active_);
   c->phase = Phase::kSniffing;
   c->upstream_count = c->upstream_next = 0;
+  c->connect_retry_ns = INT64_MAX;
   c->last_connect_timed_out = 0;
   c->eof_unreported = false;
   c->defer_ended_by_eof = false;
@@ -1168,6 +1172,7 @@ void Worker::apply_verdict(ConnectionImpl* c, Verdict v, CloseReason close_reaso
       std::copy(ups.begin(), ups.end(), c->upstreams.begin());
       c->upstream_count = static_cast<uint8_t>(ups.size());
       c->upstream_next = 0;
+      c->connect_retry_ns = INT64_MAX;
       if (v.connect_timeout().count() > 0) {
         const int64_t ct = to_ns(v.connect_timeout());
         c->connect_ts.tv_sec = ct / 1000000000;
@@ -1310,10 +1315,17 @@ void Worker::on_connect_cqe(ConnectionImpl* c, int res) {
     c->last_connect_timed_out = timed_out;
     close(c->side[1].fd);
     c->side[1].fd = -1;
-    if (c->upstream_next < c->upstream_count) {
+    const bool another_left = c->upstream_next < c->upstream_count;
+    const std::chrono::milliseconds wait =
+        handler_->on_connect_attempt_failed(*c, c->stats.upstream, timed_out, another_left);
+    if (!another_left || wait < std::chrono::milliseconds(0)) {
+      fail_connect(c, timed_out, timed_out ? ETIMEDOUT : -res);
+    } else if (wait.count() == 0) {
       start_connect(c);
     } else {
-      fail_connect(c, timed_out, timed_out ? ETIMEDOUT : -res);
+      // No socket while waiting: the timer starts the next attempt.
+      c->connect_retry_ns = deadline_after(now_ns_, saturating_ns(wait));
+      reschedule_timer(c);
     }
     return;
   }
@@ -1971,6 +1983,7 @@ void Worker::finish_switch(ConnectionImpl* c) {
   if (c->stats.upstream_switches != UINT16_MAX) c->stats.upstream_switches++;  // saturates
   c->stats.upstream_reused = false;
   c->upstream_count = c->upstream_next = 0;
+  c->connect_retry_ns = INT64_MAX;
   c->pool_key.clear();
   c->keepalive = {};
   c->pool_idle_ns = 0;

@@ -135,6 +135,9 @@ class alignas(16) ConnectionImpl final : public Connection {
   int64_t pool_idle_ns = 0;  // the verdict's pool idle timeout; 0: the engine's; INT64_MAX: none
   int64_t idle_ns = 0;       // Verdict::with_idle_timeout; 0: the engine's; INT64_MAX: none
   int64_t max_end_ns = INT64_MAX;  // Verdict::with_max_duration: closed at this time
+  // The next address is tried at this time (the handler's wait after a
+  // failed attempt; no socket meanwhile).
+  int64_t connect_retry_ns = INT64_MAX;
   // The upstream is to be parked in the pool once the connection is closed
   // (kEndDownstream with a pool key); cleared by anything that makes it
   // unusable (bytes or FIN from it, an unfinished send, a reset).

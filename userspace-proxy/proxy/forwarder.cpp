@@ -327,6 +327,49 @@ void Forwarder::on_upstream_connected(engine::Connection& conn, const SocketAddr
   }
 }
 
+namespace {
+// The route timeout runs through a retry's back-off (it spans the tries): a
+// wait past a retried request's deadline ends just after it (the engine's
+// clock may be a loop behind); resume() then answers 504 UT.
+std::chrono::milliseconds within_route_deadline(std::chrono::milliseconds backoff, int64_t deadline_ns) {
+  if (backoff.count() <= 0 || deadline_ns == INT64_MAX) return backoff;
+  const int64_t left_ms = (deadline_ns - monotonic_ns()) / 1'000'000 + 5;
+  return std::min(backoff, std::chrono::milliseconds(std::max<int64_t>(1, left_ms)));
+}
+}  // namespace
+
+// Every failed attempt of the engine's walk over the decision's addresses.
+// Outlier detection hears each (Envoy counts every connect failure against
+// its host). For an HTTP request the next address is a retry, as Envoy's
+// router makes one on connect-failure: within the cluster's maxRetries
+// (over it the failure stands, flagged UO) and after the route's jittered
+// back-off. A TCP connection walks the balancer's list at once.
+std::chrono::milliseconds Forwarder::on_connect_attempt_failed(engine::Connection& conn, const SocketAddress& upstream,
+                                                               bool /*timed_out*/, bool another_left) {
+  ProxyConnection& c = state(conn);
+  ConnectionInfo& ci = *c.info;
+  if (o_.clusters && c.plan.kind == RequestPlan::Kind::kForward && upstream.valid()) {
+    o_.clusters->report_connect(c.plan.cluster, upstream, false);
+  }
+  if (!another_left || !ci.http) return std::chrono::milliseconds(0);
+  if (ci.max_retries > 0 && ci.breaker) {
+    // One count per request: its earlier retry's goes back first, as
+    // Envoy's shouldRetry resets the retry before checking the budget.
+    ci.retry_token.reset();
+    ci.retry_token = ci.breaker->start_retry(ci.max_retries);
+    if (!ci.retry_token) {
+      ci.connect_retry_overflow = true;
+      bump(o_.counters->retry_overflow);
+      return engine::ConnectionHandler::kStopConnecting;
+    }
+  }
+  ++ci.connect_retries;
+  bump(o_.counters->retries);
+  // The request's retry number (a response retry's walk continues its count).
+  return within_route_deadline(c.plan.forward.retry.backoff(ci.first_attempt - 1 + ci.connect_retries, next_pick()),
+                               ci.retry_deadline_ns);
+}
+
 Verdict Forwarder::protocol_error(ProxyConnection& c, int status) {
   bump(o_.counters->protocol_errors);
   c.logged = true;
@@ -527,7 +570,10 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
     });
   }
   // HTTP: the route's connect-failure retries, over the endpoints in the
-  // balancer's order (the same one again when there are fewer).
+  // balancer's order (the same one again when there are fewer); each after
+  // the back-off, within maxRetries (on_connect_attempt_failed).
+  c.info->connect_retries = 0;
+  c.info->connect_retry_overflow = false;
   if (c.info->http && !order.empty()) {
     const size_t attempts = std::min<size_t>(engine::Verdict::kMaxUpstreams, c.plan.forward.connect_attempts);
     std::vector<SocketAddress> tries;
@@ -835,13 +881,7 @@ Verdict Forwarder::on_new_upstream(engine::Connection& conn, std::span<const uin
   ci.upstream_failure.clear();
   c.decided = true;
   c.dns_started = false;
-  // The route timeout runs through the back-off (it spans the tries): a
-  // wait past it ends just after it (the engine's clock may be a loop
-  // behind), and resume() answers 504 UT.
-  if (backoff.count() > 0 && ci.retry_deadline_ns != INT64_MAX) {
-    const int64_t left_ms = (ci.retry_deadline_ns - monotonic_ns()) / 1'000'000 + 5;
-    backoff = std::min(backoff, std::chrono::milliseconds(std::max<int64_t>(1, left_ms)));
-  }
+  backoff = within_route_deadline(backoff, ci.retry_deadline_ns);
   c.dns_deadline = std::chrono::steady_clock::now() + o_.dns_wait + backoff;
   // A later request's fault: its delay first (carry_out then starts the
   // DNS wait afresh), or its abort's answer.
@@ -1042,6 +1082,8 @@ void Forwarder::await_next_request(ProxyConnection& c) {
   ci.response_reported = false;
   ci.later_plan.reset();
   ci.first_attempt = 1;
+  ci.connect_retries = 0;
+  ci.connect_retry_overflow = false;
   ci.retry_deadline_ns = INT64_MAX;
   ci.tried_upstreams.clear();
   ci.upstream_host.clear();
@@ -1065,14 +1107,16 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
   // connectionPool.tcp.maxConnectionDuration ended it (Envoy's DT).
   if (stats.reason == engine::CloseReason::kMaxDuration) flags = policy::merge_response_flags(ci.tcp_flags, "DT");
   if (!ci.upstream_failure.empty()) flags = "UF";
-  if (o_.clusters && c->plan.kind == policy::RequestPlan::Kind::kForward &&
-      (stats.reason == engine::CloseReason::kUpstreamConnectFailed ||
-       stats.reason == engine::CloseReason::kUpstreamConnectTimeout) &&
-      stats.upstream.valid()) {
-    o_.clusters->report_connect(c->plan.cluster, stats.upstream, false);
+  // Connect-failure retries of an HTTP request: all failed (URX, Envoy's
+  // retry limit exceeded), or maxRetries allowed no further one (UO).
+  if (ci.http && (stats.reason == engine::CloseReason::kUpstreamConnectFailed ||
+                  stats.reason == engine::CloseReason::kUpstreamConnectTimeout)) {
+    if (ci.connect_retry_overflow) flags = policy::merge_response_flags(flags, "UO");
+    else if (ci.connect_retries > 0) flags = policy::merge_response_flags(flags, "URX");
   }
   // Outlier detection: responses, resets and timeouts were reported as they
-  // came (ConnectionInfo::report_response) and a failed connect just above;
+  // came (ConnectionInfo::report_response), each failed connect attempt by
+  // on_connect_attempt_failed;
   // otherwise (no outlier detection for the cluster, or a path that reported
   // nothing, such as a malformed response head: 502) the status the
   // connection ended with counts, as before.

@@ -92,6 +92,8 @@ class Forwarder : public engine::ConnectionHandler {
   explicit Forwarder(const EgressOptions& o) : o_(o) {}
 
   void on_upstream_connected(engine::Connection& conn, const engine::SocketAddress& upstream) override;
+  std::chrono::milliseconds on_connect_attempt_failed(engine::Connection& conn, const engine::SocketAddress& upstream,
+                                                      bool timed_out, bool another_left) override;
   // The HTTP guard moved the connection off its upstream: a later request
   // for another one (ConnectionInfo::later_plan), or a retry of the newest
   // request after a retriable response or reset (after Envoy's back-off,

@@ -326,9 +326,12 @@ FilterStatus HttpRequestGuard::on_connect_failed(FilterOutput& out, bool timed_o
   info_->connect_token.reset();  // no longer waiting for a connection
   if (discard_) return FilterStatus::kClose;
   info_->first_response_code = 503;
+  // Envoy's body names a retried request's last failure as such.
+  const bool retried = info_->connect_retries > 0 || info_->first_attempt > 1;
   const std::string reply =
       local_reply(503, realtime_ns(),
-                  std::string("upstream connect error or disconnect/reset before headers. reset reason: ") +
+                  std::string("upstream connect error or disconnect/reset before headers. ") +
+                      (retried ? "retried and the latest reset reason: " : "reset reason: ") +
                       (timed_out ? "connection timeout" : "connection failure"));
   return out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply)) == 0 ? FilterStatus::kClose
                                                                                      : FilterStatus::kReset;
@@ -698,7 +701,10 @@ void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEdi
   r.first = first;
   r.attempt = first ? info_->first_attempt : 1;
   r.request_token = std::move(info_->request_token);
-  if (r.attempt > 1) r.retry_token = std::move(info_->retry_token);
+  // A retry's maxRetries count goes with it from here on a ready upstream;
+  // on one still connecting it stays with the connection until the upstream
+  // is ready (a connect-failure retry meanwhile replaces it: one per request).
+  if (r.attempt > 1 && upstream_ready_) r.retry_token = std::move(info_->retry_token);
   if (!first) r.retry = std::move(retry);
   // A retry keeps the route deadline of its first try (Envoy's route
   // timeout spans the retries).
@@ -767,6 +773,10 @@ void HttpRequestGuard::on_upstream_ready(FilterOutput& out) {
   // Ready for requests (connected, TLS done): no longer pending (Envoy's
   // http1MaxPendingRequests).
   info_->connect_token.reset();
+  // The maxRetries count of the request this connection was made for (a
+  // response retry's, or a connect-failure retry's that replaced it) goes
+  // with that request to its end.
+  if (info_->retry_token && !outstanding_.empty()) outstanding_.front().retry_token = std::move(info_->retry_token);
   if (upstream_ready_) return;
   upstream_ready_ = true;
   const int64_t now = monotonic_ns();

@@ -216,6 +216,11 @@ struct ConnectionInfo {
   // and which try of it this is (1: the first).
   policy::RetryPlan first_retry;
   uint32_t first_attempt = 1;
+  // Connect-failure retries of the current decision (the engine's walk over
+  // its addresses, Forwarder::on_connect_attempt_failed), and whether the
+  // cluster's maxRetries stopped one (the failure then stands, flagged UO).
+  uint32_t connect_retries = 0;
+  bool connect_retry_overflow = false;
   // A retried request's route deadline (monotonic ns; INT64_MAX: none): the
   // route timeout spans all of its tries.
   int64_t retry_deadline_ns = INT64_MAX;

@@ -29,6 +29,24 @@ class RelayTest : public LoopbackEngine<::testing::TestWithParam<RingMode>> {
       if (tweak) tweak(cfg);
     });
   }
+  // Relaying to a refusing port first, then the test's upstream; `failed`
+  // (when set) answers each failed attempt.
+  using AttemptFailed = std::function<std::chrono::milliseconds(const SocketAddress&, bool, bool)>;
+  void start_refused_first(uint16_t refusing, AttemptFailed failed = nullptr) {
+    const uint16_t good = upstream_port_;
+    start(nullptr, [refusing, good, failed](ScriptedHandler& h) {
+      h.upstreams = {SocketAddress::loopback4(refusing), SocketAddress::loopback4(good)};
+      h.connect_failed_fn = failed;
+    });
+  }
+  // A byte from the client `c` reaches the upstream end `s`; both close.
+  void one_byte_through(int c, int s) {
+    ASSERT_TRUE(write_all(c, "x"));
+    char b;
+    ASSERT_TRUE(read_exact(s, &b, 1));
+    close(c);
+    close(s);
+  }
 };
 
 // Fills the accept queue of a loopback listener that never accepts (backlog
@@ -232,21 +250,59 @@ TEST_P(RelayTest, ConnectRefusedClosesWithUpstreamFailure) {
 TEST_P(RelayTest, RefusedUpstreamFallsBackToTheNextAddress) {
   uint16_t refusing = 0;
   int hold = reserve_refusing_port(&refusing);
-  uint16_t good = upstream_port_;
-  start(nullptr, [refusing, good](ScriptedHandler& h) {
-    h.upstreams = {SocketAddress::loopback4(refusing), SocketAddress::loopback4(good)};
-  });
-  int c = client();
-  int s = server();
-  ASSERT_TRUE(write_all(c, "x"));
-  char b;
-  ASSERT_TRUE(read_exact(s, &b, 1));
-  close(c);
-  close(s);
+  start_refused_first(refusing);
+  const int c = client();  // before server(), which waits for the connection
+  one_byte_through(c, server());
   ASSERT_TRUE(log_.wait_for(1));
   ConnectionStats st = log_.first();
   EXPECT_EQ(st.connect_attempts, 2);
-  EXPECT_EQ(st.upstream, SocketAddress::loopback4(good));
+  EXPECT_EQ(st.upstream, SocketAddress::loopback4(upstream_port_));
+  close(hold);
+}
+
+// The handler hears each failed attempt and says how long to wait before
+// the next address (Envoy's back-off between connect-failure retries); no
+// upstream socket is open meanwhile.
+TEST_P(RelayTest, TheHandlersWaitComesBetweenConnectAttempts) {
+  uint16_t refusing = 0;
+  int hold = reserve_refusing_port(&refusing);
+  struct Heard {
+    std::mutex mu;
+    std::vector<std::pair<SocketAddress, bool>> attempts;
+  };
+  auto heard = std::make_shared<Heard>();
+  start_refused_first(refusing, [heard](const SocketAddress& a, bool timed_out, bool another_left) {
+    std::lock_guard<std::mutex> lock(heard->mu);
+    heard->attempts.emplace_back(a, another_left);
+    EXPECT_FALSE(timed_out);
+    return std::chrono::milliseconds(300);
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  int c = client();
+  int s = server();
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 300ms);
+  one_byte_through(c, s);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(log_.first().connect_attempts, 2);
+  std::lock_guard<std::mutex> lock(heard->mu);
+  ASSERT_EQ(heard->attempts.size(), 1u);
+  EXPECT_EQ(heard->attempts[0].first, SocketAddress::loopback4(refusing));
+  EXPECT_TRUE(heard->attempts[0].second);
+  close(hold);
+}
+
+// kStopConnecting: the failure stands though another address was listed.
+TEST_P(RelayTest, TheHandlerCanStopTheConnectAttempts) {
+  uint16_t refusing = 0;
+  int hold = reserve_refusing_port(&refusing);
+  start_refused_first(refusing, [](const SocketAddress&, bool, bool) { return ConnectionHandler::kStopConnecting; });
+  int c = client();
+  int err = -1;
+  EXPECT_EQ(read_to_eof(c, &err), "");
+  close(c);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(log_.first().reason, CloseReason::kUpstreamConnectFailed);
+  EXPECT_EQ(log_.first().connect_attempts, 1);
   close(hold);
 }
 

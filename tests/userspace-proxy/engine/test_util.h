@@ -265,6 +265,9 @@ struct ScriptedHandler final : public ConnectionHandler {
   std::function<Verdict(Connection&, std::span<const uint8_t>)> wake_fn;
   std::function<Verdict(Connection&, std::span<const uint8_t>)> new_upstream_fn;
   std::function<StreamFilterPtr()> filter_fn;
+  // A failed connect attempt (on the worker's thread): the wait before the
+  // next address (unset: at once).
+  std::function<std::chrono::milliseconds(const SocketAddress&, bool, bool)> connect_failed_fn;
 
   Verdict connect_verdict() {
     return Verdict::connect(std::span<const SocketAddress>(upstreams), filter_fn ? filter_fn() : nullptr);
@@ -286,6 +289,10 @@ struct ScriptedHandler final : public ConnectionHandler {
   }
   Verdict on_new_upstream(Connection& c, std::span<const uint8_t> pending) override {
     return new_upstream_fn ? new_upstream_fn(c, pending) : Verdict::close();
+  }
+  std::chrono::milliseconds on_connect_attempt_failed(Connection&, const SocketAddress& upstream, bool timed_out,
+                                                      bool another_left) override {
+    return connect_failed_fn ? connect_failed_fn(upstream, timed_out, another_left) : std::chrono::milliseconds(0);
   }
   void on_close(Connection&, const ConnectionStats& s) override {
     if (log) log->add(s);

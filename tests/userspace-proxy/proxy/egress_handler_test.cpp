@@ -1452,6 +1452,8 @@ TEST_F(EgressHandlerTest, MaxRetriesBoundsRetriesUnderWay) {
   ASSERT_NE(fa2, nullptr);
   start(*fa2, req);
   h->on_upstream_connected(a, again.upstreams()[0]);
+  FakeOutput ready("");
+  fa2->on_upstream_ready(ready);
   // Its head, not all its body: the retry counts no more from here.
   EXPECT_EQ(respond(*fa2, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab").first, engine::FilterStatus::kContinue);
   auto fc = connected(*h, c, req, &up);
@@ -1514,11 +1516,12 @@ TEST_F(EgressHandlerTest, OutlierDetectionCountsAFailedConnectOnceAndAResetAsA50
     if (filter) *filter = v.take_filter();
     return v.upstreams().empty() ? engine::SocketAddress{} : v.upstreams()[0];
   };
-  // One failed connect to `bad`: the engine tries the other endpoint next;
-  // here the connection just ends with the failure.
+  // One failed connect to `bad`: the engine tells the handler, then tries
+  // the other endpoint; here the connection just ends with the failure.
   FakeConnection c;
   engine::StreamFilterPtr f;
   const engine::SocketAddress bad = next_first(&f, c);
+  h->on_connect_attempt_failed(c, bad, false, /*another_left=*/false);
   FakeOutput failed("");
   f->on_connect_failed(failed, false);
   engine::ConnectionStats st;
@@ -2255,6 +2258,85 @@ TEST_F(EgressHandlerTest, AnUpstreamConnectFailureIsAnswered503UF) {
   close(*h, c, engine::CloseReason::kUpstreamConnectFailed);
   const std::string lines = log_->lines();
   EXPECT_NE(lines.find("\"GET /x HTTP/1.1\" 503 UF "), std::string::npos) << lines;
+}
+
+// Istio's default retry policy retries connect-failure twice: of the three
+// attempts the engine makes, each failure but the last is a retry, after
+// Envoy's jittered back-off (25 ms base: the first within 25 ms, the second
+// within 50); the last failure is answered as a retried one, flagged URX.
+TEST_F(EgressHandlerTest, ConnectFailureRetriesBackOffAndEndFlaggedURX) {
+  load({kRegistryOnly, kCnnServiceEntry});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  auto h = handler("203.0.113.20:80");
+  const std::string req = "GET /x HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  std::chrono::milliseconds waited{0};
+  for (int i = 0; i < 8; ++i) {
+    FakeConnection c;
+    Verdict v = first_verdict(*h, c, req);
+    ASSERT_EQ(v.upstreams().size(), 3u);
+    auto f = v.take_filter();
+    start(*f, req);
+    for (int retry = 0; retry < 2; ++retry) {
+      const std::chrono::milliseconds wait = h->on_connect_attempt_failed(c, v.upstreams()[retry], false, true);
+      EXPECT_GE(wait.count(), 0);
+      EXPECT_LT(wait.count(), 25 << retry);
+      waited += wait;
+    }
+    EXPECT_EQ(h->on_connect_attempt_failed(c, v.upstreams()[2], false, false).count(), 0);
+    FakeOutput out("");
+    EXPECT_EQ(f->on_connect_failed(out, /*timed_out=*/false), engine::FilterStatus::kClose);
+    EXPECT_NE(out.downstream.find("before headers. retried and the latest reset reason: connection failure"),
+              std::string::npos)
+        << out.downstream;
+    close(*h, c, engine::CloseReason::kUpstreamConnectFailed);
+  }
+  EXPECT_GT(waited.count(), 0) << "jittered, not always at once";
+  EXPECT_EQ(counters_.retries.load(), 16u);
+  const std::string lines = log_->lines();
+  EXPECT_NE(lines.find("\"GET /x HTTP/1.1\" 503 UF,URX "), std::string::npos) << lines;
+}
+
+// A connect-failure retry counts against the cluster's maxRetries until its
+// request's response, as a response retry does; over it the engine stops
+// and the failure stands, flagged UO.
+TEST_F(EgressHandlerTest, MaxRetriesBoundsConnectFailureRetries) {
+  auto h = pooled_cnn("{http: {maxRetries: 1}}", {"203.0.113.20", "203.0.113.21"});
+  const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeConnection a, b, c;
+  Verdict va = first_verdict(*h, a, req);
+  Verdict vb = first_verdict(*h, b, req);
+  auto fa = va.take_filter();
+  auto fb = vb.take_filter();
+  ASSERT_TRUE(fa && fb);
+  start(*fa, req);
+  start(*fb, req);
+  // a's first attempt fails: retried (the one retry under way); its second
+  // too: its own earlier retry does not count against it.
+  EXPECT_GE(h->on_connect_attempt_failed(a, va.upstreams()[0], false, true).count(), 0);
+  EXPECT_GE(h->on_connect_attempt_failed(a, va.upstreams()[1], false, true).count(), 0);
+  // b's: over maxRetries, the attempts stop.
+  EXPECT_EQ(h->on_connect_attempt_failed(b, vb.upstreams()[0], false, true), engine::ConnectionHandler::kStopConnecting);
+  EXPECT_EQ(counters_.retry_overflow.load(), 1u);
+  FakeOutput failed("");
+  fb->on_connect_failed(failed, false);
+  close(*h, b, engine::CloseReason::kUpstreamConnectFailed);
+  EXPECT_NE(log_->lines().find("\"GET /p HTTP/1.1\" 503 UF,UO "), std::string::npos) << log_->lines();
+  // a's retry connects: its request carries the count to its response.
+  h->on_upstream_connected(a, va.upstreams()[1]);
+  FakeOutput ready("");
+  fa->on_upstream_ready(ready);
+  Verdict vc = first_verdict(*h, c, req);
+  auto fc = vc.take_filter();
+  start(*fc, req);
+  EXPECT_EQ(h->on_connect_attempt_failed(c, vc.upstreams()[0], false, true), engine::ConnectionHandler::kStopConnecting)
+      << "a's request is still under way";
+  EXPECT_EQ(respond(*fa, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
+  FakeConnection d;
+  Verdict vd = first_verdict(*h, d, req);
+  auto fd = vd.take_filter();
+  start(*fd, req);
+  EXPECT_GE(h->on_connect_attempt_failed(d, vd.upstreams()[0], false, true).count(), 0) << "the budget is back";
+  for (FakeConnection* x : {&a, &c, &d}) close(*h, *x, engine::CloseReason::kCompleted);
 }
 
 TEST_F(EgressHandlerTest, RetriesEndWithTheLastTriesResponseFlaggedURX) {
