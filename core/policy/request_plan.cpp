@@ -337,11 +337,15 @@ class Planner {
                                  std::to_string(p_.forward.response_headers.size()) + " response header operations");
             }
             p_.forward.timeout = rd.timeout;
+            p_.forward.retry = retry_plan(rd.retries);
+            // Envoy retries a failed connect (a reset before any response)
+            // under connect-failure, and under 5xx, gateway-error and reset,
+            // which take no response as theirs (wouldRetryFromReset).
             p_.forward.connect_attempts =
-                rd.retries && rd.retries->retry_on.find("connect-failure") != std::string::npos
+                rd.retries && (rd.retries->retry_on.find("connect-failure") != std::string::npos ||
+                               p_.forward.retry.on_5xx || p_.forward.retry.on_gateway_error || p_.forward.retry.on_reset)
                     ? 1 + rd.retries->num_retries
                     : 1;
-            p_.forward.retry = retry_plan(rd.retries);
             if (r_.explain) {
               p_.steps.push_back("connect attempts " + std::to_string(p_.forward.connect_attempts) +
                                  (rd.retries ? " (retries " + std::to_string(rd.retries->num_retries) + " on " +

@@ -575,7 +575,11 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
   c.info->connect_retries = 0;
   c.info->connect_retry_overflow = false;
   if (c.info->http && !order.empty()) {
-    const size_t attempts = std::min<size_t>(engine::Verdict::kMaxUpstreams, c.plan.forward.connect_attempts);
+    // One count of tries for the request, as Envoy's retries_remaining_: a
+    // response retry's walk has only the tries left.
+    const uint32_t planned = c.plan.forward.connect_attempts;
+    const uint32_t spent = c.info->first_attempt - 1;
+    const size_t attempts = std::min<size_t>(engine::Verdict::kMaxUpstreams, planned > spent ? planned - spent : 1);
     std::vector<SocketAddress> tries;
     tries.reserve(attempts);
     for (size_t i = 0; i < attempts; ++i) tries.push_back(order[i % order.size()]);

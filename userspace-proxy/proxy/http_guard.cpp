@@ -779,6 +779,11 @@ void HttpRequestGuard::on_upstream_ready(FilterOutput& out) {
   if (info_->retry_token && !outstanding_.empty()) outstanding_.front().retry_token = std::move(info_->retry_token);
   if (upstream_ready_) return;
   upstream_ready_ = true;
+  // Its connect-failure retries were tries of the request this connection
+  // was made for: a response retry has only the rest (Envoy counts both).
+  if (info_->connect_retries > 0 && !outstanding_.empty() && outstanding_.front().first) {
+    outstanding_.front().attempt += info_->connect_retries;
+  }
   const int64_t now = monotonic_ns();
   if (upstream_born_ns_ == 0) upstream_born_ns_ = now;
   bool started = false;

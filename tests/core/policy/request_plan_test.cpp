@@ -468,6 +468,15 @@ spec:
   - match: [{uri: {prefix: /status}}]
     retries: {attempts: 4, retryOn: "5xx"}
     route: [{destination: {host: api.example.com}}]
+  - match: [{uri: {prefix: /gateway}}]
+    retries: {attempts: 2, retryOn: "gateway-error"}
+    route: [{destination: {host: api.example.com}}]
+  - match: [{uri: {prefix: /reset}}]
+    retries: {attempts: 3, retryOn: "reset"}
+    route: [{destination: {host: api.example.com}}]
+  - match: [{uri: {prefix: /codes}}]
+    retries: {attempts: 3, retryOn: "retriable-status-codes,retriable-4xx"}
+    route: [{destination: {host: api.example.com}}]
   - route: [{destination: {host: api.example.com}}]
 )"}));
   auto attempts = [&](const char* path) {
@@ -478,7 +487,12 @@ spec:
   EXPECT_EQ(attempts("/default"), 3u);
   EXPECT_EQ(attempts("/none"), 1u);
   EXPECT_EQ(attempts("/five"), 5u);
-  EXPECT_EQ(attempts("/status"), 1u);  // 5xx retries need the request replayed: not connect failures
+  // Envoy's 5xx, gateway-error and reset take a failed connect (no
+  // response) as theirs; status-code conditions alone do not.
+  EXPECT_EQ(attempts("/status"), 5u);
+  EXPECT_EQ(attempts("/gateway"), 3u);
+  EXPECT_EQ(attempts("/reset"), 4u);
+  EXPECT_EQ(attempts("/codes"), 1u);
   PlanRequest tcp = http("api.example.com", 5432);
   tcp.traffic = Traffic::kTcp;
   tcp.host.clear();

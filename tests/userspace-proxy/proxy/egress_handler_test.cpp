@@ -200,13 +200,18 @@ class EgressHandlerTest : public ::testing::Test {
     *upstream = v.upstreams()[0];
     engine::StreamFilterPtr f = v.take_filter();
     if (!f) return f;
-    start(*f, req);
-    // As the engine: the handler hears of the connect, then the filter
-    // that its upstream is ready.
-    h.on_upstream_connected(c, *upstream);
-    FakeOutput ready("");
-    f->on_upstream_ready(ready);
+    bring_up(h, c, *f, req, *upstream);
     return f;
+  }
+  // As the engine for a connect verdict's filter: started with `req`, then
+  // the handler hears of the connect to `upstream`, then the filter that
+  // its upstream is ready.
+  void bring_up(engine::ConnectionHandler& h, FakeConnection& c, engine::StreamFilter& f, const std::string& req,
+                const engine::SocketAddress& upstream) {
+    start(f, req);
+    h.on_upstream_connected(c, upstream);
+    FakeOutput ready("");
+    f.on_upstream_ready(ready);
   }
   // A sidecar for edition.cnn.com (resolved to `ips`, the first the client's
   // original destination) under a DestinationRule with this connectionPool,
@@ -1181,10 +1186,7 @@ TEST_F(EgressHandlerTest, PendingRequestsBoundConnectsInProgress) {
       << log_->lines();
   auto fa = va.take_filter();
   ASSERT_NE(fa, nullptr);
-  start(*fa, req);
-  h->on_upstream_connected(a, va.upstreams()[0]);
-  FakeOutput ready("");
-  fa->on_upstream_ready(ready);
+  bring_up(*h, a, *fa, req, va.upstreams()[0]);
   EXPECT_EQ(first_verdict(*h, c, req).kind(), Verdict::Kind::kConnect) << "a is connected: no longer pending";
   close(*h, c, engine::CloseReason::kCompleted);
   close(*h, a, engine::CloseReason::kCompleted);
@@ -1450,10 +1452,7 @@ TEST_F(EgressHandlerTest, MaxRetriesBoundsRetriesUnderWay) {
   ASSERT_EQ(again.kind(), Verdict::Kind::kConnect);
   auto fa2 = again.take_filter();
   ASSERT_NE(fa2, nullptr);
-  start(*fa2, req);
-  h->on_upstream_connected(a, again.upstreams()[0]);
-  FakeOutput ready("");
-  fa2->on_upstream_ready(ready);
+  bring_up(*h, a, *fa2, req, again.upstreams()[0]);
   // Its head, not all its body: the retry counts no more from here.
   EXPECT_EQ(respond(*fa2, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab").first, engine::FilterStatus::kContinue);
   auto fc = connected(*h, c, req, &up);
@@ -2294,6 +2293,68 @@ TEST_F(EgressHandlerTest, ConnectFailureRetriesBackOffAndEndFlaggedURX) {
   EXPECT_EQ(counters_.retries.load(), 16u);
   const std::string lines = log_->lines();
   EXPECT_NE(lines.find("\"GET /x HTTP/1.1\" 503 UF,URX "), std::string::npos) << lines;
+}
+
+// A response retry whose connect fails goes on under maxRetries 1: one
+// count per request (the connect-failure retry replaces the response
+// retry's), given back with the retried request's response.
+TEST_F(EgressHandlerTest, AResponseRetrysConnectFailureTakesNoSecondRetryCount) {
+  auto h = pooled_cnn("{http: {maxRetries: 1}}", {"203.0.113.20", "203.0.113.21"});
+  const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeConnection a, b;
+  engine::SocketAddress up;
+  auto fa = connected(*h, a, req, &up);
+  ASSERT_NE(fa, nullptr);
+  EXPECT_EQ(respond(*fa, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").first,
+            engine::FilterStatus::kNewUpstream);
+  Verdict again = next_try(*h, a, *fa, req);
+  ASSERT_GE(again.upstreams().size(), 2u);
+  auto fa2 = again.take_filter();
+  start(*fa2, req);
+  EXPECT_GE(h->on_connect_attempt_failed(a, again.upstreams()[0], false, true).count(), 0);
+  EXPECT_EQ(counters_.retry_overflow.load(), 0u);
+  h->on_upstream_connected(a, again.upstreams()[1]);
+  FakeOutput ready("");
+  fa2->on_upstream_ready(ready);
+  EXPECT_EQ(respond(*fa2, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").first, engine::FilterStatus::kContinue);
+  // The count came back: another request's connect failure is retried.
+  Verdict vb = first_verdict(*h, b, req);
+  auto fb = vb.take_filter();
+  start(*fb, req);
+  EXPECT_GE(h->on_connect_attempt_failed(b, vb.upstreams()[0], false, true).count(), 0);
+  EXPECT_EQ(counters_.retry_overflow.load(), 0u);
+  for (FakeConnection* x : {&a, &b}) close(*h, *x, engine::CloseReason::kCompleted);
+}
+
+// A request's tries are counted once, connect failures and responses alike
+// (Envoy's retries_remaining_): with Istio's default policy (two retries), a
+// request whose first connect failed has one retry left for its 503, whose
+// connect walk then has that one try only; a second 503 stands, URX.
+TEST_F(EgressHandlerTest, ConnectFailureRetriesAndResponseRetriesShareTheTries) {
+  auto h = cnn_on_two();
+  const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  const std::string unavailable = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+  FakeConnection c;
+  Verdict v = first_verdict(*h, c, req);
+  ASSERT_EQ(v.upstreams().size(), 3u);
+  auto f = v.take_filter();
+  start(*f, req);
+  EXPECT_GE(h->on_connect_attempt_failed(c, v.upstreams()[0], false, true).count(), 0);
+  h->on_upstream_connected(c, v.upstreams()[1]);
+  FakeOutput ready("");
+  f->on_upstream_ready(ready);
+  EXPECT_EQ(respond(*f, unavailable).first, engine::FilterStatus::kNewUpstream);  // the second retry
+  Verdict again = next_try(*h, c, *f, req);
+  EXPECT_EQ(again.upstreams().size(), 1u) << "no connect-failure retry left";
+  auto f2 = again.take_filter();
+  ASSERT_NE(f2, nullptr);
+  bring_up(*h, c, *f2, req, again.upstreams()[0]);
+  auto [st, shown] = respond(*f2, unavailable);
+  EXPECT_EQ(st, engine::FilterStatus::kContinue);
+  EXPECT_EQ(shown, unavailable);
+  EXPECT_NE(log_->lines().find("\"GET /p HTTP/1.1\" 503 URX via_upstream"), std::string::npos) << log_->lines();
+  EXPECT_EQ(counters_.retries.load(), 2u);
+  close(*h, c, engine::CloseReason::kCompleted);
 }
 
 // A connect-failure retry counts against the cluster's maxRetries until its
