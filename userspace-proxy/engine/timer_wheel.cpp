@@ -28,6 +28,7 @@ void TimerWheel::link(TimerNode* n) {
   int64_t tick = (n->deadline_ns + tick_ns_ - 1) / tick_ns_;
   if (tick <= current_tick_) tick = current_tick_ + 1;
   if (tick - current_tick_ > static_cast<int64_t>(mask_)) tick = current_tick_ + mask_;
+  if (tick < no_node_before_) no_node_before_ = tick;
   TimerNode* head = &heads_[static_cast<uint32_t>(tick) & mask_];
   n->prev = head->prev;
   n->next = head;
@@ -45,7 +46,15 @@ void TimerWheel::unlink(TimerNode* n) {
 
 int64_t TimerWheel::next_tick_ns() const {
   if (size_ == 0) return INT64_MAX;
-  return (current_tick_ + 1) * tick_ns_;
+  // Every linked node is at a tick in (current_tick_, current_tick_ + mask_].
+  int64_t t = no_node_before_ > current_tick_ ? no_node_before_ : current_tick_ + 1;
+  const int64_t last = current_tick_ + mask_;
+  for (; t < last; ++t) {
+    const TimerNode* head = &heads_[static_cast<uint32_t>(t) & mask_];
+    if (head->next != head) break;
+  }
+  no_node_before_ = t;
+  return t * tick_ns_;
 }
 
 }  // namespace sluice::engine

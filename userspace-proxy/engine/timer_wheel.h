@@ -36,7 +36,9 @@ class TimerWheel {
   template <typename F>
   void advance(int64_t now_ns, F&& fire);
 
-  // When advance() next has work to do; INT64_MAX when the wheel is empty.
+  // When advance() next has work to do: the first tick whose slot holds a
+  // node (not merely the next tick: an idle worker need not wake every tick);
+  // INT64_MAX when the wheel is empty.
   int64_t next_tick_ns() const;
   size_t size() const { return size_; }
 
@@ -49,6 +51,10 @@ class TimerWheel {
   int64_t current_tick_;  // every slot up to and including this tick is processed
   std::vector<TimerNode> heads_;  // circular sentinels
   size_t size_ = 0;
+  // No node is linked at a tick before this one (lowered by link(), raised
+  // by next_tick_ns()'s scan): the scan resumes where it stopped, so finding
+  // the next occupied slot costs the slots passed, not a turn per call.
+  mutable int64_t no_node_before_ = 0;
 };
 
 template <typename F>

@@ -62,5 +62,35 @@ TEST(TimerWheel, CancelAndRescheduleFromCallback) {
   EXPECT_EQ(w.next_tick_ns(), INT64_MAX);
 }
 
+// The wheel's next work is its earliest occupied tick, not the next tick:
+// an idle worker sleeps until then.
+TEST(TimerWheel, NextTickIsTheEarliestOccupiedOne) {
+  TimerWheel w(10 * kMs, 64, 0);
+  TimerNode far, near;
+  w.schedule(&far, 400 * kMs);
+  EXPECT_EQ(w.next_tick_ns(), 400 * kMs);
+  w.schedule(&near, 35 * kMs);  // an earlier one moves it back
+  EXPECT_EQ(w.next_tick_ns(), 40 * kMs);
+  w.cancel(&near);
+  EXPECT_EQ(w.next_tick_ns(), 400 * kMs);
+  int fired = 0;
+  w.advance(399 * kMs, [&](TimerNode*) { ++fired; });
+  EXPECT_EQ(fired, 0);
+  EXPECT_EQ(w.next_tick_ns(), 400 * kMs);
+  // Beyond one turn (64 ticks): its slot comes round at the turn's end,
+  // where the node is linked again, nearer.
+  TimerNode later;
+  w.schedule(&later, 5000 * kMs);
+  w.cancel(&far);
+  EXPECT_EQ(w.next_tick_ns(), (39 + 63) * 10 * kMs);
+  w.advance((39 + 63) * 10 * kMs, [&](TimerNode*) { ++fired; });
+  EXPECT_EQ(fired, 0);
+  EXPECT_TRUE(later.linked());
+  EXPECT_EQ(w.next_tick_ns(), (39 + 63 + 63) * 10 * kMs);
+  w.advance(5000 * kMs, [&](TimerNode*) { ++fired; });
+  EXPECT_EQ(fired, 1);
+  EXPECT_EQ(w.next_tick_ns(), INT64_MAX);
+}
+
 }  // namespace
 }  // namespace sluice::engine
