@@ -499,6 +499,9 @@ void Worker::run() {
     }
     wheel_->advance(now_ns_, [this](TimerNode* n) { on_timer(static_cast<ConnectionImpl*>(n->owner)); });
     if (pool_idle_count_ > 0 && now_ns_ >= pool_next_sweep_ns_) pool_sweep();
+    // Buffers the timers or the sweep gave back go to connections waiting
+    // for them now (the loop no longer wakes every tick).
+    if (starved_head_.next != &starved_head_) rearm_starved();
     if (!spawned_.empty()) accept_spawned();  // from timer callbacks
     int64_t drain = drain_ns_.load(std::memory_order_relaxed);
     if (drain >= 0 && !draining_) {

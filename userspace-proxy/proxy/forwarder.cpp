@@ -1115,8 +1115,13 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
   // retry limit exceeded), or maxRetries allowed no further one (UO).
   if (ci.http && (stats.reason == engine::CloseReason::kUpstreamConnectFailed ||
                   stats.reason == engine::CloseReason::kUpstreamConnectTimeout)) {
-    if (ci.connect_retry_overflow) flags = policy::merge_response_flags(flags, "UO");
-    else if (ci.connect_retries > 0) flags = policy::merge_response_flags(flags, "URX");
+    // (A response retry's walk may have had no try left to spend: its
+    // failure exhausted the request's tries all the same.)
+    if (ci.connect_retry_overflow) {
+      flags = policy::merge_response_flags(flags, "UO");
+    } else if (ci.connect_retries > 0 || (ci.first_attempt > 1 && c->plan.forward.connect_attempts > 1)) {
+      flags = policy::merge_response_flags(flags, "URX");
+    }
   }
   // Outlier detection: responses, resets and timeouts were reported as they
   // came (ConnectionInfo::report_response), each failed connect attempt by

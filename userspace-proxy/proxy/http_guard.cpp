@@ -782,7 +782,15 @@ void HttpRequestGuard::on_upstream_ready(FilterOutput& out) {
   // Its connect-failure retries were tries of the request this connection
   // was made for: a response retry has only the rest (Envoy counts both).
   if (info_->connect_retries > 0 && !outstanding_.empty() && outstanding_.front().first) {
-    outstanding_.front().attempt += info_->connect_retries;
+    Outstanding& o = outstanding_.front();
+    o.attempt += info_->connect_retries;
+    // With no try left it is not kept for a replay (as note_request would
+    // have decided with this count).
+    const policy::RetryPlan* rp = retry_policy(o);
+    if (!rp || o.attempt >= rp->attempts) {
+      replay_ok_ = false;
+      replay_.clear();
+    }
   }
   const int64_t now = monotonic_ns();
   if (upstream_born_ns_ == 0) upstream_born_ns_ = now;

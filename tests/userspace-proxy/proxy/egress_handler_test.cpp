@@ -2329,32 +2329,44 @@ TEST_F(EgressHandlerTest, AResponseRetrysConnectFailureTakesNoSecondRetryCount) 
 // A request's tries are counted once, connect failures and responses alike
 // (Envoy's retries_remaining_): with Istio's default policy (two retries), a
 // request whose first connect failed has one retry left for its 503, whose
-// connect walk then has that one try only; a second 503 stands, URX.
+// connect walk then has that one try only; a second 503 stands, URX, as
+// does that try's failed connect (UF,URX).
 TEST_F(EgressHandlerTest, ConnectFailureRetriesAndResponseRetriesShareTheTries) {
   auto h = cnn_on_two();
   const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   const std::string unavailable = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
-  FakeConnection c;
-  Verdict v = first_verdict(*h, c, req);
-  ASSERT_EQ(v.upstreams().size(), 3u);
-  auto f = v.take_filter();
-  start(*f, req);
-  EXPECT_GE(h->on_connect_attempt_failed(c, v.upstreams()[0], false, true).count(), 0);
-  h->on_upstream_connected(c, v.upstreams()[1]);
-  FakeOutput ready("");
-  f->on_upstream_ready(ready);
-  EXPECT_EQ(respond(*f, unavailable).first, engine::FilterStatus::kNewUpstream);  // the second retry
-  Verdict again = next_try(*h, c, *f, req);
-  EXPECT_EQ(again.upstreams().size(), 1u) << "no connect-failure retry left";
-  auto f2 = again.take_filter();
-  ASSERT_NE(f2, nullptr);
-  bring_up(*h, c, *f2, req, again.upstreams()[0]);
-  auto [st, shown] = respond(*f2, unavailable);
-  EXPECT_EQ(st, engine::FilterStatus::kContinue);
-  EXPECT_EQ(shown, unavailable);
-  EXPECT_NE(log_->lines().find("\"GET /p HTTP/1.1\" 503 URX via_upstream"), std::string::npos) << log_->lines();
-  EXPECT_EQ(counters_.retries.load(), 2u);
-  close(*h, c, engine::CloseReason::kCompleted);
+  for (const bool last_connect_fails : {false, true}) {
+    FakeConnection c;
+    Verdict v = first_verdict(*h, c, req);
+    ASSERT_EQ(v.upstreams().size(), 3u);
+    auto f = v.take_filter();
+    start(*f, req);
+    EXPECT_GE(h->on_connect_attempt_failed(c, v.upstreams()[0], false, true).count(), 0);
+    h->on_upstream_connected(c, v.upstreams()[1]);
+    FakeOutput ready("");
+    f->on_upstream_ready(ready);
+    EXPECT_EQ(respond(*f, unavailable).first, engine::FilterStatus::kNewUpstream);  // the second retry
+    Verdict again = next_try(*h, c, *f, req);
+    EXPECT_EQ(again.upstreams().size(), 1u) << "no connect-failure retry left";
+    auto f2 = again.take_filter();
+    ASSERT_NE(f2, nullptr);
+    if (last_connect_fails) {
+      start(*f2, req);
+      EXPECT_EQ(h->on_connect_attempt_failed(c, again.upstreams()[0], false, false).count(), 0);
+      FakeOutput failed("");
+      f2->on_connect_failed(failed, false);
+      close(*h, c, engine::CloseReason::kUpstreamConnectFailed);
+      EXPECT_NE(log_->lines().find("\"GET /p HTTP/1.1\" 503 UF,URX "), std::string::npos) << log_->lines();
+      continue;
+    }
+    bring_up(*h, c, *f2, req, again.upstreams()[0]);
+    auto [st, shown] = respond(*f2, unavailable);
+    EXPECT_EQ(st, engine::FilterStatus::kContinue);
+    EXPECT_EQ(shown, unavailable);
+    EXPECT_NE(log_->lines().find("\"GET /p HTTP/1.1\" 503 URX via_upstream"), std::string::npos) << log_->lines();
+    EXPECT_EQ(counters_.retries.load(), 2u);
+    close(*h, c, engine::CloseReason::kCompleted);
+  }
 }
 
 // A connect-failure retry counts against the cluster's maxRetries until its
