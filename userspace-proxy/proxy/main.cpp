@@ -193,6 +193,7 @@ int run(const Flags& flags) {
 
   proxy::ProxyCounters counters;
   proxy::TlsContexts tls_contexts(flags.certs);
+  tls_contexts.set_warning_log(log_warning);
   proxy::Clusters clusters;
   // Admin endpoint (loopback): /ready, /healthz, /stats/prometheus with
   // Istio's metrics, /config_dump, /logging.

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -41,8 +42,12 @@ class TlsContexts {
   const std::string& mesh_identity_dir() const { return mesh_dir_; }
   // Contexts built so far (rebuilds included), for logs and tests.
   uint64_t builds() const;
+  // Where a built context's warnings go (tls::TlsServerContext::warnings: a
+  // caCrl past its nextUpdate), once per build; set before use.
+  void set_warning_log(std::function<void(const std::string&)> log) { warn_ = std::move(log); }
 
  private:
+  void report(const std::vector<std::string>& warnings) const;
   struct Entry {
     std::shared_ptr<const void> context;
     std::vector<std::string> files;
@@ -57,6 +62,7 @@ class TlsContexts {
   mutable std::mutex mu_;
   std::unordered_map<std::string, Entry> entries_;
   uint64_t builds_ = 0;
+  std::function<void(const std::string&)> warn_;
 };
 
 }  // namespace sluice::proxy

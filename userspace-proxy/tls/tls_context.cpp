@@ -1,6 +1,10 @@
 #include "userspace-proxy/tls/tls_context.h"
 
+#include <algorithm>
+
+#include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
 
 #include "userspace-proxy/tls/openssl_error.h"
 #include "userspace-proxy/tls/ssl_callbacks.h"
@@ -135,13 +139,50 @@ bool trust_ca(SSL_CTX* ctx, const std::string& path, bool advertise_to_clients, 
   return true;
 }
 
+std::string text_of(const X509_NAME* name) {
+  char buf[256];
+  X509_NAME_oneline(name, buf, sizeof(buf));
+  return buf;
+}
+
+std::string text_of(const ASN1_TIME* t) {
+  BIO* b = BIO_new(BIO_s_mem());
+  if (b == nullptr) return "?";
+  ASN1_TIME_print(b, t);
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(b, &data);
+  std::string out(data, static_cast<size_t>(std::max<long>(0, n)));
+  BIO_free(b);
+  return out;
+}
+
+// A CRL outside its validity fails every check against it (OpenSSL's "CRL
+// has expired" / "CRL is not yet valid"), so every peer its CA issued is
+// refused: said when the file is loaded, not only per handshake.
+void check_crl_times(const std::string& path, const std::vector<X509CrlPtr>& crls, std::vector<std::string>* warnings) {
+  for (const X509CrlPtr& crl : crls) {
+    const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl.get());
+    const ASN1_TIME* last = X509_CRL_get0_lastUpdate(crl.get());
+    const std::string issuer = text_of(X509_CRL_get_issuer(crl.get()));
+    if (next != nullptr && X509_cmp_time(next, nullptr) < 0) {
+      warnings->push_back("caCrl " + path + ": the CRL of " + issuer + " expired (nextUpdate " + text_of(next) +
+                          "): every certificate checked against it fails verification (CRL has expired) until the "
+                          "file holds a newer one");
+    } else if (last != nullptr && X509_cmp_time(last, nullptr) > 0) {
+      warnings->push_back("caCrl " + path + ": the CRL of " + issuer + " is not valid before " + text_of(last) +
+                          ": every certificate checked against it fails verification (CRL is not yet valid) until then");
+    }
+  }
+}
+
 // caCrl: the revocation lists join the trust store and every certificate of
 // the peer's chain is checked against them (Envoy's crl without
 // only_verify_leaf_cert_crl: X509_V_FLAG_CRL_CHECK | CRL_CHECK_ALL), so each
 // CA in the chain needs its CRL in the file, or verification fails.
-bool use_crls(SSL_CTX* ctx, const std::string& path, std::string* error) {
+bool use_crls(SSL_CTX* ctx, const std::string& path, std::vector<std::string>* warnings, std::string* error) {
   std::vector<X509CrlPtr> crls;
   if (!load_crls(path, &crls, error)) return false;
+  check_crl_times(path, crls, warnings);
   X509_STORE* store = SSL_CTX_get_cert_store(ctx);
   clear_openssl_errors();
   for (const X509CrlPtr& crl : crls) {
@@ -195,7 +236,7 @@ std::shared_ptr<const TlsServerContext> TlsServerContext::create(const ServerTls
 
   if (mutual) {
     if (!trust_ca(ctx, files.ca_certificates, /*advertise_to_clients=*/true, error)) return nullptr;
-    if (!files.ca_crl.empty() && !use_crls(ctx, files.ca_crl, error)) return nullptr;
+    if (!files.ca_crl.empty() && !use_crls(ctx, files.ca_crl, &c->warnings_, error)) return nullptr;
     int mode = SSL_VERIFY_PEER;
     if (options.mode != ServerTlsMode::kOptionalMutual) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     SSL_CTX_set_verify(ctx, mode, detail::verify_peer);
@@ -251,7 +292,7 @@ std::shared_ptr<const TlsClientContext> TlsClientContext::create(const ClientTls
         return nullptr;
       }
     }
-    if (!files.ca_crl.empty() && !use_crls(ctx, files.ca_crl, error)) return nullptr;
+    if (!files.ca_crl.empty() && !use_crls(ctx, files.ca_crl, &c->warnings_, error)) return nullptr;
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, detail::verify_peer);
   } else {
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);

@@ -68,6 +68,9 @@ class TlsServerContext {
   const PeerIdentity& identity() const { return identity_; }
   // Client identities to check at the end of chain verification.
   const std::vector<std::string>& allowed_client_sans() const { return options_.subject_alt_names; }
+  // What was loaded but will not work as one would think (a caCrl past its
+  // nextUpdate: every check against it fails), for the log.
+  const std::vector<std::string>& warnings() const { return warnings_; }
 
   TlsServerContext(const TlsServerContext&) = delete;
   TlsServerContext& operator=(const TlsServerContext&) = delete;
@@ -76,6 +79,7 @@ class TlsServerContext {
   TlsServerContext() = default;
   ServerTlsOptions options_;
   PeerIdentity identity_;
+  std::vector<std::string> warnings_;
   std::string alpn_wire_;  // ALPN list in wire format, for the select callback
   SslCtxPtr ctx_;
 };
@@ -125,6 +129,8 @@ class TlsClientContext {
   // certificate) is acceptable.
   std::vector<std::string> expected_server_sans(std::string_view sni) const;
   bool verifies_server() const { return verify_; }
+  // As TlsServerContext::warnings.
+  const std::vector<std::string>& warnings() const { return warnings_; }
   // Shared, internally locked; sessions are only valid with this context.
   ClientSessionCache& session_cache() const { return sessions_; }
 
@@ -136,6 +142,7 @@ class TlsClientContext {
   explicit TlsClientContext(size_t cache_size) : sessions_(cache_size) {}
   ClientTlsOptions options_;
   PeerIdentity identity_;
+  std::vector<std::string> warnings_;
   bool verify_ = true;
   mutable ClientSessionCache sessions_;
   SslCtxPtr ctx_;

@@ -23,6 +23,7 @@ namespace sluice::tls {
 namespace {
 
 using testing::Certs;
+using testing::write_crl;
 using ::testing::HasSubstr;
 using testing::kGatewayId;
 using testing::kSleepId;
@@ -223,14 +224,19 @@ TEST(TlsContextTest, CaCrlRevokesPeerCertificates) {
   auto cnn_ctx = TlsServerContext::create(cnn, &err);
   ASSERT_TRUE(cnn_ctx) << err;
   // Client side: the upstream's certificate.
-  auto handshake_to_cnn = [&](const std::string& crl) {
+  auto cnn_client = [&](const std::string& crl) {
     ClientTlsOptions o;
     o.files.ca_certificates = certs.path("cnn/root-cert.pem");
     o.files.ca_crl = crl;
     std::string e;
     auto ctx = TlsClientContext::create(o, &e);
     EXPECT_TRUE(ctx) << e;
+    return ctx;
+  };
+  auto handshake_to_cnn = [&](const std::string& crl) {
+    auto ctx = cnn_client(crl);
     if (!ctx) return std::string("no context");
+    std::string e;
     auto c = TlsConnection::client(ctx, {"edition.cnn.com", ""}, &e);
     auto s = TlsConnection::server(cnn_ctx, &e);
     shuttle(*c, *s);
@@ -264,6 +270,25 @@ TEST(TlsContextTest, CaCrlRevokesPeerCertificates) {
   EXPECT_EQ(handshake_from_sleep(certs.path("mesh-ca/crl.pem")), "ok") << "sleep is not revoked";
   ASSERT_EQ(certs.run(dir + "crl --ca mesh-ca --revoke sleep"), 0);
   EXPECT_THAT(handshake_from_sleep(certs.path("mesh-ca/crl.pem")), HasSubstr("certificate revoked"));
+
+  // A CRL outside its validity fails every check against it; the context
+  // says so when it is built (the proxy logs it), a valid one says nothing.
+  auto warnings_with = [&](const std::string& crl) {
+    auto ctx = cnn_client(crl);
+    return ctx ? ctx->warnings() : std::vector<std::string>{};
+  };
+  EXPECT_TRUE(warnings_with(certs.path("external-ca/crl.pem")).empty());
+  const std::string expired = write_crl("external-ca", -2 * 86400, -86400, "expired-crl.pem");
+  EXPECT_THAT(handshake_to_cnn(expired), HasSubstr("CRL has expired"));
+  std::vector<std::string> w = warnings_with(expired);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_THAT(w[0], HasSubstr("caCrl " + expired + ": the CRL of "));
+  EXPECT_THAT(w[0], HasSubstr("expired (nextUpdate "));
+  const std::string early = write_crl("external-ca", 86400, 2 * 86400, "early-crl.pem");
+  EXPECT_THAT(handshake_to_cnn(early), HasSubstr("CRL is not yet valid"));
+  w = warnings_with(early);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_THAT(w[0], HasSubstr("is not valid before "));
 
   ClientTlsOptions bad;
   bad.files.ca_certificates = certs.path("cnn/root-cert.pem");

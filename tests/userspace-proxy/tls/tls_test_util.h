@@ -5,6 +5,8 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -339,5 +341,41 @@ class RecordingInner final : public engine::StreamFilter {
     return out.forward(held.size()) == 0 ? FilterStatus::kContinue : FilterStatus::kReset;
   }
 };
+
+// A CRL signed by the CA in DIR/`ca`, valid from now + `from_s` to now +
+// `until_s` (seconds), written to DIR/`name`; returns its path.
+inline std::string write_crl(const std::string& ca, long from_s, long until_s, const std::string& name) {
+  Certs& certs = Certs::get();
+  auto read = [](const std::string& path) {
+    BIO* b = BIO_new_file(path.c_str(), "r");
+    EXPECT_NE(b, nullptr) << path;
+    return b;
+  };
+  BIO* cb = read(certs.path(ca + "/root-cert.pem"));
+  X509* cert = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr);
+  BIO_free(cb);
+  BIO* kb = read(certs.path(ca + "/root-key.pem"));
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr);
+  BIO_free(kb);
+  EXPECT_TRUE(cert && key);
+  X509_CRL* crl = X509_CRL_new();
+  X509_CRL_set_version(crl, 1);
+  X509_CRL_set_issuer_name(crl, X509_get_subject_name(cert));
+  ASN1_TIME* from = X509_time_adj_ex(nullptr, 0, from_s, nullptr);
+  ASN1_TIME* until = X509_time_adj_ex(nullptr, 0, until_s, nullptr);
+  X509_CRL_set1_lastUpdate(crl, from);
+  X509_CRL_set1_nextUpdate(crl, until);
+  EXPECT_GT(X509_CRL_sign(crl, key, EVP_sha256()), 0);
+  const std::string path = certs.dir() + "/" + name;
+  BIO* out = BIO_new_file(path.c_str(), "w");
+  PEM_write_bio_X509_CRL(out, crl);
+  BIO_free(out);
+  ASN1_TIME_free(from);
+  ASN1_TIME_free(until);
+  X509_CRL_free(crl);
+  EVP_PKEY_free(key);
+  X509_free(cert);
+  return path;
+}
 
 }  // namespace sluice::tls::testing
