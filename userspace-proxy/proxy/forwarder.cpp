@@ -352,6 +352,12 @@ std::chrono::milliseconds Forwarder::on_connect_attempt_failed(engine::Connectio
     o_.clusters->report_connect(c.plan.cluster, upstream, false);
   }
   if (!another_left || !ci.http) return std::chrono::milliseconds(0);
+  // The request's route timeout passed meanwhile: no retry, Envoy's 504 UT
+  // (the guard's on_connect_failed answers it).
+  if (ci.connect_deadline_ns != INT64_MAX && monotonic_ns() >= ci.connect_deadline_ns) {
+    ci.connect_route_timeout = true;
+    return engine::ConnectionHandler::kStopConnecting;
+  }
   if (ci.max_retries > 0 && ci.breaker) {
     // One count per request: its earlier retry's goes back first, as
     // Envoy's shouldRetry resets the retry before checking the budget.
@@ -367,7 +373,7 @@ std::chrono::milliseconds Forwarder::on_connect_attempt_failed(engine::Connectio
   bump(o_.counters->retries);
   // The request's retry number (a response retry's walk continues its count).
   return within_route_deadline(c.plan.forward.retry.backoff(ci.first_attempt - 1 + ci.connect_retries, next_pick()),
-                               ci.retry_deadline_ns);
+                               ci.connect_deadline_ns);
 }
 
 Verdict Forwarder::protocol_error(ProxyConnection& c, int status) {
@@ -574,6 +580,7 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
   // the back-off, within maxRetries (on_connect_attempt_failed).
   c.info->connect_retries = 0;
   c.info->connect_retry_overflow = false;
+  c.info->connect_route_timeout = false;
   if (c.info->http && !order.empty()) {
     // One count of tries for the request, as Envoy's retries_remaining_: a
     // response retry's walk has only the tries left.
@@ -1088,6 +1095,8 @@ void Forwarder::await_next_request(ProxyConnection& c) {
   ci.first_attempt = 1;
   ci.connect_retries = 0;
   ci.connect_retry_overflow = false;
+  ci.connect_route_timeout = false;
+  ci.connect_deadline_ns = INT64_MAX;
   ci.retry_deadline_ns = INT64_MAX;
   ci.tried_upstreams.clear();
   ci.upstream_host.clear();
@@ -1117,7 +1126,9 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
                   stats.reason == engine::CloseReason::kUpstreamConnectTimeout)) {
     // (A response retry's walk may have had no try left to spend: its
     // failure exhausted the request's tries all the same.)
-    if (ci.connect_retry_overflow) {
+    if (ci.connect_route_timeout) {
+      flags = "UT";
+    } else if (ci.connect_retry_overflow) {
       flags = policy::merge_response_flags(flags, "UO");
     } else if (ci.connect_retries > 0 || (ci.first_attempt > 1 && c->plan.forward.connect_attempts > 1)) {
       flags = policy::merge_response_flags(flags, "URX");

@@ -324,7 +324,16 @@ FilterStatus HttpRequestGuard::on_drain(FilterOutput& /*out*/) {
 
 FilterStatus HttpRequestGuard::on_connect_failed(FilterOutput& out, bool timed_out) {
   info_->connect_token.reset();  // no longer waiting for a connection
+  info_->retry_token.reset();    // nor retrying
   if (discard_) return FilterStatus::kClose;
+  if (info_->connect_route_timeout) {
+    // The route timeout passed between two connect attempts: Envoy's
+    // global timeout answer (the access log's flag UT, on_close).
+    info_->first_response_code = 504;
+    const std::string reply = local_reply(504, realtime_ns(), "upstream request timeout");
+    return out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply)) == 0 ? FilterStatus::kClose
+                                                                                       : FilterStatus::kReset;
+  }
   info_->first_response_code = 503;
   // Envoy's body names a retried request's last failure as such.
   const bool retried = info_->connect_retries > 0 || info_->first_attempt > 1;
@@ -709,6 +718,7 @@ void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEdi
   // A retry keeps the route deadline of its first try (Envoy's route
   // timeout spans the retries).
   if (r.attempt > 1) r.deadline_ns = info_->retry_deadline_ns;
+  if (first) info_->connect_deadline_ns = r.deadline_ns;
   // The client's last request (it said so, or the proxy drains): nothing
   // after it is forwarded, as Envoy reads no request after it.
   if (draining_) r.close_after = true;
@@ -747,6 +757,7 @@ void HttpRequestGuard::request_sent(FilterOutput* out) {
   bool started = false;
   if (o.route_timeout_ns > 0 && o.deadline_ns == INT64_MAX) {
     o.deadline_ns = now + o.route_timeout_ns;
+    if (o.first) info_->connect_deadline_ns = o.deadline_ns;
     started = true;
   }
   o.sent = true;

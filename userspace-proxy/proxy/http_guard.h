@@ -221,6 +221,11 @@ struct ConnectionInfo {
   // cluster's maxRetries stopped one (the failure then stands, flagged UO).
   uint32_t connect_retries = 0;
   bool connect_retry_overflow = false;
+  // The route deadline (monotonic ns; INT64_MAX: none yet) of the request
+  // this connection's upstream is being connected for, and whether it
+  // passed between two connect attempts (Envoy's 504 UT, not a retry).
+  int64_t connect_deadline_ns = INT64_MAX;
+  bool connect_route_timeout = false;
   // A retried request's route deadline (monotonic ns; INT64_MAX: none): the
   // route timeout spans all of its tries.
   int64_t retry_deadline_ns = INT64_MAX;

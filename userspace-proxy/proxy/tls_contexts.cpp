@@ -17,9 +17,11 @@ std::string join(const std::vector<std::string>& v) {
 TlsContexts::TlsContexts(std::string mesh_identity_dir, std::chrono::milliseconds recheck)
     : mesh_dir_(std::move(mesh_identity_dir)), recheck_(recheck) {}
 
-void TlsContexts::report(const std::vector<std::string>& warnings) const {
+void TlsContexts::report(const std::vector<std::string>& warnings, const std::string& fingerprint) {
   if (!warn_) return;
-  for (const std::string& w : warnings) warn_(w);
+  for (const std::string& w : warnings) {
+    if (warned_.insert(fingerprint + "|" + w).second) warn_(w);
+  }
 }
 
 uint64_t TlsContexts::builds() const {
@@ -54,7 +56,7 @@ std::shared_ptr<const tls::TlsServerContext> TlsContexts::server(const config::S
   std::string fp = config::file_fingerprint(files);
   auto ctx = tls::TlsServerContext::create(o, error);
   if (!ctx) return nullptr;
-  report(ctx->warnings());
+  report(ctx->warnings(), fp);
   ++builds_;
   entries_[key] = Entry{ctx, files, std::move(fp), now};
   return ctx;
@@ -77,7 +79,7 @@ std::shared_ptr<const tls::TlsClientContext> TlsContexts::client(const config::C
   std::string fp = config::file_fingerprint(files);
   auto ctx = tls::TlsClientContext::create(o, error);
   if (!ctx) return nullptr;
-  report(ctx->warnings());
+  report(ctx->warnings(), fp);
   ++builds_;
   entries_[key] = Entry{ctx, files, std::move(fp), now};
   return ctx;

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "core/config/model.h"
 #include "userspace-proxy/tls/tls_context.h"
@@ -43,11 +44,12 @@ class TlsContexts {
   // Contexts built so far (rebuilds included), for logs and tests.
   uint64_t builds() const;
   // Where a built context's warnings go (tls::TlsServerContext::warnings: a
-  // caCrl past its nextUpdate), once per build; set before use.
+  // caCrl outside its validity), once per warning and set of file versions
+  // (not again for each destination that shares the file); set before use.
   void set_warning_log(std::function<void(const std::string&)> log) { warn_ = std::move(log); }
 
  private:
-  void report(const std::vector<std::string>& warnings) const;
+  void report(const std::vector<std::string>& warnings, const std::string& fingerprint);
   struct Entry {
     std::shared_ptr<const void> context;
     std::vector<std::string> files;
@@ -63,6 +65,7 @@ class TlsContexts {
   std::unordered_map<std::string, Entry> entries_;
   uint64_t builds_ = 0;
   std::function<void(const std::string&)> warn_;
+  std::unordered_set<std::string> warned_;  // fingerprint + warning, logged once
 };
 
 }  // namespace sluice::proxy

@@ -69,7 +69,8 @@ class TlsServerContext {
   // Client identities to check at the end of chain verification.
   const std::vector<std::string>& allowed_client_sans() const { return options_.subject_alt_names; }
   // What was loaded but will not work as one would think (a caCrl past its
-  // nextUpdate: every check against it fails), for the log.
+  // nextUpdate or before its lastUpdate: every check against it fails), for
+  // the log.
   const std::vector<std::string>& warnings() const { return warnings_; }
 
   TlsServerContext(const TlsServerContext&) = delete;

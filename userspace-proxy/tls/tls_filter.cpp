@@ -114,7 +114,15 @@ class TlsFilter::InnerOutput final : public FilterOutput {
       flush();
       return record(filter_->emit(dir, piece, *out_));
     }
-    if (has_pending_ && (dir != pending_dir_ || pending_size() >= kRecordPlaintext)) flush();
+    if (has_pending_ && dir != pending_dir_) flush();
+    // The next piece of the same chunk, right after the pending one (a
+    // chunked body's pieces): still one view, no copy (OpenSSL cuts it in
+    // full records).
+    if (has_pending_ && lasts && !view_.empty() && view_.data() + view_.size() == piece.data()) {
+      view_ = std::span<const uint8_t>(view_.data(), view_.size() + piece.size());
+      return failed_so_far();
+    }
+    if (has_pending_ && pending_size() >= kRecordPlaintext) flush();
     if (has_pending_ && pending_size() + piece.size() > kRecordPlaintext) {
       // The pending record filled up with the piece's start; the rest
       // starts the next one.

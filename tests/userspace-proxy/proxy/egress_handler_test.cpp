@@ -2369,6 +2369,30 @@ TEST_F(EgressHandlerTest, ConnectFailureRetriesAndResponseRetriesShareTheTries) 
   }
 }
 
+// The route timeout spans the connect attempts too: one that passed while
+// the connect failed ends the request with Envoy's 504 UT instead of a
+// retry; the back-off before an attempt never runs past it.
+TEST_F(EgressHandlerTest, TheRouteTimeoutEndsConnectFailureRetries) {
+  const std::string vs = cnn_routes("  - timeout: 0.05s\n    route: [{destination: {host: edition.cnn.com}}]\n");
+  auto h = cnn_on_two(vs);
+  const std::string req = "GET /t HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeConnection c;
+  Verdict v = first_verdict(*h, c, req);
+  ASSERT_EQ(v.upstreams().size(), 3u);
+  auto f = v.take_filter();
+  start(*f, req);
+  EXPECT_LE(h->on_connect_attempt_failed(c, v.upstreams()[0], false, true).count(), 55);
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  EXPECT_EQ(h->on_connect_attempt_failed(c, v.upstreams()[1], false, true), engine::ConnectionHandler::kStopConnecting);
+  FakeOutput out("");
+  EXPECT_EQ(f->on_connect_failed(out, false), engine::FilterStatus::kClose);
+  EXPECT_EQ(out.downstream.rfind("HTTP/1.1 504 Gateway Timeout\r\n", 0), 0u) << out.downstream;
+  EXPECT_NE(out.downstream.find("upstream request timeout"), std::string::npos) << out.downstream;
+  close(*h, c, engine::CloseReason::kUpstreamConnectFailed);
+  EXPECT_NE(log_->lines().find("\"GET /t HTTP/1.1\" 504 UT "), std::string::npos) << log_->lines();
+  EXPECT_EQ(counters_.retries.load(), 1u);
+}
+
 // A connect-failure retry counts against the cluster's maxRetries until its
 // request's response, as a response retry does; over it the engine stops
 // and the failure stands, flagged UO.

@@ -109,6 +109,10 @@ TEST(TlsContextsTest, AnExpiredCrlIsLoggedWhenTheContextIsBuilt) {
   std::string err;
   ASSERT_NE(contexts.server(s, &err), nullptr) << err;
   ASSERT_NE(contexts.server(s, &err), nullptr) << err;
+  // Another setting over the same files: its own context, no second line.
+  s.subject_alt_names = {"spiffe://cluster.local/ns/default/sa/other"};
+  ASSERT_NE(contexts.server(s, &err), nullptr) << err;
+  EXPECT_EQ(contexts.builds(), 2u);
   ASSERT_EQ(logged.size(), 1u);
   EXPECT_NE(logged[0].find("caCrl " + s.ca_crl + ": the CRL of "), std::string::npos) << logged[0];
 }

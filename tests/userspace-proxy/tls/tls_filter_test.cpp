@@ -737,7 +737,7 @@ std::vector<size_t> record_lengths(std::string_view wire) {
 }
 
 // An inner filter that answers each client chunk with a script: "<" + text
-// injects the text, ">" forwards the whole chunk.
+// injects the text, ">" forwards the rest of the chunk, "+N" its next N bytes.
 class ScriptedInner final : public engine::StreamFilter {
  public:
   explicit ScriptedInner(std::vector<std::string> script) : script_(std::move(script)) {}
@@ -745,8 +745,17 @@ class ScriptedInner final : public engine::StreamFilter {
     if (dir != Direction::kDownstreamToUpstream) {
       return out.forward(chunk.size()) == 0 ? FilterStatus::kContinue : FilterStatus::kReset;
     }
+    size_t forwarded = 0;
     for (const std::string& step : script_) {
-      const int rc = step[0] == '>' ? out.forward(chunk.size()) : out.inject(dir, bytes(step.substr(1)));
+      int rc = 0;
+      if (step[0] == '<') {
+        rc = out.inject(dir, bytes(step.substr(1)));
+      } else {
+        // ">": the rest of the chunk; "+N": its next N bytes.
+        const size_t n = step[0] == '>' ? chunk.size() - forwarded : std::stoul(step.substr(1));
+        rc = out.forward(n);
+        forwarded += n;
+      }
       if (rc != 0) return FilterStatus::kReset;
     }
     return FilterStatus::kContinue;
@@ -798,6 +807,10 @@ TEST(TlsFilterTest, GatheredOutputKeepsItsOrderAndFillsRecords) {
   // record filled, the rest joined with what follows.
   EXPECT_EQ(records_for({"<[", "<" + big, "<]", ">"}, "z", &backend).size(), 2u);
   EXPECT_EQ(backend, "[" + big + "]z");
+  // Pieces of the chunk forwarded one after the other (kept as one view),
+  // with a piece injected between two of them.
+  EXPECT_EQ(records_for({"+2", "+2", "<X", "+1", ">"}, "abcdef", &backend).size(), 1u);
+  EXPECT_EQ(backend, "abcdXef");
 }
 
 // The worker drains: a terminating filter passes it to its inner filter,

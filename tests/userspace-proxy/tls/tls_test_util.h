@@ -358,6 +358,11 @@ inline std::string write_crl(const std::string& ca, long from_s, long until_s, c
   EVP_PKEY* key = PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr);
   BIO_free(kb);
   EXPECT_TRUE(cert && key);
+  if (cert == nullptr || key == nullptr) {
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    return "";
+  }
   X509_CRL* crl = X509_CRL_new();
   X509_CRL_set_version(crl, 1);
   X509_CRL_set_issuer_name(crl, X509_get_subject_name(cert));
