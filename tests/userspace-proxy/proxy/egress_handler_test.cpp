@@ -2393,6 +2393,36 @@ TEST_F(EgressHandlerTest, TheRouteTimeoutEndsConnectFailureRetries) {
   EXPECT_EQ(counters_.retries.load(), 1u);
 }
 
+// Outlier detection hears every failed attempt of a connect walk, not only
+// the last: one request whose walk fails twice on an endpoint
+// (consecutive5xxErrors 2) ejects it; later connections go elsewhere.
+TEST_F(EgressHandlerTest, EveryFailedConnectAttemptCountsForOutlierDetection) {
+  load({kRegistryOnly, kCnnServiceEntry, kOutlierTwo5xx});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  dns_.answer("edition.cnn.com", "203.0.113.21");
+  with_clusters_ = true;
+  auto h = handler("203.0.113.20:80");
+  const std::string req = "GET /o HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeConnection c;
+  Verdict v = first_verdict(*h, c, req);
+  ASSERT_EQ(v.upstreams().size(), 3u);
+  const engine::SocketAddress bad = v.upstreams()[0];
+  ASSERT_EQ(v.upstreams()[2], bad);  // two endpoints, three attempts
+  auto f = v.take_filter();
+  start(*f, req);
+  for (size_t i = 0; i < 3; ++i) h->on_connect_attempt_failed(c, v.upstreams()[i], false, i < 2);
+  FakeOutput failed("");
+  f->on_connect_failed(failed, false);
+  close(*h, c, engine::CloseReason::kUpstreamConnectFailed);
+  for (int i = 0; i < 4; ++i) {
+    FakeConnection n;
+    Verdict nv = first_verdict(*h, n, req);
+    ASSERT_FALSE(nv.upstreams().empty());
+    EXPECT_NE(nv.upstreams()[0], bad) << "connection " << i;
+    close(*h, n, engine::CloseReason::kLocalClose);
+  }
+}
+
 // A connect-failure retry counts against the cluster's maxRetries until its
 // request's response, as a response retry does; over it the engine stops
 // and the failure stands, flagged UO.
