@@ -162,10 +162,12 @@ RetryPlan retry_plan(const RetryPolicy* policy) {
     if (part == "5xx") r.on_5xx = true;
     else if (part == "gateway-error") r.on_gateway_error = true;
     else if (part == "reset") r.on_reset = true;
+    else if (part == "connect-failure") r.on_connect_failure = true;
     else if (part == "retriable-4xx") r.on_retriable_4xx = true;
     else if (part == "retriable-status-codes") status_codes = true;
-    // connect-failure: ForwardPlan::connect_attempts; refused-stream and the
-    // gRPC conditions (cancelled, unavailable, ...) never occur on HTTP/1.
+    // connect-failure also sets ForwardPlan::connect_attempts; refused-stream
+    // and the gRPC conditions (cancelled, unavailable, ...) never occur on
+    // HTTP/1.
   }
   if (status_codes) {
     for (uint32_t code : policy->retriable_status_codes) {
@@ -341,11 +343,7 @@ class Planner {
             // Envoy retries a failed connect (a reset before any response)
             // under connect-failure, and under 5xx, gateway-error and reset,
             // which take no response as theirs (wouldRetryFromReset).
-            p_.forward.connect_attempts =
-                rd.retries && (rd.retries->retry_on.find("connect-failure") != std::string::npos ||
-                               p_.forward.retry.on_5xx || p_.forward.retry.on_gateway_error || p_.forward.retry.on_reset)
-                    ? 1 + rd.retries->num_retries
-                    : 1;
+            p_.forward.connect_attempts = rd.retries && p_.forward.retry.retries_connect() ? 1 + rd.retries->num_retries : 1;
             if (r_.explain) {
               p_.steps.push_back("connect attempts " + std::to_string(p_.forward.connect_attempts) +
                                  (rd.retries ? " (retries " + std::to_string(rd.retries->num_retries) + " on " +

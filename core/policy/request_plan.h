@@ -72,6 +72,7 @@ struct RetryPlan {
   bool on_5xx = false;            // "5xx": any 5xx, or no response (reset, disconnect)
   bool on_gateway_error = false;  // "gateway-error": 502, 503, 504, or no response
   bool on_reset = false;          // "reset": no response
+  bool on_connect_failure = false;  // "connect-failure": no connection (TCP, or its TLS handshake)
   bool on_retriable_4xx = false;  // "retriable-4xx": 409
   // "retriable-status-codes" (Istio's default: 503), a bit per code: a
   // plan is built per request, and a set of bits costs no allocation.
@@ -92,6 +93,9 @@ struct RetryPlan {
   bool retries_status(uint32_t status) const;
   // Whether an upstream that closed or reset before any response is.
   bool retries_reset() const { return on_5xx || on_gateway_error || on_reset; }
+  // Whether a failed connection (a refused connect, a failed upstream TLS
+  // handshake) is: Envoy's wouldRetryFromReset takes it for these too.
+  bool retries_connect() const { return attempts > 1 && (on_connect_failure || retries_reset()); }
   // Whether anything after the request was sent can be retried.
   bool retries_responses() const {
     return attempts > 1 && (retries_reset() || on_retriable_4xx || status_codes.any());

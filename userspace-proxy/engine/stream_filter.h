@@ -105,6 +105,11 @@ class StreamFilter {
   // the connection closes. `out` has no chunk: what the filter injects
   // toward the downstream (Envoy's 503 for an HTTP request) is sent first.
   virtual FilterStatus on_connect_failed(FilterOutput& /*out*/, bool /*timed_out*/) { return FilterStatus::kClose; }
+  // A filter around this one (TLS origination) could not set up the upstream
+  // connection on the socket (its handshake failed): kNewUpstream retries on
+  // another connection (the filter has output nothing toward the upstream
+  // that counts); anything else lets the outer filter answer the failure.
+  virtual FilterStatus on_upstream_setup_failed(FilterOutput& /*out*/) { return FilterStatus::kContinue; }
   // A new upstream connection is ready for requests: its connect completed
   // (a filter that originates TLS passes it on to an inner one once the
   // handshake is done too). Not called for a pooled upstream, ready at

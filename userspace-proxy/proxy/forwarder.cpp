@@ -968,7 +968,7 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
       if (http) info->first_response_code = 503;
     }
     if (!http) return {};
-    std::string body = tls::upstream_tls_failure_details(r.failure_reason);
+    std::string body = tls::upstream_tls_failure_details(r.failure_reason, info && info->first_attempt > 1);
     return local_reply(503, realtime_ns(), body);
   };
 
@@ -1119,7 +1119,11 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
   if (stats.reason == engine::CloseReason::kUpstreamConnectTimeout) flags = "UF,UT";
   // connectionPool.tcp.maxConnectionDuration ended it (Envoy's DT).
   if (stats.reason == engine::CloseReason::kMaxDuration) flags = policy::merge_response_flags(ci.tcp_flags, "DT");
-  if (!ci.upstream_failure.empty()) flags = "UF";
+  if (!ci.upstream_failure.empty()) {
+    // A failed upstream TLS handshake; retried before (URX: no try left).
+    flags = "UF";
+    if (ci.http && ci.first_attempt > 1 && c->plan.forward.retry.retries_connect()) flags = "UF,URX";
+  }
   // Connect-failure retries of an HTTP request: all failed (URX, Envoy's
   // retry limit exceeded), or maxRetries allowed no further one (UO).
   if (ci.http && (stats.reason == engine::CloseReason::kUpstreamConnectFailed ||

@@ -346,6 +346,21 @@ FilterStatus HttpRequestGuard::on_connect_failed(FilterOutput& out, bool timed_o
                                                                                      : FilterStatus::kReset;
 }
 
+// Envoy takes a failed upstream TLS handshake for a connection failure:
+// retried under connect-failure (and 5xx, gateway-error, reset) like a
+// refused connect, on another connection (the request was kept for it).
+FilterStatus HttpRequestGuard::on_upstream_setup_failed(FilterOutput& /*out*/) {
+  if (discard_ || outstanding_.size() != 1) return FilterStatus::kContinue;
+  Outstanding& r = outstanding_.front();
+  const policy::RetryPlan* rp = retry_policy(r);
+  if (rp == nullptr || !rp->retries_connect()) return FilterStatus::kContinue;
+  if (r.attempt < rp->attempts && can_retry() && retry_allowed(r)) {
+    reusable_ = false;
+    return retry_now(0);
+  }
+  return FilterStatus::kContinue;
+}
+
 HttpRequestGuard::~HttpRequestGuard() {
   if (!mirror_body_.empty() || !mirror_first_.empty()) mirror_end(/*cut=*/true);
 }
@@ -740,7 +755,9 @@ void HttpRequestGuard::note_request(const sniff::HttpRequestHead& head, RouteEdi
     o.sent = !body;
     start_try(o, monotonic_ns());
   }
-  replay_ok_ = outstanding_.size() == 1 && rp && rp->retries_responses() && outstanding_.back().attempt < rp->attempts &&
+  // (Before its upstream is ready a failed TLS handshake may retry it too.)
+  replay_ok_ = outstanding_.size() == 1 && rp && (rp->retries_responses() || (rp->retries_connect() && !upstream_ready_)) &&
+               outstanding_.back().attempt < rp->attempts &&
                !head.is_connect && head.upgrade.empty() && held_.size() + head_bytes.size() <= kMaxReplayBytes;
   replay_done_ = false;
   replay_.clear();

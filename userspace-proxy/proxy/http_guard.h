@@ -368,6 +368,9 @@ class HttpRequestGuard final : public engine::StreamFilter, public Recycled<Http
   // "upstream connect error or disconnect/reset before headers" (flag UF in
   // the access log); a mirrored copy answers nobody.
   engine::FilterStatus on_connect_failed(engine::FilterOutput& out, bool timed_out) override;
+  // TLS origination's handshake failed: the route's connect-failure retry
+  // (kNewUpstream) when its policy, tries and maxRetries allow.
+  engine::FilterStatus on_upstream_setup_failed(engine::FilterOutput& out) override;
   // The held request (a switch or a retry) becomes the pending bytes.
   bool on_new_upstream(engine::FilterOutput& out) override;
   // A mirrored copy's guard: responses (and local answers such as a 504)

@@ -40,10 +40,10 @@ std::span<const uint8_t> bytes_of(const std::string& s) {
 
 std::string_view to_string(TlsSide side) { return side == TlsSide::kDownstream ? "downstream" : "upstream"; }
 
-std::string upstream_tls_failure_details(std::string_view reason) {
-  std::string s =
-      "upstream connect error or disconnect/reset before headers. reset reason: connection failure, "
-      "transport failure reason: TLS error: ";
+std::string upstream_tls_failure_details(std::string_view reason, bool retried) {
+  std::string s = std::string("upstream connect error or disconnect/reset before headers. ") +
+                  (retried ? "retried and the latest reset reason: " : "reset reason: ") +
+                  "connection failure, transport failure reason: TLS error: ";
   s += reason;
   return s;
 }
@@ -420,7 +420,8 @@ FilterStatus TlsFilter::on_end_stream(Direction dir, FilterOutput& out) {
     return st;
   }
   if (up_ != nullptr && started_ && up_->state() == HandshakeState::kInProgress) {
-    return fail_upstream_handshake("upstream closed the connection during the TLS handshake", out);
+    return fail_upstream_handshake("upstream closed the connection during the TLS handshake", out,
+                                   /*may_retry=*/dir == Direction::kUpstreamToDownstream);
   }
   FilterStatus st = end_inner(dir, out);
   if (down_ != nullptr && down_->state() == HandshakeState::kDone) {
@@ -556,7 +557,7 @@ FilterStatus TlsFilter::pump_up(FilterOutput& out) {
   if (up_->state() == HandshakeState::kInProgress) {
     const HandshakeState hs = up_->handshake();
     FilterStatus st = flush(*up_, out);
-    if (hs == HandshakeState::kFailed) return fail_upstream_handshake(up_->failure_reason(), out);
+    if (hs == HandshakeState::kFailed) return fail_upstream_handshake(up_->failure_reason(), out, /*may_retry=*/true);
     if (st != FilterStatus::kContinue) return st;
     if (hs == HandshakeState::kInProgress) {
       if (up_->buffered_input() > options_.max_handshake_buffer) {
@@ -610,7 +611,9 @@ FilterStatus TlsFilter::read_plaintext(TlsConnection& conn, FilterOutput& out) {
         // certificate", an unknown CA) arrives as an alert right after. Until
         // the upstream has sent any data that is still a failed connection
         // attempt, reported (a second time, now failed) and answered as one.
-        if (!conn.is_server() && !upstream_spoke_) return fail_upstream_handshake(conn.failure_reason(), out);
+        if (!conn.is_server() && !upstream_spoke_) {
+          return fail_upstream_handshake(conn.failure_reason(), out, /*may_retry=*/true);
+        }
         return fail_stream(
             std::string(conn.is_server() ? "downstream" : "upstream") + " TLS error: " + conn.failure_reason(),
             FilterStatus::kClose);
@@ -732,9 +735,20 @@ FilterStatus TlsFilter::fail_downstream(std::string reason) {
   return fail_stream(std::move(reason), FilterStatus::kClose);
 }
 
-FilterStatus TlsFilter::fail_upstream_handshake(std::string reason, FilterOutput& out) {
+FilterStatus TlsFilter::fail_upstream_handshake(std::string reason, FilterOutput& out, bool may_retry) {
   if (failed_) return FilterStatus::kClose;
   report(TlsSide::kUpstream, false, reason);
+  // Envoy takes a failed upstream handshake for a connection failure: the
+  // route's connect-failure retries go on another connection (the inner
+  // filter keeps the request; nothing of it was sent in the clear).
+  if (may_retry && options_.inner) {
+    InnerOutput io(this, &out, Direction::kUpstreamToDownstream, {}, /*engine_chunk=*/false);
+    const FilterStatus st = options_.inner->on_upstream_setup_failed(io);
+    if (io.finish() == FilterStatus::kContinue && st == FilterStatus::kNewUpstream) {
+      to_upstream_.clear();
+      return FilterStatus::kNewUpstream;
+    }
+  }
   failed_ = true;
   error_ = reason;
   to_upstream_.clear();

@@ -86,7 +86,7 @@ struct TlsFilterOptions {
 // handshake fails, for use in an UpstreamFailureReply: "upstream connect
 // error or disconnect/reset before headers. reset reason: connection
 // failure, transport failure reason: TLS error: <reason>".
-std::string upstream_tls_failure_details(std::string_view reason);
+std::string upstream_tls_failure_details(std::string_view reason, bool retried = false);
 
 class TlsFilter final : public engine::StreamFilter {
  public:
@@ -168,7 +168,9 @@ class TlsFilter final : public engine::StreamFilter {
   template <typename Fn>
   Status call_inner(engine::FilterOutput& out, Fn fn);
   Status fail_downstream(std::string reason);
-  Status fail_upstream_handshake(std::string reason, engine::FilterOutput& out);
+  // `may_retry`: on the upstream's own bytes or FIN while relaying (the inner
+  // filter may then ask for another upstream instead of the failure reply).
+  Status fail_upstream_handshake(std::string reason, engine::FilterOutput& out, bool may_retry = false);
   Status fail_stream(std::string reason, Status status);
   void report(TlsSide side, bool ok, const std::string& reason);
 

@@ -2423,6 +2423,49 @@ TEST_F(EgressHandlerTest, EveryFailedConnectAttemptCountsForOutlierDetection) {
   }
 }
 
+// A failed upstream TLS handshake is a connection failure to Envoy: the
+// guard (asked by the TLS filter around it) retries it while Istio's default
+// policy has tries left, replaying the request it kept; the last one stands.
+// A route whose retries are off does not retry it.
+TEST_F(EgressHandlerTest, AFailedUpstreamTlsHandshakeIsRetriedAsAConnectFailure) {
+  auto h = cnn_on_two();
+  const std::string req = "GET /h HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeConnection c;
+  auto f = decided(*h, c, req);
+  ASSERT_NE(f, nullptr);
+  start(*f, req);
+  FakeOutput failed("");
+  EXPECT_EQ(f->on_upstream_setup_failed(failed), engine::FilterStatus::kNewUpstream);
+  Verdict second = next_try(*h, c, *f, req);  // the request replayed
+  auto f2 = second.take_filter();
+  start(*f2, req);
+  EXPECT_EQ(f2->on_upstream_setup_failed(failed), engine::FilterStatus::kNewUpstream);
+  Verdict third = next_try(*h, c, *f2, req);
+  auto f3 = third.take_filter();
+  start(*f3, req);
+  EXPECT_EQ(f3->on_upstream_setup_failed(failed), engine::FilterStatus::kContinue) << "no try left";
+  EXPECT_EQ(counters_.retries.load(), 2u);
+  close(*h, c, engine::CloseReason::kFilterClose);
+
+  auto off = cnn_on_two(cnn_routes("  - retries: {attempts: 0}\n    route: [{destination: {host: edition.cnn.com}}]\n"));
+  FakeConnection d;
+  auto g = decided(*off, d, req);
+  start(*g, req);
+  EXPECT_EQ(g->on_upstream_setup_failed(failed), engine::FilterStatus::kContinue);
+  close(*off, d, engine::CloseReason::kFilterClose);
+
+  // connect-failure alone (no response is retried): the request is kept for
+  // the retry all the same while its upstream is being set up.
+  auto only = cnn_on_two(
+      cnn_routes("  - retries: {attempts: 1, retryOn: connect-failure}\n    route: [{destination: {host: edition.cnn.com}}]\n"));
+  FakeConnection e;
+  auto k = decided(*only, e, req);
+  start(*k, req);
+  EXPECT_EQ(k->on_upstream_setup_failed(failed), engine::FilterStatus::kNewUpstream);
+  next_try(*only, e, *k, req);  // the request replayed
+  close(*only, e, engine::CloseReason::kFilterClose);
+}
+
 // A connect-failure retry counts against the cluster's maxRetries until its
 // request's response, as a response retry does; over it the engine stops
 // and the failure stands, flagged UO.

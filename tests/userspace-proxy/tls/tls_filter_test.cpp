@@ -220,6 +220,50 @@ TEST(TlsFilterTest, WrongSpiffeIdIsRefusedWithReasonAndLocalReply) {
   EXPECT_FALSE(gw.results[0].failure_reason.empty());
 }
 
+// An inner filter that asks for another upstream when the TLS handshake
+// fails (the HTTP guard's connect-failure retry) gets it: no local reply,
+// kNewUpstream, the failure still reported; one that does not, the reply.
+TEST(TlsFilterTest, AFailedUpstreamHandshakeCanBeRetriedByTheInnerFilter) {
+  class RetryingInner final : public engine::StreamFilter {
+   public:
+    FilterStatus status = FilterStatus::kNewUpstream;
+    int asked = 0;
+    FilterStatus on_data(Direction, std::span<const uint8_t> chunk, FilterOutput& out) override {
+      return out.forward(chunk.size()) == 0 ? FilterStatus::kContinue : FilterStatus::kReset;
+    }
+    FilterStatus on_upstream_setup_failed(FilterOutput&) override {
+      ++asked;
+      return status;
+    }
+  };
+  for (const FilterStatus answer : {FilterStatus::kNewUpstream, FilterStatus::kContinue}) {
+    Recorded side, gw;
+    auto inner = std::make_unique<RetryingInner>();
+    RetryingInner* rec = inner.get();
+    rec->status = answer;
+    TlsFilterOptions o;
+    o.upstream_tls = make_client(sidecar_client({"spiffe://cluster.local/ns/istio-system/sa/someone-else"}));
+    o.inner = std::move(inner);
+    o.on_handshake = side.callback();
+    o.upstream_failure_reply = [](const TlsHandshakeResult&) { return std::string("HTTP/1.1 503 X\r\n\r\n"); };
+    auto sidecar = make_filter(std::move(o));
+    auto gateway = terminator(make_server(gateway_server()), &gw);
+    FilterChain chain({sidecar.get(), gateway.get()});
+    chain.connect_all();
+    EXPECT_EQ(rec->asked, 1);
+    ASSERT_EQ(side.results.size(), 1u);
+    EXPECT_FALSE(side.results[0].ok);
+    if (answer == FilterStatus::kNewUpstream) {
+      EXPECT_EQ(chain.status(0), FilterStatus::kNewUpstream);
+      EXPECT_TRUE(chain.client_rx.empty()) << chain.client_rx;
+      EXPECT_TRUE(sidecar->error().empty());
+    } else {
+      EXPECT_EQ(chain.status(0), FilterStatus::kClose);
+      EXPECT_EQ(chain.client_rx, "HTTP/1.1 503 X\r\n\r\n");
+    }
+  }
+}
+
 TEST(TlsFilterTest, GatewayRefusesAClientIdentityNotAllowed) {
   Recorded side, gw;
   auto sidecar = originator(make_client(sidecar_client()), &side);
