@@ -968,7 +968,8 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
       if (http) info->first_response_code = 503;
     }
     if (!http) return {};
-    std::string body = tls::upstream_tls_failure_details(r.failure_reason, info && info->first_attempt > 1);
+    std::string body = tls::upstream_tls_failure_details(
+        r.failure_reason, info && (info->first_attempt > 1 || info->connect_retries > 0));
     return local_reply(503, realtime_ns(), body);
   };
 
@@ -1120,9 +1121,15 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
   // connectionPool.tcp.maxConnectionDuration ended it (Envoy's DT).
   if (stats.reason == engine::CloseReason::kMaxDuration) flags = policy::merge_response_flags(ci.tcp_flags, "DT");
   if (!ci.upstream_failure.empty()) {
-    // A failed upstream TLS handshake; retried before (URX: no try left).
+    // A failed upstream TLS handshake: maxRetries allowed no retry (UO), or
+    // it was retried before and no try is left (URX).
     flags = "UF";
-    if (ci.http && ci.first_attempt > 1 && c->plan.forward.retry.retries_connect()) flags = "UF,URX";
+    if (ci.http && ci.connect_retry_overflow) {
+      flags = "UF,UO";
+    } else if (ci.http && (ci.first_attempt > 1 || ci.connect_retries > 0) &&
+               c->plan.forward.retry.retries_connect()) {
+      flags = "UF,URX";
+    }
   }
   // Connect-failure retries of an HTTP request: all failed (URX, Envoy's
   // retry limit exceeded), or maxRetries allowed no further one (UO).

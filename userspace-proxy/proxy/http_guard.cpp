@@ -354,11 +354,16 @@ FilterStatus HttpRequestGuard::on_upstream_setup_failed(FilterOutput& /*out*/) {
   Outstanding& r = outstanding_.front();
   const policy::RetryPlan* rp = retry_policy(r);
   if (rp == nullptr || !rp->retries_connect()) return FilterStatus::kContinue;
-  if (r.attempt < rp->attempts && can_retry() && retry_allowed(r)) {
-    reusable_ = false;
-    return retry_now(0);
+  // The walk's refused connects before this connection were tries too
+  // (on_upstream_ready counts them once the upstream is up; it never was).
+  if (!upstream_ready_ && r.first) r.attempt += info_->connect_retries;
+  if (r.attempt >= rp->attempts || !can_retry()) return FilterStatus::kContinue;
+  if (!retry_allowed(r)) {
+    info_->connect_retry_overflow = true;  // the failure stands, UO
+    return FilterStatus::kContinue;
   }
-  return FilterStatus::kContinue;
+  reusable_ = false;
+  return retry_now(0);
 }
 
 HttpRequestGuard::~HttpRequestGuard() {
@@ -809,13 +814,14 @@ void HttpRequestGuard::on_upstream_ready(FilterOutput& out) {
   upstream_ready_ = true;
   // Its connect-failure retries were tries of the request this connection
   // was made for: a response retry has only the rest (Envoy counts both).
-  if (info_->connect_retries > 0 && !outstanding_.empty() && outstanding_.front().first) {
+  if (!outstanding_.empty() && outstanding_.front().first) {
     Outstanding& o = outstanding_.front();
     o.attempt += info_->connect_retries;
-    // With no try left it is not kept for a replay (as note_request would
-    // have decided with this count).
+    // Not kept for a replay with no try left (as note_request would have
+    // decided with this count), nor, the connection being up, for a policy
+    // that retries no response.
     const policy::RetryPlan* rp = retry_policy(o);
-    if (!rp || o.attempt >= rp->attempts) {
+    if (replay_ok_ && (!rp || o.attempt >= rp->attempts || !rp->retries_responses())) {
       replay_ok_ = false;
       replay_.clear();
     }

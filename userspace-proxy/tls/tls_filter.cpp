@@ -261,7 +261,7 @@ class TlsUpstreamState final : public engine::UpstreamState {
 }  // namespace
 
 bool TlsFilter::upstream_reusable() const {
-  if (!started_ || failed_ || down_ != nullptr || !options_.inner || !options_.inner->upstream_reusable()) return false;
+  if (!started_ || failed_ || upstream_setup_failed_ || down_ != nullptr || !options_.inner || !options_.inner->upstream_reusable()) return false;
   if (up_ == nullptr) return true;
   return up_->state() == HandshakeState::kDone && to_upstream_.empty() && !up_->close_notify_sent() &&
          !up_->close_notify_received() && up_->buffered_input() == 0 && up_->output().empty();
@@ -298,6 +298,7 @@ bool TlsFilter::on_new_upstream(FilterOutput& out) {
   up_.reset();
   up_pending_ = false;
   ready_pending_ = false;
+  upstream_setup_failed_ = false;
   started_ = false;
   adopted_ = false;
   upstream_spoke_ = false;
@@ -611,9 +612,9 @@ FilterStatus TlsFilter::read_plaintext(TlsConnection& conn, FilterOutput& out) {
         // certificate", an unknown CA) arrives as an alert right after. Until
         // the upstream has sent any data that is still a failed connection
         // attempt, reported (a second time, now failed) and answered as one.
-        if (!conn.is_server() && !upstream_spoke_) {
-          return fail_upstream_handshake(conn.failure_reason(), out, /*may_retry=*/true);
-        }
+        // (Not retried as a connection failure: the request went out
+        // already, as Envoy's pool had the connection up.)
+        if (!conn.is_server() && !upstream_spoke_) return fail_upstream_handshake(conn.failure_reason(), out);
         return fail_stream(
             std::string(conn.is_server() ? "downstream" : "upstream") + " TLS error: " + conn.failure_reason(),
             FilterStatus::kClose);
@@ -746,6 +747,7 @@ FilterStatus TlsFilter::fail_upstream_handshake(std::string reason, FilterOutput
     const FilterStatus st = options_.inner->on_upstream_setup_failed(io);
     if (io.finish() == FilterStatus::kContinue && st == FilterStatus::kNewUpstream) {
       to_upstream_.clear();
+      upstream_setup_failed_ = true;  // its socket is never pooled
       return FilterStatus::kNewUpstream;
     }
   }

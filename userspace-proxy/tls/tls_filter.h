@@ -192,6 +192,7 @@ class TlsFilter final : public engine::StreamFilter {
   bool upstream_spoke_ = false;                  // plaintext came from the upstream
   bool adopted_ = false;                         // up_ came from a pooled connection
   bool up_pending_ = false;                      // defer_upstream_session: up_ not made yet
+  bool upstream_setup_failed_ = false;           // its handshake failed, a retry asked for
 };
 
 }  // namespace sluice::tls

@@ -2447,6 +2447,21 @@ TEST_F(EgressHandlerTest, AFailedUpstreamTlsHandshakeIsRetriedAsAConnectFailure)
   EXPECT_EQ(counters_.retries.load(), 2u);
   close(*h, c, engine::CloseReason::kFilterClose);
 
+  // A refused connect then a failed handshake are two of the three tries:
+  // one retry left, then the failure stands (retried: URX).
+  FakeConnection r;
+  Verdict v = first_verdict(*h, r, req);
+  auto g1 = v.take_filter();
+  start(*g1, req);
+  EXPECT_GE(h->on_connect_attempt_failed(r, v.upstreams()[0], false, true).count(), 0);
+  EXPECT_EQ(g1->on_upstream_setup_failed(failed), engine::FilterStatus::kNewUpstream);
+  Verdict again = next_try(*h, r, *g1, req);
+  EXPECT_EQ(again.upstreams().size(), 1u);
+  auto g2 = again.take_filter();
+  start(*g2, req);
+  EXPECT_EQ(g2->on_upstream_setup_failed(failed), engine::FilterStatus::kContinue) << "three tries made";
+  close(*h, r, engine::CloseReason::kFilterClose);
+
   auto off = cnn_on_two(cnn_routes("  - retries: {attempts: 0}\n    route: [{destination: {host: edition.cnn.com}}]\n"));
   FakeConnection d;
   auto g = decided(*off, d, req);
