@@ -215,14 +215,19 @@ wait_generation() {
 		grep -q "config generation $1 " "$f" || fail "$f: config generation $1 not loaded"
 	done
 }
+# next_generation: the config directory was just changed; waits until every
+# proxy loaded it (GENERATION counts the loads).
+next_generation() {
+	GENERATION=$((GENERATION + 1))
+	wait_generation "$GENERATION"
+}
 # use_variant NAME: the resources of configs/variants/NAME replace the
 # current ones (the mesh ConfigMap stays REGISTRY_ONLY).
 GENERATION=1
 use_variant() {
 	rm -f "$CONF/serviceentry-cnn.yaml" "$CONF/egress-gateway.yaml" "$CONF/virtualservice-cnn.yaml" "$CONF"/variant-*.yaml
 	cp "$CONFIGS/variants/$1/$1.yaml" "$CONF/variant-$1.yaml"
-	GENERATION=$((GENERATION + 1))
-	wait_generation "$GENERATION"
+	next_generation
 }
 # gateways_listen PORT: both gateways listen on PORT again (a reload that
 # adds a Gateway server opens its listener after the load is logged).
@@ -550,8 +555,7 @@ spec:
   - timeout: 0.5s
     route: [{destination: {host: slow.example}}]
 YAML
-	GENERATION=$((GENERATION + 1))
-	wait_generation "$GENERATION"
+	next_generation
 	ms=$(lines_of "$TMP/sidecar.log")
 	code=$(in_cg_ns workload "$NS_W" curl -s -o "$TMP/slow.body" -w '%{http_code}' --max-time 10 \
 		--resolve slow.example:8081:203.0.113.10 http://slow.example:8081/)
@@ -624,8 +628,7 @@ spec:
       tcp: {maxConnections: 1}
 $1
 YAML
-		GENERATION=$((GENERATION + 1))
-		wait_generation "$GENERATION"
+		next_generation
 	}
 	# breaker_round: three concurrent curls; prints their codes, sorted.
 	breaker_round() {
@@ -706,8 +709,7 @@ spec:
     connectionPool:
       tcp: {idleTimeout: 500ms, maxConnectionDuration: 1500ms}
 YAML
-	GENERATION=$((GENERATION + 1))
-	wait_generation "$GENERATION"
+	next_generation
 	# held_tcp CHATTY: seconds until the sidecar ends the connection, and the
 	# bytes then read (a chatty client sends a byte every 0.2 s, never idle).
 	held_tcp() {
@@ -778,8 +780,7 @@ spec:
     mirror: {host: shadow.example, port: {number: 80}}
     mirrorPercentage: {value: 100}
 YAML
-	GENERATION=$((GENERATION + 1))
-	wait_generation "$GENERATION"
+	next_generation
 	# The walkthrough's Gateway is back (port 80; the passthrough variant had
 	# only 443): its listeners are reconciled after the load.
 	gateways_listen 80
@@ -874,8 +875,7 @@ spec:
   - match: [{gateways: [istio-egressgateway], port: 80}]
     route: [{destination: {host: edition.cnn.com, port: {number: 80}}}]
 YAML
-	GENERATION=$((GENERATION + 1))
-	wait_generation "$GENERATION"
+	next_generation
 	bc=$(wc -l <"$TMP/nginx/conn80.log")
 	urls=()
 	for i in 1 2 3 4 5 6; do urls+=(-o /dev/null "http://edition.cnn.com/cap/$i"); done
@@ -910,8 +910,7 @@ open(sys.argv[2], "w").write(text)
 PYEOF
 		fail "consistentHash: could not edit the DestinationRule"
 	use_walkthrough_resources "$TMP/egress-gateway-hash.yaml"
-	GENERATION=$((GENERATION + 1))
-	wait_generation "$GENERATION"
+	next_generation
 	before=$(wc -l <"$TMP/nginx/access80.log")
 	for u in 0 1 2 3 4 5 6 7; do
 		for i in 1 2 3; do
@@ -968,8 +967,7 @@ open(sys.argv[2], "w").write(text)
 PYEOF
 		fail "caCrl: could not edit the Gateway"
 	use_walkthrough_resources "$TMP/egress-gateway-crl.yaml"
-	GENERATION=$((GENERATION + 1))
-	wait_generation "$GENERATION"
+	next_generation
 	c=$(http_code http://edition.cnn.com/politics)
 	[ "$c" = 503 ] || fail "caCrl revoking the sidecar's certificate: got $c"
 	why=$(grep -hi "revoked" "$TMP/gw1/gateway.err" "$TMP/gw2/gateway.err" | head -1)

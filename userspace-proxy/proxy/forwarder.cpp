@@ -968,8 +968,7 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
       if (http) info->first_response_code = 503;
     }
     if (!http) return {};
-    std::string body = tls::upstream_tls_failure_details(
-        r.failure_reason, info && (info->first_attempt > 1 || info->connect_retries > 0));
+    std::string body = tls::upstream_tls_failure_details(r.failure_reason, info && info->retried());
     return local_reply(503, realtime_ns(), body);
   };
 
@@ -1120,28 +1119,20 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
   if (stats.reason == engine::CloseReason::kUpstreamConnectTimeout) flags = "UF,UT";
   // connectionPool.tcp.maxConnectionDuration ended it (Envoy's DT).
   if (stats.reason == engine::CloseReason::kMaxDuration) flags = policy::merge_response_flags(ci.tcp_flags, "DT");
-  if (!ci.upstream_failure.empty()) {
-    // A failed upstream TLS handshake: maxRetries allowed no retry (UO), or
-    // it was retried before and no try is left (URX).
-    flags = "UF";
-    if (ci.http && ci.connect_retry_overflow) {
-      flags = "UF,UO";
-    } else if (ci.http && (ci.first_attempt > 1 || ci.connect_retries > 0) &&
-               c->plan.forward.retry.retries_connect()) {
-      flags = "UF,URX";
-    }
-  }
-  // Connect-failure retries of an HTTP request: all failed (URX, Envoy's
-  // retry limit exceeded), or maxRetries allowed no further one (UO).
-  if (ci.http && (stats.reason == engine::CloseReason::kUpstreamConnectFailed ||
-                  stats.reason == engine::CloseReason::kUpstreamConnectTimeout)) {
-    // (A response retry's walk may have had no try left to spend: its
-    // failure exhausted the request's tries all the same.)
+  const bool connect_failed = stats.reason == engine::CloseReason::kUpstreamConnectFailed ||
+                              stats.reason == engine::CloseReason::kUpstreamConnectTimeout;
+  if (!ci.upstream_failure.empty()) flags = "UF";  // a failed upstream TLS handshake
+  // An HTTP request's connection failure (refused, timed out, a failed TLS
+  // handshake): the route timeout passed between attempts (UT alone),
+  // maxRetries allowed no retry (UO), or retried with no try left (URX,
+  // Envoy's retry limit exceeded; a response retry's walk may have had no
+  // try to spend, its failure exhausted the tries all the same).
+  if (ci.http && (connect_failed || !ci.upstream_failure.empty())) {
     if (ci.connect_route_timeout) {
       flags = "UT";
     } else if (ci.connect_retry_overflow) {
       flags = policy::merge_response_flags(flags, "UO");
-    } else if (ci.connect_retries > 0 || (ci.first_attempt > 1 && c->plan.forward.connect_attempts > 1)) {
+    } else if (ci.retried() && c->plan.forward.retry.retries_connect()) {
       flags = policy::merge_response_flags(flags, "URX");
     }
   }
@@ -1151,8 +1142,6 @@ void Forwarder::on_close(engine::Connection& conn, const engine::ConnectionStats
   // otherwise (no outlier detection for the cluster, or a path that reported
   // nothing, such as a malformed response head: 502) the status the
   // connection ended with counts, as before.
-  const bool connect_failed = stats.reason == engine::CloseReason::kUpstreamConnectFailed ||
-                              stats.reason == engine::CloseReason::kUpstreamConnectTimeout;
   if (o_.clusters && ci.http && !ci.response_reported && !connect_failed && ci.first_response_code >= 200 &&
       stats.upstream.valid() && c->plan.kind == policy::RequestPlan::Kind::kForward) {
     o_.clusters->report_response(c->plan.cluster, stats.upstream, static_cast<uint32_t>(ci.first_response_code));

@@ -336,11 +336,10 @@ FilterStatus HttpRequestGuard::on_connect_failed(FilterOutput& out, bool timed_o
   }
   info_->first_response_code = 503;
   // Envoy's body names a retried request's last failure as such.
-  const bool retried = info_->connect_retries > 0 || info_->first_attempt > 1;
   const std::string reply =
       local_reply(503, realtime_ns(),
                   std::string("upstream connect error or disconnect/reset before headers. ") +
-                      (retried ? "retried and the latest reset reason: " : "reset reason: ") +
+                      (info_->retried() ? "retried and the latest reset reason: " : "reset reason: ") +
                       (timed_out ? "connection timeout" : "connection failure"));
   return out.inject(engine::Direction::kUpstreamToDownstream, bytes_of(reply)) == 0 ? FilterStatus::kClose
                                                                                      : FilterStatus::kReset;

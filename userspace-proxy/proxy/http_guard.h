@@ -221,6 +221,8 @@ struct ConnectionInfo {
   // cluster's maxRetries stopped one (the failure then stands, flagged UO).
   uint32_t connect_retries = 0;
   bool connect_retry_overflow = false;
+  // The current request was retried (a response retry, or its connect).
+  bool retried() const { return first_attempt > 1 || connect_retries > 0; }
   // The route deadline (monotonic ns; INT64_MAX: none yet) of the request
   // this connection's upstream is being connected for, and whether it
   // passed between two connect attempts (Envoy's 504 UT, not a retry).
