@@ -32,7 +32,10 @@ class FilterOutput {
   virtual int inject(Direction dir, std::span<const uint8_t> bytes) = 0;
   // One timer per connection for the filter (an HTTP route timeout): after
   // `after`, StreamFilter::on_timer is called. A later call replaces the
-  // earlier one; zero or less cancels it. Relaying connections only.
+  // earlier one; zero or less cancels it. It runs while the upstream is
+  // being connected too (attempts and the waits between them): on_timer
+  // then answering anything but kContinue gives up the connect, and what it
+  // injected toward the downstream is sent before the FIN.
   virtual void set_timer(std::chrono::milliseconds after) { (void)after; }
 };
 

@@ -91,7 +91,7 @@ class Worker::Output final : public FilterOutput {
   }
   void set_timer(std::chrono::milliseconds after) override {
     c_->filter_deadline_ns = after.count() > 0 ? w_->now_ns_ + to_ns(after) : INT64_MAX;
-    if (c_->phase == Phase::kRelaying) w_->reschedule_timer(c_);
+    if (c_->phase == Phase::kRelaying || c_->phase == Phase::kConnecting) w_->reschedule_timer(c_);
   }
   bool buffer_kept() const { return buffer_kept_; }
 
@@ -650,7 +650,7 @@ void Worker::on_timer(ConnectionImpl* c) {
     wheel_->schedule(&c->timer, deadline);
     return;
   }
-  if (c->filter_deadline_ns <= now_ns_ && c->phase == Phase::kRelaying) {
+  if (c->filter_deadline_ns <= now_ns_ && (c->phase == Phase::kRelaying || c->phase == Phase::kConnecting)) {
     fire_filter_timer(c);
   } else if (undecided(c->phase) && c->phase_deadline_ns <= now_ns_) {
     counters_.detection_timeouts.add();
@@ -677,7 +677,61 @@ void Worker::on_timer(ConnectionImpl* c) {
 void Worker::fire_filter_timer(ConnectionImpl* c) {
   c->filter_deadline_ns = INT64_MAX;
   if (!c->filter) return;
+  if (c->phase == Phase::kConnecting) {
+    fire_filter_timer_connecting(c);
+    return;
+  }
   call_filter(c, [](StreamFilter& f, FilterOutput& out) { return f.on_timer(out); });
+}
+
+// The filter's timer (an HTTP route timeout, which spans the connect as
+// Envoy's does) ran out before any upstream was connected: an attempt in
+// flight or a wait between attempts. Ended by the filter, the connect is
+// given up: nothing goes upstream, the filter's reply (Envoy's 504) goes to
+// the client, which then gets its FIN.
+void Worker::fire_filter_timer_connecting(ConnectionImpl* c) {
+  Output out(this, c, 1, nullptr, 0, kNoBuffer);
+  const FilterStatus st = c->filter->on_timer(out);
+  if (st == FilterStatus::kContinue) {
+    if (c->side[0].out.count > 0) kick_send(c, 0);
+    reschedule_timer(c);  // the filter may have set its timer again
+    return;
+  }
+  if (st == FilterStatus::kReset) {
+    begin_close(c, CloseReason::kFilterClose, 0, true, true);
+    return;
+  }
+  abandon_connect(c);
+  release_queue(c->side[1].out);  // never to be sent
+  if (c->stats.reason == CloseReason::kNone) c->stats.reason = CloseReason::kFilterClose;
+  if (c->side[0].out.count == 0) {
+    begin_close(c, CloseReason::kFilterClose, 0, false, false);
+    return;
+  }
+  counters_.local_responses.add();
+  enter_lingering(c);
+}
+
+// A connecting connection stops connecting: the attempt in flight (if any;
+// none during a wait between attempts) is cancelled and its socket closed;
+// its completion, still due, finds the connection no longer connecting.
+// The close goes through the ring after the cancel: the connect may still
+// be queued unsubmitted (started this very loop), and a descriptor closed
+// now could be reused by another connection's socket before the kernel
+// reads that connect.
+void Worker::abandon_connect(ConnectionImpl* c) {
+  c->connect_retry_ns = INT64_MAX;
+  c->upstream_next = c->upstream_count;
+  c->stats.upstream = SocketAddress();
+  Side& up = c->side[1];
+  if (up.fd < 0) return;
+  io_uring_sqe* sqe = get_sqe();
+  io_uring_prep_cancel64(sqe, ud(c, kTagConnect), 0);
+  io_uring_sqe_set_data64(sqe, kUdIgnore);
+  sqe = get_sqe();
+  io_uring_prep_close(sqe, up.fd);
+  io_uring_sqe_set_data64(sqe, kUdIgnore);
+  up.fd = -1;
 }
 
 int64_t Worker::conn_deadline(const ConnectionImpl* c) const {
@@ -687,11 +741,10 @@ int64_t Worker::conn_deadline(const ConnectionImpl* c) const {
     case Phase::kSniffing:
     case Phase::kDeferred: return std::min(idle, c->phase_deadline_ns);
     case Phase::kLingering: return c->last_activity_ns + to_ns(config_.linger_timeout);
-    // A filter's timer runs once relaying (the connect has its own timeout);
-    // one that expired while connecting fires as soon as it relays. The
-    // idle timeout runs during the connect too, as Envoy's tcp_proxy has
+    // A filter's timer runs during the connect too (an HTTP route timeout
+    // spans it). The idle timeout does as well, as Envoy's tcp_proxy has
     // started it since 1.36 (it used to wait for the upstream).
-    case Phase::kConnecting: return std::min({idle, c->max_end_ns, c->connect_retry_ns});
+    case Phase::kConnecting: return std::min({idle, c->max_end_ns, c->connect_retry_ns, c->filter_deadline_ns});
     case Phase::kRelaying: return std::min({idle, c->filter_deadline_ns, c->max_end_ns});
     case Phase::kSwitching: return std::min(idle, c->max_end_ns);
     default: return INT64_MAX;
@@ -1310,6 +1363,9 @@ void Worker::fail_connect(ConnectionImpl* c, bool timed_out, int err) {
 void Worker::on_connect_cqe(ConnectionImpl* c, int res) {
   c->inflight_ops--;
   if (c->phase == Phase::kClosing) return;
+  // Given up meanwhile (abandon_connect: the socket is closed already); the
+  // connection lingers over its local reply.
+  if (c->phase != Phase::kConnecting) return;
   if (res < 0) {
     // -ECANCELED here means the linked timeout fired (closing was handled above).
     bool timed_out = res == -ECANCELED || res == -ETIME;

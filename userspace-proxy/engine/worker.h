@@ -228,6 +228,8 @@ class Worker {
   void begin_drain();
   void on_timer(ConnectionImpl* c);
   void fire_filter_timer(ConnectionImpl* c);
+  void fire_filter_timer_connecting(ConnectionImpl* c);
+  void abandon_connect(ConnectionImpl* c);
   void tell_drain(ConnectionImpl* c);
   template <typename Fn>
   void call_filter(ConnectionImpl* c, Fn fn);

@@ -905,12 +905,17 @@ FilterStatus HttpRequestGuard::timer(FilterOutput& out) {
   // A retry that was under way is off (the client is answered now).
   retrying_ = false;
   info_->retry_token.reset();
+  // No longer waiting for a connection (http1MaxPendingRequests): given
+  // back now, not when the client's connection closes after the reply.
+  if (!upstream_ready_) info_->connect_token.reset();
   behind_retry_.clear();
   // Outlier detection: a timed-out request counts as a 504, as in Envoy
   // (unless its response had begun: that status was counted). A retriable
   // response being dropped for a retry counts as itself (the retry that
-  // would have reported it does not happen).
-  if (response_state_ == ResponseState::kHead) info_->report_response(504);
+  // would have reported it does not happen). Not one still connecting (or
+  // in its TLS handshake): no host had it yet, as in Envoy, whose upstream
+  // request has no host before "pool ready".
+  if (response_state_ == ResponseState::kHead && upstream_ready_) info_->report_response(504);
   if (response_state_ == ResponseState::kDiscard) info_->report_response(retry_status_);
   const std::string flags = late.flags_with_retry("UT");
   // Nothing of a dropped response reached the client: it still gets the 504.

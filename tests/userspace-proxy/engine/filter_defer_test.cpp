@@ -1131,6 +1131,63 @@ TEST_F(FilterDeferTest, AFilterTimerFiresUnlessCancelled) {
   EXPECT_EQ(log_.first().reason, CloseReason::kFilterClose);
 }
 
+// The filter's timer runs while the upstream is being connected (an HTTP
+// route timeout spans the connect, as Envoy's does): a connect that hangs
+// (its SYN dropped; the connect timeout 30 s) is given up when the timer
+// fires, the filter's reply reaches the client, and nothing reaches the
+// upstream.
+TEST_F(FilterDeferTest, AFilterTimerEndsAHangingConnect) {
+  uint16_t full_port = 0;
+  int full = listen_loopback(&full_port, 0);
+  std::vector<int> fillers = fill_accept_queue(full_port);
+  start(
+      [full_port](ScriptedHandler& h) {
+        h.upstreams = {SocketAddress::loopback4(full_port)};
+        h.filter_fn = [] { return std::make_unique<DeadlineFilter>(); };
+      },
+      [](EngineConfig& cfg) { cfg.connect_timeout = 30s; });
+  int c = client();
+  ASSERT_TRUE(write_all(c, "request"));
+  const auto t0 = std::chrono::steady_clock::now();
+  int err = -1;
+  EXPECT_EQ(read_to_eof(c, &err), "LATE\n");
+  EXPECT_EQ(err, 0);  // a FIN after the reply, not a reset
+  // Not a timing threshold on speed: 30 s would mean the connect ran out.
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 20s);
+  close(c);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(log_.first().reason, CloseReason::kFilterClose) << close_reason_name(log_.first().reason);
+  EXPECT_EQ(log_.first().bytes_to_upstream, 0u);
+  EXPECT_EQ(engine_->counters().local_responses, 1u);
+  for (int f : fillers) close(f);
+  close(full);
+}
+
+// The same during the handler's wait between two connect attempts (a
+// retry's back-off): the timer ends the wait, the next attempt never starts.
+TEST_F(FilterDeferTest, AFilterTimerEndsTheWaitBetweenConnectAttempts) {
+  uint16_t refusing = 0;
+  int hold = reserve_refusing_port(&refusing);
+  const uint16_t good = upstream_port_;
+  start([refusing, good](ScriptedHandler& h) {
+    h.upstreams = {SocketAddress::loopback4(refusing), SocketAddress::loopback4(good)};
+    h.filter_fn = [] { return std::make_unique<DeadlineFilter>(); };
+    h.connect_failed_fn = [](const SocketAddress&, bool, bool) { return std::chrono::milliseconds(30'000); };
+  });
+  int c = client();
+  ASSERT_TRUE(write_all(c, "request"));
+  const auto t0 = std::chrono::steady_clock::now();
+  int err = -1;
+  EXPECT_EQ(read_to_eof(c, &err), "LATE\n");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 20s);  // not at the 30 s wait's end
+  close(c);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(log_.first().reason, CloseReason::kFilterClose) << close_reason_name(log_.first().reason);
+  EXPECT_EQ(log_.first().connect_attempts, 1);
+  EXPECT_FALSE(upstream_has_connection());
+  close(hold);
+}
+
 // Every upstream address refused: the filter answers the client before the
 // connection closes (an HTTP filter's 503), and the close still says why.
 TEST_F(FilterDeferTest, AFilterAnswersWhenNoUpstreamConnects) {

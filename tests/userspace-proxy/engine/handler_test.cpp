@@ -441,16 +441,7 @@ TEST(HandlerFilterWhileConnecting, BytesReadDuringConnectAreFiltered) {
   uint16_t port = 0;
   int lfd = listen_loopback(&port, 0);
   ASSERT_GE(lfd, 0);
-  std::vector<int> fillers;
-  for (int i = 0; i < 3; ++i) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
-    connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-    fillers.push_back(fd);
-  }
+  std::vector<int> fillers = fill_accept_queue(port);
   std::this_thread::sleep_for(50ms);
   std::atomic<int> connects{0};
   SocketAddress up = SocketAddress::loopback4(port);

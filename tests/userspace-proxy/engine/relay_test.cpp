@@ -49,22 +49,6 @@ class RelayTest : public LoopbackEngine<::testing::TestWithParam<RingMode>> {
   }
 };
 
-// Fills the accept queue of a loopback listener that never accepts (backlog
-// 0): further SYNs to it are dropped, so a connect hangs until its timeout.
-std::vector<int> fill_accept_queue(uint16_t port) {
-  std::vector<int> fillers;
-  for (int i = 0; i < 4; ++i) {
-    int f = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
-    connect(f, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-    fillers.push_back(f);
-  }
-  return fillers;
-}
-
 TEST_P(RelayTest, SixtyFourMiBBothWaysAtOnceArriveIntact) {
   start();
   constexpr size_t kBytes = 64u << 20;

@@ -53,6 +53,22 @@ inline int listen_loopback(uint16_t* port, int backlog = 128) {
   return fd;
 }
 
+// Fills the accept queue of a loopback listener that never accepts (backlog
+// 0): further SYNs to it are dropped, so a connect hangs until its timeout.
+inline std::vector<int> fill_accept_queue(uint16_t port) {
+  std::vector<int> fillers;
+  for (int i = 0; i < 4; ++i) {
+    int f = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    connect(f, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    fillers.push_back(f);
+  }
+  return fillers;
+}
+
 // A port with a bound but non-listening socket: connects are refused.
 inline int reserve_refusing_port(uint16_t* port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -1105,6 +1105,52 @@ TEST_F(EgressHandlerTest, TheRouteTimeoutRunsThroughARetrysBackoff) {
   EXPECT_NE(log_->lines().find("\"GET /slow HTTP/1.1\" 504 UT"), std::string::npos) << log_->lines();
 }
 
+// The route timeout runs out while a retry's connection is still being set
+// up (the engine calls the filter's timer while connecting): 504 UT, and
+// outlier detection charges no endpoint for it. The try had no host yet,
+// as in Envoy; before, the earlier try's endpoint took the 504 too, and
+// with its own 503 that was consecutive5xxErrors 2: ejected.
+TEST_F(EgressHandlerTest, ARouteTimeoutWhileConnectingChargesNoEndpoint) {
+  const std::string vs = cnn_routes(R"(
+  - timeout: 200ms
+    retries: {attempts: 2, retryOn: 503}
+    route: [{destination: {host: edition.cnn.com}}]
+)");
+  load({kRegistryOnly, kCnnServiceEntry, kOutlierTwo5xx, vs.c_str()});
+  dns_.answer("edition.cnn.com", "203.0.113.20");
+  dns_.answer("edition.cnn.com", "203.0.113.21");
+  with_clusters_ = true;
+  auto h = handler("203.0.113.20:80");
+  FakeConnection c;
+  const std::string req = "GET /hang HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  engine::SocketAddress first;
+  auto f = connected(*h, c, req, &first);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(respond(*f, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").first,
+            engine::FilterStatus::kNewUpstream);
+  Verdict again = next_try(*h, c, *f, req);
+  ASSERT_EQ(again.kind(), Verdict::Kind::kConnect);
+  auto f2 = again.take_filter();
+  ASSERT_NE(f2, nullptr);
+  start(*f2, req);  // its connect hangs: never connected, never ready
+  std::this_thread::sleep_for(std::chrono::milliseconds(210));
+  FakeOutput late("");
+  EXPECT_EQ(f2->on_timer(late), engine::FilterStatus::kClose);
+  EXPECT_EQ(late.downstream.rfind("HTTP/1.1 504 Gateway Timeout\r\n", 0), 0u) << late.downstream;
+  close(*h, c, engine::CloseReason::kFilterClose);
+  EXPECT_NE(log_->lines().find("\"GET /hang HTTP/1.1\" 504 UT"), std::string::npos) << log_->lines();
+  // One 5xx on `first` (its 503): not ejected, round robin still reaches it.
+  int to_first = 0;
+  for (int i = 0; i < 4; ++i) {
+    FakeConnection n;
+    Verdict nv = first_verdict(*h, n, req);
+    ASSERT_FALSE(nv.upstreams().empty());
+    if (nv.upstreams()[0] == first) ++to_first;
+    close(*h, n, engine::CloseReason::kLocalClose);
+  }
+  EXPECT_GE(to_first, 1);
+}
+
 // maxConnections counts connections to the cluster: a request that goes
 // again (a retry; a later request moved or delayed) gives up its connection's
 // slot before it takes one, or maxConnections 1 would hold it back for the
@@ -1191,6 +1237,30 @@ TEST_F(EgressHandlerTest, PendingRequestsBoundConnectsInProgress) {
   close(*h, c, engine::CloseReason::kCompleted);
   close(*h, a, engine::CloseReason::kCompleted);
   EXPECT_EQ(counters_.upstream_overflow.load(), 1u);
+}
+
+// A request whose route timeout ran out while its connection was still
+// being made waits for no connection any more: its http1MaxPendingRequests
+// place is free at once (the next request connects), not only when the
+// client's connection closes after the 504.
+TEST_F(EgressHandlerTest, ARouteTimeoutWhileConnectingFreesThePendingPlace) {
+  const std::string vs = cnn_routes("  - timeout: 0.01s\n    route: [{destination: {host: edition.cnn.com}}]\n");
+  auto h = pooled_cnn("{http: {http1MaxPendingRequests: 1}}", {"203.0.113.20"}, vs);
+  const std::string req = "GET /p HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  FakeConnection a, b;
+  Verdict va = first_verdict(*h, a, req);
+  ASSERT_EQ(va.kind(), Verdict::Kind::kConnect);
+  auto fa = va.take_filter();
+  ASSERT_NE(fa, nullptr);
+  start(*fa, req);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  FakeOutput late("");
+  EXPECT_EQ(fa->on_timer(late), engine::FilterStatus::kClose);
+  EXPECT_EQ(late.downstream.rfind("HTTP/1.1 504 Gateway Timeout\r\n", 0), 0u) << late.downstream;
+  EXPECT_EQ(first_verdict(*h, b, req).kind(), Verdict::Kind::kConnect) << "a no longer waits for a connection";
+  close(*h, b, engine::CloseReason::kCompleted);
+  close(*h, a, engine::CloseReason::kFilterClose);
+  EXPECT_EQ(counters_.upstream_overflow.load(), 0u);
 }
 
 // A TCP connection over maxConnections is closed at once, UO (Envoy's TCP
