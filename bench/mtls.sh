@@ -25,6 +25,10 @@
 #   cpu us/req  CPU time of the chain's two proxies per request (/proc)
 #   host us/req all CPUs' busy time per request (/proc/stat)
 #   segs/req    TCP segments sent per request over every hop (nstat TcpOutSegs)
+#   wrk us/req  the client's own CPU per request, and its load (% of its one
+#               CPU): near 100 % the client is the bottleneck, requests/s is
+#               1 / wrk us/req, and a chain shows only through what it makes
+#               the client pay (its BPF interception, wake-ups)
 #
 #   sudo bench/mtls.sh [BUILD_DIR]    (default: build)
 # Env: DURATION seconds per run (5), CONNECTIONS (32), ROUNDS (1; above 1 the medians per
@@ -203,13 +207,18 @@ measure() {
 		perf record -q -F 999 --call-graph dwarf -o "$PERF/sluice-$PERF_LABEL.data" -p "$(echo $pids | tr ' ' ',')" >/dev/null 2>&1 &
 		perf_pid=$!
 	fi
-	read -r rps_ p99_ < <(wrk_run "$@")
+	local client_before
+	client_before=$(kt_children_ticks)
+	wrk_run "$@" >"$TMP/wrk.out"  # in the foreground: its CPU time counts
+	local client_ticks=$(("$(kt_children_ticks)" - client_before))
+	read -r rps_ p99_ <"$TMP/wrk.out"
 	if [ -n "$perf_pid" ]; then
 		kill -INT "$perf_pid" 2>/dev/null
 		wait "$perf_pid" 2>/dev/null
 	fi
-	cpu_=- host_=- LAST_SEGS=-
+	cpu_=- host_=- LAST_SEGS=- LAST_CLIENT=-
 	if [ "${rps_:-0}" -gt 0 ]; then
+		LAST_CLIENT=$(python3 -c "t = $client_ticks / $(getconf CLK_TCK); print('%.0f(%.0f%%)' % (t * 1e6 / ($rps_ * $DURATION), t * 100 / $DURATION))")
 		LAST_SEGS=$(python3 -c "print('%.1f' % (($(out_segs) - $segs_before) / ($rps_ * $DURATION)))")
 	fi
 	if [ "${rps_:-0}" -gt 0 ]; then
@@ -222,24 +231,24 @@ measure() {
 }
 
 echo "mTLS chain, 1 worker/thread per proxy, wrk -t1 -c$CONNECTIONS, ${DURATION}s per run, $ROUNDS round(s)"
-printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s %s %s\n" test direct sluice hap-tcp hap-http sl/direct sl/tcp \
-	sl/http "p99 ms" "  cpu us/req" "  host us/req" "  segs/req"
+printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s %s %s %s\n" test direct sluice hap-tcp hap-http sl/direct sl/tcp \
+	sl/http "p99 ms" "  cpu us/req" "  host us/req" "  segs/req" "  wrk us/req(busy)"
 # row KIND LABEL: direct, Sluice, HAProxy TCP and HTTP one after the other.
 row() {
 	local extra=()
 	[ "$1" = new-conn ] && extra=(-H "Connection: close")
 	PERF_LABEL=$2
 	measure d dp dc dh "" other http://10.99.0.1/ "${extra[@]}"
-	local dg=$LAST_SEGS
+	local dg=$LAST_SEGS dw=$LAST_CLIENT
 	measure s sp sc sh "$SL_PIDS" workload http://10.99.0.1/ "${extra[@]}"
-	local sg=$LAST_SEGS
+	local sg=$LAST_SEGS sw=$LAST_CLIENT
 	measure t tp tc th "$HT_PIDS" other http://127.0.0.1:18080/ "${extra[@]}"
-	local tg=$LAST_SEGS
+	local tg=$LAST_SEGS tw=$LAST_CLIENT
 	measure h hp hc hh "$HH_PIDS" other http://127.0.0.1:18081/ "${extra[@]}"
-	local hg=$LAST_SEGS
-	printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s %s %s\n" "$2" "$d" "$s" "$t" "$h" "$(ratio "$s" "$d")" \
+	local hg=$LAST_SEGS hw=$LAST_CLIENT
+	printf "%-10s %10s %10s %10s %10s %10s %8s %8s %8s %s %s %s %s\n" "$2" "$d" "$s" "$t" "$h" "$(ratio "$s" "$d")" \
 		"$(ratio "$s" "$t")" "$(ratio "$s" "$h")" "$dp/$sp/$tp/$hp" "  $sc/$tc/$hc" "  $dh/$sh/$th/$hh" \
-		"  $dg/$sg/$tg/$hg"
+		"  $dg/$sg/$tg/$hg" "  $dw/$sw/$tw/$hw"
 	echo "$2 $s $t $h $sc $hc $sh $hh" >>"$TMP/rows.txt"
 }
 # The median of every round's figures per test: one round's ratio moves by
@@ -271,7 +280,9 @@ echo "p99 column: direct/sluice/haproxy-tcp/haproxy-http; cpu us/req: both proxi
 	"from /proc) per request, sluice/haproxy-tcp/haproxy-http; lower is cheaper; host us/req: every CPU's busy" \
 	"time per request (direct/sluice/haproxy-tcp/haproxy-http: clients, servers, proxies, kernel) — with the CPUs" \
 	"saturated, requests/s = CPUs / host us/req, so a proxy's saving shows as its share of it; segs/req: TCP" \
-	"segments sent per request over every hop (nstat TcpOutSegs in the bench's namespace)"
+	"segments sent per request over every hop (nstat TcpOutSegs in the bench's namespace); wrk us/req(busy): the" \
+	"client's CPU per request and its load (% of its one CPU) — near 100 % the client is the bottleneck and" \
+	"requests/s is 1 / wrk us/req, whatever the proxies cost"
 if [ "${SOCKET_REDIRECT:-1}" = 1 ]; then
 	# Once more with the agent's --socket-redirect (opt-in: the workload <->
 	# sidecar hop socket to socket), HAProxy measured again beside it.

@@ -18,6 +18,13 @@
 #                the kernel's TCP work): requests/s = CPUs / host us/req when
 #                the machine is saturated, so the proxy's share of it bounds
 #                what a cheaper proxy can show in requests/s
+#   wrk us/req   the client's own CPU time per request (with the kernel's work
+#   wrk busy     done in its context: connect, the SYN/ACK handling of both
+#                ends of a loopback hop, the BPF interception) and how busy
+#                that one thread was (% of a CPU). Near 100 % wrk is the
+#                bottleneck: requests/s is then 1 / wrk us/req whatever the
+#                proxy costs, and a proxy shows only through what it makes
+#                the client pay
 #
 # Sluice runs twice: "passthrough" (ALLOW_ANY, no ServiceEntry: sniffed,
 # every HTTP request checked, sent to the original destination) and
@@ -239,7 +246,7 @@ ratio() { "$SLUICE_PYTHON" -c "a,b=float('$1' or 0),float('$2' or 0); print('%.2
 code=$(in_cg_ns workload "$NS" curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://bench.example/)
 [ "$code" = 200 ] || fail "through the sidecar: HTTP $code"
 
-declare -A R P C H
+declare -A R P C H W WB
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }  # user nice system irq softirq
 measure_http() {  # NAME CGROUP URL [wrk args]
 	local name=$1 pid="" before host_before
@@ -260,12 +267,23 @@ measure_http() {  # NAME CGROUP URL [wrk args]
 		perf record -q -F 999 -g -o "$PERF/$name.data" -p "$pid" >/dev/null 2>&1 &
 		perf_pid=$!
 	fi
-	read -r R[$name] P[$name] < <(wrk_run "$@")
+	local client_before
+	client_before=$(kt_children_ticks)
+	wrk_run "$@" >"$TMP/wrk.out"  # in the foreground: its CPU time counts
+	W[$name]=$(("$(kt_children_ticks)" - client_before))
+	read -r R[$name] P[$name] <"$TMP/wrk.out"
 	if [ -n "$perf_pid" ]; then
 		kill -INT "$perf_pid" 2>/dev/null
 		wait "$perf_pid" 2>/dev/null
 	fi
 	H[$name]=-
+	WB[$name]=-
+	if [ "${R[$name]:-0}" -gt 0 ]; then
+		WB[$name]=$("$SLUICE_PYTHON" -c "print('%.0f' % (${W[$name]} * 100 / $(getconf CLK_TCK) / $DURATION))")
+		W[$name]=$("$SLUICE_PYTHON" -c "print('%.1f' % (${W[$name]} * 1e6 / $(getconf CLK_TCK) / (${R[$name]} * $DURATION)))")
+	else
+		W[$name]=-
+	fi
 	if [ "${R[$name]:-0}" -gt 0 ]; then
 		H[$name]=$("$SLUICE_PYTHON" -c "print('%.1f' % (($(busy_ticks) - $host_before) * 1e6 / $(getconf CLK_TCK) / (${R[$name]} * $DURATION)))")
 	fi
@@ -325,19 +343,21 @@ B_policy_sk=${B[policy-sk]}
 # read as ~0.
 I_hap=$(idle_run "$HAP_PID" other 127.0.0.1 18080)
 
-printf "\n%-10s %-14s %10s %9s %9s %9s %9s %11s %12s\n" test path "req/s" "p99 ms" "/direct" "/hap-tcp" "/hap-http" \
-	"cpu us/req" "host us/req"
+printf "\n%-10s %-14s %10s %9s %9s %9s %9s %11s %12s %11s %9s\n" test path "req/s" "p99 ms" "/direct" "/hap-tcp" "/hap-http" \
+	"cpu us/req" "host us/req" "wrk us/req" "wrk busy"
 for kind in keepalive new-conn; do
 	for path in direct pass pass-sk policy policy-sk haptcp haphttp stream; do
 		k="$kind.$path"
-		printf "%-10s %-14s %10s %9s %9s %9s %9s %11s %12s\n" "$kind" "$path" "${R[$k]}" "${P[$k]}" \
+		printf "%-10s %-14s %10s %9s %9s %9s %9s %11s %12s %11s %8s%%\n" "$kind" "$path" "${R[$k]}" "${P[$k]}" \
 			"$(ratio "${R[$k]}" "${R[$kind.direct]}")" "$(ratio "${R[$k]}" "${R[$kind.haptcp]}")" \
-			"$(ratio "${R[$k]}" "${R[$kind.haphttp]}")" "${C[$k]}" "${H[$k]}"
+			"$(ratio "${R[$k]}" "${R[$kind.haphttp]}")" "${C[$k]}" "${H[$k]}" "${W[$k]}" "${WB[$k]}"
 	done
 done
 echo "cpu us/req: the proxy process's own CPU time (user + system, from /proc) per request; lower is cheaper"
 echo "host us/req: every CPU's busy time per request (clients, servers, proxy, kernel); requests/s follows it"
 echo "  when the CPUs are saturated: a proxy's saving shows in requests/s as its share of this column"
+echo "wrk us/req, wrk busy: the client's CPU per request and its load (% of its one CPU); near 100 % requests/s"
+echo "  is 1 / wrk us/req: the client is the bottleneck, and paths differ by what they make it pay"
 printf "\n%-10s %-14s %10s %9s %9s\n" test path "Gbit/s" "/direct" "/hap-tcp"
 for path in direct pass pass_small pass_sk policy policy_sk haptcp stream; do
 	v="B_$path"

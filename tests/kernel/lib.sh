@@ -217,6 +217,11 @@ kt_cpu_ticks() {
 	echo "$t"
 }
 
+# kt_children_ticks: the CPU ticks (user + system) of this shell's children
+# that ended and were waited for (a benchmark's client: run it in the
+# foreground, not in a process substitution, and take the difference).
+kt_children_ticks() { awk '{ print $16 + $17 }' "/proc/$$/stat"; }
+
 # kt_config_flags: the flags word of the pinned sluice_config map (decimal).
 kt_config_flags() {
 	bpftool -j map dump pinned "$KT_PIN/sluice_config" 2>/dev/null |
