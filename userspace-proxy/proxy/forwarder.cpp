@@ -522,6 +522,9 @@ Verdict Forwarder::resume(ProxyConnection& c, std::span<const uint8_t> pending) 
     auto now = std::chrono::steady_clock::now();
     if (now < c.dns_deadline) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(c.dns_deadline - now);
+      // A retry waits for the answer no longer than its route deadline:
+      // then the 504 UT above (an answer arriving first wakes it sooner).
+      if (c.info->http && c.info->first_attempt > 1) left = within_route_deadline(left, c.info->retry_deadline_ns);
       // Without a waker (unit tests' fake connections) poll the cache.
       if (!c.waker) return Verdict::need_more(std::min(left + std::chrono::milliseconds(1), o_.dns_recheck));
       return Verdict::defer(left + std::chrono::milliseconds(1));

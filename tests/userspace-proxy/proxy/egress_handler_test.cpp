@@ -148,6 +148,7 @@ class EgressHandlerTest : public ::testing::Test {
     o.counters = &counters_;
     if (with_clusters_) o.clusters = &clusters_;
     o.dns_wait = std::chrono::milliseconds(60000);
+    if (dns_recheck_.count() > 0) o.dns_recheck = dns_recheck_;
     o.lookup_original_dst = [original](int, engine::SocketAddress* out) {
       if (original.empty()) return -ENOENT;
       return engine::SocketAddress::parse(original, out) ? 0 : -EINVAL;
@@ -379,6 +380,10 @@ class EgressHandlerTest : public ::testing::Test {
   // endpoints in plan order).
   bool with_clusters_ = false;
   Clusters clusters_;
+  // How often a connection without a waker (these fakes) looks for a DNS
+  // answer; longer, its wait shows the whole deadline (the option's
+  // default when zero).
+  std::chrono::milliseconds dns_recheck_{0};
 };
 
 TEST_F(EgressHandlerTest, WithoutOriginalDestinationTheConnectionIsRefused) {
@@ -1149,6 +1154,41 @@ TEST_F(EgressHandlerTest, ARouteTimeoutWhileConnectingChargesNoEndpoint) {
     close(*h, n, engine::CloseReason::kLocalClose);
   }
   EXPECT_GE(to_first, 1);
+}
+
+// A retry whose endpoints' DNS answer has expired waits for a new one no
+// longer than its route deadline (before: the whole DNS wait, 60 s here),
+// then is answered 504 UT without a connect.
+TEST_F(EgressHandlerTest, ARetrysDnsWaitEndsAtTheRouteDeadline) {
+  dns_recheck_ = std::chrono::hours(1);  // the verdict's wait is the whole wait
+  auto h = cnn_on_two(cnn_routes(R"(
+  - timeout: 200ms
+    retries: {attempts: 2, retryOn: 503, backoff: 1ms}
+    route: [{destination: {host: edition.cnn.com}}]
+)"));
+  FakeConnection c;
+  const std::string req = "GET /dns HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
+  engine::SocketAddress first;
+  auto f = connected(*h, c, req, &first);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(respond(*f, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").first,
+            engine::FilterStatus::kNewUpstream);
+  dns_.expire("edition.cnn.com");  // no answer will come
+  FakeOutput held("");
+  f->on_new_upstream(held);
+  Verdict wait = h->on_new_upstream(c, bytes(req));
+  while (wait.kind() == Verdict::Kind::kNeedMore && wait.detection_timeout().count() <= 2) {
+    std::this_thread::sleep_for(wait.detection_timeout());  // the back-off
+    wait = h->on_detection_timeout(c, bytes(req));
+  }
+  ASSERT_EQ(wait.kind(), Verdict::Kind::kNeedMore);
+  EXPECT_LE(wait.detection_timeout().count(), 210) << "the route timeout's rest, not the DNS wait";
+  std::this_thread::sleep_for(std::min(wait.detection_timeout(), std::chrono::milliseconds(250)));
+  Verdict late = h->on_detection_timeout(c, bytes(req));
+  EXPECT_NE(late.kind(), Verdict::Kind::kConnect);
+  EXPECT_NE(text(late.response()).find("upstream request timeout"), std::string::npos) << text(late.response());
+  close(*h, c, engine::CloseReason::kLocalClose);
+  EXPECT_NE(log_->lines().find("\"GET /dns HTTP/1.1\" 504 UT"), std::string::npos) << log_->lines();
 }
 
 // maxConnections counts connections to the cluster: a request that goes
