@@ -138,8 +138,20 @@ void decode_traffic_policy(const Field& f, TrafficPolicy& p) {
            decode_port_traffic_policy(item, p.port_level_settings.emplace_back());
          });
        }},
-      {"tunnel", warn_unsupported},
-      {"proxyProtocol", warn_unsupported},
+      {"tunnel",
+       [&](Field& v) {
+         TunnelSettings& t = p.tunnel.emplace();
+         v.read_object({
+             {"protocol", [&](Field& x) { x.read(t.protocol); }},
+             {"targetHost", [&](Field& x) { x.read(t.target_host); }},
+             {"targetPort", [&](Field& x) { x.read(t.target_port); }},
+         });
+       }},
+      {"proxyProtocol",
+       [&](Field& v) {
+         p.has_proxy_protocol = true;
+         warn_unsupported(v);
+       }},
   });
 }
 

@@ -357,12 +357,23 @@ struct PortTrafficPolicy {
   std::optional<ClientTLSSettings> tls;
 };
 
+// trafficPolicy.tunnel: the host's endpoints are HTTP forward proxies; a
+// connection routed there by a TCP or TLS route goes through a tunnel to
+// target_host:target_port (HTTP/1.1 CONNECT). Not for HTTP routes.
+struct TunnelSettings {
+  std::string protocol;  // "CONNECT" (also when empty) or "POST"
+  std::string target_host;
+  uint32_t target_port = 0;
+};
+
 struct TrafficPolicy {
   std::optional<LoadBalancerSettings> load_balancer;
   std::optional<ConnectionPoolSettings> connection_pool;
   std::optional<OutlierDetection> outlier_detection;
   std::optional<ClientTLSSettings> tls;
   std::vector<PortTrafficPolicy> port_level_settings;
+  std::optional<TunnelSettings> tunnel;
+  bool has_proxy_protocol = false;  // proxyProtocol: read, not supported (a warning)
 };
 
 struct Subset {

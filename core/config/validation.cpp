@@ -978,12 +978,29 @@ void validate_load_balancer(Sink& s, const std::string& path, const std::optiona
   }
 }
 
+// Istio's validateTunnelSettings.
+void validate_tunnel(Sink& s, const std::string& path, const TunnelSettings& t) {
+  if (!t.protocol.empty() && t.protocol != "CONNECT" && t.protocol != "POST") {
+    s.error(path, "tunnel protocol must be \"CONNECT\" or \"POST\"");
+  }
+  Error fqdn = validate_fqdn(t.target_host);
+  Error ip = validate_ip_address(t.target_host);
+  if (fqdn && ip) s.error(path, "tunnel target host must be valid FQDN or IP address: " + *fqdn + "; " + *ip);
+  if (Error e = validate_port(t.target_port)) s.error(path, "tunnel target port is invalid: " + *e);
+  if (t.protocol == "POST") {
+    s.warning(path, "tunnel protocol POST is not supported by Sluice (HTTP/1.1 CONNECT only): connections routed "
+                    "through this tunnel are refused");
+  }
+}
+
 void validate_traffic_policy(Sink& s, const std::string& path, const std::optional<TrafficPolicy>& tp) {
   if (!tp) return;
-  if (!tp->outlier_detection && !tp->connection_pool && !tp->load_balancer && !tp->tls && tp->port_level_settings.empty()) {
+  if (!tp->outlier_detection && !tp->connection_pool && !tp->load_balancer && !tp->tls && tp->port_level_settings.empty() &&
+      !tp->tunnel && !tp->has_proxy_protocol) {
     s.error(path, "traffic policy must have at least one field");
     return;
   }
+  if (tp->tunnel) validate_tunnel(s, dot(path, "tunnel"), *tp->tunnel);
   validate_outlier_detection(s, dot(path, "outlierDetection"), tp->outlier_detection);
   validate_connection_pool(s, dot(path, "connectionPool"), tp->connection_pool);
   validate_load_balancer(s, dot(path, "loadBalancer"), tp->load_balancer);

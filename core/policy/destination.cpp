@@ -234,6 +234,14 @@ EffectivePolicy DestinationRules::resolve_policy(std::string_view host, std::str
     }
   }
   PolicySource lb_src = src, pool_src = src, outlier_src = src, tls_src = src;
+  // Istio's MergeTrafficPolicy: the tunnel is the top level's whatever the
+  // port, replaced by the subset's when it has one.
+  const config::TunnelSettings* tunnel = nullptr;
+  PolicySource tunnel_src = PolicySource::kDefault;
+  if (m && m->policy_rule && m->policy_rule->traffic_policy->tunnel) {
+    tunnel = &*m->policy_rule->traffic_policy->tunnel;
+    tunnel_src = PolicySource::kTopLevel;
+  }
 
   // 3: the subset.
   if (!subset.empty()) {
@@ -256,6 +264,10 @@ EffectivePolicy DestinationRules::resolve_policy(std::string_view host, std::str
     if (named->rule != p.rule && p.reason.on()) p.reason.append(" (from ").append(named->rule->meta.key()).append(")");
     if (named->subset->traffic_policy) {
       const config::TrafficPolicy& sp = *named->subset->traffic_policy;
+      if (sp.tunnel) {
+        tunnel = &*sp.tunnel;
+        tunnel_src = PolicySource::kSubset;
+      }
       size_t pls_index = 0;
       if (const auto* pls = port_level(sp, port, &pls_index)) {
         s = settings_of(*pls);
@@ -291,6 +303,8 @@ EffectivePolicy DestinationRules::resolve_policy(std::string_view host, std::str
   p.outlier_detection_source = s.outlier ? outlier_src : PolicySource::kDefault;
   p.tls = s.tls;
   p.tls_source = s.tls ? tls_src : PolicySource::kDefault;
+  p.tunnel = tunnel;
+  p.tunnel_source = tunnel_src;
 
   // Load balancing: ROUND_ROBIN when unset (Istio 1.4), LEAST_CONN is
   // LEAST_REQUEST under its deprecated name.
@@ -349,6 +363,14 @@ EffectivePolicy DestinationRules::resolve_policy(std::string_view host, std::str
     if (!p.sni.empty()) p.reason.append(", sni ").append(p.sni);
     if (p.auto_sni) p.reason.append(", sni from the request Host");
     p.reason.append(")");
+  }
+  if (tunnel) {
+    describe_setting(p.reason, "tunnel", tunnel, tunnel_src, first);
+    p.reason.append(" (")
+        .append(tunnel->protocol.empty() ? "CONNECT" : tunnel->protocol)
+        .append(" ")
+        .append(tunnel->target_host)
+        .appendf(":%u)", tunnel->target_port);
   }
   describe_setting(p.reason, "connectionPool", s.pool, pool_src, first);
   describe_setting(p.reason, "outlierDetection", s.outlier, outlier_src, first);

@@ -87,6 +87,10 @@ struct EffectivePolicy {
   PolicySource outlier_detection_source = PolicySource::kDefault;
   const config::ClientTLSSettings* tls = nullptr;
   PolicySource tls_source = PolicySource::kDefault;
+  // trafficPolicy.tunnel: the top level's, or the subset's in its place
+  // (portLevelSettings carry none, so a port's entry leaves it as it is).
+  const config::TunnelSettings* tunnel = nullptr;
+  PolicySource tunnel_source = PolicySource::kDefault;
 
   // Derived
   config::SimpleLB lb = config::SimpleLB::kRoundRobin;  // never kUnspecified or kLeastConn

@@ -192,7 +192,9 @@ global:
 EOF2
 kt_agent --cgroup "$KT_CG/workload" --cgroup "$KT_CG/proxy" --poll-interval-ms 200 --config "$TMP/values.yaml"
 KT_LOGS+=("$TMP/sidecar.err" "$TMP/sidecar.log")
-etc_root "$TMP/side" sidecar "203.0.113.10 edition.cnn.com" "10.20.1.2 $GW_HOST" "10.20.2.2 $GW_HOST"
+# forward-proxy.corp.example: the "tunnel" variant's HTTP forward proxy.
+etc_root "$TMP/side" sidecar "203.0.113.10 edition.cnn.com" "10.20.1.2 $GW_HOST" "10.20.2.2 $GW_HOST" \
+	"203.0.113.10 forward-proxy.corp.example"
 kt_bg in_etc_overlay proxy "$NS_W" "$TMP/side" "$PROXY" --config "$CONF" --listen 127.0.0.1:15001 --workers 2 \
 	--access-log "$TMP/sidecar.log" --detection-timeout 1000 >"$TMP/sidecar.out" 2>"$TMP/sidecar.err"
 kt_wait_listen "$NS_W" 127.0.0.1:15001 || fail "the sidecar did not start"
@@ -522,6 +524,90 @@ variants)
 	log "ok TLS passthrough through the gateway: the app's own TLS reached nginx :443 from ${p% } (200), SNI routed at both hops"
 	explain_matches 203.0.113.10:443 --sni edition.cnn.com "$(seen_line "$TMP/sidecar.log" "$ms" 203.0.113.10:443)"
 	explain_at_gateways 443 "$m1" "$m2" --sni edition.cnn.com
+
+	# ------------------------------------------------ through an HTTP forward proxy (tunnel)
+	# DestinationRule trafficPolicy.tunnel: the app's TLS to edition.cnn.com
+	# goes by a tls[] route to forward-proxy.corp.example:3128, a CONNECT
+	# proxy in the "internet" that logs each request and lets only
+	# edition.cnn.com:443 through (403 otherwise).
+	kt_bg in_cg_ns other "$NS_I" "$PY" -c '
+import socket, sys, threading
+log = open(sys.argv[1], "a", buffering=1)
+allowed = {"edition.cnn.com:443": ("203.0.113.10", 443)}
+def pipe(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d:
+                break
+            b.sendall(d)
+    except OSError:
+        pass
+    try:
+        b.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+def serve(c):
+    head = b""
+    while b"\r\n\r\n" not in head:
+        d = c.recv(4096)
+        if not d:
+            c.close()
+            return
+        head += d
+    line = head.split(b"\r\n")[0].decode()
+    log.write(line + "\n")
+    parts = line.split()
+    if len(parts) != 3 or parts[0] != "CONNECT" or parts[1] not in allowed:
+        c.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+        c.close()
+        return
+    u = socket.create_connection(allowed[parts[1]])
+    c.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+    rest = head[head.index(b"\r\n\r\n") + 4:]
+    if rest:
+        u.sendall(rest)
+    threading.Thread(target=pipe, args=(u, c), daemon=True).start()
+    pipe(c, u)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("203.0.113.10", 3128))
+s.listen(16)
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()' "$TMP/fwproxy.log"
+	kt_wait_listen "$NS_I" 203.0.113.10:3128 || fail "the forward proxy did not start"
+	use_variant tunnel-sidecar
+	b443=$(wc -l <"$TMP/nginx/access443.log")
+	ms=$(lines_of "$TMP/sidecar.log")
+	out=$(in_cg_ns workload "$NS_W" env CURL_CA_BUNDLE="$EXT_CA" curl -s --max-time 10 -w ' %{http_code}' \
+		https://edition.cnn.com/politics)
+	[ "$out" = "politics
+ 200" ] || fail "tunnel: got \"$out\" (forward proxy log: $(cat "$TMP/fwproxy.log"))"
+	sleep 0.3
+	[ "$(cat "$TMP/fwproxy.log")" = "CONNECT edition.cnn.com:443 HTTP/1.1" ] ||
+		fail "tunnel: the forward proxy saw: $(cat "$TMP/fwproxy.log")"
+	p=$(new_lines "$TMP/nginx/access443.log" "$b443" | awk '{ print $1 }' | tr '\n' ' ')
+	[ "$p" = "203.0.113.10 " ] || fail "tunnel: nginx :443 clients: $p (the proxy's address expected)"
+	line=$(seen_line "$TMP/sidecar.log" "$ms" 203.0.113.10:443)
+	grep -q 'outbound|3128|edition-cnn-com-443|forward-proxy.corp.example' <<<"$line" ||
+		fail "tunnel: the sidecar's line: $line"
+	log "ok tunnel (DestinationRule trafficPolicy.tunnel): TLS to edition.cnn.com through the forward proxy's CONNECT (200), nginx saw the proxy"
+	explain_matches 203.0.113.10:443 --sni edition.cnn.com "$line"
+	# The proxy refuses another target: the connection fails, UF, with its answer.
+	sed 's/targetHost: edition.cnn.com/targetHost: elsewhere.example/' "$CONFIGS/variants/tunnel-sidecar/tunnel-sidecar.yaml" \
+		>"$CONF/variant-tunnel-sidecar.yaml"
+	next_generation
+	ms=$(lines_of "$TMP/sidecar.log")
+	in_cg_ns workload "$NS_W" env CURL_CA_BUNDLE="$EXT_CA" curl -s -o /dev/null --max-time 10 https://edition.cnn.com/politics
+	rc=$?
+	[ "$rc" = 35 ] || fail "tunnel refused by the proxy: curl exit $rc (35 expected: the connection closed in the handshake)"
+	sleep 0.3
+	line=$(new_lines "$TMP/sidecar.log" "$ms" | grep 'forward-proxy.corp.example' | tail -1)
+	grep -q ' UF .*tunnel: the proxy answered CONNECT elsewhere.example:443 with \\"HTTP/1.1 403 Forbidden\\"' <<<"$line" ||
+		grep -q ' UF .*tunnel: the proxy answered CONNECT elsewhere.example:443 with "HTTP/1.1 403 Forbidden"' <<<"$line" ||
+		fail "tunnel refused: the sidecar's line: $line"
+	log "ok tunnel refused by the proxy (403): curl exit 35, the sidecar logged UF with the proxy's answer"
+	use_variant tls-passthrough-gateway  # what the sections below ran with before
 
 	# ------------------------------------------------ a route timeout, for real
 	# An "internet" server that accepts and never answers; the route to it

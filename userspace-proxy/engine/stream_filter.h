@@ -137,6 +137,12 @@ class StreamFilter {
   // (kFilterClose; kClose flushes what it wrote toward the downstream).
   virtual bool takes_held_bytes() const { return false; }
 
+  // The filter still holds bytes the upstream is to get (a tunnel waiting
+  // for its proxy's answer): the client's FIN is not passed on to the
+  // upstream until this turns false. The engine asks again after each
+  // chunk the upstream sends.
+  virtual bool upstream_end_held() const { return false; }
+
   // Upstream connection pooling (Verdict::with_pool). When a connection
   // with a pool key ends after kEndDownstream, the engine asks whether the
   // upstream sits at a message boundary with nothing in flight; if so it

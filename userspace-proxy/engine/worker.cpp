@@ -1631,6 +1631,10 @@ void Worker::run_filter(ConnectionImpl* c, int s, uint32_t bid, uint32_t len) {
   FilterStatus st = c->filter->on_data(dir, {buf_addr(bid), len}, out);
   if (!out.buffer_kept()) release_buffer(bid);
   if (c->side[s].out.count > 0) kick_send(c, s);  // output injected back toward the sender
+  // An upstream's bytes may have let the filter release the client's FIN
+  // it held (upstream_end_held: a tunnel now open, nothing of the client's
+  // left to send): it goes now if nothing else is queued.
+  if (st == FilterStatus::kContinue && s == 1 && c->phase == Phase::kRelaying) maybe_shutdown_write(c, 1);
   filter_status(c, st);
 }
 
@@ -1795,6 +1799,7 @@ void Worker::report_sniff_eof(ConnectionImpl* c) {
 void Worker::maybe_shutdown_write(ConnectionImpl* c, int s) {
   Side& dst = c->side[s];
   if (c->parking && s == 1) return;  // a parked upstream stays open both ways
+  if (s == 1 && c->filter && c->filter->upstream_end_held()) return;  // the filter still holds bytes for it
   if (dst.write_shut || dst.send_inflight || dst.out.count > 0 || dst.fd < 0) return;
   const bool source_done = c->phase == Phase::kLingering ? s == 0 : c->side[1 - s].read_eof;
   if (!source_done) return;

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "userspace-proxy/proxy/clusters.h"
+#include "userspace-proxy/proxy/tunnel_filter.h"
 #include "userspace-proxy/sniff/http_response_head.h"
 #include "userspace-proxy/proxy/tls_contexts.h"
 #include "userspace-proxy/tls/tls_filter.h"
@@ -943,6 +944,27 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
     inner = std::move(guard);
   }
   const policy::ForwardPlan& f = c.plan.forward;
+  // DestinationRule trafficPolicy.tunnel: a TCP-proxied connection goes
+  // through the proxy the rule's host names (Istio tunnels tcp[] and tls[]
+  // routes, never HTTP ones).
+  if (!ci.http && f.policy.tunnel) {
+    const config::TunnelSettings& t = *f.policy.tunnel;
+    if (t.protocol == "POST") {
+      *ok = false;
+      *error = "tunnel protocol POST is not supported by Sluice (HTTP/1.1 CONNECT only)";
+      return nullptr;
+    }
+    std::weak_ptr<ConnectionInfo> info_of = c.info;
+    Clusters* clusters = o_.clusters;
+    // A refused tunnel is a failed connection to that proxy, as Envoy's
+    // tcp_proxy counts it (UF, and for outlier detection).
+    inner = std::make_unique<TunnelFilter>(t.target_host, t.target_port, [info_of, clusters](const std::string& why) {
+      auto info = info_of.lock();
+      if (!info) return;
+      info->upstream_failure = why;
+      if (clusters && info->upstream_address.valid()) clusters->report_connect(info->cluster, info->upstream_address, false);
+    });
+  }
   std::shared_ptr<const tls::TlsClientContext> client;
   tls::ClientSessionParams params;
   if (f.tls_mode != config::ClientTLSMode::kDisable) {

@@ -413,7 +413,10 @@ FilterStatus TlsFilter::on_end_stream(Direction dir, FilterOutput& out) {
                                            std::to_string(to_upstream_.size()) + " bytes not sent)",
                                        out);
       }
-      if (up_->state() == HandshakeState::kDone) {
+      // Not while the inner filter still holds bytes for the upstream (a
+      // tunnel not yet open): they go first, then the engine's FIN, without
+      // close_notify.
+      if (up_->state() == HandshakeState::kDone && !upstream_end_held()) {
         up_->send_close_notify();
         st = worse(st, flush(*up_, out));
       }

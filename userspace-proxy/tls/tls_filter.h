@@ -127,6 +127,8 @@ class TlsFilter final : public engine::StreamFilter {
   void on_upstream_ready(engine::FilterOutput& out) override;
   engine::FilterStatus on_connect_failed(engine::FilterOutput& out, bool timed_out) override;
   bool takes_held_bytes() const override;
+  // The inner filter's (a tunnel's, through a TLS-originated proxy hop).
+  bool upstream_end_held() const override { return options_.inner && options_.inner->upstream_end_held(); }
   engine::FilterStatus on_start(std::span<const uint8_t> held, engine::FilterOutput& out) override;
   // Pooling (origination only, plaintext downstream): the upstream session
   // is reusable when its handshake is done, nothing is buffered either way

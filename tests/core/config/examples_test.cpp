@@ -49,7 +49,8 @@ INSTANTIATE_TEST_SUITE_P(Configs, ExampleSet,
                                            "configs/variants/tls-origination-gateway",
                                            "configs/variants/tls-passthrough-gateway",
                                            "configs/variants/tls-origination-sidecar",
-                                           "configs/variants/wildcard-hosts"));
+                                           "configs/variants/wildcard-hosts",
+                                           "configs/variants/tunnel-sidecar"));
 
 TEST(Examples, EveryVariantDirectoryIsCovered) {
   // A new example set must be added to the list above.
@@ -57,7 +58,7 @@ TEST(Examples, EveryVariantDirectoryIsCovered) {
   for (const auto& e : std::filesystem::directory_iterator(repo_path("configs/variants"))) {
     if (e.is_directory()) ++dirs;
   }
-  EXPECT_EQ(dirs, 4u);
+  EXPECT_EQ(dirs, 5u);
 }
 
 TEST(Examples, DefaultIsAllowAnyWithTheCnnServiceEntry) {

@@ -631,6 +631,33 @@ TEST(DestinationRuleValidation, Subsets) {
   EXPECT_DIAG(d, "subset name cannot be empty", "spec.subsets[3].name");
 }
 
+// trafficPolicy.tunnel, with Istio's messages (validateTunnelSettings); a
+// policy with only a tunnel has a field. POST passes Istio's check, but
+// Sluice tunnels with CONNECT only: a warning says its connections are refused.
+TEST(DestinationRuleValidation, Tunnel) {
+  DestinationRule dr = egress_destination_rule();
+  Subset& via = dr.subsets.emplace_back();
+  via.name = "via-proxy";
+  via.traffic_policy.emplace().tunnel = TunnelSettings{"", "external.example.com", 443};
+  EXPECT_CLEAN(run(dr));
+  via.traffic_policy->tunnel = TunnelSettings{"CONNECT", "192.0.2.7", 5432};
+  EXPECT_CLEAN(run(dr));
+  via.traffic_policy->tunnel = TunnelSettings{"GET", "bad_host", 0};
+  Diagnostics d = run(dr);
+  const std::string path = "spec.subsets[1].trafficPolicy.tunnel";
+  EXPECT_DIAG(d, "tunnel protocol must be \"CONNECT\" or \"POST\"", path.c_str());
+  EXPECT_DIAG(d,
+              "tunnel target host must be valid FQDN or IP address: domain name \"bad_host\" invalid (label "
+              "\"bad_host\" invalid); bad_host is not a valid IP",
+              path.c_str());
+  EXPECT_DIAG(d, "tunnel target port is invalid: port number 0 must be in the range 1..65535", path.c_str());
+  via.traffic_policy->tunnel = TunnelSettings{"POST", "external.example.com", 443};
+  EXPECT_WARN(run(dr),
+              "tunnel protocol POST is not supported by Sluice (HTTP/1.1 CONNECT only): connections routed through "
+              "this tunnel are refused",
+              path.c_str());
+}
+
 TEST(DestinationRuleValidation, MutualTlsNeedsClientCertificateAndKey) {
   DestinationRule dr = egress_destination_rule();
   TrafficPolicy tp;

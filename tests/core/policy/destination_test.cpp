@@ -440,5 +440,44 @@ spec:
   EXPECT_TRUE(endpoint_in_subset(se.endpoints[3], nullptr));
 }
 
+// trafficPolicy.tunnel (Istio's MergeTrafficPolicy): the top level's for
+// every port (portLevelSettings carry none, so an entry for the port leaves
+// it), replaced by a subset's own.
+TEST(TunnelPolicy, TopLevelForEveryPortAndTheSubsetsInItsPlace) {
+  auto cfg = load_config({R"(
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: via-proxy, namespace: default}
+spec:
+  host: forward-proxy.corp.example
+  trafficPolicy:
+    tunnel: {targetHost: external.corp.example, targetPort: 443}
+    portLevelSettings:
+    - port: {number: 3128}
+      tls: {mode: SIMPLE}
+  subsets:
+  - name: tcp
+    trafficPolicy:
+      tunnel: {protocol: CONNECT, targetHost: 192.0.2.7, targetPort: 5432}
+  - name: inherits
+)"});
+  DestinationRules rules(cfg);
+  const auto& top = *cfg.destination_rules[0].traffic_policy->tunnel;
+  auto p = rules.resolve_policy("forward-proxy.corp.example", "", 3128);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p.tunnel, &top) << "a port-level entry does not clear it";
+  EXPECT_EQ(p.tunnel_source, PolicySource::kTopLevel);
+  EXPECT_EQ(p.tls_mode, ClientTLSMode::kSimple);
+  EXPECT_NE(p.reason.view().find("tunnel from trafficPolicy (CONNECT external.corp.example:443"), std::string::npos)
+      << p.reason.view();
+  auto s = rules.resolve_policy("forward-proxy.corp.example", "tcp", 3128);
+  ASSERT_NE(s.tunnel, nullptr);
+  EXPECT_EQ(s.tunnel->target_host, "192.0.2.7");
+  EXPECT_EQ(s.tunnel->target_port, 5432u);
+  EXPECT_EQ(s.tunnel_source, PolicySource::kSubset);
+  EXPECT_EQ(rules.resolve_policy("forward-proxy.corp.example", "inherits", 8080).tunnel, &top);
+  EXPECT_EQ(rules.resolve_policy("elsewhere.example", "", 443).tunnel, nullptr);
+}
+
 }  // namespace
 }  // namespace sluice::policy

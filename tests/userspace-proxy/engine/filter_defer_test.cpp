@@ -248,6 +248,27 @@ class DeadlineFilter final : public StreamFilter {
 };
 
 
+// Holds the client's bytes (and, through upstream_end_held, its FIN) until
+// the upstream says "GO", as a tunnel waits for its proxy's answer.
+class HoldUntilGoFilter final : public StreamFilter {
+ public:
+  bool upstream_end_held() const override { return !open_; }
+  FilterStatus on_data(Direction dir, std::span<const uint8_t> chunk, FilterOutput& out) override {
+    if (open_) return out.forward(chunk.size()) < 0 ? FilterStatus::kReset : FilterStatus::kContinue;
+    if (dir == Direction::kDownstreamToUpstream) {
+      held_.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+      return FilterStatus::kContinue;
+    }
+    open_ = true;  // the upstream's first bytes: "GO", not for the client
+    out.inject(Direction::kDownstreamToUpstream, bytes(held_));
+    return FilterStatus::kContinue;
+  }
+
+ private:
+  bool open_ = false;
+  std::string held_;
+};
+
 class FilterDeferTest : public LoopbackEngine<> {
  protected:
   void start(std::function<void(ScriptedHandler&)> setup, std::function<void(EngineConfig&)> tweak = nullptr,
@@ -1186,6 +1207,35 @@ TEST_F(FilterDeferTest, AFilterTimerEndsTheWaitBetweenConnectAttempts) {
   EXPECT_EQ(log_.first().connect_attempts, 1);
   EXPECT_FALSE(upstream_has_connection());
   close(hold);
+}
+
+// upstream_end_held: a client's FIN read while the filter still holds its
+// bytes waits; the upstream gets the bytes, then the FIN, once the filter
+// lets go (here with nothing else left to send).
+TEST_F(FilterDeferTest, AHeldUpstreamEndWaitsForTheFilter) {
+  start([](ScriptedHandler& h) { h.filter_fn = [] { return std::make_unique<HoldUntilGoFilter>(); }; });
+  // With bytes held (the FIN follows their send), and with none (the FIN
+  // goes as the filter lets go).
+  for (const std::string held : {"held", ""}) {
+    int c = client();
+    if (!held.empty()) {
+      ASSERT_TRUE(write_all(c, held));
+    }
+    shutdown(c, SHUT_WR);
+    int s = server();
+    std::this_thread::sleep_for(100ms);  // the client's FIN has been read by now
+    pollfd p{s, POLLIN, 0};
+    EXPECT_EQ(poll(&p, 1, 0), 0) << "neither bytes nor the FIN before the filter lets go (" << held << ")";
+    ASSERT_TRUE(write_all(s, "GO"));
+    int err = -1;
+    EXPECT_EQ(read_to_eof(s, &err), held);
+    EXPECT_EQ(err, 0) << "then the FIN (" << held << ")";
+    close(s);
+    EXPECT_EQ(read_to_eof(c), "");
+    close(c);
+  }
+  ASSERT_TRUE(log_.wait_for(2));
+  EXPECT_EQ(log_.first().reason, CloseReason::kCompleted) << close_reason_name(log_.first().reason);
 }
 
 // Every upstream address refused: the filter answers the client before the

@@ -506,6 +506,75 @@ TEST_F(EgressHandlerTest, KnownHostWaitsForDnsThenConnectsToTheResolvedAddress) 
   EXPECT_NE(log_->lines().find("outbound|443||edition.cnn.com"), std::string::npos) << log_->lines();
 }
 
+// DestinationRule tunnel: a tls[] route to the forward proxy's subset
+// connects to the proxy, whose filter asks CONNECT before the ClientHello
+// goes; protocol POST is refused (UF), Sluice tunnels with CONNECT only.
+TEST_F(EgressHandlerTest, ATunnelRouteConnectsToTheProxyAndAsksConnect) {
+  const std::string vs_dr = R"(
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: forward-proxy}
+spec:
+  hosts: [forward-proxy.corp.example]
+  ports: [{number: 3128, name: http-connect, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: cnn-via-proxy}
+spec:
+  hosts: [edition.cnn.com]
+  tls:
+  - match: [{port: 443, sniHosts: [edition.cnn.com]}]
+    route: [{destination: {host: forward-proxy.corp.example, subset: cnn, port: {number: 3128}}}]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: via-proxy}
+spec:
+  host: forward-proxy.corp.example
+  subsets:
+  - name: cnn
+    trafficPolicy:
+      tunnel: {protocol: PROTOCOL, targetHost: edition.cnn.com, targetPort: 443}
+)";
+  using namespace sniff::testing;
+  const std::string hello =
+      record(handshake_message(client_hello_body(extension(0, server_name_data({{0, "edition.cnn.com"}})))));
+  for (const std::string protocol : {"CONNECT", "POST"}) {
+    std::string docs = vs_dr;
+    docs.replace(docs.find("PROTOCOL"), 8, protocol);
+    load({kRegistryOnly, kCnnServiceEntry, docs.c_str()});
+    dns_.answer("edition.cnn.com", "203.0.113.10");
+    dns_.answer("forward-proxy.corp.example", "203.0.113.21");
+    auto h = handler("203.0.113.10:443");
+    FakeConnection c;
+    ASSERT_EQ(h->on_accept(c, info_).kind(), Verdict::Kind::kNeedMore);
+    Verdict v = h->on_downstream_data(c, bytes(hello));
+    if (protocol == "POST") {
+      EXPECT_EQ(v.kind(), Verdict::Kind::kClose);
+      close(*h, c, engine::CloseReason::kLocalClose);
+      EXPECT_NE(log_->lines().find(" UF "), std::string::npos) << log_->lines();
+      EXPECT_NE(log_->lines().find("tunnel protocol POST is not supported by Sluice"), std::string::npos)
+          << log_->lines();
+      continue;
+    }
+    ASSERT_EQ(v.kind(), Verdict::Kind::kConnect);
+    EXPECT_EQ(v.upstreams()[0].to_string(), "203.0.113.21:3128");
+    auto f = v.take_filter();
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(start(*f, hello), "CONNECT edition.cnn.com:443 HTTP/1.1\r\nHost: edition.cnn.com:443\r\n\r\n")
+        << "the ClientHello waits for the proxy's answer";
+    const std::string ok = "HTTP/1.1 200 Connection established\r\n\r\n";
+    FakeOutput opened(ok);
+    EXPECT_EQ(f->on_data(engine::Direction::kUpstreamToDownstream, bytes(ok), opened), engine::FilterStatus::kContinue);
+    EXPECT_EQ(opened.upstream, hello) << "then it goes, unchanged";
+    EXPECT_EQ(opened.downstream, "");
+    close(*h, c, engine::CloseReason::kCompleted);
+    EXPECT_NE(log_->lines().find("outbound|3128|cnn|forward-proxy.corp.example"), std::string::npos) << log_->lines();
+  }
+}
+
 TEST_F(EgressHandlerTest, DeclaredTcpPortConnectsAtAcceptWithoutWaitingForBytes) {
   load({kRegistryOnly, kCnnServiceEntry, kDb});
   auto h = handler("192.0.2.50:5432");
