@@ -65,6 +65,18 @@ bool is_plain_block_mapping(std::string_view text) {
     if (content != 0) return false;
     constexpr std::string_view kIndicators = "-?:,[]{}#&*!|>'\"%@`";
     if (kIndicators.find(line[0]) != std::string_view::npos) return false;
+    // And it must be a key: a plain scalar, then ':' and a blank or the
+    // line's end, before any comment. A root that is a plain scalar
+    // ("i #" then an indented "- h" and a stray ",") stalls yaml-cpp 0.7's
+    // LoadAll, which then grows without bound (jbeder/yaml-cpp#1319): such
+    // a text gets the dry run.
+    const size_t comment = line.find(" #");
+    size_t colon = line.find(':');
+    while (colon != std::string_view::npos && colon + 1 < line.size() && line[colon + 1] != ' ' &&
+           line[colon + 1] != '\t' && line[colon + 1] != '\r') {
+      colon = line.find(':', colon + 1);
+    }
+    if (colon == std::string_view::npos || (comment != std::string_view::npos && comment < colon)) return false;
     first = false;
   }
   return !first;

@@ -190,13 +190,24 @@ TEST(RobustnessTest, ParserGuardStopsWhatTheScreenMisses) {
   // Straight to the parser, past the structure check: still terminates.
   for (const char* text :
        {"{a: b},\n", "\"a\",\n", "--- [a],[b]\n", "{a: 1}\n...\n,\n", "- a\n,\n", "- a: 1\n,\n",
-        "    a: 1\n    b\n,x\n", "a: 1\n---\n- c\n,\n", "a: 1\n%x\n---\n- c\n,\n"}) {
+        "    a: 1\n    b\n,x\n", "a: 1\n---\n- c\n,\n", "a: 1\n%x\n---\n- c\n,\n",
+        // A plain scalar at column 0, not a key (found by the loader fuzzer:
+        // LoadAll grew by gigabytes a second on it).
+        "i #\n - h\n ,", "i #\n - h\n ,\n"}) {
     const auto start = Clock::now();
     ParsedDocuments parsed = parse_documents(text);
     EXPECT_FALSE(parsed.ok) << text;
     EXPECT_EQ(parsed.error, "unexpected text after the end of a document") << text;
     EXPECT_LT(elapsed_ms(start), 1000) << text;
   }
+  // The fuzzer's whole input: several documents, each refused promptly.
+  const std::string found =
+      "api--- - gatew   ##################### ehoapiVer###essgat`eway\n  - mesh\n , http:\n  - match:\n"
+      "--- - gnd: Configatew   ######Map netglobworking.istio.io/v1alpha3\nkin     ps:\n  - port:\n"
+      "      fumber:atch:\n--- - gatew   piVer###essgat`eway\n  -ch:\n--- - gnd: Configatew   ######Ma\n#";
+  const auto start = Clock::now();
+  EXPECT_GE(load(found).diagnostics.error_count(), 1u);
+  EXPECT_LT(elapsed_ms(start), 1000);
   ParsedDocuments json = parse_documents("{\"a\": 1}\n{\"b\": 2}\n");
   ASSERT_TRUE(json.ok);
   EXPECT_EQ(json.documents.size(), 2u);
