@@ -234,11 +234,12 @@ EffectivePolicy DestinationRules::resolve_policy(std::string_view host, std::str
     }
   }
   PolicySource lb_src = src, pool_src = src, outlier_src = src, tls_src = src;
-  // Istio's MergeTrafficPolicy: the tunnel is the top level's whatever the
-  // port, replaced by the subset's when it has one.
+  // The tunnel as Istio's tunnelingconfig.Apply takes it: a route to a
+  // subset gets that subset's (none if it has none: no fallback to the top
+  // level), a route without one the top level's; ports play no part.
   const config::TunnelSettings* tunnel = nullptr;
   PolicySource tunnel_src = PolicySource::kDefault;
-  if (m && m->policy_rule && m->policy_rule->traffic_policy->tunnel) {
+  if (subset.empty() && m && m->policy_rule && m->policy_rule->traffic_policy->tunnel) {
     tunnel = &*m->policy_rule->traffic_policy->tunnel;
     tunnel_src = PolicySource::kTopLevel;
   }

@@ -87,8 +87,9 @@ struct EffectivePolicy {
   PolicySource outlier_detection_source = PolicySource::kDefault;
   const config::ClientTLSSettings* tls = nullptr;
   PolicySource tls_source = PolicySource::kDefault;
-  // trafficPolicy.tunnel: the top level's, or the subset's in its place
-  // (portLevelSettings carry none, so a port's entry leaves it as it is).
+  // trafficPolicy.tunnel as Istio applies it (tunnelingconfig.Apply): the
+  // subset's for a route to a subset (none if it has none), else the top
+  // level's; for every port (portLevelSettings carry none).
   const config::TunnelSettings* tunnel = nullptr;
   PolicySource tunnel_source = PolicySource::kDefault;
 

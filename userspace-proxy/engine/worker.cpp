@@ -944,7 +944,7 @@ void Worker::accept_conn(int fd, uint64_t spawn_tag) {
   c->answered_idle = false;
   c->inflight_ops = 0;
   c->ctx = 0;
-  c->parking = c->ending_downstream = false;
+  c->parking = c->ending_downstream = c->filter_closed = false;
   c->pool_key.clear();
   c->keepalive = {};
   c->pool_idle_ns = 0;
@@ -1694,6 +1694,7 @@ void Worker::filter_status(ConnectionImpl* c, FilterStatus st) {
   }
   // kClose: flush both queues, then FIN both ways through the half-close path.
   if (c->stats.reason == CloseReason::kNone) c->stats.reason = CloseReason::kFilterClose;
+  c->filter_closed = true;
   for (int s = 0; s < 2; ++s) stop_reading(c, s);
   for (int s = 0; s < 2; ++s) maybe_shutdown_write(c, s);
 }
@@ -1799,7 +1800,9 @@ void Worker::report_sniff_eof(ConnectionImpl* c) {
 void Worker::maybe_shutdown_write(ConnectionImpl* c, int s) {
   Side& dst = c->side[s];
   if (c->parking && s == 1) return;  // a parked upstream stays open both ways
-  if (s == 1 && c->filter && c->filter->upstream_end_held()) return;  // the filter still holds bytes for it
+  // The filter still holds bytes for it (a tunnel waiting for its proxy),
+  // unless it closed the connection.
+  if (s == 1 && c->filter && !c->filter_closed && c->filter->upstream_end_held()) return;
   if (dst.write_shut || dst.send_inflight || dst.out.count > 0 || dst.fd < 0) return;
   const bool source_done = c->phase == Phase::kLingering ? s == 0 : c->side[1 - s].read_eof;
   if (!source_done) return;

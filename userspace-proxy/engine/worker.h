@@ -146,6 +146,9 @@ class alignas(16) ConnectionImpl final : public Connection {
   // written it gets our FIN and the connection ends, whether or not the
   // upstream can still be parked.
   bool ending_downstream = false;
+  // The filter closed the connection (kClose): both sides get their FIN
+  // once flushed, whatever it still holds (StreamFilter::upstream_end_held).
+  bool filter_closed = false;
   // The downstream FIN arrived while deferred and the handler has not been
   // told yet (on_downstream_eof once it asks for more bytes again).
   bool eof_unreported = false;

@@ -323,7 +323,8 @@ void Forwarder::on_upstream_connected(engine::Connection& conn, const SocketAddr
   // the final word (TCP proxying: Envoy's LocalOriginConnectSuccessFinal);
   // for HTTP the responses speak (Envoy ignores a mere connect success
   // there, so it does not wipe a run of 5xx and resets).
-  if (o_.clusters && c.plan.kind == RequestPlan::Kind::kForward && !c.info->http) {
+  // Through a tunnel the final word is the proxy's answer (TunnelFilter).
+  if (o_.clusters && c.plan.kind == RequestPlan::Kind::kForward && !c.info->http && !c.plan.forward.policy.tunnel) {
     o_.clusters->report_connect(c.plan.cluster, upstream, true);
   }
 }
@@ -956,14 +957,24 @@ engine::StreamFilterPtr Forwarder::build_filter(ProxyConnection& c, std::span<co
     }
     std::weak_ptr<ConnectionInfo> info_of = c.info;
     Clusters* clusters = o_.clusters;
-    // A refused tunnel is a failed connection to that proxy, as Envoy's
-    // tcp_proxy counts it (UF, and for outlier detection).
-    inner = std::make_unique<TunnelFilter>(t.target_host, t.target_port, [info_of, clusters](const std::string& why) {
+    // The tunnel's outcome is the connection's for outlier detection (Envoy
+    // reports a tunneled connect's success only at the proxy's 2xx; see
+    // on_upstream_connected): a refusal or the proxy closing first is a
+    // failed connect to that proxy (UF), a client that sends too much
+    // meanwhile is not the proxy's fault.
+    auto report = [info_of, clusters](bool ok) {
       auto info = info_of.lock();
-      if (!info) return;
-      info->upstream_failure = why;
-      if (clusters && info->upstream_address.valid()) clusters->report_connect(info->cluster, info->upstream_address, false);
-    });
+      if (info && clusters && info->upstream_address.valid()) {
+        clusters->report_connect(info->cluster, info->upstream_address, ok);
+      }
+    };
+    inner = std::make_unique<TunnelFilter>(
+        t.target_host, t.target_port,
+        [info_of, report](const std::string& why, bool proxy_failed) {
+          if (auto info = info_of.lock()) info->upstream_failure = why;
+          if (proxy_failed) report(false);
+        },
+        [report] { report(true); });
   }
   std::shared_ptr<const tls::TlsClientContext> client;
   tls::ClientSessionParams params;

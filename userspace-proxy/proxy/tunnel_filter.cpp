@@ -15,8 +15,9 @@ std::span<const uint8_t> bytes_of(const std::string& s) {
 std::string_view text_of(std::span<const uint8_t> b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
 }  // namespace
 
-TunnelFilter::TunnelFilter(const std::string& target_host, uint32_t target_port, FailureFn on_failure)
-    : authority_(authority(target_host, target_port)), on_failure_(std::move(on_failure)) {}
+TunnelFilter::TunnelFilter(const std::string& target_host, uint32_t target_port, FailureFn on_failure,
+                           OpenFn on_open)
+    : authority_(authority(target_host, target_port)), on_failure_(std::move(on_failure)), on_open_(std::move(on_open)) {}
 
 std::string TunnelFilter::authority(const std::string& target_host, uint32_t target_port) {
   const bool v6 = target_host.find(':') != std::string::npos;
@@ -42,7 +43,8 @@ FilterStatus TunnelFilter::on_data(Direction dir, std::span<const uint8_t> chunk
   if (dir == Direction::kUpstreamToDownstream) return answer(chunk, out);
   if (held_.size() + chunk.size() > kMaxHeld) {
     return fail("tunnel: the client sent more than " + std::to_string(kMaxHeld) +
-                " bytes before the proxy answered CONNECT");
+                    " bytes before the proxy answered CONNECT",
+                /*proxy_failed=*/false);
   }
   held_.append(text_of(chunk));
   return FilterStatus::kContinue;
@@ -70,9 +72,11 @@ FilterStatus TunnelFilter::answer(std::span<const uint8_t> chunk, FilterOutput& 
   const bool digits = http1 && status_line[10] >= '0' && status_line[10] <= '9' && status_line[11] >= '0' &&
                       status_line[11] <= '9' && (status_line.size() == 12 || status_line[12] == ' ');
   if (!digits || c0 != '2') {
-    return fail("tunnel: the proxy answered CONNECT " + authority_ + " with \"" + status_line.substr(0, 128) + "\"");
+    // No quotes: the reason goes into a quoted access log field.
+    return fail("tunnel: the proxy answered CONNECT " + authority_ + " with " + status_line.substr(0, 128));
   }
   state_ = State::kOpen;
+  if (on_open_) on_open_();
   // The head's bytes in this chunk are dropped; any after it are the
   // tunnel's, for the client.
   const size_t head_in_chunk = head_end - before;
@@ -93,10 +97,10 @@ FilterStatus TunnelFilter::on_end_stream(Direction dir, FilterOutput& /*out*/) {
   return fail("tunnel: the proxy closed the connection before answering CONNECT " + authority_);
 }
 
-FilterStatus TunnelFilter::fail(std::string reason) {
+FilterStatus TunnelFilter::fail(std::string reason, bool proxy_failed) {
   state_ = State::kFailed;
   held_.clear();
-  if (on_failure_) on_failure_(reason);
+  if (on_failure_) on_failure_(reason, proxy_failed);
   return FilterStatus::kClose;
 }
 

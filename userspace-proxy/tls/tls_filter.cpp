@@ -406,6 +406,13 @@ FilterStatus TlsFilter::on_end_stream(Direction dir, FilterOutput& out) {
     if (st == FilterStatus::kEndDownstream) return st;
     if (up_ != nullptr && started_) {
       if (up_->state() == HandshakeState::kInProgress) {
+        // The inner filter holds the upstream's end (a tunnel inside this
+        // TLS): the engine waits with its FIN, so the handshake goes on;
+        // close_notify follows it.
+        if (upstream_end_held()) {
+          close_upstream_after_handshake_ = true;
+          return st;
+        }
         // The engine half-closes the upstream right after this call; the
         // handshake cannot finish without our Finished, so the held
         // plaintext could never be sent: say so instead of losing it.
@@ -413,13 +420,7 @@ FilterStatus TlsFilter::on_end_stream(Direction dir, FilterOutput& out) {
                                            std::to_string(to_upstream_.size()) + " bytes not sent)",
                                        out);
       }
-      // Not while the inner filter still holds bytes for the upstream (a
-      // tunnel not yet open): they go first, then the engine's FIN, without
-      // close_notify.
-      if (up_->state() == HandshakeState::kDone && !upstream_end_held()) {
-        up_->send_close_notify();
-        st = worse(st, flush(*up_, out));
-      }
+      if (up_->state() == HandshakeState::kDone) st = worse(st, close_upstream_tls(out));
     }
     return st;
   }
@@ -579,12 +580,31 @@ FilterStatus TlsFilter::pump_up(FilterOutput& out) {
       if (st != FilterStatus::kContinue) return st;
     }
     if (close_upstream_after_handshake_) {
-      up_->send_close_notify();
-      st = flush(*up_, out);
+      st = close_upstream_tls(out);
       if (st != FilterStatus::kContinue) return st;
     }
   }
-  return read_plaintext(*up_, out);
+  FilterStatus st = read_plaintext(*up_, out);
+  // The inner filter let the upstream's end go (a tunnel's proxy agreed):
+  // the close_notify it held back follows what it released.
+  if (st == FilterStatus::kContinue && close_notify_up_deferred_ && !upstream_end_held()) {
+    close_notify_up_deferred_ = false;
+    st = close_upstream_tls(out);
+  }
+  return st;
+}
+
+// close_notify toward the upstream (TLS origination done), unless the inner
+// filter still holds bytes for it (a tunnel waiting for its proxy): then
+// once it lets them go, after them.
+FilterStatus TlsFilter::close_upstream_tls(FilterOutput& out) {
+  if (upstream_end_held()) {
+    close_notify_up_deferred_ = true;
+    return FilterStatus::kContinue;
+  }
+  if (up_->close_notify_sent()) return FilterStatus::kContinue;
+  up_->send_close_notify();
+  return flush(*up_, out);
 }
 
 // Decrypts everything complete in `conn`'s input and passes it on: from the
@@ -634,8 +654,7 @@ FilterStatus TlsFilter::peer_closed(TlsConnection& conn, FilterOutput& out) {
   if (conn.is_server()) {
     if (up_ != nullptr && started_) {
       if (up_->state() == HandshakeState::kDone) {
-        up_->send_close_notify();
-        st = worse(st, flush(*up_, out));
+        st = worse(st, close_upstream_tls(out));
       } else {
         close_upstream_after_handshake_ = true;
       }

@@ -128,7 +128,7 @@ class TlsFilter final : public engine::StreamFilter {
   engine::FilterStatus on_connect_failed(engine::FilterOutput& out, bool timed_out) override;
   bool takes_held_bytes() const override;
   // The inner filter's (a tunnel's, through a TLS-originated proxy hop).
-  bool upstream_end_held() const override { return options_.inner && options_.inner->upstream_end_held(); }
+  bool upstream_end_held() const override { return !failed_ && options_.inner && options_.inner->upstream_end_held(); }
   engine::FilterStatus on_start(std::span<const uint8_t> held, engine::FilterOutput& out) override;
   // Pooling (origination only, plaintext downstream): the upstream session
   // is reusable when its handshake is done, nothing is buffered either way
@@ -165,6 +165,7 @@ class TlsFilter final : public engine::StreamFilter {
   Status read_plaintext(TlsConnection& conn, engine::FilterOutput& out);
   Status start_upstream(engine::FilterOutput& out);
   Status peer_closed(TlsConnection& conn, engine::FilterOutput& out);
+  Status close_upstream_tls(engine::FilterOutput& out);
   Status end_inner(Dir dir, engine::FilterOutput& out);
   Status close_notify_if_ended(Status st, engine::FilterOutput& out);
   template <typename Fn>
@@ -191,6 +192,7 @@ class TlsFilter final : public engine::StreamFilter {
   bool ready_pending_ = false;  // connected, the upstream handshake still going
   void inner_ready(engine::FilterOutput& out);
   bool close_upstream_after_handshake_ = false;  // downstream close_notify came first
+  bool close_notify_up_deferred_ = false;        // held back while the inner filter held the upstream's end
   bool upstream_spoke_ = false;                  // plaintext came from the upstream
   bool adopted_ = false;                         // up_ came from a pooled connection
   bool up_pending_ = false;                      // defer_upstream_session: up_ not made yet

@@ -440,10 +440,11 @@ spec:
   EXPECT_TRUE(endpoint_in_subset(se.endpoints[3], nullptr));
 }
 
-// trafficPolicy.tunnel (Istio's MergeTrafficPolicy): the top level's for
-// every port (portLevelSettings carry none, so an entry for the port leaves
-// it), replaced by a subset's own.
-TEST(TunnelPolicy, TopLevelForEveryPortAndTheSubsetsInItsPlace) {
+// trafficPolicy.tunnel as Istio's tunnelingconfig.Apply takes it: without a
+// subset the top level's, for every port (portLevelSettings carry none);
+// with a subset that subset's own, and none when it has none (no fallback
+// to the top level, unlike the other settings).
+TEST(TunnelPolicy, TopLevelWithoutASubsetAndOnlyTheSubsetsWithOne) {
   auto cfg = load_config({R"(
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -475,7 +476,7 @@ spec:
   EXPECT_EQ(s.tunnel->target_host, "192.0.2.7");
   EXPECT_EQ(s.tunnel->target_port, 5432u);
   EXPECT_EQ(s.tunnel_source, PolicySource::kSubset);
-  EXPECT_EQ(rules.resolve_policy("forward-proxy.corp.example", "inherits", 8080).tunnel, &top);
+  EXPECT_EQ(rules.resolve_policy("forward-proxy.corp.example", "inherits", 8080).tunnel, nullptr);
   EXPECT_EQ(rules.resolve_policy("elsewhere.example", "", 443).tunnel, nullptr);
 }
 

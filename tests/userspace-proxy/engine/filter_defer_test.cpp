@@ -249,7 +249,8 @@ class DeadlineFilter final : public StreamFilter {
 
 
 // Holds the client's bytes (and, through upstream_end_held, its FIN) until
-// the upstream says "GO", as a tunnel waits for its proxy's answer.
+// the upstream says "GO", as a tunnel waits for its proxy's answer; "NO"
+// closes the connection, still holding.
 class HoldUntilGoFilter final : public StreamFilter {
  public:
   bool upstream_end_held() const override { return !open_; }
@@ -259,6 +260,7 @@ class HoldUntilGoFilter final : public StreamFilter {
       held_.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
       return FilterStatus::kContinue;
     }
+    if (chunk.size() == 2 && chunk[0] == 'N') return FilterStatus::kClose;
     open_ = true;  // the upstream's first bytes: "GO", not for the client
     out.inject(Direction::kDownstreamToUpstream, bytes(held_));
     return FilterStatus::kContinue;
@@ -1236,6 +1238,26 @@ TEST_F(FilterDeferTest, AHeldUpstreamEndWaitsForTheFilter) {
   }
   ASSERT_TRUE(log_.wait_for(2));
   EXPECT_EQ(log_.first().reason, CloseReason::kCompleted) << close_reason_name(log_.first().reason);
+}
+
+// A filter that closes the connection while it holds the upstream's end
+// (a tunnel the proxy refused) does not keep it open: both sides get their
+// FIN at once, not at the idle timeout.
+TEST_F(FilterDeferTest, AFilterCloseReleasesAHeldUpstreamEnd) {
+  start([](ScriptedHandler& h) { h.filter_fn = [] { return std::make_unique<HoldUntilGoFilter>(); }; });
+  int c = client();
+  ASSERT_TRUE(write_all(c, "held"));
+  int s = server();
+  ASSERT_TRUE(write_all(s, "NO"));
+  int err = -1;
+  EXPECT_EQ(read_to_eof(s, &err), "") << "the client's held bytes never go";
+  EXPECT_EQ(err, 0);
+  EXPECT_EQ(read_to_eof(c, &err), "");
+  EXPECT_EQ(err, 0);
+  close(s);
+  close(c);
+  ASSERT_TRUE(log_.wait_for(1));
+  EXPECT_EQ(log_.first().reason, CloseReason::kFilterClose) << close_reason_name(log_.first().reason);
 }
 
 // Every upstream address refused: the filter answers the client before the

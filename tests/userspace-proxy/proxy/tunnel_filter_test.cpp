@@ -50,9 +50,17 @@ Fed feed(TunnelFilter& f, Direction dir, const std::string& chunk) {
 class TunnelFilterTest : public ::testing::Test {
  protected:
   TunnelFilter make(const std::string& host = "external.example.com", uint32_t port = 443) {
-    return TunnelFilter(host, port, [this](const std::string& why) { failures.push_back(why); });
+    return TunnelFilter(
+        host, port,
+        [this](const std::string& why, bool proxy_failed) {
+          failures.push_back(why);
+          proxy_failed_.push_back(proxy_failed);
+        },
+        [this] { ++opened; });
   }
   std::vector<std::string> failures;
+  std::vector<bool> proxy_failed_;
+  int opened = 0;
 };
 
 // CONNECT goes first; the client's bytes (held and later ones) and its FIN
@@ -76,6 +84,7 @@ TEST_F(TunnelFilterTest, ConnectThenTheHeldBytesOnceTheProxyAgrees) {
   EXPECT_EQ(ok.downstream, "BANNER") << "the head is the proxy's, not the client's";
   EXPECT_EQ(ok.upstream, "hello world");
   EXPECT_TRUE(f.open());
+  EXPECT_EQ(opened, 1);
   EXPECT_FALSE(f.upstream_end_held());
   EXPECT_EQ(feed(f, Direction::kDownstreamToUpstream, "more").upstream, "more");
   EXPECT_EQ(feed(f, Direction::kUpstreamToDownstream, "\r\n\r\nraw").downstream, "\r\n\r\nraw");
@@ -113,7 +122,9 @@ TEST_F(TunnelFilterTest, ARefusalFailsTheConnection) {
   EXPECT_EQ(no.upstream, "");
   EXPECT_EQ(no.downstream, "");
   ASSERT_EQ(failures.size(), 1u);
-  EXPECT_EQ(failures[0], "tunnel: the proxy answered CONNECT external.example.com:443 with \"HTTP/1.1 403 Forbidden\"");
+  EXPECT_EQ(failures[0], "tunnel: the proxy answered CONNECT external.example.com:443 with HTTP/1.1 403 Forbidden");
+  EXPECT_TRUE(proxy_failed_[0]);
+  EXPECT_EQ(opened, 0);
   EXPECT_FALSE(f.upstream_end_held()) << "failed: the engine's FIN to the proxy is not held back";
   EXPECT_EQ(feed(f, Direction::kDownstreamToUpstream, "x").status, FilterStatus::kClose);
   EXPECT_EQ(failures.size(), 1u) << "reported once";
@@ -154,7 +165,8 @@ TEST_F(TunnelFilterTest, WhatIsHeldIsBounded) {
     sent += block.size();
   }
   EXPECT_EQ(st, FilterStatus::kClose);
-  EXPECT_EQ(failures.size(), 1u);
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_FALSE(proxy_failed_[0]) << "the client's excess is not the proxy's failure";
 
   TunnelFilter g = make();
   Out start2(Direction::kDownstreamToUpstream, "");

@@ -977,6 +977,46 @@ TEST(TlsFilterTest, DownstreamFinBeforeTheUpstreamHandshakeEndsIsReported) {
   EXPECT_THAT(side.results[0].failure_reason, HasSubstr("bytes not sent"));
 }
 
+// An inner filter that holds the upstream's end (a tunnel waiting for its
+// proxy, inside TLS origination to that proxy): a client FIN during the
+// upstream handshake is no failure (the engine holds the FIN back, so the
+// handshake can finish); the hold is asked of the inner filter, and a
+// failed TLS filter holds nothing (its close must not wait).
+TEST(TlsFilterTest, AnInnerFilterHoldingTheUpstreamEndKeepsTheHandshakeThroughAClientFin) {
+  class HoldingInner final : public engine::StreamFilter {
+   public:
+    bool upstream_end_held() const override { return true; }
+    FilterStatus on_data(Direction, std::span<const uint8_t>, FilterOutput&) override {
+      return FilterStatus::kContinue;  // held
+    }
+  };
+  for (const bool holding : {true, false}) {
+    Recorded side;
+    TlsFilterOptions o;
+    o.upstream_tls = make_client(sidecar_client());
+    if (holding) o.inner = std::make_unique<HoldingInner>();
+    o.on_handshake = side.callback();
+    auto sidecar = make_filter(std::move(o));
+    EXPECT_EQ(sidecar->upstream_end_held(), holding);
+    std::string up, down;
+    RecordingOutput start(engine::Direction::kDownstreamToUpstream, bytes(kRequest), &up, &down);
+    ASSERT_EQ(sidecar->on_start(bytes(kRequest), start), FilterStatus::kContinue);
+    RecordingOutput fin(engine::Direction::kDownstreamToUpstream, {}, &up, &down);
+    const FilterStatus st = sidecar->on_end_stream(engine::Direction::kDownstreamToUpstream, fin);
+    if (holding) {
+      EXPECT_EQ(st, FilterStatus::kContinue);
+      EXPECT_TRUE(side.results.empty()) << side.results[0].failure_reason;
+      // A failure (garbage from the upstream) ends the hold.
+      const std::string garbage = "HTTP/1.1 400 Bad Request\r\n\r\n";
+      RecordingOutput bad(engine::Direction::kUpstreamToDownstream, bytes(garbage), &up, &down);
+      EXPECT_NE(sidecar->on_data(engine::Direction::kUpstreamToDownstream, bytes(garbage), bad), FilterStatus::kContinue);
+      EXPECT_FALSE(sidecar->upstream_end_held());
+    } else {
+      EXPECT_EQ(st, FilterStatus::kClose);  // as before: the held plaintext could never go
+    }
+  }
+}
+
 TEST(TlsFilterTest, InjectFailureResets) {
   Recorded side;
   auto sidecar = originator(make_client(sidecar_client()), &side);
