@@ -34,8 +34,9 @@ class FilterOutput {
   // `after`, StreamFilter::on_timer is called. A later call replaces the
   // earlier one; zero or less cancels it. It runs while the upstream is
   // being connected too (attempts and the waits between them): on_timer
-  // then answering anything but kContinue gives up the connect, and what it
-  // injected toward the downstream is sent before the FIN.
+  // then answering kClose (or kEndDownstream, kNewUpstream) gives up the
+  // connect, and what it injected toward the downstream is sent before the
+  // FIN; kReset resets the client instead.
   virtual void set_timer(std::chrono::milliseconds after) { (void)after; }
 };
 
@@ -140,7 +141,7 @@ class StreamFilter {
   // The filter still holds bytes the upstream is to get (a tunnel waiting
   // for its proxy's answer): the client's FIN is not passed on to the
   // upstream until this turns false. The engine asks again after each
-  // chunk the upstream sends.
+  // chunk the upstream sends; a kClose from the filter ends the hold.
   virtual bool upstream_end_held() const { return false; }
 
   // Upstream connection pooling (Verdict::with_pool). When a connection

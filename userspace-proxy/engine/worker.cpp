@@ -694,8 +694,7 @@ void Worker::fire_filter_timer_connecting(ConnectionImpl* c) {
   const FilterStatus st = c->filter->on_timer(out);
   if (st == FilterStatus::kContinue) {
     if (c->side[0].out.count > 0) kick_send(c, 0);
-    reschedule_timer(c);  // the filter may have set its timer again
-    return;
+    return;  // (a timer set again: on_timer reschedules)
   }
   if (st == FilterStatus::kReset) {
     begin_close(c, CloseReason::kFilterClose, 0, true, true);
@@ -1800,13 +1799,13 @@ void Worker::report_sniff_eof(ConnectionImpl* c) {
 void Worker::maybe_shutdown_write(ConnectionImpl* c, int s) {
   Side& dst = c->side[s];
   if (c->parking && s == 1) return;  // a parked upstream stays open both ways
-  // The filter still holds bytes for it (a tunnel waiting for its proxy),
-  // unless it closed the connection.
-  if (s == 1 && c->filter && !c->filter_closed && c->filter->upstream_end_held()) return;
   if (dst.write_shut || dst.send_inflight || dst.out.count > 0 || dst.fd < 0) return;
   const bool source_done = c->phase == Phase::kLingering ? s == 0 : c->side[1 - s].read_eof;
   if (!source_done) return;
   if (c->phase != Phase::kRelaying && c->phase != Phase::kLingering) return;
+  // The filter still holds bytes for it (a tunnel waiting for its proxy),
+  // unless it closed the connection. Asked last: only once the FIN is due.
+  if (s == 1 && c->filter && !c->filter_closed && c->filter->upstream_end_held()) return;
   dst.write_shut = true;
   // When the connection closes right after, close() sends this FIN (behind
   // anything still unsent, as shutdown would): one syscall fewer.

@@ -239,6 +239,16 @@ class EgressHandlerTest : public ::testing::Test {
     with_clusters_ = true;
     return handler(std::string(*ips.begin()) + ":80");
   }
+  // An HTTP connection decided on `req`, connected to `first`, whose
+  // upstream answered 503: the guard asks for a new upstream (a retry).
+  engine::StreamFilterPtr answered_503(engine::ConnectionHandler& h, FakeConnection& c, const std::string& req,
+                                       engine::SocketAddress* first) {
+    engine::StreamFilterPtr f = connected(h, c, req, first);
+    if (!f) return f;
+    EXPECT_EQ(respond(*f, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").first,
+              engine::FilterStatus::kNewUpstream);
+    return f;
+  }
   // After the guard asked for a new upstream (a retry or a switch): the
   // handler's next connect verdict, past the retry back-off (this fake
   // connection has no waker: a detection timeout stands in for the wake).
@@ -1162,10 +1172,8 @@ TEST_F(EgressHandlerTest, TheRouteTimeoutRunsThroughARetrysBackoff) {
   FakeConnection c;
   const std::string req = "GET /slow HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   engine::SocketAddress first;
-  auto f = connected(*h, c, req, &first);
+  auto f = answered_503(*h, c, req, &first);
   ASSERT_NE(f, nullptr);
-  EXPECT_EQ(respond(*f, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").first,
-            engine::FilterStatus::kNewUpstream);
   FakeOutput held("");
   f->on_new_upstream(held);
   Verdict wait = h->on_new_upstream(c, bytes(req));
@@ -1198,10 +1206,8 @@ TEST_F(EgressHandlerTest, ARouteTimeoutWhileConnectingChargesNoEndpoint) {
   FakeConnection c;
   const std::string req = "GET /hang HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   engine::SocketAddress first;
-  auto f = connected(*h, c, req, &first);
+  auto f = answered_503(*h, c, req, &first);
   ASSERT_NE(f, nullptr);
-  EXPECT_EQ(respond(*f, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").first,
-            engine::FilterStatus::kNewUpstream);
   Verdict again = next_try(*h, c, *f, req);
   ASSERT_EQ(again.kind(), Verdict::Kind::kConnect);
   auto f2 = again.take_filter();
@@ -1238,10 +1244,8 @@ TEST_F(EgressHandlerTest, ARetrysDnsWaitEndsAtTheRouteDeadline) {
   FakeConnection c;
   const std::string req = "GET /dns HTTP/1.1\r\nHost: edition.cnn.com\r\n\r\n";
   engine::SocketAddress first;
-  auto f = connected(*h, c, req, &first);
+  auto f = answered_503(*h, c, req, &first);
   ASSERT_NE(f, nullptr);
-  EXPECT_EQ(respond(*f, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").first,
-            engine::FilterStatus::kNewUpstream);
   dns_.expire("edition.cnn.com");  // no answer will come
   FakeOutput held("");
   f->on_new_upstream(held);
