@@ -1186,6 +1186,62 @@ TEST_F(FilterDeferTest, AFilterTimerEndsAHangingConnect) {
   close(full);
 }
 
+// A timer answered kContinue while connecting (set again) keeps the
+// connect going; the next firing that gives up still ends it; kReset
+// resets the client.
+TEST_F(FilterDeferTest, AFilterTimerWhileConnectingCanWaitAgainOrReset) {
+  class Patient final : public StreamFilter {
+   public:
+    explicit Patient(bool reset) : reset_(reset) {}
+    FilterStatus on_data(Direction, std::span<const uint8_t> chunk, FilterOutput& out) override {
+      if (!armed_) out.set_timer(20ms);
+      armed_ = true;
+      return out.forward(chunk.size()) < 0 ? FilterStatus::kReset : FilterStatus::kContinue;
+    }
+    FilterStatus on_timer(FilterOutput& out) override {
+      if (++fired_ == 1) {
+        out.set_timer(20ms);  // not yet
+        return FilterStatus::kContinue;
+      }
+      if (reset_) return FilterStatus::kReset;
+      out.inject(Direction::kUpstreamToDownstream, bytes("LATE TWICE\n"));
+      return FilterStatus::kClose;
+    }
+
+   private:
+    bool reset_;
+    bool armed_ = false;
+    int fired_ = 0;
+  };
+  uint16_t full_port = 0;
+  int full = listen_loopback(&full_port, 0);
+  std::vector<int> fillers = fill_accept_queue(full_port);
+  auto reset = std::make_shared<std::atomic<bool>>(false);
+  start(
+      [full_port, reset](ScriptedHandler& h) {
+        h.upstreams = {SocketAddress::loopback4(full_port)};
+        h.filter_fn = [reset] { return std::make_unique<Patient>(reset->load()); };
+      },
+      [](EngineConfig& cfg) { cfg.connect_timeout = 30s; });
+  int c = client();
+  ASSERT_TRUE(write_all(c, "request"));
+  const auto t0 = std::chrono::steady_clock::now();
+  int err = -1;
+  EXPECT_EQ(read_to_eof(c, &err), "LATE TWICE\n");
+  EXPECT_EQ(err, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 20s);
+  close(c);
+  reset->store(true);
+  int r = client();
+  ASSERT_TRUE(write_all(r, "request"));
+  EXPECT_EQ(read_to_eof(r, &err), "");
+  EXPECT_EQ(err, -ECONNRESET);
+  close(r);
+  ASSERT_TRUE(log_.wait_for(2));
+  for (int f : fillers) close(f);
+  close(full);
+}
+
 // The same during the handler's wait between two connect attempts (a
 // retry's back-off): the timer ends the wait, the next attempt never starts.
 TEST_F(FilterDeferTest, AFilterTimerEndsTheWaitBetweenConnectAttempts) {
