@@ -1000,6 +1000,10 @@ void validate_traffic_policy(Sink& s, const std::string& path, const std::option
     s.error(path, "traffic policy must have at least one field");
     return;
   }
+  if (tp->tunnel && tp->has_proxy_protocol) {
+    s.error(path, "tunnel and proxyProtocol must not be set together");
+    return;
+  }
   if (tp->tunnel) validate_tunnel(s, dot(path, "tunnel"), *tp->tunnel);
   validate_outlier_detection(s, dot(path, "outlierDetection"), tp->outlier_detection);
   validate_connection_pool(s, dot(path, "connectionPool"), tp->connection_pool);

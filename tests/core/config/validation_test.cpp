@@ -651,6 +651,9 @@ TEST(DestinationRuleValidation, Tunnel) {
               "\"bad_host\" invalid); bad_host is not a valid IP",
               path.c_str());
   EXPECT_DIAG(d, "tunnel target port is invalid: port number 0 must be in the range 1..65535", path.c_str());
+  via.traffic_policy->has_proxy_protocol = true;
+  EXPECT_DIAG(run(dr), "tunnel and proxyProtocol must not be set together", "spec.subsets[1].trafficPolicy");
+  via.traffic_policy->has_proxy_protocol = false;
   via.traffic_policy->tunnel = TunnelSettings{"POST", "external.example.com", 443};
   EXPECT_WARN(run(dr),
               "tunnel protocol POST is not supported by Sluice (HTTP/1.1 CONNECT only): connections routed through "
