@@ -277,6 +277,28 @@ class FilterDeferTest : public LoopbackEngine<> {
              unsigned workers = 1) {
     start_engine(std::move(setup), std::move(tweak), workers);
   }
+  // An engine whose only upstream never completes a connect (its listener's
+  // accept queue is full: SYNs are dropped) and whose connect timeout is
+  // 30 s; each connection gets `make()`'s filter.
+  void start_with_hanging_upstream(std::function<StreamFilterPtr()> make) {
+    hanging_fd_ = listen_loopback(&hanging_port_, 0);
+    hanging_fillers_ = fill_accept_queue(hanging_port_);
+    start(
+        [port = hanging_port_, make](ScriptedHandler& h) {
+          h.upstreams = {SocketAddress::loopback4(port)};
+          h.filter_fn = make;
+        },
+        [](EngineConfig& cfg) { cfg.connect_timeout = 30s; });
+  }
+  ~FilterDeferTest() override {
+    for (int f : hanging_fillers_) close(f);
+    if (hanging_fd_ >= 0) close(hanging_fd_);
+  }
+
+ private:
+  uint16_t hanging_port_ = 0;
+  int hanging_fd_ = -1;
+  std::vector<int> hanging_fillers_;
 };
 
 // ------------------------------------------------------------ sniffing filter
@@ -1160,15 +1182,7 @@ TEST_F(FilterDeferTest, AFilterTimerFiresUnlessCancelled) {
 // fires, the filter's reply reaches the client, and nothing reaches the
 // upstream.
 TEST_F(FilterDeferTest, AFilterTimerEndsAHangingConnect) {
-  uint16_t full_port = 0;
-  int full = listen_loopback(&full_port, 0);
-  std::vector<int> fillers = fill_accept_queue(full_port);
-  start(
-      [full_port](ScriptedHandler& h) {
-        h.upstreams = {SocketAddress::loopback4(full_port)};
-        h.filter_fn = [] { return std::make_unique<DeadlineFilter>(); };
-      },
-      [](EngineConfig& cfg) { cfg.connect_timeout = 30s; });
+  start_with_hanging_upstream([] { return std::make_unique<DeadlineFilter>(); });
   int c = client();
   ASSERT_TRUE(write_all(c, "request"));
   const auto t0 = std::chrono::steady_clock::now();
@@ -1182,8 +1196,6 @@ TEST_F(FilterDeferTest, AFilterTimerEndsAHangingConnect) {
   EXPECT_EQ(log_.first().reason, CloseReason::kFilterClose) << close_reason_name(log_.first().reason);
   EXPECT_EQ(log_.first().bytes_to_upstream, 0u);
   EXPECT_EQ(engine_->counters().local_responses, 1u);
-  for (int f : fillers) close(f);
-  close(full);
 }
 
 // A timer answered kContinue while connecting (set again) keeps the
@@ -1213,16 +1225,8 @@ TEST_F(FilterDeferTest, AFilterTimerWhileConnectingCanWaitAgainOrReset) {
     bool armed_ = false;
     int fired_ = 0;
   };
-  uint16_t full_port = 0;
-  int full = listen_loopback(&full_port, 0);
-  std::vector<int> fillers = fill_accept_queue(full_port);
   auto reset = std::make_shared<std::atomic<bool>>(false);
-  start(
-      [full_port, reset](ScriptedHandler& h) {
-        h.upstreams = {SocketAddress::loopback4(full_port)};
-        h.filter_fn = [reset] { return std::make_unique<Patient>(reset->load()); };
-      },
-      [](EngineConfig& cfg) { cfg.connect_timeout = 30s; });
+  start_with_hanging_upstream([reset] { return std::make_unique<Patient>(reset->load()); });
   int c = client();
   ASSERT_TRUE(write_all(c, "request"));
   const auto t0 = std::chrono::steady_clock::now();
@@ -1238,8 +1242,6 @@ TEST_F(FilterDeferTest, AFilterTimerWhileConnectingCanWaitAgainOrReset) {
   EXPECT_EQ(err, -ECONNRESET);
   close(r);
   ASSERT_TRUE(log_.wait_for(2));
-  for (int f : fillers) close(f);
-  close(full);
 }
 
 // The same during the handler's wait between two connect attempts (a
